@@ -1,0 +1,110 @@
+// Package store defines the small object-store interface that the archive
+// format is written to, and the errors callers branch on.
+//
+// Implementations live in sub-packages (filestore for a local directory,
+// s3store for S3 and S3-compatible servers); storetest holds the one
+// conformance suite every implementation must pass, and storeurl opens a
+// store from a --store URL.
+package store
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Sentinel errors. Implementations wrap them (errors.Is works) and add the
+// key and backend context to the message.
+var (
+	// ErrNotFound: the object does not exist.
+	ErrNotFound = errors.New("object not found")
+	// ErrExists: a Put with IfNotExists found the key already present.
+	// This is the fencing signal: somebody else committed first.
+	ErrExists = errors.New("object already exists")
+	// ErrPermanent marks errors that retrying cannot fix (access denied, no
+	// such bucket, invalid credentials). Callers should fail fast on it.
+	ErrPermanent = errors.New("permanent store error")
+)
+
+// ObjectInfo describes one stored object.
+type ObjectInfo struct {
+	Key     string
+	Size    int64
+	ModTime time.Time
+}
+
+// PutOptions tune a Put. The zero value is an unconditional overwrite.
+type PutOptions struct {
+	// IfNotExists makes the Put atomic create-if-absent: if Key already
+	// exists the Put fails with ErrExists and the existing object is
+	// untouched. Two concurrent Puts of the same key with IfNotExists: at
+	// most one succeeds. (S3: If-None-Match: *; directory: link(2).)
+	IfNotExists bool
+}
+
+// ListOptions select the keys a List returns.
+type ListOptions struct {
+	// Prefix restricts the listing to keys that start with it ("" = all).
+	Prefix string
+	// StartAfter skips every key <= StartAfter (byte order). "" = from the start.
+	StartAfter string
+	// Delimiter, when non-empty (only "/" is supported), rolls keys that
+	// contain it after Prefix up into one CommonPrefix entry, as S3 does.
+	Delimiter string
+	// Limit stops the listing after this many entries (keys plus common
+	// prefixes). 0 means no limit.
+	Limit int
+}
+
+// ListEntry is one listed key, or (with a Delimiter) a common prefix.
+type ListEntry struct {
+	// Key is the full object key, or the common prefix ending with the
+	// delimiter when IsPrefix is true.
+	Key      string
+	IsPrefix bool
+	// Size is the object size; 0 for a prefix.
+	Size int64
+}
+
+// Store is the object store the archive lives in. Keys are
+// slash-separated relative paths without a leading slash, made of the
+// characters [A-Za-z0-9._/-]; implementations may reject others with an
+// error. Every method is safe for concurrent use.
+type Store interface {
+	// Put stores size bytes read from r under key. The object becomes
+	// visible atomically: a reader sees either the old object (or none) or
+	// the complete new one, never a prefix. Large bodies may be uploaded
+	// in parts. If r yields a different number of bytes than size, Put fails
+	// and stores nothing.
+	Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) error
+	// GetRange returns length bytes of key starting at byte off. A length
+	// < 0 reads to the end of the object. Reading past the end returns
+	// what exists (possibly fewer bytes); off beyond the end is an error.
+	// The caller closes the reader.
+	GetRange(ctx context.Context, key string, off, length int64) (io.ReadCloser, error)
+	// Stat returns the object's size and modification time, or ErrNotFound.
+	Stat(ctx context.Context, key string) (ObjectInfo, error)
+	// List calls fn for the keys selected by opts in ascending byte order
+	// of key. It stops at the first error fn returns and returns it.
+	List(ctx context.Context, opts ListOptions, fn func(ListEntry) error) error
+	// Delete removes key. Deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+	// String describes the store for messages (URL without credentials).
+	String() string
+}
+
+// Get reads the whole object at key into memory. Use it for small objects
+// (manifests, indexes, catalog captures) only.
+func Get(ctx context.Context, s Store, key string) ([]byte, error) {
+	rc, err := s.GetRange(ctx, key, 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}

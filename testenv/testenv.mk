@@ -1,0 +1,3 @@
+.PHONY: integration
+integration:
+	@echo "integration: not yet (test environment issue)"
