@@ -1,0 +1,229 @@
+package manifest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/kbackup/kbackup/store"
+)
+
+// ErrNoArchive: the store holds no kbackup archive (no root marker).
+var ErrNoArchive = errors.New("no kbackup archive")
+
+// Root is the archive root marker, kbackup.json.
+type Root struct {
+	Format        string `json:"format"` // always "kbackup-archive"
+	FormatVersion int    `json:"format_version"`
+	CreatedMs     int64  `json:"created_ms"`
+	CreatedBy     string `json:"created_by"`
+}
+
+const rootFormat = "kbackup-archive"
+
+// TopicMarker is an incarnation marker: topics/<topic>/<id>/topic.json.
+type TopicMarker struct {
+	FormatVersion int     `json:"format_version"`
+	Topic         string  `json:"topic"`
+	TopicID       TopicID `json:"-"`
+	TopicIDHex    string  `json:"topic_id"`
+	FirstSeenMs   int64   `json:"first_seen_ms"`
+}
+
+// decodeJSON decodes a JSON object strictly (unknown fields rejected) and
+// checks its format_version.
+func decodeJSON(what string, b []byte, v any, version func() int) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		// An unknown version may add fields: report the version first.
+		var probe struct {
+			FormatVersion int `json:"format_version"`
+		}
+		if json.Unmarshal(b, &probe) == nil && probe.FormatVersion != FormatVersion && probe.FormatVersion != 0 {
+			return versionErr(what, probe.FormatVersion)
+		}
+		return corruptf("%s: %v", what, err)
+	}
+	if dec.More() {
+		return corruptf("%s: trailing data", what)
+	}
+	if v := version(); v != FormatVersion {
+		return versionErr(what, v)
+	}
+	return nil
+}
+
+// DecodeRoot decodes kbackup.json.
+func DecodeRoot(b []byte) (*Root, error) {
+	var r Root
+	if err := decodeJSON("archive root kbackup.json", b, &r, func() int { return r.FormatVersion }); err != nil {
+		return nil, err
+	}
+	if r.Format != rootFormat {
+		return nil, corruptf("kbackup.json: format %q is not %q", r.Format, rootFormat)
+	}
+	return &r, nil
+}
+
+// DecodeTopicMarker decodes a topic.json incarnation marker.
+func DecodeTopicMarker(b []byte) (*TopicMarker, error) {
+	var m TopicMarker
+	if err := decodeJSON("topic marker", b, &m, func() int { return m.FormatVersion }); err != nil {
+		return nil, err
+	}
+	id, err := ParseTopicID(m.TopicIDHex)
+	if err != nil {
+		return nil, corruptf("topic marker: %v", err)
+	}
+	if err := ValidTopic(m.Topic); err != nil {
+		return nil, corruptf("topic marker: %v", err)
+	}
+	m.TopicID = id
+	return &m, nil
+}
+
+func encodeJSON(v any) []byte {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		panic(fmt.Sprintf("marshal of a format struct cannot fail: %v", err))
+	}
+	return append(b, '\n')
+}
+
+// Archive reads and writes one archive in a store.
+type Archive struct {
+	st store.Store
+}
+
+// Store is the underlying store.
+func (a *Archive) Store() store.Store { return a.st }
+
+// Open opens the archive in st, refusing a store without a root marker or
+// with a format version this kbackup does not read.
+func Open(ctx context.Context, st store.Store) (*Archive, error) {
+	b, err := store.Get(ctx, st, RootKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("%w at %s (no %s: wrong --store, or nothing archived yet)", ErrNoArchive, st, RootKey)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open archive at %s: %w", st, err)
+	}
+	if _, err := DecodeRoot(b); err != nil {
+		return nil, fmt.Errorf("open archive at %s: %w", st, err)
+	}
+	return &Archive{st: st}, nil
+}
+
+// Init opens the archive in st, creating its root marker if the store holds
+// none. createdBy names the writing program version.
+func Init(ctx context.Context, st store.Store, createdBy string, nowMs int64) (*Archive, error) {
+	body := encodeJSON(Root{Format: rootFormat, FormatVersion: FormatVersion, CreatedMs: nowMs, CreatedBy: createdBy})
+	err := st.Put(ctx, RootKey, bytes.NewReader(body), int64(len(body)), store.PutOptions{IfNotExists: true})
+	if err != nil && !errors.Is(err, store.ErrExists) {
+		return nil, fmt.Errorf("create archive at %s: %w", st, err)
+	}
+	return Open(ctx, st)
+}
+
+// EnsureTopic writes the incarnation marker of topic/id if absent.
+func (a *Archive) EnsureTopic(ctx context.Context, topic string, id TopicID, nowMs int64) error {
+	if err := ValidTopic(topic); err != nil {
+		return err
+	}
+	body := encodeJSON(TopicMarker{FormatVersion: FormatVersion, Topic: topic, TopicIDHex: id.String(), FirstSeenMs: nowMs})
+	err := a.st.Put(ctx, TopicMarkerKey(topic, id), bytes.NewReader(body), int64(len(body)), store.PutOptions{IfNotExists: true})
+	if err != nil && !errors.Is(err, store.ErrExists) {
+		return fmt.Errorf("write topic marker for %s: %w", topic, err)
+	}
+	return nil
+}
+
+// listPrefixes lists the common prefixes directly under prefix.
+func (a *Archive) listPrefixes(ctx context.Context, prefix string) ([]string, error) {
+	var out []string
+	err := a.st.List(ctx, store.ListOptions{Prefix: prefix, Delimiter: "/"}, func(e store.ListEntry) error {
+		if e.IsPrefix {
+			out = append(out, strings.TrimSuffix(strings.TrimPrefix(e.Key, prefix), "/"))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s in %s: %w", prefix, a.st, err)
+	}
+	return out, nil
+}
+
+// Topics lists the archived topic names in byte order.
+func (a *Archive) Topics(ctx context.Context) ([]string, error) {
+	names, err := a.listPrefixes(ctx, TopicsPrefix)
+	if err != nil {
+		return nil, err
+	}
+	out := names[:0]
+	for _, n := range names {
+		if ValidTopic(n) == nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// Incarnations lists the archived incarnations of topic, oldest first (by
+// the time the archive first saw them). The last one is the current topic.
+func (a *Archive) Incarnations(ctx context.Context, topic string) ([]*TopicMarker, error) {
+	if err := ValidTopic(topic); err != nil {
+		return nil, err
+	}
+	ids, err := a.listPrefixes(ctx, TopicPrefix(topic))
+	if err != nil {
+		return nil, err
+	}
+	var out []*TopicMarker
+	for _, s := range ids {
+		id, err := ParseTopicID(s)
+		if err != nil {
+			continue // not ours; verify reports stray objects
+		}
+		key := TopicMarkerKey(topic, id)
+		b, err := store.Get(ctx, a.st, key)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", key, err)
+		}
+		m, err := DecodeTopicMarker(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+		if m.Topic != topic || m.TopicID != id {
+			return nil, fmt.Errorf("%s: %w", key, corruptf("marker names %s/%s", m.Topic, m.TopicIDHex))
+		}
+		out = append(out, m)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].FirstSeenMs < out[j].FirstSeenMs })
+	return out, nil
+}
+
+// Partitions lists the archived partition numbers of a topic incarnation.
+func (a *Archive) Partitions(ctx context.Context, topic string, id TopicID) ([]int32, error) {
+	names, err := a.listPrefixes(ctx, IncarnationPrefix(topic, id))
+	if err != nil {
+		return nil, err
+	}
+	var out []int32
+	for _, n := range names {
+		if v, ok := parseDec(n, 10); ok && v <= 1<<31-1 {
+			out = append(out, int32(v))
+		}
+	}
+	return out, nil
+}
+
+// Partition returns the log of one partition.
+func (a *Archive) Partition(topic string, id TopicID, partition int32) *PartitionLog {
+	return &PartitionLog{st: a.st, Topic: topic, TopicID: id, Partition: partition,
+		prefix: PartitionPrefix(topic, id, partition)}
+}

@@ -1,0 +1,347 @@
+package manifest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+
+	"github.com/kbackup/kbackup/store"
+)
+
+// ErrFenced: another writer committed this range first. The writer must
+// drop its segment, reload the head and continue from there.
+var ErrFenced = errors.New("fenced: another writer committed this range first")
+
+// ErrOutOfRange: the requested offset or time is not in the archive.
+var ErrOutOfRange = errors.New("not in the archive")
+
+// PartitionLog reads and appends the commit chain of one partition.
+type PartitionLog struct {
+	st        store.Store
+	Topic     string
+	TopicID   TopicID
+	Partition int32
+	prefix    string
+}
+
+// Prefix is the partition's key prefix.
+func (p *PartitionLog) Prefix() string { return p.prefix }
+
+func (p *PartitionLog) String() string { return fmt.Sprintf("%s/%d", p.Topic, p.Partition) }
+
+// readCommit GETs and decodes the commit at key, checking that it is the
+// commit of this partition starting at start.
+func (p *PartitionLog) readCommit(ctx context.Context, key string, start int64) (*Commit, error) {
+	b, err := store.Get(ctx, p.st, key)
+	if err != nil {
+		return nil, fmt.Errorf("read commit %s: %w", key, err)
+	}
+	c, err := DecodeCommit(b)
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: %w", key, err)
+	}
+	if c.Topic != p.Topic || c.TopicID != p.TopicID || c.Partition != p.Partition || c.Start != start {
+		return nil, fmt.Errorf("commit %s: %w", key, corruptf("holds %s/%d@%d", c.Topic, c.Partition, c.Start))
+	}
+	return c, nil
+}
+
+// firstAfter lists the first key strictly after marker under prefix; "" if none.
+func (p *PartitionLog) firstAfter(ctx context.Context, prefix, marker string) (string, error) {
+	var key string
+	err := p.st.List(ctx, store.ListOptions{Prefix: prefix, StartAfter: marker, Limit: 1}, func(e store.ListEntry) error {
+		key = e.Key
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("list %s: %w", prefix, err)
+	}
+	return key, nil
+}
+
+// Head returns the partition's latest commit, or nil if it has none. One
+// LIST and one GET, whatever the archive size.
+func (p *PartitionLog) Head(ctx context.Context) (*Commit, error) {
+	key, err := p.firstAfter(ctx, p.prefix+"commits/", "")
+	if err != nil || key == "" {
+		return nil, err
+	}
+	k, err := ParseKey(key)
+	if err != nil || k.Kind != KeyCommit {
+		return nil, fmt.Errorf("%s: %w", key, corruptf("not a commit key"))
+	}
+	return p.readCommit(ctx, key, k.Start)
+}
+
+// CommitAt returns the commit whose range starts exactly at start (one GET),
+// or an error wrapping store.ErrNotFound.
+func (p *PartitionLog) CommitAt(ctx context.Context, start int64) (*Commit, error) {
+	return p.readCommit(ctx, CommitKey(p.prefix, start), start)
+}
+
+// Find returns the commit whose range contains offset: one LIST (the first
+// commit key at or after the inverted offset) and one GET. It returns an
+// error wrapping ErrOutOfRange if offset is past the archive's end.
+func (p *PartitionLog) Find(ctx context.Context, offset int64) (*Commit, error) {
+	if offset < 0 {
+		return nil, fmt.Errorf("%s offset %d: %w", p, offset, ErrOutOfRange)
+	}
+	marker := ""
+	if inv := Invert(offset); inv > 0 {
+		marker = CommitKey(p.prefix, offset+1) // keys after it have start <= offset
+	}
+	key, err := p.firstAfter(ctx, p.prefix+"commits/", marker)
+	if err != nil {
+		return nil, err
+	}
+	if key == "" {
+		return nil, fmt.Errorf("%s offset %d: %w (nothing archived)", p, offset, ErrOutOfRange)
+	}
+	k, err := ParseKey(key)
+	if err != nil || k.Kind != KeyCommit {
+		return nil, fmt.Errorf("%s: %w", key, corruptf("not a commit key"))
+	}
+	c, err := p.readCommit(ctx, key, k.Start)
+	if err != nil {
+		return nil, err
+	}
+	if !c.Covers(offset) {
+		return nil, fmt.Errorf("%s offset %d: %w (archive ends at %d)", p, offset, ErrOutOfRange, c.End)
+	}
+	return c, nil
+}
+
+// FindTime returns the first commit holding a record with timestamp >= ts
+// (after == false) or > ts (after == true): the first commit whose
+// partition-wide running maximum timestamp reaches it. One LIST and one GET.
+// It returns an error wrapping ErrOutOfRange if no archived record qualifies.
+func (p *PartitionLog) FindTime(ctx context.Context, ts int64, after bool) (*Commit, error) {
+	if after {
+		if ts == math.MaxInt64 {
+			return nil, fmt.Errorf("%s time > %d: %w", p, ts, ErrOutOfRange)
+		}
+		ts++
+	}
+	marker := ""
+	if ts != math.MinInt64 {
+		marker = TimeKey(p.prefix, ts-1, math.MaxInt64) // every key of a running max < ts sorts before
+	}
+	key, err := p.firstAfter(ctx, p.prefix+"time/", marker)
+	if err != nil {
+		return nil, err
+	}
+	if key == "" {
+		return nil, fmt.Errorf("%s: no record with timestamp >= %d: %w", p, ts, ErrOutOfRange)
+	}
+	k, err := ParseKey(key)
+	if err != nil || k.Kind != KeyTime {
+		return nil, fmt.Errorf("%s: %w", key, corruptf("not a time index key"))
+	}
+	c, err := p.CommitAt(ctx, k.Start)
+	if err != nil {
+		return nil, fmt.Errorf("time index %s: %w", key, err)
+	}
+	if c.RunningMaxTimestamp != k.RunMax {
+		return nil, fmt.Errorf("time index %s: %w", key, corruptf("commit's running max is %d", c.RunningMaxTimestamp))
+	}
+	return c, nil
+}
+
+// Append commits a finished segment after head (nil for the first commit):
+// it writes the segment object, then the commit entry with a conditional
+// create (the commit point), then the time-index key. If another writer
+// committed the same start first, it deletes its own segment and returns an
+// error wrapping ErrFenced.
+func (p *PartitionLog) Append(ctx context.Context, head *Commit, seg []byte, info SegmentInfo, writer string, nowMs int64) (*Commit, error) {
+	var nonce [8]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return nil, fmt.Errorf("segment nonce: %w", err)
+	}
+	segKey := SegmentKey(p.prefix, info.Start, info.End, hex.EncodeToString(nonce[:]))
+	c, err := Next(head, p.Topic, p.TopicID, p.Partition, segKey, info, writer, nowMs)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.st.Put(ctx, segKey, bytes.NewReader(seg), int64(len(seg)), store.PutOptions{IfNotExists: true}); err != nil {
+		return nil, fmt.Errorf("write segment %s: %w", segKey, err)
+	}
+	body := AppendCommit(nil, c)
+	key := CommitKey(p.prefix, c.Start)
+	if err := p.st.Put(ctx, key, bytes.NewReader(body), int64(len(body)), store.PutOptions{IfNotExists: true}); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			_ = p.st.Delete(ctx, segKey) // ours, never referenced; best effort (verify reports leftovers)
+			return nil, fmt.Errorf("%s commit at offset %d: %w", p, c.Start, ErrFenced)
+		}
+		// The outcome is unknown (the PUT may have landed): the caller must
+		// reload the head before writing again. The segment stays; if the
+		// commit did not land it is an orphan that verify reports.
+		return nil, fmt.Errorf("write commit %s: %w", key, err)
+	}
+	if err := p.writeTimeKey(ctx, head, c); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// writeTimeKey writes c's time-index key if its running max rose above prev's.
+func (p *PartitionLog) writeTimeKey(ctx context.Context, prev, c *Commit) error {
+	if c.RunningMaxTimestamp == math.MinInt64 || (prev != nil && prev.RunningMaxTimestamp >= c.RunningMaxTimestamp) {
+		return nil
+	}
+	key := TimeKey(p.prefix, c.RunningMaxTimestamp, c.Start)
+	if err := p.st.Put(ctx, key, bytes.NewReader(nil), 0, store.PutOptions{}); err != nil {
+		return fmt.Errorf("write time index %s (the commit landed; rerun repairs it): %w", key, err)
+	}
+	return nil
+}
+
+// RepairHead makes sure the head commit's time-index key exists (a writer
+// may have stopped between the commit and the time key). Writers MUST call
+// it after loading the head and before their first commit.
+func (p *PartitionLog) RepairHead(ctx context.Context, head *Commit) error {
+	if head == nil || head.RunningMaxTimestamp == math.MinInt64 {
+		return nil
+	}
+	var prev *Commit
+	if head.Start > 0 {
+		var err error
+		if prev, err = p.Find(ctx, head.Start-1); err != nil {
+			return err
+		}
+	}
+	if prev != nil && prev.RunningMaxTimestamp >= head.RunningMaxTimestamp {
+		return nil
+	}
+	key := TimeKey(p.prefix, head.RunningMaxTimestamp, head.Start)
+	if _, err := p.st.Stat(ctx, key); err == nil {
+		return nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("stat %s: %w", key, err)
+	}
+	return p.writeTimeKey(ctx, prev, head)
+}
+
+// readRange reads bytes [off, off+n) of the commit's segment.
+func (p *PartitionLog) readRange(ctx context.Context, c *Commit, off, n int64) ([]byte, error) {
+	rc, err := p.st.GetRange(ctx, c.SegmentKey, c.SegmentOffset+off, n)
+	if err != nil {
+		return nil, fmt.Errorf("read segment %s: %w", c.SegmentKey, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, n))
+	if err != nil {
+		return nil, fmt.Errorf("read segment %s: %w", c.SegmentKey, err)
+	}
+	if int64(len(b)) != n {
+		return nil, fmt.Errorf("segment %s: %w", c.SegmentKey, corruptf("truncated: %d of %d bytes at %d", len(b), n, off))
+	}
+	return b, nil
+}
+
+// ReadIndex reads the commit's segment index with one ranged GET and checks
+// it against the commit.
+func (p *PartitionLog) ReadIndex(ctx context.Context, c *Commit) (*Index, error) {
+	b, err := p.readRange(ctx, c, c.IndexPosition, c.IndexLength)
+	if err != nil {
+		return nil, err
+	}
+	ix, err := DecodeIndex(b)
+	if err != nil {
+		return nil, fmt.Errorf("segment %s: %w", c.SegmentKey, err)
+	}
+	if err := CheckIndex(c, ix); err != nil {
+		return nil, fmt.Errorf("segment %s: %w", c.SegmentKey, err)
+	}
+	return ix, nil
+}
+
+// CheckIndex checks that ix accounts for exactly the commit's offsets: the
+// blocks' records and the gaps tile [Start, End] in order.
+func CheckIndex(c *Commit, ix *Index) error {
+	next := c.Start
+	var records int64
+	var gaps [NumGapReasons]int64
+	gi := 0
+	consumeGaps := func(upTo int64) error { // gaps before upTo
+		for gi < len(ix.Gaps) && ix.Gaps[gi].From < upTo {
+			g := ix.Gaps[gi]
+			if g.From != next || g.To >= upTo {
+				return corruptf("gap %d..%d does not follow offset %d", g.From, g.To, next-1)
+			}
+			gaps[g.Reason] += g.Len()
+			next = g.To + 1
+			gi++
+		}
+		return nil
+	}
+	var lastPos int64 = segHeaderSize
+	for i, bl := range ix.Blocks {
+		if err := consumeGaps(bl.FirstOffset); err != nil {
+			return err
+		}
+		if bl.FirstOffset != next {
+			return corruptf("block %d starts at offset %d, expected %d", i, bl.FirstOffset, next)
+		}
+		// Offsets inside a block without a record must be gaps: the block's
+		// span is its records plus the gaps strictly inside it.
+		var inner int64
+		for ; gi < len(ix.Gaps) && ix.Gaps[gi].From < bl.LastOffset; gi++ {
+			g := ix.Gaps[gi]
+			if g.From <= bl.FirstOffset || g.To >= bl.LastOffset {
+				return corruptf("gap %d..%d straddles block %d (%d..%d)", g.From, g.To, i, bl.FirstOffset, bl.LastOffset)
+			}
+			gaps[g.Reason] += g.Len()
+			inner += g.Len()
+		}
+		if bl.Records+inner != bl.LastOffset-bl.FirstOffset+1 {
+			return corruptf("block %d spans %d offsets but holds %d records and %d gap offsets", i, bl.LastOffset-bl.FirstOffset+1, bl.Records, inner)
+		}
+		next = bl.LastOffset + 1
+		records += bl.Records
+		lastPos = bl.Position + bl.Length
+	}
+	if err := consumeGaps(math.MaxInt64); err != nil {
+		return err
+	}
+	if next != c.End+1 {
+		return corruptf("index covers up to offset %d, commit says %d", next-1, c.End)
+	}
+	if records != c.Records || gaps != c.GapOffsets {
+		return corruptf("index holds %d records and gaps %v, commit says %d and %v", records, gaps, c.Records, c.GapOffsets)
+	}
+	if lastPos != c.IndexPosition {
+		return corruptf("blocks end at byte %d, index starts at %d", lastPos, c.IndexPosition)
+	}
+	return nil
+}
+
+// ReadBlock reads and decodes one block of the commit's segment.
+func (p *PartitionLog) ReadBlock(ctx context.Context, c *Commit, bi BlockInfo) ([]Record, error) {
+	b, err := p.readRange(ctx, c, bi.Position, bi.Length)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := DecodeBlock(b, bi)
+	if err != nil {
+		return nil, fmt.Errorf("segment %s: %w", c.SegmentKey, err)
+	}
+	return recs, nil
+}
+
+// BlockForOffset returns the index of the first block whose last offset is
+// >= offset, or len(Blocks).
+func (ix *Index) BlockForOffset(offset int64) int {
+	return sort.Search(len(ix.Blocks), func(i int) bool { return ix.Blocks[i].LastOffset >= offset })
+}
+
+// BlockForTime returns the index of the first block holding a record with
+// timestamp >= ts, or len(Blocks), using the running maximum.
+func (ix *Index) BlockForTime(ts int64) int {
+	return sort.Search(len(ix.Blocks), func(i int) bool { return ix.Blocks[i].RunningMaxTimestamp >= ts })
+}

@@ -1,0 +1,263 @@
+package manifest
+
+import (
+	"context"
+	"errors"
+	"math"
+	"reflect"
+	"sync"
+	"testing"
+
+	"github.com/kbackup/kbackup/store"
+	"github.com/kbackup/kbackup/store/filestore"
+)
+
+func newTestArchive(t *testing.T) (*Archive, store.Store) {
+	t.Helper()
+	st, err := filestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Init(context.Background(), st, "test", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, st
+}
+
+// appendRecords commits recs (offsets ascending, holes become compaction
+// gaps) as one segment ending at end.
+func appendRecords(t *testing.T, p *PartitionLog, head *Commit, end int64, recs []Record) *Commit {
+	t.Helper()
+	start := int64(0)
+	if head != nil {
+		start = head.End + 1
+	}
+	seg, info := buildSegment(t, start, end, recs, GapCompacted, SegmentOptions{Codec: CodecZstd, BlockSize: 200})
+	c, err := p.Append(context.Background(), head, seg, info, "test", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func mkRecs(from, to int64, ts func(o int64) int64) []Record {
+	var out []Record
+	for o := from; o <= to; o++ {
+		out = append(out, Record{Offset: o, Timestamp: ts(o), Key: []byte{byte(o)}, Value: []byte("value"), ProducerID: -1, ProducerEpoch: -1, LeaderEpoch: -1})
+	}
+	return out
+}
+
+func TestOpenRefusesMissingArchive(t *testing.T) {
+	t.Parallel()
+	st, err := filestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(context.Background(), st); !errors.Is(err, ErrNoArchive) {
+		t.Fatalf("open empty store: %v", err)
+	}
+}
+
+func TestPartitionChain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, _ := newTestArchive(t)
+	id := TopicID{9}
+	if err := a.EnsureTopic(ctx, "orders", id, 5); err != nil {
+		t.Fatal(err)
+	}
+	p := a.Partition("orders", id, 2)
+	if h, err := p.Head(ctx); err != nil || h != nil {
+		t.Fatalf("empty head: %v %v", h, err)
+	}
+	// Timestamps: offset*10, except a late record at 25 with ts 5.
+	ts := func(o int64) int64 {
+		if o == 25 {
+			return 5
+		}
+		return o * 10
+	}
+	// Log starts at 3 (retention before archiving): a before-start gap.
+	w := NewSegmentWriter(0, SegmentOptions{Codec: CodecZstd, BlockSize: 100})
+	if err := w.AddGap(2, GapBeforeStart); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range mkRecs(3, 19, ts) {
+		if err := w.Append(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seg, info := w.Finish()
+	c1, err := p.Append(ctx, nil, seg, info, "test", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs2 := mkRecs(20, 39, ts)
+	recs2 = append(recs2[:5], recs2[8:]...) // 25..27 compacted away
+	c2 := appendRecords(t, p, c1, 41, recs2)
+	c3 := appendRecords(t, p, c2, 60, mkRecs(42, 60, ts))
+
+	head, err := p.Head(ctx)
+	if err != nil || !reflect.DeepEqual(head, c3) {
+		t.Fatalf("head %+v, %v", head, err)
+	}
+	if head.Seq != 2 || head.TotalRecords != 17+17+19 || head.TotalGapOffsets[GapBeforeStart] != 3 ||
+		head.TotalGapOffsets[GapCompacted] != 3+2 || head.FirstTimestamp != 30 || head.RunningMaxTimestamp != 600 {
+		t.Fatalf("cumulative fields: %+v", head)
+	}
+	for _, tc := range []struct {
+		off  int64
+		want *Commit
+	}{{0, c1}, {19, c1}, {20, c2}, {41, c2}, {42, c3}, {60, c3}} {
+		got, err := p.Find(ctx, tc.off)
+		if err != nil || got.Start != tc.want.Start {
+			t.Fatalf("Find(%d) = %v, %v; want start %d", tc.off, got, err, tc.want.Start)
+		}
+	}
+	if _, err := p.Find(ctx, 61); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("Find past end: %v", err)
+	}
+	for _, tc := range []struct {
+		ts    int64
+		after bool
+		want  int64 // commit start, -1 out of range
+	}{{math.MinInt64, false, 0}, {190, false, 0}, {190, true, 20}, {200, false, 20}, {410, false, 42}, {600, false, 42}, {600, true, -1}} {
+		got, err := p.FindTime(ctx, tc.ts, tc.after)
+		if tc.want < 0 {
+			if !errors.Is(err, ErrOutOfRange) {
+				t.Fatalf("FindTime(%d,%v) = %v, %v; want out of range", tc.ts, tc.after, got, err)
+			}
+			continue
+		}
+		if err != nil || got.Start != tc.want {
+			t.Fatalf("FindTime(%d,%v) = %+v, %v; want start %d", tc.ts, tc.after, got, err, tc.want)
+		}
+	}
+
+	// Scan 18..44: every offset exactly once, as a record or inside a gap.
+	seen := map[int64]string{}
+	err = p.Scan(ctx, 18, 44, func(it ScanItem) error {
+		if it.Record != nil {
+			if _, dup := seen[it.Record.Offset]; dup {
+				t.Fatalf("offset %d twice", it.Record.Offset)
+			}
+			seen[it.Record.Offset] = "record"
+			return nil
+		}
+		for o := it.Gap.From; o <= it.Gap.To; o++ {
+			if _, dup := seen[o]; dup {
+				t.Fatalf("offset %d twice", o)
+			}
+			seen[o] = it.Gap.Reason.String()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for o := int64(18); o <= 44; o++ {
+		want := "record"
+		if o >= 25 && o <= 27 || o == 40 || o == 41 {
+			want = "compacted"
+		}
+		if seen[o] != want {
+			t.Fatalf("offset %d: %q, want %q", o, seen[o], want)
+		}
+	}
+	if len(seen) != 27 {
+		t.Fatalf("scan saw %d offsets", len(seen))
+	}
+}
+
+func TestFencing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, st := newTestArchive(t)
+	p := a.Partition("t", TopicID{1}, 0)
+	c1 := appendRecords(t, p, nil, 9, mkRecs(0, 9, func(o int64) int64 { return o }))
+	// Eight writers race to commit the next range from the same head, with
+	// different contents: exactly one wins, the others are fenced.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins, fenced := 0, 0
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			seg, info := buildSegment(t, 10, 10+int64(i), mkRecs(10, 10+int64(i), func(o int64) int64 { return o }), GapCompacted, DefaultSegmentOptions())
+			_, err := p.Append(ctx, c1, seg, info, "w", 1)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				wins++
+			case errors.Is(err, ErrFenced):
+				fenced++
+			default:
+				t.Error(err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if wins != 1 || fenced != 7 {
+		t.Fatalf("wins %d fenced %d", wins, fenced)
+	}
+	// The losers' segments are gone: one segment per commit.
+	var segs int
+	_ = st.List(ctx, store.ListOptions{Prefix: p.Prefix() + "segments/"}, func(store.ListEntry) error { segs++; return nil })
+	if segs != 2 {
+		t.Fatalf("%d segments left, want 2", segs)
+	}
+	// A stale writer still holding c1 as head cannot commit either.
+	seg, info := buildSegment(t, 10, 30, nil, GapNotReturned, DefaultSegmentOptions())
+	if _, err := p.Append(ctx, c1, seg, info, "stale", 1); !errors.Is(err, ErrFenced) {
+		t.Fatalf("stale writer: %v", err)
+	}
+}
+
+func TestRepairHead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, st := newTestArchive(t)
+	p := a.Partition("t", TopicID{1}, 0)
+	c1 := appendRecords(t, p, nil, 9, mkRecs(0, 9, func(o int64) int64 { return 100 + o }))
+	c2 := appendRecords(t, p, c1, 19, mkRecs(10, 19, func(o int64) int64 { return 100 + o }))
+	// Simulate a writer that died between the commit and the time key.
+	if err := st.Delete(ctx, TimeKey(p.Prefix(), c2.RunningMaxTimestamp, c2.Start)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.FindTime(ctx, 115, false); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("before repair: %v %v", got, err)
+	}
+	if err := p.RepairHead(ctx, c2); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.FindTime(ctx, 115, false); err != nil || got.Start != 10 {
+		t.Fatalf("after repair: %+v %v", got, err)
+	}
+}
+
+func TestCatalogAtOrBefore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, _ := newTestArchive(t)
+	for _, ms := range []int64{1000, 2000, 3000} {
+		if err := a.PutCatalog(ctx, &GroupsCapture{CapturedMs: ms, Groups: []GroupCatalog{{Group: "g"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ at, want int64 }{{999, -1}, {1000, 1000}, {2500, 2000}, {math.MaxInt64, 3000}} {
+		got, err := a.GroupsAt(ctx, tc.at)
+		if tc.want < 0 {
+			if !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("GroupsAt(%d): %v", tc.at, err)
+			}
+			continue
+		}
+		if err != nil || got.CapturedMs != tc.want {
+			t.Fatalf("GroupsAt(%d) = %+v, %v", tc.at, got, err)
+		}
+	}
+}
