@@ -69,8 +69,9 @@ type ListEntry struct {
 
 // Store is the object store the archive lives in. Keys are
 // slash-separated relative paths without a leading slash, made of the
-// characters [A-Za-z0-9._/-]; implementations may reject others with an
-// error. Every method is safe for concurrent use.
+// characters [A-Za-z0-9._=/-]; implementations reject others with an
+// error wrapping ErrInvalidKey (see ValidateKey). Every method is safe for
+// concurrent use.
 type Store interface {
 	// Put stores size bytes read from r under key. The object becomes
 	// visible atomically: a reader sees either the old object (or none) or

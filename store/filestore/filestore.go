@@ -1,0 +1,326 @@
+// Package filestore implements store.Store on a local directory.
+//
+// Each key is a file at root/key. A Put writes a temporary sibling file
+// (its name contains '~', a byte no key may hold, so List never returns
+// it), fsyncs it, then publishes it with link(2) (IfNotExists: atomic and
+// never overwrites) or rename(2), and fsyncs the directory. Readers
+// therefore see either the old object or the complete new one.
+//
+// A directory cannot hold both a key "a" and a key "a/b": unlike S3, a
+// file and a directory cannot share a name. The archive layout never
+// needs both; such a Put fails with an error.
+package filestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/kbackup/kbackup/store"
+)
+
+var _ store.Store = (*Store)(nil)
+
+// Permissions of what the store creates: archived records are private.
+const (
+	dirPerm = 0o700
+	// tmpMark is in every temporary file name and in no key.
+	tmpMark = "~"
+)
+
+// Store is a store.Store on a local directory. It is safe for concurrent
+// use, also by several processes on the same directory.
+type Store struct {
+	root string
+}
+
+// New opens the store rooted at the absolute directory root. root is
+// created if missing, but its parent must exist (a typo does not grow a
+// directory tree).
+func New(root string) (*Store, error) {
+	if !filepath.IsAbs(root) {
+		return nil, fmt.Errorf("filestore: root %q is not an absolute path", root)
+	}
+	root = filepath.Clean(root)
+	parent := filepath.Dir(root)
+	if fi, err := os.Stat(parent); err != nil {
+		return nil, fmt.Errorf("filestore: parent of root %s: %w", root, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("filestore: parent of root %s is not a directory", root)
+	}
+	if err := os.Mkdir(root, dirPerm); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("filestore: create root: %w", err)
+	}
+	fi, err := os.Stat(root)
+	if err != nil {
+		return nil, fmt.Errorf("filestore: root: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("filestore: root %s is not a directory", root)
+	}
+	return &Store{root: root}, nil
+}
+
+// Root returns the absolute directory the store lives in.
+func (s *Store) Root() string { return s.root }
+
+// String returns the store as a file:// URL.
+func (s *Store) String() string { return "file://" + filepath.ToSlash(s.root) }
+
+func (s *Store) path(key string) string {
+	return filepath.Join(s.root, filepath.FromSlash(key))
+}
+
+// Put implements store.Store.
+func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, opts store.PutOptions) error {
+	if err := store.ValidateKey(key); err != nil {
+		return err
+	}
+	if size < 0 {
+		return fmt.Errorf("put %s: negative size %d", key, size)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	final := s.path(key)
+	dir := filepath.Dir(final)
+	tmp, err := s.createTemp(dir, filepath.Base(final))
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	tmpName := tmp.Name()
+	committed := false
+	defer func() {
+		if !committed {
+			tmp.Close()
+			os.Remove(tmpName)
+		}
+	}()
+	if err := copyExact(ctx, tmp, r, size); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("put %s: sync: %w", key, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("put %s: close: %w", key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if opts.IfNotExists {
+		err := os.Link(tmpName, final)
+		os.Remove(tmpName)
+		committed = true
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("put %s: %w", key, store.ErrExists)
+		}
+		if err != nil {
+			return fmt.Errorf("put %s: %w", key, err)
+		}
+	} else {
+		if err := os.Rename(tmpName, final); err != nil {
+			return fmt.Errorf("put %s: %w", key, err)
+		}
+		committed = true
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("put %s: sync directory: %w", key, err)
+	}
+	return nil
+}
+
+// createTemp creates the directories down to dir and a temporary file in
+// it. A concurrent Delete may remove a directory that just became empty,
+// so an ENOENT is retried a few times.
+func (s *Store) createTemp(dir, base string) (*os.File, error) {
+	var err error
+	for range 10 {
+		if err = s.mkdirs(dir); err != nil {
+			return nil, err
+		}
+		var f *os.File
+		f, err = os.CreateTemp(dir, base+tmpMark+"*.tmp")
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+// mkdirs creates dir and its missing parents below the root, fsyncing
+// each parent so that the new entries survive a crash.
+func (s *Store) mkdirs(dir string) error {
+	if dir == s.root {
+		return nil
+	}
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s exists and is not a directory (a key cannot also be a key prefix in a directory store)", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if err := s.mkdirs(parent); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, dirPerm); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+		if errors.Is(err, syscall.ENOTDIR) {
+			return fmt.Errorf("%s: a key cannot also be a key prefix in a directory store: %w", dir, err)
+		}
+		return err
+	}
+	return syncDir(parent)
+}
+
+// copyExact copies exactly size bytes from r to w, failing if r yields
+// fewer or more, and stops when ctx is done.
+func copyExact(ctx context.Context, w io.Writer, r io.Reader, size int64) error {
+	cr := ctxReader{ctx: ctx, r: r}
+	n, err := io.CopyN(w, cr, size)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("body has %d bytes, want %d", n, size)
+		}
+		return err
+	}
+	var one [1]byte
+	m, err := io.ReadFull(cr, one[:])
+	if m > 0 {
+		return fmt.Errorf("body is longer than %d bytes", size)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// notFound reports whether err means "no such object".
+func notFound(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
+// GetRange implements store.Store.
+func (s *Store) GetRange(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
+	if err := store.ValidateKey(key); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	if off < 0 {
+		return nil, fmt.Errorf("get %s: negative offset %d", key, off)
+	}
+	f, err := os.Open(s.path(key))
+	if notFound(err) {
+		return nil, fmt.Errorf("get %s: %w", key, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	if fi.IsDir() {
+		f.Close()
+		return nil, fmt.Errorf("get %s: %w", key, store.ErrNotFound)
+	}
+	size := fi.Size()
+	if off > size {
+		f.Close()
+		return nil, fmt.Errorf("get %s: offset %d is beyond the end of the object (%d bytes)", key, off, size)
+	}
+	n := size - off
+	if length >= 0 && length < n {
+		n = length
+	}
+	return &rangeReader{SectionReader: io.NewSectionReader(f, off, n), f: f}, nil
+}
+
+type rangeReader struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (r *rangeReader) Close() error { return r.f.Close() }
+
+// Stat implements store.Store.
+func (s *Store) Stat(ctx context.Context, key string) (store.ObjectInfo, error) {
+	if err := store.ValidateKey(key); err != nil {
+		return store.ObjectInfo{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return store.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
+	}
+	fi, err := os.Stat(s.path(key))
+	if notFound(err) || (err == nil && fi.IsDir()) {
+		return store.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
+	}
+	return store.ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// Delete implements store.Store. Directories left empty are removed up to
+// the root, best effort.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := store.ValidateKey(key); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	p := s.path(key)
+	fi, err := os.Lstat(p)
+	if notFound(err) || (err == nil && fi.IsDir()) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	if err := os.Remove(p); err != nil && !notFound(err) {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	for dir := filepath.Dir(p); dir != s.root && strings.HasPrefix(dir, s.root); dir = filepath.Dir(dir) {
+		if os.Remove(dir) != nil { // not empty (or gone): stop
+			break
+		}
+	}
+	return nil
+}

@@ -1,0 +1,176 @@
+package filestore_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kbackup/kbackup/store"
+	"github.com/kbackup/kbackup/store/filestore"
+	"github.com/kbackup/kbackup/store/storetest"
+)
+
+func newStore(t *testing.T) *filestore.Store {
+	t.Helper()
+	s, err := filestore.New(filepath.Join(t.TempDir(), "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return newStore(t) }, storetest.LargeObject(3<<20))
+}
+
+func TestNew(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := filestore.New("relative/dir"); err == nil {
+		t.Error("New accepted a relative root")
+	}
+	if _, err := filestore.New(filepath.Join(dir, "missing", "root")); err == nil {
+		t.Error("New accepted a root whose parent does not exist")
+	}
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := filestore.New(file); err == nil {
+		t.Error("New accepted a file as root")
+	}
+	s, err := filestore.New(dir + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.String(), "file://"+dir; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+	if _, err := filestore.New(dir); err != nil {
+		t.Errorf("New on an existing root: %v", err)
+	}
+}
+
+// TestNoLeftovers checks that failed and successful Puts leave no
+// temporary files, and that Delete removes emptied directories.
+func TestNoLeftovers(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	if err := s.Put(ctx, "a/b/c", strings.NewReader("xy"), 2, store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, "a/b/c", strings.NewReader("x"), 2, store.PutOptions{}); err == nil {
+		t.Fatal("short Put succeeded")
+	}
+	if err := s.Put(ctx, "a/b/c", strings.NewReader("zz"), 2, store.PutOptions{IfNotExists: true}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("IfNotExists: %v", err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(s.Root(), "a", "b"))
+	if len(ents) != 1 || ents[0].Name() != "c" {
+		t.Errorf("directory holds %v, want only c", ents)
+	}
+	if err := s.Delete(ctx, "a/b/c"); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(s.Root()); len(ents) != 0 {
+		t.Errorf("root holds %v after deleting the only key", ents)
+	}
+}
+
+// TestListSkipsForeignFiles checks that temporary files, invalid names
+// and empty directories are not listed.
+func TestListSkipsForeignFiles(t *testing.T) {
+	s := newStore(t)
+	root := s.Root()
+	for _, d := range []string{"empty/deeper", "x"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"x/k~123.tmp", "x/has space", "x/ok"} {
+		if err := os.WriteFile(filepath.Join(root, f), []byte("1"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for _, opts := range []store.ListOptions{{}, {Delimiter: "/"}} {
+		err := s.List(t.Context(), opts, func(e store.ListEntry) error {
+			got = append(got, e.Key)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []string{"x/ok", "x/"}; !equal(got, want) {
+		t.Errorf("List = %q, want %q", got, want)
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestKeyPrefixConflict documents the directory-store limitation: a key
+// cannot also be a directory.
+func TestKeyPrefixConflict(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	if err := s.Put(ctx, "a", bytes.NewReader(nil), 0, store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Put(ctx, "a/b", bytes.NewReader(nil), 0, store.PutOptions{})
+	if err == nil || !strings.Contains(err.Error(), "a/b") {
+		t.Errorf("Put under an object: err = %v, want an error naming the key", err)
+	}
+}
+
+// FuzzValidateKey checks that validation never panics, and that every
+// accepted key round-trips through Put, Get and List.
+func FuzzValidateKey(f *testing.F) {
+	for _, k := range []string{"a", "a/b", "a-b.c_d=e", "..", "a//b", "/a", "a/", `a\b`, "a/./b", ".a", "a."} {
+		f.Add(k)
+	}
+	s, err := filestore.New(filepath.Join(f.TempDir(), "store"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		if err := store.ValidateKey(key); err != nil {
+			if !errors.Is(err, store.ErrInvalidKey) {
+				t.Fatalf("ValidateKey(%q) = %v, not ErrInvalidKey", key, err)
+			}
+			return
+		}
+		ctx := t.Context()
+		if err := s.Put(ctx, key, strings.NewReader(key), int64(len(key)), store.PutOptions{}); err != nil {
+			if strings.Contains(err.Error(), "key prefix") || strings.Contains(err.Error(), "name too long") || strings.Contains(err.Error(), "is a directory") || strings.Contains(err.Error(), "file exists") {
+				return // a file/directory clash with an earlier input, or a long name
+			}
+			t.Fatalf("Put(%q): %v", key, err)
+		}
+		defer s.Delete(ctx, key)
+		b, err := store.Get(ctx, s, key)
+		if err != nil || string(b) != key {
+			t.Fatalf("Get(%q) = %q, %v", key, b, err)
+		}
+		found := false
+		err = s.List(ctx, store.ListOptions{Prefix: key}, func(e store.ListEntry) error {
+			found = found || e.Key == key
+			return nil
+		})
+		if err != nil || !found {
+			t.Fatalf("List(prefix %q) found=%v err=%v", key, found, err)
+		}
+	})
+}

@@ -1,0 +1,168 @@
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/kbackup/kbackup/store"
+)
+
+// abortTimeout bounds the abort of a failed multipart upload, which runs
+// even when the Put's context is done.
+const abortTimeout = 30 * time.Second
+
+// Put implements store.Store.
+func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, opts store.PutOptions) error {
+	if err := store.ValidateKey(key); err != nil {
+		return err
+	}
+	if size < 0 {
+		return fmt.Errorf("put %s: negative size %d", s.url(key), size)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("put %s: %w", s.url(key), err)
+	}
+	if size > s.partSize {
+		return s.putMultipart(ctx, key, r, size, opts)
+	}
+	// The SDK needs a seekable body to sign it and to resend it on retry.
+	buf := make([]byte, size)
+	if err := readExact(r, buf, true); err != nil {
+		return fmt.Errorf("put %s: %w", s.url(key), err)
+	}
+	in := &s3.PutObjectInput{
+		Bucket:        aws.String(s.bucket),
+		Key:           aws.String(s.objectKey(key)),
+		Body:          bytes.NewReader(buf),
+		ContentLength: aws.Int64(size),
+	}
+	if opts.IfNotExists {
+		in.IfNoneMatch = aws.String("*")
+	}
+	if s.sse != "" {
+		in.ServerSideEncryption = types.ServerSideEncryption(s.sse)
+		if s.kmsKey != "" {
+			in.SSEKMSKeyId = aws.String(s.kmsKey)
+		}
+	}
+	if s.checksums {
+		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
+	}
+	if _, err := s.client.PutObject(ctx, in); err != nil {
+		return s.wrap("put", key, err)
+	}
+	return nil
+}
+
+// readExact fills buf from r. With last set, r must then be at EOF.
+func readExact(r io.Reader, buf []byte, last bool) error {
+	n, err := io.ReadFull(r, buf)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("body ended after %d bytes, short of the declared size", n)
+		}
+		return fmt.Errorf("read body: %w", err)
+	}
+	if !last {
+		return nil
+	}
+	var one [1]byte
+	m, err := io.ReadFull(r, one[:])
+	if m > 0 {
+		return errors.New("body is longer than the declared size")
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read body: %w", err)
+	}
+	return nil
+}
+
+// putMultipart uploads a body larger than PartSize in parts, one at a
+// time from one buffer, and aborts the upload on any failure so nothing
+// becomes visible.
+func (s *Store) putMultipart(ctx context.Context, key string, r io.Reader, size int64, opts store.PutOptions) (err error) {
+	partSize := max(s.partSize, (size+maxParts-1)/maxParts)
+	create := &s3.CreateMultipartUploadInput{
+		Bucket: aws.String(s.bucket),
+		Key:    aws.String(s.objectKey(key)),
+	}
+	if s.sse != "" {
+		create.ServerSideEncryption = types.ServerSideEncryption(s.sse)
+		if s.kmsKey != "" {
+			create.SSEKMSKeyId = aws.String(s.kmsKey)
+		}
+	}
+	if s.checksums {
+		create.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
+	}
+	out, err := s.client.CreateMultipartUpload(ctx, create)
+	if err != nil {
+		return s.wrap("put (create multipart upload)", key, err)
+	}
+	uploadID := out.UploadId
+	defer func() {
+		if err == nil {
+			return
+		}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
+		defer cancel()
+		_, aerr := s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+			Bucket:   aws.String(s.bucket),
+			Key:      aws.String(s.objectKey(key)),
+			UploadId: uploadID,
+		})
+		if aerr != nil {
+			err = fmt.Errorf("%w (and aborting the multipart upload failed: %v)", err, aerr)
+		}
+	}()
+
+	buf := make([]byte, min(partSize, size))
+	var parts []types.CompletedPart
+	for off, num := int64(0), int32(1); off < size; off, num = off+partSize, num+1 {
+		n := min(partSize, size-off)
+		if err := readExact(r, buf[:n], off+n == size); err != nil {
+			return fmt.Errorf("put %s: %w", s.url(key), err)
+		}
+		in := &s3.UploadPartInput{
+			Bucket:        aws.String(s.bucket),
+			Key:           aws.String(s.objectKey(key)),
+			UploadId:      uploadID,
+			PartNumber:    aws.Int32(num),
+			Body:          bytes.NewReader(buf[:n]),
+			ContentLength: aws.Int64(n),
+		}
+		if s.checksums {
+			in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
+		}
+		po, err := s.client.UploadPart(ctx, in)
+		if err != nil {
+			return s.wrap(fmt.Sprintf("put (part %d)", num), key, err)
+		}
+		parts = append(parts, types.CompletedPart{
+			PartNumber:    aws.Int32(num),
+			ETag:          po.ETag,
+			ChecksumCRC32: po.ChecksumCRC32,
+		})
+	}
+	complete := &s3.CompleteMultipartUploadInput{
+		Bucket:          aws.String(s.bucket),
+		Key:             aws.String(s.objectKey(key)),
+		UploadId:        uploadID,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+	}
+	if opts.IfNotExists {
+		complete.IfNoneMatch = aws.String("*")
+	}
+	if _, err := s.client.CompleteMultipartUpload(ctx, complete); err != nil {
+		return s.wrap("put (complete multipart upload)", key, err)
+	}
+	return nil
+}

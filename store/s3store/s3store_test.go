@@ -1,0 +1,326 @@
+package s3store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kbackup/kbackup/store"
+	"github.com/kbackup/kbackup/store/s3store"
+	"github.com/kbackup/kbackup/store/s3store/s3fake"
+	"github.com/kbackup/kbackup/store/storetest"
+)
+
+// testPartSize is small so that the conformance suite's large object
+// takes the multipart path (gofakes3 has no 5 MiB minimum).
+const testPartSize = 256 << 10
+
+func newStore(t *testing.T, srv *s3fake.Server, bucket, prefix string, mod ...func(*s3store.Options)) *s3store.Store {
+	t.Helper()
+	o := srv.Options(bucket)
+	o.Prefix = prefix
+	for _, m := range mod {
+		m(&o)
+	}
+	o.PartSize = testPartSize
+	s, err := s3store.New(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	srv, _ := s3fake.Start(t, "kbackup")
+	t.Run("root", func(t *testing.T) {
+		storetest.Run(t, func(t *testing.T) store.Store { return newStore(t, srv, "kbackup", "") },
+			storetest.LargeObject(3*testPartSize+123))
+	})
+	t.Run("prefix", func(t *testing.T) {
+		storetest.Run(t, func(t *testing.T) store.Store { return newStore(t, srv, "kbackup", "some/prefix") },
+			storetest.LargeObject(2*testPartSize))
+	})
+	// The CRC32 upload checksums used on AWS.
+	t.Run("checksums", func(t *testing.T) {
+		crc := func(o *s3store.Options) { o.Checksums = s3store.ChecksumCRC32 }
+		storetest.Run(t, func(t *testing.T) store.Store { return newStore(t, srv, "kbackup", "crc", crc) },
+			storetest.LargeObject(2*testPartSize+1))
+	})
+}
+
+func TestNewMissingBucket(t *testing.T) {
+	srv, o := s3fake.Start(t, "exists")
+	o.Bucket = "missing"
+	start := time.Now()
+	_, err := s3store.New(t.Context(), o)
+	if !errors.Is(err, store.ErrPermanent) {
+		t.Fatalf("New on a missing bucket: err = %v, want ErrPermanent", err)
+	}
+	if !strings.Contains(err.Error(), "bucket missing does not exist") {
+		t.Errorf("error %q does not say the bucket does not exist", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("New took %v to fail on a missing bucket", d)
+	}
+	if n := srv.Requests(); n != 1 {
+		t.Errorf("New made %d requests, want 1 (no retries of a permanent error)", n)
+	}
+}
+
+func TestPermanentErrors(t *testing.T) {
+	srv, o := s3fake.Start(t, "b")
+	o.Prefix = "p"
+	s, err := s3store.New(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		status     int
+		code, want string
+	}{
+		{403, "AccessDenied", "access denied to s3://b/p/: check credentials"},
+		{403, "InvalidAccessKeyId", "check credentials"},
+		{403, "SignatureDoesNotMatch", "check credentials"},
+		{404, "NoSuchBucket", "bucket b does not exist"},
+		{301, "PermanentRedirect", "another region"},
+	} {
+		var n atomic.Int64
+		srv.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+			n.Add(1)
+			s3fake.WriteError(w, tc.status, tc.code, "no")
+			return true
+		})
+		err := s.Put(t.Context(), "k", strings.NewReader("x"), 1, store.PutOptions{})
+		if !errors.Is(err, store.ErrPermanent) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want ErrPermanent saying %q", tc.code, err, tc.want)
+		}
+		if n.Load() != 1 {
+			t.Errorf("%s: %d requests, want 1 (not retried)", tc.code, n.Load())
+		}
+		if strings.Contains(err.Error(), "kbackup-fake-secret") {
+			t.Errorf("error leaks the secret key: %v", err)
+		}
+	}
+	srv.SetHook(nil)
+	// New fails fast on access denied too.
+	srv.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		s3fake.WriteError(w, 403, "AccessDenied", "no")
+		return true
+	})
+	if _, err := s3store.New(t.Context(), o); !errors.Is(err, store.ErrPermanent) {
+		t.Errorf("New with access denied: err = %v, want ErrPermanent", err)
+	}
+}
+
+func TestTransientErrorsRetried(t *testing.T) {
+	srv, o := s3fake.Start(t, "b")
+	o.PartSize = testPartSize
+	s, err := s3store.New(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, status := range []int{500, 503} {
+		before := srv.Requests()
+		srv.FailNext(3, status)
+		if err := s.Put(ctx, "k", strings.NewReader("hello"), 5, store.PutOptions{}); err != nil {
+			t.Fatalf("Put after %d x %d: %v", 3, status, err)
+		}
+		if got := srv.Requests() - before; got != 4 {
+			t.Errorf("status %d: %d requests, want 4 (3 failures + 1 success)", status, got)
+		}
+	}
+	// Every kind of request retries, multipart parts included.
+	big := bytes.Repeat([]byte("z"), 2*testPartSize+1)
+	srv.FailNext(2, 500)
+	if err := s.Put(ctx, "big", bytes.NewReader(big), int64(len(big)), store.PutOptions{}); err != nil {
+		t.Fatalf("multipart Put with failures: %v", err)
+	}
+	srv.FailNext(2, 503)
+	got, err := store.Get(ctx, s, "big")
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("Get after failures: %d bytes, %v", len(got), err)
+	}
+	srv.FailNext(2, 500)
+	if _, err := s.Stat(ctx, "k"); err != nil {
+		t.Errorf("Stat after failures: %v", err)
+	}
+	srv.FailNext(2, 500)
+	if err := s.List(ctx, store.ListOptions{}, func(store.ListEntry) error { return nil }); err != nil {
+		t.Errorf("List after failures: %v", err)
+	}
+	// An outage longer than the retries fails, without ErrPermanent.
+	o.MaxRetries = 2
+	s2, err := s3store.New(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.FailNext(3, 500)
+	err = s2.Put(ctx, "k2", strings.NewReader("x"), 1, store.PutOptions{})
+	if err == nil || errors.Is(err, store.ErrPermanent) {
+		t.Errorf("Put through a long outage: err = %v, want a non-permanent error", err)
+	}
+	srv.FailNext(0, 0)
+}
+
+func TestMultipartFailureAborts(t *testing.T) {
+	srv, o := s3fake.Start(t, "b")
+	o.PartSize = testPartSize
+	o.MaxRetries = -1
+	s, err := s3store.New(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var aborted atomic.Bool
+	var parts atomic.Int64
+	srv.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		q := r.URL.Query()
+		switch {
+		case r.Method == http.MethodDelete && q.Has("uploadId"):
+			aborted.Store(true)
+		case r.Method == http.MethodPut && q.Has("partNumber"):
+			if parts.Add(1) == 2 {
+				s3fake.WriteError(w, 500, "InternalError", "injected")
+				return true
+			}
+		}
+		return false
+	})
+	big := bytes.Repeat([]byte("q"), 3*testPartSize)
+	if err := s.Put(t.Context(), "big", bytes.NewReader(big), int64(len(big)), store.PutOptions{}); err == nil {
+		t.Fatal("Put with a failing part succeeded")
+	}
+	if !aborted.Load() {
+		t.Error("failed multipart upload was not aborted")
+	}
+	if _, err := s.Stat(t.Context(), "big"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("after failed multipart Put, Stat err = %v, want ErrNotFound", err)
+	}
+}
+
+func TestSSEHeaders(t *testing.T) {
+	srv, o := s3fake.Start(t, "b")
+	o.PartSize = testPartSize
+	var mu sync.Mutex
+	var seen []string
+	srv.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		q := r.URL.Query()
+		if r.Method == http.MethodPut && !q.Has("partNumber") || r.Method == http.MethodPost && q.Has("uploads") {
+			mu.Lock()
+			seen = append(seen, r.Header.Get("X-Amz-Server-Side-Encryption")+"|"+r.Header.Get("X-Amz-Server-Side-Encryption-Aws-Kms-Key-Id"))
+			mu.Unlock()
+		}
+		return false
+	})
+	for _, tc := range []struct{ sse, key, want string }{
+		{"AES256", "", "AES256|"},
+		{"aws:kms", "arn:aws:kms:us-east-1:111122223333:key/k1", "aws:kms|arn:aws:kms:us-east-1:111122223333:key/k1"},
+		{"", "", "|"},
+	} {
+		o.SSE, o.SSEKMSKeyID = tc.sse, tc.key
+		s, err := s3store.New(t.Context(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		seen = nil
+		mu.Unlock()
+		big := make([]byte, testPartSize+1)
+		if err := s.Put(t.Context(), "small", strings.NewReader("x"), 1, store.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put(t.Context(), "big", bytes.NewReader(big), int64(len(big)), store.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		if len(seen) != 2 || seen[0] != tc.want || seen[1] != tc.want {
+			t.Errorf("SSE %q: upload headers %q, want 2 x %q", tc.sse, seen, tc.want)
+		}
+		mu.Unlock()
+	}
+}
+
+func TestOptionsValidation(t *testing.T) {
+	for _, o := range []s3store.Options{
+		{},
+		{Bucket: "a/b"},
+		{Bucket: "b", Prefix: "/p"},
+		{Bucket: "b", Prefix: "p/"},
+		{Bucket: "b", SSE: "rot13"},
+		{Bucket: "b", SSEKMSKeyID: "k"},
+		{Bucket: "b", SSE: "AES256", SSEKMSKeyID: "k"},
+		{Bucket: "b", Endpoint: "ftp://x"},
+		{Bucket: "b", PartSize: -1},
+	} {
+		if _, err := s3store.New(t.Context(), o); err == nil {
+			t.Errorf("New(%+v) succeeded", o)
+		}
+	}
+}
+
+func TestString(t *testing.T) {
+	_, o := s3fake.Start(t, "b")
+	o.Prefix = "backups/prod"
+	s, err := s3store.New(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.String(), "s3://b/backups/prod (endpoint "+o.Endpoint+")"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
+
+func TestCanceledDuringRetries(t *testing.T) {
+	srv, o := s3fake.Start(t, "b")
+	o.MaxBackoff = time.Second
+	s, err := s3store.New(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.FailNext(1000, 503)
+	defer srv.FailNext(0, 0)
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = s.Put(ctx, "k", strings.NewReader("x"), 1, store.PutOptions{})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Put during an outage past its deadline: err = %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Put returned %v after its context ended", d)
+	}
+}
+
+func TestConnectionResetRetried(t *testing.T) {
+	srv, o := s3fake.Start(t, "b")
+	s, err := s3store.New(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var drops atomic.Int64
+	drops.Store(2)
+	srv.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if drops.Add(-1) < 0 {
+			return false
+		}
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return false
+		}
+		conn.Close() // the client sees the connection drop mid-request
+		return true
+	})
+	if err := s.Put(t.Context(), "k", strings.NewReader("hello"), 5, store.PutOptions{}); err != nil {
+		t.Fatalf("Put across dropped connections: %v", err)
+	}
+	if got, err := store.Get(t.Context(), s, "k"); err != nil || string(got) != "hello" {
+		t.Fatalf("Get = %q, %v", got, err)
+	}
+}

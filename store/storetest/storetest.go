@@ -1,0 +1,273 @@
+// Package storetest is the conformance suite every store.Store
+// implementation passes. Implementations call Run from their tests:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Run(t, func(t *testing.T) store.Store { return newStore(t) })
+//	}
+package storetest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/kbackup/kbackup/store"
+)
+
+// Option tunes Run.
+type Option func(*config)
+
+type config struct {
+	largeSize int64
+}
+
+// LargeObject makes Run also round-trip an object of size bytes, so that
+// stores which upload big bodies in parts (s3store above its PartSize)
+// exercise that path. 0 (the default) skips the large-object test.
+func LargeObject(size int64) Option {
+	return func(c *config) { c.largeSize = size }
+}
+
+// Run runs the conformance suite as subtests of t. newStore is called once
+// per subtest and may return a fresh store or a shared one: every subtest
+// uses its own key prefix.
+func Run(t *testing.T, newStore func(t *testing.T) store.Store, opts ...Option) {
+	var c config
+	for _, o := range opts {
+		o(&c)
+	}
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store, p string)
+	}{
+		{"RoundTrip", testRoundTrip},
+		{"Overwrite", testOverwrite},
+		{"IfNotExists", testIfNotExists},
+		{"IfNotExistsRace", testIfNotExistsRace},
+		{"SizeMismatch", testSizeMismatch},
+		{"ReaderError", testReaderError},
+		{"GetRange", testGetRange},
+		{"NotFound", testNotFound},
+		{"Stat", testStat},
+		{"InvalidKeys", testInvalidKeys},
+		{"ListOrder", testListOrder},
+		{"ListPrefix", testListPrefix},
+		{"ListStartAfter", testListStartAfter},
+		{"ListDelimiter", testListDelimiter},
+		{"ListLimit", testListLimit},
+		{"ListCallbackError", testListCallbackError},
+		{"Delete", testDelete},
+		{"NestedKeys", testNestedKeys},
+		{"Canceled", testCanceled},
+		{"AtomicOverwrite", testAtomicOverwrite},
+	}
+	if c.largeSize > 0 {
+		size := c.largeSize
+		tests = append(tests, struct {
+			name string
+			fn   func(t *testing.T, s store.Store, p string)
+		}{"Large", func(t *testing.T, s store.Store, p string) { testLarge(t, s, p, size) }})
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStore(t)
+			tt.fn(t, s, "conformance/"+strings.ToLower(tt.name)+"/")
+		})
+	}
+}
+
+// put stores data under key or fails the test.
+func put(t *testing.T, s store.Store, key string, data []byte) {
+	t.Helper()
+	if err := s.Put(t.Context(), key, bytes.NewReader(data), int64(len(data)), store.PutOptions{}); err != nil {
+		t.Fatalf("Put(%q): %v", key, err)
+	}
+}
+
+// get reads the whole of key or fails the test.
+func get(t *testing.T, s store.Store, key string) []byte {
+	t.Helper()
+	b, err := store.Get(t.Context(), s, key)
+	if err != nil {
+		t.Fatalf("Get(%q): %v", key, err)
+	}
+	return b
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func testRoundTrip(t *testing.T, s store.Store, p string) {
+	for _, n := range []int{0, 1, 100, 64 << 10} {
+		key := fmt.Sprintf("%sobj-%d", p, n)
+		data := randomBytes(t, n)
+		put(t, s, key, data)
+		if got := get(t, s, key); !bytes.Equal(got, data) {
+			t.Errorf("%s: got %d bytes, want %d bytes equal to what was put", key, len(got), n)
+		}
+	}
+}
+
+func testLarge(t *testing.T, s store.Store, p string, size int64) {
+	data := randomBytes(t, int(size))
+	key := p + "large"
+	put(t, s, key, data)
+	if got := get(t, s, key); !bytes.Equal(got, data) {
+		t.Fatalf("large object: got %d bytes, want %d equal bytes", len(got), size)
+	}
+	rc, err := s.GetRange(t.Context(), key, size-10, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if got, _ := io.ReadAll(rc); !bytes.Equal(got, data[size-10:]) {
+		t.Errorf("tail range: got %x, want %x", got, data[size-10:])
+	}
+	// IfNotExists on an existing large object must fail and keep it.
+	err = s.Put(t.Context(), key, bytes.NewReader(data[:size-1]), size-1, store.PutOptions{IfNotExists: true})
+	if !errors.Is(err, store.ErrExists) {
+		t.Errorf("IfNotExists on existing large object: err = %v, want ErrExists", err)
+	}
+	if info, err := s.Stat(t.Context(), key); err != nil || info.Size != size {
+		t.Errorf("after refused large Put: Stat = %+v, %v; want size %d", info, err, size)
+	}
+	key2 := p + "large-new"
+	if err := s.Put(t.Context(), key2, bytes.NewReader(data), size, store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatalf("IfNotExists large Put on a new key: %v", err)
+	}
+	if got := get(t, s, key2); !bytes.Equal(got, data) {
+		t.Errorf("large IfNotExists object differs")
+	}
+}
+
+func testOverwrite(t *testing.T, s store.Store, p string) {
+	key := p + "k"
+	put(t, s, key, []byte("first version"))
+	put(t, s, key, []byte("v2"))
+	if got := get(t, s, key); string(got) != "v2" {
+		t.Errorf("after overwrite got %q, want %q", got, "v2")
+	}
+}
+
+func testIfNotExists(t *testing.T, s store.Store, p string) {
+	ctx := t.Context()
+	key := p + "fence"
+	if err := s.Put(ctx, key, strings.NewReader("mine"), 4, store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatalf("IfNotExists on a new key: %v", err)
+	}
+	err := s.Put(ctx, key, strings.NewReader("theirs"), 6, store.PutOptions{IfNotExists: true})
+	if !errors.Is(err, store.ErrExists) {
+		t.Fatalf("IfNotExists on an existing key: err = %v, want ErrExists", err)
+	}
+	if got := get(t, s, key); string(got) != "mine" {
+		t.Errorf("existing object changed to %q", got)
+	}
+	// An empty body is fenced the same way.
+	if err := s.Put(ctx, p+"empty", bytes.NewReader(nil), 0, store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, p+"empty", bytes.NewReader(nil), 0, store.PutOptions{IfNotExists: true}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("second empty IfNotExists: err = %v, want ErrExists", err)
+	}
+}
+
+func testIfNotExistsRace(t *testing.T, s store.Store, p string) {
+	const n = 8
+	for round := range 3 {
+		key := fmt.Sprintf("%srace-%d", p, round)
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i := range n {
+			wg.Go(func() {
+				body := fmt.Sprintf("writer-%d", i)
+				errs[i] = s.Put(t.Context(), key, strings.NewReader(body), int64(len(body)), store.PutOptions{IfNotExists: true})
+			})
+		}
+		wg.Wait()
+		winner := -1
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				if winner >= 0 {
+					t.Fatalf("%s: writers %d and %d both won", key, winner, i)
+				}
+				winner = i
+			case !errors.Is(err, store.ErrExists):
+				t.Fatalf("%s: writer %d: %v, want nil or ErrExists", key, i, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("%s: no writer won", key)
+		}
+		if got, want := string(get(t, s, key)), fmt.Sprintf("writer-%d", winner); got != want {
+			t.Errorf("%s holds %q, want the winner's %q", key, got, want)
+		}
+	}
+}
+
+func testSizeMismatch(t *testing.T, s store.Store, p string) {
+	ctx := t.Context()
+	for _, tc := range []struct {
+		name string
+		body string
+		size int64
+		opts store.PutOptions
+	}{
+		{"short", "abc", 5, store.PutOptions{}},
+		{"long", "abcdef", 3, store.PutOptions{}},
+		{"short-ifnotexists", "abc", 5, store.PutOptions{IfNotExists: true}},
+		{"long-ifnotexists", "abcdef", 3, store.PutOptions{IfNotExists: true}},
+	} {
+		key := p + tc.name
+		if err := s.Put(ctx, key, strings.NewReader(tc.body), tc.size, tc.opts); err == nil {
+			t.Errorf("%s: Put of %d bytes with size %d succeeded", tc.name, len(tc.body), tc.size)
+		}
+		if _, err := s.Stat(ctx, key); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s: after failed Put, Stat err = %v, want ErrNotFound", tc.name, err)
+		}
+	}
+	// A failed overwrite keeps the old object.
+	key := p + "keep"
+	put(t, s, key, []byte("old"))
+	if err := s.Put(ctx, key, strings.NewReader("ne"), 3, store.PutOptions{}); err == nil {
+		t.Error("short overwrite succeeded")
+	}
+	if got := get(t, s, key); string(got) != "old" {
+		t.Errorf("after failed overwrite got %q, want %q", got, "old")
+	}
+	assertListed(t, s, store.ListOptions{Prefix: p}, []string{key})
+}
+
+type failingReader struct{ n int }
+
+func (r *failingReader) Read(b []byte) (int, error) {
+	if r.n <= 0 {
+		return 0, errors.New("disk on fire")
+	}
+	m := min(len(b), r.n)
+	clear(b[:m])
+	r.n -= m
+	return m, nil
+}
+
+func testReaderError(t *testing.T, s store.Store, p string) {
+	key := p + "k"
+	if err := s.Put(t.Context(), key, &failingReader{n: 10}, 100, store.PutOptions{}); err == nil {
+		t.Fatal("Put with a failing reader succeeded")
+	}
+	if _, err := s.Stat(t.Context(), key); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("after failed Put, Stat err = %v, want ErrNotFound", err)
+	}
+}
