@@ -168,13 +168,20 @@ func (p *PartitionLog) Append(ctx context.Context, head *Commit, seg []byte, inf
 	if err != nil {
 		return nil, err
 	}
-	if err := p.st.Put(ctx, segKey, bytes.NewReader(seg), int64(len(seg)), store.PutOptions{IfNotExists: true}); err != nil {
+	// The nonce makes the key ours alone: ErrExists can only mean a retried
+	// PUT whose first attempt landed.
+	err = p.st.Put(ctx, segKey, bytes.NewReader(seg), int64(len(seg)), store.PutOptions{IfNotExists: true})
+	if err != nil && !errors.Is(err, store.ErrExists) {
 		return nil, fmt.Errorf("write segment %s: %w", segKey, err)
 	}
 	body := AppendCommit(nil, c)
 	key := CommitKey(p.prefix, c.Start)
 	if err := p.st.Put(ctx, key, bytes.NewReader(body), int64(len(body)), store.PutOptions{IfNotExists: true}); err != nil {
 		if errors.Is(err, store.ErrExists) {
+			// A retried PUT may report ErrExists for our own commit.
+			if got, gerr := p.CommitAt(ctx, c.Start); gerr == nil && got.SegmentKey == segKey {
+				return c, p.writeTimeKey(ctx, head, c)
+			}
 			_ = p.st.Delete(ctx, segKey) // ours, never referenced; best effort (verify reports leftovers)
 			return nil, fmt.Errorf("%s commit at offset %d: %w", p, c.Start, ErrFenced)
 		}

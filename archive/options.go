@@ -1,0 +1,173 @@
+// Package archive is the continuous archiver: it consumes the selected
+// Kafka partitions in offset order and commits them to the store as
+// segments under the format's ordering rules (package manifest). Progress
+// lives in the store, not in consumer-group offsets: every partition resumes
+// from its head commit.
+package archive
+
+import (
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbackup/kbackup/store"
+)
+
+// Options configure an Archiver. Zero values are documented per field.
+type Options struct {
+	// KafkaOpts connect to the cluster (seed brokers, TLS, SASL); built by
+	// package kafkaconn. Required.
+	KafkaOpts []kgo.Opt
+	// Store is where the archive lives. Required.
+	Store store.Store
+
+	// Topics selects topics by regular expression (anchored: the whole name
+	// must match). Empty means every topic. Internal topics (names starting
+	// with "__") are excluded unless a Topics expression names them
+	// explicitly, i.e. the expression itself starts with "__".
+	Topics []*regexp.Regexp
+	// Exclude drops topics matching any of these (anchored) expressions.
+	Exclude []*regexp.Regexp
+
+	// Once archives up to the end offsets seen at start (the last stable
+	// offset under read_committed, the high watermark otherwise), captures
+	// the catalog and returns.
+	Once bool
+	// Group is the Kafka consumer group the archiver replicas share the
+	// partitions through (membership only: offsets are never committed
+	// there). "" means standalone: this archiver owns every selected
+	// partition. Ignored with Once (always standalone).
+	Group string
+
+	// ReadUncommitted archives records of aborted and open transactions
+	// too. The zero value (false) is read_committed: aborted records are not
+	// archived and become "transaction" gaps.
+	ReadUncommitted bool
+
+	// SegmentBytes rolls a segment when its size reaches it. 0 = 32 MiB.
+	SegmentBytes int
+	// FlushInterval rolls a non-empty segment at this age, bounding how long
+	// a record waits before it is committed (archive lag). 0 = 3s.
+	FlushInterval time.Duration
+	// BlockBytes is the uncompressed block target inside segments. 0 = 1 MiB.
+	BlockBytes int
+	// MaxBufferedBytes bounds the memory held in open and sealed segments of
+	// all partitions together; above it, fetching pauses and open segments
+	// are sealed early. 0 = 256 MiB.
+	MaxBufferedBytes int64
+	// CommitConcurrency bounds concurrent segment commits. 0 = 16.
+	CommitConcurrency int
+	// RefreshInterval is how often topics and partitions are rediscovered.
+	// 0 = 30s.
+	RefreshInterval time.Duration
+	// CatalogInterval is how often topic configs and group offsets are
+	// captured (also whenever the topic set changes). 0 = 5m.
+	CatalogInterval time.Duration
+	// Groups selects the consumer groups whose offsets are captured
+	// (anchored regular expression). nil means all groups except the
+	// archiver's own.
+	Groups *regexp.Regexp
+	// ShutdownTimeout bounds the final flush after the context is cancelled.
+	// 0 = 30s.
+	ShutdownTimeout time.Duration
+	// OnceCommitAttempts bounds the attempts of one commit with Once before
+	// the run fails. 0 = 6. (Continuous mode retries forever.)
+	OnceCommitAttempts int
+
+	// WriterID names this archiver in commit entries. "" = hostname/pid.
+	WriterID string
+	// Version is recorded in the archive root marker. "" = "kbackup".
+	Version string
+	// Logger receives structured logs. nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the archiver's metrics. nil registers nothing.
+	Registerer prometheus.Registerer
+	// Now returns the current time. nil = time.Now.
+	Now func() time.Time
+}
+
+func (o *Options) setDefaults() error {
+	if o.Store == nil {
+		return fmt.Errorf("archive: no store")
+	}
+	if len(o.KafkaOpts) == 0 {
+		return fmt.Errorf("archive: no Kafka connection options (brokers)")
+	}
+	if o.SegmentBytes <= 0 {
+		o.SegmentBytes = 32 << 20
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = 3 * time.Second
+	}
+	if o.BlockBytes <= 0 {
+		o.BlockBytes = 1 << 20
+	}
+	if o.MaxBufferedBytes <= 0 {
+		o.MaxBufferedBytes = 256 << 20
+	}
+	if o.CommitConcurrency <= 0 {
+		o.CommitConcurrency = 16
+	}
+	if o.RefreshInterval <= 0 {
+		o.RefreshInterval = 30 * time.Second
+	}
+	if o.CatalogInterval <= 0 {
+		o.CatalogInterval = 5 * time.Minute
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 30 * time.Second
+	}
+	if o.OnceCommitAttempts <= 0 {
+		o.OnceCommitAttempts = 6
+	}
+	if o.Version == "" {
+		o.Version = "kbackup"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Once {
+		o.Group = ""
+	}
+	return nil
+}
+
+// Selected reports whether the options select topic. Internal topics
+// ("__" prefix) need an expression that itself starts with "__".
+func (o *Options) Selected(topic string) bool {
+	internal := strings.HasPrefix(topic, "__")
+	matched := len(o.Topics) == 0 && !internal
+	for _, re := range o.Topics {
+		src := strings.TrimPrefix(re.String(), "^(?:")
+		if re.MatchString(topic) && (!internal || strings.HasPrefix(src, "__")) {
+			matched = true
+			break
+		}
+	}
+	if !matched {
+		return false
+	}
+	for _, re := range o.Exclude {
+		if re.MatchString(topic) {
+			return false
+		}
+	}
+	return true
+}
+
+// CompileAnchored compiles expr so that it must match a whole name.
+func CompileAnchored(expr string) (*regexp.Regexp, error) {
+	re, err := regexp.Compile("^(?:" + expr + ")$")
+	if err != nil {
+		return nil, fmt.Errorf("invalid regular expression %q: %w", expr, err)
+	}
+	return re, nil
+}

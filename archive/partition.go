@@ -1,0 +1,240 @@
+package archive
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbackup/kbackup/manifest"
+)
+
+// tp names a partition.
+type tp struct {
+	topic     string
+	partition int32
+}
+
+func (t tp) String() string { return t.topic + "/" + strconv.Itoa(int(t.partition)) }
+
+// sealed is a finished segment waiting for its commit.
+type sealed struct {
+	data      []byte
+	info      manifest.SegmentInfo
+	firstSeen time.Time // when its oldest record was fetched
+	firstTs   int64     // CreateTime of its first and last records, for the lag histogram
+	lastTs    int64
+	hasTs     bool
+}
+
+// partState is one owned partition. The run loop goroutine owns it; commit
+// goroutines only read the sealed segment and head they are handed.
+type partState struct {
+	tp        tp
+	id        manifest.TopicID
+	log       *manifest.PartitionLog
+	compacted bool
+
+	head  *manifest.Commit // last commit known, nil for an empty log
+	next  int64            // next offset expected from Kafka
+	ready bool             // head loaded and consumption started
+
+	open        *manifest.SegmentWriter
+	openSince   time.Time
+	openFirstTs int64
+	openLastTs  int64
+	openHasTs   bool
+
+	queue      []*sealed // sealed[0] is being committed when inflight
+	inflight   bool
+	retryAt    time.Time
+	failures   int
+	gen        int  // unique per state and resync: results of older generations are dropped
+	needRepair bool // the head's time key may be missing
+	sawTxn     bool // transactional records seen in this partition
+	removing   bool
+	hwm        int64 // last high watermark (or LSO) seen in a fetch
+	target     int64 // Once: stop when next >= target; -1 none
+	lossTotal  int64
+}
+
+// buffered is the memory held by the partition's segments.
+func (ps *partState) buffered() int64 {
+	var n int64
+	if ps.open != nil {
+		n += int64(ps.open.Size())
+	}
+	for _, s := range ps.queue {
+		n += int64(len(s.data))
+	}
+	return n
+}
+
+// idle reports whether nothing is buffered or in flight.
+func (ps *partState) idle() bool {
+	return ps.open == nil && len(ps.queue) == 0 && !ps.inflight
+}
+
+// committedNext is the first offset not yet committed.
+func (ps *partState) committedNext() int64 {
+	if ps.head == nil {
+		return 0
+	}
+	return ps.head.End + 1
+}
+
+// writer returns the open segment, starting one at next if needed.
+func (ps *partState) writer(a *Archiver, now time.Time) *manifest.SegmentWriter {
+	if ps.open == nil {
+		ps.open = manifest.NewSegmentWriter(ps.next, manifest.SegmentOptions{Codec: manifest.CodecZstd, BlockSize: a.opts.BlockBytes})
+		ps.openSince = now
+		ps.openHasTs = false
+	}
+	return ps.open
+}
+
+// seal finishes the open segment and queues it for commit.
+func (ps *partState) seal() {
+	if ps.open == nil {
+		return
+	}
+	data, info := ps.open.Finish()
+	ps.queue = append(ps.queue, &sealed{data: data, info: info, firstSeen: ps.openSince,
+		firstTs: ps.openFirstTs, lastTs: ps.openLastTs, hasTs: ps.openHasTs})
+	ps.open = nil
+}
+
+// classifyGap names why Kafka did not return offsets [from, to], given the
+// fetch's log start offset and whether transactions are active around the
+// gap (a transactional record or control marker in this partition recently
+// or later in the same fetch). It may split the range: offsets below the
+// log start are data loss (or before-start for a partition with nothing
+// archived yet).
+type gapPart struct {
+	to     int64
+	reason manifest.GapReason
+}
+
+func (ps *partState) classifyGap(from, to int64, txnNearby bool, logStart int64, firstInFetch bool) []gapPart {
+	// Nothing archived yet: offsets before the first one Kafka returned were
+	// never in scope (retention or compaction removed them earlier).
+	if from == 0 && ps.head == nil && len(ps.queue) == 0 && (ps.open == nil || ps.open.Next() == 0) {
+		return []gapPart{{to, manifest.GapBeforeStart}}
+	}
+	var parts []gapPart
+	if firstInFetch && logStart > from {
+		lossTo := min(to, logStart-1)
+		parts = append(parts, gapPart{lossTo, manifest.GapDataLoss})
+		from = lossTo + 1
+	}
+	if from <= to {
+		reason := manifest.GapNotReturned
+		switch {
+		case ps.compacted:
+			reason = manifest.GapCompacted
+		case txnNearby:
+			// Aborted records are filtered out by read_committed; their
+			// abort marker follows later. Kafka does not say more.
+			reason = manifest.GapTransaction
+		}
+		parts = append(parts, gapPart{to, reason})
+	}
+	return parts
+}
+
+// toRecord converts a franz-go record, keeping every field.
+func toRecord(r *kgo.Record) manifest.Record {
+	ts := r.Timestamp.UnixMilli()
+	if r.Timestamp.IsZero() {
+		ts = -1
+	}
+	out := manifest.Record{
+		Offset:        r.Offset,
+		Timestamp:     ts,
+		Key:           r.Key,
+		Value:         r.Value,
+		Compression:   r.Attrs.CompressionType(),
+		Transactional: r.Attrs.IsTransactional(),
+		ProducerID:    r.ProducerID,
+		ProducerEpoch: r.ProducerEpoch,
+		LeaderEpoch:   r.LeaderEpoch,
+	}
+	if r.Attrs.TimestampType() == 1 {
+		out.TimestampType = manifest.LogAppendTime
+	}
+	if out.Compression > 4 {
+		out.Compression = 0
+	}
+	if len(r.Headers) > 0 {
+		out.Headers = make([]manifest.Header, len(r.Headers))
+		for i, h := range r.Headers {
+			out.Headers[i] = manifest.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	return out
+}
+
+// appendFetch adds one fetch's records for the partition to its open
+// segment, turning skipped offsets into gaps. It returns the data-loss
+// offsets it recorded.
+func (ps *partState) appendFetch(a *Archiver, fp *kgo.FetchPartition, now time.Time) (int64, error) {
+	var loss int64
+	first := true
+	// Is there a control marker later in this fetch? Aborted records show
+	// up as a gap before their producer's abort marker.
+	lastControl := -1
+	for i, r := range fp.Records {
+		if r.Attrs.IsControl() {
+			lastControl = i
+		}
+	}
+	for i, r := range fp.Records {
+		if r.Attrs.IsControl() || r.Attrs.IsTransactional() {
+			ps.sawTxn = true
+		}
+		if r.Offset < ps.next {
+			continue // already archived (re-delivered after a seek)
+		}
+		w := ps.writer(a, now)
+		if r.Offset > ps.next {
+			for _, g := range ps.classifyGap(ps.next, r.Offset-1, ps.sawTxn || i <= lastControl, fp.LogStartOffset, first) {
+				if g.reason == manifest.GapDataLoss {
+					loss += g.to - ps.next + 1
+					a.log.Error("DATA LOSS: retention deleted records before they were archived",
+						"topic", ps.tp.topic, "partition", ps.tp.partition, "from", ps.next, "to", g.to, "log_start", fp.LogStartOffset)
+				}
+				if err := w.AddGap(g.to, g.reason); err != nil {
+					return loss, fmt.Errorf("%s: %w", ps.tp, err)
+				}
+				ps.next = g.to + 1
+			}
+		}
+		first = false
+		if r.Attrs.IsControl() {
+			if err := w.AddGap(r.Offset, manifest.GapTransaction); err != nil {
+				return loss, fmt.Errorf("%s: %w", ps.tp, err)
+			}
+		} else {
+			rec := toRecord(r)
+			if err := w.Append(&rec); err != nil {
+				return loss, fmt.Errorf("%s: %w", ps.tp, err)
+			}
+			if rec.TimestampType == manifest.CreateTime {
+				if !ps.openHasTs {
+					ps.openFirstTs, ps.openHasTs = rec.Timestamp, true
+				}
+				ps.openLastTs = rec.Timestamp
+			}
+		}
+		ps.next = r.Offset + 1
+		if ps.next == math.MaxInt64 {
+			return loss, fmt.Errorf("%s: offset overflow", ps.tp)
+		}
+	}
+	// Offsets Kafka skipped at the very start of the log (log start moved
+	// past our position and nothing else was returned) still get recorded
+	// when a later fetch returns records; nothing to do here.
+	return loss, nil
+}
