@@ -92,7 +92,7 @@ func StartKafka(tb testing.TB, opts KafkaOptions) *Kafka {
 	tb.Cleanup(func() {
 		if tb.Failed() {
 			for _, n := range c.nodes {
-				tb.Logf("testenv: kafka broker %d log %s, last lines:\n%s", n.id, n.logPath, tail(n.logPath, 20))
+				tb.Logf("testenv: kafka broker %d: log %s (JVM output %s); last warnings:\n%s", n.id, n.logPath, n.outPath, tailMatching(n.logPath, 8, " WARN ", " ERROR ", " FATAL "))
 			}
 		}
 		if err := c.Close(); err != nil {

@@ -190,3 +190,27 @@ func waitTCP(addr string, p *proc, timeout time.Duration) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// tailMatching returns the last n lines of a file's last 64 KiB that
+// contain one of the substrings.
+func tailMatching(path string, n int, subs ...string) string {
+	var out []string
+	for _, l := range strings.Split(tail(path, 100000), "\n") {
+		for _, s := range subs {
+			if strings.Contains(l, s) {
+				if len(l) > 300 {
+					l = l[:300] + "..."
+				}
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	if len(out) == 0 {
+		return "(none)"
+	}
+	return strings.Join(out, "\n")
+}
