@@ -199,8 +199,8 @@ func (a *Archiver) handleFetches(ctx context.Context, fetches kgo.Fetches) {
 		case errors.As(err, &dl):
 			a.opts.Logger.Error("Kafka log diverged below the archived offset (unclean leader election or truncation): records the archive holds may differ from the broker's",
 				"topic", t, "partition", p, "consumed_to", dl.ConsumedTo, "reset_to", dl.ResetTo)
-		case errors.Is(err, kerr.UnknownTopicOrPartition):
-			a.lastRefresh = time.Time{} // topic deleted? rediscover now
+		case errors.Is(err, kerr.UnknownTopicOrPartition), errors.Is(err, kerr.UnknownTopicID):
+			a.lastRefresh = time.Time{} // topic deleted or re-created? rediscover now
 		default:
 			a.opts.Logger.Warn("fetch error", "topic", t, "partition", p, "err", err)
 		}
@@ -463,12 +463,24 @@ func (a *Archiver) reconcile(ctx context.Context) {
 		}
 	}
 	sort.Slice(remove, func(i, j int) bool { return remove[i].tp.String() < remove[j].tp.String() })
+	purge := map[string]bool{}
 	for _, ps := range remove {
 		a.stopPartition(ctx, ps)
+		if ti, ok := a.topics[ps.tp.topic]; !ok || ti.id != ps.id {
+			purge[ps.tp.topic] = true // deleted or re-created: forget its old id
+		}
+	}
+	for t := range purge {
+		if !a.holdsTopic(t) {
+			a.cl.PurgeTopicsFromClient(t)
+		}
 	}
 	for k, ti := range want {
 		if a.parts[k] != nil {
 			continue
+		}
+		if purge[k.topic] && a.holdsTopic(k.topic) {
+			continue // the old incarnation is still flushing
 		}
 		ps := &partState{tp: k, id: ti.id, compacted: ti.compacted, target: -1, gen: nextGen(),
 			log: a.arch.Partition(k.topic, ti.id, k.partition)}
@@ -482,6 +494,16 @@ func (a *Archiver) reconcile(ctx context.Context) {
 		}
 		a.member.report(held)
 	}
+}
+
+// holdsTopic reports whether any partition of topic is still held.
+func (a *Archiver) holdsTopic(topic string) bool {
+	for k := range a.parts {
+		if k.topic == topic {
+			return true
+		}
+	}
+	return false
 }
 
 // stopPartition flushes what is buffered (best effort: if ownership moved,

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"testing"
 	"time"
@@ -230,4 +231,38 @@ func randBytes(r *rand.Rand, n int) []byte {
 		b[i] = byte(r.Uint32())
 	}
 	return b
+}
+
+type regexpT = regexp.Regexp
+
+func openArchive(t testing.TB, st store.Store) *manifest.Archive {
+	t.Helper()
+	a, err := manifest.Open(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// archivedRecords sums the records archived for the current incarnation.
+func archivedRecords(t testing.TB, st store.Store, topic string) int64 {
+	t.Helper()
+	ctx := context.Background()
+	a, err := manifest.Open(ctx, st)
+	if err != nil {
+		return 0
+	}
+	incs, err := a.Incarnations(ctx, topic)
+	if err != nil || len(incs) == 0 {
+		return 0
+	}
+	id := incs[len(incs)-1].TopicID
+	ps, _ := a.Partitions(ctx, topic, id)
+	var n int64
+	for _, p := range ps {
+		if h, err := a.Partition(topic, id, p).Head(ctx); err == nil && h != nil {
+			n += h.TotalRecords
+		}
+	}
+	return n
 }

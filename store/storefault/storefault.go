@@ -1,0 +1,154 @@
+// Package storefault wraps a store.Store to inject faults in tests: a share
+// of calls fail, calls are slowed down, or the store freezes entirely (to
+// simulate a process killed at an arbitrary instant).
+package storefault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kbackup/kbackup/store"
+)
+
+// ErrInjected is the error injected calls fail with.
+var ErrInjected = errors.New("injected store fault")
+
+// Store is a fault-injecting store.Store.
+type Store struct {
+	inner store.Store
+
+	mu       sync.Mutex
+	rng      *rand.Rand
+	failRate float64       // share of calls that fail
+	maxDelay time.Duration // each call sleeps up to this long
+	// putFailAfter: a failing Put fails after writing (the outcome is
+	// unknown to the caller) with this probability.
+	putFailAfter float64
+
+	frozen atomic.Bool
+	calls  atomic.Int64
+	faults atomic.Int64
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New wraps inner; seed makes the fault sequence reproducible.
+func New(inner store.Store, seed uint64) *Store {
+	return &Store{inner: inner, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+}
+
+// SetFailRate makes a share (0..1) of calls fail with ErrInjected; of the
+// failing Puts, a share afterWrite fails after the object was written.
+func (s *Store) SetFailRate(rate, afterWrite float64) {
+	s.mu.Lock()
+	s.failRate, s.putFailAfter = rate, afterWrite
+	s.mu.Unlock()
+}
+
+// SetMaxDelay slows every call by a random delay up to d.
+func (s *Store) SetMaxDelay(d time.Duration) {
+	s.mu.Lock()
+	s.maxDelay = d
+	s.mu.Unlock()
+}
+
+// Freeze makes every later call fail without touching the inner store, as
+// if the process had been killed at this instant.
+func (s *Store) Freeze() { s.frozen.Store(true) }
+
+// Thaw undoes Freeze.
+func (s *Store) Thaw() { s.frozen.Store(false) }
+
+// Calls and Faults count calls made and faults injected.
+func (s *Store) Calls() int64  { return s.calls.Load() }
+func (s *Store) Faults() int64 { return s.faults.Load() }
+
+// decide returns (fail, failAfterWrite, delay) for one call.
+func (s *Store) decide() (bool, bool, time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var d time.Duration
+	if s.maxDelay > 0 {
+		d = time.Duration(s.rng.Int64N(int64(s.maxDelay)))
+	}
+	fail := s.rng.Float64() < s.failRate
+	return fail, fail && s.rng.Float64() < s.putFailAfter, d
+}
+
+func (s *Store) before(ctx context.Context, op, key string) (bool, error) {
+	s.calls.Add(1)
+	if s.frozen.Load() {
+		s.faults.Add(1)
+		return false, fmt.Errorf("%s %s: store frozen: %w", op, key, ErrInjected)
+	}
+	fail, after, d := s.decide()
+	if d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	if fail && !after {
+		s.faults.Add(1)
+		return false, fmt.Errorf("%s %s: %w", op, key, ErrInjected)
+	}
+	return fail && after, nil
+}
+
+// Put implements store.Store.
+func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, opts store.PutOptions) error {
+	failAfter, err := s.before(ctx, "put", key)
+	if err != nil {
+		return err
+	}
+	if err := s.inner.Put(ctx, key, r, size, opts); err != nil {
+		return err
+	}
+	if failAfter {
+		s.faults.Add(1)
+		return fmt.Errorf("put %s: response lost: %w", key, ErrInjected)
+	}
+	return nil
+}
+
+// GetRange implements store.Store.
+func (s *Store) GetRange(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
+	if _, err := s.before(ctx, "get", key); err != nil {
+		return nil, err
+	}
+	return s.inner.GetRange(ctx, key, off, length)
+}
+
+// Stat implements store.Store.
+func (s *Store) Stat(ctx context.Context, key string) (store.ObjectInfo, error) {
+	if _, err := s.before(ctx, "stat", key); err != nil {
+		return store.ObjectInfo{}, err
+	}
+	return s.inner.Stat(ctx, key)
+}
+
+// List implements store.Store.
+func (s *Store) List(ctx context.Context, opts store.ListOptions, fn func(store.ListEntry) error) error {
+	if _, err := s.before(ctx, "list", opts.Prefix); err != nil {
+		return err
+	}
+	return s.inner.List(ctx, opts, fn)
+}
+
+// Delete implements store.Store.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if _, err := s.before(ctx, "delete", key); err != nil {
+		return err
+	}
+	return s.inner.Delete(ctx, key)
+}
+
+// String implements store.Store.
+func (s *Store) String() string { return "faulty(" + s.inner.String() + ")" }
