@@ -110,6 +110,10 @@ func appendNullable(b, v []byte) []byte {
 type decoder struct {
 	b   []byte
 	err error
+	// hdrs is a slab the records' header slices are cut from, and keys
+	// interns header keys: both cut per-record allocations in a block.
+	hdrs []Header
+	keys map[string]string
 }
 
 func (d *decoder) fail(format string, args ...any) {
@@ -225,11 +229,29 @@ func (d *decoder) record(r *Record, base int64) {
 		return
 	}
 	r.Headers = nil
-	if nh > 0 {
-		r.Headers = make([]Header, nh)
+	if nh == 0 {
+		return
 	}
-	for i := range r.Headers {
+	if uint64(cap(d.hdrs)-len(d.hdrs)) < nh {
+		d.hdrs = make([]Header, 0, max(1024, nh)) // a new chunk; earlier records keep theirs
+	}
+	start := len(d.hdrs)
+	for i := uint64(0); i < nh; i++ {
 		k := d.bytes(d.uvarint())
-		r.Headers[i] = Header{Key: string(k), Value: d.nullable()}
+		if d.err != nil {
+			return
+		}
+		key, ok := d.keys[string(k)]
+		if !ok {
+			if d.keys == nil {
+				d.keys = map[string]string{}
+			}
+			key = string(k)
+			if len(d.keys) < 1024 {
+				d.keys[key] = key
+			}
+		}
+		d.hdrs = append(d.hdrs, Header{Key: key, Value: d.nullable()})
 	}
+	r.Headers = d.hdrs[start:len(d.hdrs):len(d.hdrs)]
 }

@@ -1,0 +1,114 @@
+package manifest
+
+import (
+	"math/rand/v2"
+	"strconv"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// benchRecords is a realistic batch: JSON-ish values of ~300 bytes with
+// keys and two headers, 64 MiB... scaled down to 8 MiB of payload.
+func benchRecords() []Record {
+	r := rand.New(rand.NewPCG(3, 4))
+	var recs []Record
+	size := 0
+	for i := 0; size < 8<<20; i++ {
+		v := []byte(`{"order_id":` + strconv.Itoa(i) + `,"customer":"c-` + strconv.Itoa(r.IntN(10000)) +
+			`","amount":` + strconv.Itoa(r.IntN(100000)) + `,"currency":"EUR","items":[{"sku":"sku-` + strconv.Itoa(r.IntN(500)) +
+			`","qty":` + strconv.Itoa(1+r.IntN(5)) + `}],"note":"` + strconv.FormatUint(r.Uint64(), 36) + strconv.FormatUint(r.Uint64(), 36) + `"}`)
+		rec := Record{Offset: int64(i), Timestamp: 1700000000000 + int64(i), Key: []byte("c-" + strconv.Itoa(r.IntN(10000))), Value: v,
+			Headers:    []Header{{Key: "trace-id", Value: []byte(strconv.FormatUint(r.Uint64(), 16))}, {Key: "source", Value: []byte("checkout")}},
+			ProducerID: 17, ProducerEpoch: 0, LeaderEpoch: 3}
+		size += len(v) + len(rec.Key) + 40
+		recs = append(recs, rec)
+	}
+	return recs
+}
+
+func payloadSize(recs []Record) int64 { return int64(len(AppendRecords(nil, recs))) }
+
+// BenchmarkSegmentEncode: records -> finished segment (zstd blocks, index,
+// footer, checksums). MB/s of uncompressed record payload.
+func BenchmarkSegmentEncode(b *testing.B) {
+	recs := benchRecords()
+	b.SetBytes(payloadSize(recs))
+	b.ReportAllocs()
+	for b.Loop() {
+		w := NewSegmentWriter(0, DefaultSegmentOptions())
+		for i := range recs {
+			if err := w.Append(&recs[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		w.Finish()
+	}
+}
+
+// BenchmarkSegmentDecode: segment -> records (index, CRC, zstd, records).
+func BenchmarkSegmentDecode(b *testing.B) {
+	recs := benchRecords()
+	w := NewSegmentWriter(0, DefaultSegmentOptions())
+	for i := range recs {
+		_ = w.Append(&recs[i])
+	}
+	seg, info := w.Finish()
+	b.SetBytes(payloadSize(recs))
+	b.ReportMetric(float64(payloadSize(recs))/float64(info.Size), "ratio")
+	b.ReportAllocs()
+	f, err := DecodeFooter(seg[len(seg)-FooterSize:])
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		// What a reader does: index, then every block (records are
+		// consumed block by block, never accumulated).
+		ix, err := DecodeIndex(seg[f.IndexPosition : f.IndexPosition+f.IndexLength])
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, bl := range ix.Blocks {
+			if _, err := DecodeBlock(seg[bl.Position:bl.Position+bl.Length], bl); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// BenchmarkPlainZstdEncode is the baseline: zstd (same level, same 1 MiB
+// chunks) over the same uncompressed payload bytes.
+func BenchmarkPlainZstdEncode(b *testing.B) {
+	payload := AppendRecords(nil, benchRecords())
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	dst := make([]byte, 0, 2<<20)
+	for b.Loop() {
+		for off := 0; off < len(payload); off += 1 << 20 {
+			dst = enc.EncodeAll(payload[off:min(off+1<<20, len(payload))], dst[:0])
+		}
+	}
+}
+
+// BenchmarkPlainZstdDecode is the decode baseline.
+func BenchmarkPlainZstdDecode(b *testing.B) {
+	payload := AppendRecords(nil, benchRecords())
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	var chunks [][]byte
+	for off := 0; off < len(payload); off += 1 << 20 {
+		chunks = append(chunks, enc.EncodeAll(payload[off:min(off+1<<20, len(payload))], nil))
+	}
+	dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	dst := make([]byte, 0, 2<<20)
+	for b.Loop() {
+		for _, c := range chunks {
+			var err error
+			if dst, err = dec.DecodeAll(c, dst[:0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
