@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"strings"
@@ -258,4 +259,16 @@ func (k *Kafka) String() string {
 		return fmt.Sprintf("kafka %s (%d brokers) at %s", k.cluster.Version(), len(k.cluster.nodes), k.BrokerList())
 	}
 	return "kafka at " + k.BrokerList()
+}
+
+// TopicName returns a topic name unique to this test and run (so tests
+// sharing a cluster through KBACKUP_TEST_BROKERS do not collide).
+func TopicName(tb testing.TB, base string) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	name := unsafeName.ReplaceAllString(tb.Name(), "_")
+	if len(name) > 100 {
+		name = name[:100]
+	}
+	return fmt.Sprintf("%s.%s.%x", base, name, b)
 }

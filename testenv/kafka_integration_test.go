@@ -39,3 +39,23 @@ func TestKafkaClusterLifecycle(t *testing.T) {
 	k.Restart(t, 3)
 	k.WaitInSync(t, 2*time.Minute)
 }
+
+// TestUseKafka runs against KBACKUP_TEST_BROKERS when set (make
+// testenv-up), else a cluster of its own: records from the independent
+// client read back identically by franz-go.
+func TestUseKafka(t *testing.T) {
+	testenv.RdkAvailable(t)
+	k := testenv.UseKafka(t)
+	topic := testenv.TopicName(t, "use")
+	k.CreateTopic(t, topic, 2, -1, nil)
+	produced := testenv.RdkProduce(t, k.Brokers(), topic, testenv.InterestingRecords(topic, 1, "use"), testenv.ProduceOptions{Compression: "lz4"})
+	got := testenv.ConsumeAll(t, k.Brokers(), topic, testenv.ReadCommitted)
+	if len(got) != len(produced) {
+		t.Fatalf("read %d, produced %d", len(got), len(produced))
+	}
+	for i := range got {
+		if !testenv.Identical(got[i], produced[i]) {
+			t.Errorf("read %s\nproduced %s", got[i], produced[i])
+		}
+	}
+}
