@@ -84,12 +84,20 @@ func commitSegs(t *testing.T, a *manifest.Archive, topic string, id manifest.Top
 //	payments (id 02…): partition 0: 0..9 DATA-LOSS, record 10.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ctx := context.Background()
 	dir := t.TempDir()
 	st, err := filestore.New(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	f := fillFixture(t, st)
+	f.dir, f.url = dir, "file://"+dir
+	return f
+}
+
+// fillFixture writes newFixture's archive into st.
+func fillFixture(t *testing.T, st store.Store) *fixture {
+	t.Helper()
+	ctx := context.Background()
 	a, err := manifest.Init(ctx, st, "test", 1)
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +132,7 @@ func newFixture(t *testing.T) *fixture {
 	commitSegs(t, a, "payments", paymentsID, 0, seg{end: 10, gap: manifest.GapDataLoss, recs: []manifest.Record{
 		rec(10, 5000, []byte("p"), []byte("q")),
 	}})
-	return &fixture{dir: dir, url: "file://" + dir, st: st, a: a}
+	return &fixture{st: st, a: a}
 }
 
 // keys lists the store's keys under prefix that contain substr.
