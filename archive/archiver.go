@@ -48,6 +48,19 @@ type Archiver struct {
 
 	statusMu sync.Mutex
 	status   Status
+
+	wakeMu   sync.Mutex
+	wakePoll context.CancelFunc // cancels the current PollFetches wait
+}
+
+// wake interrupts the loop's PollFetches so a finished commit or head load
+// is applied at once rather than after the poll timeout.
+func (a *Archiver) wake() {
+	a.wakeMu.Lock()
+	if a.wakePoll != nil {
+		a.wakePoll()
+	}
+	a.wakeMu.Unlock()
 }
 
 // topicInfo is what the archiver knows of a selected topic.
@@ -172,6 +185,12 @@ func (a *Archiver) loop(ctx context.Context) error {
 			return a.fatal
 		}
 		pollCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		a.wakeMu.Lock()
+		a.wakePoll = cancel
+		a.wakeMu.Unlock()
+		if len(a.results) > 0 || len(a.loaded) > 0 {
+			cancel()
+		}
 		fetches := a.cl.PollFetches(pollCtx)
 		cancel()
 		a.handleFetches(ctx, fetches)
@@ -224,7 +243,7 @@ func (a *Archiver) handleFetches(ctx context.Context, fetches kgo.Fetches) {
 			a.fatal = fmt.Errorf("archive %s: %w", ps.tp, err)
 			return
 		}
-		if ps.open != nil && ps.open.Size() >= a.opts.SegmentBytes {
+		if ps.open != nil && (ps.open.Size() >= a.opts.SegmentBytes || a.opts.Once && ps.next >= ps.target) {
 			ps.seal()
 		}
 		a.kick(ctx, ps)
@@ -558,6 +577,7 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 	})
 	select {
 	case a.loaded <- loadResult{tp: ps.tp, gen: gen, head: head, err: err}:
+		a.wake()
 	case <-ctx.Done():
 	}
 }

@@ -56,8 +56,13 @@ func (a *Archiver) kick(ctx context.Context, ps *partState) {
 			if err := log.RepairHead(ctx, head); err != nil {
 				r.err, r.repair = err, true
 				a.results <- r
+				a.wake()
 				return
 			}
+		}
+		if seg.w != nil {
+			seg.data, seg.info = seg.w.Finish()
+			seg.w = nil
 		}
 		c, err := log.Append(ctx, head, seg.data, seg.info, a.writerID, a.opts.Now().UnixMilli())
 		r.dur = time.Since(start)
@@ -72,6 +77,7 @@ func (a *Archiver) kick(ctx context.Context, ps *partState) {
 			r.err = err
 		}
 		a.results <- r
+		a.wake()
 	}()
 }
 
@@ -95,7 +101,7 @@ func (a *Archiver) applyResult(ctx context.Context, r commitResult) {
 	case r.fenced:
 		a.m.fenced.Inc()
 		a.opts.Logger.Warn("another archiver committed this range first: resuming after its commit",
-			"topic", r.tp.topic, "partition", r.tp.partition, "start", r.seg.info.Start)
+			"topic", r.tp.topic, "partition", r.tp.partition, "start", r.seg.start)
 		a.resync(ctx, ps, r.newHead, r.headErr)
 	default:
 		ps.failures++
@@ -104,9 +110,9 @@ func (a *Archiver) applyResult(ctx context.Context, r commitResult) {
 		ps.retryAt = a.opts.Now().Add(backoff)
 		ps.needRepair = ps.needRepair || r.repair
 		a.opts.Logger.Warn("commit failed, will retry", "topic", r.tp.topic, "partition", r.tp.partition,
-			"start", r.seg.info.Start, "attempt", ps.failures, "retry_in", backoff, "err", r.err)
+			"start", r.seg.start, "attempt", ps.failures, "retry_in", backoff, "err", r.err)
 		if errors.Is(r.err, store.ErrPermanent) || (a.opts.Once && ps.failures >= a.opts.OnceCommitAttempts) {
-			a.fatal = fmt.Errorf("commit %s at offset %d: %w", r.tp, r.seg.info.Start, r.err)
+			a.fatal = fmt.Errorf("commit %s at offset %d: %w", r.tp, r.seg.start, r.err)
 			return
 		}
 		// The outcome of a failed commit PUT is unknown: after the first
@@ -185,6 +191,7 @@ func (a *Archiver) resyncFromStore(ctx context.Context, ps *partState) {
 			}
 		}
 		a.results <- r
+		a.wake()
 	}()
 }
 

@@ -266,3 +266,5 @@ func archivedRecords(t testing.TB, st store.Store, topic string) int64 {
 	}
 	return n
 }
+
+type storeT = store.Store

@@ -19,10 +19,15 @@ type tp struct {
 
 func (t tp) String() string { return t.topic + "/" + strconv.Itoa(int(t.partition)) }
 
-// sealed is a finished segment waiting for its commit.
+// sealed is a closed segment waiting for its commit. The commit goroutine
+// finishes it (compression runs there, off the fetch loop); the loop only
+// reads start and size.
 type sealed struct {
-	data      []byte
+	w         *manifest.SegmentWriter // until finished
+	data      []byte                  // after finished
 	info      manifest.SegmentInfo
+	start     int64
+	size      int64     // uncompressed bytes held, for the memory bound
 	firstSeen time.Time // when its oldest record was fetched
 	firstTs   int64     // CreateTime of its first and last records, for the lag histogram
 	lastTs    int64
@@ -67,7 +72,7 @@ func (ps *partState) buffered() int64 {
 		n += int64(ps.open.Size())
 	}
 	for _, s := range ps.queue {
-		n += int64(len(s.data))
+		n += s.size
 	}
 	return n
 }
@@ -100,8 +105,7 @@ func (ps *partState) seal() {
 	if ps.open == nil {
 		return
 	}
-	data, info := ps.open.Finish()
-	ps.queue = append(ps.queue, &sealed{data: data, info: info, firstSeen: ps.openSince,
+	ps.queue = append(ps.queue, &sealed{w: ps.open, start: ps.open.Start(), size: int64(ps.open.Size()), firstSeen: ps.openSince,
 		firstTs: ps.openFirstTs, lastTs: ps.openLastTs, hasTs: ps.openHasTs})
 	ps.open = nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -183,8 +184,11 @@ type SegmentWriter struct {
 	opts  SegmentOptions
 	start int64
 	next  int64
-	out   []byte
 	index Index
+	// raw holds the closed blocks' uncompressed payloads until Finish
+	// compresses them (in parallel) and lays out the segment.
+	raw     [][]byte
+	rawSize int
 
 	// the open block
 	payload  []byte
@@ -205,9 +209,6 @@ func NewSegmentWriter(start int64, opts SegmentOptions) *SegmentWriter {
 	}
 	w := &SegmentWriter{opts: opts, start: start, next: start, runMax: math.MinInt64,
 		minTs: math.MaxInt64, maxTs: math.MinInt64, firstRec: -1, lastRec: -1}
-	w.out = append(w.out, segMagic[:]...)
-	w.out = binary.LittleEndian.AppendUint16(w.out, FormatVersion)
-	w.out = binary.LittleEndian.AppendUint16(w.out, 0)
 	return w
 }
 
@@ -220,9 +221,9 @@ func (w *SegmentWriter) Start() int64 { return w.start }
 // Records is the number of records appended so far.
 func (w *SegmentWriter) Records() int64 { return w.records }
 
-// Size is the number of bytes the segment would have if finished now,
-// approximately (the open block counts uncompressed).
-func (w *SegmentWriter) Size() int { return len(w.out) + len(w.payload) }
+// Size is the uncompressed size of the records appended so far: the memory
+// the writer holds, and what segment rolling by size counts.
+func (w *SegmentWriter) Size() int { return w.rawSize + len(w.payload) }
 
 // Append adds r, whose offset must equal Next(). The record's byte slices
 // are copied into the block buffer.
@@ -237,7 +238,7 @@ func (w *SegmentWriter) Append(r *Record) error {
 		return fmt.Errorf("append offset %d: invalid timestamp type %d or codec %d", r.Offset, r.TimestampType, r.Compression)
 	}
 	if len(w.payload) > 0 && len(w.payload)+recordSize(r) > w.opts.BlockSize {
-		w.closeBlock()
+		w.closeBlock(false)
 	}
 	if recordSize(r) > MaxBlockPayload {
 		return fmt.Errorf("append offset %d: record of %d bytes exceeds the %d byte block limit", r.Offset, recordSize(r), MaxBlockPayload)
@@ -282,27 +283,45 @@ func (w *SegmentWriter) AddGap(to int64, reason GapReason) error {
 	return nil
 }
 
-func (w *SegmentWriter) closeBlock() {
+func (w *SegmentWriter) closeBlock(final bool) {
 	if w.cur.Records == 0 {
 		return
 	}
-	stored, codec := w.payload, w.opts.Codec
-	if codec == CodecZstd {
-		stored = zstdEncoder().EncodeAll(w.payload, make([]byte, 0, len(w.payload)/2+64))
-	}
-	w.cur.Position = int64(len(w.out))
-	w.cur.Length = int64(blockHeaderSize + len(stored))
 	w.runMax = max(w.runMax, w.cur.MaxTimestamp)
 	w.cur.RunningMaxTimestamp = w.runMax
-	w.out = append(w.out, byte(codec), 0, 0, 0)
-	w.out = binary.LittleEndian.AppendUint32(w.out, uint32(w.cur.Records))
-	w.out = binary.LittleEndian.AppendUint32(w.out, uint32(len(w.payload)))
-	w.out = binary.LittleEndian.AppendUint32(w.out, uint32(len(stored)))
-	w.out = binary.LittleEndian.AppendUint32(w.out, crc32c(stored))
-	w.out = append(w.out, stored...)
 	w.index.Blocks = append(w.index.Blocks, w.cur)
+	w.raw = append(w.raw, w.payload)
+	w.rawSize += len(w.payload)
 	w.cur = BlockInfo{}
-	w.payload = w.payload[:0]
+	if final {
+		w.payload = nil
+		return
+	}
+	// A partition that filled a block is busy: give the next block its full
+	// size up front instead of growing (and copying) it by doubling. The
+	// first block of a segment starts small, so idle partitions hold little.
+	w.payload = make([]byte, 0, min(w.opts.BlockSize+w.opts.BlockSize/8, MaxBlockPayload))
+}
+
+// compressBlocks compresses the raw blocks, in parallel across cores.
+func (w *SegmentWriter) compressBlocks() [][]byte {
+	stored := make([][]byte, len(w.raw))
+	if w.opts.Codec != CodecZstd {
+		copy(stored, w.raw)
+		return stored
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for i, b := range w.raw {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			stored[i] = zstdEncoder().EncodeAll(b, make([]byte, 0, len(b)/2+64))
+		}()
+	}
+	wg.Wait()
+	return stored
 }
 
 // SegmentInfo summarises a finished segment; it goes into the commit entry.
@@ -325,23 +344,42 @@ type SegmentInfo struct {
 // Finish closes the open block, appends the index and footer and returns the
 // segment bytes and their summary. The writer must not be used afterwards.
 func (w *SegmentWriter) Finish() ([]byte, SegmentInfo) {
-	w.closeBlock()
+	w.closeBlock(true)
 	info := SegmentInfo{Start: w.start, End: w.next - 1, Records: w.records,
-		FirstOffset: w.firstRec, LastOffset: w.lastRec, Blocks: len(w.index.Blocks)}
+		FirstOffset: w.firstRec, LastOffset: w.lastRec, Blocks: len(w.index.Blocks), UncompressedSize: int64(w.rawSize)}
 	if w.records > 0 {
 		info.MinTimestamp, info.MaxTimestamp = w.minTs, w.maxTs
 	}
 	for _, g := range w.index.Gaps {
 		info.GapOffsets[g.Reason] += g.Len()
 	}
-	info.IndexPosition = int64(len(w.out))
-	w.out = AppendIndex(w.out, &w.index)
-	info.IndexLength = int64(len(w.out)) - info.IndexPosition
-	w.out = AppendFooter(w.out, Footer{IndexPosition: info.IndexPosition, IndexLength: info.IndexLength})
-	info.Size = int64(len(w.out))
-	info.CRC32C = crc32c(w.out)
-	out := w.out
-	w.out = nil
+	stored := w.compressBlocks()
+	size := segHeaderSize + footerSize + indexHeaderSize + 8 + len(w.index.Blocks)*blockEntrySize + len(w.index.Gaps)*gapEntrySize
+	for _, b := range stored {
+		size += blockHeaderSize + len(b)
+	}
+	out := make([]byte, 0, size)
+	out = append(out, segMagic[:]...)
+	out = binary.LittleEndian.AppendUint16(out, FormatVersion)
+	out = binary.LittleEndian.AppendUint16(out, 0)
+	for i, b := range stored {
+		bl := &w.index.Blocks[i]
+		bl.Position = int64(len(out))
+		bl.Length = int64(blockHeaderSize + len(b))
+		out = append(out, byte(w.opts.Codec), 0, 0, 0)
+		out = binary.LittleEndian.AppendUint32(out, uint32(bl.Records))
+		out = binary.LittleEndian.AppendUint32(out, uint32(len(w.raw[i])))
+		out = binary.LittleEndian.AppendUint32(out, uint32(len(b)))
+		out = binary.LittleEndian.AppendUint32(out, crc32c(b))
+		out = append(out, b...)
+	}
+	info.IndexPosition = int64(len(out))
+	out = AppendIndex(out, &w.index)
+	info.IndexLength = int64(len(out)) - info.IndexPosition
+	out = AppendFooter(out, Footer{IndexPosition: info.IndexPosition, IndexLength: info.IndexLength})
+	info.Size = int64(len(out))
+	info.CRC32C = crc32c(out)
+	w.raw, w.payload = nil, nil
 	return out, info
 }
 

@@ -1,0 +1,157 @@
+package archive
+
+import (
+	"context"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbackup/kbackup/manifest"
+)
+
+// fillTopic produces n records of about size bytes to topic (4 partitions).
+func fillTopic(b *testing.B, cl *kgo.Client, topic string, n, size int) int64 {
+	r := rand.New(rand.NewPCG(5, 6))
+	var total int64
+	batch := make([]*kgo.Record, 0, 1000)
+	for i := 0; i < n; i++ {
+		v := make([]byte, size)
+		for j := range v {
+			v[j] = "abcdefghijklmnopqrstuvwxyz0123456789"[r.IntN(36)] // compressible like text
+		}
+		batch = append(batch, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(i % 1000)), Value: v,
+			Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("v")}}})
+		total += int64(size + 10)
+		if len(batch) == cap(batch) || i == n-1 {
+			produce(b, cl, batch...)
+			batch = batch[:0]
+		}
+	}
+	return total
+}
+
+// BenchmarkArchiveThroughput compares, on the same in-process cluster and
+// data in one run, a plain franz-go consumer that reads everything and
+// discards it with `archive --once` into a local directory. The metric
+// "ratio" is archiver throughput / consumer throughput (target >= 0.8).
+func BenchmarkArchiveThroughput(b *testing.B) {
+	c := newCluster(b)
+	createTopic(b, c, "bench", 4, nil)
+	cl := newClient(b, c, kgo.ProducerBatchMaxBytes(1<<20))
+	const n, size = 300_000, 500
+	bytes := fillTopic(b, cl, "bench", n, size)
+	b.SetBytes(bytes)
+	var plain, arch time.Duration
+	for b.Loop() {
+		start := time.Now()
+		consumeAll(b, c, "bench", n)
+		plain += time.Since(start)
+
+		st := newStore(b)
+		start = time.Now()
+		runOnce(b, c, st, nil)
+		arch += time.Since(start)
+	}
+	b.ReportMetric(float64(bytes)/plain.Seconds()*float64(b.N)/1e6, "consumer-MB/s")
+	b.ReportMetric(float64(bytes)/arch.Seconds()*float64(b.N)/1e6, "archive-MB/s")
+	b.ReportMetric(plain.Seconds()/arch.Seconds(), "ratio")
+}
+
+// consumeAll reads n records from topic with a plain consumer and drops them.
+func consumeAll(b *testing.B, c interface{ ListenAddrs() []string }, topic string, n int) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	got := 0
+	for got < n {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			b.Fatalf("consumed %d of %d", got, n)
+		}
+		got += fs.NumRecords()
+	}
+}
+
+// BenchmarkArchiveLag produces at a steady rate to a running archiver at
+// default settings and reports the lag from a record's timestamp to the
+// commit that holds it: p50 and p99 in seconds (target p99 <= 5 s).
+func BenchmarkArchiveLag(b *testing.B) {
+	for b.Loop() {
+		c := newCluster(b)
+		createTopic(b, c, "lag", 8, nil)
+		st := newStore(b)
+		stop := startArchiver(b, c, st, func(o *Options) {
+			o.FlushInterval, o.RefreshInterval = 0, 0 // defaults
+		})
+		cl := newClient(b, c, kgo.DefaultProduceTopic("lag"))
+		const perSecond, seconds = 2000, 15
+		tick := time.NewTicker(10 * time.Millisecond)
+		end := time.Now().Add(seconds * time.Second)
+		for now := range tick.C {
+			if now.After(end) {
+				break
+			}
+			var recs []*kgo.Record
+			for i := 0; i < perSecond/100; i++ {
+				recs = append(recs, &kgo.Record{Value: []byte("payload-" + strconv.Itoa(i))})
+			}
+			cl.Produce(context.Background(), recs[0], nil)
+			for _, r := range recs[1:] {
+				cl.Produce(context.Background(), r, nil)
+			}
+		}
+		tick.Stop()
+		if err := cl.Flush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(6 * time.Second) // let the last segments roll at the default age
+		if err := stop(); err != nil {
+			b.Fatal(err)
+		}
+		lags := commitLags(b, st, "lag")
+		if len(lags) < perSecond*seconds*9/10 {
+			b.Fatalf("only %d records archived", len(lags))
+		}
+		sort.Float64s(lags)
+		b.ReportMetric(lags[len(lags)/2], "p50-s")
+		b.ReportMetric(lags[len(lags)*99/100], "p99-s")
+	}
+}
+
+// commitLags returns, per archived record, commit time - record timestamp.
+// The final shutdown flush commits early, so records of the last commit
+// per partition are measured too (it only lowers their lag).
+func commitLags(b *testing.B, st interface{}, topic string) []float64 {
+	s := st.(interface{ String() string })
+	_ = s
+	a := openArchive(b, st.(storeT))
+	ctx := context.Background()
+	incs, err := a.Incarnations(ctx, topic)
+	if err != nil || len(incs) == 0 {
+		b.Fatal(err)
+	}
+	id := incs[len(incs)-1].TopicID
+	ps, _ := a.Partitions(ctx, topic, id)
+	var out []float64
+	for _, p := range ps {
+		err := a.Partition(topic, id, p).Scan(ctx, 0, -1, func(it manifest.ScanItem) error {
+			if it.Record != nil {
+				out = append(out, float64(it.Commit.CommittedAt-it.Record.Timestamp)/1000)
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return out
+}
