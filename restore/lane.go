@@ -1,0 +1,520 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbackup/kbackup/manifest"
+	"github.com/kbackup/kbackup/store"
+)
+
+// batchBytes is the size at which the reader hands a batch of records to
+// the producer (about one archive block).
+const batchBytes = 1 << 20
+
+// batch is a run of records of one lane source, in offset order.
+type batch struct {
+	src   int
+	recs  []*manifest.Record
+	bytes int64
+}
+
+// entry is one record handed to the producer, in lane order.
+type entry struct {
+	src    int
+	off    int64
+	part   int32
+	size   int64
+	rec    *kgo.Record
+	tgt    int64 // target offset, once acknowledged
+	done   bool
+	failed bool
+}
+
+// laneRun executes one lane: a reader goroutine scans the archive ahead of
+// the producer, records are produced in lane order, and acknowledgements
+// advance the acknowledged prefix, which is what checkpoints store.
+type laneRun struct {
+	rn        *runner
+	l         *lane
+	logAppend bool
+	nparts    int32
+	part      kgo.TopicPartitioner
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	inflight int64 // bytes handed to the producer, not yet acknowledged
+	pending  int   // entries not yet acknowledged
+	queue    []*entry
+	head     int
+	state    checkpoint // the acknowledged prefix
+	tgt      map[int32]*targetState
+	lastRec  map[int32]*kgo.Record
+	err      error // the first produce error
+	cancel   context.CancelFunc
+
+	// skip and expect drive a resume: the first skip[p] records assigned
+	// to target partition p are already in the target; the last of them
+	// must hash to expect[p].
+	skip   map[int32]int64
+	expect map[int32]string
+	// restored counts the records this run produced.
+	restored int64
+}
+
+func newLaneRun(rn *runner, l *lane, logAppend bool, nparts int32) *laneRun {
+	lr := &laneRun{rn: rn, l: l, logAppend: logAppend, nparts: nparts, tgt: map[int32]*targetState{},
+		lastRec: map[int32]*kgo.Record{}, skip: map[int32]int64{}, expect: map[int32]string{}}
+	lr.cond = sync.NewCond(&lr.mu)
+	if l.targetPartition < 0 {
+		lr.part = kgo.StickyKeyPartitioner(nil).ForTopic(l.targetTopic)
+	}
+	return lr
+}
+
+// assign returns the target partition of a record of source index src.
+func (lr *laneRun) assign(src int, r *kgo.Record) int32 {
+	if lr.l.targetPartition >= 0 {
+		return lr.l.targetPartition
+	}
+	if r.Key == nil {
+		return lr.l.sources[src].log.Partition % lr.nparts
+	}
+	return int32(lr.part.Partition(r, int(lr.nparts)))
+}
+
+// start loads or creates the lane's checkpoint and, when resuming, checks
+// the target against it. It returns done = true for a finished lane.
+func (lr *laneRun) start(ctx context.Context) (done bool, err error) {
+	l, t := lr.l, lr.rn.t
+	_, ends, err := t.offsets(ctx, l.targetTopic)
+	if err != nil {
+		return false, err
+	}
+	if l.ckpt == nil {
+		c := checkpoint{Format: checkpointFormat, FormatVersion: stateVersion, RestoreID: lr.rn.id, Lane: l.name, SourceOffset: -1}
+		parts := []int32{l.targetPartition}
+		if l.targetPartition < 0 {
+			parts = nil
+			for p := int32(0); p < lr.nparts; p++ {
+				parts = append(parts, p)
+			}
+		}
+		for _, p := range parts {
+			e, ok := ends[p]
+			if !ok {
+				return false, fmt.Errorf("target topic %s has no partition %d", l.targetTopic, p)
+			}
+			c.Targets = append(c.Targets, targetState{Partition: p, Base: e, End: e})
+		}
+		if l.targetPartition >= 0 {
+			for _, s := range l.sources {
+				base := c.Targets[0].Base
+				c.Maps = append(c.Maps, PartitionMap{SourceTopic: s.log.Topic, SourceTopicID: s.topicID, SourcePartition: s.log.Partition,
+					TargetTopic: l.targetTopic, TargetPartition: l.targetPartition, SourceFrom: s.from, SourceTo: s.to,
+					TargetStart: base, TargetEnd: base, Runs: []OffsetRun{}})
+			}
+		}
+		// Stored before the first record is produced: a rerun always
+		// knows where the lane's records begin in the target.
+		if err := putJSON(ctx, lr.rn.st, checkpointKey(lr.rn.id, l.name), &c, store.PutOptions{}); err != nil {
+			return false, fmt.Errorf("store the initial checkpoint: %w", err)
+		}
+		l.ckpt = &c
+	}
+	lr.state = *l.ckpt
+	for i := range lr.state.Targets {
+		lr.tgt[lr.state.Targets[i].Partition] = &lr.state.Targets[i]
+	}
+	for i := range lr.state.Targets {
+		ts := &lr.state.Targets[i]
+		e, ok := ends[ts.Partition]
+		if !ok {
+			return false, fmt.Errorf("target topic %s has no partition %d", l.targetTopic, ts.Partition)
+		}
+		if e < ts.End {
+			return false, fmt.Errorf("target %s/%d ends at offset %d, but restore %s already wrote up to offset %d there: the target changed since (topic deleted or truncated?); restore with a new --restore-id",
+				l.targetTopic, ts.Partition, e, lr.rn.id, ts.End)
+		}
+		if lr.state.Done {
+			continue
+		}
+		switch k := e - ts.End; {
+		case k > 0:
+			// Records past the checkpoint: the previous run produced them
+			// after its last checkpoint. They are the next k records this
+			// lane assigns to the partition; the last of them must match.
+			r, err := t.fetchRecord(ctx, l.targetTopic, ts.Partition, e-1)
+			if err != nil {
+				return false, fmt.Errorf("check the target against the checkpoint: %w", err)
+			}
+			lr.skip[ts.Partition], lr.expect[ts.Partition] = k, recordHash(r, !lr.logAppend)
+		case ts.End > ts.Base && ts.LastHash != "":
+			r, err := t.fetchRecord(ctx, l.targetTopic, ts.Partition, e-1)
+			if errors.Is(err, errRecordNotFound) {
+				lr.rn.o.Logger.Warn("restore: cannot re-read the last restored record (target retention?); trusting the checkpoint",
+					"lane", l.name, "partition", ts.Partition, "offset", e-1)
+				continue
+			}
+			if err != nil {
+				return false, fmt.Errorf("check the target against the checkpoint: %w", err)
+			}
+			if recordHash(r, !lr.logAppend) != ts.LastHash {
+				return false, fmt.Errorf("target %s/%d offset %d is not the record restore %s wrote there: another producer wrote into the target; restore with a new --restore-id",
+					l.targetTopic, ts.Partition, e-1, lr.rn.id)
+			}
+		}
+	}
+	return lr.state.Done, nil
+}
+
+// run restores the lane from the checkpoint on. It always stores a final
+// checkpoint of what was acknowledged.
+func (lr *laneRun) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lr.cancel = cancel
+	batches := make(chan batch, lr.rn.o.ReadAhead)
+	readErr := make(chan error, 1)
+	go func() { readErr <- lr.read(ctx, lr.state.SourceIndex, lr.state.SourceOffset, batches) }()
+
+	stopCkpt := make(chan struct{})
+	ckptDone := make(chan struct{})
+	go lr.checkpointLoop(ctx, stopCkpt, ckptDone)
+
+	err := lr.produceAll(ctx, batches)
+	if err != nil {
+		cancel()
+	}
+	for range batches { // let the reader finish
+	}
+	if rerr := <-readErr; rerr != nil && err == nil && !errors.Is(rerr, context.Canceled) {
+		err = rerr
+	}
+	if err == nil {
+		for p, k := range lr.skip {
+			if k > 0 {
+				err = fmt.Errorf("target %s/%d holds %d records after the checkpoint that this restore did not write (another producer?); restore with a new --restore-id",
+					lr.l.targetTopic, p, k)
+				break
+			}
+		}
+	}
+	perr := lr.wait(ctx)
+	if err == nil {
+		err = perr
+	}
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	close(stopCkpt)
+	<-ckptDone
+	// The final checkpoint: Done only when every record was acknowledged.
+	c := lr.snapshot(err == nil)
+	var werr error
+	for attempt := 0; attempt < 3; attempt++ {
+		wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		werr = putJSON(wctx, lr.rn.st, checkpointKey(lr.rn.id, lr.l.name), c, store.PutOptions{})
+		wcancel()
+		if werr == nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+	}
+	lr.l.ckpt = c
+	if err != nil {
+		return err
+	}
+	if werr != nil {
+		return fmt.Errorf("every record is in the target, but the final checkpoint could not be stored (rerun to record it): %w", werr)
+	}
+	return nil
+}
+
+// read scans the lane's sources from the resume point and sends batches.
+func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out chan<- batch) error {
+	defer close(out)
+	send := func(b batch) error {
+		if len(b.recs) == 0 {
+			return nil
+		}
+		select {
+		case out <- b:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for i := startIdx; i < len(lr.l.sources); i++ {
+		s := lr.l.sources[i]
+		from := s.from
+		if i == startIdx && startOff >= from {
+			from = startOff + 1
+		}
+		if s.empty() || from > s.to {
+			continue
+		}
+		b := batch{src: i}
+		err := s.log.Scan(ctx, from, s.to, func(it manifest.ScanItem) error {
+			r := it.Record
+			if r == nil {
+				return nil
+			}
+			b.recs = append(b.recs, r)
+			b.bytes += recordSize(r)
+			if b.bytes >= batchBytes || len(b.recs) >= 8192 {
+				if err := send(b); err != nil {
+					return err
+				}
+				b = batch{src: i}
+			}
+			return nil
+		})
+		if err == nil {
+			err = send(b)
+		}
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return err
+			}
+			return fmt.Errorf("read %s offsets %d..%d: %w", s.log, from, s.to, err)
+		}
+	}
+	return nil
+}
+
+func recordSize(r *manifest.Record) int64 {
+	n := int64(len(r.Key) + len(r.Value) + 16)
+	for _, h := range r.Headers {
+		n += int64(len(h.Key) + len(h.Value))
+	}
+	return n
+}
+
+// toKgo converts an archived record for producing: key, value, headers
+// and timestamp exactly (nil stays nil: null, not empty).
+func toKgo(r *manifest.Record, topic string) *kgo.Record {
+	kr := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Timestamp: time.UnixMilli(r.Timestamp)}
+	if len(r.Headers) > 0 {
+		kr.Headers = make([]kgo.RecordHeader, len(r.Headers))
+		for i, h := range r.Headers {
+			kr.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+		}
+	}
+	return kr
+}
+
+// produceAll produces every record of the batches, skipping (and
+// verifying) the ones a resumed lane finds already in the target.
+func (lr *laneRun) produceAll(ctx context.Context, batches <-chan batch) error {
+	for b := range batches {
+		for _, r := range b.recs {
+			kr := toKgo(r, lr.l.targetTopic)
+			p := lr.assign(b.src, kr)
+			kr.Partition = p
+			e := &entry{src: b.src, off: r.Offset, part: p, size: recordSize(r), rec: kr}
+			if k := lr.skip[p]; k > 0 {
+				lr.skip[p] = k - 1
+				if k == 1 && recordHash(kr, !lr.logAppend) != lr.expect[p] {
+					return fmt.Errorf("target %s/%d: the last record after the checkpoint is not source %s offset %d, the record this restore would have written there (another producer wrote into the target?); restore with a new --restore-id",
+						lr.l.targetTopic, p, lr.l.sources[b.src].log, r.Offset)
+				}
+				lr.skipped(e)
+				continue
+			}
+			if err := lr.produce(ctx, e); err != nil {
+				return err
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// skipped accounts a record found already in the target as acknowledged
+// at the partition's next offset.
+func (lr *laneRun) skipped(e *entry) {
+	lr.mu.Lock()
+	defer lr.mu.Unlock()
+	e.done, e.tgt = true, lr.tgt[e.part].End+lr.queuedFor(e.part)
+	lr.queue = append(lr.queue, e)
+	lr.popLocked()
+}
+
+// queuedFor counts the acknowledged-but-not-popped entries of partition p
+// (skipped entries wait behind unacknowledged ones of other partitions).
+func (lr *laneRun) queuedFor(p int32) int64 {
+	var n int64
+	for _, q := range lr.queue[lr.head:] {
+		if q.part == p {
+			n++
+		}
+	}
+	return n
+}
+
+func (lr *laneRun) produce(ctx context.Context, e *entry) error {
+	lr.mu.Lock()
+	for lr.err == nil && lr.inflight > 0 && lr.inflight+e.size > lr.rn.o.MaxInFlightBytes {
+		lr.cond.Wait()
+	}
+	if lr.err != nil {
+		err := lr.err
+		lr.mu.Unlock()
+		return err
+	}
+	lr.inflight += e.size
+	lr.pending++
+	lr.queue = append(lr.queue, e)
+	lr.mu.Unlock()
+	lr.restored++
+	lr.rn.t.cl.Produce(ctx, e.rec, func(r *kgo.Record, err error) { lr.ack(e, r, err) })
+	return nil
+}
+
+// ack is the produce promise: records of one partition are acknowledged in
+// order; the lane's acknowledged prefix advances over done entries.
+func (lr *laneRun) ack(e *entry, r *kgo.Record, err error) {
+	lr.mu.Lock()
+	defer lr.mu.Unlock()
+	e.done = true
+	lr.inflight -= e.size
+	lr.pending--
+	if err != nil {
+		e.failed = true
+		if lr.err == nil {
+			lr.err = fmt.Errorf("produce to %s/%d: %w", r.Topic, r.Partition, err)
+			lr.cancel()
+		}
+	} else {
+		e.tgt = r.Offset
+	}
+	lr.popLocked()
+	lr.cond.Broadcast()
+}
+
+// popLocked applies the done entries at the head of the queue to the
+// acknowledged state.
+func (lr *laneRun) popLocked() {
+	for lr.head < len(lr.queue) {
+		e := lr.queue[lr.head]
+		if !e.done || e.failed {
+			break
+		}
+		lr.queue[lr.head] = nil
+		lr.head++
+		st := &lr.state
+		st.SourceIndex, st.SourceOffset = e.src, e.off
+		st.Records++
+		st.Bytes += e.size
+		ts := lr.tgt[e.part]
+		ts.End = e.tgt + 1
+		lr.lastRec[e.part] = e.rec
+		if lr.l.targetPartition >= 0 {
+			m := &st.Maps[e.src]
+			m.add(e.off, e.tgt)
+			m.Records++
+			m.TargetEnd = e.tgt + 1
+		}
+		lr.rn.records.Add(1)
+		lr.rn.bytes.Add(e.size)
+	}
+	if lr.head > 4096 && lr.head*2 > len(lr.queue) {
+		n := copy(lr.queue, lr.queue[lr.head:])
+		clear(lr.queue[n:])
+		lr.queue, lr.head = lr.queue[:n], 0
+	}
+}
+
+// wait blocks until every produced record was acknowledged (or failed).
+// After a cancel it waits at most 10 more seconds, so that the final
+// checkpoint is as far along as possible without hanging the exit.
+func (lr *laneRun) wait(ctx context.Context) error {
+	done := make(chan struct{})
+	defer close(done)
+	go func() { // wake the waiter to check the deadlines
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				lr.mu.Lock()
+				lr.cond.Broadcast()
+				lr.mu.Unlock()
+			}
+		}
+	}()
+	lr.mu.Lock()
+	defer lr.mu.Unlock()
+	deadline := time.Now().Add(2 * time.Minute)
+	cancelled := false
+	for lr.pending > 0 && time.Now().Before(deadline) {
+		if ctx.Err() != nil && !cancelled {
+			cancelled = true
+			if d := time.Now().Add(10 * time.Second); d.Before(deadline) {
+				deadline = d
+			}
+		}
+		lr.cond.Wait()
+	}
+	if lr.err == nil && lr.pending > 0 {
+		return fmt.Errorf("%d records produced to %s were not acknowledged in time", lr.pending, lr.l.targetTopic)
+	}
+	return lr.err
+}
+
+// snapshot copies the acknowledged state as a checkpoint.
+func (lr *laneRun) snapshot(done bool) *checkpoint {
+	lr.mu.Lock()
+	defer lr.mu.Unlock()
+	c := lr.state
+	c.Done = done
+	c.Targets = append([]targetState(nil), lr.state.Targets...)
+	for i := range c.Targets {
+		if r := lr.lastRec[c.Targets[i].Partition]; r != nil {
+			c.Targets[i].LastHash = recordHash(r, !lr.logAppend)
+		}
+	}
+	c.Maps = make([]PartitionMap, len(lr.state.Maps))
+	for i, m := range lr.state.Maps {
+		m.Runs = append([]OffsetRun{}, m.Runs...)
+		m.Complete = done
+		c.Maps[i] = m
+	}
+	return &c
+}
+
+// checkpointLoop stores the acknowledged state every CheckpointInterval.
+func (lr *laneRun) checkpointLoop(ctx context.Context, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(lr.rn.o.CheckpointInterval)
+	defer tick.Stop()
+	last := int64(-1)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		c := lr.snapshot(false)
+		if c.Records == last {
+			continue
+		}
+		if err := putJSON(ctx, lr.rn.st, checkpointKey(lr.rn.id, lr.l.name), c, store.PutOptions{}); err != nil {
+			lr.rn.o.Logger.Warn("restore: checkpoint not stored (progress since the last one is re-verified on resume)", "lane", lr.l.name, "err", err)
+			continue
+		}
+		last = c.Records
+	}
+}

@@ -1,0 +1,259 @@
+// Package restore replays archived partitions into a Kafka cluster and
+// translates consumer-group offsets to the restored topics.
+//
+// A restore is planned before anything is written: the selected topics and
+// partitions, their offset bounds (time bounds are resolved through the
+// archive's indexes, a handful of store requests each), the target topics
+// (created when missing, from the archived topic configs) and the groups to
+// move. Rejected input (an unknown topic, a non-empty target partition, a
+// group with active members) fails the plan, and nothing is written.
+//
+// The plan is then executed lane by lane: a lane is one source partition
+// restored into the same partition number of its target topic, or, with
+// Repartition, one source topic whose records are re-keyed over the target
+// partitions. Each lane reads ahead from the store in its own goroutine while
+// an idempotent producer writes, and checkpoints its progress into the store
+// under restores/<restore-id>/ (docs/FORMAT.md, "Restores and offset
+// maps"). A rerun of the same restore continues after the last record that
+// is in the target, verified against the target's end offsets and last
+// records: a killed restore neither duplicates nor skips a record.
+package restore
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbackup/kbackup/internal/logrange"
+	"github.com/kbackup/kbackup/store"
+)
+
+// Options configure a restore. Zero values are documented per field.
+type Options struct {
+	// Store holds the archive to restore from. Required.
+	Store store.Store
+	// StateStore receives the restore's manifest, checkpoints and offset
+	// map (restores/<restore-id>/...). nil means Store.
+	StateStore store.Store
+	// KafkaOpts connect to the target cluster (seed brokers, TLS, SASL);
+	// built by package kafkaconn. Required, also for DryRun (the plan checks
+	// the target topics and groups).
+	KafkaOpts []kgo.Opt
+
+	// Topics selects archived topics by (anchored) regular expression. nil
+	// means every archived topic except internal ones ("__" prefix).
+	Topics *regexp.Regexp
+	// Partitions restricts the restore to these partition numbers. nil
+	// means every archived partition.
+	Partitions []int32
+	// Range selects the part of every partition's log to restore (offsets
+	// and times, see package logrange). The zero value is the whole log.
+	Range logrange.Range
+
+	// Rename maps source topic names to target topic names. A topic not in
+	// it keeps its name. Two sources may not map to one target.
+	Rename map[string]string
+	// ReplicationFactor of target topics the restore creates. 0 means the
+	// archived replication factor (the broker default when unknown).
+	ReplicationFactor int16
+	// Append allows restoring into target partitions that already hold
+	// records (the restored records go after them). The zero value refuses
+	// non-empty target partitions.
+	Append bool
+	// Repartition re-keys records over the target topic's partitions with
+	// Kafka's default partitioner (murmur2 of the key; records without a
+	// key go to source partition mod target partitions). The zero value
+	// writes every record to its source partition number, which requires
+	// the target topic to have at least as many partitions. No offset map
+	// is recorded with Repartition, and Groups cannot be used with it.
+	Repartition bool
+
+	// Groups selects the consumer groups (anchored regular expression)
+	// whose committed offsets, as captured at or before the restore's end
+	// time, are translated and committed in the target. nil moves no group.
+	Groups *regexp.Regexp
+	// Force commits group offsets even when the group has active members
+	// in the target. The zero value refuses such groups.
+	Force bool
+
+	// OffsetMapFile, when set, receives the offset map as JSON (it is also
+	// stored under restores/<restore-id>/offset-map.json). "" writes no
+	// file.
+	OffsetMapFile string
+	// DryRun plans the restore, returns the plan in the Summary and writes
+	// nothing, neither to the target nor to the store.
+	DryRun bool
+	// ID names the restore (its checkpoints and offset map in the store).
+	// "" derives it from the request and the target cluster, so that
+	// running the same command again resumes the same restore.
+	ID string
+
+	// Concurrency is the number of lanes restored in parallel. 0 = 8.
+	Concurrency int
+	// ReadAhead is the number of record batches (about one archive block
+	// each) a lane reads ahead of the producer. 0 = 4.
+	ReadAhead int
+	// MaxInFlightBytes bounds the record bytes a lane has handed to the
+	// producer and not yet seen acknowledged. 0 = 32 MiB. Together with
+	// ReadAhead and Concurrency it bounds the restore's memory.
+	MaxInFlightBytes int64
+	// CheckpointInterval is how often a lane stores its progress. 0 = 2s.
+	CheckpointInterval time.Duration
+	// ProgressInterval is how often a progress line is logged. 0 = 10s.
+	ProgressInterval time.Duration
+	// Progress, when non-nil (a terminal), receives a progress line
+	// rewritten in place (records, bytes, rate, ETA) twice a second.
+	Progress io.Writer
+
+	// Version is recorded in the restore manifest. "" = "kbackup".
+	Version string
+	// Logger receives structured logs. nil discards them.
+	Logger *slog.Logger
+	// Now returns the current time. nil = time.Now.
+	Now func() time.Time
+}
+
+// setDefaults validates o and fills in the documented defaults.
+func (o *Options) setDefaults() error {
+	if o.Store == nil {
+		return fmt.Errorf("restore: no store")
+	}
+	if len(o.KafkaOpts) == 0 {
+		return fmt.Errorf("restore: no Kafka connection options for the target (brokers)")
+	}
+	if o.StateStore == nil {
+		o.StateStore = o.Store
+	}
+	if err := o.Range.Validate(); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	r := o.Range
+	if r.HasToOffset && r.ToOffset < r.FromOffset {
+		return fmt.Errorf("restore: --to-offset %d is before --from-offset %d", r.ToOffset, r.FromOffset)
+	}
+	if r.HasFromTime && r.HasToTime && r.ToTime < r.FromTime {
+		return fmt.Errorf("restore: --to %s is before --from %s", logrange.FormatTime(r.ToTime), logrange.FormatTime(r.FromTime))
+	}
+	for _, p := range o.Partitions {
+		if p < 0 {
+			return fmt.Errorf("restore: partition %d is negative", p)
+		}
+	}
+	if o.Repartition && o.Groups != nil {
+		return fmt.Errorf("restore: --groups cannot be used with --repartition: a repartitioned topic has no per-partition offset correspondence")
+	}
+	if o.ReplicationFactor < 0 {
+		return fmt.Errorf("restore: replication factor %d is negative", o.ReplicationFactor)
+	}
+	if o.ID != "" && !validID(o.ID) {
+		return fmt.Errorf("restore: restore id %q: use 1..64 characters of [A-Za-z0-9._-]", o.ID)
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 8
+	}
+	if o.ReadAhead <= 0 {
+		o.ReadAhead = 4
+	}
+	if o.MaxInFlightBytes <= 0 {
+		o.MaxInFlightBytes = 32 << 20
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = 2 * time.Second
+	}
+	if o.ProgressInterval <= 0 {
+		o.ProgressInterval = 10 * time.Second
+	}
+	if o.Version == "" {
+		o.Version = "kbackup"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return nil
+}
+
+// selected reports whether the options select the archived topic.
+func (o *Options) selected(topic string) bool {
+	if o.Topics == nil {
+		return !strings.HasPrefix(topic, "__")
+	}
+	return o.Topics.MatchString(topic)
+}
+
+// targetName is the target topic of a source topic.
+func (o *Options) targetName(topic string) string {
+	if t, ok := o.Rename[topic]; ok {
+		return t
+	}
+	return topic
+}
+
+// partitionSelected reports whether partition p is selected.
+func (o *Options) partitionSelected(p int32) bool {
+	if o.Partitions == nil {
+		return true
+	}
+	for _, q := range o.Partitions {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseRename parses "SRC=DST" (the --rename flag) into m, refusing
+// invalid topic names, a source renamed twice and two sources sharing a
+// target.
+func ParseRename(m map[string]string, s string) error {
+	src, dst, ok := strings.Cut(s, "=")
+	src, dst = strings.TrimSpace(src), strings.TrimSpace(dst)
+	if !ok || src == "" || dst == "" {
+		return fmt.Errorf("rename %q: want SRC=DST", s)
+	}
+	if err := validTopicName(dst); err != nil {
+		return fmt.Errorf("rename %q: %w", s, err)
+	}
+	if prev, ok := m[src]; ok && prev != dst {
+		return fmt.Errorf("rename %q: %s is already renamed to %s", s, src, prev)
+	}
+	for k, v := range m {
+		if v == dst && k != src {
+			return fmt.Errorf("rename %q: %s is already the target of %s", s, dst, k)
+		}
+	}
+	m[src] = dst
+	return nil
+}
+
+// validTopicName applies Kafka's topic name rules.
+func validTopicName(name string) error {
+	if name == "" || len(name) > 249 || name == "." || name == ".." {
+		return fmt.Errorf("invalid topic name %q", name)
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("invalid topic name %q: use [A-Za-z0-9._-]", name)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,326 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/kbackup/kbackup/internal/logrange"
+	"github.com/kbackup/kbackup/manifest"
+	"github.com/kbackup/kbackup/store"
+)
+
+// source is one archived partition of a lane, with its resolved bounds.
+type source struct {
+	log     *manifest.PartitionLog
+	topicID string
+	// from..to is the selected offset range, inclusive; to < from selects
+	// nothing.
+	from, to int64
+	// Estimates at commit granularity, for the plan and the ETA.
+	approxRecords, approxBytes int64
+	minTs, maxTs               int64
+}
+
+func (s *source) empty() bool { return s.to < s.from }
+
+// lane is a unit of restore work with its own checkpoint: one source
+// partition into one target partition, or (repartition) one source topic
+// into all partitions of its target topic.
+type lane struct {
+	name            string
+	sourceTopic     string
+	targetTopic     string
+	targetPartition int32 // -1: repartitioned over the target topic
+	sources         []*source
+	ckpt            *checkpoint // nil: not started
+}
+
+// PlanTopic is one target topic of a plan.
+type PlanTopic struct {
+	Source, Target string
+	// Create is true when the target topic does not exist and the restore
+	// creates it with Partitions, ReplicationFactor (-1 = broker default)
+	// and Configs.
+	Create            bool
+	Partitions        int32
+	ReplicationFactor int16
+	Configs           map[string]string
+	// LogAppendTime: the target topic sets broker timestamps, so restored
+	// records get new timestamps.
+	LogAppendTime bool
+}
+
+// PlanPartition is one source partition of a plan.
+type PlanPartition struct {
+	SourceTopic     string
+	SourcePartition int32
+	TargetTopic     string
+	// TargetPartition is -1 with Repartition.
+	TargetPartition int32
+	// From..To is the selected source offset range (inclusive); To < From
+	// selects nothing.
+	From, To int64
+	// ApproxRecords and ApproxBytes (archived segment bytes) are upper
+	// bounds counted at commit granularity; MinTimestamp..MaxTimestamp the
+	// timestamps of the commits holding the range.
+	ApproxRecords, ApproxBytes int64
+	MinTimestamp, MaxTimestamp int64
+	// State is "new", "resume" (a checkpoint exists) or "done".
+	State string
+}
+
+// PlanGroup is a consumer group whose offsets the restore translates.
+type PlanGroup struct {
+	Group string
+	// Offsets is the number of committed offsets on restored partitions.
+	Offsets int
+	// ActiveMembers in the target (the group is refused unless Force).
+	ActiveMembers int
+}
+
+// Plan is what a restore does, computed before anything is written.
+type Plan struct {
+	RestoreID       string
+	TargetClusterID string
+	// CatalogMs is the restore's end time: topic configs and group offsets
+	// come from the newest captures at or before it.
+	CatalogMs  int64
+	Range      string
+	Topics     []PlanTopic
+	Partitions []PlanPartition
+	Groups     []PlanGroup
+	Warnings   []string
+}
+
+// catalogTime is the time whose catalog captures the restore uses: the
+// --to time, or the newest capture.
+func (o *Options) catalogTime() int64 {
+	if o.Range.HasToTime {
+		return o.Range.ToTime
+	}
+	return math.MaxInt64
+}
+
+// selectTopics returns the archived topics the options select, refusing a
+// selection that matches nothing and renames of unselected topics.
+func selectTopics(ctx context.Context, a *manifest.Archive, o *Options) ([]string, error) {
+	all, err := a.Topics(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list archived topics: %w", err)
+	}
+	var out []string
+	for _, t := range all {
+		if o.selected(t) {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		expr := "<all>"
+		if o.Topics != nil {
+			expr = o.Topics.String()
+		}
+		return nil, fmt.Errorf("no archived topic matches --topics %s (archived: %s)", expr, listOrNone(all))
+	}
+	for src := range o.Rename {
+		if !contains(out, src) {
+			return nil, fmt.Errorf("--rename %s=%s: topic %s is not among the restored topics (%s)", src, o.Rename[src], src, strings.Join(out, ", "))
+		}
+	}
+	targets := map[string]string{}
+	for _, t := range out {
+		dst := o.targetName(t)
+		if prev, ok := targets[dst]; ok {
+			return nil, fmt.Errorf("topics %s and %s would both be restored into %s: rename one of them", prev, t, dst)
+		}
+		targets[dst] = t
+	}
+	return out, nil
+}
+
+func listOrNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	if len(s) > 20 {
+		return strings.Join(s[:20], ", ") + fmt.Sprintf(" and %d more", len(s)-20)
+	}
+	return strings.Join(s, ", ")
+}
+
+func contains[T comparable](s []T, v T) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// planSources resolves the selected partitions of topic's current
+// incarnation. prev, when the restore has a stored manifest, pins the
+// bounds to the ones the first run resolved.
+func planSources(ctx context.Context, a *manifest.Archive, o *Options, topic string, prev map[string]manifestSource) ([]*source, error) {
+	incs, err := a.Incarnations(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("topic %s: %w", topic, err)
+	}
+	if len(incs) == 0 {
+		return nil, fmt.Errorf("topic %s: no incarnation archived", topic)
+	}
+	inc := incs[len(incs)-1]
+	parts, err := a.Partitions(ctx, topic, inc.TopicID)
+	if err != nil {
+		return nil, fmt.Errorf("topic %s: %w", topic, err)
+	}
+	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	for _, p := range o.Partitions {
+		if !contains(parts, p) {
+			return nil, fmt.Errorf("topic %s has no archived partition %d (archived: %v)", topic, p, parts)
+		}
+	}
+	var out []*source
+	for _, p := range parts {
+		if !o.partitionSelected(p) {
+			continue
+		}
+		s := &source{log: a.Partition(topic, inc.TopicID, p), topicID: inc.TopicID.String()}
+		if ms, ok := prev[laneName(topic, p)]; ok {
+			if ms.TopicID != s.topicID {
+				return nil, fmt.Errorf("topic %s was re-created in the archive since this restore started (topic id %s, was %s): use a new restore id", topic, s.topicID, ms.TopicID)
+			}
+			s.from, s.to = ms.From, ms.To
+		} else if err := resolveSource(ctx, s, o.Range); err != nil {
+			return nil, err
+		}
+		if err := estimate(ctx, s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// resolveSource turns the range into exact offsets: the time bounds via
+// the time index (logrange.Resolve) and an open end via the head.
+func resolveSource(ctx context.Context, s *source, r logrange.Range) error {
+	head, err := s.log.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.log, err)
+	}
+	if head == nil {
+		s.from, s.to = 0, -1
+		return nil
+	}
+	b, err := logrange.Resolve(ctx, s.log, r)
+	if err != nil {
+		return fmt.Errorf("%s: resolve %s: %w", s.log, r, err)
+	}
+	if b.Empty {
+		s.from, s.to = 0, -1
+		return nil
+	}
+	s.from, s.to = b.From, b.To
+	if s.to < 0 || s.to > head.End {
+		s.to = head.End
+	}
+	if s.from > s.to {
+		s.from, s.to = 0, -1
+	}
+	return nil
+}
+
+// estimate fills the commit-granular estimates: two LIST+GET pairs.
+func estimate(ctx context.Context, s *source) error {
+	if s.empty() {
+		return nil
+	}
+	first, err := s.log.Find(ctx, s.from)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.log, err)
+	}
+	last := first
+	if !first.Covers(s.to) {
+		if last, err = s.log.Find(ctx, s.to); err != nil {
+			return fmt.Errorf("%s: %w", s.log, err)
+		}
+	}
+	s.approxRecords = last.TotalRecords - first.TotalRecords + first.Records
+	s.approxBytes = last.TotalBytes - first.TotalBytes + first.SegmentSize
+	s.minTs, s.maxTs = first.MinTimestamp, last.MaxTimestamp
+	return nil
+}
+
+// buildLanes groups the sources of topic into lanes.
+func buildLanes(o *Options, topic string, sources []*source) []*lane {
+	target := o.targetName(topic)
+	if o.Repartition {
+		return []*lane{{name: laneName(topic, -1), sourceTopic: topic, targetTopic: target, targetPartition: -1, sources: sources}}
+	}
+	var out []*lane
+	for _, s := range sources {
+		out = append(out, &lane{name: laneName(topic, s.log.Partition), sourceTopic: topic, targetTopic: target,
+			targetPartition: s.log.Partition, sources: []*source{s}})
+	}
+	return out
+}
+
+// topicCatalog finds the archived configuration of topic (preferring the
+// entry of the archived incarnation) in the newest topics capture at or
+// before ms; nil if there is none.
+func topicCatalog(ctx context.Context, a *manifest.Archive, ms int64, topic, topicID string) (*manifest.TopicCatalog, error) {
+	tc, err := a.TopicsAt(ctx, ms)
+	if errors.Is(err, store.ErrNotFound) && ms != math.MaxInt64 {
+		// No capture before the end time (the archiver captures after its
+		// first pass): the oldest later one still describes the topic.
+		tc, err = a.TopicsAt(ctx, math.MaxInt64)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("topics capture: %w", err)
+	}
+	var byName *manifest.TopicCatalog
+	for i := range tc.Topics {
+		t := &tc.Topics[i]
+		if t.Name == topic && t.TopicID == topicID {
+			return t, nil
+		}
+		if t.Name == topic {
+			byName = t
+		}
+	}
+	return byName, nil
+}
+
+// toManifest records the resolved lanes.
+func toManifest(lanes []*lane) []manifestLane {
+	var out []manifestLane
+	for _, l := range lanes {
+		ml := manifestLane{Lane: l.name, TargetTopic: l.targetTopic}
+		for _, s := range l.sources {
+			ml.Sources = append(ml.Sources, manifestSource{Topic: s.log.Topic, TopicID: s.topicID,
+				Partition: s.log.Partition, From: s.from, To: s.to})
+		}
+		out = append(out, ml)
+	}
+	return out
+}
+
+// prevSources indexes a stored manifest's sources by partition lane name.
+func prevSources(m *restoreManifest) map[string]manifestSource {
+	out := map[string]manifestSource{}
+	if m == nil {
+		return out
+	}
+	for _, l := range m.Lanes {
+		for _, s := range l.Sources {
+			out[laneName(s.Topic, s.Partition)] = s
+		}
+	}
+	return out
+}

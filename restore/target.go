@@ -1,0 +1,229 @@
+package restore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// target is the cluster being restored into.
+type target struct {
+	opts      []kgo.Opt // connection options
+	cl        *kgo.Client
+	adm       *kadm.Client
+	clusterID string
+	// topics holds the partition count of every existing target topic.
+	topics map[string]int32
+}
+
+func connectTarget(ctx context.Context, opts []kgo.Opt, producerOpts ...kgo.Opt) (*target, error) {
+	cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), opts...), producerOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("target cluster client: %w", err)
+	}
+	t := &target{opts: opts, cl: cl, adm: kadm.NewClient(cl), topics: map[string]int32{}}
+	if err := t.refresh(ctx); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *target) close() { t.cl.Close() }
+
+// refresh reloads the cluster id and the existing topics.
+func (t *target) refresh(ctx context.Context) error {
+	mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	md, err := t.adm.Metadata(mctx)
+	if err != nil {
+		return fmt.Errorf("target cluster metadata: %w", err)
+	}
+	t.clusterID = md.Cluster
+	for name, td := range md.Topics {
+		if td.Err == nil {
+			t.topics[name] = int32(len(td.Partitions))
+		}
+	}
+	return nil
+}
+
+// offsets returns the start and end offsets of topic's partitions.
+func (t *target) offsets(ctx context.Context, topic string) (start, end map[int32]int64, err error) {
+	start, end = map[int32]int64{}, map[int32]int64{}
+	so, err := t.adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list start offsets of target topic %s: %w", topic, err)
+	}
+	eo, err := t.adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list end offsets of target topic %s: %w", topic, err)
+	}
+	var ferr error
+	collect := func(m map[int32]int64) func(kadm.ListedOffset) {
+		return func(o kadm.ListedOffset) {
+			if o.Err != nil && ferr == nil {
+				ferr = fmt.Errorf("target %s/%d offsets: %w", o.Topic, o.Partition, o.Err)
+			}
+			m[o.Partition] = o.Offset
+		}
+	}
+	so.Each(collect(start))
+	eo.Each(collect(end))
+	return start, end, ferr
+}
+
+// create creates topic with the planned settings.
+func (t *target) create(ctx context.Context, pt PlanTopic) error {
+	configs := map[string]*string{}
+	for k, v := range pt.Configs {
+		configs[k] = &v
+	}
+	resp, err := t.adm.CreateTopic(ctx, pt.Partitions, pt.ReplicationFactor, configs, pt.Target)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		return fmt.Errorf("create target topic %s (%d partitions, replication factor %d): %w", pt.Target, pt.Partitions, pt.ReplicationFactor, err)
+	}
+	t.topics[pt.Target] = pt.Partitions
+	return nil
+}
+
+// logAppendTime reports whether topic stamps records with the broker time.
+func (t *target) logAppendTime(ctx context.Context, topic string) (bool, error) {
+	rcs, err := t.adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return false, fmt.Errorf("describe target topic %s: %w", topic, err)
+	}
+	for _, rc := range rcs {
+		if rc.Err != nil {
+			return false, fmt.Errorf("describe target topic %s: %w", topic, rc.Err)
+		}
+		for _, c := range rc.Configs {
+			if c.Key == "message.timestamp.type" && c.Value != nil {
+				return strings.EqualFold(*c.Value, "LogAppendTime"), nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// errRecordNotFound: the target no longer holds the offset (retention).
+var errRecordNotFound = errors.New("record not found in the target")
+
+// fetchRecord reads the record at offset off of topic/partition.
+func (t *target) fetchRecord(ctx context.Context, topic string, partition int32, off int64) (*kgo.Record, error) {
+	cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), t.opts...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().At(off)}}),
+		kgo.FetchIsolationLevel(kgo.ReadUncommitted()), kgo.ConsumeResetOffset(kgo.NoResetOffset()))...)
+	if err != nil {
+		return nil, fmt.Errorf("target client: %w", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("read target %s/%d offset %d: %w", topic, partition, off, err)
+		}
+		var found *kgo.Record
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) {
+			if ferr == nil {
+				ferr = err
+			}
+		})
+		if ferr != nil {
+			var dl *kgo.ErrDataLoss
+			if errors.As(ferr, &dl) || errors.Is(ferr, kerr.OffsetOutOfRange) {
+				return nil, fmt.Errorf("read target %s/%d offset %d: %w", topic, partition, off, errRecordNotFound)
+			}
+			return nil, fmt.Errorf("read target %s/%d offset %d: %w", topic, partition, off, ferr)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if found == nil && r.Offset >= off {
+				found = r
+			}
+		})
+		if found != nil {
+			if found.Offset != off {
+				return nil, fmt.Errorf("read target %s/%d offset %d (next record is at %d): %w", topic, partition, off, found.Offset, errRecordNotFound)
+			}
+			return found, nil
+		}
+	}
+}
+
+// recordHash identifies a record's content: key and value (null distinct
+// from empty), headers in order, and the timestamp unless the target
+// overrides timestamps (LogAppendTime).
+func recordHash(r *kgo.Record, withTimestamp bool) string {
+	h := sha256.New()
+	var b [8]byte
+	nbytes := func(v []byte) {
+		if v == nil {
+			h.Write([]byte{0})
+			return
+		}
+		h.Write([]byte{1})
+		binary.LittleEndian.PutUint64(b[:], uint64(len(v)))
+		h.Write(b[:])
+		h.Write(v)
+	}
+	if withTimestamp {
+		binary.LittleEndian.PutUint64(b[:], uint64(r.Timestamp.UnixMilli()))
+		h.Write(b[:])
+	}
+	nbytes(r.Key)
+	nbytes(r.Value)
+	binary.LittleEndian.PutUint64(b[:], uint64(len(r.Headers)))
+	h.Write(b[:])
+	for _, hd := range r.Headers {
+		nbytes([]byte(hd.Key))
+		nbytes(hd.Value)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// activeMembers returns the number of members of each group in the target.
+func (t *target) activeMembers(ctx context.Context, groups []string) (map[string]int, error) {
+	out := map[string]int{}
+	if len(groups) == 0 {
+		return out, nil
+	}
+	dg, err := t.adm.DescribeGroups(ctx, groups...)
+	if err != nil {
+		return nil, fmt.Errorf("describe target groups: %w", err)
+	}
+	for _, g := range dg.Sorted() {
+		if errors.Is(g.Err, kerr.GroupIDNotFound) {
+			continue
+		}
+		if g.Err != nil {
+			return nil, fmt.Errorf("describe target group %s: %w", g.Group, g.Err)
+		}
+		out[g.Group] = len(g.Members)
+	}
+	return out, nil
+}
+
+func sortedKeys[V any](m map[int32]V) []int32 {
+	out := make([]int32, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
