@@ -343,4 +343,3 @@ func keysOf(m map[int32][]rec) []int32 {
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
 }
-

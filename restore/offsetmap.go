@@ -62,7 +62,7 @@ type PartitionMap struct {
 	Records     int64 `json:"records"`
 	// Complete is false while the partition's restore has not finished:
 	// such a map must not be used to translate offsets.
-	Complete bool  `json:"complete"`
+	Complete bool        `json:"complete"`
 	Runs     []OffsetRun `json:"runs"`
 }
 
