@@ -274,3 +274,16 @@ func RdkConsume(tb testing.TB, brokers []string, topic string, iso Isolation) []
 	}
 	return out
 }
+
+func lookPython() (string, error) {
+	if p := os.Getenv(EnvPython); p != "" {
+		return p, nil
+	}
+	return exec.LookPath("python3")
+}
+
+func runCmd(name string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return exec.CommandContext(ctx, name, args...).CombinedOutput()
+}

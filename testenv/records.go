@@ -209,9 +209,19 @@ func consumeAll(brokers []string, topic string, o ConsumeOptions) ([]Record, err
 	if err != nil {
 		return nil, fmt.Errorf("end offsets: %w", err)
 	}
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start offsets: %w", err)
+	}
 	want := map[int32]int64{}
 	parts := map[int32]kgo.Offset{}
 	ends.Each(func(l kadm.ListedOffset) {
+		if s, ok := starts.Lookup(topic, l.Partition); ok && s.Offset >= l.Offset {
+			return // empty (or everything deleted)
+		}
 		if l.Offset > 0 {
 			want[l.Partition] = l.Offset
 			parts[l.Partition] = kgo.NewOffset().AtStart()
