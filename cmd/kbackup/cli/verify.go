@@ -2,18 +2,15 @@ package cli
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/kbackup/kbackup/archive"
+	"github.com/kbackup/kbackup/kafkaconn"
 	"github.com/kbackup/kbackup/manifest"
 )
-
-// errBrokersNotImplemented: the completeness check against a live cluster
-// (verify --brokers) is not built yet.
-var errBrokersNotImplemented = errors.New("verify --brokers (completeness against the live cluster) is not implemented yet; run verify without --brokers (and without KBACKUP_BROKERS) for the integrity check")
 
 func verifyCommand() *cli.Command {
 	return &cli.Command{
@@ -24,7 +21,7 @@ func verifyCommand() *cli.Command {
 			"(naming the object and offsets), then a summary. DATA-LOSS gaps are problems; other gaps\n" +
 			"are explained (listed with --gaps). Orphan segments left by fenced or crashed writers are\n" +
 			"warnings. Exits non-zero if any problem was found.",
-		Flags: append(globalFlags(),
+		Flags: append(append(globalFlags(), kafkaconn.Flags(false)...),
 			&cli.StringFlag{Name: "topics", Usage: "only topics whose whole name matches this `REGEX`", EnvVars: envs("topics")},
 			&cli.BoolFlag{Name: "gaps", Usage: "also list every explained gap", EnvVars: envs("gaps")},
 			&cli.IntFlag{Name: "concurrency", Usage: "partitions verified at once", Value: 8, EnvVars: envs("concurrency")},
@@ -46,11 +43,21 @@ func runVerify(c *cli.Context) error {
 		return usagef(c, "--concurrency must be at least 1")
 	}
 	opts := manifest.VerifyOptions{Filter: filter, Concurrency: c.Int("concurrency")}
-	if len(s.g.brokers) > 0 {
-		// The hook: the archiver's Kafka side sets opts.Completeness here.
-		return errBrokersNotImplemented
-	}
 	a, err := openArchive(c.Context, c, s)
+	if err != nil {
+		return err
+	}
+	if len(s.g.brokers) > 0 {
+		ko, err := kafkaOptions(c, s)
+		if err != nil {
+			return err
+		}
+		kopts, err := ko.ClientOpts(c.Context)
+		if err != nil {
+			return err
+		}
+		opts.Completeness = archive.Completeness(kopts, filter)
+	}
 	if err != nil {
 		return err
 	}

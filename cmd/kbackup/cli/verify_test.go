@@ -116,24 +116,6 @@ func TestVerifyProblems(t *testing.T) {
 	}
 }
 
-func TestVerifyBrokersHook(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t)
-	for _, tc := range []struct {
-		args []string
-		env  map[string]string
-	}{
-		{[]string{"verify", "--store", f.url, "--brokers", "localhost:9092"}, nil},
-		{[]string{"verify", "--store", f.url}, map[string]string{"KBACKUP_BROKERS": "a:1,b:2"}},
-	} {
-		out, errOut, code := runCLI(t, tc.env, tc.args...)
-		if code != 1 || out != "" {
-			t.Fatalf("exit %d stdout %q", code, out)
-		}
-		oneLineErr(t, errOut, "--brokers", "not implemented yet")
-	}
-}
-
 func put(t *testing.T, f *fixture, key string, b []byte) {
 	t.Helper()
 	if err := f.st.Put(context.Background(), key, strings.NewReader(string(b)), int64(len(b)), putOverwrite); err != nil {

@@ -1,0 +1,136 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
+	"github.com/urfave/cli/v2"
+
+	"github.com/kbackup/kbackup/archive"
+	"github.com/kbackup/kbackup/kafkaconn"
+)
+
+func archiveCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "archive",
+		Usage: "stream the selected topics into the store (continuously, or --once)",
+		Description: "Consumes every partition of the selected topics in offset order and commits it to the\n" +
+			"store as compressed segments. Progress lives in the store: every partition resumes from\n" +
+			"its last commit, so a restart (even kill -9) loses and duplicates nothing. Runs until\n" +
+			"SIGTERM/SIGINT (then flushes and exits 0), or with --once until the end offsets seen at\n" +
+			"start are archived. Offsets Kafka does not return are recorded as gaps with a reason;\n" +
+			"retention winning the race against the archiver is recorded and logged as DATA-LOSS.",
+		Flags: append(append(globalFlags(), kafkaconn.Flags(false)...),
+			&cli.StringSliceFlag{Name: "topics", Usage: "archive topics whose whole name matches `REGEX` (repeatable; default all but internal __ topics)", EnvVars: envs("topics")},
+			&cli.StringSliceFlag{Name: "exclude", Usage: "skip topics whose whole name matches `REGEX` (repeatable)", EnvVars: envs("exclude")},
+			&cli.BoolFlag{Name: "once", Usage: "archive up to the end offsets seen at start, capture the catalog, and exit", EnvVars: envs("once")},
+			&cli.StringFlag{Name: "group", Value: "kbackup-archiver", Usage: "consumer group `NAME` replicas share partitions through (\"\" = standalone)", EnvVars: envs("group")},
+			&cli.BoolFlag{Name: "read-uncommitted", Usage: "also archive records of aborted and open transactions", EnvVars: envs("read-uncommitted")},
+			&cli.DurationFlag{Name: "flush-interval", Usage: "commit a segment at most this long after its first record (bounds archive lag; default 3s)", EnvVars: envs("flush-interval")},
+			&cli.StringFlag{Name: "segment-bytes", Usage: "roll a segment at this uncompressed `SIZE` (default 32MiB)", EnvVars: envs("segment-bytes")},
+			&cli.StringFlag{Name: "max-buffered-bytes", Usage: "memory bound for buffered segments of all partitions, `SIZE` (default 256MiB)", EnvVars: envs("max-buffered-bytes")},
+			&cli.DurationFlag{Name: "catalog-interval", Usage: "capture topic configs and group offsets this often (default 5m)", EnvVars: envs("catalog-interval")},
+			&cli.StringFlag{Name: "groups", Usage: "capture the offsets of groups whose whole name matches `REGEX` (default all but the archiver's own)", EnvVars: envs("groups")},
+			&cli.DurationFlag{Name: "refresh-interval", Usage: "discover new topics and partitions this often (default 30s)", EnvVars: envs("refresh-interval")},
+			&cli.StringFlag{Name: "listen", Usage: "serve /metrics, /healthz and /readyz on `ADDR` (e.g. :9464)", EnvVars: envs("listen")},
+			&cli.StringFlag{Name: "writer-id", Usage: "name of this archiver in commit entries (default host/pid)", EnvVars: envs("writer-id")},
+		),
+		Action: runArchive,
+	}
+}
+
+func compileAll(c *cli.Context, flag string) ([]*regexp.Regexp, error) {
+	var out []*regexp.Regexp
+	for _, e := range c.StringSlice(flag) {
+		re, err := archive.CompileAnchored(e)
+		if err != nil {
+			return nil, usagef(c, "--%s: %v", flag, err)
+		}
+		out = append(out, re)
+	}
+	return out, nil
+}
+
+func runArchive(c *cli.Context) error {
+	s, err := setup(c)
+	if err != nil {
+		return err
+	}
+	ko, err := kafkaOptions(c, s)
+	if err != nil {
+		return err
+	}
+	o := archive.Options{Once: c.Bool("once"), Group: c.String("group"), ReadUncommitted: c.Bool("read-uncommitted"),
+		FlushInterval: c.Duration("flush-interval"), CatalogInterval: c.Duration("catalog-interval"),
+		RefreshInterval: c.Duration("refresh-interval"), WriterID: c.String("writer-id"), Version: "kbackup " + Version, Logger: s.log}
+	if o.Topics, err = compileAll(c, "topics"); err != nil {
+		return err
+	}
+	if o.Exclude, err = compileAll(c, "exclude"); err != nil {
+		return err
+	}
+	if g := c.String("groups"); g != "" {
+		if o.Groups, err = archive.CompileAnchored(g); err != nil {
+			return usagef(c, "--groups: %v", err)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		dst  func(int64)
+	}{{"segment-bytes", func(v int64) { o.SegmentBytes = int(v) }}, {"max-buffered-bytes", func(v int64) { o.MaxBufferedBytes = v }}} {
+		if v := c.String(f.name); v != "" {
+			n, err := parseSize(v)
+			if err != nil || n < 1<<10 {
+				return usagef(c, "--%s: %v (at least 1KiB)", f.name, err)
+			}
+			f.dst(n)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	o.Registerer = reg
+	kopts, err := ko.ClientOpts(c.Context)
+	if err != nil {
+		return err
+	}
+	kopts = append(kopts, kgo.WithHooks(kprom.NewMetrics("kbackup_kafka", kprom.Registerer(reg), kprom.Gatherer(reg))))
+	o.KafkaOpts = kopts
+
+	// Fail fast on an unreachable cluster or store.
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	err = kafkaconn.Ping(c.Context, cl)
+	cl.Close()
+	if err != nil {
+		return err
+	}
+	if o.Store, err = openStore(c, s); err != nil {
+		return err
+	}
+
+	a, err := archive.New(o)
+	if err != nil {
+		return err
+	}
+	if addr := c.String("listen"); addr != "" {
+		bound, err := archive.Serve(c.Context, addr, reg, a.Ready, s.log)
+		if err != nil {
+			return err
+		}
+		s.log.Info("serving metrics", "addr", bound.String())
+	}
+	s.log.Info("archiving", "kafka", ko.String(), "store", o.Store.String(), "pid", os.Getpid())
+	if err := a.Run(c.Context); err != nil {
+		return fmt.Errorf("archive: %w", err)
+	}
+	// A signal ends a continuous run: that is success once flushed.
+	return nil
+}

@@ -1,0 +1,107 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func kfakeWithTopic(t *testing.T, topic string, partitions int32, records int) (*kfake.Cluster, *kgo.Client) {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), partitions, 1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	produceN(t, cl, records)
+	return c, cl
+}
+
+func produceN(t *testing.T, cl *kgo.Client, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		r := &kgo.Record{Key: []byte{byte(i)}, Value: []byte("v")}
+		if i%4 == 0 {
+			r.Key, r.Value = nil, nil
+		}
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestArchiveOnceThenRead: `archive --once` through the CLI, then ls, cat
+// and verify --brokers (complete, then behind the live log).
+func TestArchiveOnceThenRead(t *testing.T) {
+	c, cl := kfakeWithTopic(t, "orders", 2, 20)
+	url := "file://" + t.TempDir()
+	brokers := c.ListenAddrs()[0]
+
+	_, errOut, code := runCLI(t, nil, "archive", "--once", "--brokers", brokers, "--store", url, "--group", "", "--log-level", "error")
+	if code != 0 {
+		t.Fatalf("archive --once: exit %d: %s", code, errOut)
+	}
+	out, errOut, code := runCLI(t, nil, "ls", "--store", url, "--json")
+	if code != 0 {
+		t.Fatalf("ls: %d %s", code, errOut)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("ls --json: %v\n%s", err, out)
+	}
+	out, _, code = runCLI(t, nil, "cat", "--store", url, "--topic", "orders")
+	if code != 0 || strings.Count(out, "\n") != 20 || !strings.Contains(out, `"key":null,"value":null`) {
+		t.Fatalf("cat: exit %d, %d lines:\n%s", code, strings.Count(out, "\n"), out)
+	}
+	out, errOut, code = runCLI(t, nil, "verify", "--store", url, "--brokers", brokers)
+	if code != 0 || !strings.Contains(out, "verify OK") {
+		t.Fatalf("verify --brokers on a complete archive: exit %d\n%s%s", code, out, errOut)
+	}
+	produceN(t, cl, 5)
+	out, errOut, code = runCLI(t, nil, "verify", "--store", url, "--brokers", brokers)
+	if code == 0 || !strings.Contains(out, "the archive lacks") {
+		t.Fatalf("verify --brokers behind the log: exit %d\n%s%s", code, out, errOut)
+	}
+	oneLineErr(t, errOut, "verify found")
+}
+
+func TestArchiveBadInput(t *testing.T) {
+	t.Parallel()
+	url := "file://" + t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"archive", "--store", url}, "no Kafka brokers"},
+		{[]string{"archive", "--brokers", "127.0.0.1:1"}, "no archive given"},
+		{[]string{"archive", "--brokers", "127.0.0.1:1", "--store", url, "--topics", "("}, "invalid regular expression"},
+		{[]string{"archive", "--brokers", "127.0.0.1:1", "--store", url, "--segment-bytes", "lots"}, "invalid size"},
+		{[]string{"archive", "--brokers", "127.0.0.1:1", "--store", url, "--sasl-mechanism", "NOPE"}, "NOPE"},
+		{[]string{"archive", "--brokers", "127.0.0.1:1", "--store", "relative/dir"}, "file:///"},
+	} {
+		_, errOut, code := runCLI(t, nil, tc.args...)
+		if code == 0 {
+			t.Fatalf("%v: exit 0", tc.args)
+		}
+		oneLineErr(t, errOut, tc.want)
+	}
+	// Unreachable cluster: a clear error within a bounded time.
+	_, errOut, code := runCLI(t, nil, "archive", "--once", "--brokers", "127.0.0.1:1", "--store", url, "--dial-timeout", "1s", "--log-level", "error")
+	if code != 1 {
+		t.Fatalf("unreachable cluster: exit %d", code)
+	}
+	oneLineErr(t, errOut, "cannot reach Kafka")
+}
