@@ -13,6 +13,7 @@ import (
 
 	"github.com/kbackup/kbackup/archive"
 	"github.com/kbackup/kbackup/kafkaconn"
+	"github.com/kbackup/kbackup/store/storeurl"
 )
 
 func archiveCommand() *cli.Command {
@@ -64,6 +65,12 @@ func runArchive(c *cli.Context) error {
 	ko, err := kafkaOptions(c, s)
 	if err != nil {
 		return err
+	}
+	if s.g.store == "" {
+		return usagef(c, "no archive given: use --store URL or %s (file:///abs/dir or s3://bucket/prefix)", EnvVar(flagStore))
+	}
+	if _, err := storeurl.Parse(s.g.store); err != nil {
+		return usagef(c, "%v", err)
 	}
 	o := archive.Options{Once: c.Bool("once"), Group: c.String("group"), ReadUncommitted: c.Bool("read-uncommitted"),
 		FlushInterval: c.Duration("flush-interval"), CatalogInterval: c.Duration("catalog-interval"),
