@@ -343,3 +343,45 @@ func keysOf(m map[int32][]rec) []int32 {
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
 }
+
+// waitMembers waits until group has n members in c.
+func waitMembers(t testing.TB, c *kfake.Cluster, group string, n int) {
+	t.Helper()
+	adm := kadm.NewClient(newClient(t, c))
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		dg, err := adm.DescribeGroups(context.Background(), group)
+		if err == nil {
+			if g, ok := dg[group]; ok && len(g.Members) == n {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("group %s: not %d members within 20s", group, n)
+}
+
+// assertNothingWritten checks that a rejected restore left no trace: no
+// restore objects in the store and no target topic.
+func assertNothingWritten(t testing.TB, f *fixture, tgt *kfake.Cluster, topic string) {
+	t.Helper()
+	ctx := context.Background()
+	var keys []string
+	if err := f.st.List(ctx, store.ListOptions{Prefix: "restores/"}, func(e store.ListEntry) error {
+		keys = append(keys, e.Key)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) > 0 {
+		t.Fatalf("rejected restore wrote %v", keys)
+	}
+	adm := kadm.NewClient(newClient(t, tgt))
+	td, err := adm.ListTopics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if td.Has(topic) {
+		t.Fatalf("rejected restore created topic %s", topic)
+	}
+}
