@@ -260,11 +260,23 @@ func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out c
 			continue
 		}
 		b := batch{src: i}
+		var last time.Time
 		err := s.log.Scan(ctx, from, s.to, func(it manifest.ScanItem) error {
 			r := it.Record
 			if r == nil {
 				return nil
 			}
+			// A pause since the previous record means Scan waited for the
+			// store (the next block): hand over what is ready, so the
+			// producer never waits for a full batch behind a slow read.
+			now := time.Now()
+			if len(b.recs) > 0 && now.Sub(last) > time.Millisecond {
+				if err := send(b); err != nil {
+					return err
+				}
+				b = batch{src: i}
+			}
+			last = now
 			b.recs = append(b.recs, r)
 			b.bytes += recordSize(r)
 			if b.bytes >= batchBytes || len(b.recs) >= 8192 {

@@ -161,4 +161,3 @@ func TestGroups(t *testing.T) {
 	}
 	_ = logrange.FormatTime
 }
-
