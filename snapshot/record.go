@@ -77,7 +77,7 @@ type CycleRecord struct {
 
 // BrokerRecord is one broker's part of a cycle.
 type BrokerRecord struct {
-	ID        int32 `json:"id"`
+	ID        int32  `json:"id"`
 	Snapshots []Snap `json:"snapshots"`
 }
 
