@@ -287,8 +287,10 @@ func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out c
 			}
 			return nil
 		})
-		if err == nil {
-			err = send(b)
+		// Records read before a failure are good: restore them too, so the
+		// partition gets as far as the archive allows.
+		if serr := send(b); err == nil {
+			err = serr
 		}
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
