@@ -49,6 +49,11 @@ type Archiver struct {
 	statusMu sync.Mutex
 	status   Status
 
+	seeks map[tp]kgo.Offset // pending (re)starts of consumption, see seek
+
+	ensuredMu sync.Mutex
+	ensured   map[string]bool // topic incarnation markers written
+
 	wakeMu   sync.Mutex
 	wakePoll context.CancelFunc // cancels the current PollFetches wait
 }
@@ -531,6 +536,7 @@ func (a *Archiver) stopPartition(ctx context.Context, ps *partState) {
 	if !ps.removing {
 		ps.removing = true
 		ps.seal()
+		delete(a.seeks, ps.tp)
 		a.cl.RemoveConsumePartitions(map[string][]int32{ps.tp.topic: {ps.tp.partition}})
 	}
 	a.kick(ctx, ps)
@@ -542,6 +548,27 @@ func (a *Archiver) stopPartition(ctx context.Context, ps *partState) {
 		}
 		a.opts.Logger.Info("partition released", "topic", ps.tp.topic, "partition", ps.tp.partition, "archived_to", ps.committedNext())
 	}
+}
+
+// ensureTopic writes a topic incarnation's marker once per process.
+func (a *Archiver) ensureTopic(ctx context.Context, topic string, id manifest.TopicID) error {
+	k := topic + "/" + id.String()
+	a.ensuredMu.Lock()
+	done := a.ensured[k]
+	a.ensuredMu.Unlock()
+	if done {
+		return nil
+	}
+	if err := a.arch.EnsureTopic(ctx, topic, id, a.opts.Now().UnixMilli()); err != nil {
+		return err
+	}
+	a.ensuredMu.Lock()
+	if a.ensured == nil {
+		a.ensured = map[string]bool{}
+	}
+	a.ensured[k] = true
+	a.ensuredMu.Unlock()
+	return nil
 }
 
 // loadResult is a loaded head, delivered to the loop.
@@ -559,7 +586,7 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 	defer func() { <-a.sem }()
 	var head *manifest.Commit
 	err := retry(ctx, a.opts.Once, a.opts.OnceCommitAttempts, func() error {
-		if err := a.arch.EnsureTopic(ctx, ps.tp.topic, ps.id, a.opts.Now().UnixMilli()); err != nil {
+		if err := a.ensureTopic(ctx, ps.tp.topic, ps.id); err != nil {
 			return err
 		}
 		h, err := ps.log.Head(ctx)
@@ -582,18 +609,59 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 	}
 }
 
-// drainResults applies finished commits and head loads.
+// drainResults applies finished commits and head loads, then starts the
+// consumption of every partition that needs it in one call.
 func (a *Archiver) drainResults(ctx context.Context) {
+	defer a.flushSeeks()
+	freed := false
 	for {
 		select {
 		case r := <-a.results:
 			a.applyResult(ctx, r)
+			freed = true
 		case l := <-a.loaded:
 			a.applyLoad(l)
 		default:
+			if freed {
+				// Commit slots were freed: start the commits that waited
+				// for one (kick is non-blocking on the concurrency bound).
+				for _, ps := range a.parts {
+					if len(ps.queue) > 0 && !ps.inflight {
+						a.kick(ctx, ps)
+					}
+				}
+			}
 			return
 		}
 	}
+}
+
+// seek (re)starts consuming t at offset at. Seeks are batched: each
+// Add/RemoveConsumePartitions call triggers a metadata refresh, which must
+// not happen once per partition when thousands start together.
+func (a *Archiver) seek(t tp, at kgo.Offset) {
+	if a.seeks == nil {
+		a.seeks = map[tp]kgo.Offset{}
+	}
+	a.seeks[t] = at
+}
+
+func (a *Archiver) flushSeeks() {
+	if len(a.seeks) == 0 {
+		return
+	}
+	remove := map[string][]int32{}
+	add := map[string]map[int32]kgo.Offset{}
+	for t, at := range a.seeks {
+		remove[t.topic] = append(remove[t.topic], t.partition)
+		if add[t.topic] == nil {
+			add[t.topic] = map[int32]kgo.Offset{}
+		}
+		add[t.topic][t.partition] = at
+	}
+	a.cl.RemoveConsumePartitions(remove) // drops buffered fetches of the old position
+	a.cl.AddConsumePartitions(add)
+	a.seeks = nil
 }
 
 func (a *Archiver) applyLoad(l loadResult) {
@@ -637,8 +705,7 @@ func (a *Archiver) applyLoad(l loadResult) {
 	if ps.head == nil {
 		at = kgo.NewOffset().AtStart()
 	}
-	a.cl.RemoveConsumePartitions(map[string][]int32{ps.tp.topic: {ps.tp.partition}})
-	a.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{ps.tp.topic: {ps.tp.partition: at}})
+	a.seek(ps.tp, at)
 	a.opts.Logger.Debug("partition started", "topic", ps.tp.topic, "partition", ps.tp.partition, "from", ps.next)
 }
 

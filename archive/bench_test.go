@@ -3,6 +3,7 @@ package archive
 import (
 	"context"
 	"math/rand/v2"
+	"runtime"
 	"sort"
 	"strconv"
 	"testing"
@@ -154,4 +155,48 @@ func commitLags(b *testing.B, st interface{}, topic string) []float64 {
 		}
 	}
 	return out
+}
+
+// BenchmarkArchiveManyPartitions archives 2,000 partitions with --once and
+// reports the peak Go heap while it runs (sampled), to check the memory
+// bound with many partitions: "peak-heap-MB" and "heap-KB/partition".
+func BenchmarkArchiveManyPartitions(b *testing.B) {
+	const parts, perPart = 2000, 10
+	c := newCluster(b)
+	createTopic(b, c, "many", parts, nil)
+	cl := newClient(b, c, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	var recs []*kgo.Record
+	for p := int32(0); p < parts; p++ {
+		for i := 0; i < perPart; i++ {
+			recs = append(recs, &kgo.Record{Topic: "many", Partition: p, Value: make([]byte, 1000)})
+		}
+	}
+	produce(b, cl, recs...)
+	for b.Loop() {
+		runtime.GC()
+		var base runtime.MemStats
+		runtime.ReadMemStats(&base)
+		stop := make(chan struct{})
+		peak := make(chan uint64)
+		go func() {
+			var m runtime.MemStats
+			var top uint64
+			for {
+				runtime.ReadMemStats(&m)
+				top = max(top, m.HeapInuse)
+				select {
+				case <-stop:
+					peak <- top
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}()
+		runOnce(b, c, newStore(b), nil)
+		close(stop)
+		p := <-peak
+		grown := float64(p) - float64(base.HeapInuse)
+		b.ReportMetric(float64(p)/(1<<20), "peak-heap-MB")
+		b.ReportMetric(grown/parts/1024, "heap-KB/partition")
+	}
 }

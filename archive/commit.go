@@ -166,8 +166,7 @@ func (a *Archiver) resync(ctx context.Context, ps *partState, head *manifest.Com
 	if head == nil {
 		at = kgo.NewOffset().AtStart()
 	}
-	a.cl.RemoveConsumePartitions(map[string][]int32{ps.tp.topic: {ps.tp.partition}})
-	a.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{ps.tp.topic: {ps.tp.partition: at}})
+	a.seek(ps.tp, at)
 }
 
 // resyncFromStore reloads the head off the loop; if it moved past what we

@@ -61,6 +61,10 @@ func startProducer(t testing.TB, c *kfake.Cluster, topic string, perTick int) *p
 					return
 				}
 				txn.Produce(ctx, &kgo.Record{Value: []byte("txn")}, nil)
+				if err := txn.Flush(ctx); err != nil {
+					p.err.Store(err)
+					return
+				}
 				if err := txn.EndTransaction(ctx, kgo.TransactionEndTry(i%10 == 4)); err != nil {
 					p.err.Store(err)
 					return
