@@ -76,7 +76,7 @@ func planGroups(ctx context.Context, a *manifest.Archive, t *target, re *regexp.
 		}
 	}
 	if len(plans) == 0 {
-		return nil, fmt.Errorf("--groups %s: no group in the capture of %s has offsets on the restored partitions", re, fmtMs(gc.CapturedMs))
+		return nil, fmt.Errorf("--groups %s: no group in the capture of %s has offsets on the restored partitions", exprString(re), fmtMs(gc.CapturedMs))
 	}
 	members, err := t.activeMembers(ctx, names)
 	if err != nil {

@@ -153,9 +153,10 @@ func (m *PartitionMap) validate() error {
 	return nil
 }
 
-// Encode renders the map as indented JSON.
+// Encode renders the map as JSON, one line (maps of compacted topics hold
+// many runs).
 func (m *OffsetMap) Encode() []byte {
-	b, err := json.MarshalIndent(m, "", "  ")
+	b, err := json.Marshal(m)
 	if err != nil {
 		panic(fmt.Sprintf("marshal of an offset map cannot fail: %v", err))
 	}

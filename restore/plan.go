@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -96,13 +97,13 @@ type Plan struct {
 	Warnings   []string
 }
 
-// catalogTime is the time whose catalog captures the restore uses: the
-// --to time, or the newest capture.
+// catalogTime is the restore's end time, whose catalog captures (topic
+// configs, group offsets) the restore uses: the --to time, else now.
 func (o *Options) catalogTime() int64 {
 	if o.Range.HasToTime {
 		return o.Range.ToTime
 	}
-	return math.MaxInt64
+	return o.Now().UnixMilli()
 }
 
 // selectTopics returns the archived topics the options select, refusing a
@@ -121,7 +122,7 @@ func selectTopics(ctx context.Context, a *manifest.Archive, o *Options) ([]strin
 	if len(out) == 0 {
 		expr := "<all>"
 		if o.Topics != nil {
-			expr = o.Topics.String()
+			expr = exprString(o.Topics)
 		}
 		return nil, fmt.Errorf("no archived topic matches --topics %s (archived: %s)", expr, listOrNone(all))
 	}
@@ -139,6 +140,11 @@ func selectTopics(ctx context.Context, a *manifest.Archive, o *Options) ([]strin
 		targets[dst] = t
 	}
 	return out, nil
+}
+
+// exprString shows an anchored expression as the user wrote it.
+func exprString(re *regexp.Regexp) string {
+	return strings.TrimSuffix(strings.TrimPrefix(re.String(), "^(?:"), ")$")
 }
 
 func listOrNone(s []string) string {

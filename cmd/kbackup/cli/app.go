@@ -94,7 +94,7 @@ func newApp(stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) *cl
 			}
 			return cli.ShowAppHelp(c)
 		},
-		Commands: []*cli.Command{versionCommand(), archiveCommand(), lsCommand(), catCommand(), verifyCommand(), demoCommand()},
+		Commands: []*cli.Command{versionCommand(), archiveCommand(), lsCommand(), catCommand(), verifyCommand(), demoCommand(), restoreCommand(), offsetsCommand()},
 	}
 	for _, cmd := range app.Commands {
 		cmd.HideHelp, cmd.HideHelpCommand = true, true

@@ -1,0 +1,261 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/urfave/cli/v2"
+
+	"github.com/kbackup/kbackup/archive"
+	"github.com/kbackup/kbackup/internal/logrange"
+	"github.com/kbackup/kbackup/kafkaconn"
+	"github.com/kbackup/kbackup/restore"
+	"github.com/kbackup/kbackup/store"
+)
+
+func restoreCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "restore",
+		Usage: "replay archived topics into a Kafka cluster and move consumer groups",
+		Description: "Restores the selected topics, partitions and offset/time range from the archive into the\n" +
+			"cluster at --brokers (the same or another one, renamed or not). TIME is RFC 3339 or unix\n" +
+			"milliseconds: --to T restores each partition's log prefix up to T (all offsets before the first\n" +
+			"record whose timestamp is after T); --from T starts at the first offset with timestamp >= T.\n" +
+			"Missing target topics are created with the archived partition count and configs; a target\n" +
+			"partition that already holds records is refused unless --append. --groups moves the matching\n" +
+			"consumer groups (offsets as captured at or before the end time) to the translated offsets.\n" +
+			"The offset map is stored under restores/<restore-id>/ in the store (and --offset-map FILE).\n" +
+			"Interrupted restores resume: run the same command again. --dry-run prints the plan only.",
+		Flags: append(append(globalFlags(), kafkaconn.Flags(false)...),
+			&cli.StringFlag{Name: "topics", Usage: "restore archived topics whose whole name matches `REGEX` (required; '.*' for all)", EnvVars: envs("topics")},
+			&cli.StringFlag{Name: "partitions", Usage: "only these partition numbers, a comma-separated `LIST` (default all)", EnvVars: envs("partitions")},
+			&cli.StringFlag{Name: "from", Usage: "start at the first offset whose timestamp is >= `TIME`", EnvVars: envs("from")},
+			&cli.StringFlag{Name: "to", Usage: "stop before the first record whose timestamp is after `TIME`", EnvVars: envs("to")},
+			&cli.Int64Flag{Name: "from-offset", Usage: "first `OFFSET` (inclusive)", EnvVars: envs("from-offset")},
+			&cli.Int64Flag{Name: "to-offset", Usage: "last `OFFSET` (inclusive)", EnvVars: envs("to-offset")},
+			&cli.StringSliceFlag{Name: "rename", Usage: "restore topic SRC as DST, `SRC=DST` (repeatable)", EnvVars: envs("rename")},
+			&cli.IntFlag{Name: "replication-factor", Usage: "replication factor `N` of created topics (default the archived one)", EnvVars: envs("replication-factor")},
+			&cli.BoolFlag{Name: "append", Usage: "restore into target partitions that already hold records, after them", EnvVars: envs("append")},
+			&cli.BoolFlag{Name: "repartition", Usage: "spread records over the target's partitions by key (murmur2, Kafka's default)", EnvVars: envs("repartition")},
+			&cli.StringFlag{Name: "groups", Usage: "move consumer groups whose whole name matches `REGEX` to the translated offsets", EnvVars: envs("groups")},
+			&cli.BoolFlag{Name: "force", Usage: "move groups even if they have active members in the target", EnvVars: envs("force")},
+			&cli.StringFlag{Name: "offset-map", Usage: "also write the offset map (JSON) to `FILE`", EnvVars: envs("offset-map")},
+			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and write nothing", EnvVars: envs("dry-run")},
+			&cli.StringFlag{Name: "restore-id", Usage: "name of the restore `ID` (default derived from the request and the target cluster)", EnvVars: envs("restore-id")},
+			&cli.IntFlag{Name: "concurrency", Usage: "partitions restored in parallel `N` (default 8)", EnvVars: envs("concurrency")},
+		),
+		Action: runRestore,
+	}
+}
+
+func offsetsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "offsets",
+		Usage: "consumer-group offset tools",
+		Subcommands: []*cli.Command{{
+			Name:  "translate",
+			Usage: "move consumer groups to the offsets translated by a finished restore",
+			Description: "Reads a restore's offset map (stored under --restore-id, or --offset-map FILE), takes the\n" +
+				"matching groups' offsets from the archive's capture at or before the restore's end time (or\n" +
+				"--at TIME) and commits the translated offsets in the cluster at --brokers.",
+			Flags: append(append(globalFlags(), kafkaconn.Flags(false)...),
+				&cli.StringFlag{Name: "restore-id", Usage: "the restore `ID` whose stored offset map to use", EnvVars: envs("restore-id")},
+				&cli.StringFlag{Name: "offset-map", Usage: "read the offset map from `FILE` instead", EnvVars: envs("offset-map")},
+				&cli.StringFlag{Name: "groups", Usage: "groups whose whole name matches `REGEX` (required)", EnvVars: envs("groups")},
+				&cli.StringFlag{Name: "at", Usage: "use the group capture at or before `TIME` (default the restore's end time)", EnvVars: envs("at")},
+				&cli.BoolFlag{Name: "force", Usage: "move groups even if they have active members", EnvVars: envs("force")},
+				&cli.BoolFlag{Name: "dry-run", Usage: "print the translated offsets, commit nothing", EnvVars: envs("dry-run")},
+				helpFlag(),
+			),
+			OnUsageError: onUsageError,
+			HideHelp:     true,
+			Before:       noArgs,
+			Action:       runOffsetsTranslate,
+		}},
+	}
+}
+
+// restoreOptions maps the restore flags onto restore.Options (without the
+// store and the Kafka connection).
+func restoreOptions(c *cli.Context) (restore.Options, error) {
+	var o restore.Options
+	expr := c.String("topics")
+	if expr == "" {
+		return o, usagef(c, "which topics? use --topics REGEX ('.*' restores every archived topic)")
+	}
+	var err error
+	if o.Topics, err = archive.CompileAnchored(expr); err != nil {
+		return o, usagef(c, "--topics: %v", err)
+	}
+	if p := c.String("partitions"); p != "" {
+		for _, s := range splitList(p) {
+			n, err := strconv.ParseInt(s, 10, 32)
+			if err != nil || n < 0 {
+				return o, usagef(c, "--partitions: %q is not a partition number", s)
+			}
+			o.Partitions = append(o.Partitions, int32(n))
+		}
+	}
+	if o.Range, err = catRange(c); err != nil {
+		return o, err
+	}
+	r := o.Range
+	if r.HasFromTime && r.HasToTime && r.ToTime < r.FromTime {
+		return o, usagef(c, "--to %s is before --from %s", c.String("to"), c.String("from"))
+	}
+	if r.HasToOffset && r.ToOffset < r.FromOffset {
+		return o, usagef(c, "--to-offset %d is before --from-offset %d", r.ToOffset, r.FromOffset)
+	}
+	o.Rename = map[string]string{}
+	for _, rn := range c.StringSlice("rename") {
+		if err := restore.ParseRename(o.Rename, rn); err != nil {
+			return o, usagef(c, "--rename: %v", err)
+		}
+	}
+	if rf := c.Int("replication-factor"); rf < 0 || rf > 32767 {
+		return o, usagef(c, "--replication-factor %d out of range", rf)
+	} else {
+		o.ReplicationFactor = int16(rf)
+	}
+	if g := c.String("groups"); g != "" {
+		if o.Groups, err = archive.CompileAnchored(g); err != nil {
+			return o, usagef(c, "--groups: %v", err)
+		}
+	}
+	if n := c.Int("concurrency"); n < 0 {
+		return o, usagef(c, "--concurrency %d is negative", n)
+	} else {
+		o.Concurrency = n
+	}
+	o.Append, o.Repartition, o.Force, o.DryRun = c.Bool("append"), c.Bool("repartition"), c.Bool("force"), c.Bool("dry-run")
+	o.OffsetMapFile, o.ID = c.String("offset-map"), c.String("restore-id")
+	return o, nil
+}
+
+// targetClient connects to --brokers, failing fast when unreachable.
+func targetClient(c *cli.Context, s *session) ([]kgo.Opt, error) {
+	ko, err := kafkaOptions(c, s)
+	if err != nil {
+		return nil, err
+	}
+	kopts, err := ko.ClientOpts(c.Context)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	err = kafkaconn.Ping(c.Context, cl)
+	cl.Close()
+	return kopts, err
+}
+
+func runRestore(c *cli.Context) error {
+	s, err := setup(c)
+	if err != nil {
+		return err
+	}
+	o, err := restoreOptions(c)
+	if err != nil {
+		return err
+	}
+	if s.g.store == "" {
+		return usagef(c, "no archive given: use --store URL or %s (file:///abs/dir or s3://bucket/prefix)", EnvVar(flagStore))
+	}
+	if o.KafkaOpts, err = targetClient(c, s); err != nil {
+		return err
+	}
+	if o.Store, err = openArchiveStore(c, s); err != nil {
+		return err
+	}
+	o.Logger, o.Version = s.log, "kbackup "+Version
+	if isTerminal(s.stderr) {
+		o.Progress = s.stderr
+	}
+	sum, err := restore.Run(c.Context, o)
+	if sum != nil {
+		if sum.DryRun {
+			if werr := sum.Plan.WritePlan(s.stdout); werr != nil {
+				return werr
+			}
+		} else if werr := sum.WriteReport(s.stdout); werr != nil && err == nil {
+			return werr
+		}
+	}
+	if err != nil {
+		return err // restore.Run names the restore and what failed
+	}
+	return nil
+}
+
+// openArchiveStore opens --store for a restore, refusing a local
+// directory that does not exist (rather than creating it).
+func openArchiveStore(c *cli.Context, s *session) (store.Store, error) {
+	a, err := openArchive(c.Context, c, s)
+	if err != nil {
+		return nil, err
+	}
+	return a.Store(), nil
+}
+
+func runOffsetsTranslate(c *cli.Context) error {
+	s, err := setup(c)
+	if err != nil {
+		return err
+	}
+	o := restore.TranslateOptions{RestoreID: c.String("restore-id"), OffsetMapFile: c.String("offset-map"),
+		Force: c.Bool("force"), DryRun: c.Bool("dry-run"), Logger: s.log}
+	if o.RestoreID == "" && o.OffsetMapFile == "" {
+		return usagef(c, "which restore? use --restore-id ID or --offset-map FILE")
+	}
+	g := c.String("groups")
+	if g == "" {
+		return usagef(c, "which groups? use --groups REGEX")
+	}
+	if o.Groups, err = archive.CompileAnchored(g); err != nil {
+		return usagef(c, "--groups: %v", err)
+	}
+	if at := c.String("at"); at != "" {
+		if o.AtMs, err = logrange.ParseTime(at); err != nil {
+			return usagef(c, "--at: %v", err)
+		}
+	}
+	if o.KafkaOpts, err = targetClient(c, s); err != nil {
+		return err
+	}
+	if o.Store, err = openArchiveStore(c, s); err != nil {
+		return err
+	}
+	res, err := restore.TranslateGroups(c.Context, o)
+	for _, g := range res {
+		state := "committed"
+		switch {
+		case g.Err != nil:
+			state = "FAILED: " + g.Err.Error()
+		case o.DryRun:
+			state = "would commit (dry run)"
+		}
+		fmt.Fprintf(s.stdout, "group %s: %s\n", g.Group, state)
+		for _, t := range g.Offsets {
+			fmt.Fprintf(s.stdout, "  %s/%d offset %d -> %s/%d offset %d\n", t.SourceTopic, t.Partition, t.SourceOffset, t.TargetTopic, t.TargetPartition, t.TargetOffset)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("offsets translate: %w", err)
+	}
+	return nil
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
