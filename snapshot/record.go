@@ -196,7 +196,7 @@ func LoadCycle(ctx context.Context, st store.Store, cluster, id string) (*CycleR
 	return r, nil
 }
 
-// LoadCycles reads every cycle record of cluster, oldest first.
+// LoadCycles reads every cycle record of cluster, oldest (by start time) first.
 func LoadCycles(ctx context.Context, st store.Store, cluster string) ([]*CycleRecord, error) {
 	prefix := clusterPrefix(cluster) + "cycles/"
 	var keys []string
@@ -219,6 +219,8 @@ func LoadCycles(ctx context.Context, st store.Store, cluster string) ([]*CycleRe
 		}
 		out = append(out, r)
 	}
+	// Ids sort by start second only; the record's start time decides.
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
 	return out, nil
 }
 

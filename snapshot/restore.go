@@ -56,7 +56,7 @@ var ErrRestoreFailed = errors.New("snapshot restore failed")
 // The report is stored at RestoreKey (the restore engine's roll-forward
 // can find the last restored cycle there).
 func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
-	e, err := o.Env.prepared(true)
+	e, err := o.Env.prepared(!o.DryRun)
 	if err != nil {
 		return nil, err
 	}

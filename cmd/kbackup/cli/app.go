@@ -94,7 +94,7 @@ func newApp(stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) *cl
 			}
 			return cli.ShowAppHelp(c)
 		},
-		Commands: []*cli.Command{versionCommand(), archiveCommand(), lsCommand(), catCommand(), verifyCommand(), demoCommand(), restoreCommand(), offsetsCommand()},
+		Commands: []*cli.Command{versionCommand(), archiveCommand(), lsCommand(), catCommand(), verifyCommand(), demoCommand(), restoreCommand(), offsetsCommand(), snapshotCommand()},
 	}
 	for _, cmd := range app.Commands {
 		cmd.HideHelp, cmd.HideHelpCommand = true, true
@@ -136,7 +136,7 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 
 // noArgs refuses positional arguments: every kbackup input is a flag.
 func noArgs(c *cli.Context) error {
-	if c.Args().Present() {
+	if c.Args().Present() && (c.Command == nil || len(c.Command.Subcommands) == 0) { // a command with subcommands dispatches its arguments
 		return usagef(c, "unexpected argument %q", c.Args().First())
 	}
 	return nil
