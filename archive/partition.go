@@ -122,13 +122,20 @@ type gapPart struct {
 }
 
 func (ps *partState) classifyGap(from, to int64, txnNearby bool, logStart int64, firstInFetch bool) []gapPart {
-	// Nothing archived yet: offsets before the first one Kafka returned were
-	// never in scope (retention or compaction removed them earlier).
-	if from == 0 && ps.head == nil && len(ps.queue) == 0 && (ps.open == nil || ps.open.Next() == 0) {
-		return []gapPart{{to, manifest.GapBeforeStart}}
-	}
 	var parts []gapPart
-	if firstInFetch && logStart > from {
+	// Nothing archived yet: offsets below the log start offset were never in
+	// scope (retention removed them before archiving began). Without a log
+	// start offset from the broker, the whole leading range counts so.
+	if from == 0 && ps.head == nil && len(ps.queue) == 0 && (ps.open == nil || ps.open.Next() == 0) {
+		if logStart < 0 || !firstInFetch {
+			return []gapPart{{to, manifest.GapBeforeStart}}
+		}
+		if logStart > 0 {
+			end := min(to, logStart-1)
+			parts = append(parts, gapPart{end, manifest.GapBeforeStart})
+			from = end + 1
+		}
+	} else if firstInFetch && logStart > from {
 		lossTo := min(to, logStart-1)
 		parts = append(parts, gapPart{lossTo, manifest.GapDataLoss})
 		from = lossTo + 1
