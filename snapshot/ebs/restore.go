@@ -72,7 +72,7 @@ func (p *Provider) restoreOne(ctx context.Context, cycle string, s snapshot.Snap
 		return snapshot.Restored{}, err
 	}
 	if old != "" {
-		if err := p.detach(ctx, old); err != nil {
+		if err := p.detach(ctx, old, v.Instance, v.Device); err != nil {
 			return snapshot.Restored{}, err
 		}
 		if _, err := p.api.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{old}, Tags: tagList(map[string]string{
@@ -98,7 +98,7 @@ func (p *Provider) Rollback(ctx context.Context, _ int32, done []snapshot.Restor
 	var errs []error
 	for _, r := range done {
 		v := r.Snap.Volume
-		if err := p.detach(ctx, r.New); err != nil {
+		if err := p.detach(ctx, r.New, v.Instance, v.Device); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -130,8 +130,9 @@ func (p *Provider) attachedAt(ctx context.Context, instance, device string) (str
 	return "", nil
 }
 
-func (p *Provider) detach(ctx context.Context, id string) error {
-	if _, err := p.api.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(id)}); err != nil {
+func (p *Provider) detach(ctx context.Context, id, instance, device string) error {
+	if _, err := p.api.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(id),
+		InstanceId: aws.String(instance), Device: aws.String(device)}); err != nil {
 		return fmt.Errorf("detach %s: %w", id, err)
 	}
 	return p.waitVolume(ctx, id, types.VolumeStateAvailable)
