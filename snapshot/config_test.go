@@ -99,3 +99,25 @@ timeouts: {hook: 300ms}
 		t.Fatalf("err = %v after %s", err, time.Since(start))
 	}
 }
+
+// TestDocumentedExample parses the full example of docs/OPERATIONS.md.
+func TestDocumentedExample(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../docs/OPERATIONS.md")
+	if err != nil {
+		t.Skip("docs/OPERATIONS.md not found:", err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "### Configuration\n")
+	if !ok {
+		t.Fatal("no Configuration section in docs/OPERATIONS.md")
+	}
+	_, rest, _ = strings.Cut(rest, "```yaml\n")
+	example, _, _ := strings.Cut(rest, "```")
+	cfg, err := snapshot.ParseConfig([]byte(example))
+	if err != nil {
+		t.Fatalf("documented example: %v", err)
+	}
+	if cfg.Cluster != "prod-events" || len(cfg.Brokers) != 3 || cfg.Retention.MaxAge != snapshot.Duration(30*24*time.Hour) {
+		t.Fatalf("documented example decoded as %+v", cfg)
+	}
+}

@@ -102,11 +102,8 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 
 // restorable refuses a cycle that is not complete or not of this cluster's brokers.
 func restorable(cfg *Config, rec *CycleRecord) error {
-	if rec.State != StateComplete {
-		return fmt.Errorf("%w: cycle %s is %s, not complete (%s)", ErrNotRestorable, rec.ID, rec.State, rec.Reason)
-	}
-	if rec.Cluster != cfg.Cluster {
-		return fmt.Errorf("%w: cycle %s is of cluster %q, this configuration is %q", ErrNotRestorable, rec.ID, rec.Cluster, cfg.Cluster)
+	if err := rec.Restorable(cfg.Cluster); err != nil {
+		return err
 	}
 	var have []int32
 	for _, b := range rec.Brokers {

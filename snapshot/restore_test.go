@@ -138,7 +138,7 @@ func TestRestoreRefuses(t *testing.T) {
 		t.Fatal("cycle with an error snapshot succeeded")
 	}
 	_, err = snapshot.Restore(ctx, snapshot.RestoreOptions{Env: r.env, Cycle: failed.ID})
-	if !errors.Is(err, snapshot.ErrNotRestorable) || !strings.Contains(err.Error(), "failed, not complete") {
+	if !errors.Is(err, snapshot.ErrNotRestorable) || !strings.Contains(err.Error(), "is failed, not complete") {
 		t.Fatalf("restore of a failed cycle: %v", err)
 	}
 
@@ -176,5 +176,35 @@ func TestRestoreRefuses(t *testing.T) {
 		if strings.HasPrefix(e, "stop") {
 			t.Fatal("a refused restore stopped a broker")
 		}
+	}
+}
+
+func TestRollForwardHooks(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	rec, err := r.run(snapshot.ModeCold)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lo, hi, ok := rec.OffsetRange("orders", 1); !ok || lo != 20 || hi != 20 {
+		t.Fatalf("range %d..%d %v", lo, hi, ok)
+	}
+	if _, _, ok := rec.OffsetRange("orders", 7); ok {
+		t.Fatal("range of an unrecorded partition")
+	}
+	if err := rec.Restorable("other"); !errors.Is(err, snapshot.ErrNotRestorable) {
+		t.Fatalf("other cluster: %v", err)
+	}
+	if _, err := snapshot.LatestRestore(ctx, r.env.Store, "unit"); err == nil {
+		t.Fatal("a restore report before any restore")
+	}
+	res, err := snapshot.Restore(ctx, snapshot.RestoreOptions{Env: r.env, Cycle: rec.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := snapshot.LatestRestore(ctx, r.env.Store, "unit")
+	if err != nil || last.ID != res.ID || last.CycleID != rec.ID || last.HighWatermarks["orders"]["1"] != 20 {
+		t.Fatalf("latest restore %+v err %v", last, err)
 	}
 }
