@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -148,8 +150,50 @@ func runDemo(c *cli.Context) error {
 	if err := d.run("verify", "--store", store, "--brokers", brokers); err != nil {
 		return err
 	}
+	mapFile := dir + "/orders.offset-map.json"
+	d.say("7. Restore 'orders' from a point in time on, under a new name, and move consumer group 'billing'\n" +
+		"   (as the archive captured it) to the translated offsets: it committed offset 12 on every\n" +
+		"   'orders' partition; on 'orders-restored' it resumes at the first restored record at or after\n" +
+		"   that offset. The offset map says where every restored source offset landed.")
+	from := time.UnixMilli(demoBase + 2*60_000).UTC().Format(time.RFC3339)
+	if err := d.run("restore", "--brokers", brokers, "--store", store, "--topics", "orders", "--rename", "orders=orders-restored",
+		"--from", from, "--groups", "billing", "--offset-map", mapFile); err != nil {
+		return err
+	}
+	if b, err := os.ReadFile(mapFile); err == nil {
+		var pretty bytes.Buffer
+		if json.Indent(&pretty, b, "", "  ") == nil {
+			b = pretty.Bytes()
+		}
+		fmt.Fprintf(d.out, "\n  The offset map (%s):\n\n", mapFile)
+		_, _ = indent{d.out}.Write(append(b, '\n'))
+	}
+	if err := showGroup(ctx, d.out, brokers, "billing", "orders-restored"); err != nil {
+		return err
+	}
+
 	d.say("Done. The archive stays in %s: try `kbackup ls --store %s --json`.\n"+
 		"Next: docs/OPERATIONS.md (deploying the archiver, restore runbook, snapshot cycles).", dir, store)
+	return nil
+}
+
+// showGroup prints group's committed offsets on topic.
+func showGroup(ctx context.Context, w io.Writer, brokers, group, topic string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	offs, err := kadm.NewClient(cl).FetchOffsets(ctx, group)
+	if err != nil {
+		return fmt.Errorf("fetch offsets of %s: %w", group, err)
+	}
+	fmt.Fprintf(w, "\n  Group %q now commits, on %s:\n\n", group, topic)
+	for _, o := range offs.Sorted() {
+		if o.Topic == topic {
+			fmt.Fprintf(w, "    partition %d: offset %d\n", o.Partition, o.At)
+		}
+	}
 	return nil
 }
 

@@ -12,7 +12,8 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo: exit %d\n%s\n%s", code, out, errOut)
 	}
 	for _, want := range []string{"$ kbackup archive --once", "3 topics, 6 partitions, 75 records", `"value":null`,
-		`"timestamp":1795010580000`, "verify OK: 3 topics, 6 partitions"} {
+		`"timestamp":1795010580000`, "verify OK: 3 topics, 6 partitions",
+		"orders/0 offset 12 -> orders-restored/0 offset 9", `"source_topic": "orders"`, "partition 2: offset 10"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q", want)
 		}
