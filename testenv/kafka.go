@@ -96,9 +96,11 @@ func StartKafka(tb testing.TB, opts KafkaOptions) *Kafka {
 				tb.Logf("testenv: kafka broker %d: log %s (JVM output %s); last warnings:\n%s", n.id, n.logPath, n.outPath, tailMatching(n.logPath, 8, " WARN ", " ERROR ", " FATAL "))
 			}
 		}
+		stop := time.Now()
 		if err := c.Close(); err != nil {
 			tb.Errorf("testenv: stop kafka: %v", err)
 		}
+		tb.Logf("testenv: kafka stopped in %s", time.Since(stop).Round(100*time.Millisecond))
 	})
 	return &Kafka{brokers: c.Brokers(), cluster: c}
 }
