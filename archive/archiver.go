@@ -23,7 +23,6 @@ import (
 // New and run it with Run; it is not reusable after Run returns.
 type Archiver struct {
 	opts     Options
-	log      interface{ Error(string, ...any) }
 	m        *metrics
 	arch     *manifest.Archive
 	cl       *kgo.Client
@@ -95,7 +94,6 @@ func New(opts Options) (*Archiver, error) {
 	}
 	return &Archiver{
 		opts:     opts,
-		log:      opts.Logger,
 		m:        newMetrics(opts.Registerer),
 		writerID: id,
 		parts:    map[tp]*partState{},

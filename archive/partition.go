@@ -213,7 +213,7 @@ func (ps *partState) appendFetch(a *Archiver, fp *kgo.FetchPartition, now time.T
 			for _, g := range ps.classifyGap(ps.next, r.Offset-1, ps.sawTxn || i <= lastControl, fp.LogStartOffset, first) {
 				if g.reason == manifest.GapDataLoss {
 					loss += g.to - ps.next + 1
-					a.log.Error("DATA LOSS: retention deleted records before they were archived",
+					a.opts.Logger.Error("DATA LOSS: retention deleted records before they were archived",
 						"topic", ps.tp.topic, "partition", ps.tp.partition, "from", ps.next, "to", g.to, "log_start", fp.LogStartOffset)
 				}
 				if err := w.AddGap(g.to, g.reason); err != nil {
