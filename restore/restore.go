@@ -245,6 +245,11 @@ func (rn *runner) plan(ctx context.Context, a *manifest.Archive, topics []string
 				problems = append(problems, fmt.Sprintf("target topic %s has %d partitions, the archive of %s has partition %d: use --repartition, or --rename into a new topic",
 					dst, n, topic, maxPart))
 			}
+			// An existing target's timestamp type is known now: the plan
+			// (and so --dry-run) warns before anything is written.
+			if la, err := t.logAppendTime(ctx, dst); err == nil {
+				pt.LogAppendTime = la
+			}
 		} else {
 			pt.Create = true
 			cat, err := topicCatalog(ctx, a, catalogMs, topic, sources[0].topicID)

@@ -1,0 +1,399 @@
+//go:build integration
+
+package restore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbackup/kbackup/archive"
+	"github.com/kbackup/kbackup/store"
+	"github.com/kbackup/kbackup/store/s3store"
+	"github.com/kbackup/kbackup/store/storefault"
+	"github.com/kbackup/kbackup/testenv"
+)
+
+// realArchiveOnce runs the archiver's Once mode against the real cluster
+// for the named topics (small blocks and segments, so that seeks and a
+// killed restore have something to skip).
+func realArchiveOnce(t *testing.T, k *testenv.Kafka, st store.Store, topics ...string) {
+	t.Helper()
+	var res []*regexp.Regexp
+	for _, tp := range topics {
+		res = append(res, regexp.MustCompile("^(?:"+regexp.QuoteMeta(tp)+")$"))
+	}
+	a, err := archive.New(archive.Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(k.Brokers()...)}, Store: st, Once: true,
+		Logger: testLogger(t), WriterID: "it", Topics: res, BlockBytes: 4 << 10, SegmentBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := a.Run(ctx); err != nil {
+		t.Fatalf("archive --once: %v", err)
+	}
+}
+
+// realRestore runs a restore into the cluster at brokers.
+func realRestore(t *testing.T, st store.Store, brokers []string, topic, dst string, mod func(*Options)) *Summary {
+	t.Helper()
+	o := realOpts(t, st, brokers, topic, dst)
+	if mod != nil {
+		mod(&o)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sum, err := Run(ctx, o)
+	if err != nil {
+		t.Fatalf("restore %s -> %s: %v", topic, dst, err)
+	}
+	return sum
+}
+
+// realOpts are the options of a restore of topic as dst into brokers (a
+// single-node cluster: replication factor 1).
+func realOpts(t testing.TB, st store.Store, brokers []string, topic, dst string) Options {
+	return Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Topics: mustRe(t, regexp.QuoteMeta(topic)),
+		Rename: map[string]string{topic: dst}, ReplicationFactor: 1, Logger: testLogger(t), CheckpointInterval: 100 * time.Millisecond}
+}
+
+// targetEqualsArchive checks, with the independent client (librdkafka,
+// read_committed) reading the target, that every partition of dst holds
+// exactly want[p] (archived records): same order, key, value, headers,
+// timestamp (CreateTime), partition, target offsets 0, 1, 2, ...
+func targetEqualsArchive(t *testing.T, brokers []string, dst string, want map[int32][]rec) {
+	t.Helper()
+	got := map[int32][]testenv.Record{}
+	for _, r := range testenv.RdkConsume(t, brokers, dst, testenv.ReadCommitted) {
+		got[r.Partition] = append(got[r.Partition], r)
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok && len(got[p]) > 0 {
+			t.Fatalf("%s/%d: %d records restored into a partition the archive has none for", dst, p, len(got[p]))
+		}
+	}
+	for p, ws := range want {
+		gs := got[p]
+		if len(gs) != len(ws) {
+			t.Fatalf("%s/%d: archive has %d records, the independent client read %d from the target", dst, p, len(ws), len(gs))
+		}
+		for i, w := range ws {
+			g := gs[i]
+			if g.Offset != int64(i) || g.Partition != p || g.Timestamp != w.Timestamp || g.TimestampType != "CreateTime" ||
+				!sameRdk(w, g) {
+				t.Fatalf("%s/%d record %d (source offset %d) differs:\narchive %+v\ntarget  %s", dst, p, i, w.Offset, w, g)
+			}
+		}
+	}
+}
+
+// sameRdk compares key, value and headers (null distinct from empty).
+func sameRdk(w rec, g testenv.Record) bool {
+	if !bytes.Equal(w.Key, g.Key) || (w.Key == nil) != (g.Key == nil) || !bytes.Equal(w.Value, g.Value) ||
+		(w.Value == nil) != (g.Value == nil) || len(w.Headers) != len(g.Headers) {
+		return false
+	}
+	for i, h := range w.Headers {
+		gh := g.Headers[i]
+		if h.Key != gh.Key || !bytes.Equal(h.Value, gh.Value) || (h.Value == nil) != (gh.Value == nil) {
+			return false
+		}
+	}
+	return true
+}
+
+// archivedAll reads every partition (0..parts-1) of topic from the archive.
+func archivedAll(t *testing.T, st store.Store, topic string, parts int32) map[int32][]rec {
+	t.Helper()
+	out := map[int32][]rec{}
+	for p := int32(0); p < parts; p++ {
+		out[p], _ = archived(t, st, topic, p)
+	}
+	return out
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRestoreRealKafka proves the restore against real Kafka: topics from
+// a 3-broker cluster, archived to MinIO, restored renamed into a second
+// (single-node) cluster and read back with the independent client.
+func TestRestoreRealKafka(t *testing.T) {
+	k := testenv.UseKafka(t)
+	s3 := testenv.UseMinIO(t)
+	testenv.RdkAvailable(t)
+	k2 := testenv.StartKafka(t, testenv.KafkaOptions{Brokers: 1})
+	brokers, brokers2 := k.Brokers(), k2.Brokers()
+	ctx := context.Background()
+
+	// Everything is produced before one archive run.
+	fid := testenv.TopicName(t, "fid") // p0: every codec; p1: transactions
+	k.CreateTopic(t, fid, 2, 3, nil)
+	testenv.ProduceEveryCodec(t, brokers, fid, 0)
+	testenv.ProduceTxnMix(t, brokers, fid, 1)
+	testenv.RdkProduce(t, brokers, fid, testenv.InterestingRecords(fid, 1, "after-txn"), testenv.ProduceOptions{Idempotent: true})
+
+	win := testenv.TopicName(t, "win") // out-of-order timestamps
+	k.CreateTopic(t, win, 1, 3, nil)
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
+	var wrecs []testenv.Record
+	for i := 0; i < 300; i++ {
+		ts := t0 + int64(i)*1000
+		if i%5 == 4 {
+			ts -= 3500
+		}
+		wrecs = append(wrecs, testenv.Record{Partition: 0, Timestamp: ts, Key: fmt.Appendf(nil, "k%d", i%7), Value: fmt.Appendf(nil, "w%d", i)})
+	}
+	testenv.RdkProduce(t, brokers, win, wrecs, testenv.ProduceOptions{Idempotent: true, Compression: "lz4"})
+
+	cmp := testenv.TopicName(t, "cmp") // compacted, with a group inside a gap
+	k.CreateTopic(t, cmp, 1, 3, testenv.CompactionConfigs())
+	testenv.ProduceCompactable(t, brokers, cmp, 0, 5, 30)
+	_, cgaps := testenv.WaitCompactionGaps(t, brokers, cmp, 0, 2*time.Minute)
+	var gap [2]int64 // the widest interior gap: a record before and after it
+	for _, g := range cgaps {
+		if g[0] > 0 && g[1]-g[0] > gap[1]-gap[0] {
+			gap = g
+		}
+	}
+	if gap[1] == 0 {
+		t.Fatalf("no compaction gap after offset 0: %v", cgaps)
+	}
+	groupAt := map[string]int64{"it-gap": gap[0], "it-gap-end": gap[1] - 1, "it-before-gap": gap[0] - 1}
+	for g, off := range groupAt {
+		offs := kadm.Offsets{}
+		offs.Add(kadm.Offset{Topic: cmp, Partition: 0, At: off, LeaderEpoch: -1})
+		resp, err := k.Admin(t).CommitOffsets(ctx, g, offs)
+		if err == nil {
+			err = resp.Error()
+		}
+		if err != nil {
+			t.Fatalf("commit %s: %v", g, err)
+		}
+	}
+
+	st := s3.Store(t)
+	realArchiveOnce(t, k, st, fid, win, cmp)
+
+	t.Run("fidelity-renamed-into-second-cluster", func(t *testing.T) {
+		want := archivedAll(t, st, fid, 2)
+		// The archive is what the source holds (independent client).
+		src := testenv.RdkConsume(t, brokers, fid, testenv.ReadCommitted)
+		if n := len(want[0]) + len(want[1]); n != len(src) || len(want[0]) != 10*len(testenv.Codecs) {
+			t.Fatalf("archive has %d+%d records, source %d", len(want[0]), len(want[1]), len(src))
+		}
+		dst := fid + "-restored"
+		sum := realRestore(t, st, brokers2, fid, dst, nil)
+		if len(sum.Plan.Topics) != 1 || !sum.Plan.Topics[0].Create || sum.Plan.Topics[0].Partitions != 2 {
+			t.Fatalf("plan: %+v", sum.Plan.Topics)
+		}
+		targetEqualsArchive(t, brokers2, dst, want)
+		// Transactions left gaps in the source partition; the target is
+		// dense and the offset map says where each record went.
+		pm := sum.OffsetMap.Partitions[1]
+		if pm.SourcePartition != 1 || len(pm.Runs) < 2 || !pm.Complete {
+			t.Fatalf("offset map of the transactional partition: %+v", pm)
+		}
+		for i, r := range want[1] {
+			if to, ok := pm.TargetOf(r.Offset); !ok || to != int64(i) {
+				t.Fatalf("offset map: source %d -> %d %v, want %d", r.Offset, to, ok, i)
+			}
+		}
+	})
+
+	t.Run("time-window-out-of-order", func(t *testing.T) {
+		all := archivedAll(t, st, win, 1)
+		from, to := t0+50_500, t0+200_200
+		dst := win + "-window"
+		sum := realRestore(t, st, brokers2, win, dst, func(o *Options) {
+			o.Range.FromTime, o.Range.HasFromTime = from, true
+			o.Range.ToTime, o.Range.HasToTime = to, true
+		})
+		want := selectSlow(all[0], &from, &to)
+		if len(want) < 100 || len(want) == len(all[0]) || sum.Records != int64(len(want)) {
+			t.Fatalf("window selects %d of %d records, restored %d", len(want), len(all[0]), sum.Records)
+		}
+		targetEqualsArchive(t, brokers2, dst, map[int32][]rec{0: want})
+	})
+
+	t.Run("compacted-whole-with-group-in-gap", func(t *testing.T) {
+		all := archivedAll(t, st, cmp, 1)
+		dst := cmp + "-restored"
+		// A plain target topic: a compacted one would clean the restored
+		// duplicates away while the test reads it.
+		k2.CreateTopic(t, dst, 1, 1, nil)
+		sum := realRestore(t, st, brokers2, cmp, dst, func(o *Options) { o.Groups = mustRe(t, "it-.*") })
+		targetEqualsArchive(t, brokers2, dst, all)
+		if len(sum.Groups) != len(groupAt) {
+			t.Fatalf("groups moved: %+v", sum.Groups)
+		}
+		for g, off := range groupAt {
+			want := int64(len(all[0])) // index of the first restored record at or after off
+			for i, r := range all[0] {
+				if r.Offset >= off {
+					want = int64(i)
+					break
+				}
+			}
+			fo, err := k2.Admin(t).FetchOffsets(ctx, g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, ok := fo.Lookup(dst, 0)
+			if !ok || got.At != want {
+				t.Fatalf("group %s: source offset %d -> target %+v, want %d", g, off, got, want)
+			}
+			t.Logf("group %s: source offset %d -> target offset %d", g, off, got.At)
+		}
+	})
+
+	t.Run("into-log-append-time-topic-warns", func(t *testing.T) {
+		dst := win + "-lat"
+		k2.CreateTopic(t, dst, 1, 1, testenv.LogAppendTimeConfigs())
+		var logs syncBuffer
+		sum := realRestore(t, st, brokers2, win, dst, func(o *Options) {
+			o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		})
+		if !strings.Contains(logs.String(), "LogAppendTime") || !strings.Contains(strings.Join(sum.Plan.Warnings, "\n"), "LogAppendTime") {
+			t.Fatalf("no LogAppendTime warning: plan %q, logs:\n%s", sum.Plan.Warnings, logs.String())
+		}
+		want := archivedAll(t, st, win, 1)[0]
+		got := testenv.RdkConsume(t, brokers2, dst, testenv.ReadCommitted)
+		if len(got) != len(want) {
+			t.Fatalf("restored %d records, archive has %d", len(got), len(want))
+		}
+		for i := range want {
+			if !sameRdk(want[i], got[i]) || got[i].TimestampType != "LogAppendTime" {
+				t.Fatalf("record %d: archive %+v, target %s", i, want[i], got[i])
+			}
+		}
+	})
+
+	t.Run("kill-9-mid-restore-then-rerun", func(t *testing.T) {
+		topic := testenv.TopicName(t, "kill")
+		k.CreateTopic(t, topic, 3, 3, nil)
+		var recs []*kgo.Record
+		for i := 0; i < 15000; i++ {
+			r := &kgo.Record{Topic: topic, Partition: int32(i % 3), Key: fmt.Appendf(nil, "k%d", i%100), Value: fmt.Appendf(nil, "kill-%06d", i),
+				Headers: []kgo.RecordHeader{{Key: "i", Value: fmt.Appendf(nil, "%d", i)}}}
+			if i%10 == 0 {
+				r.Value = nil
+			}
+			recs = append(recs, r)
+		}
+		if err := k.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner())).ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		prefix := testenv.UniquePrefix(t)
+		kst, err := s3store.New(ctx, s3.StoreOptions(prefix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		realArchiveOnce(t, k, kst, topic)
+		want := archivedAll(t, kst, topic, 3)
+		total := int64(len(want[0]) + len(want[1]) + len(want[2]))
+		dst := topic + "-restored"
+		ends := func() int64 {
+			eo, err := k2.Admin(t).ListEndOffsets(ctx, dst)
+			if err != nil {
+				return 0
+			}
+			var n int64
+			eo.Each(func(o kadm.ListedOffset) {
+				if o.Err == nil {
+					n += o.Offset
+				}
+			})
+			return n
+		}
+		midway := 0
+		for i := 0; i < 3 && ends() < total; i++ {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestRealKafkaRestoreChild$")
+			cmd.Env = append(os.Environ(), "KBACKUP_CHILD_BROKERS="+k2.BrokerList(), "KBACKUP_CHILD_TOPIC="+topic, "KBACKUP_CHILD_DST="+dst,
+				"KBACKUP_CHILD_PREFIX="+prefix, testenv.EnvS3Endpoint+"="+s3.Endpoint, testenv.EnvS3Bucket+"="+s3.Bucket,
+				testenv.EnvS3AccessKey+"="+s3.AccessKey, testenv.EnvS3SecretKey+"="+s3.SecretKey, testenv.EnvS3Region+"="+s3.Region)
+			cmd.Stderr = os.Stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			before := ends()
+			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && ends() == before; {
+				time.Sleep(5 * time.Millisecond)
+			}
+			time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			_ = cmd.Wait()
+			n := ends()
+			t.Logf("restore process %d killed with SIGKILL at %d of %d records in the target", i, n, total)
+			if n > before && n < total {
+				midway++
+			}
+		}
+		if midway == 0 {
+			t.Fatal("no restore process was killed in the middle of the restore")
+		}
+		sum := realRestore(t, kst, brokers2, topic, dst, nil)
+		resumed := 0
+		for _, p := range sum.Plan.Partitions {
+			if p.State == "resume" {
+				resumed++
+			}
+		}
+		if resumed == 0 {
+			t.Fatalf("the rerun resumed no partition: %+v", sum.Plan.Partitions)
+		}
+		targetEqualsArchive(t, brokers2, dst, want)
+	})
+}
+
+// TestRealKafkaRestoreChild is the restore process TestRestoreRealKafka
+// kills with SIGKILL (the same request as the rerun, so the same restore
+// id; a slowed store so that it can be caught midway).
+func TestRealKafkaRestoreChild(t *testing.T) {
+	brokers := os.Getenv("KBACKUP_CHILD_BROKERS")
+	if brokers == "" {
+		t.Skip("only runs as TestRestoreRealKafka's child process")
+	}
+	ctx := context.Background()
+	s3 := testenv.UseMinIO(t)
+	st, err := s3store.New(ctx, s3.StoreOptions(os.Getenv("KBACKUP_CHILD_PREFIX")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := storefault.New(st, uint64(os.Getpid()))
+	slow.SetMaxDelay(60 * time.Millisecond)
+	o := realOpts(t, slow, strings.Split(brokers, ","), os.Getenv("KBACKUP_CHILD_TOPIC"), os.Getenv("KBACKUP_CHILD_DST"))
+	o.StateStore = st
+	o.MaxInFlightBytes = 16 << 10
+	_, _ = Run(ctx, o)
+	time.Sleep(time.Hour) // killed before
+}
