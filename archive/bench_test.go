@@ -14,19 +14,22 @@ import (
 	"github.com/kbackup/kbackup/manifest"
 )
 
-// fillTopic produces n records of about size bytes to topic (4 partitions).
+// fillTopic produces n JSON-like records (order events of about size
+// bytes, with a key and a header) to topic.
 func fillTopic(b *testing.B, cl *kgo.Client, topic string, n, size int) int64 {
 	r := rand.New(rand.NewPCG(5, 6))
 	var total int64
 	batch := make([]*kgo.Record, 0, 1000)
 	for i := 0; i < n; i++ {
-		v := make([]byte, size)
-		for j := range v {
-			v[j] = "abcdefghijklmnopqrstuvwxyz0123456789"[r.IntN(36)] // compressible like text
+		v := []byte(`{"order_id":` + strconv.Itoa(i) + `,"customer":"c-` + strconv.Itoa(r.IntN(10000)) +
+			`","amount":` + strconv.Itoa(r.IntN(100000)) + `,"currency":"EUR","status":"created","items":[`)
+		for len(v) < size-40 {
+			v = append(v, `{"sku":"sku-`+strconv.Itoa(r.IntN(500))+`","qty":`+strconv.Itoa(1+r.IntN(5))+`},`...)
 		}
-		batch = append(batch, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(i % 1000)), Value: v,
-			Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("v")}}})
-		total += int64(size + 10)
+		v = append(v, `{}],"note":"`+strconv.FormatUint(r.Uint64(), 36)+`"}`...)
+		batch = append(batch, &kgo.Record{Topic: topic, Key: []byte("c-" + strconv.Itoa(i%1000)), Value: v,
+			Headers: []kgo.RecordHeader{{Key: "trace-id", Value: []byte(strconv.FormatUint(r.Uint64(), 16))}}})
+		total += int64(len(v) + 10)
 		if len(batch) == cap(batch) || i == n-1 {
 			produce(b, cl, batch...)
 			batch = batch[:0]

@@ -185,9 +185,12 @@ type SegmentWriter struct {
 	start int64
 	next  int64
 	index Index
-	// raw holds the closed blocks' uncompressed payloads until Finish
-	// compresses them (in parallel) and lays out the segment.
-	raw     [][]byte
+	// closed holds the closed blocks. Each is compressed in the background
+	// as soon as it closes (bounded by compressSlots), so compression
+	// overlaps with appending; Finish waits for them and lays out the
+	// segment.
+	closed  []*closedBlock
+	pending sync.WaitGroup
 	rawSize int
 
 	// the open block
@@ -290,8 +293,18 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	w.runMax = max(w.runMax, w.cur.MaxTimestamp)
 	w.cur.RunningMaxTimestamp = w.runMax
 	w.index.Blocks = append(w.index.Blocks, w.cur)
-	w.raw = append(w.raw, w.payload)
+	cb := &closedBlock{rawLen: len(w.payload), stored: w.payload}
+	w.closed = append(w.closed, cb)
 	w.rawSize += len(w.payload)
+	if w.opts.Codec == CodecZstd {
+		raw := w.payload
+		compressSlots <- struct{}{} // blocks the appender while every core compresses: backpressure
+		w.pending.Add(1)
+		go func() {
+			defer func() { <-compressSlots; w.pending.Done() }()
+			cb.stored = zstdEncoder().EncodeAll(raw, make([]byte, 0, len(raw)/2+64))
+		}()
+	}
 	w.cur = BlockInfo{}
 	if final {
 		w.payload = nil
@@ -303,26 +316,16 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	w.payload = make([]byte, 0, min(w.opts.BlockSize+w.opts.BlockSize/8, MaxBlockPayload))
 }
 
-// compressBlocks compresses the raw blocks, in parallel across cores.
-func (w *SegmentWriter) compressBlocks() [][]byte {
-	stored := make([][]byte, len(w.raw))
-	if w.opts.Codec != CodecZstd {
-		copy(stored, w.raw)
-		return stored
-	}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	for i, b := range w.raw {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			stored[i] = zstdEncoder().EncodeAll(b, make([]byte, 0, len(b)/2+64))
-		}()
-	}
-	wg.Wait()
-	return stored
+// closedBlock is a closed block: its uncompressed length and, once its
+// compression finished, its stored bytes.
+type closedBlock struct {
+	rawLen int
+	stored []byte
 }
+
+// compressSlots bounds concurrent block compressions process-wide to the
+// number of cores.
+var compressSlots = make(chan struct{}, runtime.GOMAXPROCS(0))
 
 // SegmentInfo summarises a finished segment; it goes into the commit entry.
 type SegmentInfo struct {
@@ -353,22 +356,23 @@ func (w *SegmentWriter) Finish() ([]byte, SegmentInfo) {
 	for _, g := range w.index.Gaps {
 		info.GapOffsets[g.Reason] += g.Len()
 	}
-	stored := w.compressBlocks()
+	w.pending.Wait()
 	size := segHeaderSize + footerSize + indexHeaderSize + 8 + len(w.index.Blocks)*blockEntrySize + len(w.index.Gaps)*gapEntrySize
-	for _, b := range stored {
-		size += blockHeaderSize + len(b)
+	for _, cb := range w.closed {
+		size += blockHeaderSize + len(cb.stored)
 	}
 	out := make([]byte, 0, size)
 	out = append(out, segMagic[:]...)
 	out = binary.LittleEndian.AppendUint16(out, FormatVersion)
 	out = binary.LittleEndian.AppendUint16(out, 0)
-	for i, b := range stored {
+	for i, cb := range w.closed {
+		b := cb.stored
 		bl := &w.index.Blocks[i]
 		bl.Position = int64(len(out))
 		bl.Length = int64(blockHeaderSize + len(b))
 		out = append(out, byte(w.opts.Codec), 0, 0, 0)
 		out = binary.LittleEndian.AppendUint32(out, uint32(bl.Records))
-		out = binary.LittleEndian.AppendUint32(out, uint32(len(w.raw[i])))
+		out = binary.LittleEndian.AppendUint32(out, uint32(cb.rawLen))
 		out = binary.LittleEndian.AppendUint32(out, uint32(len(b)))
 		out = binary.LittleEndian.AppendUint32(out, crc32c(b))
 		out = append(out, b...)
@@ -379,7 +383,7 @@ func (w *SegmentWriter) Finish() ([]byte, SegmentInfo) {
 	out = AppendFooter(out, Footer{IndexPosition: info.IndexPosition, IndexLength: info.IndexLength})
 	info.Size = int64(len(out))
 	info.CRC32C = crc32c(out)
-	w.raw, w.payload = nil, nil
+	w.closed, w.payload = nil, nil
 	return out, info
 }
 
