@@ -176,9 +176,24 @@ func (k *Kafka) Restart(tb testing.TB, id int32) {
 // Stop stops every broker (graceful, bounded). Cleanup does this too.
 func (k *Kafka) Stop(tb testing.TB) {
 	tb.Helper()
+	start := time.Now()
 	if err := k.mustControl(tb, "Stop").Close(); err != nil {
 		tb.Errorf("testenv: stop kafka: %v", err)
 	}
+	tb.Logf("testenv: kafka stopped in %s", time.Since(start).Round(100*time.Millisecond))
+}
+
+// StartAll starts every stopped broker (after Stop) and waits until the
+// cluster is ready again; data directories are kept.
+func (k *Kafka) StartAll(tb testing.TB) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := k.mustControl(tb, "StartAll").StartAll(ctx); err != nil {
+		tb.Fatalf("testenv: start all brokers: %v", err)
+	}
+	tb.Logf("testenv: all brokers back in %s", time.Since(start).Round(100*time.Millisecond))
 }
 
 // WaitInSync waits (bounded by timeout) until every partition has a leader

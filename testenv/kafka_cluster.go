@@ -93,13 +93,20 @@ func Java() (string, error) {
 	return p, nil
 }
 
-// newClusterID returns a random Kafka cluster id (base64url UUID).
+// newClusterID returns a random Kafka cluster id (base64url UUID). Like
+// Kafka's Uuid.randomUuid it never starts with '-', which the storage
+// tool's argument parser would take for an option.
 func newClusterID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
+	for i := 0; i < 100; i++ {
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", err
+		}
+		if id := base64.RawURLEncoding.EncodeToString(b[:]); id[0] != '-' {
+			return id, nil
+		}
 	}
-	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+	return "", errors.New("kafka: no usable random cluster id")
 }
 
 func (c *Cluster) logf(format string, args ...any) {
@@ -652,6 +659,47 @@ func (c *Cluster) Restart(ctx context.Context, id int32) error {
 	return c.WaitBrokers(ctx, id)
 }
 
+// Start starts a stopped or killed broker's process without waiting for
+// it to be ready (several brokers started this way can form a quorum
+// together; Restart would wait for one alone). Use WaitBrokers/WaitReady.
+func (c *Cluster) Start(id int32) error {
+	n, err := c.node(id)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	p := n.proc
+	c.mu.Unlock()
+	if p != nil {
+		if done, _ := p.Exited(); !done {
+			return nil
+		}
+	}
+	c.logf("kafka: starting broker %d", id)
+	return c.startNode(n)
+}
+
+// StartAll starts every broker that is not running and waits until the
+// cluster is ready (after Close, or a whole-cluster restore of the data
+// directories).
+func (c *Cluster) StartAll(ctx context.Context) error {
+	for _, id := range c.BrokerIDs() {
+		if err := c.Start(id); err != nil {
+			return err
+		}
+	}
+	return c.WaitReady(ctx)
+}
+
+// DataDir returns broker id's data directory (log.dirs).
+func (c *Cluster) DataDir(id int32) string {
+	n, err := c.node(id)
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(n.dir, "data")
+}
+
 // Close stops every broker (SIGTERM to all at once, SIGKILL after a grace
 // period). It is safe to call more than once.
 func (c *Cluster) Close() error {
@@ -669,7 +717,11 @@ func (c *Cluster) Close() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = p.Stop(20 * time.Second)
+			graceful, err := p.Stop(20 * time.Second)
+			if err == nil && !graceful {
+				c.logf("kafka: %s did not stop within 20s; killed", p.spec.Name)
+			}
+			errs[i] = err
 		}()
 	}
 	wg.Wait()

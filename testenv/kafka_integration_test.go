@@ -38,6 +38,17 @@ func TestKafkaClusterLifecycle(t *testing.T) {
 	k.StopBroker(t, 3)
 	k.Restart(t, 3)
 	k.WaitInSync(t, 2*time.Minute)
+
+	// Whole-cluster stop and start keeps the data.
+	recs := testenv.ProduceSeq(t, k.Brokers(), "life", 1, 20)
+	k.Stop(t)
+	for _, id := range c.BrokerIDs() {
+		if c.Pid(id) != 0 {
+			t.Fatalf("broker %d running after Stop", id)
+		}
+	}
+	k.StartAll(t)
+	testenv.CheckExactlyOnce(t, recs, testenv.ConsumeAll(t, k.Brokers(), "life", testenv.ReadCommitted))
 }
 
 // TestUseKafka runs against KBACKUP_TEST_BROKERS when set (make

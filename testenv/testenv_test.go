@@ -215,3 +215,15 @@ func TestKclientScriptCompiles(t *testing.T) {
 		t.Fatalf("py_compile: %v\n%s", err, out)
 	}
 }
+
+func TestClusterIDNeverLooksLikeAnOption(t *testing.T) {
+	for i := 0; i < 2000; i++ {
+		id, err := newClusterID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(id) != 22 || id[0] == '-' {
+			t.Fatalf("cluster id %q", id)
+		}
+	}
+}
