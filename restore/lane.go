@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -50,6 +51,7 @@ type laneRun struct {
 	cond     *sync.Cond
 	inflight int64 // bytes handed to the producer, not yet acknowledged
 	pending  int   // entries not yet acknowledged
+	waiters  int   // goroutines in cond.Wait (acks wake them)
 	queue    []*entry
 	head     int
 	state    checkpoint // the acknowledged prefix
@@ -261,29 +263,37 @@ func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out c
 		}
 		b := batch{src: i}
 		var last time.Time
+		var prev *manifest.Record
 		err := s.log.Scan(ctx, from, s.to, func(it manifest.ScanItem) error {
 			r := it.Record
 			if r == nil {
 				return nil
 			}
-			// A pause since the previous record means Scan waited for the
-			// store (the next block): hand over what is ready, so the
-			// producer never waits for a full batch behind a slow read.
-			now := time.Now()
-			if len(b.recs) > 0 && now.Sub(last) > time.Millisecond {
-				if err := send(b); err != nil {
-					return err
+			// Records of one block are consecutive in one slice; a record
+			// that does not follow the previous one in memory starts a new
+			// block. A pause before it means Scan waited for the store:
+			// hand over what is ready, so the producer never waits for a
+			// full batch behind a slow read. (The clock is read once per
+			// block, not per record.)
+			if prev == nil || uintptr(unsafe.Pointer(r)) != uintptr(unsafe.Pointer(prev))+unsafe.Sizeof(*r) {
+				now := time.Now()
+				if len(b.recs) > 0 && now.Sub(last) > time.Millisecond {
+					if err := send(b); err != nil {
+						return err
+					}
+					b = batch{src: i, recs: make([]*manifest.Record, 0, cap(b.recs))}
 				}
-				b = batch{src: i}
+				last = now
 			}
-			last = now
+			prev = r
 			b.recs = append(b.recs, r)
 			b.bytes += recordSize(r)
 			if b.bytes >= batchBytes || len(b.recs) >= 8192 {
 				if err := send(b); err != nil {
 					return err
 				}
-				b = batch{src: i}
+				b = batch{src: i, recs: make([]*manifest.Record, 0, len(b.recs))}
+				last = time.Now()
 			}
 			return nil
 		})
@@ -313,37 +323,54 @@ func recordSize(r *manifest.Record) int64 {
 // toKgo converts an archived record for producing: key, value, headers
 // and timestamp exactly (nil stays nil: null, not empty).
 func toKgo(r *manifest.Record, topic string) *kgo.Record {
-	kr := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Timestamp: time.UnixMilli(r.Timestamp)}
+	kr := new(kgo.Record)
+	fillKgo(kr, r, topic)
+	return kr
+}
+
+// fillKgo sets kr to the archived record r (see toKgo).
+func fillKgo(kr *kgo.Record, r *manifest.Record, topic string) {
+	*kr = kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Timestamp: time.UnixMilli(r.Timestamp)}
 	if len(r.Headers) > 0 {
 		kr.Headers = make([]kgo.RecordHeader, len(r.Headers))
 		for i, h := range r.Headers {
 			kr.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
 		}
 	}
-	return kr
 }
 
 // produceAll produces every record of the batches, skipping (and
-// verifying) the ones a resumed lane finds already in the target.
+// verifying) the ones a resumed lane finds already in the target. The
+// entries and franz-go records of a batch are allocated together, and the
+// in-flight accounting takes the lane's lock once per chunk of records,
+// not once per record.
 func (lr *laneRun) produceAll(ctx context.Context, batches <-chan batch) error {
 	for b := range batches {
-		for _, r := range b.recs {
-			kr := toKgo(r, lr.l.targetTopic)
+		ents := make([]entry, len(b.recs))
+		krs := make([]kgo.Record, len(b.recs))
+		chunk := 0 // ents[chunk:i] are ready to be produced
+		for i, r := range b.recs {
+			kr := &krs[i]
+			fillKgo(kr, r, lr.l.targetTopic)
 			p := lr.assign(b.src, kr)
 			kr.Partition = p
-			e := &entry{src: b.src, off: r.Offset, part: p, size: recordSize(r), rec: kr}
+			e := &ents[i]
+			*e = entry{src: b.src, off: r.Offset, part: p, size: recordSize(r), rec: kr}
 			if k := lr.skip[p]; k > 0 {
+				if err := lr.produceChunk(ctx, ents[chunk:i]); err != nil {
+					return err
+				}
+				chunk = i + 1
 				lr.skip[p] = k - 1
 				if k == 1 && recordHash(kr, !lr.logAppend) != lr.expect[p] {
 					return fmt.Errorf("target %s/%d: the last record after the checkpoint is not source %s offset %d, the record this restore would have written there (another producer wrote into the target?); restore with a new --restore-id",
 						lr.l.targetTopic, p, lr.l.sources[b.src].log, r.Offset)
 				}
 				lr.skipped(e)
-				continue
 			}
-			if err := lr.produce(ctx, e); err != nil {
-				return err
-			}
+		}
+		if err := lr.produceChunk(ctx, ents[chunk:]); err != nil {
+			return err
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -374,22 +401,39 @@ func (lr *laneRun) queuedFor(p int32) int64 {
 	return n
 }
 
-func (lr *laneRun) produce(ctx context.Context, e *entry) error {
-	lr.mu.Lock()
-	for lr.err == nil && lr.inflight > 0 && lr.inflight+e.size > lr.rn.o.MaxInFlightBytes {
-		lr.cond.Wait()
-	}
-	if lr.err != nil {
-		err := lr.err
+// produceChunk hands ents to the producer in order, in runs that keep the
+// lane's unacknowledged bytes within MaxInFlightBytes (a run holds at
+// least one record).
+func (lr *laneRun) produceChunk(ctx context.Context, ents []entry) error {
+	limit := lr.rn.o.MaxInFlightBytes
+	for len(ents) > 0 {
+		lr.mu.Lock()
+		for lr.err == nil && lr.inflight > 0 && lr.inflight+ents[0].size > limit {
+			lr.waiters++
+			lr.cond.Wait()
+			lr.waiters--
+		}
+		if lr.err != nil {
+			err := lr.err
+			lr.mu.Unlock()
+			return err
+		}
+		n := 0
+		for n < len(ents) && (n == 0 || lr.inflight+ents[n].size <= limit) {
+			e := &ents[n]
+			lr.inflight += e.size
+			lr.queue = append(lr.queue, e)
+			n++
+		}
+		lr.pending += n
 		lr.mu.Unlock()
-		return err
+		for i := range ents[:n] {
+			e := &ents[i]
+			lr.restored++
+			lr.rn.t.cl.Produce(ctx, e.rec, func(r *kgo.Record, err error) { lr.ack(e, r, err) })
+		}
+		ents = ents[n:]
 	}
-	lr.inflight += e.size
-	lr.pending++
-	lr.queue = append(lr.queue, e)
-	lr.mu.Unlock()
-	lr.restored++
-	lr.rn.t.cl.Produce(ctx, e.rec, func(r *kgo.Record, err error) { lr.ack(e, r, err) })
 	return nil
 }
 
@@ -411,12 +455,21 @@ func (lr *laneRun) ack(e *entry, r *kgo.Record, err error) {
 		e.tgt = r.Offset
 	}
 	lr.popLocked()
-	lr.cond.Broadcast()
+	if lr.waiters > 0 {
+		lr.cond.Broadcast()
+	}
 }
 
 // popLocked applies the done entries at the head of the queue to the
 // acknowledged state.
 func (lr *laneRun) popLocked() {
+	var nrec, nbytes int64
+	defer func() {
+		if nrec > 0 {
+			lr.rn.records.Add(nrec)
+			lr.rn.bytes.Add(nbytes)
+		}
+	}()
 	for lr.head < len(lr.queue) {
 		e := lr.queue[lr.head]
 		if !e.done || e.failed {
@@ -437,8 +490,8 @@ func (lr *laneRun) popLocked() {
 			m.Records++
 			m.TargetEnd = e.tgt + 1
 		}
-		lr.rn.records.Add(1)
-		lr.rn.bytes.Add(e.size)
+		nrec++
+		nbytes += e.size
 	}
 	if lr.head > 4096 && lr.head*2 > len(lr.queue) {
 		n := copy(lr.queue, lr.queue[lr.head:])
@@ -478,7 +531,9 @@ func (lr *laneRun) wait(ctx context.Context) error {
 				deadline = d
 			}
 		}
+		lr.waiters++
 		lr.cond.Wait()
+		lr.waiters--
 	}
 	if lr.err == nil && lr.pending > 0 {
 		return fmt.Errorf("%d records produced to %s were not acknowledged in time", lr.pending, lr.l.targetTopic)
