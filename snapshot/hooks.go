@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"text/template"
 	"time"
 )
@@ -143,8 +142,7 @@ func (s *ShellControl) run(ctx context.Context, name, cmd string, b Broker) (int
 		fmt.Sprintf("KBACKUP_BROKER_ID=%d", b.ID), "KBACKUP_BROKER_HOST="+b.Host, "KBACKUP_CLUSTER="+b.Cluster)
 	var out tailBuffer
 	c.Stdout, c.Stderr = &out, &out
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	killGroupOnCancel(c)
 	c.WaitDelay = 5 * time.Second
 	err = c.Run()
 	text := strings.TrimSpace(out.String())
