@@ -212,17 +212,33 @@ func planSources(ctx context.Context, a *manifest.Archive, o *Options, topic str
 
 // resolveSource turns the range into exact offsets: the time bounds via
 // the time index (logrange.Resolve) and an open end via the head.
+//
+// A --to time resolves to the offset before an archived record, which is
+// inside the archive: then the head (one LIST and one GET) is not needed.
 func resolveSource(ctx context.Context, s *source, r logrange.Range) error {
-	head, err := s.log.Head(ctx)
-	if err != nil {
-		return fmt.Errorf("%s: %w", s.log, err)
-	}
-	if head == nil {
-		s.from, s.to = 0, -1
+	var head *manifest.Commit
+	readHead := func() error {
+		var err error
+		if head, err = s.log.Head(ctx); err != nil {
+			return fmt.Errorf("%s: %w", s.log, err)
+		}
 		return nil
+	}
+	if !r.HasToTime || r.HasToOffset {
+		if err := readHead(); err != nil {
+			return err
+		}
+		if head == nil {
+			s.from, s.to = 0, -1
+			return nil
+		}
 	}
 	b, err := logrange.Resolve(ctx, s.log, r)
 	if err != nil {
+		if head == nil && errors.Is(err, manifest.ErrOutOfRange) {
+			s.from, s.to = 0, -1
+			return nil
+		}
 		return fmt.Errorf("%s: resolve %s: %w", s.log, r, err)
 	}
 	if b.Empty {
@@ -230,7 +246,17 @@ func resolveSource(ctx context.Context, s *source, r logrange.Range) error {
 		return nil
 	}
 	s.from, s.to = b.From, b.To
-	if s.to < 0 || s.to > head.End {
+	if head == nil && s.to < 0 {
+		// --to is after every archived timestamp: the archive's end.
+		if err := readHead(); err != nil {
+			return err
+		}
+		if head == nil {
+			s.from, s.to = 0, -1
+			return nil
+		}
+	}
+	if head != nil && (s.to < 0 || s.to > head.End) {
 		s.to = head.End
 	}
 	if s.from > s.to {

@@ -97,7 +97,8 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		return nil, err
 	}
 	start := o.Now()
-	a, err := manifest.Open(ctx, o.Store)
+	cache := newReadCache(o.Store)
+	a, err := manifest.Open(ctx, cache)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
@@ -136,6 +137,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	if o.DryRun {
 		return sum, nil
 	}
+	cache.freeze()
 	// Everything was checked: from here on the restore writes.
 	if prev == nil {
 		m := &restoreManifest{Format: restoreFormat, FormatVersion: stateVersion, RestoreID: id, CreatedMs: start.UnixMilli(),
