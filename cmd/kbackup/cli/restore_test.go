@@ -243,12 +243,17 @@ func (f *restoreFixture) assertNothingWritten(t *testing.T, topic string) {
 func TestRestoreCLIBadInput(t *testing.T) {
 	t.Parallel()
 	f := newRestoreFixture(t)
-	// A non-empty target partition.
-	cl := newKfakeClient(t, f.tgt, kgo.DefaultProduceTopic("busy"))
+	// Non-empty target partitions: 1 record in busy/0, 2 in busy/1 (the
+	// manual partitioner makes the layout deterministic).
+	cl := newKfakeClient(t, f.tgt, kgo.DefaultProduceTopic("busy"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 2, 1, nil, "busy"); err != nil {
 		t.Fatal(err)
 	}
-	produceN(t, cl, 3)
+	for _, p := range []int32{0, 1, 1} {
+		if err := cl.ProduceSync(context.Background(), &kgo.Record{Partition: p, Value: []byte("x")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	mapFile := filepath.Join(t.TempDir(), "map.json")
 	for _, tc := range []struct {
 		name string
