@@ -37,6 +37,15 @@ type entry struct {
 	failed bool
 }
 
+// entrySlot allocates an entry with its franz-go record.
+type entrySlot struct {
+	e   entry
+	rec kgo.Record
+}
+
+// slotsPerSlab keeps a slab of entry slots a small allocation (< 32 KiB).
+const slotsPerSlab = 96
+
 // laneRun executes one lane: a reader goroutine scans the archive ahead of
 // the producer, records are produced in lane order, and acknowledgements
 // advance the acknowledged prefix, which is what checkpoints store.
@@ -346,30 +355,38 @@ func fillKgo(kr *kgo.Record, r *manifest.Record, topic string) {
 // not once per record.
 func (lr *laneRun) produceAll(ctx context.Context, batches <-chan batch) error {
 	for b := range batches {
-		ents := make([]entry, len(b.recs))
-		krs := make([]kgo.Record, len(b.recs))
-		chunk := 0 // ents[chunk:i] are ready to be produced
-		for i, r := range b.recs {
-			kr := &krs[i]
+		// Slabs of slotsPerSlab entries: small allocations, which the
+		// allocator recycles, rather than one large one per batch.
+		var slab []entrySlot
+		var ready []*entry // produced in order, in runs (produceChunk)
+		for _, r := range b.recs {
+			if len(slab) == 0 {
+				slab = make([]entrySlot, slotsPerSlab)
+			}
+			sl := &slab[0]
+			slab = slab[1:]
+			kr := &sl.rec
 			fillKgo(kr, r, lr.l.targetTopic)
 			p := lr.assign(b.src, kr)
 			kr.Partition = p
-			e := &ents[i]
+			e := &sl.e
 			*e = entry{src: b.src, off: r.Offset, part: p, size: recordSize(r), rec: kr}
 			if k := lr.skip[p]; k > 0 {
-				if err := lr.produceChunk(ctx, ents[chunk:i]); err != nil {
+				if err := lr.produceChunk(ctx, ready); err != nil {
 					return err
 				}
-				chunk = i + 1
+				ready = ready[:0]
 				lr.skip[p] = k - 1
 				if k == 1 && recordHash(kr, !lr.logAppend) != lr.expect[p] {
 					return fmt.Errorf("target %s/%d: the last record after the checkpoint is not source %s offset %d, the record this restore would have written there (another producer wrote into the target?); restore with a new --restore-id",
 						lr.l.targetTopic, p, lr.l.sources[b.src].log, r.Offset)
 				}
 				lr.skipped(e)
+				continue
 			}
+			ready = append(ready, e)
 		}
-		if err := lr.produceChunk(ctx, ents[chunk:]); err != nil {
+		if err := lr.produceChunk(ctx, ready); err != nil {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
@@ -404,7 +421,7 @@ func (lr *laneRun) queuedFor(p int32) int64 {
 // produceChunk hands ents to the producer in order, in runs that keep the
 // lane's unacknowledged bytes within MaxInFlightBytes (a run holds at
 // least one record).
-func (lr *laneRun) produceChunk(ctx context.Context, ents []entry) error {
+func (lr *laneRun) produceChunk(ctx context.Context, ents []*entry) error {
 	limit := lr.rn.o.MaxInFlightBytes
 	for len(ents) > 0 {
 		lr.mu.Lock()
@@ -420,15 +437,14 @@ func (lr *laneRun) produceChunk(ctx context.Context, ents []entry) error {
 		}
 		n := 0
 		for n < len(ents) && (n == 0 || lr.inflight+ents[n].size <= limit) {
-			e := &ents[n]
+			e := ents[n]
 			lr.inflight += e.size
 			lr.queue = append(lr.queue, e)
 			n++
 		}
 		lr.pending += n
 		lr.mu.Unlock()
-		for i := range ents[:n] {
-			e := &ents[i]
+		for _, e := range ents[:n] {
 			lr.restored++
 			lr.rn.t.cl.Produce(ctx, e.rec, func(r *kgo.Record, err error) { lr.ack(e, r, err) })
 		}
