@@ -21,5 +21,5 @@ import "context"
 // and ranges. The error is a *ReplayError when some partitions did not
 // complete; running Repair again continues from the live end.
 func Repair(ctx context.Context, opts Options) (*ReplaySummary, error) {
-	return runReplay(ctx, opts, "repair", "", nil)
+	return runReplay(ctx, opts, "repair", "", "", nil)
 }

@@ -147,7 +147,7 @@ func checkReplayOptions(o *Options, mode string) error {
 }
 
 // runReplay is RollForward and Repair.
-func runReplay(ctx context.Context, opts Options, mode, cycleID string, cycle cycleBounds) (*ReplaySummary, error) {
+func runReplay(ctx context.Context, opts Options, mode, cycleID, cycleClusterID string, cycle cycleBounds) (*ReplaySummary, error) {
 	o := &opts
 	if err := checkReplayOptions(o, mode); err != nil {
 		return nil, err
@@ -172,6 +172,9 @@ func runReplay(ctx context.Context, opts Options, mode, cycleID string, cycle cy
 		return nil, fmt.Errorf("%s: %w", mode, err)
 	}
 	defer t.close()
+	if cycleClusterID != "" && t.clusterID != "" && cycleClusterID != t.clusterID {
+		return nil, fmt.Errorf("%s refused, nothing written: the cluster at the brokers has cluster id %s, cycle %s was taken of cluster id %s", mode, t.clusterID, cycleID, cycleClusterID)
+	}
 	rp := &replayer{o: o, mode: mode, a: a, t: t, cycle: cycle}
 	sum := &ReplaySummary{Mode: mode, CycleID: cycleID, DryRun: o.DryRun}
 	if o.Range.HasToOffset || o.Range.HasToTime {

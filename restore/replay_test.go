@@ -388,6 +388,12 @@ func TestRollForwardRefuses(t *testing.T) {
 	if _, err := RollForward(ctx, f.opts(t, c), cyc); !errors.Is(err, snapshot.ErrNotRestorable) {
 		t.Fatalf("err = %v", err)
 	}
+	// A cycle of another Kafka cluster.
+	cyc = testCycle(f.topic, 2, 50, 50)
+	cyc.ClusterID = "another-cluster"
+	if _, err := RollForward(ctx, f.opts(t, c), cyc); err == nil || !strings.Contains(err.Error(), "another-cluster") {
+		t.Fatalf("err = %v", err)
+	}
 	// A partition the cycle did not record.
 	cyc = testCycle(f.topic, 1, 50, 50)
 	if _, err := RollForward(ctx, f.opts(t, c), cyc); err == nil || !strings.Contains(err.Error(), "rfr/1") {

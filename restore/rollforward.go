@@ -19,7 +19,8 @@ import (
 // partition ([high watermark before, high watermark after] the cycle), or
 // after it where a previous roll-forward stopped; the live record before
 // the end must equal the archived one; and the live topic must be an
-// archived incarnation (same topic id). Any partition that fails these
+// archived incarnation (same topic id); the cluster must have the cycle's
+// Kafka cluster id (when the cycle recorded one). Any partition that fails these
 // checks refuses the whole roll-forward before anything is written.
 // Archive gaps cannot be reproduced by a producer: a partition's replay
 // stops before the first gap in its range and the partition is reported
@@ -36,5 +37,5 @@ func RollForward(ctx context.Context, opts Options, cycle *snapshot.CycleRecord)
 	if cycle.State != snapshot.StateComplete {
 		return nil, fmt.Errorf("roll-forward: %w: cycle %s is %s, not complete", snapshot.ErrNotRestorable, cycle.ID, cycle.State)
 	}
-	return runReplay(ctx, opts, "roll-forward", cycle.ID, cycle)
+	return runReplay(ctx, opts, "roll-forward", cycle.ID, cycle.ClusterID, cycle)
 }

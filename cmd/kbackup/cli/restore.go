@@ -28,7 +28,13 @@ func restoreCommand() *cli.Command {
 			"partition that already holds records is refused unless --append. --groups moves the matching\n" +
 			"consumer groups (offsets as captured at or before the end time) to the translated offsets.\n" +
 			"The offset map is stored under restores/<restore-id>/ in the store (and --offset-map FILE).\n" +
-			"Interrupted restores resume: run the same command again. --dry-run prints the plan only.",
+			"Interrupted restores resume: run the same command again. --dry-run prints the plan only.\n\n" +
+			"--since-cycle ID (with --snapshot-config FILE or --cluster NAME) rolls a cluster restored from that\n" +
+			"snapshot cycle forward: per partition, the archived records from the live log end up to --to are\n" +
+			"produced into the same topic and partition, where they land at their original offsets.\n" +
+			"--repair appends to live partitions the archived records they lost (a log that ends before the\n" +
+			"archive's end, same topic id). Both refuse partitions whose offsets would not line up, stop before\n" +
+			"archive gaps (a producer cannot create offset holes) and continue where they stopped when run again.",
 		Flags: append(append(globalFlags(), kafkaconn.Flags(false)...),
 			&cli.StringFlag{Name: "topics", Usage: "restore archived topics whose whole name matches `REGEX` (required; '.*' for all)", EnvVars: envs("topics")},
 			&cli.StringFlag{Name: "partitions", Usage: "only these partition numbers, a comma-separated `LIST` (default all)", EnvVars: envs("partitions")},
@@ -46,6 +52,10 @@ func restoreCommand() *cli.Command {
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and write nothing", EnvVars: envs("dry-run")},
 			&cli.StringFlag{Name: "restore-id", Usage: "name of the restore `ID` (default derived from the request and the target cluster)", EnvVars: envs("restore-id")},
 			&cli.IntFlag{Name: "concurrency", Usage: "partitions restored in parallel `N` (default 8)", EnvVars: envs("concurrency")},
+			&cli.StringFlag{Name: "since-cycle", Usage: "roll forward a cluster restored from snapshot cycle `ID`: replay the archive after the cycle into the same partitions, at the original offsets", EnvVars: envs("since-cycle")},
+			&cli.StringFlag{Name: "snapshot-config", Usage: "with --since-cycle: the snapshot job's configuration `FILE` (its cluster name and store locate the cycle)", EnvVars: envs("snapshot-config")},
+			&cli.StringFlag{Name: "cluster", Usage: "with --since-cycle: the snapshot cluster `NAME` whose cycles are in --store (instead of --snapshot-config)", EnvVars: envs("cluster")},
+			&cli.BoolFlag{Name: "repair", Usage: "append the archived records that live partitions lost (log ends before the archive's), at their original offsets", EnvVars: envs("repair")},
 		),
 		Action: runRestore,
 	}
@@ -162,6 +172,14 @@ func runRestore(c *cli.Context) error {
 	o, err := restoreOptions(c)
 	if err != nil {
 		return err
+	}
+	if c.String("since-cycle") != "" || c.Bool("repair") {
+		return runReplayCmd(c, s, o)
+	}
+	for _, f := range []string{"snapshot-config", "cluster"} {
+		if c.String(f) != "" {
+			return usagef(c, "--%s is only used with --since-cycle", f)
+		}
 	}
 	if s.g.store == "" {
 		return usagef(c, "no archive given: use --store URL or %s (file:///abs/dir or s3://bucket/prefix)", EnvVar(flagStore))
