@@ -69,6 +69,10 @@ type laneRun struct {
 	err      error // the first produce error
 	cancel   context.CancelFunc
 
+	// unflushedRecords and unflushedBytes are acknowledged but not yet
+	// added to the runner's totals (flushCountsLocked).
+	unflushedRecords, unflushedBytes int64
+
 	// skip and expect drive a resume: the first skip[p] records assigned
 	// to target partition p are already in the target; the last of them
 	// must hash to expect[p].
@@ -354,11 +358,12 @@ func fillKgo(kr *kgo.Record, r *manifest.Record, topic string) {
 // in-flight accounting takes the lane's lock once per chunk of records,
 // not once per record.
 func (lr *laneRun) produceAll(ctx context.Context, batches <-chan batch) error {
+	var ready []*entry // produced in order, in runs (produceChunk); reused
 	for b := range batches {
 		// Slabs of slotsPerSlab entries: small allocations, which the
 		// allocator recycles, rather than one large one per batch.
 		var slab []entrySlot
-		var ready []*entry // produced in order, in runs (produceChunk)
+		ready = ready[:0]
 		for _, r := range b.recs {
 			if len(slab) == 0 {
 				slab = make([]entrySlot, slotsPerSlab)
@@ -479,13 +484,6 @@ func (lr *laneRun) ack(e *entry, r *kgo.Record, err error) {
 // popLocked applies the done entries at the head of the queue to the
 // acknowledged state.
 func (lr *laneRun) popLocked() {
-	var nrec, nbytes int64
-	defer func() {
-		if nrec > 0 {
-			lr.rn.records.Add(nrec)
-			lr.rn.bytes.Add(nbytes)
-		}
-	}()
 	for lr.head < len(lr.queue) {
 		e := lr.queue[lr.head]
 		if !e.done || e.failed {
@@ -506,14 +504,25 @@ func (lr *laneRun) popLocked() {
 			m.Records++
 			m.TargetEnd = e.tgt + 1
 		}
-		nrec++
-		nbytes += e.size
+		lr.unflushedRecords++
+		lr.unflushedBytes += e.size
+	}
+	if lr.unflushedRecords >= 1024 {
+		lr.flushCountsLocked()
 	}
 	if lr.head > 4096 && lr.head*2 > len(lr.queue) {
 		n := copy(lr.queue, lr.queue[lr.head:])
 		clear(lr.queue[n:])
 		lr.queue, lr.head = lr.queue[:n], 0
 	}
+}
+
+// flushCountsLocked adds the lane's acknowledged records and bytes to the
+// restore's totals (shared by the lanes: added in runs, not per record).
+func (lr *laneRun) flushCountsLocked() {
+	lr.rn.records.Add(lr.unflushedRecords)
+	lr.rn.bytes.Add(lr.unflushedBytes)
+	lr.unflushedRecords, lr.unflushedBytes = 0, 0
 }
 
 // wait blocks until every produced record was acknowledged (or failed).
@@ -551,6 +560,7 @@ func (lr *laneRun) wait(ctx context.Context) error {
 		lr.cond.Wait()
 		lr.waiters--
 	}
+	lr.flushCountsLocked()
 	if lr.err == nil && lr.pending > 0 {
 		return fmt.Errorf("%d records produced to %s were not acknowledged in time", lr.pending, lr.l.targetTopic)
 	}
