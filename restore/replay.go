@@ -91,7 +91,8 @@ type ReplaySummary struct {
 	Mode    string
 	CycleID string
 	DryRun  bool
-	// Range is the requested end bound (--to, --to-offset) or "".
+	// Range describes the requested end bound (--to, --to-offset), "" for
+	// the archive's end.
 	Range string
 	// Partitions in topic, partition order.
 	Partitions []ReplayPartition
@@ -177,9 +178,14 @@ func runReplay(ctx context.Context, opts Options, mode, cycleID, cycleClusterID 
 	}
 	rp := &replayer{o: o, mode: mode, a: a, t: t, cycle: cycle}
 	sum := &ReplaySummary{Mode: mode, CycleID: cycleID, DryRun: o.DryRun}
-	if o.Range.HasToOffset || o.Range.HasToTime {
-		sum.Range = o.Range.String()
+	var bounds []string
+	if o.Range.HasToTime {
+		bounds = append(bounds, "time "+logrange.FormatTime(o.Range.ToTime))
 	}
+	if o.Range.HasToOffset {
+		bounds = append(bounds, fmt.Sprintf("offset %d", o.Range.ToOffset))
+	}
+	sum.Range = strings.Join(bounds, " and ")
 	problems, err := rp.plan(ctx, topics, sum)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", mode, err)
