@@ -175,6 +175,31 @@ func TestRestoreRollForwardCLI(t *testing.T) {
 	}
 	f.check(t, c, 21)
 
+	// The same cycle found through the snapshot job's configuration; a
+	// rerun to the same time is a no-op, to the end continues.
+	cfg := filepath.Join(t.TempDir(), "snapshot.yaml")
+	y := fmt.Sprintf(`
+cluster: prod
+store: %s
+kafka: {brokers: [%q]}
+provider: {type: dir, dir: {path: /unused}}
+hooks: {stop: "false", start: "false", status: "false"}
+brokers:
+  - {id: 1, host: 127.0.0.1, dirs: [/unused]}
+`, f.url, c.ListenAddrs()[0])
+	if err := os.WriteFile(cfg, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code = runCLI(t, nil, args("--since-cycle", cyc.ID, "--snapshot-config", cfg, "--to", to)...)
+	if code != 0 || strings.Count(out, "up to date") != 2 {
+		t.Fatalf("rerun: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = runCLI(t, nil, args("--since-cycle", cyc.ID, "--snapshot-config", cfg)...)
+	if code != 0 || !strings.Contains(out, "21..29") {
+		t.Fatalf("to the end: exit %d\n%s%s", code, out, errOut)
+	}
+	f.check(t, c, 30)
+
 	// Bad input: a clear one-line error, nothing written.
 	for _, tc := range []struct {
 		args []string
@@ -185,6 +210,7 @@ func TestRestoreRollForwardCLI(t *testing.T) {
 		{[]string{"--since-cycle", "20261122T010000Z-00000000", "--cluster", "prod"}, "no such snapshot cycle"},
 		{[]string{"--since-cycle", cyc.ID, "--cluster", "other"}, "no such snapshot cycle"},
 		{[]string{"--since-cycle", cyc.ID, "--cluster", "prod", "--repair"}, "cannot be used together"},
+		{[]string{"--since-cycle", cyc.ID, "--cluster", "prod", "--snapshot-config", cfg}, "not both"},
 		{[]string{"--repair", "--rename", "orders=x"}, "--rename"},
 		{[]string{"--repair", "--groups", "g"}, "consumer groups need no translation"},
 		{[]string{"--repair", "--from-offset", "3"}, "live end"},
@@ -199,7 +225,7 @@ func TestRestoreRollForwardCLI(t *testing.T) {
 	// The cycle recorded more than the live log has: refused, named.
 	cyc2 := *cyc
 	cyc2.ID = "20261122T020000Z-0badcafe"
-	cyc2.HighWatermarks = map[string]map[string]int64{"orders": {"0": 25, "1": 25}}
+	cyc2.HighWatermarks = map[string]map[string]int64{"orders": {"0": 35, "1": 35}}
 	if err := snapshot.SaveCycle(context.Background(), st, &cyc2, true); err != nil {
 		t.Fatal(err)
 	}
@@ -208,5 +234,5 @@ func TestRestoreRollForwardCLI(t *testing.T) {
 		t.Fatal("misaligned roll-forward: exit 0")
 	}
 	oneLineErr(t, errOut, "orders/0", "orders/1", "offsets would not line up", "nothing written")
-	f.check(t, c, 21)
+	f.check(t, c, 30)
 }
