@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/archive"
+	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/s3store"
 	"github.com/kbackup/kbackup/store/storefault"
@@ -298,6 +299,8 @@ func TestRestoreRealKafka(t *testing.T) {
 		}
 	})
 
+	t.Run("throughput-vs-plain-producer", func(t *testing.T) { realThroughput(t, k2) })
+
 	t.Run("kill-9-mid-restore-then-rerun", func(t *testing.T) {
 		topic := testenv.TopicName(t, "kill")
 		k.CreateTopic(t, topic, 3, 3, nil)
@@ -373,6 +376,71 @@ func TestRestoreRealKafka(t *testing.T) {
 		}
 		targetEqualsArchive(t, brokers2, dst, want)
 	})
+}
+
+// realThroughput restores a synthetic archive (4 partitions, 32 MB of
+// 200-byte records, zstd) into the single-node cluster and, in the same
+// run, writes the same records with a plain franz-go producer (same
+// linger and buffering, idempotent, acks=all) into another topic, and
+// logs both rates. It measures; it asserts only that both completed.
+func realThroughput(t *testing.T, k2 *testenv.Kafka) {
+	st, _ := newStore(t)
+	const parts = 4
+	perPart := synthArchive(t, st, "tp", parts, 32<<20, 200, 4<<20, 1<<20, manifest.CodecZstd)
+	total := perPart * parts
+	a, err := manifest.Open(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plain []*kgo.Record
+	for p := int32(0); p < parts; p++ {
+		err := a.Partition("tp", manifest.TopicID{0xbe, 0x7c}, p).Scan(context.Background(), 0, -1, func(it manifest.ScanItem) error {
+			kr := toKgo(it.Record, "plain")
+			kr.Partition = p
+			plain = append(plain, kr)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl := k2.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond),
+		kgo.MaxBufferedRecords(1<<20), kgo.RequiredAcks(kgo.AllISRAcks()))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	producePlain := func(topic string) time.Duration {
+		k2.CreateTopic(t, topic, parts, 1, nil)
+		for _, r := range plain {
+			r.Topic = topic
+		}
+		start := time.Now()
+		for _, r := range plain {
+			cl.Produce(ctx, r, nil)
+		}
+		if err := cl.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	producePlain("warm-up") // a cold broker (JIT) would favour whatever runs second
+	var restoreDur, plainDur time.Duration
+	for i := 0; i < 2; i++ {
+		dst := fmt.Sprintf("tp-restored-%d", i)
+		k2.CreateTopic(t, dst, parts, 1, nil)
+		start := time.Now()
+		sum := realRestore(t, st, k2.Brokers(), "tp", dst, nil)
+		d := time.Since(start)
+		if sum.Records != total {
+			t.Fatalf("restored %d records, want %d", sum.Records, total)
+		}
+		p := producePlain(fmt.Sprintf("plain-%d", i))
+		t.Logf("round %d: restore %s, plain producer %s", i, d.Round(time.Millisecond), p.Round(time.Millisecond))
+		restoreDur += d
+		plainDur += p
+	}
+	rr, pr := float64(2*total)/restoreDur.Seconds(), float64(2*total)/plainDur.Seconds()
+	t.Logf("real Kafka (1 broker): restore %.0f records/s, plain producer %.0f records/s (%d records of 200 B, 4 partitions): ratio %.2f",
+		rr, pr, total, rr/pr)
 }
 
 // TestRealKafkaRestoreChild is the restore process TestRestoreRealKafka
