@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/internal/logrange"
@@ -542,6 +543,9 @@ func (rp *replayer) replayPartition(ctx context.Context, p *ReplayPartition) err
 	if ends[p.Partition] != p.LiveEnd {
 		return fmt.Errorf("the live log end moved from %d to %d since the plan (another producer?): stop producers and run again", p.LiveEnd, ends[p.Partition])
 	}
+	if err := rp.waitLogEnd(ctx, p); err != nil {
+		return err
+	}
 	log := rp.a.Partition(p.Topic, p.id, p.Partition)
 	var chunk []*kgo.Record
 	var chunkBytes int64
@@ -603,6 +607,56 @@ func (rp *replayer) replayPartition(ctx context.Context, p *ReplayPartition) err
 		return fmt.Errorf("verify: %s", why)
 	}
 	return nil
+}
+
+// waitLogEnd makes sure that the leader's log ends at the high watermark
+// (p.LiveEnd): a produced record goes after the log end, so with replicas
+// still catching up (after a restart) it would land past the high
+// watermark, not at its original offset. The log end offset is the end
+// offset of the leader's current epoch (OffsetForLeaderEpoch); it waits up
+// to 30 s for the replicas. A cluster that cannot answer is trusted (the
+// acknowledgements are checked anyway).
+func (rp *replayer) waitLogEnd(ctx context.Context, p *ReplayPartition) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		md, err := rp.t.adm.Metadata(ctx, p.Topic)
+		if err != nil {
+			return fmt.Errorf("metadata: %w", err)
+		}
+		pd, ok := md.Topics[p.Topic].Partitions[p.Partition]
+		if !ok || pd.Err != nil || pd.Leader < 0 {
+			return fmt.Errorf("the partition has no leader: %v", pd.Err)
+		}
+		res, err := rp.t.adm.OffsetForLeaderEpoch(ctx, kadm.OffsetForLeaderEpochRequest{p.Topic: {p.Partition: pd.LeaderEpoch}})
+		var leo int64 = -1
+		if err == nil {
+			if r, ok := res[p.Topic][p.Partition]; ok && r.Err == nil && r.LeaderEpoch == pd.LeaderEpoch {
+				leo = r.EndOffset
+			}
+		}
+		if leo < 0 {
+			rp.o.Logger.Debug(rp.mode+": cannot read the leader's log end offset; relying on the acknowledgement checks", "partition", p.Name(), "err", err)
+			return nil
+		}
+		if leo == p.LiveEnd {
+			return nil
+		}
+		if leo < p.LiveEnd || time.Now().After(deadline) {
+			return fmt.Errorf("the leader's log ends at %d, the high watermark is %d: replicas are not in sync, replayed records would not land at their original offsets; wait until the partition is fully replicated and run again", leo, p.LiveEnd)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		_, ends, err := rp.t.offsets(ctx, p.Topic)
+		if err != nil {
+			return err
+		}
+		if ends[p.Partition] != p.LiveEnd {
+			return fmt.Errorf("the live log end moved from %d to %d since the plan (another producer?): stop producers and run again", p.LiveEnd, ends[p.Partition])
+		}
+	}
 }
 
 // WriteReport prints the plan or the result, one line per partition.
