@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"reflect"
 	"regexp"
 	"sort"
@@ -17,63 +16,30 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/kfaketest"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
-	"github.com/kbackup/kbackup/store/filestore"
 )
 
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("KBACKUP_TEST_VERBOSE") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func testLogger(t testing.TB) *slog.Logger { return kfaketest.Logger(t) }
 
-func newCluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
-	t.Helper()
-	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
+func newCluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster { return kfaketest.Cluster(t, opts...) }
 
 func newClient(t testing.TB, c *kfake.Cluster, opts ...kgo.Opt) *kgo.Client {
-	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	return cl
+	return kfaketest.Client(t, c, opts...)
 }
 
 func createTopic(t testing.TB, c *kfake.Cluster, topic string, partitions int32, configs map[string]*string) {
-	t.Helper()
-	adm := kadm.NewClient(newClient(t, c))
-	resp, err := adm.CreateTopic(context.Background(), partitions, 1, configs, topic)
-	if err != nil || resp.Err != nil {
-		t.Fatalf("create topic %s: %v %v", topic, err, resp.Err)
-	}
+	kfaketest.CreateTopic(t, c, topic, partitions, configs)
 }
 
 func newStore(t testing.TB) store.Store {
-	t.Helper()
-	st, err := filestore.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, _ := kfaketest.Store(t)
 	return st
 }
 
 // produce writes recs synchronously and fails the test on any error.
-func produce(t testing.TB, cl *kgo.Client, recs ...*kgo.Record) {
-	t.Helper()
-	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-		t.Fatalf("produce: %v", err)
-	}
-}
+func produce(t testing.TB, cl *kgo.Client, recs ...*kgo.Record) { kfaketest.Produce(t, cl, recs...) }
 
 // consumed is one record as a read_committed consumer sees it.
 type consumed struct {
