@@ -217,15 +217,21 @@ func (k *Kafka) Leader(tb testing.TB, topic string, partition int32) int32 {
 		tb.Fatalf("testenv: %v", err)
 	}
 	defer cl.Close()
-	md, err := adm.Metadata(ctx, topic)
-	if err != nil {
-		tb.Fatalf("testenv: metadata %s: %v", topic, err)
+	// Brokers learn new topics at slightly different times: a broker other
+	// than the one CreateTopic asked may not know the topic yet.
+	for {
+		md, err := adm.Metadata(ctx, topic)
+		if err == nil {
+			if p, ok := md.Topics[topic].Partitions[partition]; ok && p.Leader >= 0 {
+				return p.Leader
+			}
+		}
+		select {
+		case <-ctx.Done():
+			tb.Fatalf("testenv: %s/%d has no leader in metadata after 30s (last error: %v)", topic, partition, err)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	p, ok := md.Topics[topic].Partitions[partition]
-	if !ok {
-		tb.Fatalf("testenv: %s/%d not in metadata", topic, partition)
-	}
-	return p.Leader
 }
 
 // CreateTopic creates a topic (replication factor -1 = broker default)
