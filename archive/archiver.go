@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -40,10 +41,11 @@ type Archiver struct {
 	onceTargets map[tp]int64 // Once: end offsets seen at start
 	onceStarts  map[tp]int64 // Once: log start offsets seen at start
 
-	lastRefresh time.Time
-	lastCatalog time.Time
-	catalogDue  bool
-	fatal       error
+	lastRefresh    time.Time
+	lastCatalog    time.Time
+	catalogDue     bool
+	catalogRunning atomic.Bool // a capture goroutine is running
+	fatal          error
 
 	statusMu sync.Mutex
 	status   Status
@@ -157,7 +159,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 	err = a.loop(ctx)
 	if err == nil && a.opts.Once {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		err = a.captureCatalog(cctx)
+		err = a.captureCatalog(cctx, a.opts.Now())
 		cancel()
 	}
 	return err
@@ -289,12 +291,19 @@ func (a *Archiver) housekeeping(ctx context.Context) {
 		cancel()
 	}
 	a.reconcile(ctx)
-	if !a.opts.Once && (a.catalogDue || now.Sub(a.lastCatalog) >= a.opts.CatalogInterval) {
-		cctx, cancel := context.WithTimeout(ctx, time.Minute)
-		if err := a.captureCatalog(cctx); err != nil {
-			a.opts.Logger.Warn("catalog capture failed", "err", err)
-		}
-		cancel()
+	if !a.opts.Once && (a.catalogDue || now.Sub(a.lastCatalog) >= a.opts.CatalogInterval) && a.catalogRunning.CompareAndSwap(false, true) {
+		// Off the loop: listing many groups' offsets must not delay fetching
+		// and commits (archive lag).
+		a.lastCatalog, a.catalogDue = now, false
+		go func() {
+			defer a.catalogRunning.Store(false)
+			cctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			if err := a.captureCatalog(cctx, now); err != nil && ctx.Err() == nil {
+				a.m.storeErrors.WithLabelValues("catalog").Inc()
+				a.opts.Logger.Warn("catalog capture failed", "err", err)
+			}
+		}()
 	}
 	ready := true
 	for _, ps := range a.parts {

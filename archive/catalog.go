@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -12,10 +13,9 @@ import (
 )
 
 // captureCatalog stores a topics capture (configs and partition counts of
-// the selected topics) and a groups capture (committed offsets).
-func (a *Archiver) captureCatalog(ctx context.Context) error {
-	now := a.opts.Now()
-	a.lastCatalog, a.catalogDue = now, false
+// the selected topics) and a groups capture (committed offsets), both
+// stamped now. It reads no loop state, so it may run off the loop.
+func (a *Archiver) captureCatalog(ctx context.Context, now time.Time) error {
 	md, err := a.adm.Metadata(ctx)
 	if err != nil {
 		return fmt.Errorf("metadata: %w", err)
