@@ -1,0 +1,376 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbackup/kbackup/manifest"
+)
+
+// This file: which partitions the archiver owns (topic discovery, group
+// assignment), starting them at their store heads and stopping them.
+
+// refreshTopics reads metadata and configs for the selected topics.
+func (a *Archiver) refreshTopics(ctx context.Context) error {
+	a.lastRefresh = a.opts.Now()
+	md, err := a.adm.Metadata(ctx)
+	if err != nil {
+		return err
+	}
+	next := map[string]topicInfo{}
+	var names []string
+	for name, td := range md.Topics {
+		if td.Err != nil || !a.opts.Selected(name) || manifest.ValidTopic(name) != nil {
+			continue
+		}
+		next[name] = topicInfo{id: manifest.TopicID(td.ID), partitions: int32(len(td.Partitions))}
+		names = append(names, name)
+	}
+	if len(names) > 0 {
+		rcs, err := a.adm.DescribeTopicConfigs(ctx, names...)
+		if err == nil {
+			for _, rc := range rcs {
+				for _, c := range rc.Configs {
+					if c.Key == "cleanup.policy" && c.Value != nil && strings.Contains(*c.Value, "compact") {
+						ti := next[rc.Name]
+						ti.compacted = true
+						next[rc.Name] = ti
+					}
+				}
+			}
+		}
+	}
+	if !sameTopics(a.topics, next) {
+		a.catalogDue = true
+	}
+	a.topics = next
+	return nil
+}
+
+func sameTopics(x, y map[string]topicInfo) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	for k, v := range x {
+		if w, ok := y[k]; !ok || w.id != v.id || w.partitions != v.partitions {
+			return false
+		}
+	}
+	return true
+}
+
+// owned is the set of partitions this archiver should own now.
+func (a *Archiver) owned() map[tp]topicInfo {
+	want := map[tp]topicInfo{}
+	if a.member != nil {
+		for t, ps := range a.member.assigned() {
+			ti, ok := a.topics[t]
+			if !ok {
+				continue
+			}
+			for _, p := range ps {
+				if p < ti.partitions {
+					want[tp{t, p}] = ti
+				}
+			}
+		}
+		return want
+	}
+	for t, ti := range a.topics {
+		for p := int32(0); p < ti.partitions; p++ {
+			want[tp{t, p}] = ti
+		}
+	}
+	return want
+}
+
+// reconcile starts partitions newly owned and stops those no longer owned.
+func (a *Archiver) reconcile(ctx context.Context) {
+	want := a.owned()
+	var remove []*partState
+	for k, ps := range a.parts {
+		ti, ok := want[k]
+		if !ok || ti.id != ps.id {
+			remove = append(remove, ps)
+		}
+	}
+	sort.Slice(remove, func(i, j int) bool { return remove[i].tp.String() < remove[j].tp.String() })
+	purge := map[string]bool{}
+	for _, ps := range remove {
+		a.stopPartition(ctx, ps)
+		if ti, ok := a.topics[ps.tp.topic]; !ok || ti.id != ps.id {
+			purge[ps.tp.topic] = true // deleted or re-created: forget its old id
+		}
+	}
+	for t := range purge {
+		if !a.holdsTopic(t) {
+			a.cl.PurgeTopicsFromClient(t)
+		}
+	}
+	for k, ti := range want {
+		if a.parts[k] != nil {
+			continue
+		}
+		if purge[k.topic] && a.holdsTopic(k.topic) {
+			continue // the old incarnation is still flushing
+		}
+		ps := &partState{tp: k, id: ti.id, compacted: ti.compacted, target: -1, gen: nextGen(),
+			log: a.arch.Partition(k.topic, ti.id, k.partition)}
+		a.parts[k] = ps
+		go a.loadHead(ctx, ps, ps.gen)
+	}
+	if a.member != nil {
+		held := make(map[tp]bool, len(a.parts))
+		for k := range a.parts {
+			held[k] = true
+		}
+		a.member.report(held)
+	}
+}
+
+// holdsTopic reports whether any partition of topic is still held.
+func (a *Archiver) holdsTopic(topic string) bool {
+	for k := range a.parts {
+		if k.topic == topic {
+			return true
+		}
+	}
+	return false
+}
+
+// stopPartition flushes what is buffered (best effort: if ownership moved,
+// fencing makes a late commit harmless) and stops consuming the partition.
+func (a *Archiver) stopPartition(ctx context.Context, ps *partState) {
+	if !ps.removing {
+		ps.removing = true
+		ps.seal()
+		delete(a.seeks, ps.tp)
+		a.cl.RemoveConsumePartitions(map[string][]int32{ps.tp.topic: {ps.tp.partition}})
+	}
+	a.kick(ctx, ps)
+	if ps.idle() {
+		delete(a.parts, ps.tp)
+		l := []string{ps.tp.topic, strconv.Itoa(int(ps.tp.partition))}
+		for _, g := range []interface{ DeleteLabelValues(...string) bool }{a.m.archivedOffset, a.m.lagRecords, a.m.lagSeconds, a.m.earliestTs, a.m.latestTs} {
+			g.DeleteLabelValues(l...)
+		}
+		a.opts.Logger.Info("partition released", "topic", ps.tp.topic, "partition", ps.tp.partition, "archived_to", ps.committedNext())
+	}
+}
+
+// ensureTopic writes a topic incarnation's marker once per process.
+func (a *Archiver) ensureTopic(ctx context.Context, topic string, id manifest.TopicID) error {
+	k := topic + "/" + id.String()
+	a.ensuredMu.Lock()
+	done := a.ensured[k]
+	a.ensuredMu.Unlock()
+	if done {
+		return nil
+	}
+	if err := a.arch.EnsureTopic(ctx, topic, id, a.opts.Now().UnixMilli()); err != nil {
+		return err
+	}
+	a.ensuredMu.Lock()
+	if a.ensured == nil {
+		a.ensured = map[string]bool{}
+	}
+	a.ensured[k] = true
+	a.ensuredMu.Unlock()
+	return nil
+}
+
+// loadResult is a loaded head, delivered to the loop.
+type loadResult struct {
+	tp   tp
+	gen  int
+	head *manifest.Commit
+	err  error
+}
+
+// loadHead reads the partition's head (and repairs its time key) off the
+// loop goroutine; the loop then starts consuming at head.End+1.
+func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
+	a.sem <- struct{}{}
+	defer func() { <-a.sem }()
+	var head *manifest.Commit
+	err := retry(ctx, a.opts.Once, a.opts.OnceCommitAttempts, func() error {
+		if err := a.ensureTopic(ctx, ps.tp.topic, ps.id); err != nil {
+			return err
+		}
+		h, err := ps.log.Head(ctx)
+		if err != nil {
+			return err
+		}
+		if err := ps.log.RepairHead(ctx, h); err != nil {
+			return err
+		}
+		head = h
+		return nil
+	}, func(err error) {
+		a.m.storeErrors.WithLabelValues("load_head").Inc()
+		a.opts.Logger.Warn("reading partition head failed, retrying", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
+	})
+	select {
+	case a.loaded <- loadResult{tp: ps.tp, gen: gen, head: head, err: err}:
+		a.wake()
+	case <-ctx.Done():
+	}
+}
+
+// drainResults applies finished commits and head loads, then starts the
+// consumption of every partition that needs it in one call.
+func (a *Archiver) drainResults(ctx context.Context) {
+	defer a.flushSeeks()
+	freed := false
+	for {
+		select {
+		case r := <-a.results:
+			a.applyResult(ctx, r)
+			freed = true
+		case l := <-a.loaded:
+			a.applyLoad(l)
+		default:
+			if freed {
+				// Commit slots were freed: start the commits that waited
+				// for one (kick is non-blocking on the concurrency bound).
+				for _, ps := range a.parts {
+					if len(ps.queue) > 0 && !ps.inflight {
+						a.kick(ctx, ps)
+					}
+				}
+			}
+			return
+		}
+	}
+}
+
+// seek (re)starts consuming t at offset at. Seeks are batched: each
+// Add/RemoveConsumePartitions call triggers a metadata refresh, which must
+// not happen once per partition when thousands start together.
+func (a *Archiver) seek(t tp, at kgo.Offset) {
+	if a.seeks == nil {
+		a.seeks = map[tp]kgo.Offset{}
+	}
+	a.seeks[t] = at
+}
+
+func (a *Archiver) flushSeeks() {
+	if len(a.seeks) == 0 {
+		return
+	}
+	remove := map[string][]int32{}
+	add := map[string]map[int32]kgo.Offset{}
+	for t, at := range a.seeks {
+		remove[t.topic] = append(remove[t.topic], t.partition)
+		if add[t.topic] == nil {
+			add[t.topic] = map[int32]kgo.Offset{}
+		}
+		add[t.topic][t.partition] = at
+	}
+	a.cl.RemoveConsumePartitions(remove) // drops buffered fetches of the old position
+	a.cl.AddConsumePartitions(add)
+	a.seeks = nil
+}
+
+func (a *Archiver) applyLoad(l loadResult) {
+	ps := a.parts[l.tp]
+	if ps == nil || l.gen != ps.gen {
+		return
+	}
+	if l.err != nil {
+		if a.opts.Once || errors.Is(l.err, manifest.ErrCorrupt) || errors.Is(l.err, manifest.ErrUnsupportedVersion) {
+			a.fatal = fmt.Errorf("load head of %s: %w", l.tp, l.err)
+		}
+		return
+	}
+	ps.head = l.head
+	ps.next = ps.committedNext()
+	ps.ready = true
+	ps.open, ps.queue = nil, nil
+	a.updateHeadMetrics(ps)
+	if a.opts.Once {
+		ps.target = a.onceTargets[ps.tp]
+		// A log with no records left between our position and its end
+		// returns nothing to fetch: record the hole now.
+		if start, ok := a.onceStarts[ps.tp]; ok && start >= ps.target && ps.next < ps.target {
+			reason := manifest.GapDataLoss
+			if ps.head == nil {
+				reason = manifest.GapBeforeStart
+			}
+			w := ps.writer(a, a.opts.Now())
+			if err := w.AddGap(ps.target-1, reason); err != nil {
+				a.fatal = fmt.Errorf("%s: %w", ps.tp, err)
+				return
+			}
+			ps.next = ps.target
+			ps.seal()
+		}
+		if ps.next >= ps.target {
+			return // nothing to fetch
+		}
+	}
+	at := kgo.NewOffset().At(ps.next)
+	if ps.head == nil {
+		at = kgo.NewOffset().AtStart()
+	}
+	a.seek(ps.tp, at)
+	a.opts.Logger.Debug("partition started", "topic", ps.tp.topic, "partition", ps.tp.partition, "from", ps.next)
+}
+
+func (a *Archiver) updateHeadMetrics(ps *partState) {
+	l := []string{ps.tp.topic, strconv.Itoa(int(ps.tp.partition))}
+	a.m.archivedOffset.WithLabelValues(l...).Set(float64(ps.committedNext()))
+	if h := ps.head; h != nil && h.FirstTimestamp != math.MaxInt64 {
+		a.m.earliestTs.WithLabelValues(l...).Set(float64(h.FirstTimestamp) / 1000)
+		a.m.latestTs.WithLabelValues(l...).Set(float64(h.RunningMaxTimestamp) / 1000)
+	}
+}
+
+// setOnceTargets records, for Once, where each selected partition ends now.
+func (a *Archiver) setOnceTargets(ctx context.Context) error {
+	var names []string
+	for t := range a.topics {
+		names = append(names, t)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	list := a.adm.ListCommittedOffsets // last stable offsets
+	if a.opts.ReadUncommitted {
+		list = a.adm.ListEndOffsets
+	}
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	offs, err := list(lctx, names...)
+	if err != nil {
+		return fmt.Errorf("list end offsets: %w", err)
+	}
+	starts, err := a.adm.ListStartOffsets(lctx, names...)
+	if err != nil {
+		return fmt.Errorf("list start offsets: %w", err)
+	}
+	a.onceTargets, a.onceStarts = map[tp]int64{}, map[tp]int64{}
+	var ferr error
+	offs.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			ferr = fmt.Errorf("end offset of %s/%d: %w", o.Topic, o.Partition, o.Err)
+			return
+		}
+		a.onceTargets[tp{o.Topic, o.Partition}] = o.Offset
+	})
+	starts.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			a.onceStarts[tp{o.Topic, o.Partition}] = o.Offset
+		}
+	})
+	return ferr
+}
