@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"regexp"
 	"strconv"
@@ -62,8 +63,9 @@ func ParseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.Atoi(days)
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("invalid duration %q: want e.g. 30d, 12h, 90s", s)
+		const maxDays = int(math.MaxInt64 / int64(24*time.Hour))
+		if err != nil || n < 0 || n > maxDays {
+			return 0, fmt.Errorf("invalid duration %q: want e.g. 30d, 12h, 90s (at most %dd)", s, maxDays)
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
