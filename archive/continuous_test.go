@@ -87,7 +87,13 @@ func (p *producer) Stop(t testing.TB) {
 // startArchiver runs a continuous archiver; stop cancels it and returns Run's error.
 func startArchiver(t testing.TB, c *kfake.Cluster, st store.Store, mod func(*Options)) (stop func() error) {
 	t.Helper()
-	o := Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Store: st, Logger: testLogger(t),
+	return startArchiverOn(t, c.ListenAddrs(), st, mod)
+}
+
+// startArchiverOn runs a continuous archiver against brokers.
+func startArchiverOn(t testing.TB, brokers []string, st store.Store, mod func(*Options)) (stop func() error) {
+	t.Helper()
+	o := Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Store: st, Logger: testLogger(t),
 		FlushInterval: 100 * time.Millisecond, RefreshInterval: 200 * time.Millisecond, ShutdownTimeout: 20 * time.Second}
 	if mod != nil {
 		mod(&o)

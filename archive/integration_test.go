@@ -177,7 +177,7 @@ func TestArchiveRealKafka(t *testing.T) {
 		st := s3.Store(t)
 		topic := testenv.TopicName(t, "kill")
 		k.CreateTopic(t, topic, 3, 3, nil)
-		stop := startArchiverOn(t, brokers, st)
+		stop := startArchiverOn(t, brokers, st, func(o *Options) { o.FlushInterval, o.Group = 200*time.Millisecond, "" })
 		produced := testenv.ProduceThroughBrokerKill(t, k, topic, 3000, k.Leader(t, topic, 0))
 		if err := stop(); err != nil {
 			t.Fatal(err)
@@ -266,26 +266,4 @@ func toTestenvHeaders(hs []manifest.Header) []testenv.Header {
 		out[i] = testenv.Header{Key: h.Key, Value: h.Value}
 	}
 	return out
-}
-
-// startArchiverOn runs a continuous archiver against brokers.
-func startArchiverOn(t *testing.T, brokers []string, st store.Store) func() error {
-	t.Helper()
-	a, err := New(Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Store: st, Logger: testLogger(t),
-		FlushInterval: 200 * time.Millisecond, Group: ""})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- a.Run(ctx) }()
-	return func() error {
-		cancel()
-		select {
-		case err := <-errc:
-			return err
-		case <-time.After(time.Minute):
-			return fmt.Errorf("archiver did not stop")
-		}
-	}
 }
