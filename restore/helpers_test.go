@@ -260,7 +260,7 @@ func (f *fixture) archive(t testing.TB) { archiveOnce(t, f.src, f.st) }
 // opts returns restore options from the fixture's store into tgt.
 func (f *fixture) opts(t testing.TB, tgt *kfake.Cluster) Options {
 	return Options{Store: f.st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(tgt.ListenAddrs()...)}, Topics: mustRe(t, f.topic),
-		Logger: testLogger(t), CheckpointInterval: 50 * time.Millisecond}
+		Logger: testLogger(t), CheckpointInterval: 50 * time.Millisecond, ResumeSettle: 20 * time.Millisecond}
 }
 
 func run(t testing.TB, o Options) *Summary {

@@ -66,8 +66,11 @@ type laneRun struct {
 	state    checkpoint // the acknowledged prefix
 	tgt      map[int32]*targetState
 	lastRec  map[int32]*kgo.Record
-	err      error // the first produce error
-	cancel   context.CancelFunc
+	// interleaved marks partitions where another producer's records were
+	// seen between the lane's own (only with Append).
+	interleaved map[int32]bool
+	err         error // the first produce error
+	cancel      context.CancelFunc
 
 	// unflushedRecords and unflushedBytes are acknowledged but not yet
 	// added to the runner's totals (flushCountsLocked).
@@ -84,7 +87,7 @@ type laneRun struct {
 
 func newLaneRun(rn *runner, l *lane, logAppend bool, nparts int32) *laneRun {
 	lr := &laneRun{rn: rn, l: l, logAppend: logAppend, nparts: nparts, tgt: map[int32]*targetState{},
-		lastRec: map[int32]*kgo.Record{}, skip: map[int32]int64{}, expect: map[int32]string{}}
+		lastRec: map[int32]*kgo.Record{}, interleaved: map[int32]bool{}, skip: map[int32]int64{}, expect: map[int32]string{}}
 	lr.cond = sync.NewCond(&lr.mu)
 	if l.targetPartition < 0 {
 		lr.part = kgo.StickyKeyPartitioner(nil).ForTopic(l.targetTopic)
@@ -103,24 +106,36 @@ func (lr *laneRun) assign(src int, r *kgo.Record) int32 {
 	return int32(lr.part.Partition(r, int(lr.nparts)))
 }
 
+// targetPartitions are the target partitions the lane writes to.
+func (lr *laneRun) targetPartitions() []int32 {
+	if lr.l.targetPartition >= 0 {
+		return []int32{lr.l.targetPartition}
+	}
+	if lr.l.ckpt != nil {
+		parts := make([]int32, 0, len(lr.l.ckpt.Targets))
+		for _, ts := range lr.l.ckpt.Targets {
+			parts = append(parts, ts.Partition)
+		}
+		return parts
+	}
+	parts := make([]int32, 0, lr.nparts)
+	for p := int32(0); p < lr.nparts; p++ {
+		parts = append(parts, p)
+	}
+	return parts
+}
+
 // start loads or creates the lane's checkpoint and, when resuming, checks
 // the target against it. It returns done = true for a finished lane.
 func (lr *laneRun) start(ctx context.Context) (done bool, err error) {
 	l, t := lr.l, lr.rn.t
-	_, ends, err := t.offsets(ctx, l.targetTopic)
+	_, ends, err := t.offsets(ctx, l.targetTopic, lr.targetPartitions()...)
 	if err != nil {
 		return false, err
 	}
 	if l.ckpt == nil {
 		c := checkpoint{Format: checkpointFormat, FormatVersion: stateVersion, RestoreID: lr.rn.id, Lane: l.name, SourceOffset: -1}
-		parts := []int32{l.targetPartition}
-		if l.targetPartition < 0 {
-			parts = nil
-			for p := int32(0); p < lr.nparts; p++ {
-				parts = append(parts, p)
-			}
-		}
-		for _, p := range parts {
+		for _, p := range lr.targetPartitions() {
 			e, ok := ends[p]
 			if !ok {
 				return false, fmt.Errorf("target topic %s has no partition %d", l.targetTopic, p)
@@ -489,13 +504,17 @@ func (lr *laneRun) popLocked() {
 		if !e.done || e.failed {
 			break
 		}
+		ts := lr.tgt[e.part]
+		if e.tgt != ts.End && !lr.foreignWrite(e, ts.End) {
+			e.failed = true // the acknowledged prefix ends before it
+			break
+		}
 		lr.queue[lr.head] = nil
 		lr.head++
 		st := &lr.state
 		st.SourceIndex, st.SourceOffset = e.src, e.off
 		st.Records++
 		st.Bytes += e.size
-		ts := lr.tgt[e.part]
 		ts.End = e.tgt + 1
 		lr.lastRec[e.part] = e.rec
 		if lr.l.targetPartition >= 0 {
@@ -515,6 +534,33 @@ func (lr *laneRun) popLocked() {
 		clear(lr.queue[n:])
 		lr.queue, lr.head = lr.queue[:n], 0
 	}
+}
+
+// foreignWrite handles a record of the lane that the broker appended at
+// e.tgt although the lane's previous record in that partition ended at
+// want: someone else appended offsets want..e.tgt-1 in between. The lane's
+// own records of a partition are contiguous (one idempotent producer, in
+// order), so this is another writer: most likely produce requests of a
+// killed earlier run of this restore that the broker applied after this
+// run read the target's end (so records written twice), or a foreign
+// producer. Without --append that fails the lane, naming the offsets;
+// with --append (writing into a live topic is allowed) it is logged and the
+// lane goes on. It reports whether the lane goes on.
+func (lr *laneRun) foreignWrite(e *entry, want int64) bool {
+	if lr.rn.o.Append {
+		if !lr.interleaved[e.part] {
+			lr.interleaved[e.part] = true
+			lr.rn.o.Logger.Warn("restore: another producer writes into the target partition (--append): the offset map stays exact, but a resume of this restore cannot tell its records from the other producer's",
+				"topic", lr.l.targetTopic, "partition", e.part, "foreign_offsets", fmt.Sprintf("%d..%d", want, e.tgt-1))
+		}
+		return true
+	}
+	if lr.err == nil {
+		lr.err = fmt.Errorf("target %s/%d: offsets %d..%d were written by another producer while this restore wrote there (source %s offset %d landed at %d, not %d); most likely late produce requests of a killed earlier run of this restore, i.e. records now present twice: inspect those offsets, then delete the target topic and restore again (or keep it knowingly)",
+			lr.l.targetTopic, e.part, want, e.tgt-1, lr.l.sources[e.src].log, e.off, e.tgt, want)
+		lr.cancel()
+	}
+	return false
 }
 
 // flushCountsLocked adds the lane's acknowledged records and bytes to the

@@ -104,6 +104,11 @@ type Options struct {
 	MaxInFlightBytes int64
 	// CheckpointInterval is how often a lane stores its progress. 0 = 2s.
 	CheckpointInterval time.Duration
+	// ResumeSettle is how long, when a restore resumes, the end offsets of
+	// the target partitions it resumes must stay unchanged before it
+	// writes: produce requests a killed earlier run had sent may still be
+	// applied by the broker for a moment (see settle). 0 = 3s.
+	ResumeSettle time.Duration
 	// ProgressInterval is how often a progress line is logged. 0 = 10s.
 	ProgressInterval time.Duration
 	// Progress, when non-nil (a terminal), receives a progress line
@@ -116,6 +121,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Now returns the current time. nil = time.Now.
 	Now func() time.Time
+
+	// Test hooks: after each listing of end offsets in settle, and after a
+	// lane's start (checks done) before it writes.
+	testSettleListed func()
+	testLaneStarted  func(lane string)
 }
 
 // setDefaults validates o and fills in the documented defaults.
@@ -164,6 +174,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.CheckpointInterval <= 0 {
 		o.CheckpointInterval = 2 * time.Second
+	}
+	if o.ResumeSettle <= 0 {
+		o.ResumeSettle = 3 * time.Second
 	}
 	if o.ProgressInterval <= 0 {
 		o.ProgressInterval = 10 * time.Second

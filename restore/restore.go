@@ -161,6 +161,9 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 			o.Logger.Warn("restore: target topic uses LogAppendTime: restored records get the broker's timestamps, not the archived ones", "topic", pt.Target)
 		}
 	}
+	if err := rn.settle(ctx, lanes); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", id, err)
+	}
 	o.Logger.Info("restore: starting", "restore_id", id, "partitions", len(plan.Partitions), "lanes", len(lanes), "range", plan.Range)
 
 	results := rn.execute(ctx, lanes, logAppend)
@@ -387,6 +390,9 @@ func (rn *runner) execute(ctx context.Context, lanes []*lane, logAppend map[stri
 			res := &results[i]
 			lr := newLaneRun(rn, l, logAppend[l.targetTopic], rn.t.topics[l.targetTopic])
 			done, err := lr.start(ctx)
+			if err == nil && !done && o.testLaneStarted != nil {
+				o.testLaneStarted(l.name)
+			}
 			if err == nil && !done {
 				err = lr.run(ctx)
 			}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // target is the cluster being restored into.
@@ -58,8 +60,24 @@ func (t *target) refresh(ctx context.Context) error {
 	return nil
 }
 
-// offsets returns the start and end offsets of topic's partitions.
-func (t *target) offsets(ctx context.Context, topic string) (start, end map[int32]int64, err error) {
+// offsets returns the start and end offsets of topic's partitions: of
+// parts only when given (one request per leader for just those; a lane
+// lists its own partitions, not the whole topic), else of every partition.
+func (t *target) offsets(ctx context.Context, topic string, parts ...int32) (start, end map[int32]int64, err error) {
+	if len(parts) == 0 {
+		return t.topicOffsets(ctx, topic)
+	}
+	if start, err = t.listOffsets(ctx, topic, parts, -2); err != nil {
+		return nil, nil, fmt.Errorf("list start offsets of target topic %s: %w", topic, err)
+	}
+	if end, err = t.listOffsets(ctx, topic, parts, -1); err != nil {
+		return nil, nil, fmt.Errorf("list end offsets of target topic %s: %w", topic, err)
+	}
+	return start, end, nil
+}
+
+// topicOffsets lists the start and end offsets of every partition of topic.
+func (t *target) topicOffsets(ctx context.Context, topic string) (start, end map[int32]int64, err error) {
 	start, end = map[int32]int64{}, map[int32]int64{}
 	so, err := t.adm.ListStartOffsets(ctx, topic)
 	if err != nil {
@@ -81,6 +99,74 @@ func (t *target) offsets(ctx context.Context, topic string) (start, end map[int3
 	so.Each(collect(start))
 	eo.Each(collect(end))
 	return start, end, ferr
+}
+
+// listOffsets lists, for parts of topic, the offset at timestamp ts (-1:
+// the end, -2: the start) with read_uncommitted isolation (the log end,
+// which is what the restore's own records advance). Partitions whose
+// leader moved are asked again, a few times.
+func (t *target) listOffsets(ctx context.Context, topic string, parts []int32, ts int64) (map[int32]int64, error) {
+	out := make(map[int32]int64, len(parts))
+	todo := append([]int32(nil), parts...)
+	for attempt := 0; ; attempt++ {
+		req := kmsg.NewPtrListOffsetsRequest()
+		req.ReplicaID = -1
+		rt := kmsg.NewListOffsetsRequestTopic()
+		rt.Topic = topic
+		for _, p := range todo {
+			rp := kmsg.NewListOffsetsRequestTopicPartition()
+			rp.Partition, rp.Timestamp, rp.CurrentLeaderEpoch = p, ts, -1
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		req.Topics = append(req.Topics, rt)
+		shards := t.cl.RequestSharded(ctx, req)
+		var retry []int32
+		var lastErr error
+		for _, sh := range shards {
+			if sh.Err != nil {
+				// The shard's partitions are those of its request.
+				if r, ok := sh.Req.(*kmsg.ListOffsetsRequest); ok {
+					for _, rt := range r.Topics {
+						for _, rp := range rt.Partitions {
+							retry = append(retry, rp.Partition)
+						}
+					}
+				}
+				lastErr = sh.Err
+				continue
+			}
+			resp := sh.Resp.(*kmsg.ListOffsetsResponse)
+			for _, rt := range resp.Topics {
+				for _, rp := range rt.Partitions {
+					if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+						var ke *kerr.Error
+						if errors.As(err, &ke) && !ke.Retriable {
+							return nil, fmt.Errorf("partition %d: %w", rp.Partition, err)
+						}
+						retry, lastErr = append(retry, rp.Partition), fmt.Errorf("partition %d: %w", rp.Partition, err)
+						continue
+					}
+					out[rp.Partition] = rp.Offset
+				}
+			}
+		}
+		for _, p := range todo {
+			if _, ok := out[p]; !ok && !slices.Contains(retry, p) {
+				retry, lastErr = append(retry, p), fmt.Errorf("partition %d: not in the response", p)
+			}
+		}
+		if len(retry) == 0 {
+			return out, nil
+		}
+		if attempt >= 4 || ctx.Err() != nil {
+			return nil, lastErr
+		}
+		todo = retry
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt+1) * 250 * time.Millisecond):
+		}
+	}
 }
 
 // create creates topic with the planned settings.
