@@ -3,8 +3,11 @@ package archive
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/manifest"
+	"github.com/kbackup/kbackup/store"
 )
 
 // TestOnceFidelity: every codec, null/empty keys and values, duplicate and
@@ -96,6 +100,23 @@ func TestOnceFidelity(t *testing.T) {
 		t.Fatal("transaction markers and aborted records left no gaps")
 	}
 
+	// The other block codecs archive the same content.
+	for _, codec := range []string{"s2", "none"} {
+		cst := newStore(t)
+		runOnce(t, c, cst, func(o *Options) { o.Compression = codec })
+		for _, topic := range []string{"events", "appended", "txn"} {
+			got, _ := readArchive(t, cst, topic)
+			sameRecords(t, codec+" "+topic, readCommitted(t, c, topic), got)
+		}
+		want, _ := manifest.ParseCodec(codec)
+		if got := segmentCodecs(t, cst); len(got) != 1 || got[want] == 0 {
+			t.Fatalf("--compression %s: segments start with blocks of codecs %v", codec, got)
+		}
+	}
+	if got := segmentCodecs(t, st); len(got) != 1 || got[manifest.CodecZstd] == 0 {
+		t.Fatalf("default compression: segments start with blocks of codecs %v", got)
+	}
+
 	// A second --once with nothing new adds nothing and duplicates nothing.
 	a, _ := manifest.Open(ctx, st)
 	before := heads(t, a, "events")
@@ -103,6 +124,33 @@ func TestOnceFidelity(t *testing.T) {
 	if after := heads(t, a, "events"); !equalHeads(before, after) {
 		t.Fatalf("idle --once changed heads: %v -> %v", before, after)
 	}
+}
+
+// segmentCodecs counts the codecs of the first block of every segment in st.
+func segmentCodecs(t testing.TB, st storeT) map[manifest.Codec]int {
+	t.Helper()
+	ctx := context.Background()
+	out := map[manifest.Codec]int{}
+	err := st.List(ctx, store.ListOptions{}, func(e store.ListEntry) error {
+		if !strings.HasSuffix(e.Key, ".kseg") {
+			return nil
+		}
+		rc, err := st.GetRange(ctx, e.Key, 8, 1) // after the 8-byte segment header
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil || len(b) != 1 {
+			return fmt.Errorf("read %s: %v", e.Key, err)
+		}
+		out[manifest.Codec(b[0])]++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func heads(t testing.TB, a *manifest.Archive, topic string) map[int32]int64 {

@@ -93,7 +93,7 @@ func (ps *partState) committedNext() int64 {
 // writer returns the open segment, starting one at next if needed.
 func (ps *partState) writer(a *Archiver, now time.Time) *manifest.SegmentWriter {
 	if ps.open == nil {
-		ps.open = manifest.NewSegmentWriter(ps.next, manifest.SegmentOptions{Codec: manifest.CodecZstd, BlockSize: a.opts.BlockBytes})
+		ps.open = manifest.NewSegmentWriter(ps.next, manifest.SegmentOptions{Codec: a.opts.codec, BlockSize: a.opts.BlockBytes})
 		ps.openSince = now
 		ps.openHasTs = false
 	}

@@ -32,11 +32,17 @@ func payloadSize(recs []Record) int64 { return int64(len(AppendRecords(nil, recs
 // BenchmarkSegmentEncode: records -> finished segment (zstd blocks, index,
 // footer, checksums). MB/s of uncompressed record payload.
 func BenchmarkSegmentEncode(b *testing.B) {
+	for _, codec := range []Codec{CodecZstd, CodecS2} {
+		b.Run("codec="+codec.String(), func(b *testing.B) { benchSegmentEncode(b, codec) })
+	}
+}
+
+func benchSegmentEncode(b *testing.B, codec Codec) {
 	recs := benchRecords()
 	b.SetBytes(payloadSize(recs))
 	b.ReportAllocs()
 	for b.Loop() {
-		w := NewSegmentWriter(0, DefaultSegmentOptions())
+		w := NewSegmentWriter(0, SegmentOptions{Codec: codec, BlockSize: 1 << 20})
 		for i := range recs {
 			if err := w.Append(&recs[i]); err != nil {
 				b.Fatal(err)
@@ -48,8 +54,14 @@ func BenchmarkSegmentEncode(b *testing.B) {
 
 // BenchmarkSegmentDecode: segment -> records (index, CRC, zstd, records).
 func BenchmarkSegmentDecode(b *testing.B) {
+	for _, codec := range []Codec{CodecZstd, CodecS2} {
+		b.Run("codec="+codec.String(), func(b *testing.B) { benchSegmentDecode(b, codec) })
+	}
+}
+
+func benchSegmentDecode(b *testing.B, codec Codec) {
 	recs := benchRecords()
-	w := NewSegmentWriter(0, DefaultSegmentOptions())
+	w := NewSegmentWriter(0, SegmentOptions{Codec: codec, BlockSize: 1 << 20})
 	for i := range recs {
 		_ = w.Append(&recs[i])
 	}

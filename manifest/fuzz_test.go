@@ -72,7 +72,7 @@ func FuzzDecodeFooter(f *testing.F) {
 func FuzzDecodeSegment(f *testing.F) {
 	small := adversarial(0)
 	small[3].Value = small[3].Value[:1000]
-	for _, o := range []SegmentOptions{DefaultSegmentOptions(), {Codec: CodecNone, BlockSize: 100}} {
+	for _, o := range []SegmentOptions{DefaultSegmentOptions(), {Codec: CodecNone, BlockSize: 100}, {Codec: CodecS2, BlockSize: 100}} {
 		seg, _ := buildSegment(f, 0, 9, small, GapCompacted, o)
 		f.Add(seg)
 	}

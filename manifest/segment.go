@@ -17,7 +17,24 @@ const (
 	CodecNone Codec = 0
 	// CodecZstd compresses each block as one zstd frame (the default).
 	CodecZstd Codec = 1
+	// CodecS2 compresses each block as one S2 block (the block format of
+	// github.com/klauspost/compress/s2, a Snappy extension): about 3×
+	// faster to compress than zstd's fastest level, objects ~1.5× larger.
+	CodecS2 Codec = 2
 )
+
+// ParseCodec returns the codec named s ("zstd", "s2" or "none").
+func ParseCodec(s string) (Codec, error) {
+	switch s {
+	case "zstd":
+		return CodecZstd, nil
+	case "s2":
+		return CodecS2, nil
+	case "none":
+		return CodecNone, nil
+	}
+	return 0, fmt.Errorf("unknown compression %q: use zstd, s2 or none", s)
+}
 
 // String names the codec.
 func (c Codec) String() string {
@@ -26,6 +43,8 @@ func (c Codec) String() string {
 		return "none"
 	case CodecZstd:
 		return "zstd"
+	case CodecS2:
+		return "s2"
 	}
 	return fmt.Sprintf("codec(%d)", uint8(c))
 }

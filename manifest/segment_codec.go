@@ -1,6 +1,8 @@
 package manifest
 
 import (
+	"github.com/klauspost/compress/s2"
+
 	"bytes"
 	"encoding/binary"
 	"fmt"
@@ -206,6 +208,17 @@ func DecodeBlock(b []byte, bi BlockInfo) ([]Record, error) {
 		payload, err = zstdDecoder().DecodeAll(stored, make([]byte, 0, ulen))
 		if err != nil {
 			return nil, corruptf("block at byte %d: zstd: %v", bi.Position, err)
+		}
+	case CodecS2:
+		dl, err := s2.DecodedLen(stored)
+		if err != nil {
+			return nil, corruptf("block at byte %d: s2: %v", bi.Position, err)
+		}
+		if dl != int(ulen) {
+			return nil, corruptf("block at byte %d: s2 payload of %d bytes, header says %d", bi.Position, dl, ulen)
+		}
+		if payload, err = s2.Decode(make([]byte, ulen), stored); err != nil {
+			return nil, corruptf("block at byte %d: s2: %v", bi.Position, err)
 		}
 	default:
 		return nil, corruptf("block at byte %d: unknown codec %d", bi.Position, codec)

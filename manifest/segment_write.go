@@ -1,6 +1,8 @@
 package manifest
 
 import (
+	"github.com/klauspost/compress/s2"
+
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -143,13 +145,13 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	cb := &closedBlock{rawLen: len(w.payload), stored: w.payload}
 	w.closed = append(w.closed, cb)
 	w.rawSize += len(w.payload)
-	if w.opts.Codec == CodecZstd {
-		raw := w.payload
+	if w.opts.Codec != CodecNone {
+		raw, codec := w.payload, w.opts.Codec
 		compressSlots <- struct{}{} // blocks the appender while every core compresses: backpressure
 		w.pending.Add(1)
 		go func() {
 			defer func() { <-compressSlots; w.pending.Done() }()
-			cb.stored = zstdEncoder().EncodeAll(raw, make([]byte, 0, len(raw)/2+64))
+			cb.stored = compressBlock(codec, raw)
 		}()
 	}
 	w.cur = BlockInfo{}
@@ -161,6 +163,18 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	// size up front instead of growing (and copying) it by doubling. The
 	// first block of a segment starts small, so idle partitions hold little.
 	w.payload = make([]byte, 0, min(w.opts.BlockSize+w.opts.BlockSize/8, MaxBlockPayload))
+}
+
+// compressBlock compresses a block payload with codec (zstd or s2).
+func compressBlock(codec Codec, raw []byte) []byte {
+	if codec == CodecS2 {
+		out := s2.Encode(nil, raw) // allocates the worst case: keep only what is used
+		if cap(out) > 2*len(out) {
+			out = append(make([]byte, 0, len(out)), out...)
+		}
+		return out
+	}
+	return zstdEncoder().EncodeAll(raw, make([]byte, 0, len(raw)/2+64))
 }
 
 // closedBlock is a closed block: its uncompressed length and, once its

@@ -178,11 +178,15 @@ func BenchmarkRestoreThroughput(b *testing.B) {
 // requests for a point-in-time restore (--from T --to T+50ms, in the
 // middle of the log) over synthetic archives of growing size. Flat in
 // archive size is the target. 100 MB and 1 GB run with
-// KBACKUP_BENCH_LARGE=1.
+// KBACKUP_BENCH_LARGE=1, and 10 GB too with KBACKUP_BENCH_HUGE=1 (writes
+// about 10 GiB under the temporary directory; takes minutes).
 func BenchmarkPointInTimeSeek(b *testing.B) {
 	sizes := []int64{4 << 20, 32 << 20}
-	if os.Getenv("KBACKUP_BENCH_LARGE") != "" {
+	if os.Getenv("KBACKUP_BENCH_LARGE") != "" || os.Getenv("KBACKUP_BENCH_HUGE") != "" {
 		sizes = append(sizes, 100<<20, 1<<30)
+	}
+	if os.Getenv("KBACKUP_BENCH_HUGE") != "" {
+		sizes = append(sizes, 10<<30)
 	}
 	for _, size := range sizes {
 		b.Run(fmt.Sprintf("archive=%dMB", size>>20), func(b *testing.B) {
