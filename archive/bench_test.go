@@ -15,8 +15,9 @@ import (
 )
 
 // fillTopic produces n JSON-like records (order events of about size
-// bytes, with a key and a header) to topic.
-func fillTopic(b *testing.B, cl *kgo.Client, topic string, n, size int) int64 {
+// bytes, with a key and a header) to topic and returns their payload bytes
+// (values plus about 10 bytes of key each).
+func fillTopic(tb testing.TB, cl *kgo.Client, topic string, n, size int) int64 {
 	r := rand.New(rand.NewPCG(5, 6))
 	var total int64
 	batch := make([]*kgo.Record, 0, 1000)
@@ -31,7 +32,7 @@ func fillTopic(b *testing.B, cl *kgo.Client, topic string, n, size int) int64 {
 			Headers: []kgo.RecordHeader{{Key: "trace-id", Value: []byte(strconv.FormatUint(r.Uint64(), 16))}}})
 		total += int64(len(v) + 10)
 		if len(batch) == cap(batch) || i == n-1 {
-			produce(b, cl, batch...)
+			produce(tb, cl, batch...)
 			batch = batch[:0]
 		}
 	}
@@ -52,7 +53,7 @@ func BenchmarkArchiveThroughput(b *testing.B) {
 	var plain, arch time.Duration
 	for b.Loop() {
 		start := time.Now()
-		consumeAll(b, c, "bench", n)
+		consumeAll(b, c.ListenAddrs(), "bench", n)
 		plain += time.Since(start)
 
 		st := newStore(b)
@@ -65,12 +66,14 @@ func BenchmarkArchiveThroughput(b *testing.B) {
 	b.ReportMetric(plain.Seconds()/arch.Seconds(), "ratio")
 }
 
-// consumeAll reads n records from topic with a plain consumer and drops them.
-func consumeAll(b *testing.B, c interface{ ListenAddrs() []string }, topic string, n int) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topic),
+// consumeAll reads n records from topic with a plain consumer (no group,
+// read_committed, from the start) and drops them.
+func consumeAll(tb testing.TB, brokers []string, topic string, n int) {
+	tb.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -79,7 +82,7 @@ func consumeAll(b *testing.B, c interface{ ListenAddrs() []string }, topic strin
 	for got < n {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			b.Fatalf("consumed %d of %d", got, n)
+			tb.Fatalf("consumed %d of %d", got, n)
 		}
 		got += fs.NumRecords()
 	}

@@ -5,9 +5,16 @@ package archive
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
+	"hash"
 	"os"
 	"os/exec"
+	"regexp"
+	"runtime/debug"
+	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -258,6 +265,210 @@ func TestArchiveRealKafka(t *testing.T) {
 		realOnce(t, k, st, topic)
 		archiveEqualsConsumer(t, k, st, topic)
 	})
+
+	t.Run("throughput-vs-plain-consumer", func(t *testing.T) { realThroughput(t, k) })
+}
+
+// realThroughput fills a 4-partition topic of the real cluster with
+// 300,000 JSON-like records of 500 B (150 MB, as BenchmarkArchiveThroughput)
+// and, in two alternating rounds, times a plain franz-go consumer that reads
+// everything (read_committed, from the start) and discards it against
+// `archive --once` of the topic into a local directory, and logs both
+// rates. It measures; it asserts only that every archive holds exactly the
+// records a read_committed consumer reads. Under the race detector (make
+// integration) it moves a tenth of the data: the rates mean nothing there
+// and the full volume would take over a minute.
+func realThroughput(t *testing.T, k *testenv.Kafka) {
+	const parts, size = 4, 500
+	n := 300_000
+	if raceEnabled() {
+		n = 30_000
+		t.Logf("race detector on: %d records only, rates not comparable with a normal build", n)
+	}
+	began := time.Now()
+	topic := testenv.TopicName(t, "tput")
+	k.CreateTopic(t, topic, parts, 3, nil)
+	payload := fillTopic(t, k.Client(t, kgo.ProducerBatchMaxBytes(1<<20)), topic, n, size)
+	t.Logf("produced %d records (%.0f MB) in %s", n, float64(payload)/1e6, time.Since(began).Round(time.Millisecond))
+
+	// Untimed first read: warms the brokers (JIT, page cache) and records
+	// what the archive must hold.
+	want := logDigests(t, k.Brokers(), topic, n)
+	consumer := func() time.Duration {
+		start := time.Now()
+		consumeAll(t, k.Brokers(), topic, n)
+		return time.Since(start)
+	}
+	archiver := func() time.Duration {
+		st := newStore(t)
+		o := Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(k.Brokers()...)}, Store: st, Once: true, Logger: testLogger(t),
+			WriterID: "test", Topics: mustRes(t, regexp.QuoteMeta(topic))}
+		a, err := New(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		start := time.Now()
+		if err := a.Run(ctx); err != nil {
+			t.Fatalf("archive --once: %v", err)
+		}
+		d := time.Since(start)
+		if got := archiveDigests(t, st, topic); got != want {
+			t.Fatalf("archive differs from the log (records per partition, digest):\narchive %v\nlog     %v", got, want)
+		}
+		return d
+	}
+	mbps := func(d time.Duration) float64 { return float64(payload) / d.Seconds() / 1e6 }
+	var bestC, bestA time.Duration
+	for i := 0; i < 2; i++ {
+		var c, a time.Duration
+		if i%2 == 0 { // alternate the order: neither side always runs on a just-warmed broker
+			c, a = consumer(), archiver()
+		} else {
+			a, c = archiver(), consumer()
+		}
+		t.Logf("round %d: plain consumer %s (%.0f MB/s), archive --once %s (%.0f MB/s): ratio %.2f",
+			i, c.Round(time.Millisecond), mbps(c), a.Round(time.Millisecond), mbps(a), mbps(a)/mbps(c))
+		if bestC == 0 || c < bestC {
+			bestC = c
+		}
+		if bestA == 0 || a < bestA {
+			bestA = a
+		}
+	}
+	t.Logf("real Kafka (%d brokers, replication factor 3, %d partitions, %d records of %d B): best plain consumer %.0f MB/s, best archive %.0f MB/s: ratio %.2f (subtest %s)",
+		len(k.Brokers()), parts, n, size, mbps(bestC), mbps(bestA), mbps(bestA)/mbps(bestC), time.Since(began).Round(time.Millisecond))
+}
+
+// raceEnabled reports whether the test binary was built with -race.
+func raceEnabled() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-race" {
+			return s.Value == "true"
+		}
+	}
+	return false
+}
+
+// digester keeps, per partition, a SHA-256 over the records' offsets,
+// timestamps, keys, values and headers (null distinct from empty), in
+// offset order.
+type digester map[int32]hash.Hash
+
+func (d digester) add(p int32, r *manifest.Record) {
+	h := d[p]
+	if h == nil {
+		h = sha256.New()
+		d[p] = h
+	}
+	var b [8]byte
+	field := func(v []byte) {
+		n := uint64(len(v))
+		if v == nil {
+			n = 1<<64 - 1
+		}
+		h.Write(binary.BigEndian.AppendUint64(b[:0], n))
+		h.Write(v)
+	}
+	h.Write(binary.BigEndian.AppendUint64(b[:0], uint64(r.Offset)))
+	h.Write(binary.BigEndian.AppendUint64(b[:0], uint64(r.Timestamp)))
+	field(r.Key)
+	field(r.Value)
+	h.Write(binary.BigEndian.AppendUint64(b[:0], uint64(len(r.Headers))))
+	for _, hd := range r.Headers {
+		field([]byte(hd.Key))
+		field(hd.Value)
+	}
+}
+
+// String is the partitions' record counts and digests in partition order.
+func (d digester) String(counts map[int32]int) string {
+	ps := make([]int32, 0, len(d))
+	for p := range d {
+		ps = append(ps, p)
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
+	var b strings.Builder
+	for _, p := range ps {
+		fmt.Fprintf(&b, "%d:%d records:%x ", p, counts[p], d[p].Sum(nil)[:8])
+	}
+	return b.String()
+}
+
+// logDigests reads n records of topic with a read_committed consumer from
+// the start and digests them per partition (offsets must be dense: the
+// topic has no transactions or compaction).
+func logDigests(t *testing.T, brokers []string, topic string, n int) string {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d, counts := digester{}, map[int32]int{}
+	for got := 0; got < n; {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d records of %s", got, n, topic)
+		}
+		fs.EachError(func(tp string, p int32, err error) { t.Logf("fetch %s/%d: %v", tp, p, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Offset != int64(counts[r.Partition]) {
+				t.Fatalf("%s/%d: offset %d after %d records", topic, r.Partition, r.Offset, counts[r.Partition])
+			}
+			rec := toRecord(r)
+			d.add(r.Partition, &rec)
+			counts[r.Partition]++
+			got++
+		})
+		if got > n {
+			t.Fatalf("%s holds more than the %d records produced", topic, n)
+		}
+	}
+	return d.String(counts)
+}
+
+// archiveDigests digests every partition of the current incarnation of
+// topic in the archive, which must hold records only (no gaps) from 0.
+func archiveDigests(t *testing.T, st store.Store, topic string) string {
+	t.Helper()
+	ctx := context.Background()
+	a := openArchive(t, st)
+	incs, err := a.Incarnations(ctx, topic)
+	if err != nil || len(incs) == 0 {
+		t.Fatalf("incarnations of %s: %v %v", topic, incs, err)
+	}
+	id := incs[len(incs)-1].TopicID
+	ps, err := a.Partitions(ctx, topic, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, counts := digester{}, map[int32]int{}
+	for _, p := range ps {
+		err := a.Partition(topic, id, p).Scan(ctx, 0, -1, func(it manifest.ScanItem) error {
+			if it.Record == nil {
+				return fmt.Errorf("%s/%d: gap %v", topic, p, it.Gap)
+			}
+			if it.Record.Offset != int64(counts[p]) {
+				return fmt.Errorf("%s/%d: offset %d after %d records", topic, p, it.Record.Offset, counts[p])
+			}
+			d.add(p, it.Record)
+			counts[p]++
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d.String(counts)
 }
 
 func toTestenvHeaders(hs []manifest.Header) []testenv.Header {
