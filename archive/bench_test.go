@@ -6,12 +6,14 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/manifest"
+	"github.com/kbackup/kbackup/store"
 )
 
 // fillTopic produces n JSON-like records (order events of about size
@@ -42,28 +44,53 @@ func fillTopic(tb testing.TB, cl *kgo.Client, topic string, n, size int) int64 {
 // BenchmarkArchiveThroughput compares, on the same in-process cluster and
 // data in one run, a plain franz-go consumer that reads everything and
 // discards it with `archive --once` into a local directory. The metric
-// "ratio" is archiver throughput / consumer throughput (target >= 0.8).
+// "ratio" is archiver throughput / consumer throughput (target >= 0.8),
+// per block codec (--compression; zstd is the default). "stored-ratio" is
+// record bytes / stored segment bytes.
 func BenchmarkArchiveThroughput(b *testing.B) {
 	c := newCluster(b)
 	createTopic(b, c, "bench", 4, nil)
 	cl := newClient(b, c, kgo.ProducerBatchMaxBytes(1<<20))
 	const n, size = 300_000, 500
 	bytes := fillTopic(b, cl, "bench", n, size)
-	b.SetBytes(bytes)
-	var plain, arch time.Duration
-	for b.Loop() {
-		start := time.Now()
-		consumeAll(b, c.ListenAddrs(), "bench", n)
-		plain += time.Since(start)
+	for _, codec := range []string{"zstd", "s2"} {
+		b.Run("compression="+codec, func(b *testing.B) {
+			b.SetBytes(bytes)
+			var plain, arch time.Duration
+			var stored int64
+			for b.Loop() {
+				start := time.Now()
+				consumeAll(b, c.ListenAddrs(), "bench", n)
+				plain += time.Since(start)
 
-		st := newStore(b)
-		start = time.Now()
-		runOnce(b, c, st, nil)
-		arch += time.Since(start)
+				st := newStore(b)
+				start = time.Now()
+				runOnce(b, c, st, func(o *Options) { o.Compression = codec })
+				arch += time.Since(start)
+				stored = storedSegmentBytes(b, st)
+			}
+			b.ReportMetric(float64(bytes)/plain.Seconds()*float64(b.N)/1e6, "consumer-MB/s")
+			b.ReportMetric(float64(bytes)/arch.Seconds()*float64(b.N)/1e6, "archive-MB/s")
+			b.ReportMetric(plain.Seconds()/arch.Seconds(), "ratio")
+			b.ReportMetric(float64(bytes)/float64(stored), "stored-ratio")
+		})
 	}
-	b.ReportMetric(float64(bytes)/plain.Seconds()*float64(b.N)/1e6, "consumer-MB/s")
-	b.ReportMetric(float64(bytes)/arch.Seconds()*float64(b.N)/1e6, "archive-MB/s")
-	b.ReportMetric(plain.Seconds()/arch.Seconds(), "ratio")
+}
+
+// storedSegmentBytes sums the sizes of the segment objects in st.
+func storedSegmentBytes(tb testing.TB, st storeT) int64 {
+	tb.Helper()
+	var n int64
+	err := st.List(context.Background(), store.ListOptions{}, func(e store.ListEntry) error {
+		if strings.HasSuffix(e.Key, ".kseg") {
+			n += e.Size
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
 }
 
 // consumeAll reads n records from topic with a plain consumer (no group,

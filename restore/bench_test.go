@@ -100,7 +100,7 @@ func synthArchive(tb testing.TB, st store.Store, topic string, parts int32, tota
 func BenchmarkRestoreThroughput(b *testing.B) {
 	st, _ := newStore(b)
 	const parts = 4
-	perPart := synthArchive(b, st, "tp", parts, 32<<20, 200, 4<<20, 1<<20, manifest.CodecZstd)
+	perPart := synthArchive(b, st, "tp", parts, restoreBenchBytes, 200, 4<<20, 1<<20, manifest.CodecZstd)
 	total := perPart * parts
 	// The plain producer's records, decoded up front (its input is free).
 	a, err := manifest.Open(context.Background(), st)
@@ -217,3 +217,5 @@ func BenchmarkPointInTimeSeek(b *testing.B) {
 		})
 	}
 }
+
+var restoreBenchBytes int64 = 160 << 20

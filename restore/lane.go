@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -32,12 +33,13 @@ type entry struct {
 	part   int32
 	size   int64
 	rec    *kgo.Record
+	slab   *slab
 	tgt    int64 // target offset, once acknowledged
 	done   bool
 	failed bool
 }
 
-// entrySlot allocates an entry with its franz-go record.
+// entrySlot is an entry with its franz-go record.
 type entrySlot struct {
 	e   entry
 	rec kgo.Record
@@ -45,6 +47,33 @@ type entrySlot struct {
 
 // slotsPerSlab keeps a slab of entry slots a small allocation (< 32 KiB).
 const slotsPerSlab = 96
+
+// slab holds the entries of slotsPerSlab consecutive records of a lane.
+// Slabs are recycled (slabPool) once none of their entries is referenced:
+// refs starts at slotsPerSlab+1; every entry applied to the acknowledged
+// state releases one, the producer releases its unused slots plus one when
+// it is done with the slab, and lastRec pins the slab of each partition's
+// last record. Entries that never complete (a failure) keep their slab out
+// of the pool; the garbage collector takes it then.
+type slab struct {
+	slots [slotsPerSlab]entrySlot
+	refs  atomic.Int32
+}
+
+var slabPool = sync.Pool{New: func() any { return new(slab) }}
+
+func (s *slab) release(n int32) {
+	if s.refs.Add(-n) == 0 {
+		slabPool.Put(s)
+	}
+}
+
+// entryOf returns the entry of a record handed to the producer: the
+// record is the rec field of an entrySlot (the produce promise gets the
+// record back, so no closure is allocated per record).
+func entryOf(r *kgo.Record) *entry {
+	return &(*entrySlot)(unsafe.Add(unsafe.Pointer(r), -int(unsafe.Offsetof(entrySlot{}.rec)))).e
+}
 
 // laneRun executes one lane: a reader goroutine scans the archive ahead of
 // the producer, records are produced in lane order, and acknowledgements
@@ -65,7 +94,7 @@ type laneRun struct {
 	head     int
 	state    checkpoint // the acknowledged prefix
 	tgt      map[int32]*targetState
-	lastRec  map[int32]*kgo.Record
+	lastRec  map[int32]*entry
 	// interleaved marks partitions where another producer's records were
 	// seen between the lane's own (only with Append).
 	interleaved map[int32]bool
@@ -83,12 +112,19 @@ type laneRun struct {
 	expect map[int32]string
 	// restored counts the records this run produced.
 	restored int64
+	// promise is lr.ack, the produce promise of every record (one func
+	// value, not one per record).
+	promise func(*kgo.Record, error)
+	// warmed is set once the lane's first record was produced and
+	// acknowledged (produceChunk).
+	warmed bool
 }
 
 func newLaneRun(rn *runner, l *lane, logAppend bool, nparts int32) *laneRun {
 	lr := &laneRun{rn: rn, l: l, logAppend: logAppend, nparts: nparts, tgt: map[int32]*targetState{},
-		lastRec: map[int32]*kgo.Record{}, interleaved: map[int32]bool{}, skip: map[int32]int64{}, expect: map[int32]string{}}
+		lastRec: map[int32]*entry{}, interleaved: map[int32]bool{}, skip: map[int32]int64{}, expect: map[int32]string{}}
 	lr.cond = sync.NewCond(&lr.mu)
+	lr.promise = lr.ack
 	if l.targetPartition < 0 {
 		lr.part = kgo.StickyKeyPartitioner(nil).ForTopic(l.targetTopic)
 	}
@@ -357,13 +393,18 @@ func toKgo(r *manifest.Record, topic string) *kgo.Record {
 }
 
 // fillKgo sets kr to the archived record r (see toKgo).
+// A recycled kr keeps its header slice's capacity.
 func fillKgo(kr *kgo.Record, r *manifest.Record, topic string) {
+	hs := kr.Headers[:0]
 	*kr = kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Timestamp: time.UnixMilli(r.Timestamp)}
 	if len(r.Headers) > 0 {
-		kr.Headers = make([]kgo.RecordHeader, len(r.Headers))
-		for i, h := range r.Headers {
-			kr.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+		if cap(hs) < len(r.Headers) {
+			hs = make([]kgo.RecordHeader, 0, len(r.Headers))
 		}
+		for _, h := range r.Headers {
+			hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+		}
+		kr.Headers = hs
 	}
 }
 
@@ -374,23 +415,31 @@ func fillKgo(kr *kgo.Record, r *manifest.Record, topic string) {
 // not once per record.
 func (lr *laneRun) produceAll(ctx context.Context, batches <-chan batch) error {
 	var ready []*entry // produced in order, in runs (produceChunk); reused
+	var cur *slab
+	next := 0
+	defer func() {
+		if cur != nil {
+			cur.release(int32(slotsPerSlab-next) + 1)
+		}
+	}()
 	for b := range batches {
-		// Slabs of slotsPerSlab entries: small allocations, which the
-		// allocator recycles, rather than one large one per batch.
-		var slab []entrySlot
 		ready = ready[:0]
 		for _, r := range b.recs {
-			if len(slab) == 0 {
-				slab = make([]entrySlot, slotsPerSlab)
+			if cur == nil || next == slotsPerSlab {
+				if cur != nil {
+					cur.release(1)
+				}
+				cur, next = slabPool.Get().(*slab), 0
+				cur.refs.Store(slotsPerSlab + 1)
 			}
-			sl := &slab[0]
-			slab = slab[1:]
+			sl := &cur.slots[next]
+			next++
 			kr := &sl.rec
 			fillKgo(kr, r, lr.l.targetTopic)
 			p := lr.assign(b.src, kr)
 			kr.Partition = p
 			e := &sl.e
-			*e = entry{src: b.src, off: r.Offset, part: p, size: recordSize(r), rec: kr}
+			*e = entry{src: b.src, off: r.Offset, part: p, size: recordSize(r), rec: kr, slab: cur}
 			if k := lr.skip[p]; k > 0 {
 				if err := lr.produceChunk(ctx, ready); err != nil {
 					return err
@@ -456,7 +505,7 @@ func (lr *laneRun) produceChunk(ctx context.Context, ents []*entry) error {
 			return err
 		}
 		n := 0
-		for n < len(ents) && (n == 0 || lr.inflight+ents[n].size <= limit) {
+		for n < len(ents) && (n == 0 || lr.inflight+ents[n].size <= limit && lr.warmed) {
 			e := ents[n]
 			lr.inflight += e.size
 			lr.queue = append(lr.queue, e)
@@ -466,16 +515,31 @@ func (lr *laneRun) produceChunk(ctx context.Context, ents []*entry) error {
 		lr.mu.Unlock()
 		for _, e := range ents[:n] {
 			lr.restored++
-			lr.rn.t.cl.Produce(ctx, e.rec, func(r *kgo.Record, err error) { lr.ack(e, r, err) })
+			lr.rn.t.cl.Produce(ctx, e.rec, lr.promise)
 		}
 		ents = ents[n:]
+		if !lr.warmed {
+			// The lane's first record goes alone and is waited for: until
+			// the producer has the target topic's metadata, every record
+			// takes franz-go's slow unknown-topic path (and a fresh
+			// topic's metadata takes a moment to appear).
+			lr.warmed = true
+			lr.mu.Lock()
+			for lr.err == nil && lr.pending > 0 {
+				lr.waiters++
+				lr.cond.Wait()
+				lr.waiters--
+			}
+			lr.mu.Unlock()
+		}
 	}
 	return nil
 }
 
 // ack is the produce promise: records of one partition are acknowledged in
 // order; the lane's acknowledged prefix advances over done entries.
-func (lr *laneRun) ack(e *entry, r *kgo.Record, err error) {
+func (lr *laneRun) ack(r *kgo.Record, err error) {
+	e := entryOf(r)
 	lr.mu.Lock()
 	defer lr.mu.Unlock()
 	e.done = true
@@ -516,7 +580,14 @@ func (lr *laneRun) popLocked() {
 		st.Records++
 		st.Bytes += e.size
 		ts.End = e.tgt + 1
-		lr.lastRec[e.part] = e.rec
+		// The partition's last record pins its slab (checkpoints hash it);
+		// the entry itself is done with.
+		e.slab.refs.Add(1)
+		if old := lr.lastRec[e.part]; old != nil {
+			old.slab.release(1)
+		}
+		lr.lastRec[e.part] = e
+		e.slab.release(1)
 		if lr.l.targetPartition >= 0 {
 			m := &st.Maps[e.src]
 			m.add(e.off, e.tgt)
@@ -621,8 +692,8 @@ func (lr *laneRun) snapshot(done bool) *checkpoint {
 	c.Done = done
 	c.Targets = append([]targetState(nil), lr.state.Targets...)
 	for i := range c.Targets {
-		if r := lr.lastRec[c.Targets[i].Partition]; r != nil {
-			c.Targets[i].LastHash = recordHash(r, !lr.logAppend)
+		if e := lr.lastRec[c.Targets[i].Partition]; e != nil {
+			c.Targets[i].LastHash = recordHash(e.rec, !lr.logAppend)
 		}
 	}
 	c.Maps = make([]PartitionMap, len(lr.state.Maps))

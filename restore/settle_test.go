@@ -14,22 +14,22 @@ import (
 	"github.com/kbackup/kbackup/store/storefault"
 )
 
-// interruptedRestore runs a restore of f into tgt that stops midway (the
-// store freezes), leaving a checkpoint that is not done. It returns the
-// options for the rerun.
+// interruptedRestore runs a restore of f into tgt that stops as soon as
+// its lanes started (the store freezes: no archive reads, no checkpoint),
+// leaving initial checkpoints that are not done. It returns the options
+// for the rerun.
 func interruptedRestore(t *testing.T, f *fixture, o Options) Options {
 	t.Helper()
 	faulty := storefault.New(f.st, 3)
-	faulty.SetMaxDelay(time.Millisecond)
 	o.Store, o.StateStore = faulty, faulty
-	o.MaxInFlightBytes = 8 << 10
-	go afterCalls(faulty, 40, faulty.Freeze)
+	o.testLaneStarted = func(string) { faulty.Freeze() }
 	_, err := Run(context.Background(), o)
 	var ie *IncompleteError
 	if !errors.As(err, &ie) {
 		t.Fatalf("interrupted restore: %v", err)
 	}
 	o.Store, o.StateStore = f.st, f.st
+	o.testLaneStarted = nil
 	faulty.Thaw()
 	return o
 }
