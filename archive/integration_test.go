@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
@@ -281,7 +280,7 @@ func TestArchiveRealKafka(t *testing.T) {
 func realThroughput(t *testing.T, k *testenv.Kafka) {
 	const parts, size = 4, 500
 	n := 300_000
-	if raceEnabled() {
+	if testenv.RaceEnabled() {
 		n = 30_000
 		t.Logf("race detector on: %d records only, rates not comparable with a normal build", n)
 	}
@@ -341,19 +340,6 @@ func realThroughput(t *testing.T, k *testenv.Kafka) {
 		len(k.Brokers()), parts, n, size, mbps(bestC), mbps(bestA), mbps(bestA)/mbps(bestC), time.Since(began).Round(time.Millisecond))
 }
 
-// raceEnabled reports whether the test binary was built with -race.
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
 
 // digester keeps, per partition, a SHA-256 over the records' offsets,
 // timestamps, keys, values and headers (null distinct from empty), in

@@ -386,7 +386,13 @@ func TestRestoreRealKafka(t *testing.T) {
 func realThroughput(t *testing.T, k2 *testenv.Kafka) {
 	st, _ := newStore(t)
 	const parts = 4
-	perPart := synthArchive(t, st, "tp", parts, 32<<20, 200, 4<<20, 1<<20, manifest.CodecZstd)
+	// 160 MB (fixed start costs are small beside it); a tenth under the
+	// race detector, whose rates mean little.
+	size := int64(160 << 20)
+	if testenv.RaceEnabled() {
+		size /= 10
+	}
+	perPart := synthArchive(t, st, "tp", parts, size, 200, 4<<20, 1<<20, manifest.CodecZstd)
 	total := perPart * parts
 	a, err := manifest.Open(context.Background(), st)
 	if err != nil {

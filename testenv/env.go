@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -142,4 +143,20 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// RaceEnabled reports whether the running binary was built with -race (the
+// race detector slows everything 5-20x: throughput comparisons then move
+// less data and their rates mean little).
+func RaceEnabled() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-race" {
+			return s.Value == "true"
+		}
+	}
+	return false
 }
