@@ -340,7 +340,6 @@ func realThroughput(t *testing.T, k *testenv.Kafka) {
 		len(k.Brokers()), parts, n, size, mbps(bestC), mbps(bestA), mbps(bestA)/mbps(bestC), time.Since(began).Round(time.Millisecond))
 }
 
-
 // digester keeps, per partition, a SHA-256 over the records' offsets,
 // timestamps, keys, values and headers (null distinct from empty), in
 // offset order.
