@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -46,31 +47,84 @@ type dirItem struct {
 	sort  string // name, or name + "/" for a directory
 }
 
-// readDir returns the usable entries of dir in key order. A directory that
-// vanished (concurrent Delete) is empty.
-func readDir(dir string) ([]dirItem, error) {
-	ents, err := os.ReadDir(dir)
+// readDir returns the usable entries of dir that keep accepts (by
+// key-order name: name, or name + "/" for a directory), in no particular
+// order: filtering before validating, and ordering only what a listing
+// needs (see walk), keeps a LIST with a prefix, start-after or limit in a
+// large directory cheap beyond reading it. A directory that vanished
+// (concurrent Delete) is empty.
+func readDir(dir string, keep func(sortName string) bool) ([]dirItem, error) {
+	f, err := os.Open(dir)
 	if notFound(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	items := make([]dirItem, 0, len(ents))
-	for _, e := range ents {
-		name := e.Name()
-		if strings.Contains(name, tmpMark) || !validName(name) {
-			continue // temporary file, or not something a Put made
+	defer f.Close()
+	var items []dirItem
+	for {
+		ents, err := f.ReadDir(1024)
+		for _, e := range ents {
+			if it, ok := usable(e, keep); ok {
+				items = append(items, it)
+			}
 		}
-		switch {
-		case e.IsDir():
-			items = append(items, dirItem{e, name + "/"})
-		case e.Type().IsRegular():
-			items = append(items, dirItem{e, name})
+		if errors.Is(err, io.EOF) || len(ents) == 0 && err == nil {
+			return items, nil
+		}
+		if notFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
-	slices.SortFunc(items, func(a, b dirItem) int { return strings.Compare(a.sort, b.sort) })
-	return items, nil
+}
+
+// usable reports whether e is an entry a Put made (not a temporary file or
+// a foreign name) that keep accepts.
+func usable(e fs.DirEntry, keep func(string) bool) (dirItem, bool) {
+	name := e.Name()
+	it := dirItem{entry: e, sort: name}
+	switch {
+	case e.IsDir():
+		it.sort += "/"
+	case !e.Type().IsRegular():
+		return it, false
+	}
+	if !keep(it.sort) || strings.Contains(name, tmpMark) || !validName(name) {
+		return it, false
+	}
+	return it, true
+}
+
+// ordered calls fn on items in key order until it returns an error. A
+// listing with a small limit (the usual "first key after X") takes the
+// smallest items one at a time instead of sorting a large directory.
+func ordered(items []dirItem, few bool, fn func(dirItem) error) error {
+	cmp := func(a, b dirItem) int { return strings.Compare(a.sort, b.sort) }
+	for picked := 0; few && picked < 16 && len(items) > 0; picked++ {
+		m := 0
+		for i := range items {
+			if cmp(items[i], items[m]) < 0 {
+				m = i
+			}
+		}
+		it := items[m]
+		items[m] = items[len(items)-1]
+		items = items[:len(items)-1]
+		if err := fn(it); err != nil {
+			return err
+		}
+	}
+	slices.SortFunc(items, cmp)
+	for _, it := range items {
+		if err := fn(it); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // validName reports whether name can be one segment of a valid key.
@@ -81,23 +135,34 @@ func validName(name string) bool {
 // walk lists directory dir, whose keys all start with rel ("" or ending
 // in "/").
 func (w *walker) walk(dir, rel string) error {
-	items, err := readDir(dir)
+	prefix, after := w.opts.Prefix, w.opts.StartAfter
+	items, err := readDir(dir, func(sortName string) bool {
+		// (rel + sortName, compared without building it: this runs for
+		// every entry of the directory.)
+		if !strings.HasSuffix(sortName, "/") {
+			return hasPrefixJoined(rel, sortName, prefix) && cmpJoined(rel, sortName, after) > 0
+		}
+		// A directory: some key below it may match the prefix and
+		// follow after.
+		return (hasPrefixJoined(rel, sortName, prefix) || isPrefixOfJoined(prefix, rel, sortName)) &&
+			(cmpJoined(rel, sortName, after) > 0 || isPrefixOfJoined(after, rel, sortName))
+	})
 	if err != nil {
 		return fmt.Errorf("list: %w", err)
 	}
-	prefix, after := w.opts.Prefix, w.opts.StartAfter
-	for _, it := range items {
+	few := w.opts.Limit > 0 && w.opts.Limit-w.n <= 8
+	return ordered(items, few, func(it dirItem) error {
 		if err := w.ctx.Err(); err != nil {
 			return fmt.Errorf("list: %w", err)
 		}
 		full := rel + it.sort
 		if !it.entry.IsDir() {
 			if !strings.HasPrefix(full, prefix) || full <= after {
-				continue
+				return nil
 			}
 			info, err := it.entry.Info()
 			if notFound(err) {
-				continue // deleted meanwhile
+				return nil // deleted meanwhile
 			}
 			if err != nil {
 				return fmt.Errorf("list %s: %w", full, err)
@@ -105,21 +170,21 @@ func (w *walker) walk(dir, rel string) error {
 			if err := w.emit(store.ListEntry{Key: full, Size: info.Size()}); err != nil {
 				return err
 			}
-			continue
+			return nil
 		}
 		// full is a directory prefix "…/": every key below starts with it.
 		if !strings.HasPrefix(full, prefix) && !strings.HasPrefix(prefix, full) {
-			continue
+			return nil
 		}
 		if after >= full && !strings.HasPrefix(after, full) {
-			continue // every key below is < after
+			return nil // every key below is < after
 		}
 		sub := filepath.Join(dir, it.entry.Name())
 		if w.opts.Delimiter != "" && len(full) > len(prefix) {
 			// Rolls up into the common prefix full. Like S3 paging with
 			// a marker, a prefix equal to StartAfter is not repeated.
 			if full == after {
-				continue
+				return nil
 			}
 			ok, err := hasKey(w.ctx, sub, full, after)
 			if err != nil {
@@ -130,13 +195,10 @@ func (w *walker) walk(dir, rel string) error {
 					return err
 				}
 			}
-			continue
+			return nil
 		}
-		if err := w.walk(sub, full); err != nil {
-			return err
-		}
-	}
-	return nil
+		return w.walk(sub, full)
+	})
 }
 
 func (w *walker) emit(e store.ListEntry) error {
@@ -152,30 +214,77 @@ func (w *walker) emit(e store.ListEntry) error {
 
 // hasKey reports whether directory dir (keys starting with rel) holds at
 // least one key > after. Empty directories left behind do not make a
-// common prefix, as on S3.
+// common prefix, as on S3. It stops at the first such file it reads.
 func hasKey(ctx context.Context, dir, rel, after string) (bool, error) {
-	items, err := readDir(dir)
+	keep := func(sortName string) bool {
+		return cmpJoined(rel, sortName, after) > 0 || strings.HasSuffix(sortName, "/") && isPrefixOfJoined(after, rel, sortName)
+	}
+	f, err := os.Open(dir)
+	if notFound(err) {
+		return false, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("list: %w", err)
 	}
-	for _, it := range items {
+	defer f.Close()
+	var dirs []dirItem
+	for {
 		if err := ctx.Err(); err != nil {
 			return false, fmt.Errorf("list: %w", err)
 		}
-		full := rel + it.sort
-		if !it.entry.IsDir() {
-			if full > after {
+		ents, err := f.ReadDir(256)
+		for _, e := range ents {
+			it, ok := usable(e, keep)
+			switch {
+			case !ok:
+			case !e.IsDir():
 				return true, nil
+			default:
+				dirs = append(dirs, it)
 			}
-			continue
 		}
-		if after >= full && !strings.HasPrefix(after, full) {
-			continue
+		if errors.Is(err, io.EOF) || len(ents) == 0 && err == nil {
+			break
 		}
-		ok, err := hasKey(ctx, filepath.Join(dir, it.entry.Name()), full, after)
+		if notFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("list: %w", err)
+		}
+	}
+	for _, it := range dirs {
+		ok, err := hasKey(ctx, filepath.Join(dir, it.entry.Name()), rel+it.sort, after)
 		if ok || err != nil {
 			return ok, err
 		}
 	}
 	return false, nil
+}
+
+// cmpJoined compares a+b with c (as strings.Compare) without building a+b.
+func cmpJoined(a, b, c string) int {
+	if len(c) <= len(a) {
+		if r := strings.Compare(a[:len(c)], c); r != 0 || len(a) == len(c) && b == "" {
+			return r
+		}
+		return 1 // a+b is longer than c and starts with it
+	}
+	if r := strings.Compare(a, c[:len(a)]); r != 0 {
+		return r
+	}
+	return strings.Compare(b, c[len(a):])
+}
+
+// hasPrefixJoined reports whether a+b starts with p.
+func hasPrefixJoined(a, b, p string) bool {
+	if len(p) <= len(a) {
+		return strings.HasPrefix(a, p)
+	}
+	return strings.HasPrefix(p, a) && strings.HasPrefix(b, p[len(a):])
+}
+
+// isPrefixOfJoined reports whether s starts with a+b.
+func isPrefixOfJoined(s, a, b string) bool {
+	return strings.HasPrefix(s, a) && strings.HasPrefix(s[len(a):], b)
 }
