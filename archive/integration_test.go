@@ -293,10 +293,13 @@ func realThroughput(t *testing.T, k *testenv.Kafka) {
 	// Untimed first read: warms the brokers (JIT, page cache) and records
 	// what the archive must hold.
 	want := logDigests(t, k.Brokers(), topic, n)
+	var cpuC, cpuA time.Duration // this process's CPU time in each side's runs
 	consumer := func() time.Duration {
-		start := time.Now()
+		cpu, start := testenv.ProcessCPU(), time.Now()
 		consumeAll(t, k.Brokers(), topic, n)
-		return time.Since(start)
+		d := time.Since(start)
+		cpuC += testenv.ProcessCPU() - cpu
+		return d
 	}
 	archiver := func() time.Duration {
 		st := newStore(t)
@@ -308,11 +311,12 @@ func realThroughput(t *testing.T, k *testenv.Kafka) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		start := time.Now()
+		cpu, start := testenv.ProcessCPU(), time.Now()
 		if err := a.Run(ctx); err != nil {
 			t.Fatalf("archive --once: %v", err)
 		}
 		d := time.Since(start)
+		cpuA += testenv.ProcessCPU() - cpu
 		if got := archiveDigests(t, st, topic); got != want {
 			t.Fatalf("archive differs from the log (records per partition, digest):\narchive %v\nlog     %v", got, want)
 		}
@@ -338,6 +342,12 @@ func realThroughput(t *testing.T, k *testenv.Kafka) {
 	}
 	t.Logf("real Kafka (%d brokers, replication factor 3, %d partitions, %d records of %d B): best plain consumer %.0f MB/s, best archive %.0f MB/s: ratio %.2f (subtest %s)",
 		len(k.Brokers()), parts, n, size, mbps(bestC), mbps(bestA), mbps(bestA)/mbps(bestC), time.Since(began).Round(time.Millisecond))
+	// The client-side CPU per GB (the brokers' is in their JVMs): what
+	// the archiver needs in cores at a given rate, whatever this machine
+	// has.
+	gb := 2 * float64(payload) / 1e9
+	t.Logf("client CPU per GB of records: plain consumer %.2f s, archiver %.2f s (%.1fx)",
+		cpuC.Seconds()/gb, cpuA.Seconds()/gb, cpuA.Seconds()/cpuC.Seconds())
 }
 
 // digester keeps, per partition, a SHA-256 over the records' offsets,
