@@ -58,7 +58,7 @@ type Options struct {
 	// BlockBytes is the uncompressed block target inside segments. 0 = 1 MiB.
 	BlockBytes int
 	// Compression is the block codec of new segments: "zstd" (the default
-	// when ""), "s2" (about 3× less CPU to compress, objects about 1.5×
+	// when ""), "s2" (about 3× less CPU to compress, objects about 1.6×
 	// larger) or "none". Readers handle every codec; segments of different
 	// codecs mix freely in one archive.
 	Compression string

@@ -19,7 +19,7 @@ const (
 	CodecZstd Codec = 1
 	// CodecS2 compresses each block as one S2 block (the block format of
 	// github.com/klauspost/compress/s2, a Snappy extension): about 3×
-	// faster to compress than zstd's fastest level, objects ~1.5× larger.
+	// faster to compress than zstd's fastest level, objects ~1.6× larger.
 	CodecS2 Codec = 2
 )
 

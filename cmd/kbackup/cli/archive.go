@@ -35,7 +35,7 @@ func archiveCommand() *cli.Command {
 			&cli.BoolFlag{Name: "read-uncommitted", Usage: "also archive records of aborted and open transactions", EnvVars: envs("read-uncommitted")},
 			&cli.DurationFlag{Name: "flush-interval", Usage: "commit a segment at most this long after its first record (bounds archive lag; default 3s)", EnvVars: envs("flush-interval")},
 			&cli.StringFlag{Name: "segment-bytes", Usage: "roll a segment at this uncompressed `SIZE` (default 32MiB)", EnvVars: envs("segment-bytes")},
-			&cli.StringFlag{Name: "compression", Value: "zstd", Usage: "block codec of new segments: zstd, s2 (about 3x less CPU, ~1.5x larger objects) or none", EnvVars: envs("compression")},
+			&cli.StringFlag{Name: "compression", Value: "zstd", Usage: "block codec of new segments: zstd, s2 (about 3x less CPU, ~1.6x larger objects) or none", EnvVars: envs("compression")},
 			&cli.StringFlag{Name: "max-buffered-bytes", Usage: "memory bound for buffered segments of all partitions, `SIZE` (default 256MiB)", EnvVars: envs("max-buffered-bytes")},
 			&cli.DurationFlag{Name: "catalog-interval", Usage: "capture topic configs and group offsets this often (default 5m)", EnvVars: envs("catalog-interval")},
 			&cli.StringFlag{Name: "groups", Usage: "capture the offsets of groups whose whole name matches `REGEX` (default all but the archiver's own)", EnvVars: envs("groups")},
