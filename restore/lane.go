@@ -708,8 +708,13 @@ func (lr *laneRun) snapshot(done bool) *checkpoint {
 // checkpointLoop stores the acknowledged state every CheckpointInterval.
 func (lr *laneRun) checkpointLoop(ctx context.Context, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	tick := time.NewTicker(lr.rn.o.CheckpointInterval)
-	defer tick.Stop()
+	// A checkpoint carries the lane's offset map so far, which grows with
+	// the gaps restored (a compacted topic has a run per gap): the wait
+	// between checkpoints grows with what the last one cost, so storing
+	// them stays under a tenth of the lane's time.
+	wait := lr.rn.o.CheckpointInterval
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	last := int64(-1)
 	for {
 		select {
@@ -717,16 +722,18 @@ func (lr *laneRun) checkpointLoop(ctx context.Context, stop <-chan struct{}, don
 			return
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-timer.C:
 		}
+		began := time.Now()
 		c := lr.snapshot(false)
-		if c.Records == last {
-			continue
+		if c.Records != last {
+			if err := putJSON(ctx, lr.rn.st, checkpointKey(lr.rn.id, lr.l.name), c, store.PutOptions{}); err != nil {
+				lr.rn.o.Logger.Warn("restore: checkpoint not stored (progress since the last one is re-verified on resume)", "lane", lr.l.name, "err", err)
+			} else {
+				last = c.Records
+			}
 		}
-		if err := putJSON(ctx, lr.rn.st, checkpointKey(lr.rn.id, lr.l.name), c, store.PutOptions{}); err != nil {
-			lr.rn.o.Logger.Warn("restore: checkpoint not stored (progress since the last one is re-verified on resume)", "lane", lr.l.name, "err", err)
-			continue
-		}
-		last = c.Records
+		wait = max(lr.rn.o.CheckpointInterval, 10*time.Since(began))
+		timer.Reset(wait)
 	}
 }

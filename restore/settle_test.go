@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/storefault"
 )
 
@@ -211,4 +213,47 @@ func TestForeignWriteDuringRestore(t *testing.T) {
 func mustArchived(t *testing.T, f *fixture, p int32) []rec {
 	recs, _ := archived(t, f.st, f.topic, p)
 	return recs
+}
+
+// slowCheckpoints delays every checkpoint Put by delay and counts them.
+type slowCheckpoints struct {
+	store.Store
+	delay time.Duration
+	puts  atomic.Int64
+}
+
+func (s *slowCheckpoints) Put(ctx context.Context, key string, r io.Reader, size int64, o store.PutOptions) error {
+	if strings.Contains(key, "/checkpoints/") {
+		s.puts.Add(1)
+		time.Sleep(s.delay)
+	}
+	return s.Store.Put(ctx, key, r, size, o)
+}
+
+// TestCheckpointIntervalAdapts: when storing a checkpoint is slow (a large
+// offset map), the lane waits ten times the last checkpoint's cost before
+// the next one instead of storing back to back.
+func TestCheckpointIntervalAdapts(t *testing.T) {
+	t.Parallel()
+	f := buildFixture(t, "ci", 1, 1500)
+	f.archive(t)
+	tgt := newCluster(t)
+	o := f.opts(t, tgt)
+	const delay = 10 * time.Millisecond
+	state := &slowCheckpoints{Store: f.st, delay: delay}
+	slow := storefault.New(f.st, 5) // slow archive reads: the lane runs for a while
+	slow.SetMaxDelay(4 * time.Millisecond)
+	o.Store, o.StateStore = slow, state
+	o.CheckpointInterval = time.Millisecond
+	o.MaxInFlightBytes = 2 << 10
+	start := time.Now()
+	run(t, o)
+	took := time.Since(start)
+	// Initial and final checkpoints, plus periodic ones at most every
+	// 10 x delay; without the adaptation there would be one per ~delay.
+	limit := 2 + int64(took/(10*delay)) + 1
+	if n := state.puts.Load(); n > limit || took < 10*delay {
+		t.Fatalf("%d checkpoint puts in %v (limit %d; the restore must run longer than %v for the test to mean something)", n, took, limit, 10*delay)
+	}
+	checkExact(t, f, "ci", readTopic(t, tgt, "ci"))
 }
