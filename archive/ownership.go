@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/kafkaconn"
 	"github.com/kbackup/kbackup/manifest"
 )
 
@@ -350,11 +351,15 @@ func (a *Archiver) setOnceTargets(ctx context.Context) error {
 	}
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	offs, err := list(lctx, names...)
+	// Retriable partition errors (a leader just elected answers
+	// OFFSET_NOT_AVAILABLE for a moment) are retried within the timeout.
+	offs, err := kafkaconn.ListOffsetsRetrying(lctx, func(ctx context.Context) (kadm.ListedOffsets, error) { return list(ctx, names...) })
 	if err != nil {
 		return fmt.Errorf("list end offsets: %w", err)
 	}
-	starts, err := a.adm.ListStartOffsets(lctx, names...)
+	starts, err := kafkaconn.ListOffsetsRetrying(lctx, func(ctx context.Context) (kadm.ListedOffsets, error) {
+		return a.adm.ListStartOffsets(ctx, names...)
+	})
 	if err != nil {
 		return fmt.Errorf("list start offsets: %w", err)
 	}

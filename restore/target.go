@@ -16,6 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kbackup/kbackup/kafkaconn"
 )
 
 // target is the cluster being restored into.
@@ -79,11 +81,15 @@ func (t *target) offsets(ctx context.Context, topic string, parts ...int32) (sta
 // topicOffsets lists the start and end offsets of every partition of topic.
 func (t *target) topicOffsets(ctx context.Context, topic string) (start, end map[int32]int64, err error) {
 	start, end = map[int32]int64{}, map[int32]int64{}
-	so, err := t.adm.ListStartOffsets(ctx, topic)
+	// Retriable partition errors (a leader just elected) are retried for
+	// up to 30 s.
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	so, err := kafkaconn.ListOffsetsRetrying(lctx, func(ctx context.Context) (kadm.ListedOffsets, error) { return t.adm.ListStartOffsets(ctx, topic) })
 	if err != nil {
 		return nil, nil, fmt.Errorf("list start offsets of target topic %s: %w", topic, err)
 	}
-	eo, err := t.adm.ListEndOffsets(ctx, topic)
+	eo, err := kafkaconn.ListOffsetsRetrying(lctx, func(ctx context.Context) (kadm.ListedOffsets, error) { return t.adm.ListEndOffsets(ctx, topic) })
 	if err != nil {
 		return nil, nil, fmt.Errorf("list end offsets of target topic %s: %w", topic, err)
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbackup/kbackup/kafkaconn"
 )
 
 // Header is a record header; a nil Value is a null header value.
@@ -197,22 +199,18 @@ func consumeAll(brokers []string, topic string, o ConsumeOptions) ([]Record, err
 		return nil, err
 	}
 	defer acl.Close()
-	var ends kadm.ListedOffsets
-	if o.Isolation == ReadCommitted {
-		ends, err = adm.ListCommittedOffsets(ctx, topic)
-	} else {
-		ends, err = adm.ListEndOffsets(ctx, topic)
-	}
-	if err == nil {
-		err = ends.Error()
-	}
+	// Retriable partition errors (right after brokers restart a new
+	// leader answers OFFSET_NOT_AVAILABLE for a moment) are retried.
+	ends, err := kafkaconn.ListOffsetsRetrying(ctx, func(ctx context.Context) (kadm.ListedOffsets, error) {
+		if o.Isolation == ReadCommitted {
+			return adm.ListCommittedOffsets(ctx, topic)
+		}
+		return adm.ListEndOffsets(ctx, topic)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("end offsets: %w", err)
 	}
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err == nil {
-		err = starts.Error()
-	}
+	starts, err := kafkaconn.ListOffsetsRetrying(ctx, func(ctx context.Context) (kadm.ListedOffsets, error) { return adm.ListStartOffsets(ctx, topic) })
 	if err != nil {
 		return nil, fmt.Errorf("start offsets: %w", err)
 	}
