@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/kafkaconn"
 	"github.com/kbackup/kbackup/manifest"
 )
 
@@ -51,12 +53,16 @@ func Completeness(kafkaOpts []kgo.Opt, filter func(string) bool) func(context.Co
 		if len(names) == 0 {
 			return nil
 		}
-		starts, err := adm.ListStartOffsets(ctx, names...)
-		if err != nil {
+		// Retriable partition errors (a leader just elected) are retried
+		// for up to 30 s; partitions still failing become warnings below.
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		starts, err := kafkaconn.ListOffsetsRetrying(lctx, func(ctx context.Context) (kadm.ListedOffsets, error) { return adm.ListStartOffsets(ctx, names...) })
+		if starts == nil && err != nil {
 			return fmt.Errorf("list start offsets: %w", err)
 		}
-		ends, err := adm.ListEndOffsets(ctx, names...)
-		if err != nil {
+		ends, err := kafkaconn.ListOffsetsRetrying(lctx, func(ctx context.Context) (kadm.ListedOffsets, error) { return adm.ListEndOffsets(ctx, names...) })
+		if ends == nil && err != nil {
 			return fmt.Errorf("list end offsets: %w", err)
 		}
 		for _, name := range names {

@@ -42,10 +42,13 @@ func TestListOffsetsRetrying(t *testing.T) {
 
 	cctx, cancel := context.WithTimeout(ctx, 600*time.Millisecond)
 	defer cancel()
-	_, err = ListOffsetsRetrying(cctx, func(context.Context) (kadm.ListedOffsets, error) {
-		return nil, kerr.NotLeaderForPartition
+	l, err = ListOffsetsRetrying(cctx, func(context.Context) (kadm.ListedOffsets, error) {
+		return listed(kerr.NotLeaderForPartition), nil
 	})
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, kerr.NotLeaderForPartition) {
 		t.Fatalf("retriable until the deadline: %v", err)
+	}
+	if o, ok := l.Lookup("t", 0); !ok || !errors.Is(o.Err, kerr.NotLeaderForPartition) {
+		t.Fatalf("the last listing is not returned with the error: %v", l)
 	}
 }

@@ -131,8 +131,11 @@ func sameSet(isr, replicas []int32) bool {
 func (k *KafkaCluster) HighWatermarks(ctx context.Context) (map[string]map[int32]int64, error) {
 	ctx, cancel := bounded(ctx)
 	defer cancel()
-	ends, err := k.adm.ListEndOffsets(ctx)
-	if err != nil {
+	// A leader elected moments ago (brokers just restarted) answers
+	// OFFSET_NOT_AVAILABLE for a while: retried within the bound; other
+	// per-partition errors are reported below.
+	ends, err := kafkaconn.ListOffsetsRetrying(ctx, func(ctx context.Context) (kadm.ListedOffsets, error) { return k.adm.ListEndOffsets(ctx) })
+	if ends == nil && err != nil {
 		return nil, fmt.Errorf("list high watermarks: %w", err)
 	}
 	out := map[string]map[int32]int64{}
