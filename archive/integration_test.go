@@ -301,10 +301,11 @@ func realThroughput(t *testing.T, k *testenv.Kafka) {
 		cpuC += testenv.ProcessCPU() - cpu
 		return d
 	}
-	archiver := func() time.Duration {
+	var cpuS2 time.Duration
+	archiveWith := func(codec string) time.Duration {
 		st := newStore(t)
 		o := Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(k.Brokers()...)}, Store: st, Once: true, Logger: testLogger(t),
-			WriterID: "test", Topics: mustRes(t, regexp.QuoteMeta(topic))}
+			WriterID: "test", Topics: mustRes(t, regexp.QuoteMeta(topic)), Compression: codec}
 		a, err := New(o)
 		if err != nil {
 			t.Fatal(err)
@@ -316,12 +317,17 @@ func realThroughput(t *testing.T, k *testenv.Kafka) {
 			t.Fatalf("archive --once: %v", err)
 		}
 		d := time.Since(start)
-		cpuA += testenv.ProcessCPU() - cpu
+		if codec == "s2" {
+			cpuS2 += testenv.ProcessCPU() - cpu
+		} else {
+			cpuA += testenv.ProcessCPU() - cpu
+		}
 		if got := archiveDigests(t, st, topic); got != want {
-			t.Fatalf("archive differs from the log (records per partition, digest):\narchive %v\nlog     %v", got, want)
+			t.Fatalf("archive (%s) differs from the log (records per partition, digest):\narchive %v\nlog     %v", codec, got, want)
 		}
 		return d
 	}
+	archiver := func() time.Duration { return archiveWith("zstd") }
 	mbps := func(d time.Duration) float64 { return float64(payload) / d.Seconds() / 1e6 }
 	var bestC, bestA time.Duration
 	for i := 0; i < 2; i++ {
@@ -348,6 +354,11 @@ func realThroughput(t *testing.T, k *testenv.Kafka) {
 	gb := 2 * float64(payload) / 1e9
 	t.Logf("client CPU per GB of records: plain consumer %.2f s, archiver %.2f s (%.1fx)",
 		cpuC.Seconds()/gb, cpuA.Seconds()/gb, cpuA.Seconds()/cpuC.Seconds())
+	// --compression s2 (the CPU-light codec), one round beside the consumer.
+	c := consumer()
+	a := archiveWith("s2")
+	t.Logf("--compression s2: plain consumer %.0f MB/s, archive %.0f MB/s: ratio %.2f; archiver CPU per GB %.2f s",
+		mbps(c), mbps(a), mbps(a)/mbps(c), cpuS2.Seconds()/(float64(payload)/1e9))
 }
 
 // digester keeps, per partition, a SHA-256 over the records' offsets,
