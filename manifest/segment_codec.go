@@ -1,12 +1,12 @@
 package manifest
 
 import (
-	"github.com/klauspost/compress/s2"
-
 	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
+
+	"github.com/klauspost/compress/s2"
 )
 
 // AppendIndex appends the canonical encoding of ix (the segment trailer).

@@ -1,13 +1,13 @@
 package manifest
 
 import (
-	"github.com/klauspost/compress/s2"
-
 	"encoding/binary"
 	"fmt"
 	"math"
 	"runtime"
 	"sync"
+
+	"github.com/klauspost/compress/s2"
 )
 
 // SegmentOptions tune a SegmentWriter. The zero value means zstd with 1 MiB
