@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/storefault"
@@ -256,4 +258,34 @@ func TestCheckpointIntervalAdapts(t *testing.T) {
 		t.Fatalf("%d checkpoint puts in %v (limit %d; the restore must run longer than %v for the test to mean something)", n, took, limit, 10*delay)
 	}
 	checkExact(t, f, "ci", readTopic(t, tgt, "ci"))
+}
+
+// TestLaneListsOnlyItsPartitions: a lane lists the end offsets of its own
+// target partition, not of the whole topic (which made listings grow with
+// the square of the partition count).
+func TestLaneListsOnlyItsPartitions(t *testing.T) {
+	t.Parallel()
+	f := buildFixture(t, "lp", 8, 10)
+	f.archive(t)
+	tgt := newCluster(t)
+	var mu sync.Mutex
+	sizes := map[int]int{} // partitions per ListOffsets request for "lp" -> requests
+	tgt.ControlKey(int16(kmsg.ListOffsets), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		tgt.KeepControl()
+		for _, rt := range req.(*kmsg.ListOffsetsRequest).Topics {
+			if rt.Topic == "lp" {
+				mu.Lock()
+				sizes[len(rt.Partitions)]++
+				mu.Unlock()
+			}
+		}
+		return nil, nil, false
+	})
+	run(t, f.opts(t, tgt))
+	mu.Lock()
+	if sizes[1] < 8 || sizes[8] > 0 {
+		t.Errorf("ListOffsets requests by partition count: %v (want the 8 lanes to list one partition each, none the whole topic)", sizes)
+	}
+	mu.Unlock()
+	checkExact(t, f, "lp", readTopic(t, tgt, "lp"))
 }
