@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/kfaketest"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 )
@@ -234,4 +236,25 @@ func TestRetentionRaceIsDataLoss(t *testing.T) {
 	if last := gaps[0][len(gaps[0])-1]; last != (manifest.Gap{From: 20, To: 24, Reason: manifest.GapDataLoss}) {
 		t.Fatalf("last gap %v", last)
 	}
+}
+
+// TestOnceRetriesOffsetNotAvailable: a leader elected moments ago answers
+// ListOffsets with OFFSET_NOT_AVAILABLE for a while; --once waits it out
+// instead of failing, and archives everything.
+func TestOnceRetriesOffsetNotAvailable(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "na", 2, nil)
+	cl := newClient(t, c, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for i := 0; i < 20; i++ {
+		produce(t, cl, &kgo.Record{Topic: "na", Partition: int32(i % 2), Value: []byte(strconv.Itoa(i))})
+	}
+	failed := kfaketest.FailListOffsets(c, 3, kerr.OffsetNotAvailable.Code)
+	st := newStore(t)
+	runOnce(t, c, st, nil)
+	if failed.Load() != 3 {
+		t.Fatalf("%d ListOffsets requests failed, want 3: the test did not exercise the retry", failed.Load())
+	}
+	got, _ := readArchive(t, st, "na")
+	sameRecords(t, "na", readCommitted(t, c, "na"), got)
 }

@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kbackup/kbackup/internal/kfaketest"
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/storefault"
 )
@@ -288,4 +290,21 @@ func TestLaneListsOnlyItsPartitions(t *testing.T) {
 	}
 	mu.Unlock()
 	checkExact(t, f, "lp", readTopic(t, tgt, "lp"))
+}
+
+// TestRestoreRetriesOffsetNotAvailable: a target whose leaders were just
+// elected answers ListOffsets with OFFSET_NOT_AVAILABLE for a while; the
+// plan's check of an existing target and the lanes' listings wait it out.
+func TestRestoreRetriesOffsetNotAvailable(t *testing.T) {
+	t.Parallel()
+	f := buildFixture(t, "na", 2, 20)
+	f.archive(t)
+	tgt := newCluster(t)
+	createTopic(t, tgt, "na", 2, nil)
+	failed := kfaketest.FailListOffsets(tgt, 6, kerr.OffsetNotAvailable.Code)
+	run(t, f.opts(t, tgt))
+	if failed.Load() != 6 {
+		t.Fatalf("%d ListOffsets requests failed, want 6: the test did not exercise the retry", failed.Load())
+	}
+	checkExact(t, f, "na", readTopic(t, tgt, "na"))
 }

@@ -109,9 +109,11 @@ func (t *target) topicOffsets(ctx context.Context, topic string) (start, end map
 
 // listOffsets lists, for parts of topic, the offset at timestamp ts (-1:
 // the end, -2: the start) with read_uncommitted isolation (the log end,
-// which is what the restore's own records advance). Partitions whose
-// leader moved are asked again, a few times.
+// which is what the restore's own records advance). Partitions answering a
+// retriable error (a leader that moved or was just elected) are asked
+// again, for up to 30 s.
 func (t *target) listOffsets(ctx context.Context, topic string, parts []int32, ts int64) (map[int32]int64, error) {
+	deadline := time.Now().Add(30 * time.Second)
 	out := make(map[int32]int64, len(parts))
 	todo := append([]int32(nil), parts...)
 	for attempt := 0; ; attempt++ {
@@ -164,13 +166,13 @@ func (t *target) listOffsets(ctx context.Context, topic string, parts []int32, t
 		if len(retry) == 0 {
 			return out, nil
 		}
-		if attempt >= 4 || ctx.Err() != nil {
+		if time.Now().After(deadline) || ctx.Err() != nil {
 			return nil, lastErr
 		}
 		todo = retry
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Duration(attempt+1) * 250 * time.Millisecond):
+		case <-time.After(time.Duration(min(attempt+1, 4)) * 250 * time.Millisecond):
 		}
 	}
 }

@@ -7,11 +7,13 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kbackup/kbackup/store/filestore"
 )
@@ -73,4 +75,33 @@ func Produce(tb testing.TB, cl *kgo.Client, recs ...*kgo.Record) {
 	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 		tb.Fatalf("produce: %v", err)
 	}
+}
+
+// FailListOffsets makes c answer the next n ListOffsets requests with
+// error code for every partition (e.g. OFFSET_NOT_AVAILABLE, as a leader
+// elected moments ago does), then serve normally. It returns a counter of
+// the requests answered with the error.
+func FailListOffsets(c *kfake.Cluster, n int64, code int16) *atomic.Int64 {
+	var failed atomic.Int64
+	c.ControlKey(int16(kmsg.ListOffsets), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if failed.Load() >= n {
+			return nil, nil, false
+		}
+		failed.Add(1)
+		r := req.(*kmsg.ListOffsetsRequest)
+		resp := r.ResponseKind().(*kmsg.ListOffsetsResponse)
+		for _, rt := range r.Topics {
+			st := kmsg.NewListOffsetsResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewListOffsetsResponseTopicPartition()
+				sp.Partition, sp.ErrorCode, sp.Offset, sp.Timestamp = rp.Partition, code, -1, -1
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	return &failed
 }
