@@ -46,6 +46,8 @@ type Archiver struct {
 
 	statusMu sync.Mutex
 	status   Status
+	summary  Summary
+	started  time.Time
 
 	seeks map[tp]kgo.Offset // pending (re)starts of consumption, see seek
 
@@ -79,6 +81,62 @@ type Status struct {
 	Partitions int
 	Buffered   int64
 	LastError  string
+}
+
+// Summary is what one run of an archiver did.
+type Summary struct {
+	Topics     int   // selected topics at the last metadata refresh
+	Partitions int   // partitions owned when the run ended
+	Records    int64 // records committed by this run
+	Segments   int64 // segments committed by this run
+	Bytes      int64 // segment bytes committed by this run
+	// Gaps counts the offsets this run committed as gaps, by reason
+	// (manifest.GapReason's String: "DATA-LOSS", "compacted", ...).
+	Gaps     map[string]int64
+	Duration time.Duration // from Run's start to now, or to its end
+}
+
+// DataLoss is the number of offsets this run recorded as DATA-LOSS gaps.
+func (s Summary) DataLoss() int64 { return s.Gaps[manifest.GapDataLoss.String()] }
+
+// Summary returns what the run did so far (safe from any goroutine; final
+// once Run returned).
+func (a *Archiver) Summary() Summary {
+	a.statusMu.Lock()
+	defer a.statusMu.Unlock()
+	s := a.summary
+	s.Gaps = make(map[string]int64, len(a.summary.Gaps))
+	for k, v := range a.summary.Gaps {
+		s.Gaps[k] = v
+	}
+	if s.Duration == 0 && !a.started.IsZero() {
+		s.Duration = time.Since(a.started)
+	}
+	return s
+}
+
+func (a *Archiver) addToSummary(c *manifest.Commit) {
+	a.statusMu.Lock()
+	defer a.statusMu.Unlock()
+	a.summary.Records += c.Records
+	a.summary.Segments++
+	a.summary.Bytes += c.SegmentSize
+	for reason, n := range c.GapOffsets {
+		if n > 0 {
+			if a.summary.Gaps == nil {
+				a.summary.Gaps = map[string]int64{}
+			}
+			a.summary.Gaps[manifest.GapReason(reason).String()] += n
+		}
+	}
+}
+
+// endSummary fixes the run's duration and final partition and topic counts.
+func (a *Archiver) endSummary() {
+	a.statusMu.Lock()
+	defer a.statusMu.Unlock()
+	a.summary.Topics, a.summary.Partitions = len(a.topics), len(a.parts)
+	a.summary.Duration = time.Since(a.started)
 }
 
 // New validates opts and returns an Archiver.
@@ -115,6 +173,10 @@ func (a *Archiver) Status() Status {
 // partition is archived up to the end offsets seen at start.
 func (a *Archiver) Run(ctx context.Context) error {
 	lg := a.opts.Logger
+	a.statusMu.Lock()
+	a.started = time.Now()
+	a.statusMu.Unlock()
+	defer a.endSummary()
 	var err error
 	if a.arch, err = manifest.Init(ctx, a.opts.Store, a.opts.Version, a.opts.Now().UnixMilli()); err != nil {
 		return err
@@ -126,6 +188,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 	copts := append([]kgo.Opt{}, a.opts.KafkaOpts...)
 	copts = append(copts, kgo.FetchIsolationLevel(isolation), kgo.KeepControlRecords(),
 		kgo.FetchMaxWait(500*time.Millisecond), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	copts = append(copts, kafkaMetrics(a.opts.Registerer, clientData)...)
 	if a.cl, err = kgo.NewClient(copts...); err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
@@ -137,6 +200,13 @@ func (a *Archiver) Run(ctx context.Context) error {
 	cancel()
 	if err != nil {
 		return fmt.Errorf("cannot read cluster metadata: %w", err)
+	}
+	if len(a.topics) == 0 {
+		if a.opts.Once {
+			lg.Warn("no topic in the cluster matches the selection: nothing to archive")
+		} else {
+			lg.Warn("no topic in the cluster matches the selection yet: new topics are looked for every refresh interval", "refresh_interval", a.opts.RefreshInterval)
+		}
 	}
 	if a.opts.Group != "" {
 		if a.member, err = startMembership(a.opts, a.selectedPatterns(), lg); err != nil {

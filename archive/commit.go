@@ -130,9 +130,10 @@ func (a *Archiver) committed(ps *partState, r commitResult) {
 	a.m.records.WithLabelValues(ps.tp.topic).Add(float64(c.Records))
 	a.m.bytes.WithLabelValues(ps.tp.topic).Add(float64(c.SegmentSize))
 	a.m.segments.WithLabelValues(ps.tp.topic).Inc()
+	a.addToSummary(c)
 	for reason, n := range c.GapOffsets {
 		if n > 0 {
-			a.m.gapOffsets.WithLabelValues(ps.tp.topic, manifest.GapReason(reason).String()).Add(float64(n))
+			a.m.gapOffsets.WithLabelValues(ps.tp.topic, strconv.Itoa(int(ps.tp.partition)), manifest.GapReason(reason).String()).Add(float64(n))
 		}
 	}
 	if c.GapOffsets[manifest.GapDataLoss] > 0 {

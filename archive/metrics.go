@@ -1,8 +1,34 @@
 package archive
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
+
+	"github.com/kbackup/kbackup/manifest"
 )
+
+// Kafka client roles: the value of the client label of the kbackup_kafka_*
+// metrics (franz-go's kprom).
+const (
+	clientData  = "data"  // fetches records
+	clientGroup = "group" // group membership only (never fetches)
+)
+
+// kafkaMetrics returns the hook option that exports franz-go's client
+// metrics for one client, labelled client=role, or nil without a
+// registerer. A kprom.Metrics registers its collectors when its client is
+// created and holds per-client state, so every client gets its own: sharing
+// one between two live clients panics with a duplicate registration.
+func kafkaMetrics(reg prometheus.Registerer, role string) []kgo.Opt {
+	if reg == nil {
+		return nil
+	}
+	return []kgo.Opt{kgo.WithHooks(kprom.NewMetrics("kbackup_kafka",
+		kprom.Registerer(reg), kprom.WithStaticLabel(prometheus.Labels{"client": role})))}
+}
 
 // metrics are the archiver's Prometheus metrics, on an explicit registry.
 type metrics struct {
@@ -43,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		segments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kbackup_archive_segments_total",
 			Help: "Segments committed to the store."}, []string{"topic"}),
 		gapOffsets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kbackup_archive_gap_offsets_total",
-			Help: "Offsets committed as gaps, by reason (DATA-LOSS means retention deleted records before they were archived)."}, []string{"topic", "reason"}),
+			Help: "Offsets committed as gaps, by reason (DATA-LOSS means retention deleted records before they were archived). Every reason exists at 0 for every owned partition."}, []string{"topic", "partition", "reason"}),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kbackup_archive_commit_seconds",
 			Help: "Time to write a segment, its commit entry and time key.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kbackup_store_errors_total",
@@ -63,4 +89,38 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.segments, m.gapOffsets, m.commitSeconds, m.storeErrors, m.fenced, m.buffered, m.partitions, m.recordLag)
 	}
 	return m
+}
+
+// gapReasons are the label values of kbackup_archive_gap_offsets_total.
+var gapReasons = func() []string {
+	out := make([]string, 0, manifest.NumGapReasons-1)
+	for r := manifest.GapReason(1); r < manifest.NumGapReasons; r++ {
+		out = append(out, r.String())
+	}
+	return out
+}()
+
+// partitionStarted creates the series of a newly owned partition at 0, so
+// that an alert on increase() sees the first gap (a counter series born at
+// its first increment has no earlier sample to increase from).
+func (m *metrics) partitionStarted(topic string, partition int32) {
+	p := strconv.Itoa(int(partition))
+	for _, r := range gapReasons {
+		m.gapOffsets.WithLabelValues(topic, p, r).Add(0)
+	}
+	m.records.WithLabelValues(topic).Add(0)
+	m.bytes.WithLabelValues(topic).Add(0)
+	m.segments.WithLabelValues(topic).Add(0)
+}
+
+// partitionReleased deletes the per-partition series of a partition this
+// archiver no longer owns (the new owner exports its own).
+func (m *metrics) partitionReleased(topic string, partition int32) {
+	l := []string{topic, strconv.Itoa(int(partition))}
+	for _, g := range []*prometheus.GaugeVec{m.archivedOffset, m.lagRecords, m.lagSeconds, m.earliestTs, m.latestTs} {
+		g.DeleteLabelValues(l...)
+	}
+	for _, r := range gapReasons {
+		m.gapOffsets.DeleteLabelValues(l[0], l[1], r)
+	}
 }

@@ -19,6 +19,24 @@ import (
 	"github.com/kbackup/kbackup/store"
 )
 
+// Defaults of the Options fields whose zero value means "the default".
+const (
+	DefaultSegmentBytes      = 32 << 20
+	DefaultFlushInterval     = 3 * time.Second
+	DefaultBlockBytes        = 1 << 20
+	DefaultCompression       = "zstd"
+	DefaultMaxBufferedBytes  = 256 << 20
+	DefaultCommitConcurrency = 16
+	DefaultRefreshInterval   = 30 * time.Second
+	DefaultCatalogInterval   = 5 * time.Minute
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultOnceAttempts      = 6
+	// DefaultGroup is the consumer group the CLI's archivers share
+	// partitions through unless told otherwise (Options.Group has no
+	// default: "" is standalone).
+	DefaultGroup = "kbackup-archiver"
+)
+
 // Options configure an Archiver. Zero values are documented per field.
 type Options struct {
 	// KafkaOpts connect to the cluster (seed brokers, TLS, SASL); built by
@@ -92,7 +110,9 @@ type Options struct {
 	Version string
 	// Logger receives structured logs. nil discards them.
 	Logger *slog.Logger
-	// Registerer receives the archiver's metrics. nil registers nothing.
+	// Registerer receives the archiver's metrics and those of its Kafka
+	// clients (kbackup_kafka_*, labelled client="data" or client="group").
+	// nil registers nothing.
 	Registerer prometheus.Registerer
 	// Now returns the current time. nil = time.Now.
 	Now func() time.Time
@@ -106,16 +126,16 @@ func (o *Options) setDefaults() error {
 		return fmt.Errorf("archive: no Kafka connection options (brokers)")
 	}
 	if o.SegmentBytes <= 0 {
-		o.SegmentBytes = 32 << 20
+		o.SegmentBytes = DefaultSegmentBytes
 	}
 	if o.FlushInterval <= 0 {
-		o.FlushInterval = 3 * time.Second
+		o.FlushInterval = DefaultFlushInterval
 	}
 	if o.BlockBytes <= 0 {
-		o.BlockBytes = 1 << 20
+		o.BlockBytes = DefaultBlockBytes
 	}
 	if o.Compression == "" {
-		o.Compression = "zstd"
+		o.Compression = DefaultCompression
 	}
 	codec, err := manifest.ParseCodec(o.Compression)
 	if err != nil {
@@ -123,22 +143,22 @@ func (o *Options) setDefaults() error {
 	}
 	o.codec = codec
 	if o.MaxBufferedBytes <= 0 {
-		o.MaxBufferedBytes = 256 << 20
+		o.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
 	if o.CommitConcurrency <= 0 {
-		o.CommitConcurrency = 16
+		o.CommitConcurrency = DefaultCommitConcurrency
 	}
 	if o.RefreshInterval <= 0 {
-		o.RefreshInterval = 30 * time.Second
+		o.RefreshInterval = DefaultRefreshInterval
 	}
 	if o.CatalogInterval <= 0 {
-		o.CatalogInterval = 5 * time.Minute
+		o.CatalogInterval = DefaultCatalogInterval
 	}
 	if o.ShutdownTimeout <= 0 {
-		o.ShutdownTimeout = 30 * time.Second
+		o.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if o.OnceCommitAttempts <= 0 {
-		o.OnceCommitAttempts = 6
+		o.OnceCommitAttempts = DefaultOnceAttempts
 	}
 	if o.Version == "" {
 		o.Version = "kbackup"

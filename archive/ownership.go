@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -117,6 +119,7 @@ func (a *Archiver) reconcile(ctx context.Context) {
 			a.cl.PurgeTopicsFromClient(t)
 		}
 	}
+	started := map[string][]int32{}
 	for k, ti := range want {
 		if a.parts[k] != nil {
 			continue
@@ -124,10 +127,19 @@ func (a *Archiver) reconcile(ctx context.Context) {
 		if purge[k.topic] && a.holdsTopic(k.topic) {
 			continue // the old incarnation is still flushing
 		}
+		if !a.holdsTopic(k.topic) || started[k.topic] != nil {
+			started[k.topic] = append(started[k.topic], k.partition)
+		}
 		ps := &partState{tp: k, id: ti.id, compacted: ti.compacted, target: -1, gen: nextGen(),
 			log: a.arch.Partition(k.topic, ti.id, k.partition)}
 		a.parts[k] = ps
+		a.m.partitionStarted(k.topic, k.partition)
 		go a.loadHead(ctx, ps, ps.gen)
+	}
+	for _, t := range slices.Sorted(maps.Keys(started)) {
+		ps := started[t]
+		slices.Sort(ps)
+		a.opts.Logger.Info("archiving topic", "topic", t, "topic_id", a.topics[t].id.String(), "partitions", fmt.Sprint(ps))
 	}
 	if a.member != nil {
 		held := make(map[tp]bool, len(a.parts))
@@ -160,11 +172,11 @@ func (a *Archiver) stopPartition(ctx context.Context, ps *partState) {
 	a.kick(ctx, ps)
 	if ps.idle() {
 		delete(a.parts, ps.tp)
-		l := []string{ps.tp.topic, strconv.Itoa(int(ps.tp.partition))}
-		for _, g := range []interface{ DeleteLabelValues(...string) bool }{a.m.archivedOffset, a.m.lagRecords, a.m.lagSeconds, a.m.earliestTs, a.m.latestTs} {
-			g.DeleteLabelValues(l...)
-		}
+		a.m.partitionReleased(ps.tp.topic, ps.tp.partition)
 		a.opts.Logger.Info("partition released", "topic", ps.tp.topic, "partition", ps.tp.partition, "archived_to", ps.committedNext())
+		if !a.holdsTopic(ps.tp.topic) {
+			a.opts.Logger.Info("stopped archiving topic", "topic", ps.tp.topic)
+		}
 	}
 }
 

@@ -15,7 +15,6 @@ import (
 	kaws "github.com/twmb/franz-go/pkg/sasl/aws"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
-	"github.com/twmb/franz-go/plugin/kslog"
 )
 
 // ClientOpts validates the options and turns them into franz-go client
@@ -52,7 +51,7 @@ func (o Options) ClientOpts(ctx context.Context) ([]kgo.Opt, error) {
 		opts = append(opts, kgo.SASL(mech))
 	}
 	if o.Logger != nil {
-		opts = append(opts, kgo.WithLogger(kslog.New(o.Logger)))
+		opts = append(opts, kgo.WithLogger(kgoLogger{o.Logger}))
 	}
 	return opts, nil
 }

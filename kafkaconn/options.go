@@ -8,9 +8,9 @@
 // package returns leave them out, and the Secret type redacts itself under fmt,
 // log/slog and encoding/json.
 //
-// The CLI maps flags onto Options with Flags and FromContext; package code
-// turns Options into franz-go client options with ClientOpts (or NewClient)
-// and checks reachability with Ping.
+// The CLI maps its flags onto Options; package code turns Options into
+// franz-go client options with ClientOpts (or NewClient) and checks
+// reachability with Ping. This package knows nothing of flags.
 package kafkaconn
 
 import (
@@ -96,8 +96,8 @@ type Options struct {
 	// handshake; 0 means 10s.
 	DialTimeout time.Duration
 
-	// Logger receives franz-go's own log lines (bridged with kslog, at the
-	// logger's level); nil discards them.
+	// Logger receives franz-go's own log lines, its info lines at debug
+	// (see kgoLogger); nil discards them.
 	Logger *slog.Logger
 }
 

@@ -133,7 +133,8 @@ func (r *VerifyResult) add(o *VerifyResult) {
 	}
 }
 
-const defaultVerifyConcurrency = 8
+// DefaultVerifyConcurrency is VerifyOptions.Concurrency's default.
+const DefaultVerifyConcurrency = 8
 
 // Verify checks the integrity of every selected partition and calls report
 // for every finding (from one goroutine at a time, in offset order within
@@ -202,7 +203,7 @@ func (a *Archive) Verify(ctx context.Context, opts VerifyOptions, report func(Fi
 	res.Partitions = len(heads)
 	conc := opts.Concurrency
 	if conc <= 0 {
-		conc = defaultVerifyConcurrency
+		conc = DefaultVerifyConcurrency
 	}
 	err = forEach(ctx, len(heads), conc, func(i int) error {
 		h := &heads[i]

@@ -33,6 +33,10 @@ import (
 	"github.com/kbackup/kbackup/store"
 )
 
+// DefaultConcurrency is the number of lanes restored in parallel when
+// Options.Concurrency is 0.
+const DefaultConcurrency = 8
+
 // Options configure a restore. Zero values are documented per field.
 type Options struct {
 	// Store holds the archive to restore from. Required.
@@ -93,7 +97,8 @@ type Options struct {
 	// running the same command again resumes the same restore.
 	ID string
 
-	// Concurrency is the number of lanes restored in parallel. 0 = 8.
+	// Concurrency is the number of lanes restored in parallel. 0 =
+	// DefaultConcurrency.
 	Concurrency int
 	// ReadAhead is the number of record batches (about one archive block
 	// each) a lane reads ahead of the producer. 0 = 4.
@@ -164,7 +169,7 @@ func (o *Options) setDefaults() error {
 		return fmt.Errorf("restore: restore id %q: use 1..64 characters of [A-Za-z0-9._-]", o.ID)
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 8
+		o.Concurrency = DefaultConcurrency
 	}
 	if o.ReadAhead <= 0 {
 		o.ReadAhead = 4

@@ -28,12 +28,28 @@ import (
 // -ldflags "-X github.com/kbackup/kbackup/cmd/kbackup/cli.Version=...".
 var Version = "dev"
 
-// Exit statuses.
+// Exit statuses (docs/CLI.md).
 const (
 	ExitOK      = 0
 	ExitFailure = 1
 	ExitUsage   = 2
+	// ExitDataLoss: archive --once finished, but offsets were recorded as
+	// DATA-LOSS gaps (retention deleted them before they were archived).
+	ExitDataLoss = 3
+	// ExitNothingSelected: archive --once found no topic matching
+	// --topics/--exclude in the cluster.
+	ExitNothingSelected = 4
 )
+
+// exitError ends a command with a specific exit status and a one-line
+// reason on stderr.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
 
 // Run runs the kbackup command line args (args[0] is the program name)
 // with the given output streams and returns the exit status. main calls it;
@@ -46,6 +62,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv
 	err := newApp(stdout, stderr, lookupEnv).RunContext(ctx, args)
 	if err == nil {
 		return ExitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		fmt.Fprintf(stderr, "kbackup: %s\n", oneLine(ee.err.Error()))
+		return ee.code
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
@@ -84,23 +105,29 @@ func newApp(stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) *cl
 		HideHelp:        true,
 		HideHelpCommand: true,
 		HideVersion:     true,
-		Flags:           append(globalFlags(), helpFlag()),
+		Flags:           append(globalFlags(), versionFlag(), helpFlag()),
 		Metadata:        map[string]any{metaEnv: lookupEnv},
 		OnUsageError:    onUsageError,
 		ExitErrHandler:  func(*cli.Context, error) {}, // only main exits
 		Action: func(c *cli.Context) error {
+			if c.Bool("version") {
+				return printVersion(c)
+			}
 			if c.Args().Present() {
 				return &usageError{cmd: "kbackup", err: fmt.Errorf("unknown command %q", c.Args().First())}
 			}
 			return cli.ShowAppHelp(c)
 		},
-		Commands: []*cli.Command{versionCommand(), archiveCommand(), lsCommand(), catCommand(), verifyCommand(), demoCommand(), restoreCommand(), offsetsCommand(), snapshotCommand()},
+		Commands: []*cli.Command{versionCommand(), archiveCommand(), lsCommand(), catCommand(), verifyCommand(), demoCommand(), restoreCommand(), offsetsCommand(), snapshotCommand(), completionCommand()},
 	}
 	for _, cmd := range app.Commands {
 		cmd.HideHelp, cmd.HideHelpCommand = true, true
 		cmd.OnUsageError = onUsageError
 		cmd.Flags = append(cmd.Flags, helpFlag())
-		cmd.Before = noArgs
+		if cmd.Name != "completion" {
+			cmd.Before = noArgs
+		}
+		assignEnv(cmd, cmd.Name)
 	}
 	return app
 }

@@ -1,17 +1,21 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
+	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/plugin/kprom"
 	"github.com/urfave/cli/v2"
 
 	"github.com/kbackup/kbackup/archive"
+	"github.com/kbackup/kbackup/internal/units"
 	"github.com/kbackup/kbackup/kafkaconn"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store/storeurl"
@@ -27,21 +31,22 @@ func archiveCommand() *cli.Command {
 			"SIGTERM/SIGINT (then flushes and exits 0), or with --once until the end offsets seen at\n" +
 			"start are archived. Offsets Kafka does not return are recorded as gaps with a reason;\n" +
 			"retention winning the race against the archiver is recorded and logged as DATA-LOSS.",
-		Flags: append(append(globalFlags(), kafkaconn.Flags(false)...),
-			&cli.StringSliceFlag{Name: "topics", Usage: "archive topics whose whole name matches `REGEX` (repeatable; default all but internal __ topics)", EnvVars: envs("topics")},
-			&cli.StringSliceFlag{Name: "exclude", Usage: "skip topics whose whole name matches `REGEX` (repeatable)", EnvVars: envs("exclude")},
-			&cli.BoolFlag{Name: "once", Usage: "archive up to the end offsets seen at start, capture the catalog, and exit", EnvVars: envs("once")},
-			&cli.StringFlag{Name: "group", Value: "kbackup-archiver", Usage: "consumer group `NAME` replicas share partitions through (\"\" = standalone)", EnvVars: envs("group")},
-			&cli.BoolFlag{Name: "read-uncommitted", Usage: "also archive records of aborted and open transactions", EnvVars: envs("read-uncommitted")},
-			&cli.DurationFlag{Name: "flush-interval", Usage: "commit a segment at most this long after its first record (bounds archive lag; default 3s)", EnvVars: envs("flush-interval")},
-			&cli.StringFlag{Name: "segment-bytes", Usage: "roll a segment at this uncompressed `SIZE` (default 32MiB)", EnvVars: envs("segment-bytes")},
-			&cli.StringFlag{Name: "compression", Value: "zstd", Usage: "block codec of new segments: zstd, s2 (about 3x less CPU, ~1.6x larger objects) or none", EnvVars: envs("compression")},
-			&cli.StringFlag{Name: "max-buffered-bytes", Usage: "memory bound for buffered segments of all partitions, `SIZE` (default 256MiB)", EnvVars: envs("max-buffered-bytes")},
-			&cli.DurationFlag{Name: "catalog-interval", Usage: "capture topic configs and group offsets this often (default 5m)", EnvVars: envs("catalog-interval")},
-			&cli.StringFlag{Name: "groups", Usage: "capture the offsets of groups whose whole name matches `REGEX` (default all but the archiver's own)", EnvVars: envs("groups")},
-			&cli.DurationFlag{Name: "refresh-interval", Usage: "discover new topics and partitions this often (default 30s)", EnvVars: envs("refresh-interval")},
-			&cli.StringFlag{Name: "listen", Usage: "serve /metrics, /healthz and /readyz on `ADDR` (e.g. :9464)", EnvVars: envs("listen")},
-			&cli.StringFlag{Name: "writer-id", Usage: "name of this archiver in commit entries (default host/pid)", EnvVars: envs("writer-id")},
+		Flags: append(append(globalFlags(), kafkaFlags()...),
+			&cli.StringSliceFlag{Name: "topics", Usage: "archive topics whose whole name matches `REGEX` (repeatable; default: every topic but internal __ ones)"},
+			&cli.StringSliceFlag{Name: "exclude", Usage: "skip topics whose whole name matches `REGEX` (repeatable)"},
+			&cli.BoolFlag{Name: "once", Usage: "archive up to the end offsets seen at start, capture the catalog, print a summary and exit (exit 3 after DATA-LOSS, 4 when no topic matched)"},
+			&cli.StringFlag{Name: "group", Value: archive.DefaultGroup, Usage: "consumer group `NAME` replicas share partitions through (\"\" = standalone)"},
+			&cli.BoolFlag{Name: "read-uncommitted", Usage: "also archive records of aborted and open transactions"},
+			&cli.DurationFlag{Name: "flush-interval", Value: archive.DefaultFlushInterval, Usage: "commit a segment at most this long after its first record (bounds archive lag)"},
+			&cli.StringFlag{Name: "segment-bytes", Value: units.FormatSize(archive.DefaultSegmentBytes), Usage: "roll a segment at this uncompressed `SIZE`"},
+			&cli.StringFlag{Name: "compression", Value: archive.DefaultCompression, Usage: "block `CODEC` of new segments: zstd, s2 (about 3x less CPU, ~1.6x larger objects) or none"},
+			&cli.StringFlag{Name: "max-buffered-bytes", Value: units.FormatSize(archive.DefaultMaxBufferedBytes), Usage: "memory bound for buffered segments of all partitions, `SIZE`"},
+			&cli.DurationFlag{Name: "catalog-interval", Value: archive.DefaultCatalogInterval, Usage: "capture topic configs and group offsets this often"},
+			&cli.StringFlag{Name: "groups", Usage: "capture the offsets of groups whose whole name matches `REGEX` (default: all but the archiver's own)"},
+			&cli.DurationFlag{Name: "refresh-interval", Value: archive.DefaultRefreshInterval, Usage: "discover new topics and partitions this often"},
+			&cli.StringFlag{Name: "listen", Usage: "serve /metrics, /healthz and /readyz on `ADDR` (e.g. :9464)"},
+			&cli.StringFlag{Name: "writer-id", Usage: "`NAME` of this archiver in commit entries (default: host/pid)"},
+			jsonFlag(),
 		),
 		Action: runArchive,
 	}
@@ -96,7 +101,7 @@ func runArchive(c *cli.Context) error {
 		dst  func(int64)
 	}{{"segment-bytes", func(v int64) { o.SegmentBytes = int(v) }}, {"max-buffered-bytes", func(v int64) { o.MaxBufferedBytes = v }}} {
 		if v := c.String(f.name); v != "" {
-			n, err := parseSize(v)
+			n, err := units.ParseSize(v)
 			if err != nil || n < 1<<10 {
 				return usagef(c, "--%s: %v (at least 1KiB)", f.name, err)
 			}
@@ -111,7 +116,6 @@ func runArchive(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	kopts = append(kopts, kgo.WithHooks(kprom.NewMetrics("kbackup_kafka", kprom.Registerer(reg), kprom.Gatherer(reg))))
 	o.KafkaOpts = kopts
 
 	// Fail fast on an unreachable cluster or store.
@@ -143,6 +147,52 @@ func runArchive(c *cli.Context) error {
 	if err := a.Run(c.Context); err != nil {
 		return fmt.Errorf("archive: %w", err)
 	}
-	// A signal ends a continuous run: that is success once flushed.
+	if !o.Once {
+		// A signal ends a continuous run: that is success once flushed.
+		return nil
+	}
+	sum := a.Summary()
+	if err := printArchiveSummary(s.stdout, sum, c.Bool("json")); err != nil {
+		return err
+	}
+	switch {
+	case sum.Topics == 0:
+		return &exitError{ExitNothingSelected, errors.New("no topic in the cluster matches --topics/--exclude: nothing archived")}
+	case sum.DataLoss() > 0:
+		return &exitError{ExitDataLoss, fmt.Errorf("DATA-LOSS: %d offsets were deleted by retention before they were archived (recorded as gaps; see kbackup ls and verify)", sum.DataLoss())}
+	}
 	return nil
+}
+
+// archiveSummaryDoc is what `archive --once --json` prints.
+type archiveSummaryDoc struct {
+	Schema     string           `json:"schema"` // kbackup.archive-summary/v1
+	Topics     int              `json:"topics"`
+	Partitions int              `json:"partitions"`
+	Records    int64            `json:"records"`
+	Segments   int64            `json:"segments"`
+	Bytes      int64            `json:"bytes"`
+	GapOffsets map[string]int64 `json:"gap_offsets"` // by reason, every reason present
+	DurationMs int64            `json:"duration_ms"`
+}
+
+// printArchiveSummary prints what a run archived: one line, or a JSON
+// document.
+func printArchiveSummary(w io.Writer, sum archive.Summary, asJSON bool) error {
+	gaps := map[string]int64{}
+	var gapText []string
+	for r := manifest.GapReason(1); r < manifest.NumGapReasons; r++ {
+		n := sum.Gaps[r.String()]
+		gaps[r.String()] = n
+		if n > 0 || r == manifest.GapDataLoss {
+			gapText = append(gapText, fmt.Sprintf("%s=%d", r, n))
+		}
+	}
+	if asJSON {
+		return writeJSON(w, archiveSummaryDoc{Schema: "kbackup.archive-summary/v1", Topics: sum.Topics, Partitions: sum.Partitions,
+			Records: sum.Records, Segments: sum.Segments, Bytes: sum.Bytes, GapOffsets: gaps, DurationMs: sum.Duration.Milliseconds()})
+	}
+	_, err := fmt.Fprintf(w, "archived %d topics, %d partitions: %d records, %s in %d segments; gap offsets: %s; took %s\n",
+		sum.Topics, sum.Partitions, sum.Records, units.Bytes(sum.Bytes), sum.Segments, strings.Join(gapText, " "), sum.Duration.Round(time.Millisecond))
+	return err
 }

@@ -25,7 +25,7 @@ func demoCommand() *cli.Command {
 			"(keys, headers, tombstones, several topics, a consumer group), archives it into a local\n" +
 			"directory and runs ls, cat and verify on it, explaining each step. Nothing else is needed.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "dir", Usage: "archive into this `DIR` (default: a new temporary directory, kept afterwards)", EnvVars: envs("dir")},
+			&cli.StringFlag{Name: "dir", Usage: "archive into this `DIR` (default: a new temporary directory, kept afterwards)"},
 		},
 		Action: runDemo,
 	}

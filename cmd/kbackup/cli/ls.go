@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kbackup/kbackup/internal/logrange"
+	"github.com/kbackup/kbackup/internal/units"
 	"github.com/kbackup/kbackup/manifest"
 )
 
@@ -26,8 +26,8 @@ func lsCommand() *cli.Command {
 			"are marked \"(old)\". --json prints a stable JSON document (schema kbackup.ls/v1,\n" +
 			"described in docs/CLI.md).",
 		Flags: append(globalFlags(),
-			&cli.BoolFlag{Name: "json", Usage: "print a JSON document instead of a table", EnvVars: envs("json")},
-			&cli.StringFlag{Name: "topics", Usage: "only topics whose whole name matches this `REGEX`", EnvVars: envs("topics")},
+			jsonFlag(),
+			&cli.StringFlag{Name: "topics", Usage: "only topics whose whole name matches this `REGEX`"},
 		),
 		Action: runLs,
 	}
@@ -163,9 +163,7 @@ func writeLsJSON(w io.Writer, storeURL string, sum *manifest.Summary) error {
 		}
 		doc.Topics = append(doc.Topics, dt)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(doc)
+	return writeJSON(w, doc)
 }
 
 // writeLsText prints one table row per partition and a total row per
@@ -200,7 +198,7 @@ func writeLsText(w io.Writer, sum *manifest.Summary) error {
 			writeLsRow(tw, name, id, "total", "", &inc.Totals)
 		}
 	}
-	fmt.Fprintf(tw, "\n%d topics, %d partitions, %d records, %s\n", topics, partitions, records, humanBytes(bytes))
+	fmt.Fprintf(tw, "\n%d topics, %d partitions, %d records, %s\n", topics, partitions, records, units.Bytes(bytes))
 	if lossParts > 0 {
 		fmt.Fprintf(tw, "DATA-LOSS gaps in %d partitions: retention deleted records before they were archived (kbackup verify names them)\n", lossParts)
 	}
@@ -213,7 +211,7 @@ func writeLsRow(w io.Writer, topic, id, part, offs string, p *manifest.Partition
 		minT, maxT = logrange.FormatTime(p.FirstTimestamp), logrange.FormatTime(p.MaxTimestamp)
 	}
 	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\n", topic, id, part, offs, minT, maxT,
-		p.Records, humanBytes(p.Bytes), gapsText(p.GapOffsets), p.Commits)
+		p.Records, units.Bytes(p.Bytes), gapsText(p.GapOffsets), p.Commits)
 }
 
 // offsets renders "first record .. end", "-" for what is missing.
@@ -240,19 +238,4 @@ func gapsText(g [manifest.NumGapReasons]int64) string {
 		return "-"
 	}
 	return strings.Join(parts, ",")
-}
-
-// humanBytes renders a byte count in binary units, "512 B", "1.5 KiB".
-func humanBytes(n int64) string {
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	v, unit := float64(n)/1024, "KiB"
-	for _, u := range []string{"MiB", "GiB", "TiB", "PiB", "EiB"} {
-		if v < 1024 {
-			break
-		}
-		v, unit = v/1024, u
-	}
-	return fmt.Sprintf("%.1f %s", v, unit)
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"text/tabwriter"
+
+	"github.com/kbackup/kbackup/internal/units"
 )
 
 // table aligns tab-separated rows as ls does.
@@ -27,7 +29,7 @@ func TestLsText(t *testing.T) {
 	o1 := f.segmentBytes(t, "topics/orders/"+ordersID.String()+"/0000000001/")
 	old := f.segmentBytes(t, "topics/orders/"+ordersOldID.String()+"/")
 	pay := f.segmentBytes(t, "topics/payments/")
-	hb := humanBytes
+	hb := units.Bytes
 	want := table(
 		"TOPIC\tTOPIC ID\tPARTITION\tOFFSETS\tMIN TIME\tMAX TIME\tRECORDS\tBYTES\tGAPS\tCOMMITS",
 		"orders\t0abc00000000\t0\t0..5\t1970-01-01T00:00:00.900Z\t1970-01-01T00:00:02.000Z\t4\t"+hb(o0)+"\tcompacted=2\t2",

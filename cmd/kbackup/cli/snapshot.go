@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/kbackup/kbackup/internal/units"
 	"github.com/kbackup/kbackup/snapshot"
 	snapsetup "github.com/kbackup/kbackup/snapshot/setup"
 )
@@ -17,14 +18,14 @@ import (
 // snapshotCommand is `kbackup snapshot run|list|restore|prune --config FILE`.
 func snapshotCommand() *cli.Command {
 	cfgFlag := func() cli.Flag {
-		return &cli.StringFlag{Name: "config", Usage: "snapshot job configuration `FILE` (YAML, see docs/OPERATIONS.md)", EnvVars: envs("config")}
+		return &cli.StringFlag{Name: "config", Usage: "snapshot job configuration `FILE` (YAML, see docs/OPERATIONS.md)"}
 	}
 	sub := []*cli.Command{
 		{
 			Name:  "run",
 			Usage: "run one snapshot cycle of every broker (exit 0 only when the cycle is complete)",
 			Flags: []cli.Flag{cfgFlag(),
-				&cli.StringFlag{Name: "mode", Usage: "cold, rolling or hot (default: the configuration's mode)", EnvVars: envs("mode")}},
+				&cli.StringFlag{Name: "mode", Usage: "`MODE`: cold, rolling or hot (default: the configuration's mode)"}},
 			Action: runSnapshotRun,
 		},
 		{
@@ -37,17 +38,17 @@ func snapshotCommand() *cli.Command {
 			Name:  "restore",
 			Usage: "restore the whole cluster from one complete cycle (stop all, restore all volumes, start all)",
 			Flags: []cli.Flag{cfgFlag(),
-				&cli.StringFlag{Name: "cycle", Usage: "the cycle `ID` to restore (see snapshot list)", EnvVars: envs("cycle")},
-				&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing", EnvVars: envs("dry-run")}},
+				&cli.StringFlag{Name: "cycle", Usage: "the cycle `ID` to restore (see snapshot list)"},
+				&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"}},
 			Action: runSnapshotRestore,
 		},
 		{
 			Name:  "prune",
 			Usage: "delete cycles outside the retention rules (nothing without --confirm; never the newest complete cycle)",
 			Flags: []cli.Flag{cfgFlag(),
-				&cli.BoolFlag{Name: "confirm", Usage: "really delete", EnvVars: envs("confirm")},
-				&cli.IntFlag{Name: "keep-last", Usage: "keep the newest `N` complete cycles (overrides retention.keep_last)", EnvVars: envs("keep-last")},
-				&cli.StringFlag{Name: "max-age", Usage: "keep complete cycles younger than `AGE` (e.g. 30d; overrides retention.max_age)", EnvVars: envs("max-age")}},
+				&cli.BoolFlag{Name: "confirm", Usage: "really delete"},
+				&cli.IntFlag{Name: "keep-last", Usage: "keep the newest `N` complete cycles (overrides retention.keep_last)"},
+				&cli.StringFlag{Name: "max-age", Usage: "keep complete cycles younger than `AGE` (e.g. 30d; overrides retention.max_age)"}},
 			Action: runSnapshotPrune,
 		},
 	}
@@ -107,7 +108,7 @@ func runSnapshotRun(c *cli.Context) error {
 	rec, err := snapshot.Run(c.Context, snapshot.RunOptions{Env: env, Mode: mode})
 	if rec != nil {
 		fmt.Fprintf(s.stdout, "cycle %s %s: mode %s, %d brokers, %d snapshots, %s, took %s\n", rec.ID, rec.State, rec.Mode,
-			len(rec.Brokers), len(rec.Snaps()), snapshotSize(rec.Bytes()), rec.Finished.Sub(rec.Started).Round(time.Second))
+			len(rec.Brokers), len(rec.Snaps()), units.Bytes(rec.Bytes()), rec.Finished.Sub(rec.Started).Round(time.Second))
 	}
 	return err
 }
@@ -127,7 +128,7 @@ func runSnapshotList(c *cli.Context) error {
 	for i := len(infos) - 1; i >= 0; i-- { // newest first
 		in := infos[i]
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", in.ID, in.State, in.Mode, in.Started.UTC().Format(time.RFC3339),
-			humanAge(in.Age), snapshotSize(in.Bytes), in.Snapshots, in.Reason)
+			humanAge(in.Age), units.Bytes(in.Bytes), in.Snapshots, in.Reason)
 	}
 	return w.Flush()
 }
@@ -208,19 +209,6 @@ func runSnapshotPrune(c *cli.Context) error {
 		err = ferr
 	}
 	return err
-}
-
-func snapshotSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func humanAge(d time.Duration) string {

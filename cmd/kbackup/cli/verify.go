@@ -8,7 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kbackup/kbackup/archive"
-	"github.com/kbackup/kbackup/kafkaconn"
+	"github.com/kbackup/kbackup/internal/units"
 	"github.com/kbackup/kbackup/manifest"
 )
 
@@ -21,10 +21,10 @@ func verifyCommand() *cli.Command {
 			"(naming the object and offsets), then a summary. DATA-LOSS gaps are problems; other gaps\n" +
 			"are explained (listed with --gaps). Orphan segments left by fenced or crashed writers are\n" +
 			"warnings. Exits non-zero if any problem was found.",
-		Flags: append(append(globalFlags(), kafkaconn.Flags(false)...),
-			&cli.StringFlag{Name: "topics", Usage: "only topics whose whole name matches this `REGEX`", EnvVars: envs("topics")},
-			&cli.BoolFlag{Name: "gaps", Usage: "also list every explained gap", EnvVars: envs("gaps")},
-			&cli.IntFlag{Name: "concurrency", Usage: "partitions verified at once", Value: 8, EnvVars: envs("concurrency")},
+		Flags: append(append(globalFlags(), kafkaFlags()...),
+			&cli.StringFlag{Name: "topics", Usage: "only topics whose whole name matches this `REGEX`"},
+			&cli.BoolFlag{Name: "gaps", Usage: "also list every explained gap"},
+			&cli.IntFlag{Name: "concurrency", Usage: "verify `N` partitions at once", Value: manifest.DefaultVerifyConcurrency},
 		),
 		Action: runVerify,
 	}
@@ -109,5 +109,5 @@ func verifySummary(r *manifest.VerifyResult) string {
 		verdict = "FAILED"
 	}
 	return fmt.Sprintf("verify %s: %d topics, %d partitions, %d commits, %d segments (%s), %d records; %s; %d problems, %d warnings",
-		verdict, r.Topics, r.Partitions, r.Commits, r.Segments, humanBytes(r.Bytes), r.Records, g, r.Problems, r.Warnings)
+		verdict, r.Topics, r.Partitions, r.Commits, r.Segments, units.Bytes(r.Bytes), r.Records, g, r.Problems, r.Warnings)
 }

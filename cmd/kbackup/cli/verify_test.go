@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kbackup/kbackup/internal/units"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 )
@@ -17,7 +18,7 @@ func TestVerifyClean(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q, stdout %s", code, errOut, out)
 	}
 	want := "verify OK: 1 topics, 3 partitions, 4 commits, 4 segments (" +
-		humanBytes(f.segmentBytes(t, "topics/orders/")) + "), 8 records; gaps: compacted=2 offsets in 1 gaps, before-start=3 offsets in 1 gaps; 0 problems, 0 warnings\n"
+		units.Bytes(f.segmentBytes(t, "topics/orders/")) + "), 8 records; gaps: compacted=2 offsets in 1 gaps, before-start=3 offsets in 1 gaps; 0 problems, 0 warnings\n"
 	if out != want {
 		t.Fatalf("stdout:\n%s\nwant:\n%s", out, want)
 	}

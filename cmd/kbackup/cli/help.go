@@ -1,0 +1,213 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// urfave/cli renders flags in --help through its package-level
+// FlagStringer. Ours shows each default exactly once, from the flag's
+// Value (which the commands fill from the library's Default constants), and
+// none for a zero value ("", false, 0): usage texts never restate defaults.
+func init() { cli.FlagStringer = flagString }
+
+func flagString(f cli.Flag) string {
+	df, ok := f.(cli.DocGenerationFlag)
+	if !ok {
+		return ""
+	}
+	placeholder, usage := unquoteUsage(df.GetUsage())
+	if df.TakesValue() && placeholder == "" {
+		placeholder = "value"
+	}
+	var names []string
+	for _, n := range f.Names() {
+		p := "--"
+		if len(n) == 1 {
+			p = "-"
+		}
+		if placeholder != "" {
+			n += " " + placeholder
+		}
+		names = append(names, p+n)
+	}
+	pn := strings.Join(names, ", ")
+	if sf, ok := f.(cli.DocGenerationSliceFlag); ok && sf.IsSliceFlag() {
+		pn += " [ " + names[0] + " ]"
+	}
+	if def := defaultText(df); def != "" {
+		usage += " (default: " + def + ")"
+	}
+	if vars := df.GetEnvVars(); len(vars) > 0 {
+		usage += " [$" + strings.Join(vars, ", $") + "]"
+	}
+	return pn + "\t" + strings.TrimSpace(usage)
+}
+
+// defaultText is the default shown in --help: the flag's DefaultText, else
+// its value unless that is the zero value of its type.
+func defaultText(f cli.DocGenerationFlag) string {
+	switch f := f.(type) {
+	case *cli.BoolFlag:
+		return "" // off unless given; saying "(default: false)" adds nothing
+	case *cli.DurationFlag:
+		if f.DefaultText == "" && f.Value != 0 {
+			return shortDuration(f.Value)
+		}
+	}
+	switch d := f.GetDefaultText(); d {
+	case "", "0", "0s", `""`, "[]", "false":
+		return ""
+	default:
+		return d
+	}
+}
+
+// shortDuration drops a duration's zero tails: 5m, not 5m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	for _, z := range []string{"0s", "0m"} {
+		if strings.HasSuffix(s, z) && len(s) > len(z) && (s[len(s)-len(z)-1] < '0' || s[len(s)-len(z)-1] > '9') {
+			s = strings.TrimSuffix(s, z)
+		}
+	}
+	return s
+}
+
+// unquoteUsage splits a usage text into the `placeholder` it names and the
+// text without the back quotes.
+func unquoteUsage(usage string) (placeholder, text string) {
+	i := strings.IndexByte(usage, '`')
+	if i < 0 {
+		return "", usage
+	}
+	j := strings.IndexByte(usage[i+1:], '`')
+	if j < 0 {
+		return "", usage
+	}
+	placeholder = usage[i+1 : i+1+j]
+	return placeholder, usage[:i] + placeholder + usage[i+2+j:]
+}
+
+// versionFlag is the app's --version (urfave/cli's own is a shared global).
+func versionFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "version", Usage: "print the version and exit (as the version command)"}
+}
+
+// completionCommand prints shell completion scripts built from the command
+// tree, so they always match this binary's commands and flags.
+func completionCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "completion",
+		Usage:     "print a shell completion script: bash, zsh or fish",
+		ArgsUsage: "bash|zsh|fish",
+		Description: "Load it in the current shell, or install it:\n" +
+			"  source <(kbackup completion bash)        # bash (e.g. in ~/.bashrc)\n" +
+			"  kbackup completion zsh > \"${fpath[1]}/_kbackup\"   # zsh\n" +
+			"  kbackup completion fish > ~/.config/fish/completions/kbackup.fish",
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef(c, "name one shell: bash, zsh or fish")
+			}
+			tree := completionTree(c.App)
+			var script string
+			switch sh := c.Args().First(); sh {
+			case "bash":
+				script = bashCompletion(tree)
+			case "zsh":
+				script = "#compdef kbackup\nautoload -U +X bashcompinit && bashcompinit\n" + bashCompletion(tree)
+			case "fish":
+				script = fishCompletion(tree)
+			default:
+				return usagef(c, "unknown shell %q: use bash, zsh or fish", sh)
+			}
+			_, err := fmt.Fprint(c.App.Writer, script)
+			return err
+		},
+	}
+}
+
+// completionNode is a command path ("" for the app, "snapshot run") with
+// its subcommand names and flags.
+type completionNode struct {
+	path  string
+	subs  []string
+	flags []string
+	help  map[string]string // usage of each subcommand
+}
+
+func completionTree(app *cli.App) []completionNode {
+	var out []completionNode
+	var walk func(path string, cmds []*cli.Command, flags []cli.Flag)
+	walk = func(path string, cmds []*cli.Command, flags []cli.Flag) {
+		n := completionNode{path: path, help: map[string]string{}}
+		for _, c := range cmds {
+			if c.Hidden {
+				continue
+			}
+			n.subs = append(n.subs, c.Name)
+			n.help[c.Name] = c.Usage
+		}
+		for _, f := range flags {
+			for _, name := range f.Names() {
+				if len(name) > 1 {
+					n.flags = append(n.flags, "--"+name)
+				}
+			}
+		}
+		out = append(out, n)
+		for _, c := range cmds {
+			p := c.Name
+			if path != "" {
+				p = path + " " + c.Name
+			}
+			walk(p, c.Subcommands, c.Flags)
+		}
+	}
+	walk("", app.Commands, app.Flags)
+	return out
+}
+
+func bashCompletion(tree []completionNode) string {
+	var b strings.Builder
+	b.WriteString("# kbackup bash completion (generated by `kbackup completion bash`)\n")
+	b.WriteString("_kbackup() {\n  local cur path w i\n  cur=\"${COMP_WORDS[COMP_CWORD]}\"\n  path=\"\"\n")
+	b.WriteString("  for ((i=1; i<COMP_CWORD; i++)); do\n    w=\"${COMP_WORDS[i]}\"\n")
+	b.WriteString("    case \"$w\" in -*) continue;; esac\n")
+	b.WriteString("    case \"${path:+$path }$w\" in\n")
+	for _, n := range tree {
+		if n.path != "" {
+			fmt.Fprintf(&b, "      %q) path=%q;;\n", n.path, n.path)
+		}
+	}
+	b.WriteString("    esac\n  done\n  local words\n  case \"$path\" in\n")
+	for _, n := range tree {
+		fmt.Fprintf(&b, "    %q) words=%q;;\n", n.path, strings.Join(append(append([]string{}, n.subs...), n.flags...), " "))
+	}
+	b.WriteString("  esac\n  COMPREPLY=( $(compgen -W \"$words\" -- \"$cur\") )\n}\ncomplete -o default -F _kbackup kbackup\n")
+	return b.String()
+}
+
+func fishCompletion(tree []completionNode) string {
+	var b strings.Builder
+	b.WriteString("# kbackup fish completion (generated by `kbackup completion fish`)\ncomplete -c kbackup -f\n")
+	for _, n := range tree {
+		cond := "__fish_use_subcommand"
+		if n.path != "" {
+			words := strings.Fields(n.path)
+			cond = "__fish_seen_subcommand_from " + words[len(words)-1]
+		}
+		for _, s := range n.subs {
+			fmt.Fprintf(&b, "complete -c kbackup -n '%s' -a %s -d %s\n", cond, s, fishQuote(n.help[s]))
+		}
+		for _, f := range n.flags {
+			fmt.Fprintf(&b, "complete -c kbackup -n '%s' -l %s\n", cond, strings.TrimPrefix(f, "--"))
+		}
+	}
+	return b.String()
+}
+
+func fishQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `\'`) + "'" }
