@@ -233,16 +233,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 }
 
 // selectedPatterns are the topic names the membership client subscribes to.
-func (a *Archiver) selectedPatterns() []string {
-	if len(a.opts.Topics) == 0 {
-		return []string{".*"}
-	}
-	out := make([]string, len(a.opts.Topics))
-	for i, re := range a.opts.Topics {
-		out[i] = re.String()
-	}
-	return out
-}
+func (a *Archiver) selectedPatterns() []string { return a.opts.Topics.Patterns() }
 
 // loop is the single goroutine that owns all partition state.
 func (a *Archiver) loop(ctx context.Context) error {

@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/manifest"
 )
 
@@ -31,7 +32,7 @@ func TestCatalogCaptures(t *testing.T) {
 	}
 	st := newStore(t)
 	runOnce(t, c, st, func(o *Options) {
-		re, _ := CompileAnchored("bill.*")
+		re, _ := topicsel.Anchored("bill.*")
 		o.Groups = re
 	})
 	a := openArchive(t, st)

@@ -9,16 +9,51 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/kafkaconn"
 	"github.com/kbackup/kbackup/manifest"
 )
 
+// DefaultLagAllowance is CompletenessOptions.Allowance's default: ten
+// flush intervals plus two topic refresh intervals at the archiver's
+// defaults (a healthy archiver commits a record within a flush interval of
+// its fetch, and finds a new topic within a refresh interval).
+const DefaultLagAllowance = 10*DefaultFlushInterval + 2*DefaultRefreshInterval
+
+// CompletenessOptions configure Completeness.
+type CompletenessOptions struct {
+	// KafkaOpts connect to the live cluster. Required.
+	KafkaOpts []kgo.Opt
+	// Topics selects the live topics compared with the archive (the
+	// archiver's --topics/--exclude); nil means every non-internal topic.
+	Topics *topicsel.Selector
+	// Allowance is how recent a record may be and still be missing from
+	// the archive without a problem: offsets whose records carry a
+	// timestamp within Allowance of now are archiver lag (reported as
+	// info), older ones are holes (problems). 0 = DefaultLagAllowance; a
+	// negative value allows nothing (every missing offset is a problem).
+	Allowance time.Duration
+	// Now returns the current time. nil = time.Now.
+	Now func() time.Time
+}
+
 // Completeness returns the check `kbackup verify --brokers` runs after the
 // integrity checks: for every live partition of the selected topics, the
-// offsets the cluster still holds that the archive lacks are a problem
-// (an archive behind the log, a partition or topic never archived, a topic
-// re-created since). filter selects topic names (nil = all non-internal).
-func Completeness(kafkaOpts []kgo.Opt, filter func(string) bool) func(context.Context, []manifest.PartitionHead, func(manifest.Finding)) error {
+// offsets the cluster still holds that the archive lacks (an archive behind
+// the log, a partition or topic never archived, a topic re-created since)
+// are problems when their records are older than the allowance, and
+// archiver lag (info) when newer, so that the check is safe to run from
+// cron against a live archiver. "Older" uses the record timestamps through
+// the brokers' time index (ListOffsets by timestamp): the first offset
+// whose timestamp is at or after now minus the allowance.
+func Completeness(o CompletenessOptions) func(context.Context, []manifest.PartitionHead, func(manifest.Finding)) error {
+	if o.Allowance == 0 {
+		o.Allowance = DefaultLagAllowance
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	kafkaOpts, sel := o.KafkaOpts, o.Topics
 	return func(ctx context.Context, heads []manifest.PartitionHead, report func(manifest.Finding)) error {
 		cl, err := kgo.NewClient(kafkaOpts...)
 		if err != nil {
@@ -43,7 +78,7 @@ func Completeness(kafkaOpts []kgo.Opt, filter func(string) bool) func(context.Co
 		var names []string
 		ids := map[string]manifest.TopicID{}
 		for name, td := range md.Topics {
-			if td.Err != nil || td.IsInternal || len(name) >= 2 && name[:2] == "__" || (filter != nil && !filter(name)) {
+			if td.Err != nil || td.IsInternal || !sel.Match(name) {
 				continue
 			}
 			names = append(names, name)
@@ -65,6 +100,18 @@ func Completeness(kafkaOpts []kgo.Opt, filter func(string) bool) func(context.Co
 		if ends == nil && err != nil {
 			return fmt.Errorf("list end offsets: %w", err)
 		}
+		// recent: the first offset whose record is within the allowance
+		// (the end offset when every record is older).
+		var recent kadm.ListedOffsets
+		if o.Allowance > 0 {
+			cutoff := o.Now().Add(-o.Allowance).UnixMilli()
+			recent, err = kafkaconn.ListOffsetsRetrying(lctx, func(ctx context.Context) (kadm.ListedOffsets, error) {
+				return adm.ListOffsetsAfterMilli(ctx, cutoff, names...)
+			})
+			if recent == nil && err != nil {
+				return fmt.Errorf("list offsets by time: %w", err)
+			}
+		}
 		for _, name := range names {
 			ps := md.Topics[name].Partitions.Numbers()
 			sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
@@ -80,17 +127,29 @@ func Completeness(kafkaOpts []kgo.Opt, filter func(string) bool) func(context.Co
 					continue // nothing live to compare
 				}
 				h, ok := archived[key{name, p}]
+				// Missing offsets [from, end) split at the allowance.
+				old := end.Offset
+				if r, ok := recent.Lookup(name, p); ok && r.Err == nil && r.Offset >= 0 && r.Offset < old {
+					old = max(r.Offset, start.Offset)
+				}
+				missing := func(from int64, what string, args ...any) {
+					desc := fmt.Sprintf(what, args...)
+					if from < old {
+						report(manifest.Finding{Severity: manifest.SeverityProblem, Topic: name, Partition: p, TopicID: h.TopicID, From: from, To: old - 1,
+							Message: fmt.Sprintf("the cluster holds offsets %d..%d older than the lag allowance (%s) that %s", from, old-1, o.Allowance, desc)})
+					}
+					if lagFrom := max(from, old); lagFrom < end.Offset {
+						report(manifest.Finding{Severity: manifest.SeverityInfo, Topic: name, Partition: p, TopicID: h.TopicID, From: lagFrom, To: end.Offset - 1,
+							Message: fmt.Sprintf("offsets %d..%d were written within the lag allowance (%s) and are not archived yet (archiver lag)", lagFrom, end.Offset-1, o.Allowance)})
+					}
+				}
 				switch {
 				case !ok || h.Head == nil:
-					report(manifest.Finding{Severity: manifest.SeverityProblem, Topic: name, Partition: p, From: start.Offset, To: end.Offset - 1,
-						Message: fmt.Sprintf("the cluster holds offsets %d..%d that are not archived at all", start.Offset, end.Offset-1)})
+					missing(start.Offset, "are not archived at all")
 				case h.TopicID != ids[name] && ids[name] != (manifest.TopicID{}):
-					report(manifest.Finding{Severity: manifest.SeverityProblem, Topic: name, Partition: p, From: start.Offset, To: end.Offset - 1,
-						Message: fmt.Sprintf("the live topic (id %s) is not the archived one (id %s): re-created? its offsets %d..%d are not archived", ids[name], h.TopicID, start.Offset, end.Offset-1)})
+					missing(start.Offset, "are not archived: the live topic (id %s) is not the archived one (id %s), re-created?", ids[name], h.TopicID)
 				case h.Head.End+1 < end.Offset:
-					from := max(h.Head.End+1, start.Offset)
-					report(manifest.Finding{Severity: manifest.SeverityProblem, Topic: name, Partition: p, TopicID: h.TopicID, From: from, To: end.Offset - 1,
-						Message: fmt.Sprintf("the cluster holds offsets %d..%d the archive lacks (archive ends at %d, high watermark %d)", from, end.Offset-1, h.Head.End, end.Offset)})
+					missing(max(h.Head.End+1, start.Offset), "the archive lacks (archive ends at %d, high watermark %d)", h.Head.End, end.Offset)
 				case h.Head.End+1 > end.Offset:
 					report(manifest.Finding{Severity: manifest.SeverityWarning, Topic: name, Partition: p, TopicID: h.TopicID, From: end.Offset, To: h.Head.End,
 						Message: fmt.Sprintf("the archive holds offsets up to %d beyond the live log end %d: the log was truncated (unclean election or a restore); `kbackup restore --repair` can put them back", h.Head.End, end.Offset)})

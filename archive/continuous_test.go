@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/filestore"
 	"github.com/kbackup/kbackup/store/storefault"
@@ -239,7 +240,7 @@ func TestTopicsComeAndGo(t *testing.T) {
 	c := newCluster(t)
 	createTopic(t, c, "first", 1, nil)
 	st := newStore(t)
-	stop := startArchiver(t, c, st, func(o *Options) { o.Topics = mustRes(t, "first|second"); o.Exclude = mustRes(t, "ignored") })
+	stop := startArchiver(t, c, st, func(o *Options) { o.Topics = selector(t, []string{"first|second"}, "ignored") })
 	cl := newClient(t, c)
 	produce(t, cl, &kgo.Record{Topic: "first", Value: []byte("1")})
 	createTopic(t, c, "second", 2, nil)
@@ -267,17 +268,14 @@ func TestTopicsComeAndGo(t *testing.T) {
 	}
 }
 
-func mustRes(t testing.TB, exprs ...string) []*regexpT {
+// selector compiles include and exclude expressions (topicsel's rule).
+func selector(t testing.TB, include []string, exclude ...string) *topicsel.Selector {
 	t.Helper()
-	var out []*regexpT
-	for _, e := range exprs {
-		re, err := CompileAnchored(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, re)
+	s, err := topicsel.Compile(include, exclude)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return s
 }
 
 func waitArchived(t testing.TB, st store.Store, topic string, records int64) {

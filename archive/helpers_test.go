@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"reflect"
-	"regexp"
 	"sort"
 	"testing"
 	"time"
@@ -198,8 +197,6 @@ func randBytes(r *rand.Rand, n int) []byte {
 	}
 	return b
 }
-
-type regexpT = regexp.Regexp
 
 func openArchive(t testing.TB, st store.Store) *manifest.Archive {
 	t.Helper()

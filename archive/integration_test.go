@@ -31,7 +31,7 @@ import (
 func realOnce(t *testing.T, k *testenv.Kafka, st store.Store, topics ...string) {
 	t.Helper()
 	o := Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(k.Brokers()...)}, Store: st, Once: true, Logger: testLogger(t),
-		Topics: mustRes(t, topics...)}
+		Topics: selector(t, topics)}
 	a, err := New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -305,7 +305,7 @@ func realThroughput(t *testing.T, k *testenv.Kafka) {
 	archiveWith := func(codec string) time.Duration {
 		st := newStore(t)
 		o := Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(k.Brokers()...)}, Store: st, Once: true, Logger: testLogger(t),
-			WriterID: "test", Topics: mustRes(t, regexp.QuoteMeta(topic)), Compression: codec}
+			WriterID: "test", Topics: selector(t, []string{regexp.QuoteMeta(topic)}), Compression: codec}
 		a, err := New(o)
 		if err != nil {
 			t.Fatal(err)

@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 )
@@ -45,13 +45,9 @@ type Options struct {
 	// Store is where the archive lives. Required.
 	Store store.Store
 
-	// Topics selects topics by regular expression (anchored: the whole name
-	// must match). Empty means every topic. Internal topics (names starting
-	// with "__") are excluded unless a Topics expression names them
-	// explicitly, i.e. the expression itself starts with "__".
-	Topics []*regexp.Regexp
-	// Exclude drops topics matching any of these (anchored) expressions.
-	Exclude []*regexp.Regexp
+	// Topics selects the topics to archive (--topics and --exclude, under
+	// package topicsel's rule). nil means every non-internal topic.
+	Topics *topicsel.Selector
 
 	// Once archives up to the end offsets seen at start (the last stable
 	// offset under read_committed, the high watermark otherwise), captures
@@ -175,34 +171,5 @@ func (o *Options) setDefaults() error {
 	return nil
 }
 
-// Selected reports whether the options select topic. Internal topics
-// ("__" prefix) need an expression that itself starts with "__".
-func (o *Options) Selected(topic string) bool {
-	internal := strings.HasPrefix(topic, "__")
-	matched := len(o.Topics) == 0 && !internal
-	for _, re := range o.Topics {
-		src := strings.TrimPrefix(re.String(), "^(?:")
-		if re.MatchString(topic) && (!internal || strings.HasPrefix(src, "__")) {
-			matched = true
-			break
-		}
-	}
-	if !matched {
-		return false
-	}
-	for _, re := range o.Exclude {
-		if re.MatchString(topic) {
-			return false
-		}
-	}
-	return true
-}
-
-// CompileAnchored compiles expr so that it must match a whole name.
-func CompileAnchored(expr string) (*regexp.Regexp, error) {
-	re, err := regexp.Compile("^(?:" + expr + ")$")
-	if err != nil {
-		return nil, fmt.Errorf("invalid regular expression %q: %w", expr, err)
-	}
-	return re, nil
-}
+// Selected reports whether the options select topic.
+func (o *Options) Selected(topic string) bool { return o.Topics.Match(topic) }

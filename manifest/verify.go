@@ -58,7 +58,11 @@ type Finding struct {
 // "PROBLEM orders/0 offsets 20..41 topics/orders/…/segments/….kseg: …".
 func (f Finding) String() string {
 	var b strings.Builder
-	b.WriteString(f.Severity.String())
+	if f.Severity == SeverityInfo && f.Gap == 0 {
+		b.WriteString("info") // information that is not a gap (archiver lag)
+	} else {
+		b.WriteString(f.Severity.String())
+	}
 	if f.Topic != "" {
 		b.WriteString(" " + f.Topic)
 		if f.Partition >= 0 {

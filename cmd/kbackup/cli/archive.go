@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kbackup/kbackup/archive"
+	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/internal/units"
 	"github.com/kbackup/kbackup/kafkaconn"
 	"github.com/kbackup/kbackup/manifest"
@@ -52,18 +52,6 @@ func archiveCommand() *cli.Command {
 	}
 }
 
-func compileAll(c *cli.Context, flag string) ([]*regexp.Regexp, error) {
-	var out []*regexp.Regexp
-	for _, e := range c.StringSlice(flag) {
-		re, err := archive.CompileAnchored(e)
-		if err != nil {
-			return nil, usagef(c, "--%s: %v", flag, err)
-		}
-		out = append(out, re)
-	}
-	return out, nil
-}
-
 func runArchive(c *cli.Context) error {
 	s, err := setup(c)
 	if err != nil {
@@ -85,14 +73,11 @@ func runArchive(c *cli.Context) error {
 	if _, err := manifest.ParseCodec(o.Compression); err != nil {
 		return usagef(c, "--compression: %v", err)
 	}
-	if o.Topics, err = compileAll(c, "topics"); err != nil {
-		return err
-	}
-	if o.Exclude, err = compileAll(c, "exclude"); err != nil {
+	if o.Topics, err = selection(c); err != nil {
 		return err
 	}
 	if g := c.String("groups"); g != "" {
-		if o.Groups, err = archive.CompileAnchored(g); err != nil {
+		if o.Groups, err = topicsel.Anchored(g); err != nil {
 			return usagef(c, "--groups: %v", err)
 		}
 	}

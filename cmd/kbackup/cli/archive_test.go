@@ -71,12 +71,80 @@ func TestArchiveOnceThenRead(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "verify OK") {
 		t.Fatalf("verify --brokers on a complete archive: exit %d\n%s%s", code, out, errOut)
 	}
+	// Records written just now are archiver lag, not a problem (a cron job
+	// against a live archiver)...
 	produceN(t, cl, 5)
 	out, errOut, code = runCLI(t, nil, "verify", "--store", url, "--brokers", brokers)
+	if code != 0 || !strings.Contains(out, "archiver lag: 5 offsets in 2 partitions within the allowance") {
+		t.Fatalf("verify --brokers, archive behind by new records: exit %d\n%s%s", code, out, errOut)
+	}
+	// ...listed with --gaps...
+	out, _, code = runCLI(t, nil, "verify", "--store", url, "--brokers", brokers, "--gaps")
+	if code != 0 || !strings.Contains(out, "info orders/") || !strings.Contains(out, "not archived yet (archiver lag)") {
+		t.Fatalf("verify --brokers --gaps: exit %d\n%s", code, out)
+	}
+	// ...and problems without an allowance.
+	out, errOut, code = runCLI(t, nil, "verify", "--store", url, "--brokers", brokers, "--lag-allowance", "0")
 	if code == 0 || !strings.Contains(out, "the archive lacks") {
-		t.Fatalf("verify --brokers behind the log: exit %d\n%s%s", code, out, errOut)
+		t.Fatalf("verify --brokers --lag-allowance 0 behind the log: exit %d\n%s%s", code, out, errOut)
 	}
 	oneLineErr(t, errOut, "verify found")
+}
+
+// TestVerifyBrokersAllowance: missing records older than the lag allowance
+// are problems, named with their offsets; topics outside --topics/--exclude
+// are not judged; --json carries the same.
+func TestVerifyBrokersAllowance(t *testing.T) {
+	t.Parallel()
+	c, cl := kfakeWithTopic(t, "orders", 1, 0)
+	url := "file://" + t.TempDir()
+	brokers := c.ListenAddrs()[0]
+	// Timestamps grow with offsets, as producers' clocks do: three records
+	// two hours old are archived...
+	for i := range 3 {
+		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "orders", Value: []byte{byte(i)}, Timestamp: time.Now().Add(-2 * time.Hour)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, errOut, code := runCLI(t, nil, "archive", "--once", "--brokers", brokers, "--store", url, "--group", "", "--log-level", "error"); code != 0 {
+		t.Fatalf("archive --once: %s", errOut)
+	}
+	// ...then two records an hour old and a new one are not; neither is
+	// topic "scratch" with an old record.
+	old := time.Now().Add(-time.Hour)
+	for _, r := range []*kgo.Record{{Topic: "orders", Value: []byte("a"), Timestamp: old}, {Topic: "orders", Value: []byte("b"), Timestamp: old},
+		{Topic: "orders", Value: []byte("c")}} {
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 1, 1, nil, "scratch"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "scratch", Value: []byte("x"), Timestamp: old}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	out, errOut, code := runCLI(t, nil, "verify", "--store", url, "--brokers", brokers)
+	if code == 0 || !strings.Contains(out, "PROBLEM orders/0 offsets 3..4:") || !strings.Contains(out, "PROBLEM scratch/0 offsets 0..0:") ||
+		!strings.Contains(out, "archiver lag: 1 offsets in 1 partitions") {
+		t.Fatalf("verify --brokers: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = runCLI(t, nil, "verify", "--store", url, "--brokers", brokers, "--exclude", "scratch", "--json")
+	var doc verifyDoc
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("verify --json: %v\n%s", err, out)
+	}
+	if code == 0 || doc.OK || doc.Problems != 1 || len(doc.Findings) != 1 || *doc.Findings[0].From != 3 || *doc.Findings[0].To != 4 ||
+		doc.Findings[0].Topic != "orders" || doc.Lag.Offsets != 1 || doc.Schema != "kbackup.verify/v1" {
+		t.Fatalf("verify --exclude scratch --json: exit %d %+v", code, doc)
+	}
+	oneLineErr(t, errOut, "verify found 1 problems")
+	// Only scratch, explicitly: its old record is the one problem.
+	out, _, code = runCLI(t, nil, "verify", "--store", url, "--brokers", brokers, "--topics", "scratch")
+	if code == 0 || strings.Contains(out, "orders/0") || !strings.Contains(out, "scratch/0 offsets 0..0") {
+		t.Fatalf("verify --topics scratch: exit %d\n%s", code, out)
+	}
 }
 
 func TestArchiveBadInput(t *testing.T) {

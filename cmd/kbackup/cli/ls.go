@@ -25,10 +25,7 @@ func lsCommand() *cli.Command {
 			"DATA-LOSS, before-start). Older incarnations of a topic name (deleted and recreated)\n" +
 			"are marked \"(old)\". --json prints a stable JSON document (schema kbackup.ls/v1,\n" +
 			"described in docs/CLI.md).",
-		Flags: append(globalFlags(),
-			jsonFlag(),
-			&cli.StringFlag{Name: "topics", Usage: "only topics whose whole name matches this `REGEX`"},
-		),
+		Flags:  append(append(globalFlags(), jsonFlag()), topicFlags("topics")...),
 		Action: runLs,
 	}
 }
@@ -38,7 +35,7 @@ func runLs(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	filter, err := topicFilter(c, c.String("topics"))
+	sel, err := selection(c)
 	if err != nil {
 		return err
 	}
@@ -46,7 +43,7 @@ func runLs(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	sum, err := a.Summarize(c.Context, filter)
+	sum, err := a.Summarize(c.Context, sel.Match)
 	if err != nil {
 		return err
 	}

@@ -9,8 +9,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/urfave/cli/v2"
 
-	"github.com/kbackup/kbackup/archive"
 	"github.com/kbackup/kbackup/internal/logrange"
+	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/kafkaconn"
 	"github.com/kbackup/kbackup/restore"
 	"github.com/kbackup/kbackup/store"
@@ -97,7 +97,7 @@ func restoreOptions(c *cli.Context) (restore.Options, error) {
 		return o, usagef(c, "which topics? use --topics REGEX ('.*' restores every archived topic)")
 	}
 	var err error
-	if o.Topics, err = archive.CompileAnchored(expr); err != nil {
+	if o.Topics, err = topicsel.Anchored(expr); err != nil {
 		return o, usagef(c, "--topics: %v", err)
 	}
 	if p := c.String("partitions"); p != "" {
@@ -131,7 +131,7 @@ func restoreOptions(c *cli.Context) (restore.Options, error) {
 		o.ReplicationFactor = int16(rf)
 	}
 	if g := c.String("groups"); g != "" {
-		if o.Groups, err = archive.CompileAnchored(g); err != nil {
+		if o.Groups, err = topicsel.Anchored(g); err != nil {
 			return o, usagef(c, "--groups: %v", err)
 		}
 	}
@@ -234,7 +234,7 @@ func runOffsetsTranslate(c *cli.Context) error {
 	if g == "" {
 		return usagef(c, "which groups? use --groups REGEX")
 	}
-	if o.Groups, err = archive.CompileAnchored(g); err != nil {
+	if o.Groups, err = topicsel.Anchored(g); err != nil {
 		return usagef(c, "--groups: %v", err)
 	}
 	if at := c.String("at"); at != "" {

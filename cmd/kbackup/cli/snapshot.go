@@ -31,7 +31,7 @@ func snapshotCommand() *cli.Command {
 		{
 			Name:   "list",
 			Usage:  "list the cluster's snapshot cycles: id, state, age, size, mode",
-			Flags:  []cli.Flag{cfgFlag()},
+			Flags:  []cli.Flag{cfgFlag(), jsonFlag()},
 			Action: runSnapshotList,
 		},
 		{
@@ -123,6 +123,15 @@ func runSnapshotList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.Bool("json") {
+		doc := snapshotListDoc{Schema: "kbackup.snapshot-list/v1", Cycles: []snapshotCycleDoc{}}
+		for i := len(infos) - 1; i >= 0; i-- { // newest first, as the table
+			in := infos[i]
+			doc.Cycles = append(doc.Cycles, snapshotCycleDoc{ID: in.ID, State: in.State, Mode: string(in.Mode), StartedMs: in.Started.UnixMilli(),
+				AgeSeconds: int64(in.Age.Seconds()), Bytes: in.Bytes, Snapshots: in.Snapshots, Reason: in.Reason})
+		}
+		return writeJSON(s.stdout, doc)
+	}
 	w := tabwriter.NewWriter(s.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "CYCLE\tSTATE\tMODE\tSTARTED\tAGE\tSIZE\tSNAPSHOTS\tREASON")
 	for i := len(infos) - 1; i >= 0; i-- { // newest first
@@ -131,6 +140,23 @@ func runSnapshotList(c *cli.Context) error {
 			humanAge(in.Age), units.Bytes(in.Bytes), in.Snapshots, in.Reason)
 	}
 	return w.Flush()
+}
+
+// snapshotListDoc is what `snapshot list --json` prints.
+type snapshotListDoc struct {
+	Schema string             `json:"schema"` // kbackup.snapshot-list/v1
+	Cycles []snapshotCycleDoc `json:"cycles"` // newest first
+}
+
+type snapshotCycleDoc struct {
+	ID         string `json:"id"`
+	State      string `json:"state"` // pending, complete, failed
+	Mode       string `json:"mode"`
+	StartedMs  int64  `json:"started_ms"`
+	AgeSeconds int64  `json:"age_seconds"`
+	Bytes      int64  `json:"bytes"`
+	Snapshots  int    `json:"snapshots"`
+	Reason     string `json:"reason,omitempty"` // why a cycle failed
 }
 
 func runSnapshotRestore(c *cli.Context) error {

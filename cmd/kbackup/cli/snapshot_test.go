@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -77,6 +78,15 @@ timeouts: {stop: 10s, start: 10s, healthy: 30s}
 	code, out, errs := kb("snapshot", "list", "--config", path)
 	if code != 0 || strings.Count(out, "complete") != 2 || !strings.Contains(out, "30 B") {
 		t.Fatalf("list: %d\n%s\n%s", code, out, errs)
+	}
+	code, out, errs = kb("snapshot", "list", "--config", path, "--json")
+	var doc snapshotListDoc
+	if err := json.Unmarshal([]byte(out), &doc); code != 0 || err != nil {
+		t.Fatalf("list --json: %d %v\n%s\n%s", code, err, out, errs)
+	}
+	if doc.Schema != "kbackup.snapshot-list/v1" || len(doc.Cycles) != 2 || doc.Cycles[0].ID != ids[1] || doc.Cycles[1].ID != ids[0] ||
+		doc.Cycles[0].State != "complete" || doc.Cycles[0].Bytes != 30 || doc.Cycles[0].StartedMs == 0 {
+		t.Fatalf("list --json: %+v", doc)
 	}
 	code, out, _ = kb("snapshot", "restore", "--config", path, "--cycle", ids[0], "--dry-run")
 	if code != 0 || !strings.Contains(out, "plan (dry run, nothing changed)") {

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"regexp"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store/storeurl"
 )
@@ -51,15 +51,22 @@ func openArchive(ctx context.Context, c *cli.Context, s *session) (*manifest.Arc
 	return manifest.Open(ctx, st)
 }
 
-// topicFilter compiles a --topics regular expression, matched against the
-// whole topic name; "" selects every topic.
-func topicFilter(c *cli.Context, pattern string) (func(string) bool, error) {
-	if pattern == "" {
-		return nil, nil
+// topicFlags are --topics and --exclude of a command that reads topics;
+// selection reads them back.
+func topicFlags(what string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "topics", Usage: "only " + what + " whose whole name matches `REGEX` (repeatable; default: every topic but internal __ ones)"},
+		&cli.StringSliceFlag{Name: "exclude", Usage: "skip topics whose whole name matches `REGEX` (repeatable)"},
 	}
-	re, err := regexp.Compile(`^(?:` + pattern + `)$`)
+}
+
+// selection compiles --topics and --exclude under the one topic selection
+// rule (package topicsel, docs/CLI.md); nil selects every non-internal
+// topic.
+func selection(c *cli.Context) (*topicsel.Selector, error) {
+	sel, err := topicsel.Compile(c.StringSlice("topics"), c.StringSlice("exclude"))
 	if err != nil {
-		return nil, usagef(c, "invalid --topics regular expression %q: %v", pattern, err)
+		return nil, usagef(c, "--topics/--exclude: %v", err)
 	}
-	return re.MatchString, nil
+	return sel, nil
 }

@@ -1,0 +1,125 @@
+// Package topicsel is the one rule by which every kbackup command selects
+// topics from --topics and --exclude (documented once, in docs/CLI.md):
+//
+//   - each expression is a Go regular expression that must match the whole
+//     topic name (it is anchored);
+//   - a topic is selected when it matches an include expression (every topic
+//     when there is none) and no exclude expression;
+//   - an internal topic (a name starting with "__", e.g. __consumer_offsets)
+//     is selected only by an include expression that itself starts with
+//     "__": "--topics '.*'" never selects internal topics, "--topics
+//     '__consumer_offsets'" does.
+package topicsel
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Selector selects topics by name. The nil *Selector selects every
+// non-internal topic. A Selector is immutable and safe for concurrent use.
+type Selector struct {
+	include []*regexp.Regexp
+	src     []string // include expressions as given
+	exclude []*regexp.Regexp
+	exSrc   []string
+}
+
+// Compile builds a Selector from include and exclude expressions. Empty
+// expressions are ignored; with no expressions at all it returns nil (every
+// non-internal topic). An invalid expression is an error naming it.
+func Compile(include, exclude []string) (*Selector, error) {
+	s := &Selector{}
+	for _, e := range include {
+		if e == "" {
+			continue
+		}
+		re, err := Anchored(e)
+		if err != nil {
+			return nil, err
+		}
+		s.include, s.src = append(s.include, re), append(s.src, e)
+	}
+	for _, e := range exclude {
+		if e == "" {
+			continue
+		}
+		re, err := Anchored(e)
+		if err != nil {
+			return nil, err
+		}
+		s.exclude, s.exSrc = append(s.exclude, re), append(s.exSrc, e)
+	}
+	if len(s.include) == 0 && len(s.exclude) == 0 {
+		return nil, nil
+	}
+	return s, nil
+}
+
+// Anchored compiles expr so that it must match a whole name (also used for
+// consumer-group selections).
+func Anchored(expr string) (*regexp.Regexp, error) {
+	re, err := regexp.Compile("^(?:" + expr + ")$")
+	if err != nil {
+		return nil, fmt.Errorf("invalid regular expression %q: %w", expr, err)
+	}
+	return re, nil
+}
+
+// Internal reports whether topic is an internal topic ("__" prefix).
+func Internal(topic string) bool { return strings.HasPrefix(topic, "__") }
+
+// Match reports whether s selects topic.
+func (s *Selector) Match(topic string) bool {
+	internal := Internal(topic)
+	if s == nil {
+		return !internal
+	}
+	matched := len(s.include) == 0 && !internal
+	for i, re := range s.include {
+		if re.MatchString(topic) && (!internal || strings.HasPrefix(s.src[i], "__")) {
+			matched = true
+			break
+		}
+	}
+	if !matched {
+		return false
+	}
+	for _, re := range s.exclude {
+		if re.MatchString(topic) {
+			return false
+		}
+	}
+	return true
+}
+
+// Patterns returns the anchored include expressions (a consumer's regex
+// subscription), or [".*"] when every topic is included. Callers still
+// apply Match: patterns ignore the exclude and internal rules.
+func (s *Selector) Patterns() []string {
+	if s == nil || len(s.include) == 0 {
+		return []string{".*"}
+	}
+	out := make([]string, len(s.include))
+	for i, re := range s.include {
+		out[i] = re.String()
+	}
+	return out
+}
+
+// String describes the selection for messages: "every non-internal topic",
+// "topics a|b, excluding c".
+func (s *Selector) String() string {
+	if s == nil {
+		return "every non-internal topic"
+	}
+	inc := "every non-internal topic"
+	if len(s.src) > 0 {
+		inc = "topics " + strings.Join(s.src, ", ")
+	}
+	if len(s.exSrc) > 0 {
+		return inc + ", excluding " + strings.Join(s.exSrc, ", ")
+	}
+	return inc
+}
