@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store/filestore"
@@ -164,8 +165,9 @@ func TestParseTime(t *testing.T) {
 		{"2024-05-01T14:03:00.123000Z", 1714572180123, false},
 		{"1970-01-01T00:00:00Z", 0, false},
 		{"2024-05-01T14:03:00.1234Z", 0, true},
-		{"2024-05-01", 0, true},
+		{"2024-05-01", 1714521600000, false},
 		{"2024-05-01 14:03:00", 0, true},
+		{"2024-13-01", 0, true},
 		{"", 0, true},
 		{"-", 0, true},
 		{"1e3", 0, true},
@@ -175,6 +177,40 @@ func TestParseTime(t *testing.T) {
 		got, err := ParseTime(tc.in)
 		if (err != nil) != tc.err || got != tc.want {
 			t.Errorf("ParseTime(%q) = %d, %v; want %d, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+	// Relative to now.
+	now := time.UnixMilli(1714572180250)
+	for _, tc := range []struct {
+		in   string
+		want int64
+		err  bool
+	}{
+		{"now", 1714572180250, false},
+		{"NOW", 1714572180250, false},
+		{"-2h", 1714572180250 - 2*3600000, false},
+		{"now-2h", 1714572180250 - 2*3600000, false},
+		{"+90m", 1714572180250 + 90*60000, false},
+		{"-7d", 1714572180250 - 7*86400000, false},
+		{"-1d12h", 1714572180250 - 36*3600000, false},
+		{"-1", -1, false}, // an integer is unix milliseconds
+		{"-d", 0, true},
+		{"-2x", 0, true},
+		{"now+", 0, true},
+		{"nowish", 0, true},
+		{"-1d-2h", 0, true},
+		{"--2h", 0, true},
+		{"-100001d", 0, true},
+		{"-9999999999h", 0, true},
+	} {
+		got, err := ParseTimeAt(tc.in, now)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("ParseTimeAt(%q) = %d, %v; want %d, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+	for s, want := range map[string]bool{"now": true, " -2h": true, "+1d": true, "now-1h": true, "-1": false, "2024-05-01": false, "42": false} {
+		if IsRelative(s) != want {
+			t.Errorf("IsRelative(%q) = %v", s, !want)
 		}
 	}
 	for _, ms := range []int64{0, -1, 1714572180250, math.MaxInt64, math.MinInt64, 253402300799999, 253402300800000} {
@@ -193,11 +229,13 @@ func TestParseTime(t *testing.T) {
 // always accepted.
 func FuzzParseTime(f *testing.F) {
 	for _, s := range []string{"0", "-1", "1714572180000", "2024-05-01T14:03:00Z", "2024-05-01T16:03:00.250+02:00",
-		"9999-12-31T23:59:59.999Z", "0000-01-01T00:00:00Z", "-9223372036854775808", "2024-05-01T14:03:00.1234Z"} {
+		"9999-12-31T23:59:59.999Z", "0000-01-01T00:00:00Z", "-9223372036854775808", "2024-05-01T14:03:00.1234Z",
+		"2024-05-01", "now", "-2h", "now-90m", "+1d12h", "-100000d", "-99999d2562047h"} {
 		f.Add(s)
 	}
+	now := time.UnixMilli(1714572180250)
 	f.Fuzz(func(t *testing.T, s string) {
-		ms, err := ParseTime(s)
+		ms, err := ParseTimeAt(s, now)
 		if err != nil {
 			return
 		}

@@ -25,7 +25,8 @@ func catCommand() *cli.Command {
 			`  {"topic","partition","offset","timestamp","timestamp_type","key","value","headers":[{"key","value"}]}` + "\n" +
 			"timestamp is unix milliseconds, timestamp_type CreateTime or LogAppendTime; key, value and\n" +
 			"header values are base64 (standard encoding), null for null; header keys are strings.\n" +
-			"TIME is RFC 3339 (2024-05-01T14:03:00Z) or unix milliseconds. --from T starts at the first\n" +
+			"TIME is RFC 3339 (2024-05-01T14:03:00Z), a date (2024-05-01: UTC midnight), unix milliseconds,\n" +
+			"now, or relative to now (-2h, -30m, -7d). --from T starts at the first\n" +
 			"offset whose timestamp is >= T; --to T stops before the first record whose timestamp is\n" +
 			"after T. Offset bounds are inclusive. Bounds combine.",
 		Flags: append(globalFlags(),

@@ -21,8 +21,9 @@ func restoreCommand() *cli.Command {
 		Name:  "restore",
 		Usage: "replay archived topics into a Kafka cluster and move consumer groups",
 		Description: "Restores the selected topics, partitions and offset/time range from the archive into the\n" +
-			"cluster at --brokers (the same or another one, renamed or not). TIME is RFC 3339 or unix\n" +
-			"milliseconds: --to T restores each partition's log prefix up to T (all offsets before the first\n" +
+			"cluster at --brokers (the same or another one, renamed or not). TIME is RFC 3339, a date\n" +
+			"(UTC midnight), unix milliseconds, now, or relative to now (-2h, -7d; resolved once, at start:\n" +
+			"to resume, rerun with the absolute times the first run logged): --to T restores each partition's log prefix up to T (all offsets before the first\n" +
 			"record whose timestamp is after T); --from T starts at the first offset with timestamp >= T.\n" +
 			"Missing target topics are created with the archived partition count and configs; a target\n" +
 			"partition that already holds records is refused unless --append. --groups moves the matching\n" +
@@ -85,6 +86,21 @@ func offsetsCommand() *cli.Command {
 			Before:       noArgs,
 			Action:       runOffsetsTranslate,
 		}},
+	}
+}
+
+// logRelativeTimes says which absolute times relative --from/--to values
+// (now, -2h) resolved to: a rerun must use those to resume the same restore.
+func logRelativeTimes(c *cli.Context, s *session, r logrange.Range) {
+	for _, f := range []struct {
+		flag string
+		set  bool
+		ms   int64
+	}{{"from", r.HasFromTime, r.FromTime}, {"to", r.HasToTime, r.ToTime}} {
+		if v := c.String(f.flag); f.set && logrange.IsRelative(v) {
+			s.log.Info("relative time resolved: to resume this restore, rerun it with the absolute time", "flag", "--"+f.flag, "given", v,
+				"resolved", logrange.FormatTime(f.ms))
+		}
 	}
 }
 
@@ -173,6 +189,7 @@ func runRestore(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	logRelativeTimes(c, s, o.Range)
 	if c.String("since-cycle") != "" || c.Bool("repair") {
 		return runReplayCmd(c, s, o)
 	}

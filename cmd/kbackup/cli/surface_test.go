@@ -210,3 +210,29 @@ func TestArchiveOnceSummaryAndExitCodes(t *testing.T) {
 	}
 	oneLineErr(t, lines[len(lines)-1]+"\n", "DATA-LOSS: 5 offsets")
 }
+
+// TestCatTimeForms: --from/--to take a date (UTC midnight), now and times
+// relative to now (the fixture's records are from 1970).
+func TestCatTimeForms(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	count := func(args ...string) int {
+		t.Helper()
+		out, errOut, code := runCLI(t, nil, append([]string{"cat", "--store", f.url, "--topic", "orders"}, args...)...)
+		if code != 0 {
+			t.Fatalf("cat %v: exit %d %s", args, code, errOut)
+		}
+		return strings.Count(out, "\n")
+	}
+	all := count()
+	if all == 0 || count("--to", "now") != all || count("--from", "1970-01-01", "--to", "1970-01-02") != all {
+		t.Fatalf("cat with now / dates: all %d", all)
+	}
+	if n := count("--from", "-1d"); n != 0 {
+		t.Fatalf("cat --from -1d: %d records from 1970", n)
+	}
+	_, errOut, code := runCLI(t, nil, "cat", "--store", f.url, "--topic", "orders", "--from", "yesterday")
+	if code != ExitUsage || !strings.Contains(errOut, "relative to now") {
+		t.Fatalf("cat --from yesterday: exit %d %s", code, errOut)
+	}
+}
