@@ -15,6 +15,7 @@
 package dirprov
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -202,8 +203,8 @@ func (p *Provider) Rollback(_ context.Context, _ int32, done []snapshot.Restored
 }
 
 // copyTree copies directory src to dst (which must not exist) and returns
-// the bytes copied. Regular files, directories and symlinks are copied;
-// modes are kept.
+// the data bytes copied. Regular files (sparse: zero blocks stay holes),
+// directories and symlinks are copied; modes are kept.
 func copyTree(ctx context.Context, src, dst string) (int64, error) {
 	if _, err := os.Lstat(dst); err == nil {
 		return 0, fmt.Errorf("%s already exists", dst)
@@ -254,6 +255,14 @@ func copyTree(ctx context.Context, src, dst string) (int64, error) {
 	return total, err
 }
 
+// sparseBlock is the unit copyFile looks for zeros in: a block of zeros is
+// not written, so it stays a hole in the copy (Kafka preallocates its index
+// files, e.g. 10 MiB of which a few KiB are used).
+const sparseBlock = 64 << 10
+
+// copyFile copies src to dst, keeping runs of zeros as holes, and returns
+// the bytes of data written (holes excluded). The copy has src's size and
+// content.
 func copyFile(src, dst string, perm fs.FileMode) (int64, error) {
 	in, err := os.Open(src)
 	if err != nil {
@@ -264,7 +273,12 @@ func copyFile(src, dst string, perm fs.FileMode) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := io.Copy(out, in)
+	n, size, err := copySparse(out, in)
+	if err == nil {
+		// Holes at the end have no data to write: the size comes from
+		// truncating.
+		err = out.Truncate(size)
+	}
 	if err == nil {
 		err = out.Sync()
 	}
@@ -273,3 +287,36 @@ func copyFile(src, dst string, perm fs.FileMode) (int64, error) {
 	}
 	return n, err
 }
+
+// copySparse copies in to out block by block, seeking over all-zero blocks
+// instead of writing them. It returns the data bytes written and the size
+// read.
+func copySparse(out io.WriteSeeker, in io.Reader) (written, size int64, err error) {
+	buf := make([]byte, sparseBlock)
+	for {
+		n, rerr := io.ReadFull(in, buf)
+		if n > 0 {
+			if allZero(buf[:n]) {
+				if _, err := out.Seek(int64(n), io.SeekCurrent); err != nil {
+					return written, size, err
+				}
+			} else {
+				if _, err := out.Write(buf[:n]); err != nil {
+					return written, size, err
+				}
+				written += int64(n)
+			}
+			size += int64(n)
+		}
+		switch {
+		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
+			return written, size, nil
+		case rerr != nil:
+			return written, size, rerr
+		}
+	}
+}
+
+var zeros = make([]byte, sparseBlock)
+
+func allZero(b []byte) bool { return bytes.Equal(b, zeros[:len(b)]) }
