@@ -203,7 +203,8 @@ func (s S3) SetAWSEnv(tb testing.TB) {
 func UniquePrefix(tb testing.TB) string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	name := unsafeName.ReplaceAllString(tb.Name(), "_")
+	// Store keys refuse ".." segments and names of dots only.
+	name := strings.ReplaceAll(unsafeName.ReplaceAllString(tb.Name(), "_"), ".", "_")
 	if len(name) > 60 {
 		name = name[:60]
 	}

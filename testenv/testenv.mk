@@ -23,7 +23,7 @@ INTEGRATION_PKGS   ?= $(shell grep -rlE --include='*_test.go' '^//go:build.*\bin
 
 export KBACKUP_CACHE KBACKUP_KAFKA_VERSIONS
 
-.PHONY: testenv-install testenv-up testenv-down integration integration-kafka4
+.PHONY: testenv-install testenv-up testenv-down integration integration-docs integration-kafka4
 
 testenv-install:
 	testenv/install.sh
@@ -36,7 +36,18 @@ testenv-down:
 
 integration:
 	@test -n "$(INTEGRATION_PKGS)" || { echo "integration: no integration test packages found"; exit 1; }
-	$(GO) test -race -tags integration -count=1 -p $(INTEGRATION_P) -timeout $(INTEGRATION_TIMEOUT) $(INTEGRATION_FLAGS) $(INTEGRATION_PKGS)
+	$(GO) test -race -tags integration -count=1 -p $(INTEGRATION_P) -timeout $(INTEGRATION_TIMEOUT) $(INTEGRATION_FLAGS) $(filter-out ./docs,$(INTEGRATION_PKGS))
+	@$(MAKE) --no-print-directory integration-docs
+
+# The docs-as-tests suite (docs/TESTING.md): every marked example of README.md
+# and docs/*.md, run against real Kafka and MinIO. Prints each block it runs
+# and how many ran; the whole log on failure.
+DOCS_LOG ?= $(or $(TMPDIR),/tmp)/kbackup-integration-docs.log
+integration-docs:
+	@echo "go test -tags integration -run TestDocs ./docs (log: $(DOCS_LOG))"
+	@$(GO) test -race -tags integration -count=1 -timeout 30m -v -run '^TestDocs$$' $(INTEGRATION_FLAGS) ./docs > $(DOCS_LOG) 2>&1; rc=$$?; \
+	  if [ $$rc -ne 0 ]; then cat $(DOCS_LOG); else grep -E '^(--- |ok|PASS)|running .* block|docs as tests:' $(DOCS_LOG); fi; \
+	  grep -E '^(ok|FAIL)\s' $(DOCS_LOG); exit $$rc
 
 # The real-cluster Kafka tests again on the 4.x line.
 integration-kafka4:

@@ -1,0 +1,34 @@
+//go:build integration
+
+package docs
+
+import (
+	"path/filepath"
+	"testing"
+)
+
+// TestDocs runs every marked example of README.md and docs/OPERATIONS.md,
+// in document order, against a real 3-broker Kafka cluster and MinIO (a
+// fresh cluster per file: the README's verify --brokers judges the whole
+// cluster), and prints how many ran.
+func TestDocs(t *testing.T) {
+	blocks := docBlocks(t)
+	ran := 0
+	for _, f := range docFiles {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			e := newDocEnv(t)
+			for _, b := range blocks {
+				if b.File != f {
+					continue
+				}
+				t.Logf("%s:%d: running %s block %q", b.File, b.Line, b.Kind, b.Name)
+				e.runBlock(b, specs[b.ID()])
+				ran++
+			}
+		})
+	}
+	t.Logf("docs as tests: %d of %d marked doc blocks ran", ran, len(blocks))
+	if ran != len(blocks) && !t.Failed() {
+		t.Fatalf("only %d of %d doc blocks ran", ran, len(blocks))
+	}
+}
