@@ -119,9 +119,14 @@ func Open(ctx context.Context, st store.Store) (*Archive, error) {
 	return &Archive{st: st}, nil
 }
 
-// Init opens the archive in st, creating its root marker if the store holds
-// none. createdBy names the writing program version.
+// Init opens the archive in st for writing, creating its root marker if
+// the store holds none. It first checks that st honours conditional creates
+// (ProbeConditionalCreate) and refuses a store that does not: the format's
+// fencing depends on them. createdBy names the writing program version.
 func Init(ctx context.Context, st store.Store, createdBy string, nowMs int64) (*Archive, error) {
+	if err := ProbeConditionalCreate(ctx, st); err != nil {
+		return nil, err
+	}
 	body := encodeJSON(Root{Format: rootFormat, FormatVersion: FormatVersion, CreatedMs: nowMs, CreatedBy: createdBy})
 	err := st.Put(ctx, RootKey, bytes.NewReader(body), int64(len(body)), store.PutOptions{IfNotExists: true})
 	if err != nil && !errors.Is(err, store.ErrExists) {

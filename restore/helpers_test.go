@@ -245,6 +245,12 @@ func buildFixture(t testing.TB, topic string, parts int32, n int) *fixture {
 			for p := int32(0); p < parts; p++ {
 				txn.Produce(ctx, &kgo.Record{Topic: topic, Partition: p, Value: []byte("aborted")}, nil)
 			}
+			// Flush first: aborting with the records still buffered fails
+			// them in the client, and the log would get no aborted data
+			// (no gap) depending on timing.
+			if err := txn.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
 			if err := txn.EndTransaction(ctx, kgo.TryAbort); err != nil {
 				t.Fatal(err)
 			}

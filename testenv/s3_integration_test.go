@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/s3store"
 	"github.com/kbackup/kbackup/store/storetest"
@@ -59,6 +60,19 @@ func TestStoreConformanceMinIO(t *testing.T) {
 				return s
 			}, storetest.LargeObject(2*minioPartSize+123))
 		})
+	}
+}
+
+// TestProbeConditionalCreateMinIO: MinIO honours If-None-Match, so the
+// writers' probe (manifest.ProbeConditionalCreate) accepts it.
+func TestProbeConditionalCreateMinIO(t *testing.T) {
+	m := testenv.UseMinIO(t)
+	st, err := s3store.New(t.Context(), m.StoreOptions(testenv.UniquePrefix(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := manifest.ProbeConditionalCreate(t.Context(), st); err != nil {
+		t.Fatalf("MinIO refused by the probe: %v", err)
 	}
 }
 

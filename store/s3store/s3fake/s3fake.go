@@ -48,6 +48,7 @@ type Server struct {
 	failN    atomic.Int64
 	failCode atomic.Int64
 	requests atomic.Int64
+	ignoreIf atomic.Bool
 	closeMu  sync.Once
 }
 
@@ -115,6 +116,10 @@ func (s *Server) FailNext(n int, status int) {
 	s.failN.Store(int64(n))
 }
 
+// IgnoreIfNoneMatch makes the server behave like S3-compatible servers
+// that ignore If-None-Match: conditional creates overwrite silently.
+func (s *Server) IgnoreIfNoneMatch(ignore bool) { s.ignoreIf.Store(ignore) }
+
 // Requests returns how many requests the server has received.
 func (s *Server) Requests() int64 { return s.requests.Load() }
 
@@ -137,6 +142,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		WriteError(w, status, code, "injected failure")
 		return
+	}
+	if s.ignoreIf.Load() {
+		r.Header.Del("If-None-Match")
 	}
 	if r.Header.Get("If-None-Match") != "" && (r.Method == http.MethodPut || r.Method == http.MethodPost) {
 		s.cond.Lock()
