@@ -2,8 +2,6 @@ package docs
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -63,7 +61,7 @@ var specs = map[string]blockSpec{
 			}
 		},
 		running: func(e *docEnv, r *blockRun) {
-			metrics := scrapeText(e.t, e.listen["9464"])
+			metrics := testenv.Scrape(e.t, e.listen["9464"])
 			for _, want := range []string{`kbackup_archive_partitions 7`, `client="data"`, `client="group"`,
 				`kbackup_archive_gap_offsets_total{partition="0",reason="DATA-LOSS",topic="payments"} 0`} {
 				if !strings.Contains(metrics, want) {
@@ -92,7 +90,7 @@ var specs = map[string]blockSpec{
 	},
 	"OPERATIONS.md#archiver-unit": {
 		running: func(e *docEnv, r *blockRun) {
-			if m := scrapeText(e.t, e.listen["9464"]); !strings.Contains(m, "kbackup_archive_partitions 7") {
+			if m := testenv.Scrape(e.t, e.listen["9464"]); !strings.Contains(m, "kbackup_archive_partitions 7") {
 				e.t.Fatalf("the unit's /metrics:\n%.2000s", m)
 			}
 		},
@@ -147,24 +145,6 @@ func last(rs []testenv.Record) string {
 		return "-"
 	}
 	return fmt.Sprintf("%d/%d", rs[len(rs)-1].Partition, rs[len(rs)-1].Offset)
-}
-
-// scrapeText reads /metrics from addr.
-func scrapeText(t *testing.T, addr string) string {
-	t.Helper()
-	if addr == "" {
-		t.Fatal("no listen address substituted")
-	}
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape %s: %v", addr, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("scrape %s: %d %v", addr, resp.StatusCode, err)
-	}
-	return string(b)
 }
 
 // docBlocks extracts every marked block of the doc files.

@@ -3,6 +3,8 @@ package testenv
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -196,4 +198,24 @@ func (p *Proc) WaitOutput(tb testing.TB, re *regexp.Regexp, timeout time.Duratio
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Scrape reads the Prometheus text exposition a kbackup process serves at
+// http://addr/metrics.
+func Scrape(tb testing.TB, addr string) string {
+	tb.Helper()
+	if addr == "" {
+		tb.Fatal("testenv: scrape: no address")
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		tb.Fatalf("testenv: scrape %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		tb.Fatalf("testenv: scrape %s: status %d %v", addr, resp.StatusCode, err)
+	}
+	return string(b)
 }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
 	"regexp"
 	"strings"
 	"sync"
@@ -145,20 +143,11 @@ func (f *flow) Stop(t *testing.T) int {
 	return f.n
 }
 
-// scrape reads an archiver's /metrics.
+// scrape reads and parses an archiver's /metrics.
 func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape %s: %v", addr, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("scrape %s: %d %v", addr, resp.StatusCode, err)
-	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := parser.TextToMetricFamilies(strings.NewReader(string(b)))
+	mfs, err := parser.TextToMetricFamilies(strings.NewReader(testenv.Scrape(t, addr)))
 	if err != nil {
 		t.Fatalf("parse /metrics of %s: %v", addr, err)
 	}

@@ -31,30 +31,32 @@ type Selector struct {
 // non-internal topic). An invalid expression is an error naming it.
 func Compile(include, exclude []string) (*Selector, error) {
 	s := &Selector{}
-	for _, e := range include {
-		if e == "" {
-			continue
-		}
-		re, err := Anchored(e)
-		if err != nil {
-			return nil, err
-		}
-		s.include, s.src = append(s.include, re), append(s.src, e)
+	var err error
+	if s.include, s.src, err = compileAll(include); err != nil {
+		return nil, err
 	}
-	for _, e := range exclude {
-		if e == "" {
-			continue
-		}
-		re, err := Anchored(e)
-		if err != nil {
-			return nil, err
-		}
-		s.exclude, s.exSrc = append(s.exclude, re), append(s.exSrc, e)
+	if s.exclude, s.exSrc, err = compileAll(exclude); err != nil {
+		return nil, err
 	}
 	if len(s.include) == 0 && len(s.exclude) == 0 {
 		return nil, nil
 	}
 	return s, nil
+}
+
+// compileAll anchors and compiles the non-empty expressions.
+func compileAll(exprs []string) (res []*regexp.Regexp, src []string, err error) {
+	for _, e := range exprs {
+		if e == "" {
+			continue
+		}
+		re, err := Anchored(e)
+		if err != nil {
+			return nil, nil, err
+		}
+		res, src = append(res, re), append(src, e)
+	}
+	return res, src, nil
 }
 
 // Anchored compiles expr so that it must match a whole name (also used for
