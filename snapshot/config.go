@@ -116,6 +116,12 @@ type S3Config struct {
 	Region string `yaml:"region"`
 	// PathStyle addresses buckets in the URL path.
 	PathStyle bool `yaml:"path_style"`
+	// SSE is the server-side encryption of objects the job writes: ""
+	// (the bucket's default), "AES256" or "aws:kms" (as --s3-sse).
+	SSE string `yaml:"sse"`
+	// SSEKMSKeyID is the KMS key with SSE "aws:kms"; "" = the AWS managed
+	// key (as --s3-sse-kms-key-id).
+	SSEKMSKeyID string `yaml:"sse_kms_key_id"`
 }
 
 // KafkaConfig is the connection to the cluster (see kafkaconn.Options).
@@ -314,6 +320,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Mode != "" && !c.Mode.Valid() {
 		add("mode: %q is not cold, rolling or hot", c.Mode)
+	}
+	switch c.S3.SSE {
+	case "", "AES256":
+		if c.S3.SSEKMSKeyID != "" {
+			add("s3.sse_kms_key_id: needs s3.sse aws:kms")
+		}
+	case "aws:kms":
+	default:
+		add("s3.sse: %q is not AES256 or aws:kms", c.S3.SSE)
 	}
 	var brokers []string
 	for _, b := range c.Kafka.Brokers {

@@ -18,6 +18,10 @@ func TestParseConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if kms, err := snapshot.ParseConfig([]byte(testConfig + "s3: {region: eu-west-1, sse: aws:kms, sse_kms_key_id: alias/kbackup}\n")); err != nil ||
+		kms.S3.SSE != "aws:kms" || kms.S3.SSEKMSKeyID != "alias/kbackup" {
+		t.Fatalf("s3 sse: %+v %v", kms, err)
+	}
 	if cfg.Mode != snapshot.ModeRolling || len(cfg.Brokers) != 3 || cfg.Timeouts.StopTimeout() != 200*time.Millisecond ||
 		cfg.Timeouts.LockTTL() != 24*time.Hour || cfg.Retention.KeepLast != 2 {
 		t.Fatalf("config %+v", cfg)
@@ -33,6 +37,8 @@ func TestParseConfig(t *testing.T) {
 		{"bad template", strings.Replace(testConfig, `stop: "true"`, `stop: "ssh {{.Hots}}"`, 1), "stop hook"},
 		{"dir without path", strings.Replace(testConfig, "provider: {type: ebs}", "provider: {type: dir}", 1), "provider.dir.path"},
 		{"not yaml", "cluster: [", "invalid snapshot configuration"},
+		{"bad sse", testConfig + "s3: {sse: aes}\n", `s3.sse: "aes"`},
+		{"kms key without kms", testConfig + "s3: {sse: AES256, sse_kms_key_id: k}\n", "s3.sse_kms_key_id: needs s3.sse aws:kms"},
 	} {
 		_, err := snapshot.ParseConfig([]byte(tc.yaml))
 		if !errors.Is(err, snapshot.ErrConfig) || !strings.Contains(err.Error(), tc.want) {

@@ -196,9 +196,9 @@ func LoadCycle(ctx context.Context, st store.Store, cluster, id string) (*CycleR
 	return r, nil
 }
 
-// LoadCycles reads every cycle record of cluster, oldest (by start time) first.
-func LoadCycles(ctx context.Context, st store.Store, cluster string) ([]*CycleRecord, error) {
-	prefix := clusterPrefix(cluster) + "cycles/"
+// listJSON returns the keys of the .json objects under prefix, in byte
+// order.
+func listJSON(ctx context.Context, st store.Store, prefix string) ([]string, error) {
 	var keys []string
 	err := st.List(ctx, store.ListOptions{Prefix: prefix}, func(e store.ListEntry) error {
 		if !e.IsPrefix && strings.HasSuffix(e.Key, ".json") {
@@ -206,10 +206,16 @@ func LoadCycles(ctx context.Context, st store.Store, cluster string) ([]*CycleRe
 		}
 		return nil
 	})
+	return keys, err
+}
+
+// LoadCycles reads every cycle record of cluster, oldest (by start time) first.
+func LoadCycles(ctx context.Context, st store.Store, cluster string) ([]*CycleRecord, error) {
+	prefix := clusterPrefix(cluster) + "cycles/"
+	keys, err := listJSON(ctx, st, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("list snapshot cycles: %w", err)
 	}
-	sort.Strings(keys)
 	out := make([]*CycleRecord, 0, len(keys))
 	for _, k := range keys {
 		id := strings.TrimSuffix(strings.TrimPrefix(k, prefix), ".json")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/kbackup/kbackup/store"
 )
@@ -50,14 +49,7 @@ func (r *CycleRecord) Restorable(cluster string) error {
 // LatestRestore returns the newest whole-cluster restore report of
 // cluster, or an error wrapping store.ErrNotFound when there is none.
 func LatestRestore(ctx context.Context, st store.Store, cluster string) (*RestoreResult, error) {
-	prefix := clusterPrefix(cluster) + "restores/"
-	var keys []string
-	err := st.List(ctx, store.ListOptions{Prefix: prefix}, func(e store.ListEntry) error {
-		if !e.IsPrefix && strings.HasSuffix(e.Key, ".json") {
-			keys = append(keys, e.Key)
-		}
-		return nil
-	})
+	keys, err := listJSON(ctx, st, clusterPrefix(cluster)+"restores/")
 	if err != nil {
 		return nil, fmt.Errorf("list restore reports: %w", err)
 	}

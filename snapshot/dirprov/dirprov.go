@@ -81,7 +81,7 @@ func (p *Provider) Snapshot(ctx context.Context, req snapshot.SnapRequest) ([]sn
 		n, err := copyTree(ctx, v.ID, dst)
 		if err != nil {
 			out[i].State, out[i].Message = snapshot.SnapError, err.Error()
-			return out, fmt.Errorf("copy %s: %w", v.ID, err)
+			return out, fmt.Errorf("%w: copy %s: %w", snapshot.ErrSnapshotFailed, v.ID, err)
 		}
 		if err := os.WriteFile(dst+".complete", nil, 0o644); err != nil {
 			return out, err

@@ -33,17 +33,50 @@ type EC2 struct {
 	FailVolumes map[string]bool
 	// Calls counts calls per operation name.
 	Calls map[string]int
+	// content is a stand-in for the volumes' data: a snapshot copies its
+	// volume's content when it is created, a volume created from a
+	// snapshot starts with the snapshot's (SetContent, Content).
+	content map[string]string
 }
 
 type snap struct {
-	s     types.Snapshot
-	polls int
+	s       types.Snapshot
+	polls   int
+	content string
 }
 
 // New returns an empty fake.
 func New() *EC2 {
 	return &EC2{vols: map[string]*types.Volume{}, snaps: map[string]*snap{}, pendingVol: map[string]types.VolumeState{},
-		errs: map[string][]error{}, PendingPolls: 2, FailVolumes: map[string]bool{}, Calls: map[string]int{}}
+		errs: map[string][]error{}, PendingPolls: 2, FailVolumes: map[string]bool{}, Calls: map[string]int{}, content: map[string]string{}}
+}
+
+// SetContent sets the data a volume holds (see EC2.content).
+func (f *EC2) SetContent(volID, content string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.content[volID] = content
+}
+
+// Content returns the data a volume holds.
+func (f *EC2) Content(volID string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.content[volID]
+}
+
+// AttachedAt returns the volume attached to instance at device.
+func (f *EC2) AttachedAt(instance, device string) (string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, v := range f.vols {
+		for _, a := range v.Attachments {
+			if aws.ToString(a.InstanceId) == instance && aws.ToString(a.Device) == device {
+				return id, true
+			}
+		}
+	}
+	return "", false
 }
 
 // APIError returns a smithy API error with the given code, as the SDK does.
@@ -205,7 +238,7 @@ func (f *EC2) newSnap(volID, desc string, tags []types.Tag) (*snap, error) {
 		return nil, APIError("InvalidVolume.NotFound", "The volume '"+volID+"' does not exist.")
 	}
 	s := &snap{s: types.Snapshot{SnapshotId: aws.String(f.id("snap")), VolumeId: aws.String(volID), VolumeSize: v.Size,
-		State: types.SnapshotStatePending, Description: aws.String(desc), Tags: tags}}
+		State: types.SnapshotStatePending, Description: aws.String(desc), Tags: tags}, content: f.content[volID]}
 	f.snaps[aws.ToString(s.s.SnapshotId)] = s
 	return s, nil
 }
@@ -339,6 +372,7 @@ func (f *EC2) CreateVolume(_ context.Context, in *ec2.CreateVolumeInput, _ ...fu
 		VolumeType: in.VolumeType, Iops: in.Iops, Throughput: in.Throughput, SnapshotId: aws.String(sid),
 		State: types.VolumeStateCreating, Tags: specTags(in.TagSpecifications)}
 	f.pendingVol[id] = types.VolumeStateAvailable
+	f.content[id] = s.content
 	return &ec2.CreateVolumeOutput{VolumeId: aws.String(id), State: types.VolumeStateCreating}, nil
 }
 

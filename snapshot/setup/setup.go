@@ -12,6 +12,7 @@ import (
 	"github.com/kbackup/kbackup/snapshot"
 	"github.com/kbackup/kbackup/snapshot/dirprov"
 	"github.com/kbackup/kbackup/snapshot/ebs"
+	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/storeurl"
 )
 
@@ -26,11 +27,18 @@ func Provider(ctx context.Context, cfg *snapshot.Config, log *slog.Logger) (snap
 	return nil, fmt.Errorf("%w: provider.type %q is not ebs or dir", snapshot.ErrConfig, cfg.Provider.Type)
 }
 
+// Store opens the store cfg names (its store URL and s3 section), the one
+// way the snapshot job and roll-forward open it.
+func Store(ctx context.Context, cfg *snapshot.Config) (store.Store, error) {
+	return storeurl.Open(ctx, cfg.Store, storeurl.S3Flags{Endpoint: cfg.S3.Endpoint, Region: cfg.S3.Region,
+		PathStyle: cfg.S3.PathStyle, SSE: cfg.S3.SSE, SSEKMSKeyID: cfg.S3.SSEKMSKeyID})
+}
+
 // Env opens everything cfg names. withCluster also creates the Kafka
 // client (run and restore need it; list and prune do not). The returned
 // function closes what was opened.
 func Env(ctx context.Context, cfg *snapshot.Config, log *slog.Logger, withCluster bool) (snapshot.Env, func(), error) {
-	st, err := storeurl.Open(ctx, cfg.Store, storeurl.S3Flags{Endpoint: cfg.S3.Endpoint, Region: cfg.S3.Region, PathStyle: cfg.S3.PathStyle})
+	st, err := Store(ctx, cfg)
 	if err != nil {
 		return snapshot.Env{}, nil, err
 	}

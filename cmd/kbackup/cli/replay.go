@@ -5,8 +5,8 @@ import (
 
 	"github.com/kbackup/kbackup/restore"
 	"github.com/kbackup/kbackup/snapshot"
+	snapsetup "github.com/kbackup/kbackup/snapshot/setup"
 	"github.com/kbackup/kbackup/store"
-	"github.com/kbackup/kbackup/store/storeurl"
 )
 
 // runReplayCmd is `kbackup restore --since-cycle ID` (roll-forward) and
@@ -82,7 +82,7 @@ func loadRollForwardCycle(c *cli.Context, s *session, id string) (*snapshot.Cycl
 			return nil, err
 		}
 		cluster = cfg.Cluster
-		if st, err = storeurl.Open(c.Context, cfg.Store, storeurl.S3Flags{Endpoint: cfg.S3.Endpoint, Region: cfg.S3.Region, PathStyle: cfg.S3.PathStyle}); err != nil {
+		if st, err = snapsetup.Store(c.Context, cfg); err != nil {
 			return nil, err
 		}
 	case cluster != "":
