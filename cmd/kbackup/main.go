@@ -1,5 +1,5 @@
 // Command kbackup backs up Kafka topics to an object store and restores
-// them. See the cli package and DESIGN.md's command-line contract.
+// them. See the cli package and docs/CLI.md, the command-line contract.
 package main
 
 import (
