@@ -106,7 +106,7 @@ func (a *Archiver) applyResult(ctx context.Context, r commitResult) {
 	default:
 		ps.failures++
 		a.m.storeErrors.WithLabelValues("commit").Inc()
-		backoff := min(time.Duration(100<<min(ps.failures, 9))*time.Millisecond, 30*time.Second)
+		backoff := storeBackoff.Delay(ps.failures + 1)
 		ps.retryAt = a.opts.Now().Add(backoff)
 		ps.needRepair = ps.needRepair || r.repair
 		a.opts.Logger.Warn("commit failed, will retry", "topic", r.tp.topic, "partition", r.tp.partition,

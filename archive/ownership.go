@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/retry"
 	"github.com/kbackup/kbackup/kafkaconn"
 	"github.com/kbackup/kbackup/manifest"
 )
@@ -215,7 +216,15 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 	a.sem <- struct{}{}
 	defer func() { <-a.sem }()
 	var head *manifest.Commit
-	err := retry(ctx, a.opts.Once, a.opts.OnceCommitAttempts, func() error {
+	policy := storeRetry
+	if a.opts.Once {
+		policy.Attempts = a.opts.OnceCommitAttempts
+	}
+	policy.OnRetry = func(_ int, err error, _ time.Duration) {
+		a.m.storeErrors.WithLabelValues("load_head").Inc()
+		a.opts.Logger.Warn("reading partition head failed, retrying", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
+	}
+	err := retry.Do(ctx, policy, func(ctx context.Context) error {
 		if err := a.ensureTopic(ctx, ps.tp.topic, ps.id); err != nil {
 			return err
 		}
@@ -228,9 +237,6 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 		}
 		head = h
 		return nil
-	}, func(err error) {
-		a.m.storeErrors.WithLabelValues("load_head").Inc()
-		a.opts.Logger.Warn("reading partition head failed, retrying", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
 	})
 	select {
 	case a.loaded <- loadResult{tp: ps.tp, gen: gen, head: head, err: err}:

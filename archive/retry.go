@@ -1,31 +1,17 @@
 package archive
 
 import (
-	"context"
 	"errors"
 	"time"
 
+	"github.com/kbackup/kbackup/internal/retry"
 	"github.com/kbackup/kbackup/store"
 )
 
-// retry runs fn until it succeeds. Bounded (attempts) when bounded is true,
-// otherwise until ctx ends; a permanent store error stops it at once.
-func retry(ctx context.Context, bounded bool, attempts int, fn func() error, onErr func(error)) error {
-	backoff := 100 * time.Millisecond
-	for i := 1; ; i++ {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		if errors.Is(err, store.ErrPermanent) || (bounded && i >= attempts) || ctx.Err() != nil {
-			return err
-		}
-		onErr(err)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return err
-		}
-		backoff = min(backoff*2, 30*time.Second)
-	}
-}
+// storeBackoff spaces the archiver's attempts at a failing store call
+// (reading a head, committing a segment).
+var storeBackoff = retry.Backoff{Initial: 100 * time.Millisecond, Max: 30 * time.Second}
+
+// storeRetry retries store calls until the context ends (continuous mode;
+// Once bounds Attempts); a permanent store error stops it at once.
+var storeRetry = retry.Policy{Backoff: storeBackoff, Retryable: func(err error) bool { return !errors.Is(err, store.ErrPermanent) }}

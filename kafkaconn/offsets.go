@@ -2,9 +2,9 @@ package kafkaconn
 
 import (
 	"context"
-	"fmt"
 	"time"
 
+	"github.com/kbackup/kbackup/internal/retry"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 )
@@ -18,18 +18,16 @@ import (
 // request itself failed): callers that can use partial results (per-
 // partition errors) may.
 func ListOffsetsRetrying(ctx context.Context, list func(context.Context) (kadm.ListedOffsets, error)) (kadm.ListedOffsets, error) {
-	for {
-		l, err := list(ctx)
-		if err == nil {
+	var l kadm.ListedOffsets
+	err := retry.Do(ctx, listRetry, func(ctx context.Context) error {
+		var err error
+		if l, err = list(ctx); err == nil {
 			err = l.Error()
 		}
-		if err == nil || !kerr.IsRetriable(err) {
-			return l, err
-		}
-		select {
-		case <-ctx.Done():
-			return l, fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
+		return err
+	})
+	return l, err
 }
+
+// listRetry retries retriable Kafka errors every 250 ms.
+var listRetry = retry.Policy{Backoff: retry.Backoff{Initial: 250 * time.Millisecond, Max: 250 * time.Millisecond}, Retryable: kerr.IsRetriable}
