@@ -41,14 +41,14 @@ func (e Env) waitRunning(ctx context.Context, b Broker, want bool, timeout time.
 func (e Env) stopBroker(ctx context.Context, id int32) error {
 	b := e.broker(id)
 	start := time.Now()
-	e.Log.Info("stopping broker", "broker", id)
+	e.Logger.Info("stopping broker", "broker", id)
 	if err := e.Control.Stop(ctx, b); err != nil {
 		return fmt.Errorf("%w: stop broker %d: %w", ErrBrokerControl, id, err)
 	}
 	if err := e.waitRunning(ctx, b, false, e.Config.Timeouts.StopTimeout()); err != nil {
 		return fmt.Errorf("%w: %w", ErrBrokerControl, err)
 	}
-	e.Log.Info("broker stopped", "broker", id, "took", time.Since(start).Round(time.Millisecond))
+	e.Logger.Info("broker stopped", "broker", id, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -61,16 +61,16 @@ func (e Env) startBroker(ctx context.Context, id int32) error {
 	start := time.Now()
 	var errs []error
 	for attempt := 1; attempt <= e.StartAttempts; attempt++ {
-		e.Log.Info("starting broker", "broker", id, "attempt", attempt)
+		e.Logger.Info("starting broker", "broker", id, "attempt", attempt)
 		err := e.Control.Start(ctx, b)
 		if err == nil {
 			err = e.waitRunning(ctx, b, true, e.Config.Timeouts.StartTimeout())
 		}
 		if err == nil {
-			e.Log.Info("broker running", "broker", id, "took", time.Since(start).Round(time.Millisecond))
+			e.Logger.Info("broker running", "broker", id, "took", time.Since(start).Round(time.Millisecond))
 			return nil
 		}
-		e.Log.Warn("broker did not start", "broker", id, "attempt", attempt, "err", err)
+		e.Logger.Warn("broker did not start", "broker", id, "attempt", attempt, "err", err)
 		errs = append(errs, err)
 	}
 	return fmt.Errorf("%w: broker %d did not come back after %d attempts: %w", ErrBrokerControl, id, e.StartAttempts, errors.Join(errs...))

@@ -79,7 +79,7 @@ timeouts: {stop: 2s, start: 2s, healthy: 5s, snapshot: 60s}
 		t.Fatal(err)
 	}
 	fb := newFakeBrokers(1, 2, 3)
-	env := snapshot.Env{Config: cfg, Store: st, Cluster: fb, Control: fb.Control(), Log: testLogger(t), Poll: 10 * time.Millisecond,
+	env := snapshot.Env{Config: cfg, Store: st, Cluster: fb, Control: fb.Control(), Logger: testLogger(t), Poll: 10 * time.Millisecond,
 		Provider: ebs.New(api, ebs.Options{Poll: 100 * time.Millisecond})}
 
 	cold, err := snapshot.Run(ctx, snapshot.RunOptions{Env: env, Mode: snapshot.ModeCold})

@@ -36,8 +36,8 @@ type Env struct {
 	// Control stops and starts brokers; nil means the configured shell
 	// hooks (NewShellControl).
 	Control Control
-	// Log receives one line per step and a summary; nil discards.
-	Log *slog.Logger
+	// Logger receives one line per step and a summary; nil discards.
+	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Poll is the interval between broker status and cluster health
@@ -67,11 +67,11 @@ func (e Env) prepared(needCluster bool) (Env, error) {
 	if len(errs) > 0 {
 		return e, fmt.Errorf("snapshot: incomplete environment: %w", errors.Join(errs...))
 	}
-	if e.Log == nil {
-		e.Log = discardLogger()
+	if e.Logger == nil {
+		e.Logger = discardLogger()
 	}
 	if e.Control == nil {
-		e.Control = NewShellControl(e.Config, e.Log)
+		e.Control = NewShellControl(e.Config, e.Logger)
 	}
 	if e.Now == nil {
 		e.Now = time.Now

@@ -184,7 +184,7 @@ func newRig(t *testing.T) *rig {
 	r.env = snapshot.Env{
 		Config: cfg, Store: st, Cluster: r.brokers, Control: r.brokers.Control(),
 		Provider: ebs.New(r.ec2, ebs.Options{Poll: time.Millisecond}),
-		Log:      testLogger(t), Poll: time.Millisecond,
+		Logger:   testLogger(t), Poll: time.Millisecond,
 	}
 	return r
 }

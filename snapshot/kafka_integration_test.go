@@ -73,7 +73,7 @@ timeouts: {stop: 90s, start: 4m, healthy: 4m}
 	}
 	t.Cleanup(kc.Close)
 	return snapshot.Env{Config: cfg, Store: st, Provider: prov, Cluster: kc, Control: testenvControl(c),
-		Log: testLogger(t), Poll: 500 * time.Millisecond}
+		Logger: testLogger(t), Poll: 500 * time.Millisecond}
 }
 
 // TestDirProviderRealKafka: a cold cycle of a real 3-broker cluster; more

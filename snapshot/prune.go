@@ -88,7 +88,7 @@ func Prune(ctx context.Context, o PruneOptions) ([]PruneDecision, error) {
 	}
 	now := e.Now()
 	if o.Confirm {
-		lk, err := acquireLock(ctx, e.Store, e.Config.Cluster, "prune", "", e.Config.Timeouts.LockTTL(), now, e.Log)
+		lk, err := acquireLock(ctx, e.Store, e.Config.Cluster, "prune", "", e.Config.Timeouts.LockTTL(), now, e.Logger)
 		if err != nil {
 			return nil, err
 		}
@@ -101,7 +101,7 @@ func Prune(ctx context.Context, o PruneOptions) ([]PruneDecision, error) {
 	ds := decide(recs, keep, maxAge, now, e.Config.Timeouts.LockTTL())
 	var errs []error
 	for i, d := range ds {
-		e.Log.Info("prune", "cycle", d.ID, "state", d.State, "delete", d.Delete, "why", d.Why, "confirm", o.Confirm)
+		e.Logger.Info("prune", "cycle", d.ID, "state", d.State, "delete", d.Delete, "why", d.Why, "confirm", o.Confirm)
 		if !d.Delete || !o.Confirm {
 			continue
 		}
@@ -163,6 +163,6 @@ func deleteCycle(ctx context.Context, e Env, r *CycleRecord) error {
 	if err := e.Store.Delete(ctx, CycleKey(r.Cluster, r.ID)); err != nil {
 		return fmt.Errorf("cycle %s: delete record: %w", r.ID, err)
 	}
-	e.Log.Info("cycle deleted", "cycle", r.ID, "snapshots", len(r.Snaps()))
+	e.Logger.Info("cycle deleted", "cycle", r.ID, "snapshots", len(r.Snaps()))
 	return nil
 }

@@ -69,8 +69,8 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 	}
 	started := e.Now()
 	res := &RestoreResult{Cycle: rec, ID: NewCycleID(started), CycleID: rec.ID, Started: started.UTC(), Plan: plan(e, rec)}
-	log := e.Log.With("restore", res.ID, "cycle", rec.ID)
-	e.Log = log
+	log := e.Logger.With("restore", res.ID, "cycle", rec.ID)
+	e.Logger = log
 	if o.DryRun {
 		for _, l := range res.Plan {
 			log.Info("plan", "step", l)
@@ -142,7 +142,7 @@ func restoreAll(ctx context.Context, e Env, rec *CycleRecord, res *RestoreResult
 	if err := e.stopAll(ctx, ids); err != nil {
 		return errors.Join(err, e.startAll(ctx, ids))
 	}
-	e.Log.Info("all brokers stopped; restoring volumes")
+	e.Logger.Info("all brokers stopped; restoring volumes")
 	var mu sync.Mutex
 	res.Restored = map[int32][]Restored{}
 	err := parallel(ids, func(id int32) error {
@@ -159,7 +159,7 @@ func restoreAll(ctx context.Context, e Env, rec *CycleRecord, res *RestoreResult
 		if err != nil {
 			return fmt.Errorf("broker %d: %w", id, err)
 		}
-		e.Log.Info("broker volumes restored", "broker", id, "volumes", len(done))
+		e.Logger.Info("broker volumes restored", "broker", id, "volumes", len(done))
 		return nil
 	})
 	if err != nil {
@@ -173,7 +173,7 @@ func restoreAll(ctx context.Context, e Env, rec *CycleRecord, res *RestoreResult
 		if rb != nil {
 			err = errors.Join(err, fmt.Errorf("rollback: %w", rb))
 		} else {
-			e.Log.Warn("restore failed; old volumes put back", "err", err)
+			e.Logger.Warn("restore failed; old volumes put back", "err", err)
 		}
 		res.Restored = nil
 		return errors.Join(err, e.startAll(ctx, ids))
@@ -184,7 +184,7 @@ func restoreAll(ctx context.Context, e Env, rec *CycleRecord, res *RestoreResult
 	if err := waitHealthy(ctx, e.Cluster, ids, e.Config.Timeouts.HealthyTimeout(), e.Poll); err != nil {
 		return err
 	}
-	e.Log.Info("cluster healthy")
+	e.Logger.Info("cluster healthy")
 	hw, err := e.Cluster.HighWatermarks(ctx)
 	if err != nil {
 		return err
@@ -192,7 +192,7 @@ func restoreAll(ctx context.Context, e Env, rec *CycleRecord, res *RestoreResult
 	res.HighWatermarks = hwmMap(hw)
 	res.Mismatches = mismatches(rec, hw)
 	for _, m := range res.Mismatches {
-		e.Log.Warn("high watermark outside the cycle's recorded range", "partition", m)
+		e.Logger.Warn("high watermark outside the cycle's recorded range", "partition", m)
 	}
 	return nil
 }

@@ -48,8 +48,8 @@ func Run(ctx context.Context, o RunOptions) (*CycleRecord, error) {
 		ID: NewCycleID(started), Cluster: e.Config.Cluster, Mode: mode,
 		Provider: e.Provider.Name(), State: StatePending, Started: started.UTC(),
 	}
-	log := e.Log.With("cycle", rec.ID)
-	e.Log = log
+	log := e.Logger.With("cycle", rec.ID)
+	e.Logger = log
 	log.Info("cycle starting", "mode", mode, "provider", rec.Provider, "brokers", len(e.Config.Brokers), "store", e.Store.String())
 
 	lk, err := acquireLock(ctx, e.Store, e.Config.Cluster, "run", rec.ID, e.Config.Timeouts.LockTTL(), started, log)
@@ -87,7 +87,7 @@ func (c *cycle) preflight(ctx context.Context) error {
 		return err
 	}
 	c.rec.ClusterID = id
-	e.Log.Info("preflight: cluster healthy", "cluster_id", id, "brokers", e.Config.brokerIDs())
+	e.Logger.Info("preflight: cluster healthy", "cluster_id", id, "brokers", e.Config.brokerIDs())
 	for _, b := range e.Config.Brokers {
 		vols, err := e.Provider.Discover(ctx, b)
 		if err != nil {
@@ -98,14 +98,14 @@ func (c *cycle) preflight(ctx context.Context) error {
 		}
 		c.vols[b.ID] = vols
 		c.rec.Brokers = append(c.rec.Brokers, BrokerRecord{ID: b.ID, Snapshots: []Snap{}})
-		e.Log.Info("preflight: volumes", "broker", b.ID, "volumes", volIDs(vols))
+		e.Logger.Info("preflight: volumes", "broker", b.ID, "volumes", volIDs(vols))
 	}
 	hw, err := e.Cluster.HighWatermarks(ctx)
 	if err != nil {
 		return err
 	}
 	c.rec.HighWatermarks = hwmMap(hw)
-	e.Log.Info("high watermarks recorded", "topics", len(hw))
+	e.Logger.Info("high watermarks recorded", "topics", len(hw))
 	return nil
 }
 
@@ -138,7 +138,7 @@ func (c *cycle) snapshot(ctx context.Context, id int32, together bool) error {
 	for _, s := range snaps {
 		ids = append(ids, s.ID)
 	}
-	c.e.Log.Info("snapshots taken", "broker", id, "snapshots", ids, "took", time.Since(start).Round(time.Millisecond))
+	c.e.Logger.Info("snapshots taken", "broker", id, "snapshots", ids, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -151,7 +151,7 @@ func (c *cycle) snapshots(ctx context.Context, mode Mode) error {
 	case ModeCold:
 		err := e.stopAll(ctx, ids)
 		if err == nil {
-			e.Log.Info("all brokers stopped; snapshotting")
+			e.Logger.Info("all brokers stopped; snapshotting")
 			err = parallel(ids, func(id int32) error { return c.snapshot(ctx, id, false) })
 		}
 		if serr := e.startAll(ctx, ids); serr != nil {
@@ -174,7 +174,7 @@ func (c *cycle) snapshots(ctx context.Context, mode Mode) error {
 			if err := waitHealthy(ctx, e.Cluster, ids, e.Config.Timeouts.HealthyTimeout(), e.Poll); err != nil {
 				return fmt.Errorf("after broker %d: %w", id, err)
 			}
-			e.Log.Info("broker back in sync", "broker", id)
+			e.Logger.Info("broker back in sync", "broker", id)
 		}
 		return nil
 	default: // hot
@@ -189,11 +189,11 @@ func (c *cycle) finish(ctx context.Context) error {
 	if err := waitHealthy(ctx, e.Cluster, ids, e.Config.Timeouts.HealthyTimeout(), e.Poll); err != nil {
 		return err
 	}
-	e.Log.Info("cluster healthy")
+	e.Logger.Info("cluster healthy")
 	if hw, err := e.Cluster.HighWatermarks(ctx); err == nil {
 		c.rec.HighWatermarksAfter = hwmMap(hw)
 	} else {
-		e.Log.Warn("high watermarks after the cycle not recorded", "err", err)
+		e.Logger.Warn("high watermarks after the cycle not recorded", "err", err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, e.Config.Timeouts.SnapshotTimeout())
 	defer cancel()
@@ -207,7 +207,7 @@ func (c *cycle) finish(ctx context.Context) error {
 			return fmt.Errorf("broker %d: %w", b.ID, err)
 		}
 	}
-	e.Log.Info("all snapshots completed", "snapshots", len(c.rec.Snaps()))
+	e.Logger.Info("all snapshots completed", "snapshots", len(c.rec.Snaps()))
 	return nil
 }
 
@@ -221,7 +221,7 @@ func (c *cycle) close(ctx context.Context, cerr error) (*CycleRecord, error) {
 		rec.State, rec.Reason = StateFailed, oneLine(cerr.Error())
 		if snaps := rec.Snaps(); len(snaps) > 0 {
 			if err := e.Provider.MarkFailed(ctx, snaps); err != nil {
-				e.Log.Warn("snapshots not tagged failed", "err", err)
+				e.Logger.Warn("snapshots not tagged failed", "err", err)
 			}
 		}
 	}
@@ -230,10 +230,10 @@ func (c *cycle) close(ctx context.Context, cerr error) (*CycleRecord, error) {
 	}
 	took := rec.Finished.Sub(rec.Started).Round(time.Second)
 	if cerr != nil {
-		e.Log.Error("cycle failed", "state", rec.State, "took", took, "err", cerr)
+		e.Logger.Error("cycle failed", "state", rec.State, "took", took, "err", cerr)
 		return rec, fmt.Errorf("%w: %s: %w", ErrCycleFailed, rec.ID, cerr)
 	}
-	e.Log.Info("cycle complete", "state", rec.State, "mode", rec.Mode, "brokers", len(rec.Brokers),
+	e.Logger.Info("cycle complete", "state", rec.State, "mode", rec.Mode, "brokers", len(rec.Brokers),
 		"snapshots", len(rec.Snaps()), "bytes", rec.Bytes(), "took", took)
 	return rec, nil
 }

@@ -64,8 +64,8 @@ type Options struct {
 	Poll time.Duration
 	// VolumeTimeout bounds waiting for one volume state change; 0 = 10m.
 	VolumeTimeout time.Duration
-	// Log receives progress; nil discards.
-	Log *slog.Logger
+	// Logger receives progress; nil discards.
+	Logger *slog.Logger
 }
 
 // Provider is the EBS provider.
@@ -84,8 +84,8 @@ func New(api API, o Options) *Provider {
 	if o.VolumeTimeout <= 0 {
 		o.VolumeTimeout = 10 * time.Minute
 	}
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Provider{api: api, o: o}
 }
@@ -106,7 +106,7 @@ func NewFromConfig(ctx context.Context, c snapshot.EBSConfig, log *slog.Logger) 
 			o.BaseEndpoint = aws.String(c.Endpoint)
 		}
 	})
-	return New(cl, Options{Poll: time.Duration(c.PollInterval), Log: log}), nil
+	return New(cl, Options{Poll: time.Duration(c.PollInterval), Logger: log}), nil
 }
 
 // Name implements snapshot.Provider.
@@ -331,7 +331,7 @@ func (p *Provider) Wait(ctx context.Context, snaps []snapshot.Snap) ([]snapshot.
 		if done {
 			return out, nil
 		}
-		p.o.Log.Debug("waiting for snapshots", "snapshots", ids)
+		p.o.Logger.Debug("waiting for snapshots", "snapshots", ids)
 		select {
 		case <-ctx.Done():
 			return out, fmt.Errorf("snapshots not completed: %w", ctx.Err())

@@ -24,7 +24,7 @@ func (p *Provider) Restore(ctx context.Context, cluster, cycle string, broker in
 		if err != nil {
 			return done, fmt.Errorf("volume %s from %s: %w", s.Volume.ID, s.ID, err)
 		}
-		p.o.Log.Info("volume restored", "broker", broker, "snapshot", s.ID, "new", r.New, "old", r.Old, "device", s.Volume.Device)
+		p.o.Logger.Info("volume restored", "broker", broker, "snapshot", s.ID, "new", r.New, "old", r.Old, "device", s.Volume.Device)
 		done = append(done, r)
 	}
 	return done, nil
@@ -78,7 +78,7 @@ func (p *Provider) restoreOne(ctx context.Context, cycle string, s snapshot.Snap
 		if _, err := p.api.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{old}, Tags: tagList(map[string]string{
 			TagRollback: cycle, TagReplacedBy: newID, TagDetached: v.Instance + ":" + v.Device,
 		})}); err != nil {
-			p.o.Log.Warn("old volume not tagged for rollback", "volume", old, "err", err)
+			p.o.Logger.Warn("old volume not tagged for rollback", "volume", old, "err", err)
 		}
 	}
 	if err := p.attach(ctx, newID, v.Instance, v.Device); err != nil {

@@ -46,7 +46,7 @@ func Env(ctx context.Context, cfg *snapshot.Config, log *slog.Logger, withCluste
 	if err != nil {
 		return snapshot.Env{}, nil, err
 	}
-	env := snapshot.Env{Config: cfg, Store: st, Provider: p, Log: log, Control: snapshot.NewShellControl(cfg, log)}
+	env := snapshot.Env{Config: cfg, Store: st, Provider: p, Logger: log, Control: snapshot.NewShellControl(cfg, log)}
 	closeFn := func() {}
 	if withCluster {
 		kc, err := snapshot.NewKafkaCluster(ctx, cfg.Kafka.Options())
