@@ -248,6 +248,16 @@ type Timeouts struct {
 	Lock Duration `yaml:"lock"`
 }
 
+// Defaults of the Timeouts fields (documented in docs/OPERATIONS.md).
+const (
+	DefaultHookTimeout     = 2 * time.Minute
+	DefaultStopTimeout     = 10 * time.Minute
+	DefaultStartTimeout    = 10 * time.Minute
+	DefaultHealthyTimeout  = 15 * time.Minute
+	DefaultSnapshotTimeout = 6 * time.Hour
+	DefaultLockTTL         = 24 * time.Hour
+)
+
 func def(d Duration, v time.Duration) time.Duration {
 	if d <= 0 {
 		return v
@@ -256,22 +266,22 @@ func def(d Duration, v time.Duration) time.Duration {
 }
 
 // HookTimeout etc. return the timeouts with defaults applied.
-func (t Timeouts) HookTimeout() time.Duration { return def(t.Hook, 2*time.Minute) }
+func (t Timeouts) HookTimeout() time.Duration { return def(t.Hook, DefaultHookTimeout) }
 
 // StopTimeout returns Stop or its default.
-func (t Timeouts) StopTimeout() time.Duration { return def(t.Stop, 10*time.Minute) }
+func (t Timeouts) StopTimeout() time.Duration { return def(t.Stop, DefaultStopTimeout) }
 
 // StartTimeout returns Start or its default.
-func (t Timeouts) StartTimeout() time.Duration { return def(t.Start, 10*time.Minute) }
+func (t Timeouts) StartTimeout() time.Duration { return def(t.Start, DefaultStartTimeout) }
 
 // HealthyTimeout returns Healthy or its default.
-func (t Timeouts) HealthyTimeout() time.Duration { return def(t.Healthy, 15*time.Minute) }
+func (t Timeouts) HealthyTimeout() time.Duration { return def(t.Healthy, DefaultHealthyTimeout) }
 
 // SnapshotTimeout returns Snapshot or its default.
-func (t Timeouts) SnapshotTimeout() time.Duration { return def(t.Snapshot, 6*time.Hour) }
+func (t Timeouts) SnapshotTimeout() time.Duration { return def(t.Snapshot, DefaultSnapshotTimeout) }
 
 // LockTTL returns Lock or its default.
-func (t Timeouts) LockTTL() time.Duration { return def(t.Lock, 24*time.Hour) }
+func (t Timeouts) LockTTL() time.Duration { return def(t.Lock, DefaultLockTTL) }
 
 // ErrConfig marks an invalid configuration.
 var ErrConfig = errors.New("invalid snapshot configuration")

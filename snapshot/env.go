@@ -21,6 +21,12 @@ import (
 	"github.com/kbackup/kbackup/store"
 )
 
+// Defaults of the Env fields whose zero value means "the default".
+const (
+	DefaultPoll          = 2 * time.Second
+	DefaultStartAttempts = 3
+)
+
 // Env is what every snapshot job needs. Fields marked required must be
 // set; the others have documented defaults.
 type Env struct {
@@ -77,10 +83,10 @@ func (e Env) prepared(needCluster bool) (Env, error) {
 		e.Now = time.Now
 	}
 	if e.Poll <= 0 {
-		e.Poll = 2 * time.Second
+		e.Poll = DefaultPoll
 	}
 	if e.StartAttempts <= 0 {
-		e.StartAttempts = 3
+		e.StartAttempts = DefaultStartAttempts
 	}
 	return e, nil
 }
