@@ -24,7 +24,7 @@ func snapshotCommand() *cli.Command {
 		{
 			Name:  "run",
 			Usage: "run one snapshot cycle of every broker (exit 0 only when the cycle is complete)",
-			Flags: []cli.Flag{cfgFlag(),
+			Flags: []cli.Flag{cfgFlag(), jsonFlag(),
 				&cli.StringFlag{Name: "mode", Usage: "`MODE`: cold, rolling or hot (default: the configuration's mode)"}},
 			Action: runSnapshotRun,
 		},
@@ -37,7 +37,7 @@ func snapshotCommand() *cli.Command {
 		{
 			Name:  "restore",
 			Usage: "restore the whole cluster from one complete cycle (stop all, restore all volumes, start all)",
-			Flags: []cli.Flag{cfgFlag(),
+			Flags: []cli.Flag{cfgFlag(), jsonFlag(),
 				&cli.StringFlag{Name: "cycle", Usage: "the cycle `ID` to restore (see snapshot list)"},
 				&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"}},
 			Action: runSnapshotRestore,
@@ -45,7 +45,7 @@ func snapshotCommand() *cli.Command {
 		{
 			Name:  "prune",
 			Usage: "delete cycles outside the retention rules (nothing without --confirm; never the newest complete cycle)",
-			Flags: []cli.Flag{cfgFlag(),
+			Flags: []cli.Flag{cfgFlag(), jsonFlag(),
 				&cli.BoolFlag{Name: "confirm", Usage: "really delete"},
 				&cli.IntFlag{Name: "keep-last", Usage: "keep the newest `N` complete cycles (overrides retention.keep_last)"},
 				&cli.StringFlag{Name: "max-age", Usage: "keep complete cycles younger than `AGE` (e.g. 30d; overrides retention.max_age)"}},
@@ -106,6 +106,12 @@ func runSnapshotRun(c *cli.Context) error {
 		return usagef(c, "invalid --mode %q: use cold, rolling or hot", mode)
 	}
 	rec, err := snapshot.Run(c.Context, snapshot.RunOptions{Env: env, Mode: mode})
+	if rec != nil && c.Bool("json") {
+		if jerr := writeJSON(s.stdout, snapshotRunDoc{Schema: "kbackup.snapshot-run/v1", Cycle: rec}); err == nil {
+			err = jerr
+		}
+		return err
+	}
 	if rec != nil {
 		fmt.Fprintf(s.stdout, "cycle %s %s: mode %s, %d brokers, %d snapshots, %s, took %s\n", rec.ID, rec.State, rec.Mode,
 			len(rec.Brokers), len(rec.Snaps()), units.Bytes(rec.Bytes()), rec.Finished.Sub(rec.Started).Round(time.Second))
@@ -142,6 +148,36 @@ func runSnapshotList(c *cli.Context) error {
 	return w.Flush()
 }
 
+// snapshotRunDoc is what `snapshot run --json` prints: the cycle record as
+// stored (docs/FORMAT.md, Snapshot cycles).
+type snapshotRunDoc struct {
+	Schema string                `json:"schema"` // kbackup.snapshot-run/v1
+	Cycle  *snapshot.CycleRecord `json:"cycle"`
+}
+
+// snapshotRestoreDoc is what `snapshot restore --json` prints: the
+// restore report as stored (or the plan of a dry run).
+type snapshotRestoreDoc struct {
+	Schema string                  `json:"schema"` // kbackup.snapshot-restore/v1
+	DryRun bool                    `json:"dry_run"`
+	Report string                  `json:"report"` // the report's store key (not written in a dry run)
+	Result *snapshot.RestoreResult `json:"result"`
+}
+
+// snapshotPruneDoc is what `snapshot prune --json` prints.
+type snapshotPruneDoc struct {
+	Schema  string                  `json:"schema"` // kbackup.snapshot-prune/v1
+	Confirm bool                    `json:"confirm"`
+	Cycles  []snapshotPruneDecision `json:"cycles"`
+}
+
+type snapshotPruneDecision struct {
+	ID     string `json:"id"`
+	State  string `json:"state"`
+	Delete bool   `json:"delete"` // deleted (with confirm) or would be
+	Why    string `json:"why"`
+}
+
 // snapshotListDoc is what `snapshot list --json` prints.
 type snapshotListDoc struct {
 	Schema string             `json:"schema"` // kbackup.snapshot-list/v1
@@ -173,6 +209,10 @@ func runSnapshotRestore(c *cli.Context) error {
 	res, err := snapshot.Restore(c.Context, snapshot.RestoreOptions{Env: env, Cycle: id, DryRun: dry})
 	if err != nil {
 		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(s.stdout, snapshotRestoreDoc{Schema: "kbackup.snapshot-restore/v1", DryRun: dry,
+			Report: snapshot.RestoreKey(env.Config.Cluster, res.ID), Result: res})
 	}
 	w := bufio.NewWriter(s.stdout)
 	if dry {
@@ -215,6 +255,16 @@ func runSnapshotPrune(c *cli.Context) error {
 		}
 	}
 	ds, err := snapshot.Prune(c.Context, o)
+	if c.Bool("json") {
+		doc := snapshotPruneDoc{Schema: "kbackup.snapshot-prune/v1", Confirm: o.Confirm, Cycles: []snapshotPruneDecision{}}
+		for _, d := range ds {
+			doc.Cycles = append(doc.Cycles, snapshotPruneDecision{ID: d.ID, State: d.State, Delete: d.Delete, Why: d.Why})
+		}
+		if jerr := writeJSON(s.stdout, doc); err == nil {
+			err = jerr
+		}
+		return err
+	}
 	w := bufio.NewWriter(s.stdout)
 	n := 0
 	for _, d := range ds {

@@ -69,6 +69,16 @@ timeouts: {stop: 10s, start: 10s, healthy: 30s}
 
 	var ids []string
 	for i := 0; i < 2; i++ {
+		if i == 1 { // the second run in JSON: the cycle record
+			code, out, errs := kb("snapshot", "run", "--config", path, "--json")
+			var doc snapshotRunDoc
+			if err := json.Unmarshal([]byte(out), &doc); code != 0 || err != nil || doc.Schema != "kbackup.snapshot-run/v1" ||
+				doc.Cycle == nil || doc.Cycle.State != "complete" || len(doc.Cycle.Brokers) != 3 {
+				t.Fatalf("run --json: %d %v\n%s\n%s", code, err, out, errs)
+			}
+			ids = append(ids, doc.Cycle.ID)
+			continue
+		}
 		code, out, errs := kb("snapshot", "run", "--config", path)
 		if code != 0 || !strings.Contains(out, " complete: mode cold, 3 brokers, 3 snapshots") {
 			t.Fatalf("run: %d\n%s\n%s", code, out, errs)
@@ -91,6 +101,18 @@ timeouts: {stop: 10s, start: 10s, healthy: 30s}
 	code, out, _ = kb("snapshot", "restore", "--config", path, "--cycle", ids[0], "--dry-run")
 	if code != 0 || !strings.Contains(out, "plan (dry run, nothing changed)") {
 		t.Fatalf("restore --dry-run: %d\n%s", code, out)
+	}
+	code, out, _ = kb("snapshot", "restore", "--config", path, "--cycle", ids[0], "--dry-run", "--json")
+	var rdoc snapshotRestoreDoc
+	if err := json.Unmarshal([]byte(out), &rdoc); code != 0 || err != nil || rdoc.Schema != "kbackup.snapshot-restore/v1" ||
+		!rdoc.DryRun || rdoc.Result == nil || rdoc.Result.CycleID != ids[0] || len(rdoc.Result.Plan) == 0 {
+		t.Fatalf("restore --dry-run --json: %d %v\n%s", code, err, out)
+	}
+	code, out, _ = kb("snapshot", "prune", "--config", path, "--json")
+	var pdoc snapshotPruneDoc
+	if err := json.Unmarshal([]byte(out), &pdoc); code != 0 || err != nil || pdoc.Schema != "kbackup.snapshot-prune/v1" || pdoc.Confirm ||
+		len(pdoc.Cycles) != 2 || !pdoc.Cycles[0].Delete && !pdoc.Cycles[1].Delete {
+		t.Fatalf("prune --json: %d %v\n%s", code, err, out)
 	}
 	code, out, _ = kb("snapshot", "prune", "--config", path)
 	if code != 0 || !strings.Contains(out, "would delete "+ids[0]) || !strings.Contains(out, "keep   "+ids[1]) {
