@@ -295,7 +295,7 @@ func TestChartEverything(t *testing.T) {
 		if cj.Spec.ConcurrencyPolicy != batchv1.ForbidConcurrent || *js.BackoffLimit != 0 || js.Template.Spec.RestartPolicy != corev1.RestartPolicyNever {
 			t.Errorf("%s: policy %s, backoff %d, restart %s", cj.Name, cj.Spec.ConcurrencyPolicy, *js.BackoffLimit, js.Template.Spec.RestartPolicy)
 		}
-		if sc.Image != "registry.internal/kbackup-hooks:v0.1.0-1" || js.Template.Spec.ServiceAccountName != "kbackup-snapshot" {
+		if sc.Image != "registry.internal/kafka-snapshot-hooks:v0.1.0-1" || js.Template.Spec.ServiceAccountName != "kbackup-snapshot" {
 			t.Errorf("%s: image %s, service account %s", cj.Name, sc.Image, js.Template.Spec.ServiceAccountName)
 		}
 		var cfg *corev1.ConfigMapVolumeSource

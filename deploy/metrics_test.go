@@ -187,7 +187,7 @@ func runArchiverForMetrics(t *testing.T, want map[string][]string) map[string]bo
 	c := kfaketest.Cluster(t)
 	const topic = "orders"
 	kfaketest.CreateTopic(t, c, topic, 2, nil)
-	cl := kfaketest.Client(t, c, kgo.DefaultProduceTopic(topic))
+	cl := kfaketest.Client(t, c, kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	produce := func(n int) {
 		for i := 0; i < n; i++ {
 			kfaketest.Produce(t, cl, &kgo.Record{Partition: int32(i % 2), Value: []byte(fmt.Sprint(i))})
