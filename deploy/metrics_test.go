@@ -214,7 +214,7 @@ func runArchiverForMetrics(t *testing.T, want map[string][]string) map[string]bo
 	exit := make(chan int, 1)
 	go func() {
 		exit <- cli.Run(ctx, []string{"kbackup", "archive", "--brokers", c.ListenAddrs()[0], "--store", "file://" + dir,
-			"--listen", addr, "--group", "", "--flush-interval", "100ms", "--refresh-interval", "200ms", "--log-level", "error"}, io.Discard, &stderr)
+			"--listen", addr, "--flush-interval", "100ms", "--refresh-interval", "200ms", "--log-level", "error"}, io.Discard, &stderr)
 	}()
 	stopped := false
 	stop := func() {
