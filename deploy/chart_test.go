@@ -188,8 +188,8 @@ func TestChartDefaults(t *testing.T) {
 	}
 }
 
-// TestChartDocsValues renders the values file of docs/OPERATIONS.md: SASL
-// from a Secret, IRSA, topic selection, ServiceMonitor and PrometheusRule.
+// TestChartDocsValues renders the values file of docs/OPERATIONS.md: IRSA,
+// topic selection, ServiceMonitor and PrometheusRule.
 func TestChartDocsValues(t *testing.T) {
 	r := render(t, []string{docsValues})
 	d := get[*appsv1.Deployment](t, r, "Deployment", "kbackup-archiver")
@@ -200,13 +200,12 @@ func TestChartDocsValues(t *testing.T) {
 	}
 	plain, secrets := chartcheck.Env(c)
 	for k, v := range map[string]string{"KBACKUP_BROKERS": "kafka-0.kafka:9092,kafka-1.kafka:9092,kafka-2.kafka:9092",
-		"KBACKUP_STORE": "s3://backups/prod-kafka", "KBACKUP_S3_REGION": "eu-west-1", "KBACKUP_SASL_MECHANISM": "SCRAM-SHA-512",
-		"KBACKUP_SASL_USERNAME": "kbackup", "KBACKUP_LOG_FORMAT": "json"} {
+		"KBACKUP_STORE": "s3://backups/prod-kafka", "KBACKUP_S3_REGION": "eu-west-1", "KBACKUP_LOG_FORMAT": "json"} {
 		if plain[k] != v {
 			t.Errorf("env %s=%q, want %q", k, plain[k], v)
 		}
 	}
-	if s := secrets["KBACKUP_SASL_PASSWORD"]; s.Name != "kbackup-kafka" || s.Key != "password" || len(secrets) != 1 {
+	if len(secrets) != 0 {
 		t.Errorf("secret env %+v", secrets)
 	}
 	sa := get[*corev1.ServiceAccount](t, r, "ServiceAccount", "kbackup")
@@ -273,6 +272,15 @@ func TestChartEverything(t *testing.T) {
 	if secrets["AWS_ACCESS_KEY_ID"].Name != "kbackup-s3" || secrets["AWS_SECRET_ACCESS_KEY"].Key != "secret-key" {
 		t.Errorf("S3 credentials %+v", secrets)
 	}
+	// SCRAM as docs/OPERATIONS.md describes it: the password from a Secret.
+	scram := render(t, []string{docsValues}, "kafka.sasl.mechanism=SCRAM-SHA-512", "kafka.sasl.username=kbackup", "kafka.sasl.passwordSecret.name=kbackup-kafka")
+	sc := get[*appsv1.Deployment](t, scram, "Deployment", "kbackup-archiver").Spec.Template.Spec.Containers[0]
+	splain, ssecrets := chartcheck.Env(sc)
+	if splain["KBACKUP_SASL_MECHANISM"] != "SCRAM-SHA-512" || splain["KBACKUP_SASL_USERNAME"] != "kbackup" ||
+		ssecrets["KBACKUP_SASL_PASSWORD"] != (corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "kbackup-kafka"}, Key: "password"}) {
+		t.Errorf("SCRAM env %v, secrets %v", splain, ssecrets)
+	}
+	checkNoInlineSecrets(t, scram)
 	checkNoInlineSecrets(t, r)
 	mounts := map[string]string{}
 	for _, m := range c.VolumeMounts {
