@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,30 +14,24 @@ import (
 	"time"
 
 	"github.com/kbackup/kbackup/internal/chartcheck"
+	"github.com/kbackup/kbackup/internal/doctest"
 )
 
-// docBlock returns the fenced block that follows the marker line
-// `<!-- doctest: KIND name=NAME -->` in a Markdown file, without its fences.
+// docBlock returns the text of the block marked kind and name in a
+// Markdown file (package internal/doctest, as the docs-as-tests suite reads it).
 func docBlock(t *testing.T, file, kind, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(file)
+	blocks, err := doctest.Extract(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	marker := fmt.Sprintf("<!-- doctest: %s name=%s -->\n", kind, name)
-	if n := bytes.Count(b, []byte(marker)); n != 1 {
-		t.Fatalf("%s: marker %q found %d times, want once", file, strings.TrimSpace(marker), n)
+	for _, b := range blocks {
+		if b.Name == name && b.Kind == kind {
+			return b.Text
+		}
 	}
-	_, rest, _ := strings.Cut(string(b), marker)
-	open, rest, ok := strings.Cut(rest, "\n")
-	if !ok || !strings.HasPrefix(open, "```") {
-		t.Fatalf("%s: %s is not followed by a fenced block", file, strings.TrimSpace(marker))
-	}
-	body, _, ok := strings.Cut(rest, "```\n")
-	if !ok {
-		t.Fatalf("%s: the block after %s is not closed", file, strings.TrimSpace(marker))
-	}
-	return body
+	t.Fatalf("%s: no %s block named %s", file, kind, name)
+	return ""
 }
 
 // TestDocsValuesFile: the values file shown in docs/OPERATIONS.md is
@@ -73,9 +66,16 @@ func TestDocsRestoreJob(t *testing.T) {
 	if !ok {
 		t.Fatal("docs/OPERATIONS.md shows no helm template for the restore Job")
 	}
-	cmdline, _, _ := strings.Cut("helm template kbackup deploy/helm/kbackup"+rest, "| kubectl apply")
-	cmdline = strings.ReplaceAll(cmdline, "\\\n", " ")
-	args, err := shellWords(cmdline)
+	block, _, _ := strings.Cut("helm template kbackup deploy/helm/kbackup"+rest, "```")
+	cmds := doctest.Commands(block)
+	if len(cmds) == 0 {
+		t.Fatal("no command in the restore Job block")
+	}
+	helmCmd, _, piped := strings.Cut(cmds[0].Text, "| kubectl apply -f -")
+	if !piped {
+		t.Fatalf("the restore Job is not applied with kubectl: %q", cmds[0].Text)
+	}
+	args, err := doctest.Args(helmCmd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,40 +94,6 @@ func TestDocsRestoreJob(t *testing.T) {
 	if len(objs) != 1 || objs[0].Kind != "Job" || objs[0].Name != "kbackup-restore-orders-1403" {
 		t.Fatalf("rendered %+v, want the Job kbackup-restore-orders-1403", objs)
 	}
-}
-
-// shellWords splits a command line as sh would for the quoting the docs use
-// (single quotes, double quotes without expansions).
-func shellWords(s string) ([]string, error) {
-	var words []string
-	var cur strings.Builder
-	in, quote := false, rune(0)
-	for _, r := range s {
-		switch {
-		case quote != 0 && r == quote:
-			quote = 0
-		case quote != 0:
-			cur.WriteRune(r)
-		case r == '\'' || r == '"':
-			quote, in = r, true
-		case r == ' ' || r == '\t' || r == '\n':
-			if in {
-				words = append(words, cur.String())
-				cur.Reset()
-				in = false
-			}
-		default:
-			cur.WriteRune(r)
-			in = true
-		}
-	}
-	if quote != 0 {
-		return nil, fmt.Errorf("unterminated quote in %q", s)
-	}
-	if in {
-		words = append(words, cur.String())
-	}
-	return words, nil
 }
 
 // TestOneImageName: every image reference to kbackup in the repository is

@@ -1,13 +1,13 @@
 package docs
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -48,7 +48,7 @@ func (e *docEnv) runHelmInstall(b doctest.Block) (*blockRun, time.Duration) {
 		if err != nil {
 			e.t.Fatalf("%s: %v", b.ID(), err)
 		}
-		if !containsString(e.values, string(body)) {
+		if !slices.Contains(e.values, string(body)) {
 			e.t.Fatalf("%s: %s is not the values file the docs show (a helm-values block before it)", b.ID(), f)
 		}
 	}
@@ -152,13 +152,4 @@ func listenOf(args []string) string {
 		}
 	}
 	return ""
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if bytes.Equal([]byte(x), []byte(s)) {
-			return true
-		}
-	}
-	return false
 }
