@@ -79,6 +79,7 @@ type docEnv struct {
 	run    string // S3 key prefix of this run
 	listen map[string]string
 	subs   []doctest.Substitution
+	values []string // helm-values blocks seen so far (helm_test.go)
 }
 
 func newDocEnv(t *testing.T) *docEnv {
@@ -485,6 +486,11 @@ func (e *docEnv) runBlock(b doctest.Block, spec blockSpec) {
 		u := parseUnit(e.t, b, e.sub(b.Text))
 		grace = u.stopTimeout
 		r = e.runSystemd(b, spec)
+	case "helm-values":
+		e.helmValues(b)
+		r = &blockRun{block: b}
+	case "helm-install":
+		r, grace = e.runHelmInstall(b)
 	default:
 		e.t.Fatalf("%s: no runner for kind %q", b.ID(), b.Kind)
 	}

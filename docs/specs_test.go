@@ -2,7 +2,9 @@ package docs
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +78,41 @@ var specs = map[string]blockSpec{
 			for _, t := range []string{"orders.eu", "orders.us", "payments"} {
 				e.exact("s3://backups/prod-kafka", t)
 			}
+		},
+	},
+
+	// The Helm chart: the values file, then helm install with it. The
+	// archiver Deployment's two replicas (its container args and env, as
+	// rendered) share the selection through the group; payments gets
+	// records only they can have archived.
+	"OPERATIONS.md#archiver-values": {},
+	"OPERATIONS.md#archiver-install": {
+		before: func(e *docEnv) {
+			e.produce("payments", 2, 50, time.Date(2026, 11, 20, 14, 10, 0, 0, time.UTC), time.Second)
+		},
+		running: func(e *docEnv, r *blockRun) {
+			if len(r.bg) != 2 {
+				e.t.Fatalf("%d archivers, want the 2 replicas", len(r.bg))
+			}
+			owned := 0
+			re := regexp.MustCompile(`(?m)^kbackup_archive_partitions (\d+)$`)
+			for _, bg := range r.bg {
+				m := re.FindStringSubmatch(testenv.Scrape(e.t, listenOf(bg.args)))
+				if m == nil {
+					e.t.Fatalf("%s: no kbackup_archive_partitions", bg.cmd)
+				}
+				n, _ := strconv.Atoi(m[1])
+				owned += n
+			}
+			if owned != 7 {
+				e.t.Fatalf("the replicas own %d partitions together, want 7", owned)
+			}
+		},
+		after: func(e *docEnv, r *blockRun) {
+			if got := e.archivedTopics("s3://backups/prod-kafka"); !slices.Equal(got, []string{"orders.eu", "orders.us", "payments"}) {
+				e.t.Fatalf("archived topics %v", got)
+			}
+			e.exact("s3://backups/prod-kafka", "payments")
 		},
 	},
 
@@ -173,7 +210,7 @@ func TestEveryDocBlockHasASpec(t *testing.T) {
 			t.Errorf("%s:%d: marked block %q has no spec in docs/specs_test.go", b.File, b.Line, b.Name)
 		}
 		switch b.Kind {
-		case "sh", "env-file", "systemd":
+		case "sh", "env-file", "systemd", "helm-values", "helm-install":
 		default:
 			t.Errorf("%s:%d: kind %q has no runner", b.File, b.Line, b.Kind)
 		}

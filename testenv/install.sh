@@ -3,17 +3,24 @@
 #   - Apache Kafka (org.apache.kafka:kafka_2.13 + runtime closure) from Maven Central
 #   - MinIO, built with `go install` at a pinned version
 #   - a Python venv with moto[server] (EC2 API) and confluent-kafka (independent client)
+#   - helm and promtool, built with `go install` at pinned versions, for the
+#     deploy checks (make deploy-check: chart lint/render, alert-rule tests)
 # Everything lands under one cache directory, ${KBACKUP_CACHE:-$HOME/.cache/kbackup}.
 # Re-running is cheap: finished parts leave a marker and are skipped.
 #
-# Usage: testenv/install.sh [kafka] [minio] [python]   (default: all)
+# Usage: testenv/install.sh [kafka] [minio] [python] [helm] [promtool]   (default: all)
 # Env:   KBACKUP_CACHE            cache directory
 #        KBACKUP_KAFKA_VERSIONS   Kafka versions to install (default "3.9.1 4.3.1")
+#        KBACKUP_HELM_VERSION, KBACKUP_PROMTOOL_VERSION   module versions (promtool: a
+#                                 github.com/prometheus/prometheus version without replace
+#                                 directives in its go.mod: v0.315.1 has some, go install refuses it)
 set -euo pipefail
 
 CACHE="${KBACKUP_CACHE:-$HOME/.cache/kbackup}"
 KAFKA_VERSIONS="${KBACKUP_KAFKA_VERSIONS:-3.9.1 4.3.1}"
 MINIO_VERSION="${KBACKUP_MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
+HELM_VERSION="${KBACKUP_HELM_VERSION:-v3.22.0}"
+PROMTOOL_VERSION="${KBACKUP_PROMTOOL_VERSION:-v0.316.0}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$CACHE/bin" "$CACHE/logs"
 
@@ -65,15 +72,23 @@ install_kafka() {
   done
 }
 
-install_minio() {
-  local stamp="$CACHE/bin/.minio-$MINIO_VERSION"
-  if [ -x "$CACHE/bin/minio" ] && [ -f "$stamp" ]; then log "minio: cached in $CACHE/bin/minio"; return; fi
-  log "minio: go install github.com/minio/minio@$MINIO_VERSION (takes a few minutes)"
-  ( cd /tmp && GOBIN="$CACHE/bin" GOFLAGS=-buildvcs=false go install "github.com/minio/minio@$MINIO_VERSION" ) \
-    > "$CACHE/logs/minio-install.log" 2>&1 || { tail -50 "$CACHE/logs/minio-install.log" >&2; return 1; }
+# go_tool NAME PACKAGE VERSION: go install PACKAGE@VERSION into $CACHE/bin (once per version).
+go_tool() {
+  local name=$1 pkg=$2 version=$3 t0
+  local stamp="$CACHE/bin/.$name-$version"
+  if [ -x "$CACHE/bin/$name" ] && [ -f "$stamp" ]; then log "$name: cached in $CACHE/bin/$name"; return; fi
+  log "$name: go install $pkg@$version"
+  t0=$(date +%s)
+  rm -f "$CACHE/bin/.$name-"*
+  ( cd /tmp && GOBIN="$CACHE/bin" GOFLAGS=-buildvcs=false go install "$pkg@$version" ) \
+    > "$CACHE/logs/$name-install.log" 2>&1 || { tail -50 "$CACHE/logs/$name-install.log" >&2; return 1; }
   touch "$stamp"
-  log "minio: installed $CACHE/bin/minio"
+  log "$name: installed $CACHE/bin/$name in $(( $(date +%s) - t0 ))s"
 }
+
+install_minio() { go_tool minio github.com/minio/minio "$MINIO_VERSION"; }
+install_helm() { go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"; }
+install_promtool() { go_tool promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION"; }
 
 install_python() {
   local venv="$CACHE/venv"
@@ -87,13 +102,13 @@ install_python() {
   touch "$venv/.complete"
 }
 
-parts=("$@"); [ ${#parts[@]} -gt 0 ] || parts=(kafka minio python)
+parts=("$@"); [ ${#parts[@]} -gt 0 ] || parts=(kafka minio python helm promtool)
 start=$(date +%s)
 pids=(); names=()
 for p in "${parts[@]}"; do
   case "$p" in
-    kafka|minio|python) "install_$p" & pids+=($!); names+=("$p") ;;
-    *) echo "unknown part $p (want kafka, minio, python)" >&2; exit 2 ;;
+    kafka|minio|python|helm|promtool) "install_$p" & pids+=($!); names+=("$p") ;;
+    *) echo "unknown part $p (want kafka, minio, python, helm, promtool)" >&2; exit 2 ;;
   esac
 done
 rc=0
