@@ -149,9 +149,11 @@ func New(opts Options) (*Archiver, error) {
 		host, _ := os.Hostname()
 		id = fmt.Sprintf("%s/%d", host, os.Getpid())
 	}
+	m := newMetrics(opts.Registerer)
+	m.bufferedMax.Set(float64(opts.MaxBufferedBytes))
 	return &Archiver{
 		opts:     opts,
-		m:        newMetrics(opts.Registerer),
+		m:        m,
 		writerID: id,
 		parts:    map[tp]*partState{},
 		topics:   map[string]topicInfo{},

@@ -45,6 +45,7 @@ type metrics struct {
 	storeErrors    *prometheus.CounterVec   // failed store operations by op
 	fenced         prometheus.Counter       // commits refused because another writer committed first
 	buffered       prometheus.Gauge         // bytes held in open and sealed segments
+	bufferedMax    prometheus.Gauge         // the bound on buffered (MaxBufferedBytes)
 	partitions     prometheus.Gauge         // partitions owned
 	recordLag      *prometheus.HistogramVec // record timestamp -> commit, seconds (CreateTime only)
 }
@@ -78,6 +79,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Commits refused because another archiver committed the range first."}),
 		buffered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kbackup_archive_buffered_bytes",
 			Help: "Bytes held in memory in open and sealed segments."}),
+		bufferedMax: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kbackup_archive_max_buffered_bytes",
+			Help: "The bound on kbackup_archive_buffered_bytes (--max-buffered-bytes): above it fetching pauses."}),
 		partitions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kbackup_archive_partitions",
 			Help: "Partitions this archiver owns."}),
 		recordLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kbackup_archive_record_lag_seconds",
@@ -86,7 +89,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.archivedOffset, m.lagRecords, m.lagSeconds, m.earliestTs, m.latestTs, m.records, m.bytes,
-			m.segments, m.gapOffsets, m.commitSeconds, m.storeErrors, m.fenced, m.buffered, m.partitions, m.recordLag)
+			m.segments, m.gapOffsets, m.commitSeconds, m.storeErrors, m.fenced, m.buffered, m.bufferedMax, m.partitions, m.recordLag)
 	}
 	return m
 }
