@@ -85,7 +85,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Partitions this archiver owns."}),
 		recordLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kbackup_archive_record_lag_seconds",
 			Help:    "Time from a record's CreateTime timestamp to its commit in the store.",
-			Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10, 20, 60}}, []string{"topic"}),
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10, 20, 60, 120, 300, 900, 3600}}, []string{"topic"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.archivedOffset, m.lagRecords, m.lagSeconds, m.earliestTs, m.latestTs, m.records, m.bytes,
