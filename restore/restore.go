@@ -231,12 +231,16 @@ func (rn *runner) prepareTopics(ctx context.Context, plan *Plan) (map[string]boo
 		if pt.Create {
 			err := t.create(ctx, pt)
 			if errors.Is(err, kerr.TopicAlreadyExists) {
-				if rerr := t.refresh(ctx); rerr != nil {
+				n, rerr := t.partitionCount(ctx, pt.Target)
+				if rerr != nil {
 					return nil, rerr
 				}
-				if n := t.topics[pt.Target]; n >= pt.Partitions {
+				if n >= pt.Partitions {
+					t.topics[pt.Target] = n
 					o.Logger.Info("restore: target topic was created meanwhile (another process of this restore?)", "topic", pt.Target, "partitions", n)
 					err = nil
+				} else {
+					err = fmt.Errorf("%w; it has %d partitions now", err, n)
 				}
 			}
 			if err != nil {
