@@ -5,8 +5,11 @@
 // partitions, their offset bounds (time bounds are resolved through the
 // archive's indexes, a handful of store requests each), the target topics
 // (created when missing, from the archived topic configs) and the groups to
-// move. Rejected input (an unknown topic, a non-empty target partition, a
-// group with active members) fails the plan, and nothing is written.
+// move. Bad input (an unknown topic, a bad range) fails the plan; items the
+// restore refuses (a non-empty target partition, a group with active
+// members, another process running the restore) are listed in
+// Plan.Refusals: a dry run returns them with the plan, a real run writes
+// nothing while there is any.
 //
 // The plan is then executed lane by lane: a lane is one source partition
 // restored into the same partition number of its target topic, or, with
@@ -17,6 +20,11 @@
 // maps"). A rerun of the same restore continues after the last record that
 // is in the target, verified against the target's end offsets and last
 // records: a killed restore neither duplicates nor skips a record.
+//
+// Each lane is owned through a lease in the store (lease.go, schedule.go),
+// so the restore is also safe when run twice at once, or by several
+// processes with Join; the finishing step (finish.go) stores the offset
+// map, moves the groups once (groupmove.go) and creates the report once.
 package restore
 
 import (

@@ -231,7 +231,13 @@ func (rn *runner) prepareTopics(ctx context.Context, plan *Plan) (map[string]boo
 		if pt.Create {
 			err := t.create(ctx, pt)
 			if errors.Is(err, kerr.TopicAlreadyExists) {
+				// Created by another process just now: the brokers'
+				// metadata may not show it yet.
 				n, rerr := t.partitionCount(ctx, pt.Target)
+				for deadline := time.Now().Add(30 * time.Second); rerr == nil && n < pt.Partitions && time.Now().Before(deadline); {
+					time.Sleep(200 * time.Millisecond)
+					n, rerr = t.partitionCount(ctx, pt.Target)
+				}
 				if rerr != nil {
 					return nil, rerr
 				}

@@ -1,0 +1,114 @@
+//go:build integration
+
+package restore
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/kbackup/kbackup/testenv"
+)
+
+// TestRestoreCrashRandomized kills restore processes (SIGKILL) at random
+// moments, 1 to 4 times per seed, then runs the same command again to the
+// end: the target equals the archive, the offset map file is exact, and
+// the group was moved exactly once to its translated offsets.
+//
+// Seeds: KBACKUP_CRASH_SEED=S runs that one seed; otherwise
+// KBACKUP_CRASH_SEEDS=N (default 6, about 2-3 minutes) seeds from a random
+// base, printed, so that every run explores new ones and any failure
+// names its seed.
+func TestRestoreCrashRandomized(t *testing.T) {
+	k := testenv.UseKafka(t)
+	s3 := testenv.UseMinIO(t)
+	testenv.RdkAvailable(t)
+	s := newSafety(t, k, s3, "crash", 3, 24_000)
+	kbackupBin(t)
+
+	var seeds []uint64
+	if v := os.Getenv("KBACKUP_CRASH_SEED"); v != "" {
+		seed, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("KBACKUP_CRASH_SEED=%q: %v", v, err)
+		}
+		seeds = []uint64{seed}
+	} else {
+		n := 6
+		if v := os.Getenv("KBACKUP_CRASH_SEEDS"); v != "" {
+			var err error
+			if n, err = strconv.Atoi(v); err != nil || n < 1 {
+				t.Fatalf("KBACKUP_CRASH_SEEDS=%q: want a positive number", v)
+			}
+		}
+		base := uint64(time.Now().UnixNano()) % 1_000_000_000
+		for i := 0; i < n; i++ {
+			seeds = append(seeds, base+uint64(i))
+		}
+	}
+	t.Logf("seeds %v (reproduce one with KBACKUP_CRASH_SEED=S)", seeds)
+	for _, seed := range seeds {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			began := time.Now()
+			crashOnce(t, s, seed)
+			t.Logf("seed %d passed in %s", seed, time.Since(began).Round(time.Millisecond))
+		})
+	}
+}
+
+func crashOnce(t *testing.T, s *safety, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("seed %d (reproduce with KBACKUP_CRASH_SEED=%d): %s", seed, seed, fmt.Sprintf(format, args...))
+	}
+	dst := fmt.Sprintf("%s-c%d", s.topic, seed)
+	mapFile := filepath.Join(t.TempDir(), "map.json")
+	args := s.args(dst, "--groups", regexp.QuoteMeta(s.group), "--offset-map", mapFile,
+		"--concurrency", strconv.Itoa(1+rng.IntN(3)))
+	kills := 1 + rng.IntN(4)
+	for i := 0; i < kills; i++ {
+		p := s.start(t, args...)
+		// A random moment: from right after the start (planning, leases,
+		// topic creation, the settle of resumed partitions) to well into the
+		// restore.
+		delay := time.Duration(rng.IntN(5000)) * time.Millisecond
+		select {
+		case <-p.done:
+		case <-time.After(delay):
+		}
+		p.kill(t)
+		t.Logf("run %d killed after %s with %d of %d records in the target (exit %d)", i, delay, s.ends(t, dst), s.total, p.code)
+	}
+	p := s.start(t, args...)
+	if code := p.wait(t); code != 0 {
+		fail("the final run: exit %d\n%s%s", code, p.out.String(), p.err.String())
+	}
+	m := completeLine.FindStringSubmatch(p.out.String())
+	if m == nil {
+		fail("no completion line:\n%s", p.out.String())
+	}
+	id := m[1]
+	if !t.Run("target", func(t *testing.T) { targetEqualsArchive(t, s.k.Brokers(), dst, s.want) }) {
+		fail("the target differs from the archive")
+	}
+	if !t.Run("offset-map", func(t *testing.T) { s.checkMap(t, id, mapFile) }) {
+		fail("the offset map file is not exact")
+	}
+	got := testenv.RdkCommitted(t, s.k.Brokers(), dst, s.group)
+	for part, at := range s.groupAt {
+		if got[part] != at {
+			fail("%s on %s/%d at %d, want %d (independent client)", s.group, dst, part, got[part], at)
+		}
+	}
+	rec, err := loadGroupRecord(context.Background(), s.st, id, s.group)
+	if err != nil || rec == nil || len(rec.Moves) != 1 || rec.Moves[0].State != moveMoved {
+		fail("group record: %+v %v: want one finished move", rec, err)
+	}
+}

@@ -1,0 +1,373 @@
+//go:build integration
+
+package restore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbackup/kbackup/store"
+	"github.com/kbackup/kbackup/store/s3store"
+	"github.com/kbackup/kbackup/testenv"
+)
+
+// The restore's safety however it is run (issue #12), proved with the
+// real CLI binary as separate processes against a real 3-broker cluster
+// and MinIO, checked with the independent client (librdkafka).
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// kbackupBin builds cmd/kbackup once per test binary (without -race: the
+// processes are what is tested, not the race detector).
+func kbackupBin(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kbackup-it-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "kbackup")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/kbackup/kbackup/cmd/kbackup").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build cmd/kbackup: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// safety is an archived topic in MinIO and the cluster it came from (the
+// restores go back into it under new names).
+type safety struct {
+	k       *testenv.Kafka
+	st      store.Store
+	url     string
+	flags   []string // --store and S3 flags
+	env     []string // AWS credentials
+	topic   string
+	parts   int32
+	want    map[int32][]rec
+	total   int
+	group   string
+	groupAt map[int32]int64 // the group's committed source offsets (captured)
+}
+
+// newSafety produces n records over parts partitions, commits group at
+// half of each partition, and archives the topic (with its catalog).
+func newSafety(t *testing.T, k *testenv.Kafka, s3 testenv.S3, base string, parts int32, n int) *safety {
+	t.Helper()
+	ctx := context.Background()
+	s := &safety{k: k, topic: testenv.TopicName(t, base), parts: parts, group: testenv.TopicName(t, "grp"), groupAt: map[int32]int64{}}
+	k.CreateTopic(t, s.topic, parts, 3, nil)
+	cl := k.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond))
+	val := bytes.Repeat([]byte("v"), 150)
+	var recs []*kgo.Record
+	for i := 0; i < n; i++ {
+		r := &kgo.Record{Topic: s.topic, Partition: int32(i) % parts, Key: fmt.Appendf(nil, "k%d", i%997), Value: append(fmt.Appendf(nil, "%08d-", i), val...),
+			Headers: []kgo.RecordHeader{{Key: "i", Value: fmt.Appendf(nil, "%d", i)}}}
+		if i%11 == 0 {
+			r.Value = nil
+		}
+		recs = append(recs, r)
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	offs := kadm.Offsets{}
+	for p := int32(0); p < parts; p++ {
+		s.groupAt[p] = int64(n) / int64(parts) / 2
+		offs.Add(kadm.Offset{Topic: s.topic, Partition: p, At: s.groupAt[p], LeaderEpoch: -1})
+	}
+	if resp, err := k.Admin(t).CommitOffsets(ctx, s.group, offs); err != nil || resp.Error() != nil {
+		t.Fatalf("commit %s: %v %v", s.group, err, resp.Error())
+	}
+	prefix := testenv.UniquePrefix(t)
+	var err error
+	if s.st, err = s3store.New(ctx, s3.StoreOptions(prefix)); err != nil {
+		t.Fatal(err)
+	}
+	realArchiveOnce(t, k, s.st, s.topic)
+	s.url, s.flags = s3.StoreURL(prefix)
+	s.flags = append([]string{"--store", s.url}, s.flags...)
+	s.env = append(os.Environ(), s3.AWSEnv()...)
+	s.want = archivedAll(t, s.st, s.topic, parts)
+	for _, rs := range s.want {
+		s.total += len(rs)
+	}
+	if s.total != n {
+		t.Fatalf("archived %d records of %d", s.total, n)
+	}
+	return s
+}
+
+// args are the arguments of a restore of the topic as dst.
+func (s *safety) args(dst string, extra ...string) []string {
+	a := append([]string{"restore", "--brokers", s.k.BrokerList(), "--topics", regexp.QuoteMeta(s.topic), "--rename", s.topic + "=" + dst,
+		"--replication-factor", "3", "--log-level", "warn"}, s.flags...)
+	return append(a, extra...)
+}
+
+// cliProc is a running kbackup process.
+type cliProc struct {
+	cmd      *exec.Cmd
+	out, err bytes.Buffer
+	done     chan struct{}
+	code     int
+}
+
+func (s *safety) start(t *testing.T, args ...string) *cliProc {
+	t.Helper()
+	p := &cliProc{cmd: exec.Command(kbackupBin(t), args...), done: make(chan struct{})}
+	p.cmd.Env, p.cmd.Stdout, p.cmd.Stderr = s.env, &p.out, &p.err
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(p.done)
+		err := p.cmd.Wait()
+		p.code = p.cmd.ProcessState.ExitCode()
+		if err != nil && p.code == 0 {
+			p.code = -1
+		}
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// wait waits up to 3 minutes for p to exit.
+func (p *cliProc) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(3 * time.Minute):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		t.Fatalf("%v did not end in 3 minutes\nstdout:\n%s\nstderr:\n%s", p.cmd.Args, p.out.String(), p.err.String())
+	}
+	return p.code
+}
+
+func (p *cliProc) kill(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// ends is the sum of dst's end offsets (0 while it does not exist).
+func (s *safety) ends(t *testing.T, dst string) int64 {
+	eo, err := s.k.Admin(t).ListEndOffsets(context.Background(), dst)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	eo.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			n += o.Offset
+		}
+	})
+	return n
+}
+
+// waitProgress waits until dst holds at least n records.
+func (s *safety) waitProgress(t *testing.T, dst string, n int64) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); s.ends(t, dst) < n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: fewer than %d records after a minute", dst, n)
+		}
+	}
+}
+
+var completeLine = regexp.MustCompile(`restore (r-[0-9a-f]{16}) is complete: (\d+) records in (\d+) partitions, completed at (\S+) by (\S+)`)
+
+// checkResult checks dst against the archive with the independent client,
+// that each successful process printed the same completion line, that the
+// others refused naming the running process, and that the stored offset
+// map is exact. It returns the restore id.
+func (s *safety) checkResult(t *testing.T, dst string, procs []*cliProc) string {
+	t.Helper()
+	targetEqualsArchive(t, s.k.Brokers(), dst, s.want)
+	var line, id string
+	for i, p := range procs {
+		if p.code != 0 {
+			if p.code != 1 || !strings.Contains(p.err.String(), "is being run by") || !strings.Contains(p.err.String(), "--join") {
+				t.Fatalf("process %d: exit %d\nstdout:\n%s\nstderr:\n%s", i, p.code, p.out.String(), p.err.String())
+			}
+			t.Logf("process %d refused: %s", i, strings.TrimSpace(p.err.String()))
+			continue
+		}
+		m := completeLine.FindStringSubmatch(p.out.String())
+		if m == nil || m[2] != fmt.Sprint(s.total) {
+			t.Fatalf("process %d: no completion line for %d records:\n%s", i, s.total, p.out.String())
+		}
+		if line == "" {
+			line, id = m[0], m[1]
+		} else if m[0] != line {
+			t.Fatalf("processes report differently:\n%s\n%s", line, m[0])
+		}
+	}
+	if id == "" {
+		t.Fatal("no process completed the restore")
+	}
+	s.checkMap(t, id, "")
+	var reports int
+	_ = s.st.List(context.Background(), store.ListOptions{Prefix: "restores/" + id + "/report"}, func(store.ListEntry) error { reports++; return nil })
+	if reports != 1 {
+		t.Fatalf("%d report objects", reports)
+	}
+	return id
+}
+
+// checkMap checks restore id's offset map (stored, or file when given):
+// complete, every archived record at its index in the target.
+func (s *safety) checkMap(t *testing.T, id, file string) {
+	t.Helper()
+	var om *OffsetMap
+	var err error
+	if file != "" {
+		om, err = ReadOffsetMapFile(file)
+	} else {
+		om, err = ReadOffsetMap(context.Background(), s.st, id)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(om.Partitions) != int(s.parts) {
+		t.Fatalf("offset map has %d partitions", len(om.Partitions))
+	}
+	for _, pm := range om.Partitions {
+		want := s.want[pm.SourcePartition]
+		if !pm.Complete || pm.Records != int64(len(want)) || len(pm.Runs) != 1 {
+			t.Fatalf("offset map partition %d: complete %v, %d records (archive %d), %d runs", pm.SourcePartition, pm.Complete, pm.Records, len(want), len(pm.Runs))
+		}
+		for i, r := range want {
+			if to, ok := pm.TargetOf(r.Offset); !ok || to != int64(i) {
+				t.Fatalf("offset map: %d/%d -> %d %v, want %d", pm.SourcePartition, r.Offset, to, ok, i)
+			}
+		}
+	}
+}
+
+// TestRestoreSafetyRealKafka: identical restores started together, a
+// second one mid-way, three processes sharing one restore with one killed,
+// and a rerun of a complete restore that must not move its groups.
+func TestRestoreSafetyRealKafka(t *testing.T) {
+	k := testenv.UseKafka(t)
+	s3 := testenv.UseMinIO(t)
+	testenv.RdkAvailable(t)
+	s := newSafety(t, k, s3, "safe", 6, 60_000)
+	kbackupBin(t)
+
+	for _, n := range []int{2, 3} {
+		t.Run(fmt.Sprintf("%d-identical-at-once", n), func(t *testing.T) {
+			dst := s.topic + fmt.Sprintf("-same%d", n)
+			var procs []*cliProc
+			for i := 0; i < n; i++ {
+				procs = append(procs, s.start(t, s.args(dst, "--concurrency", "1")...))
+				time.Sleep(300 * time.Millisecond) // all within a second
+			}
+			for _, p := range procs {
+				p.wait(t)
+			}
+			s.checkResult(t, dst, procs)
+		})
+	}
+
+	t.Run("second-started-mid-way", func(t *testing.T) {
+		dst := s.topic + "-midway"
+		a := s.start(t, s.args(dst, "--concurrency", "1")...)
+		s.waitProgress(t, dst, 1)
+		b := s.start(t, s.args(dst, "--concurrency", "1")...) // refuses: a runs
+		c := s.start(t, s.args(dst, "--concurrency", "1", "--join")...)
+		procs := []*cliProc{a, b, c}
+		for _, p := range procs {
+			p.wait(t)
+		}
+		if b.code != 1 || !strings.Contains(b.err.String(), "is being run by") {
+			t.Fatalf("the second run (started mid-way, without --join) did not refuse: exit %d\n%s%s", b.code, b.out.String(), b.err.String())
+		}
+		s.checkResult(t, dst, procs)
+	})
+
+	t.Run("three-sharing-one-killed", func(t *testing.T) {
+		dst := s.topic + "-shared"
+		var procs []*cliProc
+		for i := 0; i < 3; i++ {
+			procs = append(procs, s.start(t, s.args(dst, "--concurrency", "1", "--join")...))
+		}
+		s.waitProgress(t, dst, int64(s.total)/5)
+		procs[0].kill(t)
+		n := s.ends(t, dst)
+		t.Logf("process 0 killed with SIGKILL at %d of %d records", n, s.total)
+		if n >= int64(s.total) {
+			t.Fatal("the restore was complete before the kill")
+		}
+		for _, p := range procs[1:] {
+			if code := p.wait(t); code != 0 {
+				t.Fatalf("a surviving process: exit %d\n%s%s", code, p.out.String(), p.err.String())
+			}
+		}
+		s.checkResult(t, dst, procs[1:])
+	})
+
+	t.Run("rerun-of-complete-restore-keeps-groups", func(t *testing.T) {
+		dst := s.topic + "-groups"
+		args := s.args(dst, "--groups", regexp.QuoteMeta(s.group))
+		p := s.start(t, args...)
+		if code := p.wait(t); code != 0 {
+			t.Fatalf("restore: exit %d\n%s%s", code, p.out.String(), p.err.String())
+		}
+		got := testenv.RdkCommitted(t, k.Brokers(), dst, s.group)
+		for part, at := range s.groupAt {
+			if got[part] != at { // no gaps: a source offset is its target offset
+				t.Fatalf("%s on %s/%d: %d, want %d (independent client)", s.group, dst, part, got[part], at)
+			}
+		}
+		// The group's consumers go on in the target.
+		offs := kadm.Offsets{}
+		for part, at := range s.groupAt {
+			offs.Add(kadm.Offset{Topic: dst, Partition: part, At: at + 100, LeaderEpoch: -1})
+		}
+		if resp, err := k.Admin(t).CommitOffsets(context.Background(), s.group, offs); err != nil || resp.Error() != nil {
+			t.Fatalf("commit: %v %v", err, resp.Error())
+		}
+		p = s.start(t, args...)
+		if code := p.wait(t); code != 0 || !strings.Contains(p.out.String(), "already complete") || !strings.Contains(p.out.String(), "already moved") {
+			t.Fatalf("rerun: exit %d\n%s%s", code, p.out.String(), p.err.String())
+		}
+		got = testenv.RdkCommitted(t, k.Brokers(), dst, s.group)
+		for part, at := range s.groupAt {
+			if got[part] != at+100 {
+				t.Fatalf("the rerun moved %s on %s/%d to %d (was %d)", s.group, dst, part, got[part], at+100)
+			}
+		}
+		targetEqualsArchive(t, k.Brokers(), dst, s.want)
+	})
+}
