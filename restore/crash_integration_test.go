@@ -30,7 +30,7 @@ func TestRestoreCrashRandomized(t *testing.T) {
 	s3 := testenv.UseMinIO(t)
 	testenv.RdkAvailable(t)
 	s := newSafety(t, k, s3, "crash", 3, 24_000)
-	kbackupBin(t)
+	testenv.KbackupBinary(t)
 
 	var seeds []uint64
 	if v := os.Getenv("KBACKUP_CRASH_SEED"); v != "" {
@@ -79,20 +79,19 @@ func crashOnce(t *testing.T, s *safety, seed uint64) {
 		// topic creation, the settle of resumed partitions) to well into the
 		// restore.
 		delay := time.Duration(rng.IntN(5000)) * time.Millisecond
-		select {
-		case <-p.done:
-		case <-time.After(delay):
+		for deadline := time.Now().Add(delay); !p.Exited() && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
 		}
-		p.kill(t)
-		t.Logf("run %d killed after %s with %d of %d records in the target (exit %d)", i, delay, s.ends(t, dst), s.total, p.code)
+		p.Kill(t)
+		t.Logf("run %d killed after %s with %d of %d records in the target", i, delay, s.ends(t, dst), s.total)
 	}
 	p := s.start(t, args...)
-	if code := p.wait(t); code != 0 {
-		fail("the final run: exit %d\n%s%s", code, p.out.String(), p.err.String())
+	if code := finish(t, p); code != 0 {
+		fail("the final run: exit %d\n%s%s", code, p.Stdout(), p.Stderr())
 	}
-	m := completeLine.FindStringSubmatch(p.out.String())
+	m := completeLine.FindStringSubmatch(p.Stdout())
 	if m == nil {
-		fail("no completion line:\n%s", p.out.String())
+		fail("no completion line:\n%s", p.Stdout())
 	}
 	id := m[1]
 	if !t.Run("target", func(t *testing.T) { targetEqualsArchive(t, s.k.Brokers(), dst, s.want) }) {

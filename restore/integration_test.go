@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/archive"
+	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/s3store"
@@ -34,12 +35,16 @@ import (
 // killed restore have something to skip).
 func realArchiveOnce(t *testing.T, k *testenv.Kafka, st store.Store, topics ...string) {
 	t.Helper()
-	var res []*regexp.Regexp
+	var exprs []string
 	for _, tp := range topics {
-		res = append(res, regexp.MustCompile("^(?:"+regexp.QuoteMeta(tp)+")$"))
+		exprs = append(exprs, regexp.QuoteMeta(tp))
+	}
+	sel, err := topicsel.Compile(exprs, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
 	a, err := archive.New(archive.Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(k.Brokers()...)}, Store: st, Once: true,
-		Logger: testLogger(t), WriterID: "it", Topics: res, BlockBytes: 4 << 10, SegmentBytes: 64 << 10})
+		Logger: testLogger(t), WriterID: "it", Topics: sel, BlockBytes: 4 << 10, SegmentBytes: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}

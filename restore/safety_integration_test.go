@@ -6,13 +6,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,34 +22,6 @@ import (
 // The restore's safety however it is run (issue #12), proved with the
 // real CLI binary as separate processes against a real 3-broker cluster
 // and MinIO, checked with the independent client (librdkafka).
-
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// kbackupBin builds cmd/kbackup once per test binary (without -race: the
-// processes are what is tested, not the race detector).
-func kbackupBin(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "kbackup-it-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "kbackup")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/kbackup/kbackup/cmd/kbackup").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build cmd/kbackup: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
 
 // safety is an archived topic in MinIO and the cluster it came from (the
 // restores go back into it under new names).
@@ -109,7 +76,7 @@ func newSafety(t *testing.T, k *testenv.Kafka, s3 testenv.S3, base string, parts
 	realArchiveOnce(t, k, s.st, s.topic)
 	s.url, s.flags = s3.StoreURL(prefix)
 	s.flags = append([]string{"--store", s.url}, s.flags...)
-	s.env = append(os.Environ(), s3.AWSEnv()...)
+	s.env = s3.AWSEnv()
 	s.want = archivedAll(t, s.st, s.topic, parts)
 	for _, rs := range s.want {
 		s.total += len(rs)
@@ -127,57 +94,17 @@ func (s *safety) args(dst string, extra ...string) []string {
 	return append(a, extra...)
 }
 
-// cliProc is a running kbackup process.
-type cliProc struct {
-	cmd      *exec.Cmd
-	out, err bytes.Buffer
-	done     chan struct{}
-	code     int
+// start runs the kbackup binary (built once, see testenv.KbackupBinary)
+// with args as a separate process.
+func (s *safety) start(t *testing.T, args ...string) *testenv.Proc {
+	t.Helper()
+	return testenv.StartProc(t, "kbackup "+args[0], testenv.KbackupBinary(t), s.env, args...)
 }
 
-func (s *safety) start(t *testing.T, args ...string) *cliProc {
+// finish waits up to 3 minutes for p to exit and returns its exit status.
+func finish(t *testing.T, p *testenv.Proc) int {
 	t.Helper()
-	p := &cliProc{cmd: exec.Command(kbackupBin(t), args...), done: make(chan struct{})}
-	p.cmd.Env, p.cmd.Stdout, p.cmd.Stderr = s.env, &p.out, &p.err
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		defer close(p.done)
-		err := p.cmd.Wait()
-		p.code = p.cmd.ProcessState.ExitCode()
-		if err != nil && p.code == 0 {
-			p.code = -1
-		}
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
-
-// wait waits up to 3 minutes for p to exit.
-func (p *cliProc) wait(t *testing.T) int {
-	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(3 * time.Minute):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		t.Fatalf("%v did not end in 3 minutes\nstdout:\n%s\nstderr:\n%s", p.cmd.Args, p.out.String(), p.err.String())
-	}
-	return p.code
-}
-
-func (p *cliProc) kill(t *testing.T) {
-	t.Helper()
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
+	return p.Wait(t, 3*time.Minute)
 }
 
 // ends is the sum of dst's end offsets (0 while it does not exist).
@@ -211,21 +138,21 @@ var completeLine = regexp.MustCompile(`restore (r-[0-9a-f]{16}) is complete: (\d
 // that each successful process printed the same completion line, that the
 // others refused naming the running process, and that the stored offset
 // map is exact. It returns the restore id.
-func (s *safety) checkResult(t *testing.T, dst string, procs []*cliProc) string {
+func (s *safety) checkResult(t *testing.T, dst string, procs []*testenv.Proc) string {
 	t.Helper()
 	targetEqualsArchive(t, s.k.Brokers(), dst, s.want)
 	var line, id string
 	for i, p := range procs {
-		if p.code != 0 {
-			if p.code != 1 || !strings.Contains(p.err.String(), "is being run by") || !strings.Contains(p.err.String(), "--join") {
-				t.Fatalf("process %d: exit %d\nstdout:\n%s\nstderr:\n%s", i, p.code, p.out.String(), p.err.String())
+		if code := finish(t, p); code != 0 {
+			if code != 1 || !strings.Contains(p.Stderr(), "is being run by") || !strings.Contains(p.Stderr(), "--join") {
+				t.Fatalf("process %d: exit %d\nstdout:\n%s\nstderr:\n%s", i, code, p.Stdout(), p.Stderr())
 			}
-			t.Logf("process %d refused: %s", i, strings.TrimSpace(p.err.String()))
+			t.Logf("process %d refused: %s", i, strings.TrimSpace(p.Stderr()))
 			continue
 		}
-		m := completeLine.FindStringSubmatch(p.out.String())
+		m := completeLine.FindStringSubmatch(p.Stdout())
 		if m == nil || m[2] != fmt.Sprint(s.total) {
-			t.Fatalf("process %d: no completion line for %d records:\n%s", i, s.total, p.out.String())
+			t.Fatalf("process %d: no completion line for %d records:\n%s", i, s.total, p.Stdout())
 		}
 		if line == "" {
 			line, id = m[0], m[1]
@@ -283,18 +210,15 @@ func TestRestoreSafetyRealKafka(t *testing.T) {
 	s3 := testenv.UseMinIO(t)
 	testenv.RdkAvailable(t)
 	s := newSafety(t, k, s3, "safe", 6, 60_000)
-	kbackupBin(t)
+	testenv.KbackupBinary(t)
 
 	for _, n := range []int{2, 3} {
 		t.Run(fmt.Sprintf("%d-identical-at-once", n), func(t *testing.T) {
 			dst := s.topic + fmt.Sprintf("-same%d", n)
-			var procs []*cliProc
+			var procs []*testenv.Proc
 			for i := 0; i < n; i++ {
 				procs = append(procs, s.start(t, s.args(dst, "--concurrency", "1")...))
 				time.Sleep(300 * time.Millisecond) // all within a second
-			}
-			for _, p := range procs {
-				p.wait(t)
 			}
 			s.checkResult(t, dst, procs)
 		})
@@ -306,32 +230,28 @@ func TestRestoreSafetyRealKafka(t *testing.T) {
 		s.waitProgress(t, dst, 1)
 		b := s.start(t, s.args(dst, "--concurrency", "1")...) // refuses: a runs
 		c := s.start(t, s.args(dst, "--concurrency", "1", "--join")...)
-		procs := []*cliProc{a, b, c}
-		for _, p := range procs {
-			p.wait(t)
+		if code := finish(t, b); code != 1 || !strings.Contains(b.Stderr(), "is being run by") {
+			t.Fatalf("the second run (started mid-way, without --join) did not refuse: exit %d\n%s%s", code, b.Stdout(), b.Stderr())
 		}
-		if b.code != 1 || !strings.Contains(b.err.String(), "is being run by") {
-			t.Fatalf("the second run (started mid-way, without --join) did not refuse: exit %d\n%s%s", b.code, b.out.String(), b.err.String())
-		}
-		s.checkResult(t, dst, procs)
+		s.checkResult(t, dst, []*testenv.Proc{a, b, c})
 	})
 
 	t.Run("three-sharing-one-killed", func(t *testing.T) {
 		dst := s.topic + "-shared"
-		var procs []*cliProc
+		var procs []*testenv.Proc
 		for i := 0; i < 3; i++ {
 			procs = append(procs, s.start(t, s.args(dst, "--concurrency", "1", "--join")...))
 		}
 		s.waitProgress(t, dst, int64(s.total)/5)
-		procs[0].kill(t)
+		procs[0].Kill(t)
 		n := s.ends(t, dst)
 		t.Logf("process 0 killed with SIGKILL at %d of %d records", n, s.total)
 		if n >= int64(s.total) {
 			t.Fatal("the restore was complete before the kill")
 		}
 		for _, p := range procs[1:] {
-			if code := p.wait(t); code != 0 {
-				t.Fatalf("a surviving process: exit %d\n%s%s", code, p.out.String(), p.err.String())
+			if code := finish(t, p); code != 0 {
+				t.Fatalf("a surviving process: exit %d\n%s%s", code, p.Stdout(), p.Stderr())
 			}
 		}
 		s.checkResult(t, dst, procs[1:])
@@ -341,8 +261,8 @@ func TestRestoreSafetyRealKafka(t *testing.T) {
 		dst := s.topic + "-groups"
 		args := s.args(dst, "--groups", regexp.QuoteMeta(s.group))
 		p := s.start(t, args...)
-		if code := p.wait(t); code != 0 {
-			t.Fatalf("restore: exit %d\n%s%s", code, p.out.String(), p.err.String())
+		if code := finish(t, p); code != 0 {
+			t.Fatalf("restore: exit %d\n%s%s", code, p.Stdout(), p.Stderr())
 		}
 		got := testenv.RdkCommitted(t, k.Brokers(), dst, s.group)
 		for part, at := range s.groupAt {
@@ -359,8 +279,8 @@ func TestRestoreSafetyRealKafka(t *testing.T) {
 			t.Fatalf("commit: %v %v", err, resp.Error())
 		}
 		p = s.start(t, args...)
-		if code := p.wait(t); code != 0 || !strings.Contains(p.out.String(), "already complete") || !strings.Contains(p.out.String(), "already moved") {
-			t.Fatalf("rerun: exit %d\n%s%s", code, p.out.String(), p.err.String())
+		if code := finish(t, p); code != 0 || !strings.Contains(p.Stdout(), "already complete") || !strings.Contains(p.Stdout(), "already moved") {
+			t.Fatalf("rerun: exit %d\n%s%s", code, p.Stdout(), p.Stderr())
 		}
 		got = testenv.RdkCommitted(t, k.Brokers(), dst, s.group)
 		for part, at := range s.groupAt {
