@@ -26,11 +26,7 @@ import (
 // base, printed, so that every run explores new ones and any failure
 // names its seed.
 func TestRestoreCrashRandomized(t *testing.T) {
-	k := testenv.UseKafka(t)
-	s3 := testenv.UseMinIO(t)
-	testenv.RdkAvailable(t)
-	s := newSafety(t, k, s3, "crash", 3, 24_000)
-	testenv.KbackupBinary(t)
+	s := newSafety(t, "crash", 3, 24_000)
 
 	var seeds []uint64
 	if v := os.Getenv("KBACKUP_CRASH_SEED"); v != "" {
@@ -75,15 +71,29 @@ func crashOnce(t *testing.T, s *safety, seed uint64) {
 	kills := 1 + rng.IntN(4)
 	for i := 0; i < kills; i++ {
 		p := s.start(t, args...)
-		// A random moment: from right after the start (planning, leases,
-		// topic creation, the settle of resumed partitions) to well into the
-		// restore.
-		delay := time.Duration(rng.IntN(5000)) * time.Millisecond
-		for deadline := time.Now().Add(delay); !p.Exited() && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
+		// A random moment: a quarter of the kills come at a random time in
+		// the first 2 s (planning, leases, topic creation, the settle of
+		// resumed partitions), the others once a random share of what is
+		// left was written, plus up to 300 ms.
+		before := s.ends(t, dst)
+		what := ""
+		if rng.IntN(4) == 0 {
+			delay := time.Duration(rng.IntN(2000)) * time.Millisecond
+			for deadline := time.Now().Add(delay); !p.Exited() && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+			what = fmt.Sprintf("after %s", delay)
+		} else {
+			goal := before + int64(rng.Float64()*float64(int64(s.total)-before))
+			for deadline := time.Now().Add(30 * time.Second); !p.Exited() && s.ends(t, dst) < goal && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+			what = fmt.Sprintf("past %d records", goal)
 		}
+		exited := p.Exited()
 		p.Kill(t)
-		t.Logf("run %d killed after %s with %d of %d records in the target", i, delay, s.ends(t, dst), s.total)
+		t.Logf("run %d killed %s with %d of %d records in the target (had exited already: %v)", i, what, s.ends(t, dst), s.total, exited)
 	}
 	p := s.start(t, args...)
 	if code := finish(t, p); code != 0 {

@@ -27,6 +27,15 @@ type ReportLane struct {
 	Bytes       int64  `json:"bytes"`
 }
 
+// ReportGroup is a group move as the completion record states it (its
+// history, also later moves with --again, is in the group's record).
+type ReportGroup struct {
+	Group   string        `json:"group"`
+	State   string        `json:"state"`
+	MovedMs int64         `json:"moved_ms"`
+	Offsets []movedOffset `json:"offsets"`
+}
+
 // Report is restores/<id>/report.json: the restore completed.
 type Report struct {
 	Format        string       `json:"format"`
@@ -37,6 +46,9 @@ type Report struct {
 	Records       int64        `json:"records"`
 	Bytes         int64        `json:"bytes"`
 	Lanes         []ReportLane `json:"lanes"`
+	// Groups moved by the run that completed the restore, with each
+	// partition's committed offset before (from) and after (to).
+	Groups []ReportGroup `json:"groups"`
 }
 
 func loadReport(ctx context.Context, st store.Store, id string) (*Report, error) {
@@ -128,7 +140,7 @@ func (rn *runner) finish(ctx context.Context, lanes []*lane, groups []groupPlan,
 		fin.groups, gerr = commitGroups(ls.ctx, gm, groups, maps, false)
 	}
 	if rep == nil && gerr == nil {
-		if fin.report, err = rn.createReport(ls, lanes, cks); err != nil {
+		if fin.report, err = rn.createReport(ls, lanes, cks, fin.groups); err != nil {
 			return fin, err
 		}
 	}
@@ -160,8 +172,16 @@ func (rn *runner) buildMap(cks []*checkpoint) *OffsetMap {
 
 // createReport creates report.json once (create-if-absent); a report
 // created meanwhile by another process wins and is returned.
-func (rn *runner) createReport(ls *heldLease, lanes []*lane, cks []*checkpoint) (*Report, error) {
-	r := &Report{Format: reportFormat, FormatVersion: stateVersion, RestoreID: rn.id, CompletedMs: rn.o.Now().UnixMilli(), CompletedBy: rn.leases.me.String()}
+func (rn *runner) createReport(ls *heldLease, lanes []*lane, cks []*checkpoint, groups []GroupResult) (*Report, error) {
+	r := &Report{Format: reportFormat, FormatVersion: stateVersion, RestoreID: rn.id, CompletedMs: rn.o.Now().UnixMilli(), CompletedBy: rn.leases.me.String(),
+		Groups: []ReportGroup{}}
+	for _, g := range groups {
+		rg := ReportGroup{Group: g.Group, State: g.State, MovedMs: g.MovedMs, Offsets: []movedOffset{}}
+		for _, o := range g.Offsets {
+			rg.Offsets = append(rg.Offsets, movedOffset{Topic: o.TargetTopic, Partition: o.TargetPartition, From: o.From, To: o.TargetOffset})
+		}
+		r.Groups = append(r.Groups, rg)
+	}
 	for i, l := range lanes {
 		r.Lanes = append(r.Lanes, ReportLane{Lane: l.name, TargetTopic: l.targetTopic, Records: cks[i].Records, Bytes: cks[i].Bytes})
 		r.Records += cks[i].Records

@@ -76,6 +76,10 @@ func TestGroupMovedOnce(t *testing.T) {
 	if len(sum.Groups) != 1 || sum.Groups[0].State != GroupMoved || groupAt(t, tgt, "billing", "gm2", 0) != want {
 		t.Fatalf("first run: %+v; billing at %d, want %d", sum.Groups, groupAt(t, tgt, "billing", "gm2", 0), want)
 	}
+	if r := sum.Report; r == nil || len(r.Groups) != 1 || r.Groups[0].State != GroupMoved ||
+		len(r.Groups[0].Offsets) != 1 || r.Groups[0].Offsets[0] != (movedOffset{Topic: "gm2", Partition: 0, From: -1, To: want}) {
+		t.Fatalf("the report does not record the move: %+v", sum.Report)
+	}
 	commitAt(t, tgt, "billing", "gm2", 0, want+5) // its consumers go on
 
 	// Unfinished moves of two more groups, as a process killed around the

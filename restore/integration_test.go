@@ -331,19 +331,7 @@ func TestRestoreRealKafka(t *testing.T) {
 		want := archivedAll(t, kst, topic, 3)
 		total := int64(len(want[0]) + len(want[1]) + len(want[2]))
 		dst := topic + "-restored"
-		ends := func() int64 {
-			eo, err := k2.Admin(t).ListEndOffsets(ctx, dst)
-			if err != nil {
-				return 0
-			}
-			var n int64
-			eo.Each(func(o kadm.ListedOffset) {
-				if o.Err == nil {
-					n += o.Offset
-				}
-			})
-			return n
-		}
+		ends := func() int64 { return sumEnds(k2.Admin(t), dst) }
 		midway := 0
 		for i := 0; i < 3 && ends() < total; i++ {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestRealKafkaRestoreChild$")

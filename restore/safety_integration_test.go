@@ -39,10 +39,16 @@ type safety struct {
 	groupAt map[int32]int64 // the group's committed source offsets (captured)
 }
 
-// newSafety produces n records over parts partitions, commits group at
-// half of each partition, and archives the topic (with its catalog).
-func newSafety(t *testing.T, k *testenv.Kafka, s3 testenv.S3, base string, parts int32, n int) *safety {
+// newSafety starts (or reuses) a 3-broker cluster and MinIO, builds the
+// kbackup binary, produces n records over parts partitions of a new topic,
+// commits a group at half of each partition, and archives the topic (with
+// its catalog) in MinIO.
+func newSafety(t *testing.T, base string, parts int32, n int) *safety {
 	t.Helper()
+	k := testenv.UseKafka(t)
+	s3 := testenv.UseMinIO(t)
+	testenv.RdkAvailable(t)
+	testenv.KbackupBinary(t)
 	ctx := context.Background()
 	s := &safety{k: k, topic: testenv.TopicName(t, base), parts: parts, group: testenv.TopicName(t, "grp"), groupAt: map[int32]int64{}}
 	k.CreateTopic(t, s.topic, parts, 3, nil)
@@ -108,19 +114,7 @@ func finish(t *testing.T, p *testenv.Proc) int {
 }
 
 // ends is the sum of dst's end offsets (0 while it does not exist).
-func (s *safety) ends(t *testing.T, dst string) int64 {
-	eo, err := s.k.Admin(t).ListEndOffsets(context.Background(), dst)
-	if err != nil {
-		return 0
-	}
-	var n int64
-	eo.Each(func(o kadm.ListedOffset) {
-		if o.Err == nil {
-			n += o.Offset
-		}
-	})
-	return n
-}
+func (s *safety) ends(t *testing.T, dst string) int64 { return sumEnds(s.k.Admin(t), dst) }
 
 // waitProgress waits until dst holds at least n records.
 func (s *safety) waitProgress(t *testing.T, dst string, n int64) {
@@ -134,16 +128,21 @@ func (s *safety) waitProgress(t *testing.T, dst string, n int64) {
 
 var completeLine = regexp.MustCompile(`restore (r-[0-9a-f]{16}) is complete: (\d+) records in (\d+) partitions, completed at (\S+) by (\S+)`)
 
-// checkResult checks dst against the archive with the independent client,
+// checkResult waits for procs to end, then checks dst against the archive
+// with the independent client,
 // that each successful process printed the same completion line, that the
 // others refused naming the running process, and that the stored offset
 // map is exact. It returns the restore id.
 func (s *safety) checkResult(t *testing.T, dst string, procs []*testenv.Proc) string {
 	t.Helper()
+	codes := make([]int, len(procs))
+	for i, p := range procs {
+		codes[i] = finish(t, p)
+	}
 	targetEqualsArchive(t, s.k.Brokers(), dst, s.want)
 	var line, id string
 	for i, p := range procs {
-		if code := finish(t, p); code != 0 {
+		if code := codes[i]; code != 0 {
 			if code != 1 || !strings.Contains(p.Stderr(), "is being run by") || !strings.Contains(p.Stderr(), "--join") {
 				t.Fatalf("process %d: exit %d\nstdout:\n%s\nstderr:\n%s", i, code, p.Stdout(), p.Stderr())
 			}
@@ -206,11 +205,8 @@ func (s *safety) checkMap(t *testing.T, id, file string) {
 // second one mid-way, three processes sharing one restore with one killed,
 // and a rerun of a complete restore that must not move its groups.
 func TestRestoreSafetyRealKafka(t *testing.T) {
-	k := testenv.UseKafka(t)
-	s3 := testenv.UseMinIO(t)
-	testenv.RdkAvailable(t)
-	s := newSafety(t, k, s3, "safe", 6, 60_000)
-	testenv.KbackupBinary(t)
+	s := newSafety(t, "safe", 6, 60_000)
+	k := s.k
 
 	for _, n := range []int{2, 3} {
 		t.Run(fmt.Sprintf("%d-identical-at-once", n), func(t *testing.T) {

@@ -164,6 +164,16 @@ def produce(a):
     out.flush()
 
 
+def partitions(c, a):
+    """The sorted partition numbers of topic a.topic (the consumer c applies
+    a.X's extra properties)."""
+    md = c.list_topics(a.topic, timeout=a.timeout)
+    t = md.topics.get(a.topic)
+    if t is None or t.error is not None:
+        die("topic %s: %s" % (a.topic, t.error if t else "not found"))
+    return sorted(t.partitions)
+
+
 def consume(a):
     conf = {
         "bootstrap.servers": a.brokers,
@@ -175,11 +185,7 @@ def consume(a):
     }
     conf.update(extra_conf(a.X))
     c = Consumer(conf)
-    md = c.list_topics(a.topic, timeout=a.timeout)
-    t = md.topics.get(a.topic)
-    if t is None or t.error is not None:
-        die("topic %s: %s" % (a.topic, t.error if t else "not found"))
-    parts = sorted(t.partitions)
+    parts = partitions(c, a)
     c.assign([TopicPartition(a.topic, p, -2) for p in parts])  # -2 = beginning
     pending = set(parts)
     recs = []
@@ -209,11 +215,7 @@ def committed(a):
     conf = {"bootstrap.servers": a.brokers, "group.id": a.group, "enable.auto.commit": False}
     conf.update(extra_conf(a.X))
     c = Consumer(conf)
-    md = c.list_topics(a.topic, timeout=a.timeout)
-    t = md.topics.get(a.topic)
-    if t is None or t.error is not None:
-        die("topic %s: %s" % (a.topic, t.error if t else "not found"))
-    tps = c.committed([TopicPartition(a.topic, p) for p in sorted(t.partitions)], timeout=a.timeout)
+    tps = c.committed([TopicPartition(a.topic, p) for p in partitions(c, a)], timeout=a.timeout)
     c.close()
     for tp in tps:
         if tp.error is not None:
