@@ -143,7 +143,8 @@ func (s *Summary) WriteReport(w io.Writer) error {
 	return err
 }
 
-// JSONReport is the summary in the form `restore --json` prints.
+// JSONReport is the summary in the form `restore --json` prints (schema
+// kbackup.restore/v1, docs/CLI.md).
 func (s *Summary) JSONReport() any {
 	type part struct {
 		PartitionResult
@@ -154,6 +155,7 @@ func (s *Summary) JSONReport() any {
 		Err string `json:"error,omitempty"`
 	}
 	out := struct {
+		Schema     string    `json:"schema"`
 		RestoreID  string    `json:"restore_id"`
 		Partitions []part    `json:"partitions"`
 		Groups     []group   `json:"groups"`
@@ -164,7 +166,7 @@ func (s *Summary) JSONReport() any {
 		DurationMs int64     `json:"duration_ms"`
 		Plan       *Plan     `json:"plan"`
 		Refusals   []Refusal `json:"refusals,omitempty"`
-	}{RestoreID: s.RestoreID, Report: s.Report, Records: s.Records, Bytes: s.Bytes, DurationMs: s.Duration.Milliseconds(), Plan: s.Plan}
+	}{Schema: "kbackup.restore/v1", RestoreID: s.RestoreID, Report: s.Report, Records: s.Records, Bytes: s.Bytes, DurationMs: s.Duration.Milliseconds(), Plan: s.Plan}
 	for _, p := range s.Partitions {
 		jp := part{PartitionResult: p}
 		if p.Err != nil {

@@ -237,7 +237,10 @@ func runRestore(c *cli.Context) error {
 		var werr error
 		switch {
 		case c.Bool("json") && sum.DryRun:
-			werr = writeJSON(s.stdout, sum.Plan)
+			werr = writeJSON(s.stdout, struct {
+				Schema string `json:"schema"`
+				*restore.Plan
+			}{"kbackup.restore-plan/v1", sum.Plan})
 		case c.Bool("json"):
 			werr = writeJSON(s.stdout, sum.JSONReport())
 		case sum.DryRun:

@@ -291,8 +291,12 @@ func TestRestoreCLIDryRun(t *testing.T) {
 	}
 	// --json: the same plan as one JSON object.
 	out, _, code = runCLI(t, nil, f.restoreArgs("--topics", "orders", "--rename", "orders=full", "--dry-run", "--json")...)
-	var plan restore.Plan
-	if code != ExitRefused || json.Unmarshal([]byte(out), &plan) != nil || len(plan.Partitions) != 2 || len(plan.Refusals) != 1 || plan.Refusals[0].Remedy == "" {
+	var plan struct {
+		Schema string `json:"schema"`
+		restore.Plan
+	}
+	if code != ExitRefused || json.Unmarshal([]byte(out), &plan) != nil || plan.Schema != "kbackup.restore-plan/v1" || len(plan.Partitions) != 2 ||
+		len(plan.Refusals) != 1 || plan.Refusals[0].Remedy == "" {
 		t.Fatalf("--dry-run --json: exit %d\n%s", code, out)
 	}
 }
