@@ -10,6 +10,10 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/kbackup/kbackup/manifest"
+	"github.com/kbackup/kbackup/store"
+	"github.com/kbackup/kbackup/store/s3store"
+	"github.com/kbackup/kbackup/store/s3store/s3fake"
 	"github.com/kbackup/kbackup/store/storefault"
 )
 
@@ -262,4 +266,31 @@ func TestHolderFencedTakenOver(t *testing.T) {
 	}
 	checkExact(t, f, "fz", readTopic(t, tgt, "fz"))
 	faulty.Thaw()
+}
+
+// TestRefusesStoreWithoutConditionalCreate: leases rest on create-if-absent;
+// a state store that ignores If-None-Match is refused before anything is
+// written, neither to it nor to the target.
+func TestRefusesStoreWithoutConditionalCreate(t *testing.T) {
+	t.Parallel()
+	f := buildFixture(t, "nc", 1, 50)
+	f.archive(t)
+	tgt := newCluster(t)
+	srv, sopts := s3fake.Start(t, "nc")
+	st, err := s3store.New(context.Background(), sopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.IgnoreIfNoneMatch(true)
+	o := f.opts(t, tgt)
+	o.StateStore = st
+	_, err = Run(context.Background(), o)
+	if !errors.Is(err, manifest.ErrNoConditionalCreate) {
+		t.Fatalf("restore with a state store ignoring If-None-Match: %v", err)
+	}
+	var keys []string
+	_ = st.List(context.Background(), store.ListOptions{}, func(e store.ListEntry) error { keys = append(keys, e.Key); return nil })
+	if len(keys) != 0 || endSum(t, tgt, "nc") != 0 {
+		t.Fatalf("the refused restore wrote %v and %d records", keys, endSum(t, tgt, "nc"))
+	}
 }

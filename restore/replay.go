@@ -198,6 +198,9 @@ func runReplay(ctx context.Context, opts Options, mode, cycleID, cycleClusterID 
 	if o.DryRun {
 		return sum, nil
 	}
+	if err := manifest.ProbeConditionalCreate(ctx, o.StateStore); err != nil {
+		return sum, fmt.Errorf("%s refused, nothing written: %w", mode, err)
+	}
 	rp.leases = newReplayLeases(o, t.clusterID)
 	activeRuns.Store(rp.leases.me.ID, true)
 	defer activeRuns.Delete(rp.leases.me.ID)

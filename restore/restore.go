@@ -155,6 +155,11 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		o.testPlanned()
 	}
 	cache.freeze()
+	// Leases, group moves and the report rest on conditional creates: a
+	// store that ignores them cannot keep two processes apart.
+	if err := manifest.ProbeConditionalCreate(ctx, o.StateStore); err != nil {
+		return nil, fmt.Errorf("restore %s refused, nothing written: %w", id, err)
+	}
 	// Everything was checked: from here on the restore writes.
 	worker, err := rn.leases.register(ctx)
 	if err != nil {
