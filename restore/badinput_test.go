@@ -39,7 +39,11 @@ func TestBadInput(t *testing.T) {
 		{"groups without capture", func(o *Options) {
 			o.Groups = mustRe(t, "g")
 			o.Range.ToTime, o.Range.HasToTime = f.t0, true
-		}, "no consumer-group capture"},
+		}, "no consumer-group capture at or before"},
+		{"groups before the first capture: remedy", func(o *Options) {
+			o.Groups = mustRe(t, "g")
+			o.Range.ToTime, o.Range.HasToTime = f.t0, true
+		}, "then move the groups from that capture with `kbackup offsets translate --restore-id"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := f.opts(t, tgt)

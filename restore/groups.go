@@ -8,30 +8,42 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/logrange"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 )
 
 // TranslatedOffset is one group offset moved to the target.
 type TranslatedOffset struct {
-	SourceTopic     string
-	Partition       int32
-	SourceOffset    int64
-	TargetTopic     string
-	TargetPartition int32
-	TargetOffset    int64
+	SourceTopic     string `json:"source_topic"`
+	Partition       int32  `json:"source_partition"`
+	SourceOffset    int64  `json:"source_offset"`
+	TargetTopic     string `json:"target_topic"`
+	TargetPartition int32  `json:"target_partition"`
+	TargetOffset    int64  `json:"target_offset"`
+	// From is the group's committed offset in the target before the move
+	// (-1: none).
+	From int64 `json:"from"`
+	// Predicted: a dry run's translation for a partition not yet restored,
+	// counted from the archive (the target offset its restore will give).
+	Predicted bool `json:"predicted,omitempty"`
 }
 
-// GroupResult is what was done for one consumer group.
+// GroupResult is what was done (or, in a dry run, would be done) for one
+// consumer group.
 type GroupResult struct {
-	Group   string
-	Offsets []TranslatedOffset
+	Group   string             `json:"group"`
+	Offsets []TranslatedOffset `json:"offsets"`
+	// State is one of the Group* states.
+	State string `json:"state"`
+	// MovedMs is when this restore moved the group (0: not moved).
+	MovedMs int64 `json:"moved_ms,omitempty"`
 	// Err is set when the commit failed.
-	Err error
+	Err error `json:"-"`
 }
 
 // groupPlan is one group whose captured offsets touch restored partitions.
@@ -48,15 +60,26 @@ type srcKey struct {
 }
 
 // planGroups selects the groups of the newest capture at or before ms
-// whose offsets fall on restored partitions, and refuses those with active
-// members in the target unless force.
-func planGroups(ctx context.Context, a *manifest.Archive, t *target, re *regexp.Regexp, ms int64, force bool, restored func(srcKey) bool) ([]groupPlan, error) {
+// whose offsets fall on restored partitions. Groups with active members in
+// the target (unless force) and a capture that does not exist are
+// refusals; restoreID names the restore in the remedies.
+func planGroups(ctx context.Context, a *manifest.Archive, t *target, re *regexp.Regexp, ms int64, force bool, restored func(srcKey) bool, restoreID string) ([]groupPlan, []Refusal, error) {
 	gc, err := a.GroupsAt(ctx, ms)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("--groups: the archive holds no consumer-group capture at or before %s", fmtMs(ms))
+		r := Refusal{Item: "--groups", Reason: fmt.Sprintf("cannot be used: the archive holds no consumer-group capture at or before %s", fmtMs(ms))}
+		first, ok, err := a.CaptureAfter(ctx, manifest.CatalogGroups, ms)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--groups: %w", err)
+		}
+		if ok {
+			r.Reason += fmt.Sprintf(" (the first is at %s)", fmtMs(first))
+			r.Remedy = fmt.Sprintf("restore without --groups, then move the groups from that capture with `kbackup offsets translate --restore-id %s --groups '%s' --at %s` (offsets past the restored window go to its end)",
+				restoreID, exprString(re), logrange.FormatTime(first))
+		}
+		return nil, []Refusal{r}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("--groups: %w", err)
+		return nil, nil, fmt.Errorf("--groups: %w", err)
 	}
 	var plans []groupPlan
 	var names []string
@@ -76,60 +99,57 @@ func planGroups(ctx context.Context, a *manifest.Archive, t *target, re *regexp.
 		}
 	}
 	if len(plans) == 0 {
-		return nil, fmt.Errorf("--groups %s: no group in the capture of %s has offsets on the restored partitions", exprString(re), fmtMs(gc.CapturedMs))
+		return nil, []Refusal{{Item: "--groups " + exprString(re), Reason: fmt.Sprintf("matches no group with offsets on the restored partitions in the capture of %s", fmtMs(gc.CapturedMs)),
+			Remedy: "check the expression against the groups the archiver captured"}}, nil
 	}
 	members, err := t.activeMembers(ctx, names)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var busy []string
+	var refused []Refusal
 	for i := range plans {
 		plans[i].active = members[plans[i].group]
-		if plans[i].active > 0 {
-			busy = append(busy, fmt.Sprintf("%s (%d members)", plans[i].group, plans[i].active))
+		if plans[i].active > 0 && !force {
+			refused = append(refused, Refusal{Item: "group " + plans[i].group, Reason: fmt.Sprintf("has %d active members in the target and cannot be moved", plans[i].active),
+				Remedy: "stop its consumers, or use --force"})
 		}
 	}
-	if len(busy) > 0 && !force {
-		return nil, fmt.Errorf("groups with active members in the target cannot be moved (stop their consumers, or use --force): %s", strings.Join(busy, ", "))
-	}
-	return plans, nil
+	return plans, refused, nil
 }
 
-// commitGroups translates and commits the planned groups' offsets.
-func commitGroups(ctx context.Context, adm *kadm.Client, plans []groupPlan, maps map[srcKey]*PartitionMap, log *slog.Logger) ([]GroupResult, error) {
+// translate computes the target offsets of a group's captured offsets on
+// completed partitions, and the captured commit metadata of each.
+func translate(gp groupPlan, maps map[srcKey]*PartitionMap) (GroupResult, map[srcKey]string) {
+	res := GroupResult{Group: gp.group}
+	meta := map[srcKey]string{}
+	for _, o := range gp.offsets {
+		m := maps[srcKey{o.Topic, o.Partition}]
+		if m == nil || !m.Complete {
+			continue
+		}
+		res.Offsets = append(res.Offsets, TranslatedOffset{SourceTopic: o.Topic, Partition: o.Partition, SourceOffset: o.Offset,
+			TargetTopic: m.TargetTopic, TargetPartition: m.TargetPartition, TargetOffset: m.Translate(o.Offset), From: noCommittedOffs})
+		if o.Metadata != nil {
+			meta[srcKey{m.TargetTopic, m.TargetPartition}] = *o.Metadata
+		}
+	}
+	return res, meta
+}
+
+// commitGroups translates the planned groups' offsets and moves each group
+// once (groupMover.move); again moves groups this restore moved before.
+func commitGroups(ctx context.Context, gm *groupMover, plans []groupPlan, maps map[srcKey]*PartitionMap, again bool) ([]GroupResult, error) {
 	var out []GroupResult
 	var errs []string
 	for _, gp := range plans {
-		res := GroupResult{Group: gp.group}
-		os := kadm.Offsets{}
-		for _, o := range gp.offsets {
-			m := maps[srcKey{o.Topic, o.Partition}]
-			if m == nil || !m.Complete {
-				continue
-			}
-			to := TranslatedOffset{SourceTopic: o.Topic, Partition: o.Partition, SourceOffset: o.Offset,
-				TargetTopic: m.TargetTopic, TargetPartition: m.TargetPartition, TargetOffset: m.Translate(o.Offset)}
-			res.Offsets = append(res.Offsets, to)
-			meta := ""
-			if o.Metadata != nil {
-				meta = *o.Metadata
-			}
-			os.Add(kadm.Offset{Topic: to.TargetTopic, Partition: to.TargetPartition, At: to.TargetOffset, LeaderEpoch: -1, Metadata: meta})
-		}
-		if len(res.Offsets) > 0 {
-			resp, err := adm.CommitOffsets(ctx, gp.group, os)
-			if err == nil {
-				err = resp.Error()
-			}
-			if err != nil {
-				res.Err = fmt.Errorf("commit offsets of group %s: %w", gp.group, err)
-				errs = append(errs, res.Err.Error())
-			} else {
-				log.Info("restore: group offsets committed", "group", gp.group, "offsets", len(res.Offsets))
-			}
+		res, meta := translate(gp, maps)
+		gm.move(ctx, &res, meta, again)
+		if res.Err != nil {
+			errs = append(errs, res.Err.Error())
 		}
 		out = append(out, res)
 	}
+	sortGroupResults(out)
 	if len(errs) > 0 {
 		return out, errors.New(strings.Join(errs, "; "))
 	}
@@ -156,6 +176,10 @@ type TranslateOptions struct {
 	AtMs int64
 	// Force moves groups with active members in the target.
 	Force bool
+	// Again moves groups that the restore (or an earlier translate) moved
+	// already. The zero value leaves such groups where they are: moving a
+	// group again would undo what its consumers committed since.
+	Again bool
 	// DryRun computes and returns the translated offsets, commits nothing.
 	DryRun bool
 	// Logger receives structured logs. nil discards them.
@@ -214,24 +238,37 @@ func TranslateGroups(ctx context.Context, o TranslateOptions) ([]GroupResult, er
 	if at == 0 {
 		at = m.CatalogMs
 	}
-	plans, err := planGroups(ctx, a, t, o.Groups, at, o.Force, func(k srcKey) bool { return maps[k] != nil })
+	plans, refused, err := planGroups(ctx, a, t, o.Groups, at, o.Force, func(k srcKey) bool { return maps[k] != nil }, m.RestoreID)
 	if err != nil {
 		return nil, err
 	}
-	if o.DryRun {
-		var out []GroupResult
-		for _, gp := range plans {
-			res := GroupResult{Group: gp.group}
-			for _, off := range gp.offsets {
-				pm := maps[srcKey{off.Topic, off.Partition}]
-				res.Offsets = append(res.Offsets, TranslatedOffset{SourceTopic: off.Topic, Partition: off.Partition, SourceOffset: off.Offset,
-					TargetTopic: pm.TargetTopic, TargetPartition: pm.TargetPartition, TargetOffset: pm.Translate(off.Offset)})
-			}
-			out = append(out, res)
-		}
-		return out, nil
+	if len(refused) > 0 {
+		return nil, refusalsError(refused)
 	}
-	return commitGroups(ctx, t.adm, plans, maps, o.Logger)
+	gm := &groupMover{st: o.StateStore, id: m.RestoreID, adm: t.adm, by: newHolder("", time.Now()).String(), now: time.Now, log: o.Logger}
+	if !o.DryRun {
+		return commitGroups(ctx, gm, plans, maps, o.Again)
+	}
+	var out []GroupResult
+	for _, gp := range plans {
+		res, _ := translate(gp, maps)
+		res.State = GroupWouldMove
+		if fo, err := gm.committed(ctx, gp.group); err == nil {
+			for i := range res.Offsets {
+				res.Offsets[i].From = currentOf(fo, res.Offsets[i].TargetTopic, res.Offsets[i].TargetPartition)
+			}
+		}
+		rec, err := loadGroupRecord(ctx, o.StateStore, m.RestoreID, gp.group)
+		if err != nil {
+			return nil, err
+		}
+		if rec != nil && rec.last().State != moveMoving && !o.Again {
+			res.State, res.MovedMs = GroupAlready, rec.last().FinishedMs
+		}
+		out = append(out, res)
+	}
+	sortGroupResults(out)
+	return out, nil
 }
 
 // sortGroupResults orders results by group name.

@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/archive"
+	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/s3store"
@@ -34,12 +35,16 @@ import (
 // killed restore have something to skip).
 func realArchiveOnce(t *testing.T, k *testenv.Kafka, st store.Store, topics ...string) {
 	t.Helper()
-	var res []*regexp.Regexp
+	var exprs []string
 	for _, tp := range topics {
-		res = append(res, regexp.MustCompile("^(?:"+regexp.QuoteMeta(tp)+")$"))
+		exprs = append(exprs, regexp.QuoteMeta(tp))
+	}
+	sel, err := topicsel.Compile(exprs, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
 	a, err := archive.New(archive.Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(k.Brokers()...)}, Store: st, Once: true,
-		Logger: testLogger(t), WriterID: "it", Topics: res, BlockBytes: 4 << 10, SegmentBytes: 64 << 10})
+		Logger: testLogger(t), WriterID: "it", Topics: sel, BlockBytes: 4 << 10, SegmentBytes: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,19 +331,7 @@ func TestRestoreRealKafka(t *testing.T) {
 		want := archivedAll(t, kst, topic, 3)
 		total := int64(len(want[0]) + len(want[1]) + len(want[2]))
 		dst := topic + "-restored"
-		ends := func() int64 {
-			eo, err := k2.Admin(t).ListEndOffsets(ctx, dst)
-			if err != nil {
-				return 0
-			}
-			var n int64
-			eo.Each(func(o kadm.ListedOffset) {
-				if o.Err == nil {
-					n += o.Offset
-				}
-			})
-			return n
-		}
+		ends := func() int64 { return sumEnds(k2.Admin(t), dst) }
 		midway := 0
 		for i := 0; i < 3 && ends() < total; i++ {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestRealKafkaRestoreChild$")

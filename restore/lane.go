@@ -12,7 +12,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/manifest"
-	"github.com/kbackup/kbackup/store"
 )
 
 // batchBytes is the size at which the reader hands a batch of records to
@@ -118,6 +117,9 @@ type laneRun struct {
 	// warmed is set once the lane's first record was produced and
 	// acknowledged (produceChunk).
 	warmed bool
+	// fence is the lane's lease: checkpoints are stored only while it is
+	// valid (nil: no lease, e.g. in tests of the lane alone).
+	fence *heldLease
 }
 
 func newLaneRun(rn *runner, l *lane, logAppend bool, nparts int32) *laneRun {
@@ -165,11 +167,14 @@ func (lr *laneRun) targetPartitions() []int32 {
 // the target against it. It returns done = true for a finished lane.
 func (lr *laneRun) start(ctx context.Context) (done bool, err error) {
 	l, t := lr.l, lr.rn.t
-	_, ends, err := t.offsets(ctx, l.targetTopic, lr.targetPartitions()...)
+	starts, ends, err := t.offsets(ctx, l.targetTopic, lr.targetPartitions()...)
 	if err != nil {
 		return false, err
 	}
 	if l.ckpt == nil {
+		if err := lr.checkEmpty(starts, ends); err != nil {
+			return false, err
+		}
 		c := checkpoint{Format: checkpointFormat, FormatVersion: stateVersion, RestoreID: lr.rn.id, Lane: l.name, SourceOffset: -1}
 		for _, p := range lr.targetPartitions() {
 			e, ok := ends[p]
@@ -188,7 +193,7 @@ func (lr *laneRun) start(ctx context.Context) (done bool, err error) {
 		}
 		// Stored before the first record is produced: a rerun always
 		// knows where the lane's records begin in the target.
-		if err := putJSON(ctx, lr.rn.st, checkpointKey(lr.rn.id, l.name), &c, store.PutOptions{}); err != nil {
+		if err := lr.storeCheckpoint(ctx, &c); err != nil {
 			return false, fmt.Errorf("store the initial checkpoint: %w", err)
 		}
 		l.ckpt = &c
@@ -285,9 +290,9 @@ func (lr *laneRun) run(ctx context.Context) error {
 	var werr error
 	for attempt := 0; attempt < 3; attempt++ {
 		wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		werr = putJSON(wctx, lr.rn.st, checkpointKey(lr.rn.id, lr.l.name), c, store.PutOptions{})
+		werr = lr.storeCheckpoint(wctx, c)
 		wcancel()
-		if werr == nil {
+		if werr == nil || errors.Is(werr, errLeaseLost) {
 			break
 		}
 		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
@@ -682,58 +687,4 @@ func (lr *laneRun) wait(ctx context.Context) error {
 		return fmt.Errorf("%d records produced to %s were not acknowledged in time", lr.pending, lr.l.targetTopic)
 	}
 	return lr.err
-}
-
-// snapshot copies the acknowledged state as a checkpoint.
-func (lr *laneRun) snapshot(done bool) *checkpoint {
-	lr.mu.Lock()
-	defer lr.mu.Unlock()
-	c := lr.state
-	c.Done = done
-	c.Targets = append([]targetState(nil), lr.state.Targets...)
-	for i := range c.Targets {
-		if e := lr.lastRec[c.Targets[i].Partition]; e != nil {
-			c.Targets[i].LastHash = recordHash(e.rec, !lr.logAppend)
-		}
-	}
-	c.Maps = make([]PartitionMap, len(lr.state.Maps))
-	for i, m := range lr.state.Maps {
-		m.Runs = append([]OffsetRun{}, m.Runs...)
-		m.Complete = done
-		c.Maps[i] = m
-	}
-	return &c
-}
-
-// checkpointLoop stores the acknowledged state every CheckpointInterval.
-func (lr *laneRun) checkpointLoop(ctx context.Context, stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
-	// A checkpoint carries the lane's offset map so far, which grows with
-	// the gaps restored (a compacted topic has a run per gap): the wait
-	// between checkpoints grows with what the last one cost, so storing
-	// them stays under a tenth of the lane's time.
-	wait := lr.rn.o.CheckpointInterval
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	last := int64(-1)
-	for {
-		select {
-		case <-stop:
-			return
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		}
-		began := time.Now()
-		c := lr.snapshot(false)
-		if c.Records != last {
-			if err := putJSON(ctx, lr.rn.st, checkpointKey(lr.rn.id, lr.l.name), c, store.PutOptions{}); err != nil {
-				lr.rn.o.Logger.Warn("restore: checkpoint not stored (progress since the last one is re-verified on resume)", "lane", lr.l.name, "err", err)
-			} else {
-				last = c.Records
-			}
-		}
-		wait = max(lr.rn.o.CheckpointInterval, 10*time.Since(began))
-		timer.Reset(wait)
-	}
 }

@@ -5,8 +5,11 @@
 // partitions, their offset bounds (time bounds are resolved through the
 // archive's indexes, a handful of store requests each), the target topics
 // (created when missing, from the archived topic configs) and the groups to
-// move. Rejected input (an unknown topic, a non-empty target partition, a
-// group with active members) fails the plan, and nothing is written.
+// move. Bad input (an unknown topic, a bad range) fails the plan; items the
+// restore refuses (a non-empty target partition, a group with active
+// members, another process running the restore) are listed in
+// Plan.Refusals: a dry run returns them with the plan, a real run writes
+// nothing while there is any.
 //
 // The plan is then executed lane by lane: a lane is one source partition
 // restored into the same partition number of its target topic, or, with
@@ -17,6 +20,11 @@
 // maps"). A rerun of the same restore continues after the last record that
 // is in the target, verified against the target's end offsets and last
 // records: a killed restore neither duplicates nor skips a record.
+//
+// Each lane is owned through a lease in the store (lease.go, schedule.go),
+// so the restore is also safe when run twice at once, or by several
+// processes with Join; the finishing step (finish.go) stores the offset
+// map, moves the groups once (groupmove.go) and creates the report once.
 package restore
 
 import (
@@ -36,6 +44,13 @@ import (
 // DefaultConcurrency is the number of lanes restored in parallel when
 // Options.Concurrency is 0.
 const DefaultConcurrency = 8
+
+// DefaultLeaseDuration is Options.LeaseDuration's zero value, and
+// DefaultMaxClockSkew Options.MaxClockSkew's (docs/FORMAT.md §10.4).
+const (
+	DefaultLeaseDuration = 30 * time.Second
+	DefaultMaxClockSkew  = 5 * time.Second
+)
 
 // Options configure a restore. Zero values are documented per field.
 type Options struct {
@@ -96,6 +111,24 @@ type Options struct {
 	// "" derives it from the request and the target cluster, so that
 	// running the same command again resumes the same restore.
 	ID string
+	// Join shares the restore with other processes running it (the same
+	// request, target and store; on this machine or others): each lane is
+	// owned by one process at a time through a lease in the store, free
+	// lanes are taken, lanes others hold are waited for, and lanes whose
+	// holder stopped renewing are taken over (docs/FORMAT.md §10.4). The
+	// zero value refuses to start while another process runs the
+	// restore, naming it (processes that start at the same instant may
+	// still share: that is safe too).
+	Join bool
+	// LeaseDuration is how long a lane's lease lasts without renewal: a
+	// holder renews it every third of it, stops writing when it could not
+	// renew for five sixths of it, and others take a lane over when it is
+	// this long (plus MaxClockSkew) past its last renewal. 0 =
+	// DefaultLeaseDuration.
+	LeaseDuration time.Duration
+	// MaxClockSkew is the assumed bound on the difference between the wall
+	// clocks of processes sharing a restore. 0 = DefaultMaxClockSkew.
+	MaxClockSkew time.Duration
 
 	// Concurrency is the number of lanes restored in parallel. 0 =
 	// DefaultConcurrency.
@@ -127,10 +160,12 @@ type Options struct {
 	// Now returns the current time. nil = time.Now.
 	Now func() time.Time
 
-	// Test hooks: after each listing of end offsets in settle, and after a
-	// lane's start (checks done) before it writes.
+	// Test hooks: after each listing of end offsets in settle, after a
+	// lane's start (checks done) before it writes, and after the plan
+	// (before the restore's first write).
 	testSettleListed func()
 	testLaneStarted  func(lane string)
+	testPlanned      func()
 }
 
 // setDefaults validates o and fills in the documented defaults.
@@ -182,6 +217,12 @@ func (o *Options) setDefaults() error {
 	}
 	if o.ResumeSettle <= 0 {
 		o.ResumeSettle = 3 * time.Second
+	}
+	if o.LeaseDuration <= 0 {
+		o.LeaseDuration = DefaultLeaseDuration
+	}
+	if o.MaxClockSkew <= 0 {
+		o.MaxClockSkew = DefaultMaxClockSkew
 	}
 	if o.ProgressInterval <= 0 {
 		o.ProgressInterval = 10 * time.Second

@@ -42,59 +42,79 @@ type lane struct {
 
 // PlanTopic is one target topic of a plan.
 type PlanTopic struct {
-	Source, Target string
+	Source string `json:"source"`
+	Target string `json:"target"`
 	// Create is true when the target topic does not exist and the restore
 	// creates it with Partitions, ReplicationFactor (-1 = broker default)
 	// and Configs.
-	Create            bool
-	Partitions        int32
-	ReplicationFactor int16
-	Configs           map[string]string
+	Create            bool              `json:"create"`
+	Partitions        int32             `json:"partitions"`
+	ReplicationFactor int16             `json:"replication_factor"`
+	Configs           map[string]string `json:"configs,omitempty"`
 	// LogAppendTime: the target topic sets broker timestamps, so restored
 	// records get new timestamps.
-	LogAppendTime bool
+	LogAppendTime bool `json:"log_append_time"`
 }
 
 // PlanPartition is one source partition of a plan.
 type PlanPartition struct {
-	SourceTopic     string
-	SourcePartition int32
-	TargetTopic     string
+	SourceTopic     string `json:"source_topic"`
+	SourcePartition int32  `json:"source_partition"`
+	TargetTopic     string `json:"target_topic"`
 	// TargetPartition is -1 with Repartition.
-	TargetPartition int32
+	TargetPartition int32 `json:"target_partition"`
 	// From..To is the selected source offset range (inclusive); To < From
 	// selects nothing.
-	From, To int64
+	From int64 `json:"from"`
+	To   int64 `json:"to"`
 	// ApproxRecords and ApproxBytes (archived segment bytes) are upper
 	// bounds counted at commit granularity; MinTimestamp..MaxTimestamp the
 	// timestamps of the commits holding the range.
-	ApproxRecords, ApproxBytes int64
-	MinTimestamp, MaxTimestamp int64
+	ApproxRecords int64 `json:"approx_records"`
+	ApproxBytes   int64 `json:"approx_bytes"`
+	MinTimestamp  int64 `json:"min_timestamp"`
+	MaxTimestamp  int64 `json:"max_timestamp"`
 	// State is "new", "resume" (a checkpoint exists) or "done".
-	State string
+	State string `json:"state"`
 }
 
 // PlanGroup is a consumer group whose offsets the restore translates.
 type PlanGroup struct {
-	Group string
+	Group string `json:"group"`
 	// Offsets is the number of committed offsets on restored partitions.
-	Offsets int
+	Offsets int `json:"offsets"`
 	// ActiveMembers in the target (the group is refused unless Force).
-	ActiveMembers int
+	ActiveMembers int `json:"active_members"`
+	// Translated lists each captured offset with its target offset: exact
+	// for partitions already restored, predicted from the archive for the
+	// others (dry runs only; nil otherwise), and the group's committed
+	// offset in the target now (From).
+	Translated []TranslatedOffset `json:"translated,omitempty"`
+	// MovedMs is when this restore moved the group already (0: never):
+	// such a group is not moved again.
+	MovedMs int64 `json:"moved_ms,omitempty"`
 }
 
 // Plan is what a restore does, computed before anything is written.
 type Plan struct {
-	RestoreID       string
-	TargetClusterID string
+	RestoreID       string `json:"restore_id"`
+	TargetClusterID string `json:"target_cluster_id"`
 	// CatalogMs is the restore's end time: topic configs and group offsets
 	// come from the newest captures at or before it.
-	CatalogMs  int64
-	Range      string
-	Topics     []PlanTopic
-	Partitions []PlanPartition
-	Groups     []PlanGroup
-	Warnings   []string
+	CatalogMs  int64           `json:"catalog_ms"`
+	Range      string          `json:"range"`
+	Topics     []PlanTopic     `json:"topics"`
+	Partitions []PlanPartition `json:"partitions"`
+	Groups     []PlanGroup     `json:"groups"`
+	Warnings   []string        `json:"warnings"`
+	// Refusals are the items a real run refuses; a real run writes nothing
+	// while there is any (a dry run lists them with the plan).
+	Refusals []Refusal `json:"refusals"`
+	// Running are the other processes running this restore now.
+	Running []Holder `json:"running,omitempty"`
+	// CompletedMs is when the restore completed (its report exists); 0
+	// while it has not.
+	CompletedMs int64 `json:"completed_ms,omitempty"`
 }
 
 // catalogTime is the restore's end time, whose catalog captures (topic

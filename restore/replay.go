@@ -117,11 +117,12 @@ func (e *ReplayError) Error() string {
 
 // replayer plans and executes a replay.
 type replayer struct {
-	o     *Options
-	mode  string
-	a     *manifest.Archive
-	t     *target
-	cycle cycleBounds // nil: repair
+	o      *Options
+	leases *leaseMgr
+	mode   string
+	a      *manifest.Archive
+	t      *target
+	cycle  cycleBounds // nil: repair
 }
 
 // cycleBounds is what a roll-forward needs of a snapshot cycle.
@@ -197,6 +198,12 @@ func runReplay(ctx context.Context, opts Options, mode, cycleID, cycleClusterID 
 	if o.DryRun {
 		return sum, nil
 	}
+	if err := manifest.ProbeConditionalCreate(ctx, o.StateStore); err != nil {
+		return sum, fmt.Errorf("%s refused, nothing written: %w", mode, err)
+	}
+	rp.leases = newReplayLeases(o, t.clusterID)
+	activeRuns.Store(rp.leases.me.ID, true)
+	defer activeRuns.Delete(rp.leases.me.ID)
 	rp.execute(ctx, sum)
 	sum.Duration = o.Now().Sub(start)
 	var failed []string
@@ -510,7 +517,7 @@ func (rp *replayer) execute(ctx context.Context, sum *ReplaySummary) {
 				return
 			}
 			defer func() { <-sem }()
-			err := rp.replayPartition(ctx, p)
+			err := rp.replayOwned(ctx, p)
 			switch {
 			case err != nil:
 				p.State, p.Err = ReplayFailed, err

@@ -249,7 +249,7 @@ timeouts: {stop: 90s, start: 4m, healthy: 4m}
 		t.Fatal(err)
 	}
 	defer kc.Close()
-	env := snapshot.Env{Config: cfg, Store: st, Provider: prov, Cluster: kc, Control: rfControl(c), Log: testLogger(t), Poll: 500 * time.Millisecond}
+	env := snapshot.Env{Config: cfg, Store: st, Provider: prov, Cluster: kc, Control: rfControl(c), Logger: testLogger(t), Poll: 500 * time.Millisecond}
 	ctx := context.Background()
 	cyc, err := snapshot.Run(ctx, snapshot.RunOptions{Env: env, Mode: snapshot.ModeCold})
 	if err != nil {

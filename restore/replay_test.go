@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -403,4 +404,44 @@ func TestRollForwardRefuses(t *testing.T) {
 	if len(got[0]) != 50 || len(got[1]) != 50 {
 		t.Fatal("a refused roll-forward wrote records")
 	}
+}
+
+// TestRepairExclusive: a partition another live process repairs (it holds
+// the partition's replay lease) is refused, naming that process; the other
+// partitions are repaired, and a rerun once it ended completes the rest.
+func TestRepairExclusive(t *testing.T) {
+	t.Parallel()
+	f := buildLoss(t, "excl", 3, 40, 300, 0)
+	c := f.live(t)
+	ctx := context.Background()
+	md, err := kadm.NewClient(newClient(t, c)).Metadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := f.opts(t, c)
+	if err := o.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	other := newReplayLeases(&o, md.Cluster)
+	activeRuns.Store(other.me.ID, true)
+	defer activeRuns.Delete(other.me.ID)
+	held, err := other.acquire(ctx, "lanes/excl/0000000001", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Repair(ctx, f.opts(t, c))
+	var re *ReplayError
+	if !errors.As(err, &re) || len(re.Failed) != 1 || !strings.Contains(err.Error(), "excl/1") || !strings.Contains(err.Error(), other.me.String()) {
+		t.Fatalf("repair while another holds excl/1: %v", err)
+	}
+	for _, p := range sum.Partitions {
+		if want := p.Partition != 1; (p.State == ReplayDone) != want {
+			t.Fatalf("%s: %s", p.Name(), p.State)
+		}
+	}
+	held.release()
+	if _, err := Repair(ctx, f.opts(t, c)); err != nil {
+		t.Fatal(err)
+	}
+	f.checkPrefix(t, c, nil)
 }

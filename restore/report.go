@@ -47,13 +47,40 @@ func (p *Plan) WritePlan(w io.Writer) error {
 		if g.ActiveMembers > 0 {
 			fmt.Fprintf(&b, " (%d active members, --force)", g.ActiveMembers)
 		}
+		if g.MovedMs > 0 {
+			fmt.Fprintf(&b, "; this restore moved it at %s: not moved again (offsets translate --again moves it)", fmtMs(g.MovedMs))
+		}
 		b.WriteString("\n")
+		for _, o := range g.Translated {
+			how := "predicted"
+			if !o.Predicted {
+				how = "restored"
+			}
+			fmt.Fprintf(&b, "  %s/%d offset %d -> %s/%d offset %d (%s; committed there now: %s)\n", o.SourceTopic, o.Partition, o.SourceOffset,
+				o.TargetTopic, o.TargetPartition, o.TargetOffset, how, offsetOrNone(o.From))
+		}
+	}
+	for _, h := range p.Running {
+		fmt.Fprintf(&b, "running: this restore is being run by %s since %s\n", h, fmtMs(h.StartedMs))
+	}
+	if p.CompletedMs > 0 {
+		fmt.Fprintf(&b, "complete: this restore completed at %s (a rerun writes nothing)\n", fmtMs(p.CompletedMs))
 	}
 	for _, warn := range p.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", warn)
 	}
+	for _, r := range p.Refusals {
+		fmt.Fprintf(&b, "refused: %s\n", r)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func offsetOrNone(o int64) string {
+	if o < 0 {
+		return "none"
+	}
+	return fmt.Sprint(o)
 }
 
 func rfString(rf int16) string {
@@ -94,16 +121,68 @@ func (s *Summary) WriteReport(w io.Writer) error {
 	}
 	tw.Flush()
 	for _, g := range s.Groups {
-		state := "committed"
-		if g.Err != nil {
+		state := g.State
+		switch {
+		case g.Err != nil:
 			state = "FAILED: " + g.Err.Error()
+		case g.State == GroupMoved:
+			state = "committed"
+		case g.MovedMs > 0:
+			state += fmt.Sprintf(" (moved at %s; offsets translate --again moves it)", fmtMs(g.MovedMs))
 		}
 		fmt.Fprintf(&b, "group %s: %s\n", g.Group, state)
 		for _, o := range g.Offsets {
-			fmt.Fprintf(&b, "  %s/%d offset %d -> %s/%d offset %d\n", o.SourceTopic, o.Partition, o.SourceOffset, o.TargetTopic, o.TargetPartition, o.TargetOffset)
+			fmt.Fprintf(&b, "  %s/%d offset %d -> %s/%d offset %d (was %s)\n", o.SourceTopic, o.Partition, o.SourceOffset, o.TargetTopic, o.TargetPartition, o.TargetOffset, offsetOrNone(o.From))
 		}
+	}
+	if r := s.Report; r != nil {
+		fmt.Fprintf(&b, "restore %s is complete: %d records in %d partitions, completed at %s by %s\n", r.RestoreID, r.Records, len(r.Lanes), fmtMs(r.CompletedMs), r.CompletedBy)
 	}
 	fmt.Fprintf(&b, "restore %s: %d records (%s) produced in %s\n", s.RestoreID, s.Records, humanBytes(s.Bytes), s.Duration.Round(1e6))
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// JSONReport is the summary in the form `restore --json` prints (schema
+// kbackup.restore/v1, docs/CLI.md).
+func (s *Summary) JSONReport() any {
+	type part struct {
+		PartitionResult
+		Err string `json:"error,omitempty"`
+	}
+	type group struct {
+		GroupResult
+		Err string `json:"error,omitempty"`
+	}
+	out := struct {
+		Schema     string    `json:"schema"`
+		RestoreID  string    `json:"restore_id"`
+		Partitions []part    `json:"partitions"`
+		Groups     []group   `json:"groups"`
+		Report     *Report   `json:"report"`
+		OffsetMap  string    `json:"offset_map_key,omitempty"`
+		Records    int64     `json:"records_this_run"`
+		Bytes      int64     `json:"bytes_this_run"`
+		DurationMs int64     `json:"duration_ms"`
+		Plan       *Plan     `json:"plan"`
+		Refusals   []Refusal `json:"refusals,omitempty"`
+	}{Schema: "kbackup.restore/v1", RestoreID: s.RestoreID, Report: s.Report, Records: s.Records, Bytes: s.Bytes, DurationMs: s.Duration.Milliseconds(), Plan: s.Plan}
+	for _, p := range s.Partitions {
+		jp := part{PartitionResult: p}
+		if p.Err != nil {
+			jp.Err = p.Err.Error()
+		}
+		out.Partitions = append(out.Partitions, jp)
+	}
+	for _, g := range s.Groups {
+		jg := group{GroupResult: g}
+		if g.Err != nil {
+			jg.Err = g.Err.Error()
+		}
+		out.Groups = append(out.Groups, jg)
+	}
+	if s.OffsetMap != nil {
+		out.OffsetMap = offsetMapKey(s.RestoreID)
+	}
+	return out
 }

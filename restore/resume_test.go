@@ -184,7 +184,12 @@ func TestRestoreChild(t *testing.T) {
 // endSum is the sum of topic's end offsets in c (0 if it does not exist).
 func endSum(t testing.TB, c *kfake.Cluster, topic string) int64 {
 	t.Helper()
-	ends, err := kadm.NewClient(newClient(t, c)).ListEndOffsets(context.Background(), topic)
+	return sumEnds(kadm.NewClient(newClient(t, c)), topic)
+}
+
+// sumEnds is the sum of topic's end offsets (0 if it does not exist).
+func sumEnds(adm *kadm.Client, topic string) int64 {
+	ends, err := adm.ListEndOffsets(context.Background(), topic)
 	if err != nil {
 		return 0
 	}

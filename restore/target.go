@@ -194,6 +194,25 @@ func (t *target) create(ctx context.Context, pt PlanTopic) error {
 	return nil
 }
 
+// partitionCount asks the cluster (not the client's metadata cache) how
+// many partitions topic has; 0 if it does not exist.
+func (t *target) partitionCount(ctx context.Context, topic string) (int32, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, t.cl)
+	if err != nil {
+		return 0, fmt.Errorf("target metadata of %s: %w", topic, err)
+	}
+	for _, td := range resp.Topics {
+		if td.Topic != nil && *td.Topic == topic && td.ErrorCode == 0 {
+			return int32(len(td.Partitions)), nil
+		}
+	}
+	return 0, nil
+}
+
 // logAppendTime reports whether topic stamps records with the broker time.
 func (t *target) logAppendTime(ctx context.Context, topic string) (bool, error) {
 	rcs, err := t.adm.DescribeTopicConfigs(ctx, topic)

@@ -133,6 +133,20 @@ func TestGroups(t *testing.T) {
 		t.Fatalf("active group: %v", err)
 	}
 	assertNothingWritten(t, f, tgt, "g2")
+	// A dry run shows the refusal, and every group's translated offsets
+	// as the real run will commit them (predicted from the archive).
+	dry := o
+	dry.DryRun = true
+	ds, err := Run(ctx, dry)
+	if err != nil || len(ds.Plan.Refusals) != 1 || !strings.Contains(ds.Plan.Refusals[0].String(), "--force") {
+		t.Fatalf("dry run: %v %+v", err, ds.Plan.Refusals)
+	}
+	for _, g := range ds.Plan.Groups {
+		if len(g.Translated) != 1 || !g.Translated[0].Predicted || g.Translated[0].TargetOffset != expect(offsets[g.Group]) {
+			t.Fatalf("dry run: group %s translated %+v, want %d", g.Group, g.Translated, expect(offsets[g.Group]))
+		}
+	}
+	assertNothingWritten(t, f, tgt, "g2")
 	member.Close()
 	waitMembers(t, tgt, "inside", 0)
 

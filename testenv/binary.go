@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -154,6 +155,16 @@ func (p *Proc) Signal(tb testing.TB, sig syscall.Signal) {
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		tb.Fatalf("signal %s %v: %v", p.Name, sig, err)
 	}
+}
+
+// Kill sends SIGKILL unless the process has exited already (a process
+// that exits at that very moment is no error) and waits for it to end.
+func (p *Proc) Kill(tb testing.TB) {
+	tb.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		tb.Fatalf("kill %s: %v", p.Name, err)
+	}
+	p.Wait(tb, time.Minute)
 }
 
 // Wait waits for the process to exit and returns its exit code (-1 when

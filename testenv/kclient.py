@@ -18,6 +18,9 @@ JSON null for null.
   kclient.py consume --brokers B --topic T [--isolation read_committed]
       stdout: every record from the log start to the end offsets seen
       (high watermark or last stable offset), per partition in offset order.
+  kclient.py committed --brokers B --topic T --group G
+      stdout: {"partition": P, "offset": O} per partition of T: G's
+      committed offset there (-1: none).
 Exit status 0 on success; 1 with a message on stderr otherwise.
 """
 import argparse
@@ -161,6 +164,16 @@ def produce(a):
     out.flush()
 
 
+def partitions(c, a):
+    """The sorted partition numbers of topic a.topic (the consumer c applies
+    a.X's extra properties)."""
+    md = c.list_topics(a.topic, timeout=a.timeout)
+    t = md.topics.get(a.topic)
+    if t is None or t.error is not None:
+        die("topic %s: %s" % (a.topic, t.error if t else "not found"))
+    return sorted(t.partitions)
+
+
 def consume(a):
     conf = {
         "bootstrap.servers": a.brokers,
@@ -172,11 +185,7 @@ def consume(a):
     }
     conf.update(extra_conf(a.X))
     c = Consumer(conf)
-    md = c.list_topics(a.topic, timeout=a.timeout)
-    t = md.topics.get(a.topic)
-    if t is None or t.error is not None:
-        die("topic %s: %s" % (a.topic, t.error if t else "not found"))
-    parts = sorted(t.partitions)
+    parts = partitions(c, a)
     c.assign([TopicPartition(a.topic, p, -2) for p in parts])  # -2 = beginning
     pending = set(parts)
     recs = []
@@ -200,6 +209,21 @@ def consume(a):
     sys.stdout.flush()
 
 
+def committed(a):
+    """Prints the group's committed offset of every partition of the topic
+    as {"partition": P, "offset": O} lines (O = -1: none committed)."""
+    conf = {"bootstrap.servers": a.brokers, "group.id": a.group, "enable.auto.commit": False}
+    conf.update(extra_conf(a.X))
+    c = Consumer(conf)
+    tps = c.committed([TopicPartition(a.topic, p) for p in partitions(c, a)], timeout=a.timeout)
+    c.close()
+    for tp in tps:
+        if tp.error is not None:
+            die("committed %s/%d: %s" % (a.topic, tp.partition, tp.error))
+        sys.stdout.write(json.dumps({"partition": tp.partition, "offset": tp.offset if tp.offset >= 0 else -1}) + "\n")
+    sys.stdout.flush()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -218,9 +242,15 @@ def main():
     cp.add_argument("--isolation", default="read_committed", choices=["read_committed", "read_uncommitted"])
     cp.add_argument("--timeout", type=float, default=60.0)
     cp.add_argument("-X", action="append", help="extra librdkafka property key=value")
+    gp = sub.add_parser("committed")
+    gp.add_argument("--brokers", required=True)
+    gp.add_argument("--topic", required=True)
+    gp.add_argument("--group", required=True)
+    gp.add_argument("--timeout", type=float, default=60.0)
+    gp.add_argument("-X", action="append", help="extra librdkafka property key=value")
     a = ap.parse_args()
     try:
-        produce(a) if a.cmd == "produce" else consume(a)
+        {"produce": produce, "consume": consume, "committed": committed}[a.cmd](a)
     except KafkaException as e:
         die(str(e))
 

@@ -275,6 +275,18 @@ func RdkConsume(tb testing.TB, brokers []string, topic string, iso Isolation) []
 	return out
 }
 
+// RdkCommitted returns group's committed offset of every partition of
+// topic, read with the independent client (-1: none committed).
+func RdkCommitted(tb testing.TB, brokers []string, topic, group string) map[int32]int64 {
+	tb.Helper()
+	lines := runRdk(tb, time.Minute, nil, "committed", "--brokers", strings.Join(brokers, ","), "--topic", topic, "--group", group)
+	out := map[int32]int64{}
+	for _, l := range lines {
+		out[l.Partition] = l.Offset
+	}
+	return out
+}
+
 func lookPython() (string, error) {
 	if p := os.Getenv(EnvPython); p != "" {
 		return p, nil

@@ -4,6 +4,8 @@
 // Exit status: 0 on success; 1 when the command fails (the reason is one
 // line "kbackup: <reason>" on stderr); 2 on a usage error (unknown command
 // or flag, bad flag value), also one line, with a hint where to find help.
+// Other statuses are documented per command (docs/CLI.md), e.g. 5 when
+// `restore --dry-run` shows a plan the real run would refuse.
 //
 // Every flag also reads the environment variable KBACKUP_<FLAG> (upper
 // snake case: --s3-endpoint reads KBACKUP_S3_ENDPOINT). A flag on the
@@ -39,6 +41,9 @@ const (
 	// ExitNothingSelected: archive --once found no topic matching
 	// --topics/--exclude in the cluster.
 	ExitNothingSelected = 4
+	// ExitRefused: `restore --dry-run` printed a plan that the real run
+	// would refuse (the refusals are listed with the plan).
+	ExitRefused = 5
 )
 
 // exitError ends a command with a specific exit status and a one-line

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/urfave/cli/v2"
@@ -29,7 +30,13 @@ func restoreCommand() *cli.Command {
 			"partition that already holds records is refused unless --append. --groups moves the matching\n" +
 			"consumer groups (offsets as captured at or before the end time) to the translated offsets.\n" +
 			"The offset map is stored under restores/<restore-id>/ in the store (and --offset-map FILE).\n" +
-			"Interrupted restores resume: run the same command again. --dry-run prints the plan only.\n\n" +
+			"Interrupted restores resume: run the same command again. A rerun of a complete restore writes\n" +
+			"nothing and moves no group it moved before. While a restore runs, the same command refuses to\n" +
+			"start (naming the process); with --join it shares the partitions instead: several processes, on\n" +
+			"several machines, each take free partitions, and take over those of a process that died.\n" +
+			"--dry-run prints the plan (per partition offsets, times, records; groups with translated offsets)\n" +
+			"and every item the real run would refuse, with why: exit status 0 when the plan is runnable,\n" +
+			"5 when the real run would refuse it. --json prints the plan (or the final report) as JSON.\n\n" +
 			"--since-cycle ID (with --snapshot-config FILE or --cluster NAME) rolls a cluster restored from that\n" +
 			"snapshot cycle forward: per partition, the archived records from the live log end up to --to are\n" +
 			"produced into the same topic and partition, where they land at their original offsets.\n" +
@@ -53,6 +60,10 @@ func restoreCommand() *cli.Command {
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and write nothing"},
 			&cli.StringFlag{Name: "restore-id", Usage: "name of the restore `ID` (default: derived from the request and the target cluster)"},
 			&cli.IntFlag{Name: "concurrency", Value: restore.DefaultConcurrency, Usage: "restore `N` partitions in parallel"},
+			&cli.BoolFlag{Name: "join", Usage: "share this restore with other processes running it (same arguments, e.g. on other machines) instead of refusing to start"},
+			&cli.DurationFlag{Name: "lease-duration", Value: restore.DefaultLeaseDuration, Usage: "take a partition over from a process that stopped renewing its lease for `DURATION`"},
+			&cli.DurationFlag{Name: "max-clock-skew", Value: restore.DefaultMaxClockSkew, Usage: "assumed bound on the clock difference between processes sharing a restore, `DURATION`"},
+			jsonFlag(),
 			&cli.StringFlag{Name: "since-cycle", Usage: "roll forward a cluster restored from snapshot cycle `ID`: replay the archive after the cycle into the same partitions, at the original offsets"},
 			&cli.StringFlag{Name: "snapshot-config", Usage: "with --since-cycle: the snapshot job's configuration `FILE` (its cluster name and store locate the cycle)"},
 			&cli.StringFlag{Name: "cluster", Usage: "with --since-cycle: the snapshot cluster `NAME` whose cycles are in --store (instead of --snapshot-config)"},
@@ -71,13 +82,16 @@ func offsetsCommand() *cli.Command {
 			Usage: "move consumer groups to the offsets translated by a finished restore",
 			Description: "Reads a restore's offset map (stored under --restore-id, or --offset-map FILE), takes the\n" +
 				"matching groups' offsets from the archive's capture at or before the restore's end time (or\n" +
-				"--at TIME) and commits the translated offsets in the cluster at --brokers.",
+				"--at TIME) and commits the translated offsets in the cluster at --brokers. A group that the\n" +
+				"restore (or an earlier translate) moved already is left alone, so that its consumers' commits\n" +
+				"since are kept: --again moves it once more.",
 			Flags: append(append(globalFlags(), kafkaFlags()...),
 				&cli.StringFlag{Name: "restore-id", Usage: "the restore `ID` whose stored offset map to use"},
 				&cli.StringFlag{Name: "offset-map", Usage: "read the offset map from `FILE` instead"},
 				&cli.StringFlag{Name: "groups", Usage: "groups whose whole name matches `REGEX` (required)"},
 				&cli.StringFlag{Name: "at", Usage: "use the group capture at or before `TIME` (default: the restore's end time)"},
 				&cli.BoolFlag{Name: "force", Usage: "move groups even if they have active members"},
+				&cli.BoolFlag{Name: "again", Usage: "also move groups this restore moved before (their consumers' commits since are overwritten)"},
 				&cli.BoolFlag{Name: "dry-run", Usage: "print the translated offsets, commit nothing"},
 				helpFlag(),
 			),
@@ -158,6 +172,13 @@ func restoreOptions(c *cli.Context) (restore.Options, error) {
 	}
 	o.Append, o.Repartition, o.Force, o.DryRun = c.Bool("append"), c.Bool("repartition"), c.Bool("force"), c.Bool("dry-run")
 	o.OffsetMapFile, o.ID = c.String("offset-map"), c.String("restore-id")
+	o.Join, o.LeaseDuration, o.MaxClockSkew = c.Bool("join"), c.Duration("lease-duration"), c.Duration("max-clock-skew")
+	if o.LeaseDuration < time.Second {
+		return o, usagef(c, "--lease-duration %s: use at least 1s", o.LeaseDuration)
+	}
+	if o.MaxClockSkew < 0 {
+		return o, usagef(c, "--max-clock-skew %s is negative", o.MaxClockSkew)
+	}
 	return o, nil
 }
 
@@ -213,12 +234,26 @@ func runRestore(c *cli.Context) error {
 	}
 	sum, err := restore.Run(c.Context, o)
 	if sum != nil {
-		if sum.DryRun {
-			if werr := sum.Plan.WritePlan(s.stdout); werr != nil {
-				return werr
-			}
-		} else if werr := sum.WriteReport(s.stdout); werr != nil && err == nil {
+		var werr error
+		switch {
+		case c.Bool("json") && sum.DryRun:
+			werr = writeJSON(s.stdout, struct {
+				Schema string `json:"schema"`
+				*restore.Plan
+			}{"kbackup.restore-plan/v1", sum.Plan})
+		case c.Bool("json"):
+			werr = writeJSON(s.stdout, sum.JSONReport())
+		case sum.DryRun:
+			werr = sum.Plan.WritePlan(s.stdout)
+		default:
+			werr = sum.WriteReport(s.stdout)
+		}
+		if werr != nil && err == nil {
 			return werr
+		}
+		if err == nil && sum.DryRun && len(sum.Plan.Refusals) > 0 {
+			return &exitError{code: ExitRefused, err: fmt.Errorf("dry run of restore %s: the real run would refuse %d item(s) (listed with the plan); nothing was written",
+				sum.RestoreID, len(sum.Plan.Refusals))}
 		}
 	}
 	if err != nil {
@@ -243,7 +278,7 @@ func runOffsetsTranslate(c *cli.Context) error {
 		return err
 	}
 	o := restore.TranslateOptions{RestoreID: c.String("restore-id"), OffsetMapFile: c.String("offset-map"),
-		Force: c.Bool("force"), DryRun: c.Bool("dry-run"), Logger: s.log}
+		Force: c.Bool("force"), Again: c.Bool("again"), DryRun: c.Bool("dry-run"), Logger: s.log}
 	if o.RestoreID == "" && o.OffsetMapFile == "" {
 		return usagef(c, "which restore? use --restore-id ID or --offset-map FILE")
 	}
@@ -267,22 +302,41 @@ func runOffsetsTranslate(c *cli.Context) error {
 	}
 	res, err := restore.TranslateGroups(c.Context, o)
 	for _, g := range res {
-		state := "committed"
+		state := g.State
 		switch {
 		case g.Err != nil:
 			state = "FAILED: " + g.Err.Error()
-		case o.DryRun:
+		case g.State == restore.GroupMoved:
+			state = "committed"
+		case g.State == restore.GroupWouldMove:
 			state = "would commit (dry run)"
+		case g.State == restore.GroupAlready || g.State == restore.GroupSuperseded:
+			state += " by restore " + translateID(o) + ": not moved again (--again moves it)"
 		}
 		fmt.Fprintf(s.stdout, "group %s: %s\n", g.Group, state)
 		for _, t := range g.Offsets {
-			fmt.Fprintf(s.stdout, "  %s/%d offset %d -> %s/%d offset %d\n", t.SourceTopic, t.Partition, t.SourceOffset, t.TargetTopic, t.TargetPartition, t.TargetOffset)
+			fmt.Fprintf(s.stdout, "  %s/%d offset %d -> %s/%d offset %d (committed there now: %s)\n", t.SourceTopic, t.Partition, t.SourceOffset,
+				t.TargetTopic, t.TargetPartition, t.TargetOffset, offsetText(t.From))
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("offsets translate: %w", err)
 	}
 	return nil
+}
+
+func translateID(o restore.TranslateOptions) string {
+	if o.RestoreID != "" {
+		return o.RestoreID
+	}
+	return "(of " + o.OffsetMapFile + ")"
+}
+
+func offsetText(o int64) string {
+	if o < 0 {
+		return "none"
+	}
+	return strconv.FormatInt(o, 10)
 }
 
 // isTerminal reports whether w is a character device (a terminal).

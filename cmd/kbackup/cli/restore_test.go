@@ -181,25 +181,69 @@ func TestRestoreCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "verify OK") {
 		t.Fatalf("verify after a restore: exit %d\n%s%s", code, out, errOut)
 	}
-	// offsets translate from the stored map (dry run, then for real).
+	// offsets translate from the stored map: the restore moved billing, so
+	// it is left alone (dry run, then for real) unless --again.
 	out, errOut, code = runCLI(t, nil, "offsets", "translate", "--brokers", f.brokers(), "--store", f.url, "--restore-id", "cli-1",
 		"--groups", "billing", "--dry-run", "--log-level", "error")
-	if code != 0 || !strings.Contains(out, "group billing: would commit (dry run)") || !strings.Contains(out, "orders/1 offset 3 -> orders-copy/1 offset 3") {
+	if code != 0 || !strings.Contains(out, "group billing: already moved by restore cli-1: not moved again (--again moves it)") ||
+		!strings.Contains(out, "orders/1 offset 3 -> orders-copy/1 offset 3") {
 		t.Fatalf("offsets translate --dry-run: exit %d\n%s%s", code, out, errOut)
 	}
+	// billing's consumers go on: it commits 9 on orders-copy/0.
+	commitTarget(t, f, "billing", "orders-copy", 0, 9)
 	out, errOut, code = runCLI(t, nil, "offsets", "translate", "--brokers", f.brokers(), "--store", f.url, "--offset-map", mapFile,
 		"--groups", "billing", "--log-level", "error")
-	if code != 0 || !strings.Contains(out, "group billing: committed") {
+	if code != 0 || !strings.Contains(out, "not moved again") || groupOffset(t, f, "billing", "orders-copy", 0) != 9 {
 		t.Fatalf("offsets translate --offset-map: exit %d\n%s%s", code, out, errOut)
 	}
-	// Running the same restore again: already complete, nothing produced.
-	out, errOut, code = runCLI(t, nil, f.restoreArgs("--topics", "orders", "--rename", "orders=orders-copy", "--restore-id", "cli-1")...)
-	if code != 0 || !strings.Contains(out, "already complete") || !strings.Contains(out, ": 0 records") {
+	// Running the same restore again: already complete, nothing produced,
+	// billing stays where its consumers committed.
+	out, errOut, code = runCLI(t, nil, f.restoreArgs("--topics", "orders", "--rename", "orders=orders-copy", "--restore-id", "cli-1", "--groups", "billing")...)
+	if code != 0 || !strings.Contains(out, "already complete") || !strings.Contains(out, ": 0 records") || !strings.Contains(out, "group billing: already moved") {
 		t.Fatalf("rerun: exit %d\n%s%s", code, out, errOut)
 	}
 	if n := len(f.targetRecords(t, "orders-copy")[0]); n != len(src[0]) {
 		t.Fatalf("rerun duplicated records: %d", n)
 	}
+	if got := groupOffset(t, f, "billing", "orders-copy", 0); got != 9 {
+		t.Fatalf("the rerun moved billing from 9 to %d", got)
+	}
+	// Moving it again is explicit.
+	out, errOut, code = runCLI(t, nil, "offsets", "translate", "--brokers", f.brokers(), "--store", f.url, "--restore-id", "cli-1",
+		"--groups", "billing", "--again", "--log-level", "error")
+	if code != 0 || !strings.Contains(out, "group billing: committed") || !strings.Contains(out, "orders/0 offset 4 -> orders-copy/0 offset 4 (committed there now: 9)") {
+		t.Fatalf("offsets translate --again: exit %d\n%s%s", code, out, errOut)
+	}
+	if got := groupOffset(t, f, "billing", "orders-copy", 0); got != 4 {
+		t.Fatalf("--again: billing at %d, want 4", got)
+	}
+}
+
+// commitTarget commits offset at for group on topic/p in the target.
+func commitTarget(t *testing.T, f *restoreFixture, group, topic string, p int32, at int64) {
+	t.Helper()
+	offs := kadm.Offsets{}
+	offs.Add(kadm.Offset{Topic: topic, Partition: p, At: at, LeaderEpoch: -1})
+	resp, err := kadm.NewClient(newKfakeClient(t, f.tgt)).CommitOffsets(context.Background(), group, offs)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// groupOffset is group's committed offset on topic/p in the target (-1: none).
+func groupOffset(t *testing.T, f *restoreFixture, group, topic string, p int32) int64 {
+	t.Helper()
+	fo, err := kadm.NewClient(newKfakeClient(t, f.tgt)).FetchOffsets(context.Background(), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := fo.Lookup(topic, p); ok {
+		return o.At
+	}
+	return -1
 }
 
 // TestRestoreCLIDryRun: --dry-run prints the plan and writes nothing: no
@@ -218,9 +262,42 @@ func TestRestoreCLIDryRun(t *testing.T) {
 			t.Fatalf("plan lacks %q:\n%s", want, out)
 		}
 	}
+	if !strings.Contains(out, "orders/0 offset 4 -> copy/0 offset 4 (predicted; committed there now: none)") {
+		t.Fatalf("plan lacks the predicted translation:\n%s", out)
+	}
 	f.assertNothingWritten(t, "copy")
 	if _, err := os.Stat(mapFile); !os.IsNotExist(err) {
 		t.Fatalf("dry run wrote the offset map file: %v", err)
+	}
+	// Into a non-empty target: the whole plan, each refusal with its
+	// remedy, exit status 3, still nothing written.
+	cl := newKfakeClient(t, f.tgt, kgo.DefaultProduceTopic("full"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 2, 1, nil, "full"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Partition: 1, Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code = runCLI(t, nil, f.restoreArgs("--topics", "orders", "--rename", "orders=full", "--groups", "billing", "--dry-run")...)
+	if code != ExitRefused {
+		t.Fatalf("dry run into a non-empty target: exit %d, want %d\n%s%s", code, ExitRefused, out, errOut)
+	}
+	oneLineErr(t, errOut, "the real run would refuse 1 item")
+	for _, want := range []string{"orders/0", "full/1", "group billing: 2 offsets to translate", "orders/1 offset 3 -> full/1 offset 4 (predicted",
+		"refused: target partition full/1 already holds 1 records (offsets 0..0): use --append"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("plan lacks %q:\n%s", want, out)
+		}
+	}
+	// --json: the same plan as one JSON object.
+	out, _, code = runCLI(t, nil, f.restoreArgs("--topics", "orders", "--rename", "orders=full", "--dry-run", "--json")...)
+	var plan struct {
+		Schema string `json:"schema"`
+		restore.Plan
+	}
+	if code != ExitRefused || json.Unmarshal([]byte(out), &plan) != nil || plan.Schema != "kbackup.restore-plan/v1" || len(plan.Partitions) != 2 ||
+		len(plan.Refusals) != 1 || plan.Refusals[0].Remedy == "" {
+		t.Fatalf("--dry-run --json: exit %d\n%s", code, out)
 	}
 }
 
