@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/kbackup/kbackup/internal/logrange"
+	"github.com/kbackup/kbackup/internal/units"
 )
 
 // WritePlan prints the plan for an operator: target topics (created or
@@ -39,7 +40,7 @@ func (p *Plan) WritePlan(w io.Writer) error {
 			tgt = pp.TargetTopic + "/(by key)"
 		}
 		fmt.Fprintf(tw, "%s/%d\t%s\t%s\t%d\t%s\t%s\t%s\n", pp.SourceTopic, pp.SourcePartition, offs, times,
-			pp.ApproxRecords, humanBytes(pp.ApproxBytes), tgt, pp.State)
+			pp.ApproxRecords, units.Bytes(pp.ApproxBytes), tgt, pp.State)
 	}
 	tw.Flush()
 	for _, g := range p.Groups {
@@ -138,7 +139,7 @@ func (s *Summary) WriteReport(w io.Writer) error {
 	if r := s.Report; r != nil {
 		fmt.Fprintf(&b, "restore %s is complete: %d records in %d partitions, completed at %s by %s\n", r.RestoreID, r.Records, len(r.Lanes), fmtMs(r.CompletedMs), r.CompletedBy)
 	}
-	fmt.Fprintf(&b, "restore %s: %d records (%s) produced in %s\n", s.RestoreID, s.Records, humanBytes(s.Bytes), s.Duration.Round(1e6))
+	fmt.Fprintf(&b, "restore %s: %d records (%s) produced in %s\n", s.RestoreID, s.Records, units.Bytes(s.Bytes), s.Duration.Round(1e6))
 	_, err := io.WriteString(w, b.String())
 	return err
 }

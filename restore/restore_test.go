@@ -1,14 +1,19 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/kbackup/kbackup/store"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestRestoreExact: a whole topic restored into another cluster under a
@@ -85,4 +90,41 @@ func TestRestoreExact(t *testing.T) {
 	}
 	_ = os.Remove(o.OffsetMapFile)
 	_ = store.ErrNotFound
+}
+
+// TestNoWarningIntoANewTopic: a normal restore into a topic it creates
+// logs no warning, also when the brokers do not know the new topic for a
+// moment (real Kafka answers UNKNOWN_TOPIC_OR_PARTITION to the first
+// DescribeConfigs while the topic's metadata propagates).
+func TestNoWarningIntoANewTopic(t *testing.T) {
+	t.Parallel()
+	f := buildFixture(t, "orders", 2, 30)
+	f.archive(t)
+	tgt := newCluster(t)
+	var unknown atomic.Int32
+	tgt.ControlKey(int16(kmsg.DescribeConfigs), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		tgt.KeepControl()
+		if unknown.Add(1) > 2 {
+			return nil, nil, false
+		}
+		r := req.(*kmsg.DescribeConfigsRequest)
+		resp := r.ResponseKind().(*kmsg.DescribeConfigsResponse)
+		for _, rr := range r.Resources {
+			res := kmsg.NewDescribeConfigsResponseResource()
+			res.ResourceType, res.ResourceName, res.ErrorCode = rr.ResourceType, rr.ResourceName, kerr.UnknownTopicOrPartition.Code
+			resp.Resources = append(resp.Resources, res)
+		}
+		return resp, nil, true
+	})
+	var logs bytes.Buffer
+	o := f.opts(t, tgt)
+	o.Rename = map[string]string{"orders": "orders-new"}
+	o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	run(t, o)
+	if unknown.Load() < 3 {
+		t.Fatalf("the fault was not exercised (%d DescribeConfigs)", unknown.Load())
+	}
+	if logs.Len() > 0 {
+		t.Fatalf("a normal restore logged warnings:\n%s", logs.String())
+	}
 }

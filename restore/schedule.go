@@ -31,7 +31,6 @@ func (rn *runner) execute(ctx context.Context, lanes []*lane, logAppend map[stri
 	o := rn.o
 	results := make([]PartitionResult, len(lanes))
 	tasks := make([]*laneTask, len(lanes))
-	var total int64
 	for i, l := range lanes {
 		results[i] = PartitionResult{SourceTopic: l.sourceTopic, SourcePartition: -1, TargetTopic: l.targetTopic,
 			TargetPartition: l.targetPartition, Status: StatusSkipped}
@@ -43,11 +42,8 @@ func (rn *runner) execute(ctx context.Context, lanes []*lane, logAppend map[stri
 			tasks[i].pending = false
 			results[i].Status, results[i].Records, results[i].Bytes = StatusDone, l.ckpt.Records, l.ckpt.Bytes
 		}
-		for _, s := range l.sources {
-			total += s.approxRecords
-		}
 	}
-	prog := startProgress(ctx, rn, total)
+	prog := startProgress(ctx, rn, lanes)
 	defer prog.stop()
 
 	finished := make(chan *laneTask)

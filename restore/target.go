@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kbackup/kbackup/internal/retry"
 	"github.com/kbackup/kbackup/kafkaconn"
 )
 
@@ -214,23 +215,39 @@ func (t *target) partitionCount(ctx context.Context, topic string) (int32, error
 }
 
 // logAppendTime reports whether topic stamps records with the broker time.
+//
+// A topic created moments ago may not be known to the broker answering
+// yet (UNKNOWN_TOPIC_OR_PARTITION while its metadata propagates): such
+// retriable errors are retried for a few seconds.
 func (t *target) logAppendTime(ctx context.Context, topic string) (bool, error) {
-	rcs, err := t.adm.DescribeTopicConfigs(ctx, topic)
+	var la bool
+	err := retry.Do(ctx, describeRetry, func(ctx context.Context) error {
+		rcs, err := t.adm.DescribeTopicConfigs(ctx, topic)
+		if err != nil {
+			return err
+		}
+		for _, rc := range rcs {
+			if rc.Err != nil {
+				return rc.Err
+			}
+			for _, c := range rc.Configs {
+				if c.Key == "message.timestamp.type" && c.Value != nil {
+					la = strings.EqualFold(*c.Value, "LogAppendTime")
+				}
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return false, fmt.Errorf("describe target topic %s: %w", topic, err)
 	}
-	for _, rc := range rcs {
-		if rc.Err != nil {
-			return false, fmt.Errorf("describe target topic %s: %w", topic, rc.Err)
-		}
-		for _, c := range rc.Configs {
-			if c.Key == "message.timestamp.type" && c.Value != nil {
-				return strings.EqualFold(*c.Value, "LogAppendTime"), nil
-			}
-		}
-	}
-	return false, nil
+	return la, nil
 }
+
+// describeRetry retries a target topic's description while its metadata
+// propagates (about 5 s in all).
+var describeRetry = retry.Policy{Backoff: retry.Backoff{Initial: 50 * time.Millisecond, Max: time.Second}, Attempts: 10,
+	Retryable: kerr.IsRetriable}
 
 // errRecordNotFound: the target no longer holds the offset (retention).
 var errRecordNotFound = errors.New("record not found in the target")
