@@ -78,13 +78,16 @@ type docEnv struct {
 	state  string // the session's exported variables (bash export -p)
 	run    string // S3 key prefix of this run
 	listen map[string]string
-	subs   []doctest.Substitution
+	// ids are the values of placeholders that name what an earlier block
+	// made (the restore id r-0123456789abcdef), set by that block's spec.
+	ids  map[string]string
+	subs []doctest.Substitution
 	values []string // helm-values blocks seen so far (helm_test.go)
 }
 
 func newDocEnv(t *testing.T) *docEnv {
 	t.Helper()
-	e := &docEnv{t: t, listen: map[string]string{}}
+	e := &docEnv{t: t, listen: map[string]string{}, ids: map[string]string{}}
 	e.k = testenv.StartKafka(t, testenv.KafkaOptions{Brokers: 3})
 	e.s3 = testenv.UseMinIO(t)
 	e.run = strings.TrimSuffix(testenv.UniquePrefix(t), "/")
@@ -128,6 +131,13 @@ func (e *docEnv) substitutions() []doctest.Substitution {
 		}},
 		{Name: "local store", Pattern: regexp.MustCompile(`file:///`), Replace: func([]string) string { return "file://" + e.tmp + "/" }},
 		{Name: "listen address", Pattern: regexp.MustCompile(`(?:127\.0\.0\.1)?:(9464)\b`), Replace: func(m []string) string { return e.listenAddr(m[1]) }},
+		{Name: "a restore id an earlier block printed", Pattern: regexp.MustCompile(`\br-0123456789abcdef\b`), Replace: func(m []string) string {
+			if id, ok := e.ids[m[0]]; ok {
+				return id
+			}
+			e.t.Fatalf("placeholder %s used before a block set it", m[0])
+			return ""
+		}},
 		{Name: "installed binary", Pattern: regexp.MustCompile(`/usr/local/bin/kbackup\b`), Replace: func([]string) string { return filepath.Join(e.binDir, "kbackup") }},
 	}
 }
