@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kbackup/kbackup/internal/units"
+	"github.com/kbackup/kbackup/manifest"
 )
 
 // progress logs a line one second after the lanes start and every
@@ -28,36 +29,51 @@ type progress struct {
 	exact   atomic.Bool
 }
 
-// pendingRecords is what the lanes still have to write by the plan's
-// estimate: the sources of lanes not done, less what their checkpoints
-// already hold.
-func pendingRecords(lanes []*lane) (total int64, todo []*lane) {
+// pendingWork is what the lanes still have to write, copied when the
+// lanes start (the lanes change their checkpoints and sources afterwards).
+type pendingWork struct {
+	approx int64 // by the plan's estimate
+	done   int64 // already in the targets by the checkpoints
+	ranges []sourceRange
+}
+
+type sourceRange struct {
+	log      *manifest.PartitionLog
+	from, to int64
+}
+
+// pendingRecords collects the sources of lanes not done, and what their
+// checkpoints already hold.
+func pendingRecords(lanes []*lane) pendingWork {
+	var w pendingWork
 	for _, l := range lanes {
 		if l.ckpt != nil && l.ckpt.Done {
 			continue
 		}
-		todo = append(todo, l)
 		for _, s := range l.sources {
-			total += s.approxRecords
+			w.approx += s.approxRecords
+			if !s.empty() {
+				w.ranges = append(w.ranges, sourceRange{s.log, s.from, s.to})
+			}
 		}
 		if l.ckpt != nil {
-			total -= l.ckpt.Records
+			w.done += l.ckpt.Records
 		}
 	}
-	return max(total, 0), todo
+	return w
 }
 
 func startProgress(ctx context.Context, rn *runner, lanes []*lane) *progress {
 	p := &progress{done: make(chan struct{}), stopped: make(chan struct{})}
-	approx, todo := pendingRecords(lanes)
-	p.total.Store(approx)
+	work := pendingRecords(lanes)
+	p.total.Store(max(work.approx-work.done, 0))
 	var refine sync.WaitGroup
 	rctx, cancelRefine := context.WithCancel(ctx)
 	startRefine := func() {
 		refine.Add(1)
 		go func() {
 			defer refine.Done()
-			p.refine(rctx, todo)
+			p.refine(rctx, work)
 		}()
 	}
 	o := rn.o
@@ -126,41 +142,33 @@ func startProgress(ctx context.Context, rn *runner, lanes []*lane) *progress {
 // refine replaces the estimate by the exact number of archived records in
 // each pending source's range, a few partitions at a time; it gives up
 // quietly (the estimate stays) on any error.
-func (p *progress) refine(ctx context.Context, todo []*lane) {
+func (p *progress) refine(ctx context.Context, w pendingWork) {
 	var exact atomic.Int64
 	sem := make(chan struct{}, 4)
 	var wg sync.WaitGroup
 	var failed atomic.Bool
-	for _, l := range todo {
-		if l.ckpt != nil {
-			exact.Add(-l.ckpt.Records)
-		}
-		for _, s := range l.sources {
-			if s.empty() {
-				continue
+	for _, r := range w.ranges {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			hi, err := r.log.RecordsBefore(ctx, r.to+1)
+			if err != nil {
+				failed.Store(true)
+				return
 			}
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				hi, err := s.log.RecordsBefore(ctx, s.to+1)
-				if err != nil {
-					failed.Store(true)
-					return
-				}
-				lo, err := s.log.RecordsBefore(ctx, s.from)
-				if err != nil {
-					failed.Store(true)
-					return
-				}
-				exact.Add(hi - lo)
-			}()
-		}
+			lo, err := r.log.RecordsBefore(ctx, r.from)
+			if err != nil {
+				failed.Store(true)
+				return
+			}
+			exact.Add(hi - lo)
+		}()
 	}
 	wg.Wait()
 	if !failed.Load() && ctx.Err() == nil {
-		p.total.Store(max(exact.Load(), 0))
+		p.total.Store(max(exact.Load()-w.done, 0))
 		p.exact.Store(true)
 	}
 }

@@ -43,13 +43,12 @@ func TestProgressTotalIsExact(t *testing.T) {
 		{name: "1", sources: []*source{src1}, ckpt: &checkpoint{Records: 7}},
 		{name: "done", sources: []*source{done}, ckpt: &checkpoint{Done: true, Records: 5}},
 	}
-	approx, todo := pendingRecords(lanes)
-	if approx != 1000+1000-7 || len(todo) != 2 {
-		t.Fatalf("estimate %d over %d lanes", approx, len(todo))
+	w := pendingRecords(lanes)
+	if w.approx-w.done != 1000+1000-7 || len(w.ranges) != 2 {
+		t.Fatalf("estimate %d over %d ranges", w.approx-w.done, len(w.ranges))
 	}
 	p := &progress{}
-	p.total.Store(approx)
-	p.refine(ctx, todo)
+	p.refine(ctx, w)
 	want := count(0, 17, 83) + count(1, 5, 119) - 7
 	if !p.exact.Load() || p.total.Load() != want {
 		t.Fatalf("total %d (exact %v), want %d", p.total.Load(), p.exact.Load(), want)
