@@ -80,8 +80,8 @@ type docEnv struct {
 	listen map[string]string
 	// ids are the values of placeholders that name what an earlier block
 	// made (the restore id r-0123456789abcdef), set by that block's spec.
-	ids  map[string]string
-	subs []doctest.Substitution
+	ids    map[string]string
+	subs   []doctest.Substitution
 	values []string // helm-values blocks seen so far (helm_test.go)
 }
 
