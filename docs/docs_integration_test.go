@@ -5,12 +5,13 @@ package docs
 import (
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // TestDocs runs every marked example of README.md and docs/OPERATIONS.md,
-// in document order, against a real 3-broker Kafka cluster and MinIO (a
-// fresh cluster per file: the README's verify --brokers judges the whole
-// cluster), and prints how many ran.
+// in document order, against a real 3-broker Kafka cluster, MinIO and
+// moto (a fresh cluster per file: the README's verify --brokers judges the
+// whole cluster), and prints how long each took and how many ran.
 func TestDocs(t *testing.T) {
 	blocks := docBlocks(t)
 	ran, selected := 0, 0
@@ -27,7 +28,9 @@ func TestDocs(t *testing.T) {
 					continue
 				}
 				t.Logf("%s:%d: running %s block %q", b.File, b.Line, b.Kind, b.Name)
+				start := time.Now()
 				e.runBlock(b, specs[b.ID()])
+				t.Logf("%s:%d: %s block %q passed in %s", b.File, b.Line, b.Kind, b.Name, time.Since(start).Round(100*time.Millisecond))
 				ran++
 			}
 		})

@@ -43,6 +43,9 @@ type blockSpec struct {
 	after func(e *docEnv, r *blockRun)
 	// codes are the expected exit codes by command index (default 0).
 	codes map[int]int
+	// hosts puts the broker hosts' shims (hosts_test.go) first in PATH
+	// while the block and its before run: its commands control brokers.
+	hosts bool
 }
 
 // blockRun is what running a block produced.
@@ -50,6 +53,7 @@ type blockRun struct {
 	block doctest.Block
 	cmds  []cmdResult
 	bg    []*bgProc
+	doc   any // what the runner decoded (a CronJob, a Dockerfile's instructions)
 }
 
 type cmdResult struct {
@@ -83,6 +87,11 @@ type docEnv struct {
 	ids    map[string]string
 	subs   []doctest.Substitution
 	values []string // helm-values blocks seen so far (helm_test.go)
+
+	hosts   *hosts       // the broker hosts' shims and their control endpoint
+	hostsOn bool         // the running block's commands get the shims
+	ec2     *testenv.EC2 // moto, once a snapshot example needs EC2
+	snap    *snapState   // what the snapshot examples' specs share
 }
 
 func newDocEnv(t *testing.T) *docEnv {
@@ -109,6 +118,8 @@ func newDocEnv(t *testing.T) *docEnv {
 		}
 	}
 	e.state = filepath.Join(e.tmp, "session.env")
+	e.hosts = startHosts(t, e.k.Cluster(), filepath.Join(e.tmp, "doctest-hosts"))
+	e.snap = &snapState{volumes: map[string]string{}}
 	e.subs = e.substitutions()
 	return e
 }
@@ -122,7 +133,7 @@ func (e *docEnv) substitutions() []doctest.Substitution {
 	return []doctest.Substitution{
 		{Name: "broker placeholder B", Pattern: regexp.MustCompile(`--brokers B\b`), Replace: func([]string) string { return "--brokers " + brokers }},
 		{Name: "store placeholder S", Pattern: regexp.MustCompile(`--store S\b`), Replace: func([]string) string { return "--store s3://backups/kafka" }},
-		{Name: "Kafka brokers", Pattern: regexp.MustCompile(host + `:9092(?:,` + host + `:9092)*`), Replace: func([]string) string { return brokers }},
+		{Name: "Kafka brokers", Pattern: regexp.MustCompile(host + `:909\d(?:, ?` + host + `:909\d)*`), Replace: func([]string) string { return brokers }},
 		{Name: "S3 bucket", Pattern: regexp.MustCompile(`s3://([a-z0-9.-]+)/([A-Za-z0-9._/-]*)`), Replace: func(m []string) string {
 			return "s3://" + e.s3.Bucket + "/" + e.run + "/" + m[1] + "/" + m[2]
 		}},
@@ -139,6 +150,10 @@ func (e *docEnv) substitutions() []doctest.Substitution {
 			return ""
 		}},
 		{Name: "installed binary", Pattern: regexp.MustCompile(`/usr/local/bin/kbackup\b`), Replace: func([]string) string { return filepath.Join(e.binDir, "kbackup") }},
+		// After the local paths: these insert paths under $TMPDIR.
+		{Name: "broker data directories", Pattern: regexp.MustCompile(`/var/lib/kafka/(\d+)\b`), Replace: func(m []string) string { return e.dataDir(m[1]) }},
+		{Name: "EBS volume ids", Pattern: regexp.MustCompile(`\bvol-[0-9a-f]{17}\b`), Replace: func(m []string) string { return e.volume(m[0]) }},
+		{Name: "cycle ids", Pattern: regexp.MustCompile(`\b\d{8}T\d{6}Z-[0-9a-f]{8}\b`), Replace: func([]string) string { return e.newestCompleteCycle() }},
 	}
 }
 
@@ -161,10 +176,25 @@ func (e *docEnv) listenAddr(port string) string {
 func (e *docEnv) sub(s string) string { return doctest.Substitute(s, e.subs) }
 
 // environ is the commands' environment: a clean one, the S3 endpoint and
-// credentials of MinIO (the placeholder for AWS), kbackup first in PATH.
+// credentials of MinIO (the placeholder for AWS), moto's EC2 endpoint once
+// started, kbackup first in PATH, and for a block that controls brokers
+// the hosts' shims next (hosts_test.go).
 func (e *docEnv) environ() []string {
-	env := []string{"PATH=" + e.binDir + ":" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "TMPDIR=" + filepath.Join(e.tmp, "tmp"),
-		"KBACKUP_S3_ENDPOINT=" + e.s3.Endpoint, "KBACKUP_S3_PATH_STYLE=true"}
+	path := e.binDir + ":" + os.Getenv("PATH")
+	if e.hostsOn {
+		path = e.binDir + ":" + e.hosts.dir + ":" + os.Getenv("PATH")
+	}
+	env := []string{"PATH=" + path, "HOME=" + os.Getenv("HOME"), "TMPDIR=" + filepath.Join(e.tmp, "tmp"),
+		"KBACKUP_S3_ENDPOINT=" + e.s3.Endpoint, "KBACKUP_S3_PATH_STYLE=true",
+		// The snapshot job's store and the EC2 API (YAML configuration,
+		// no endpoint in it): the AWS SDK's own endpoint variables.
+		"AWS_ENDPOINT_URL_S3=" + e.s3.Endpoint}
+	if e.ec2 != nil {
+		env = append(env, "AWS_ENDPOINT_URL_EC2="+e.ec2.Endpoint)
+	}
+	if e.hostsOn {
+		env = append(env, e.hosts.env()...)
+	}
 	// The Go toolchain's settings, for the README's make build.
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "GO") || strings.HasPrefix(kv, "KBACKUP_CACHE=") {
@@ -192,11 +222,19 @@ func (e *docEnv) sessionVars() map[string]string {
 	return out
 }
 
+// suiteVars (an extended regular expression) are the variables environ
+// sets that a session does not keep.
+const suiteVars = `PATH|` + envHostsURL + `|AWS_ENDPOINT_URL_[A-Z0-9_]+`
+
 // shell runs one command in the session: the exported variables of earlier
 // commands are set, and those it exports are kept.
 func (e *docEnv) shell(cmd string, timeout time.Duration) cmdResult {
 	e.t.Helper()
-	script := fmt.Sprintf("[ -f %[1]q ] && . %[1]q\n%[2]s\nrc=$?\nexport -p > %[1]q.new && mv %[1]q.new %[1]q\nexit $rc\n", e.state, cmd)
+	// The variables the suite sets per block (PATH with or without the
+	// hosts' shims, the endpoints) are not kept: each command gets the
+	// current block's.
+	script := fmt.Sprintf("[ -f %[1]q ] && . %[1]q\n%[2]s\nrc=$?\nexport -p | grep -Ev '^declare -x (%[3]s)=' > %[1]q.new; mv %[1]q.new %[1]q\nexit $rc\n",
+		e.state, cmd, suiteVars)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	c := exec.CommandContext(ctx, "bash", "-c", script)
@@ -351,17 +389,29 @@ func (e *docEnv) runSh(b doctest.Block, spec blockSpec) *blockRun {
 // path=), placeholders substituted.
 func (e *docEnv) envFile(b doctest.Block) {
 	e.t.Helper()
+	if b.Attrs["path"] == "" {
+		e.t.Fatalf("%s: env-file block without path=", b.ID())
+	}
+	e.writeBlock(b, 0o600)
+}
+
+// writeBlock writes a block with a path= attribute there (under the
+// temporary root), placeholders substituted, and returns where; "" when
+// the block has no path=.
+func (e *docEnv) writeBlock(b doctest.Block, mode os.FileMode) string {
+	e.t.Helper()
 	path := b.Attrs["path"]
 	if path == "" {
-		e.t.Fatalf("%s: env-file block without path=", b.ID())
+		return ""
 	}
 	dst := filepath.Join(e.tmp, path)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := os.WriteFile(dst, []byte(e.sub(b.Text)), 0o600); err != nil {
+	if err := os.WriteFile(dst, []byte(e.sub(b.Text)), mode); err != nil {
 		e.t.Fatal(err)
 	}
+	return dst
 }
 
 // readEnvFile parses a systemd EnvironmentFile: KEY=VALUE lines, # comments,
@@ -477,10 +527,15 @@ func (e *docEnv) runSystemd(b doctest.Block, spec blockSpec) *blockRun {
 	return r
 }
 
+// blockKinds are the kinds runBlock runs.
+var blockKinds = []string{"sh", "env-file", "systemd", "systemd-timer", "helm-values", "helm-install", "snapshot-config", "cronjob", "dockerfile"}
+
 // runBlock runs one block by its kind, with its spec's hooks, and stops its
 // continuous processes with SIGTERM at the end.
 func (e *docEnv) runBlock(b doctest.Block, spec blockSpec) {
 	e.t.Helper()
+	e.hostsOn = spec.hosts
+	defer func() { e.hostsOn = false }()
 	if spec.before != nil {
 		spec.before(e)
 	}
@@ -495,12 +550,21 @@ func (e *docEnv) runBlock(b doctest.Block, spec blockSpec) {
 	case "systemd":
 		u := parseUnit(e.t, b, e.sub(b.Text))
 		grace = u.stopTimeout
+		e.writeBlock(b, 0o644)
 		r = e.runSystemd(b, spec)
 	case "helm-values":
 		e.helmValues(b)
 		r = &blockRun{block: b}
 	case "helm-install":
 		r, grace = e.runHelmInstall(b)
+	case "systemd-timer":
+		r = e.runTimer(b)
+	case "snapshot-config":
+		r = e.runSnapshotConfig(b)
+	case "cronjob":
+		r = e.runCronJob(b, spec)
+	case "dockerfile":
+		r = e.runDockerfile(b)
 	default:
 		e.t.Fatalf("%s: no runner for kind %q", b.ID(), b.Kind)
 	}

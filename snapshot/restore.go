@@ -67,6 +67,11 @@ func Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
 	if err := restorable(e.Config, rec); err != nil {
 		return nil, err
 	}
+	if rec.Provider != e.Provider.Name() {
+		// Its snapshots are another provider's: finding that out after
+		// every broker was stopped would be an outage for nothing.
+		return nil, fmt.Errorf("%w: cycle %s was taken with the %s provider, the configuration uses %s", ErrNotRestorable, rec.ID, rec.Provider, e.Provider.Name())
+	}
 	started := e.Now()
 	res := &RestoreResult{Cycle: rec, ID: NewCycleID(started), CycleID: rec.ID, Started: started.UTC(), Plan: plan(e, rec)}
 	log := e.Logger.With("restore", res.ID, "cycle", rec.ID)

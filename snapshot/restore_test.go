@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/kbackup/kbackup/snapshot"
+	"github.com/kbackup/kbackup/snapshot/dirprov"
 	"github.com/kbackup/kbackup/snapshot/ebs"
 	"github.com/kbackup/kbackup/snapshot/ec2fake"
 )
@@ -164,6 +165,16 @@ func TestRestoreRefuses(t *testing.T) {
 	env.Config = &other
 	if _, err := snapshot.Restore(ctx, snapshot.RestoreOptions{Env: env, Cycle: ok.ID}); !errors.Is(err, snapshot.ErrNoCycle) {
 		t.Fatalf("restore from another cluster's config: %v", err)
+	}
+	dirs, err := dirprov.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	env = r.env
+	env.Provider = dirs
+	if _, err := snapshot.Restore(ctx, snapshot.RestoreOptions{Env: env, Cycle: ok.ID, DryRun: true}); !errors.Is(err, snapshot.ErrNotRestorable) ||
+		!strings.Contains(err.Error(), "taken with the ebs provider, the configuration uses dir") {
+		t.Fatalf("restore of an EBS cycle with the dir provider: %v", err)
 	}
 	r.brokers.clusterID = "a-different-cluster"
 	if _, err := snapshot.Restore(ctx, snapshot.RestoreOptions{Env: r.env, Cycle: ok.ID}); !errors.Is(err, snapshot.ErrNotRestorable) {

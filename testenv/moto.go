@@ -89,6 +89,14 @@ func UseMoto(tb testing.TB) EC2 {
 	if ep := os.Getenv(EnvEC2Endpoint); ep != "" {
 		return EC2{Endpoint: ep, Region: defaultRegion, AccessKey: "testing", SecretKey: "testing"}
 	}
+	return NewMoto(tb)
+}
+
+// NewMoto always starts a moto_server of this test's own (stopped at
+// cleanup), for tests whose EC2 resources must be alone, e.g. found by
+// fixed tags. Skipped or failed as UseMoto when moto is not installed.
+func NewMoto(tb testing.TB) EC2 {
+	tb.Helper()
 	if _, err := MotoBinary(); err != nil {
 		Unavailable(tb, ComponentMoto, "%v", err)
 	}
