@@ -58,16 +58,7 @@ func TestDocsValuesFile(t *testing.T) {
 // shows it (helm template ... --show-only templates/restore-job.yaml).
 func TestDocsRestoreJob(t *testing.T) {
 	h := helm(t)
-	b, err := os.ReadFile("../docs/OPERATIONS.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(b), "```sh\nhelm template kbackup deploy/helm/kbackup")
-	if !ok {
-		t.Fatal("docs/OPERATIONS.md shows no helm template for the restore Job")
-	}
-	block, _, _ := strings.Cut("helm template kbackup deploy/helm/kbackup"+rest, "```")
-	cmds := doctest.Commands(block)
+	cmds := doctest.Commands(docBlock(t, "../docs/OPERATIONS.md", "sh", "restore-job"))
 	if len(cmds) == 0 {
 		t.Fatal("no command in the restore Job block")
 	}
@@ -91,8 +82,8 @@ func TestDocsRestoreJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(objs) != 1 || objs[0].Kind != "Job" || objs[0].Name != "kbackup-restore-orders-1403" {
-		t.Fatalf("rendered %+v, want the Job kbackup-restore-orders-1403", objs)
+	if len(objs) != 1 || objs[0].Kind != "Job" || objs[0].Name != "kbackup-restore-orders-eu-1403" {
+		t.Fatalf("rendered %+v, want the Job kbackup-restore-orders-eu-1403", objs)
 	}
 }
 

@@ -23,27 +23,31 @@ func (e *docEnv) helmValues(b doctest.Block) {
 }
 
 // runHelmInstall runs a helm-install block as Kubernetes would run what it
-// installs: `helm template` renders the chart with the block's release,
-// namespace and values files (internal/chartcheck decodes every object
-// strictly), and every replica of the archiver Deployment runs as a process
-// with the container's args and environment, placeholders substituted,
-// until caught up. Its probes must answer. It returns the run and the pod's
-// termination grace period (how long SIGTERM may take).
-func (e *docEnv) runHelmInstall(b doctest.Block) (*blockRun, time.Duration) {
+// installs: `helm install` or `helm upgrade [--install]` renders the chart
+// with `helm template` and the block's release, namespace, values files and
+// --set-file values (internal/chartcheck decodes every object strictly);
+// the objects are applied to the suite's Kubernetes (kube_test.go); every
+// replica of the archiver Deployment runs as a process with the
+// container's args and environment, placeholders substituted, until caught
+// up, unless an upgrade left the Deployment unchanged (Kubernetes would not
+// restart its pods). Its probes must answer. The block's other commands
+// (kubectl) then run in the shell session. It returns the run and the
+// pod's termination grace period (how long SIGTERM may take).
+func (e *docEnv) runHelmInstall(b doctest.Block, spec blockSpec) (*blockRun, time.Duration) {
 	e.t.Helper()
 	cmds := doctest.Commands(b.Text)
-	if len(cmds) != 1 {
-		e.t.Fatalf("%s: want one helm install command, have %d", b.ID(), len(cmds))
+	if len(cmds) == 0 {
+		e.t.Fatalf("%s: no helm command", b.ID())
 	}
 	args, err := doctest.Args(cmds[0].Text)
 	if err != nil {
 		e.t.Fatalf("%s: %v", b.ID(), err)
 	}
-	release, chart, ns, files := parseHelmInstall(e, b, args)
-	if release != chartcheck.Release || ns != chartcheck.Namespace {
-		e.t.Fatalf("%s: release %q namespace %q; chartcheck renders %q in %q", b.ID(), release, ns, chartcheck.Release, chartcheck.Namespace)
+	hi := parseHelmInstall(e, b, args)
+	if hi.release != chartcheck.Release || hi.ns != chartcheck.Namespace {
+		e.t.Fatalf("%s: release %q namespace %q; chartcheck renders %q in %q", b.ID(), hi.release, hi.ns, chartcheck.Release, chartcheck.Namespace)
 	}
-	for _, f := range files {
+	for _, f := range hi.files {
 		body, err := os.ReadFile(filepath.Join(e.root, f))
 		if err != nil {
 			e.t.Fatalf("%s: %v", b.ID(), err)
@@ -56,19 +60,21 @@ func (e *docEnv) runHelmInstall(b doctest.Block) (*blockRun, time.Duration) {
 	if err != nil {
 		e.t.Fatalf("%s: %v", b.ID(), err)
 	}
-	var abs []string
-	for _, f := range files {
-		abs = append(abs, filepath.Join(e.root, f))
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rendered, err := chartcheck.Render(ctx, helm, filepath.Join(e.root, chart), abs, nil)
+	rendered, err := chartcheck.RenderArgs(ctx, helm, filepath.Join(e.root, hi.chart), hi.valueArgs)
 	if err != nil {
 		e.t.Fatalf("%s: %v", b.ID(), err)
 	}
 	d, err := rendered.Archiver()
 	if err != nil {
 		e.t.Fatalf("%s: %v", b.ID(), err)
+	}
+	r := &blockRun{block: b}
+	if changed := e.kube.applyAll(hi.ns, rendered.Objects); !changed {
+		r.cmds = append(r.cmds, cmdResult{cmd: cmds[0].Text})
+		e.kubectlSteps(b, spec, cmds[1:], r)
+		return r, 0
 	}
 	c := d.Spec.Template.Spec.Containers[0]
 	plain, secrets := chartcheck.Env(c)
@@ -89,7 +95,6 @@ func (e *docEnv) runHelmInstall(b doctest.Block) (*blockRun, time.Duration) {
 		vars[k] = e.sub(v)
 		env = append(env, k+"="+vars[k])
 	}
-	r := &blockRun{block: b}
 	for i := 0; i < replicas; i++ {
 		pargs := make([]string, len(c.Args))
 		for j, a := range c.Args {
@@ -119,27 +124,62 @@ func (e *docEnv) runHelmInstall(b doctest.Block) (*blockRun, time.Duration) {
 			}
 		}
 	}
+	e.kubectlSteps(b, spec, cmds[1:], r)
 	return r, grace
 }
 
-// parseHelmInstall reads `helm install RELEASE CHART [-n NS] [-f FILE]...`.
-func parseHelmInstall(e *docEnv, b doctest.Block, args []string) (release, chart, ns string, files []string) {
+// kubectlSteps runs the commands after a helm-install block's helm command
+// (kubectl create job, kubectl logs) in the shell session.
+func (e *docEnv) kubectlSteps(b doctest.Block, spec blockSpec, cmds []doctest.Command, r *blockRun) {
 	e.t.Helper()
-	if len(args) < 4 || args[0] != "helm" || args[1] != "install" {
-		e.t.Fatalf("%s: not a helm install: %q", b.ID(), args)
+	for _, c := range cmds {
+		res := e.shell(e.sub(c.Text), 10*time.Minute)
+		if want := spec.codes[len(r.cmds)]; res.code != want {
+			e.t.Fatalf("%s line %d: %s\nexit %d, want %d\nstdout:\n%s\nstderr:\n%s", b.ID(), c.Line, res.cmd, res.code, want, res.stdout, res.stderr)
+		}
+		r.cmds = append(r.cmds, res)
 	}
-	release, chart, ns = args[2], args[3], "default"
-	for i := 4; i < len(args); i++ {
-		switch a := args[i]; {
-		case (a == "-n" || a == "--namespace") && i+1 < len(args):
-			ns, i = args[i+1], i+1
-		case (a == "-f" || a == "--values") && i+1 < len(args):
-			files, i = append(files, args[i+1]), i+1
+}
+
+// helmInstall is a parsed helm install or upgrade command.
+type helmInstall struct {
+	release, chart, ns string
+	files              []string // values files, as the docs name them
+	valueArgs          []string // --values/--set-file arguments for helm template, in order
+}
+
+// parseHelmInstall reads `helm install RELEASE CHART` or `helm upgrade
+// [--install] RELEASE CHART` with `-n NS`, `-f FILE` and `--set-file
+// KEY=PATH` (PATH a documented placeholder path).
+func parseHelmInstall(e *docEnv, b doctest.Block, args []string) helmInstall {
+	e.t.Helper()
+	if len(args) < 2 || args[0] != "helm" || (args[1] != "install" && args[1] != "upgrade") {
+		e.t.Fatalf("%s: not a helm install or upgrade: %q", b.ID(), args)
+	}
+	rest := args[2:]
+	if args[1] == "upgrade" && len(rest) > 0 && rest[0] == "--install" {
+		rest = rest[1:]
+	}
+	if len(rest) < 2 {
+		e.t.Fatalf("%s: want RELEASE CHART: %q", b.ID(), args)
+	}
+	hi := helmInstall{release: rest[0], chart: rest[1], ns: "default"}
+	for i := 2; i < len(rest); i++ {
+		switch a := rest[i]; {
+		case (a == "-n" || a == "--namespace") && i+1 < len(rest):
+			hi.ns, i = rest[i+1], i+1
+		case (a == "-f" || a == "--values") && i+1 < len(rest):
+			hi.files = append(hi.files, rest[i+1])
+			hi.valueArgs = append(hi.valueArgs, "--values", filepath.Join(e.root, rest[i+1]))
+			i++
+		case a == "--set-file" && i+1 < len(rest):
+			hi.valueArgs = append(hi.valueArgs, "--set-file", e.sub(rest[i+1]))
+			i++
 		default:
-			e.t.Fatalf("%s: the suite does not know helm install's %q", b.ID(), a)
+			e.t.Fatalf("%s: the suite does not know helm's %q", b.ID(), a)
 		}
 	}
-	return release, chart, ns, files
+	return hi
 }
 
 var listenFlag = regexp.MustCompile(`^--listen=(.+)$`)

@@ -16,7 +16,9 @@ package docs
 //     (SIGKILL after stopGrace) and returns once the broker exited, start
 //     starts the broker's process and returns, is-active exits 0 while it runs and 3 when it does not;
 //   - pgrep -f PATTERN: on a broker's host, the broker's pid when its
-//     command line matches PATTERN.
+//     command line matches PATTERN;
+//   - kubectl apply -f - and kubectl logs job/NAME: the Kubernetes API for
+//     the Jobs the examples render (kube_test.go).
 //
 // systemctl and pgrep ask the test over a loopback HTTP endpoint, which
 // controls the brokers through testenv and records every stop and start.
@@ -49,7 +51,7 @@ const (
 	envHost     = "DOCTEST_HOST"      // the broker whose host a command runs on (set by ssh)
 )
 
-var shimNames = []string{"ssh", "sudo", "systemctl", "pgrep"}
+var shimNames = []string{"ssh", "sudo", "systemctl", "pgrep", "kubectl"}
 
 // TestMain runs the shims when this binary is started under their names.
 func TestMain(m *testing.M) {
@@ -77,7 +79,16 @@ func runShim(name string, args []string) int {
 	case "ssh":
 		return sshShim(args)
 	}
-	out, err := askHosts(hostCmd{Cmd: name, Args: args, Host: os.Getenv(envHost)})
+	in := hostCmd{Cmd: name, Args: args, Host: os.Getenv(envHost)}
+	if name == "kubectl" && slices.Contains(args, "-") { // apply -f -: the manifests
+		b, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "kubectl (test shim): read stdin: %v\n", err)
+			return 1
+		}
+		in.Stdin = string(b)
+	}
+	out, err := askHosts(in)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s (test shim): %v\n", name, err)
 		return 1
@@ -122,6 +133,8 @@ type hostCmd struct {
 	Cmd  string   `json:"cmd"`
 	Args []string `json:"args"`
 	Host string   `json:"host"` // broker id of the host, "" on the job's own machine
+	// Stdin is what the command read (kubectl apply -f -).
+	Stdin string `json:"stdin,omitempty"`
 }
 
 type hostResult struct {
@@ -168,6 +181,9 @@ type hosts struct {
 	dir string // holds the shims
 	url string
 	srv *http.Server
+
+	// kube answers kubectl (kube_test.go); nil: no Kubernetes here.
+	kube func(hostCmd) hostResult
 
 	mu       sync.Mutex
 	closed   bool // the test is over
@@ -285,6 +301,10 @@ func (h *hosts) run(in hostCmd) hostResult {
 		return h.systemctl(in)
 	case "pgrep":
 		return h.pgrep(in)
+	case "kubectl":
+		if h.kube != nil && in.Host == "" {
+			return h.kube(in)
+		}
 	}
 	return fail(127, "%s: command not found", in.Cmd)
 }

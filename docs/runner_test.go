@@ -89,6 +89,7 @@ type docEnv struct {
 	values []string // helm-values blocks seen so far (helm_test.go)
 
 	hosts   *hosts       // the broker hosts' shims and their control endpoint
+	kube    *kube        // what kubectl applies (kube_test.go)
 	hostsOn bool         // the running block's commands get the shims
 	ec2     *testenv.EC2 // moto, once a snapshot example needs EC2
 	snap    *snapState   // what the snapshot examples' specs share
@@ -119,6 +120,8 @@ func newDocEnv(t *testing.T) *docEnv {
 	}
 	e.state = filepath.Join(e.tmp, "session.env")
 	e.hosts = startHosts(t, e.k.Cluster(), filepath.Join(e.tmp, "doctest-hosts"))
+	e.kube = &kube{e: e}
+	e.hosts.kube = e.kube.kubectl
 	e.snap = &snapState{volumes: map[string]string{}}
 	e.subs = e.substitutions()
 	return e
@@ -556,7 +559,7 @@ func (e *docEnv) runBlock(b doctest.Block, spec blockSpec) {
 		e.helmValues(b)
 		r = &blockRun{block: b}
 	case "helm-install":
-		r, grace = e.runHelmInstall(b)
+		r, grace = e.runHelmInstall(b, spec)
 	case "systemd-timer":
 		r = e.runTimer(b)
 	case "snapshot-config":

@@ -171,6 +171,32 @@ var snapshotSpecs = map[string]blockSpec{
 	// The CronJob: its container's args run a complete cold cycle of the
 	// test cluster with the configuration at its mountPath, logging JSON;
 	// the image is the one the Dockerfile builds, pinned.
+	// The chart's snapshot CronJob, added to the release with helm upgrade
+	// (the archiver Deployment is unchanged, so its pods keep running) and
+	// run at once with kubectl create job --from=cronjob: the configuration
+	// in the chart's ConfigMap, the hooks through the hosts' shims.
+	"OPERATIONS.md#snapshot-values": {},
+	"OPERATIONS.md#snapshot-install": {
+		hosts:  true,
+		before: func(e *docEnv) { e.snap.pids = e.brokerPids() },
+		after: func(e *docEnv, r *blockRun) {
+			if !strings.Contains(r.cmds[1].stdout, "job.batch/kbackup-snapshot-now created") {
+				e.t.Fatalf("kubectl create job:\n%s%s", r.cmds[1].stdout, r.cmds[1].stderr)
+			}
+			j := e.kube.job("kafka", "kbackup-snapshot-now")
+			if j == nil || j.code != 0 {
+				e.t.Fatalf("the job's pod: %+v", j)
+			}
+			m := summaryRE.FindStringSubmatch(r.cmds[2].stdout)
+			if m == nil {
+				e.t.Fatalf("kubectl logs:\n%s", r.cmds[2].stdout)
+			}
+			if cs := e.cycles(); cs[0].ID != m[1] || cs[0].State != snapshot.StateComplete {
+				e.t.Fatalf("the job's cycle %s: list %+v", m[1], cs)
+			}
+			e.restarted("the chart's CronJob's cycle")
+		},
+	},
 	"OPERATIONS.md#snapshot-cronjob": {
 		hosts:  true,
 		before: func(e *docEnv) { e.snap.pids = e.brokerPids() },

@@ -1,6 +1,7 @@
 package docs
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"slices"
@@ -113,6 +114,35 @@ var specs = map[string]blockSpec{
 				e.t.Fatalf("archived topics %v", got)
 			}
 			e.exact("s3://backups/prod-kafka", "payments")
+		},
+	},
+
+	// The restore Job rendered from the release's values and applied with
+	// kubectl: its pod (kbackup with the container's args and environment)
+	// dry-runs a point-in-time restore of orders.eu from the archiver's
+	// store; kubectl logs shows the plan; nothing is written.
+	"OPERATIONS.md#restore-job": {
+		hosts:  true, // kubectl is the shim (kube_test.go)
+		before: func(e *docEnv) { e.helmOnPath() },
+		after: func(e *docEnv, r *blockRun) {
+			if !strings.Contains(r.cmds[0].stdout, "job.batch/kbackup-restore-orders-eu-1403 created") {
+				e.t.Fatalf("kubectl apply:\n%s", r.cmds[0].stdout)
+			}
+			j := e.kube.job("kafka", "kbackup-restore-orders-eu-1403")
+			if j == nil || j.code != 0 {
+				e.t.Fatalf("the Job's pod: %+v", j)
+			}
+			// orders.eu: record i of a partition at 13:50:00 + i s, so
+			// --to 14:03:00 is offsets 0..780.
+			logs := r.cmds[1].stdout
+			for _, want := range []string{"topic orders.eu -> orders-eu-at-1403: create with 3 partitions", "0..780"} {
+				if !strings.Contains(logs, want) {
+					e.t.Fatalf("kubectl logs lacks %q:\n%s", want, logs)
+				}
+			}
+			if td, err := e.k.Admin(e.t).ListTopics(context.Background()); err != nil || td.Has("orders-eu-at-1403") {
+				e.t.Fatalf("the dry run created its target topic (%v)", err)
+			}
 		},
 	},
 

@@ -95,8 +95,13 @@ var strictDecoder = serializer.NewCodecFactory(scheme, serializer.EnableStrict).
 // (see the package comment). A template failure (a required value missing)
 // is returned with helm's message.
 func Render(ctx context.Context, helmBin, chartDir string, valuesFiles, set []string) (*Rendered, error) {
-	args := []string{"template", Release, chartDir, "--namespace", Namespace}
-	args = append(args, valueArgs(valuesFiles, set)...)
+	return RenderArgs(ctx, helmBin, chartDir, valueArgs(valuesFiles, set))
+}
+
+// RenderArgs is Render with helm's own value arguments (--values FILE,
+// --set, --set-file KEY=PATH, --set-json ...), in order.
+func RenderArgs(ctx context.Context, helmBin, chartDir string, valueArgs []string) (*Rendered, error) {
+	args := append([]string{"template", Release, chartDir, "--namespace", Namespace}, valueArgs...)
 	out, err := run(ctx, helmBin, args...)
 	if err != nil {
 		return nil, err
