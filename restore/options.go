@@ -255,19 +255,6 @@ func (o *Options) targetName(topic string) string {
 	return topic
 }
 
-// partitionSelected reports whether partition p is selected.
-func (o *Options) partitionSelected(p int32) bool {
-	if o.Partitions == nil {
-		return true
-	}
-	for _, q := range o.Partitions {
-		if q == p {
-			return true
-		}
-	}
-	return false
-}
-
 func validID(s string) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"regexp"
-	"sort"
 	"strings"
 
 	"github.com/kbackup/kbackup/internal/logrange"
@@ -190,29 +189,16 @@ func contains[T comparable](s []T, v T) bool {
 // incarnation. prev, when the restore has a stored manifest, pins the
 // bounds to the ones the first run resolved.
 func planSources(ctx context.Context, a *manifest.Archive, o *Options, topic string, prev map[string]manifestSource) ([]*source, error) {
-	incs, err := a.Incarnations(ctx, topic)
+	inc, err := a.CurrentIncarnation(ctx, topic)
 	if err != nil {
-		return nil, fmt.Errorf("topic %s: %w", topic, err)
+		return nil, err
 	}
-	if len(incs) == 0 {
-		return nil, fmt.Errorf("topic %s: no incarnation archived", topic)
-	}
-	inc := incs[len(incs)-1]
-	parts, err := a.Partitions(ctx, topic, inc.TopicID)
+	parts, err := a.SelectPartitions(ctx, topic, inc.TopicID, o.Partitions)
 	if err != nil {
-		return nil, fmt.Errorf("topic %s: %w", topic, err)
-	}
-	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
-	for _, p := range o.Partitions {
-		if !contains(parts, p) {
-			return nil, fmt.Errorf("topic %s has no archived partition %d (archived: %v)", topic, p, parts)
-		}
+		return nil, err
 	}
 	var out []*source
 	for _, p := range parts {
-		if !o.partitionSelected(p) {
-			continue
-		}
 		s := &source{log: a.Partition(topic, inc.TopicID, p), topicID: inc.TopicID.String()}
 		if ms, ok := prev[laneName(topic, p)]; ok {
 			if ms.TopicID != s.topicID {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -247,15 +246,9 @@ func (rp *replayer) plan(ctx context.Context, topics []string, sum *ReplaySummar
 			problems = append(problems, rp.idProblem(ctx, topic, liveID))
 			continue
 		}
-		parts, err := rp.a.Partitions(ctx, topic, inc.TopicID)
+		parts, err := rp.a.SelectPartitions(ctx, topic, inc.TopicID, o.Partitions)
 		if err != nil {
-			return nil, fmt.Errorf("topic %s: %w", topic, err)
-		}
-		sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
-		for _, p := range o.Partitions {
-			if !contains(parts, p) {
-				return nil, fmt.Errorf("topic %s has no archived partition %d (archived: %v)", topic, p, parts)
-			}
+			return nil, err
 		}
 		starts, ends, err := rp.t.offsets(ctx, topic)
 		if err != nil {
@@ -269,9 +262,6 @@ func (rp *replayer) plan(ctx context.Context, topics []string, sum *ReplaySummar
 			sum.Warnings = append(sum.Warnings, fmt.Sprintf("topic %s uses LogAppendTime: replayed records get the broker's timestamps", topic))
 		}
 		for _, p := range parts {
-			if !o.partitionSelected(p) {
-				continue
-			}
 			rpp := ReplayPartition{Topic: topic, Partition: p, TopicID: inc.TopicID.String(), CycleLo: -1, CycleHi: -1, From: 0, To: -1, id: inc.TopicID}
 			end, ok := ends[p]
 			if !ok {
@@ -305,23 +295,26 @@ func (rp *replayer) cycleHasTopic(topic string) bool {
 // with the live topic's id (the cluster was restored from a cycle that may
 // predate a re-creation). nil when there is none.
 func (rp *replayer) incarnation(ctx context.Context, topic string, live manifest.TopicID) (*manifest.TopicMarker, error) {
-	incs, err := rp.a.Incarnations(ctx, topic)
+	cur, err := rp.a.CurrentIncarnation(ctx, topic)
 	if err != nil {
-		return nil, fmt.Errorf("topic %s: %w", topic, err)
-	}
-	if len(incs) == 0 {
-		return nil, fmt.Errorf("topic %s: no incarnation archived", topic)
+		return nil, err
 	}
 	if live == (manifest.TopicID{}) {
 		// A cluster that does not report topic ids: trust the name.
 		rp.o.Logger.Warn(rp.mode+": the cluster reports no topic id; assuming the current archived incarnation", "topic", topic)
-		return incs[len(incs)-1], nil
+		return cur, nil
+	}
+	if cur.TopicID == live {
+		return cur, nil
 	}
 	if rp.cycle == nil {
-		if cur := incs[len(incs)-1]; cur.TopicID == live {
-			return cur, nil
-		}
 		return nil, nil
+	}
+	// Roll-forward: an older incarnation, restored from a cycle taken
+	// before the topic was re-created.
+	incs, err := rp.a.Incarnations(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("topic %s: %w", topic, err)
 	}
 	for i := len(incs) - 1; i >= 0; i-- {
 		if incs[i].TopicID == live {

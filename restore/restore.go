@@ -104,7 +104,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		return nil, err
 	}
 	start := o.Now()
-	cache := newReadCache(o.Store)
+	cache := manifest.NewReadCache(o.Store)
 	a, err := manifest.Open(ctx, cache)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
@@ -154,7 +154,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	if o.testPlanned != nil {
 		o.testPlanned()
 	}
-	cache.freeze()
+	cache.Freeze()
 	// Leases, group moves and the report rest on conditional creates: a
 	// store that ignores them cannot keep two processes apart.
 	if err := manifest.ProbeConditionalCreate(ctx, o.StateStore); err != nil {

@@ -1,15 +1,11 @@
 package restore
 
 import (
-	"context"
-	"io"
-	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/manifest"
-	"github.com/kbackup/kbackup/store"
 )
 
 // TestSeekRequests: a point-in-time restore in the middle of a partition
@@ -39,45 +35,4 @@ func TestSeekRequests(t *testing.T) {
 	all, _ := archived(t, inner, "pit", 0)
 	from, to := mid, mid+50
 	sameContent(t, "x/0", selectSlow(all, &from, &to), got)
-}
-
-// TestReadCache: immutable ranges are cached while planning and served
-// once more after freeze; other keys always go to the store.
-func TestReadCache(t *testing.T) {
-	t.Parallel()
-	inner, _ := newStore(t)
-	ctx := context.Background()
-	for _, k := range []string{"topics/t/id/0000000000/segments/s", "catalog/x"} {
-		if err := inner.Put(ctx, k, strings.NewReader("0123456789"), 10, store.PutOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cs := &countingStore{Store: inner}
-	c := newReadCache(cs)
-	get := func(key string) string {
-		rc, err := c.GetRange(ctx, key, 2, 3)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rc.Close()
-		b, _ := io.ReadAll(rc)
-		return string(b)
-	}
-	seg := "topics/t/id/0000000000/segments/s"
-	for i := 0; i < 3; i++ {
-		if got := get(seg); got != "234" {
-			t.Fatalf("got %q", got)
-		}
-		get("catalog/x")
-	}
-	if n := cs.n.Load(); n != 4 { // 1 segment read, 3 catalog reads
-		t.Fatalf("%d store requests, want 4", n)
-	}
-	c.freeze()
-	get(seg) // served from the cache, then dropped
-	get(seg) // read again, not cached
-	get(seg)
-	if n := cs.n.Load(); n != 6 {
-		t.Fatalf("%d store requests after freeze, want 6", n)
-	}
 }
