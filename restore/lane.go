@@ -11,12 +11,10 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/lease"
+	"github.com/kbackup/kbackup/internal/target"
 	"github.com/kbackup/kbackup/manifest"
 )
-
-// batchBytes is the size at which the reader hands a batch of records to
-// the producer (about one archive block).
-const batchBytes = 1 << 20
 
 // batch is a run of records of one lane source, in offset order.
 type batch struct {
@@ -119,7 +117,7 @@ type laneRun struct {
 	warmed bool
 	// fence is the lane's lease: checkpoints are stored only while it is
 	// valid (nil: no lease, e.g. in tests of the lane alone).
-	fence *heldLease
+	fence *lease.Held
 }
 
 func newLaneRun(rn *runner, l *lane, logAppend bool, nparts int32) *laneRun {
@@ -167,7 +165,7 @@ func (lr *laneRun) targetPartitions() []int32 {
 // the target against it. It returns done = true for a finished lane.
 func (lr *laneRun) start(ctx context.Context) (done bool, err error) {
 	l, t := lr.l, lr.rn.t
-	starts, ends, err := t.offsets(ctx, l.targetTopic, lr.targetPartitions()...)
+	starts, ends, err := t.Offsets(ctx, l.targetTopic, lr.targetPartitions()...)
 	if err != nil {
 		return false, err
 	}
@@ -220,14 +218,14 @@ func (lr *laneRun) start(ctx context.Context) (done bool, err error) {
 			// Records past the checkpoint: the previous run produced them
 			// after its last checkpoint. They are the next k records this
 			// lane assigns to the partition; the last of them must match.
-			r, err := t.fetchRecord(ctx, l.targetTopic, ts.Partition, e-1)
+			r, err := t.FetchRecord(ctx, l.targetTopic, ts.Partition, e-1)
 			if err != nil {
 				return false, fmt.Errorf("check the target against the checkpoint: %w", err)
 			}
-			lr.skip[ts.Partition], lr.expect[ts.Partition] = k, recordHash(r, !lr.logAppend)
+			lr.skip[ts.Partition], lr.expect[ts.Partition] = k, target.RecordHash(r, !lr.logAppend)
 		case ts.End > ts.Base && ts.LastHash != "":
-			r, err := t.fetchRecord(ctx, l.targetTopic, ts.Partition, e-1)
-			if errors.Is(err, errRecordNotFound) {
+			r, err := t.FetchRecord(ctx, l.targetTopic, ts.Partition, e-1)
+			if errors.Is(err, target.ErrRecordNotFound) {
 				lr.rn.o.Logger.Warn("restore: cannot re-read the last restored record (target retention?); trusting the checkpoint",
 					"lane", l.name, "partition", ts.Partition, "offset", e-1)
 				continue
@@ -235,7 +233,7 @@ func (lr *laneRun) start(ctx context.Context) (done bool, err error) {
 			if err != nil {
 				return false, fmt.Errorf("check the target against the checkpoint: %w", err)
 			}
-			if recordHash(r, !lr.logAppend) != ts.LastHash {
+			if target.RecordHash(r, !lr.logAppend) != ts.LastHash {
 				return false, fmt.Errorf("target %s/%d offset %d is not the record restore %s wrote there: another producer wrote into the target; restore with a new --restore-id",
 					l.targetTopic, ts.Partition, e-1, lr.rn.id)
 			}
@@ -292,7 +290,7 @@ func (lr *laneRun) run(ctx context.Context) error {
 		wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		werr = lr.storeCheckpoint(wctx, c)
 		wcancel()
-		if werr == nil || errors.Is(werr, errLeaseLost) {
+		if werr == nil || errors.Is(werr, lease.ErrLost) {
 			break
 		}
 		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
@@ -356,8 +354,8 @@ func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out c
 			}
 			prev = r
 			b.recs = append(b.recs, r)
-			b.bytes += recordSize(r)
-			if b.bytes >= batchBytes || len(b.recs) >= 8192 {
+			b.bytes += target.RecordSize(r)
+			if b.bytes >= target.BatchBytes || len(b.recs) >= 8192 {
 				if err := send(b); err != nil {
 					return err
 				}
@@ -379,38 +377,6 @@ func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out c
 		}
 	}
 	return nil
-}
-
-func recordSize(r *manifest.Record) int64 {
-	n := int64(len(r.Key) + len(r.Value) + 16)
-	for _, h := range r.Headers {
-		n += int64(len(h.Key) + len(h.Value))
-	}
-	return n
-}
-
-// toKgo converts an archived record for producing: key, value, headers
-// and timestamp exactly (nil stays nil: null, not empty).
-func toKgo(r *manifest.Record, topic string) *kgo.Record {
-	kr := new(kgo.Record)
-	fillKgo(kr, r, topic)
-	return kr
-}
-
-// fillKgo sets kr to the archived record r (see toKgo).
-// A recycled kr keeps its header slice's capacity.
-func fillKgo(kr *kgo.Record, r *manifest.Record, topic string) {
-	hs := kr.Headers[:0]
-	*kr = kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Timestamp: time.UnixMilli(r.Timestamp)}
-	if len(r.Headers) > 0 {
-		if cap(hs) < len(r.Headers) {
-			hs = make([]kgo.RecordHeader, 0, len(r.Headers))
-		}
-		for _, h := range r.Headers {
-			hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
-		}
-		kr.Headers = hs
-	}
 }
 
 // produceAll produces every record of the batches, skipping (and
@@ -440,18 +406,18 @@ func (lr *laneRun) produceAll(ctx context.Context, batches <-chan batch) error {
 			sl := &cur.slots[next]
 			next++
 			kr := &sl.rec
-			fillKgo(kr, r, lr.l.targetTopic)
+			target.FillKgo(kr, r, lr.l.targetTopic)
 			p := lr.assign(b.src, kr)
 			kr.Partition = p
 			e := &sl.e
-			*e = entry{src: b.src, off: r.Offset, part: p, size: recordSize(r), rec: kr, slab: cur}
+			*e = entry{src: b.src, off: r.Offset, part: p, size: target.RecordSize(r), rec: kr, slab: cur}
 			if k := lr.skip[p]; k > 0 {
 				if err := lr.produceChunk(ctx, ready); err != nil {
 					return err
 				}
 				ready = ready[:0]
 				lr.skip[p] = k - 1
-				if k == 1 && recordHash(kr, !lr.logAppend) != lr.expect[p] {
+				if k == 1 && target.RecordHash(kr, !lr.logAppend) != lr.expect[p] {
 					return fmt.Errorf("target %s/%d: the last record after the checkpoint is not source %s offset %d, the record this restore would have written there (another producer wrote into the target?); restore with a new --restore-id",
 						lr.l.targetTopic, p, lr.l.sources[b.src].log, r.Offset)
 				}
@@ -520,7 +486,7 @@ func (lr *laneRun) produceChunk(ctx context.Context, ents []*entry) error {
 		lr.mu.Unlock()
 		for _, e := range ents[:n] {
 			lr.restored++
-			lr.rn.t.cl.Produce(ctx, e.rec, lr.promise)
+			lr.rn.t.Client.Produce(ctx, e.rec, lr.promise)
 		}
 		ents = ents[n:]
 		if !lr.warmed {

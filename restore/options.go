@@ -37,7 +37,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/lease"
 	"github.com/kbackup/kbackup/internal/logrange"
+	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/store"
 )
 
@@ -48,8 +50,8 @@ const DefaultConcurrency = 8
 // DefaultLeaseDuration is Options.LeaseDuration's zero value, and
 // DefaultMaxClockSkew Options.MaxClockSkew's (docs/FORMAT.md §10.4).
 const (
-	DefaultLeaseDuration = 30 * time.Second
-	DefaultMaxClockSkew  = 5 * time.Second
+	DefaultLeaseDuration = lease.DefaultDuration
+	DefaultMaxClockSkew  = lease.DefaultMaxClockSkew
 )
 
 // Options configure a restore. Zero values are documented per field.
@@ -64,9 +66,10 @@ type Options struct {
 	// the target topics and groups).
 	KafkaOpts []kgo.Opt
 
-	// Topics selects archived topics by (anchored) regular expression. nil
-	// means every archived topic except internal ones ("__" prefix).
-	Topics *regexp.Regexp
+	// Topics selects the archived topics (package topicsel: internal
+	// topics only by an expression starting with "__"). nil means every
+	// archived topic except internal ones.
+	Topics *topicsel.Selector
 	// Partitions restricts the restore to these partition numbers. nil
 	// means every archived partition.
 	Partitions []int32
@@ -237,14 +240,6 @@ func (o *Options) setDefaults() error {
 		o.Now = time.Now
 	}
 	return nil
-}
-
-// selected reports whether the options select the archived topic.
-func (o *Options) selected(topic string) bool {
-	if o.Topics == nil {
-		return !strings.HasPrefix(topic, "__")
-	}
-	return o.Topics.MatchString(topic)
 }
 
 // targetName is the target topic of a source topic.

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/kbackup/kbackup/internal/lease"
 	"github.com/kbackup/kbackup/internal/logrange"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
@@ -94,6 +95,10 @@ type PlanGroup struct {
 	MovedMs int64 `json:"moved_ms,omitempty"`
 }
 
+// Holder identifies one process running a restore: the owner of a lease
+// or a worker record (docs/FORMAT.md §10.4).
+type Holder = lease.Holder
+
 // Plan is what a restore does, computed before anything is written.
 type Plan struct {
 	RestoreID       string `json:"restore_id"`
@@ -132,18 +137,9 @@ func selectTopics(ctx context.Context, a *manifest.Archive, o *Options) ([]strin
 	if err != nil {
 		return nil, fmt.Errorf("list archived topics: %w", err)
 	}
-	var out []string
-	for _, t := range all {
-		if o.selected(t) {
-			out = append(out, t)
-		}
-	}
-	if len(out) == 0 {
-		expr := "<all>"
-		if o.Topics != nil {
-			expr = exprString(o.Topics)
-		}
-		return nil, fmt.Errorf("no archived topic matches --topics %s (archived: %s)", expr, listOrNone(all))
+	out, err := o.Topics.Select(all)
+	if err != nil {
+		return nil, err
 	}
 	for src := range o.Rename {
 		if !contains(out, src) {
@@ -164,16 +160,6 @@ func selectTopics(ctx context.Context, a *manifest.Archive, o *Options) ([]strin
 // exprString shows an anchored expression as the user wrote it.
 func exprString(re *regexp.Regexp) string {
 	return strings.TrimSuffix(strings.TrimPrefix(re.String(), "^(?:"), ")$")
-}
-
-func listOrNone(s []string) string {
-	if len(s) == 0 {
-		return "none"
-	}
-	if len(s) > 20 {
-		return strings.Join(s[:20], ", ") + fmt.Sprintf(" and %d more", len(s)-20)
-	}
-	return strings.Join(s, ", ")
 }
 
 func contains[T comparable](s []T, v T) bool {

@@ -3,6 +3,8 @@ package restore
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/kbackup/kbackup/manifest"
@@ -13,7 +15,7 @@ import (
 // dry run); err is a failure to plan at all (store, cluster, input).
 func (rn *runner) plan(ctx context.Context, a *manifest.Archive, topics []string, prev *restoreManifest, catalogMs int64) (*Plan, []*lane, []groupPlan, error) {
 	o, t := rn.o, rn.t
-	plan := &Plan{RestoreID: rn.id, TargetClusterID: t.clusterID, CatalogMs: catalogMs, Range: o.Range.String()}
+	plan := &Plan{RestoreID: rn.id, TargetClusterID: t.ClusterID, CatalogMs: catalogMs, Range: o.Range.String()}
 	prevSrc := prevSources(prev)
 	var lanes []*lane
 	restored := map[srcKey]*lane{}
@@ -43,7 +45,7 @@ func (rn *runner) plan(ctx context.Context, a *manifest.Archive, topics []string
 		// was written by someone else.
 		var starts map[int32]int64
 		if !pt.Create {
-			if starts, ends[dst], err = t.offsets(ctx, dst); err != nil {
+			if starts, ends[dst], err = t.Offsets(ctx, dst); err != nil {
 				return nil, nil, nil, err
 			}
 		}
@@ -60,7 +62,7 @@ func (rn *runner) plan(ctx context.Context, a *manifest.Archive, topics []string
 			case ck != nil:
 				state = "resume"
 			case !pt.Create && !o.Append:
-				for _, p := range sortedKeys(ends[dst]) {
+				for _, p := range slices.Sorted(maps.Keys(ends[dst])) {
 					if l.targetPartition >= 0 && p != l.targetPartition {
 						continue
 					}
@@ -114,7 +116,7 @@ func (rn *runner) planTopic(ctx context.Context, a *manifest.Archive, plan *Plan
 	o, t := rn.o, rn.t
 	pt := PlanTopic{Source: topic, Target: dst}
 	maxPart := sources[len(sources)-1].log.Partition
-	if n, ok := t.topics[dst]; ok {
+	if n, ok := t.Topics[dst]; ok {
 		pt.Partitions = n
 		if !o.Repartition && n <= maxPart {
 			plan.Refusals = append(plan.Refusals, Refusal{Item: "target topic " + dst,
@@ -123,7 +125,7 @@ func (rn *runner) planTopic(ctx context.Context, a *manifest.Archive, plan *Plan
 		}
 		// An existing target's timestamp type is known now: the plan (and
 		// so --dry-run) warns before anything is written.
-		if la, err := t.logAppendTime(ctx, dst); err == nil {
+		if la, err := t.LogAppendTime(ctx, dst); err == nil {
 			pt.LogAppendTime = la
 		}
 	} else {
@@ -156,7 +158,7 @@ func (rn *runner) planTopic(ctx context.Context, a *manifest.Archive, plan *Plan
 // planRunning lists the other processes running this restore now; without
 // Join they are a refusal (docs/FORMAT.md §10.4 rule 7).
 func (rn *runner) planRunning(ctx context.Context, plan *Plan) error {
-	ws, err := rn.leases.workers(ctx)
+	ws, err := rn.leases.Workers(ctx)
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/jsonobj"
+	"github.com/kbackup/kbackup/internal/lease"
 	"github.com/kbackup/kbackup/internal/logrange"
+	"github.com/kbackup/kbackup/internal/target"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 )
@@ -88,9 +91,9 @@ func (e *IncompleteError) Error() string {
 type runner struct {
 	o              *Options
 	id             string
-	t              *target
+	t              *target.Cluster
 	st             store.Store
-	leases         *leaseMgr
+	leases         *lease.Manager
 	catalogMs      int64
 	records, bytes atomic.Int64
 }
@@ -113,7 +116,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	t, err := connectTarget(ctx, o.KafkaOpts,
+	t, err := target.Connect(ctx, o.KafkaOpts,
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.MaxBufferedRecords(1<<20),
@@ -122,16 +125,15 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	defer t.close()
+	defer t.Close()
 	id := o.ID
 	if id == "" {
-		id = deriveID(t.clusterID, o.requestString())
+		id = deriveID(t.ClusterID, o.requestString())
 	}
 	rn := &runner{o: o, id: id, t: t, st: o.StateStore}
-	rn.leases = &leaseMgr{st: o.StateStore, id: id, me: newHolder(o.Version, start), ttl: o.LeaseDuration, skew: o.MaxClockSkew,
-		now: o.Now, log: o.Logger}
-	activeRuns.Store(rn.leases.me.ID, true)
-	defer activeRuns.Delete(rn.leases.me.ID)
+	rn.leases = &lease.Manager{Store: o.StateStore, ID: id, Me: lease.NewHolder(o.Version, start), TTL: o.LeaseDuration, Skew: o.MaxClockSkew,
+		Now: o.Now, Log: o.Logger}
+	defer lease.Track(rn.leases.Me)()
 	prev, err := loadManifest(ctx, o.StateStore, id)
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", id, err)
@@ -161,15 +163,15 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		return nil, fmt.Errorf("restore %s refused, nothing written: %w", id, err)
 	}
 	// Everything was checked: from here on the restore writes.
-	worker, err := rn.leases.register(ctx)
+	worker, err := rn.leases.Register(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: register this process: %w", id, err)
 	}
-	defer worker.unregister()
+	defer worker.Unregister()
 	if prev == nil {
 		m := &restoreManifest{Format: restoreFormat, FormatVersion: stateVersion, RestoreID: id, CreatedMs: start.UnixMilli(),
-			CreatedBy: o.Version, TargetClusterID: t.clusterID, CatalogMs: rn.catalogMs, Request: o.requestString(), Lanes: toManifest(lanes)}
-		err := putJSON(ctx, o.StateStore, manifestKey(id), m, store.PutOptions{IfNotExists: true})
+			CreatedBy: o.Version, TargetClusterID: t.ClusterID, CatalogMs: rn.catalogMs, Request: o.requestString(), Lanes: toManifest(lanes)}
+		err := jsonobj.Put(ctx, o.StateStore, manifestKey(id), m, store.PutOptions{IfNotExists: true})
 		if errors.Is(err, store.ErrExists) {
 			// Another process of the same restore stored its plan first:
 			// its bounds (resolved at its start) are the restore's.
@@ -191,7 +193,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		return nil, fmt.Errorf("restore %s: %w", id, err)
 	}
 	o.Logger.Info("restore: starting", "restore_id", id, "partitions", len(plan.Partitions), "lanes", len(lanes), "range", plan.Range,
-		"holder", rn.leases.me.String(), "join", o.Join)
+		"holder", rn.leases.Me.String(), "join", o.Join)
 
 	results := rn.execute(ctx, lanes, logAppend)
 	sum.Partitions = results
@@ -234,20 +236,20 @@ func (rn *runner) prepareTopics(ctx context.Context, plan *Plan) (map[string]boo
 	logAppend := map[string]bool{}
 	for _, pt := range plan.Topics {
 		if pt.Create {
-			err := t.create(ctx, pt)
+			err := t.Create(ctx, pt.Target, pt.Partitions, pt.ReplicationFactor, pt.Configs)
 			if errors.Is(err, kerr.TopicAlreadyExists) {
 				// Created by another process just now: the brokers'
 				// metadata may not show it yet.
-				n, rerr := t.partitionCount(ctx, pt.Target)
+				n, rerr := t.PartitionCount(ctx, pt.Target)
 				for deadline := time.Now().Add(30 * time.Second); rerr == nil && n < pt.Partitions && time.Now().Before(deadline); {
 					time.Sleep(200 * time.Millisecond)
-					n, rerr = t.partitionCount(ctx, pt.Target)
+					n, rerr = t.PartitionCount(ctx, pt.Target)
 				}
 				if rerr != nil {
 					return nil, rerr
 				}
 				if n >= pt.Partitions {
-					t.topics[pt.Target] = n
+					t.Topics[pt.Target] = n
 					o.Logger.Info("restore: target topic was created meanwhile (another process of this restore?)", "topic", pt.Target, "partitions", n)
 					err = nil
 				} else {
@@ -259,7 +261,7 @@ func (rn *runner) prepareTopics(ctx context.Context, plan *Plan) (map[string]boo
 			}
 			o.Logger.Info("restore: target topic created", "topic", pt.Target, "partitions", pt.Partitions, "replication_factor", pt.ReplicationFactor)
 		}
-		if la, err := t.logAppendTime(ctx, pt.Target); err != nil {
+		if la, err := t.LogAppendTime(ctx, pt.Target); err != nil {
 			o.Logger.Warn("restore: cannot read the target topic's timestamp type", "topic", pt.Target, "err", err)
 		} else if la {
 			logAppend[pt.Target] = true

@@ -21,7 +21,7 @@ func TestSeekRequests(t *testing.T) {
 	c := newCluster(t)
 	mid := 1_700_000_000_000 + perPart/2
 	o := Options{Store: st, StateStore: inner, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)},
-		Topics: mustRe(t, "pit"), Rename: map[string]string{"pit": "x"}, ID: "x", Logger: testLogger(t)}
+		Topics: mustSel(t, "pit"), Rename: map[string]string{"pit": "x"}, ID: "x", Logger: testLogger(t)}
 	o.Range.FromTime, o.Range.HasFromTime = mid, true
 	o.Range.ToTime, o.Range.HasToTime = mid+50, true
 	sum := run(t, o)

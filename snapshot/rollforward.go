@@ -33,12 +33,28 @@ func (r *CycleRecord) OffsetRange(topic string, partition int32) (lo, hi int64, 
 	return lo, hi, true
 }
 
+// CycleID is the cycle's id (replay.Cycle).
+func (r *CycleRecord) CycleID() string { return r.ID }
+
+// KafkaClusterID is the id of the Kafka cluster the cycle was taken of, ""
+// when not recorded (replay.Cycle).
+func (r *CycleRecord) KafkaClusterID() string { return r.ClusterID }
+
+// Complete is nil when every snapshot of the cycle completed, else an
+// error wrapping ErrNotRestorable (replay.Cycle).
+func (r *CycleRecord) Complete() error {
+	if r.State != StateComplete {
+		return fmt.Errorf("%w: cycle %s is %s, not complete", ErrNotRestorable, r.ID, r.State)
+	}
+	return nil
+}
+
 // Restorable reports whether the cycle may be restored (or rolled forward
 // from) by a job configured for cluster: nil, or an error wrapping
 // ErrNotRestorable that says why.
 func (r *CycleRecord) Restorable(cluster string) error {
-	if r.State != StateComplete {
-		return fmt.Errorf("%w: cycle %s is %s, not complete", ErrNotRestorable, r.ID, r.State)
+	if err := r.Complete(); err != nil {
+		return err
 	}
 	if r.Cluster != cluster {
 		return fmt.Errorf("%w: cycle %s is of cluster %q, not %q", ErrNotRestorable, r.ID, r.Cluster, cluster)
