@@ -16,6 +16,7 @@ import (
 	"github.com/kbackup/kbackup/internal/jsonobj"
 	"github.com/kbackup/kbackup/internal/lease"
 	"github.com/kbackup/kbackup/internal/logrange"
+	"github.com/kbackup/kbackup/internal/retry"
 	"github.com/kbackup/kbackup/internal/target"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
@@ -240,11 +241,7 @@ func (rn *runner) prepareTopics(ctx context.Context, plan *Plan) (map[string]boo
 			if errors.Is(err, kerr.TopicAlreadyExists) {
 				// Created by another process just now: the brokers'
 				// metadata may not show it yet.
-				n, rerr := t.PartitionCount(ctx, pt.Target)
-				for deadline := time.Now().Add(30 * time.Second); rerr == nil && n < pt.Partitions && time.Now().Before(deadline); {
-					time.Sleep(200 * time.Millisecond)
-					n, rerr = t.PartitionCount(ctx, pt.Target)
-				}
+				n, rerr := rn.waitPartitions(ctx, pt.Target, pt.Partitions)
 				if rerr != nil {
 					return nil, rerr
 				}
@@ -270,6 +267,34 @@ func (rn *runner) prepareTopics(ctx context.Context, plan *Plan) (map[string]boo
 	}
 	return logAppend, nil
 }
+
+// errFewerPartitions: a topic does not show the partitions it was created
+// with yet.
+var errFewerPartitions = errors.New("fewer partitions than created")
+
+// waitPartitions waits up to 30 s until topic has want partitions (a
+// topic created just now by another process) and returns the count it
+// has then.
+func (rn *runner) waitPartitions(ctx context.Context, topic string, want int32) (int32, error) {
+	var n int32
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err := retry.Do(wctx, partitionsRetry, func(ctx context.Context) error {
+		var err error
+		if n, err = rn.t.PartitionCount(ctx, topic); err == nil && n < want {
+			err = errFewerPartitions
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, errFewerPartitions) {
+		return 0, err
+	}
+	return n, nil
+}
+
+// partitionsRetry looks again for a new topic's partitions every 200 ms.
+var partitionsRetry = retry.Policy{Backoff: retry.Backoff{Initial: 200 * time.Millisecond, Max: 200 * time.Millisecond},
+	Retryable: func(err error) bool { return errors.Is(err, errFewerPartitions) }}
 
 func fmtMs(ms int64) string {
 	if ms == math.MaxInt64 {
