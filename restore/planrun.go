@@ -10,6 +10,35 @@ import (
 	"github.com/kbackup/kbackup/manifest"
 )
 
+// planned is a restore's plan, the value Run executes: the plan as
+// reported, its lanes and its group moves.
+type planned struct {
+	plan   *Plan
+	lanes  []*lane
+	groups []groupPlan
+	// stored: the restore's manifest exists (stored by an earlier run or
+	// another process), and the plan follows its bounds.
+	stored bool
+}
+
+// planRun plans the restore: with the bounds and end time of its stored
+// manifest, if there is one.
+func (rn *runner) planRun(ctx context.Context) (*planned, error) {
+	prev, err := loadManifest(ctx, rn.st, rn.id)
+	if err != nil {
+		return nil, err
+	}
+	rn.catalogMs = rn.o.catalogTime()
+	if prev != nil {
+		rn.catalogMs = prev.CatalogMs
+	}
+	plan, lanes, groups, err := rn.plan(ctx, rn.a, rn.topics, prev, rn.catalogMs)
+	if err != nil {
+		return nil, err
+	}
+	return &planned{plan: plan, lanes: lanes, groups: groups, stored: prev != nil}, nil
+}
+
 // plan resolves everything before anything is written. Items the restore
 // refuses are collected in Plan.Refusals (the plan is still complete, for a
 // dry run); err is a failure to plan at all (store, cluster, input).

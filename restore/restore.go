@@ -13,7 +13,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kbackup/kbackup/internal/jsonobj"
 	"github.com/kbackup/kbackup/internal/lease"
 	"github.com/kbackup/kbackup/internal/logrange"
 	"github.com/kbackup/kbackup/internal/retry"
@@ -90,13 +89,19 @@ func (e *IncompleteError) Error() string {
 
 // runner is the state shared by the lanes of one restore.
 type runner struct {
-	o              *Options
-	id             string
-	t              *target.Cluster
-	st             store.Store
-	leases         *lease.Manager
+	o      *Options
+	id     string
+	start  time.Time
+	cache  *manifest.ReadCache // the archive's store, while planning
+	a      *manifest.Archive
+	topics []string // the selected archived topics
+	t      *target.Cluster
+	st     store.Store
+	leases *lease.Manager
+	// catalogMs is the restore's end time (Plan.CatalogMs).
 	catalogMs      int64
 	records, bytes atomic.Int64
+	untrack        func()
 }
 
 // Run plans and executes a restore (see the package documentation). It
@@ -107,126 +112,62 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
-	start := o.Now()
-	cache := manifest.NewReadCache(o.Store)
-	a, err := manifest.Open(ctx, cache)
+	rn, err := open(ctx, o)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	topics, err := selectTopics(ctx, a, o)
+	defer rn.close()
+	p, err := rn.planRun(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("restore: %w", err)
+		return nil, fmt.Errorf("restore %s: %w", rn.id, err)
 	}
-	t, err := target.Connect(ctx, o.KafkaOpts,
+	sum := &Summary{RestoreID: rn.id, Plan: p.plan, DryRun: o.DryRun}
+	if o.DryRun {
+		return sum, nil
+	}
+	if len(p.plan.Refusals) > 0 {
+		return nil, fmt.Errorf("restore %s refused, nothing written: %w", rn.id, refusalsError(p.plan.Refusals))
+	}
+	if o.testPlanned != nil {
+		o.testPlanned()
+	}
+	return rn.run(ctx, p, sum)
+}
+
+// open reads the archive's topics and connects to the target: what
+// planning needs.
+func open(ctx context.Context, o *Options) (*runner, error) {
+	rn := &runner{o: o, start: o.Now(), cache: manifest.NewReadCache(o.Store), st: o.StateStore}
+	var err error
+	if rn.a, err = manifest.Open(ctx, rn.cache); err != nil {
+		return nil, err
+	}
+	if rn.topics, err = selectTopics(ctx, rn.a, o); err != nil {
+		return nil, err
+	}
+	rn.t, err = target.Connect(ctx, o.KafkaOpts,
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.MaxBufferedRecords(1<<20),
 		kgo.MaxBufferedBytes(int(min(int64(o.Concurrency)*o.MaxInFlightBytes+(64<<20), math.MaxInt32))),
 		kgo.RequiredAcks(kgo.AllISRAcks()))
 	if err != nil {
-		return nil, fmt.Errorf("restore: %w", err)
+		return nil, err
 	}
-	defer t.Close()
-	id := o.ID
-	if id == "" {
-		id = deriveID(t.ClusterID, o.requestString())
+	rn.id = o.ID
+	if rn.id == "" {
+		rn.id = deriveID(rn.t.ClusterID, o.requestString())
 	}
-	rn := &runner{o: o, id: id, t: t, st: o.StateStore}
-	rn.leases = &lease.Manager{Store: o.StateStore, ID: id, Me: lease.NewHolder(o.Version, start), TTL: o.LeaseDuration, Skew: o.MaxClockSkew,
-		Now: o.Now, Log: o.Logger}
-	defer lease.Track(rn.leases.Me)()
-	prev, err := loadManifest(ctx, o.StateStore, id)
-	if err != nil {
-		return nil, fmt.Errorf("restore %s: %w", id, err)
-	}
-	rn.catalogMs = o.catalogTime()
-	if prev != nil {
-		rn.catalogMs = prev.CatalogMs
-	}
-	plan, lanes, groups, err := rn.plan(ctx, a, topics, prev, rn.catalogMs)
-	if err != nil {
-		return nil, fmt.Errorf("restore %s: %w", id, err)
-	}
-	sum := &Summary{RestoreID: id, Plan: plan, DryRun: o.DryRun}
-	if o.DryRun {
-		return sum, nil
-	}
-	if len(plan.Refusals) > 0 {
-		return nil, fmt.Errorf("restore %s refused, nothing written: %w", id, refusalsError(plan.Refusals))
-	}
-	if o.testPlanned != nil {
-		o.testPlanned()
-	}
-	cache.Freeze()
-	// Leases, group moves and the report rest on conditional creates: a
-	// store that ignores them cannot keep two processes apart.
-	if err := manifest.ProbeConditionalCreate(ctx, o.StateStore); err != nil {
-		return nil, fmt.Errorf("restore %s refused, nothing written: %w", id, err)
-	}
-	// Everything was checked: from here on the restore writes.
-	worker, err := rn.leases.Register(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("restore %s: register this process: %w", id, err)
-	}
-	defer worker.Unregister()
-	if prev == nil {
-		m := &restoreManifest{Format: restoreFormat, FormatVersion: stateVersion, RestoreID: id, CreatedMs: start.UnixMilli(),
-			CreatedBy: o.Version, TargetClusterID: t.ClusterID, CatalogMs: rn.catalogMs, Request: o.requestString(), Lanes: toManifest(lanes)}
-		err := jsonobj.Put(ctx, o.StateStore, manifestKey(id), m, store.PutOptions{IfNotExists: true})
-		if errors.Is(err, store.ErrExists) {
-			// Another process of the same restore stored its plan first:
-			// its bounds (resolved at its start) are the restore's.
-			if prev, err = loadManifest(ctx, o.StateStore, id); err == nil {
-				rn.catalogMs = prev.CatalogMs
-				plan, lanes, groups, err = rn.plan(ctx, a, topics, prev, rn.catalogMs)
-			}
-			if err == nil && len(plan.Refusals) > 0 {
-				err = fmt.Errorf("refused, nothing written: %w", refusalsError(plan.Refusals))
-			}
-			sum.Plan = plan
-		}
-		if err != nil {
-			return nil, fmt.Errorf("restore %s: %w", id, err)
-		}
-	}
-	logAppend, err := rn.prepareTopics(ctx, plan)
-	if err != nil {
-		return nil, fmt.Errorf("restore %s: %w", id, err)
-	}
-	o.Logger.Info("restore: starting", "restore_id", id, "partitions", len(plan.Partitions), "lanes", len(lanes), "range", plan.Range,
-		"holder", rn.leases.Me.String(), "join", o.Join)
+	rn.leases = &lease.Manager{Store: o.StateStore, ID: rn.id, Me: lease.NewHolder(o.Version, rn.start), TTL: o.LeaseDuration,
+		Skew: o.MaxClockSkew, Now: o.Now, Log: o.Logger}
+	rn.untrack = lease.Track(rn.leases.Me)
+	return rn, nil
+}
 
-	results := rn.execute(ctx, lanes, logAppend)
-	sum.Partitions = results
-	sum.Records, sum.Bytes = rn.records.Load(), rn.bytes.Load()
-	var failed []string
-	for _, r := range results {
-		if r.Status == StatusFailed || r.Status == StatusSkipped {
-			reason := "not started"
-			if r.Err != nil {
-				reason = r.Err.Error()
-			}
-			failed = append(failed, fmt.Sprintf("%s (%s)", r.Name(), reason))
-		}
-	}
-	fin, err := rn.finish(ctx, lanes, groups, len(failed) == 0)
-	if fin != nil {
-		sum.OffsetMap, sum.Groups, sum.Report = fin.om, fin.groups, fin.report
-	}
-	if err != nil {
-		failed = append(failed, "finishing ("+err.Error()+")")
-	}
-	if sum.OffsetMap != nil && o.OffsetMapFile != "" {
-		if err := writeFileAtomic(o.OffsetMapFile, sum.OffsetMap.Encode()); err != nil {
-			failed = append(failed, "offset map file ("+err.Error()+")")
-		}
-	}
-	sum.Duration = o.Now().Sub(start)
-	if len(failed) > 0 {
-		return sum, &IncompleteError{RestoreID: id, Failed: failed, Total: len(lanes)}
-	}
-	o.Logger.Info("restore: complete", "restore_id", id, "records", sum.Records, "bytes", sum.Bytes, "duration", sum.Duration.Round(time.Millisecond))
-	return sum, nil
+// close ends what open started.
+func (rn *runner) close() {
+	rn.untrack()
+	rn.t.Close()
 }
 
 // prepareTopics creates the missing target topics (one created meanwhile
