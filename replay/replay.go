@@ -226,6 +226,7 @@ type Error struct {
 	Total  int
 }
 
+// Error says which partitions did not complete, and why.
 func (e *Error) Error() string {
 	return fmt.Sprintf("%s incomplete: %d of %d partitions did not complete: %s", e.Mode, len(e.Failed), e.Total, strings.Join(e.Failed, "; "))
 }

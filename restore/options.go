@@ -21,10 +21,12 @@
 // is in the target, verified against the target's end offsets and last
 // records: a killed restore neither duplicates nor skips a record.
 //
-// Each lane is owned through a lease in the store (lease.go, schedule.go),
-// so the restore is also safe when run twice at once, or by several
-// processes with Join; the finishing step (finish.go) stores the offset
-// map, moves the groups once (groupmove.go) and creates the report once.
+// Each lane is owned through a lease in the store (internal/lease,
+// schedule.go), so the restore is also safe when run twice at once, or by
+// several processes with Join; the finishing step (finish.go) stores the
+// offset map, moves the groups once (groupmove.go) and creates the report
+// once. Roll-forward and repair, which replay into the archived
+// partitions themselves, are package replay.
 package restore
 
 import (

@@ -8,13 +8,14 @@ import (
 	"github.com/kbackup/kbackup/store"
 )
 
-// Hooks for the restore engine's roll-forward (`kbackup restore
-// --since-cycle ID --to TIME`), which replays archived records after a
-// cycle's high watermark into a cluster restored from that cycle. The
-// engine loads the cycle with LoadCycle (refusing a cycle that is not
-// complete), and per partition asks OffsetRange: the restored log ends
-// somewhere in [lo, hi]; the engine reads the live log end offset, refuses
-// the partition when it is outside that range (offsets would not line up),
+// What roll-forward (package replay, `kbackup restore --since-cycle ID
+// --to TIME`) needs of a cycle: it replays archived records after the
+// cycle's high watermark into a cluster restored from that cycle. The CLI
+// loads the cycle with LoadCycle and checks Restorable; replay.RollForward
+// takes it as a replay.Cycle (CycleID, KafkaClusterID, Complete,
+// OffsetRange) and per partition asks OffsetRange: the restored log ends
+// somewhere in [lo, hi]; it reads the live log end offset, refuses the
+// partition when it is outside that range (offsets would not line up),
 // and replays the archive from the live end offset.
 
 // OffsetRange returns the range the restored log end of topic/partition

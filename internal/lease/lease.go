@@ -91,10 +91,12 @@ func (m *Manager) genKey(name string, gen int64) string {
 
 func (m *Manager) workerKey() string { return Dir(m.ID) + "workers/" + m.Me.ID + ".json" }
 
-// renewEvery and guard derive from the lease duration; so does Poll, how
-// often a process waiting for a lease looks again.
+// renewEvery and guard derive from the lease duration.
 func (m *Manager) renewEvery() time.Duration { return m.TTL / 3 }
 func (m *Manager) guard() time.Duration      { return m.TTL / 6 }
+
+// Poll is how often a process waiting for a lease looks again; it derives
+// from the lease duration.
 func (m *Manager) Poll() time.Duration {
 	return min(max(m.TTL/6, 50*time.Millisecond), 5*time.Second)
 }
