@@ -2,10 +2,12 @@ package replay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/kbackup/kbackup/internal/retry"
 	"github.com/kbackup/kbackup/internal/target"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -57,12 +59,8 @@ func (rp *replayer) replayPartition(ctx context.Context, p *Partition) error {
 		return nil
 	}
 	// The live end must not have moved since the plan.
-	_, ends, err := t.Offsets(ctx, p.Topic)
-	if err != nil {
+	if err := rp.checkLiveEnd(ctx, p); err != nil {
 		return err
-	}
-	if ends[p.Partition] != p.LiveEnd {
-		return fmt.Errorf("the live log end moved from %d to %d since the plan (another producer?): stop producers and run again", p.LiveEnd, ends[p.Partition])
 	}
 	if err := rp.waitLogEnd(ctx, p); err != nil {
 		return err
@@ -92,7 +90,7 @@ func (rp *replayer) replayPartition(ctx context.Context, p *Partition) error {
 		chunk, chunkBytes = chunk[:0], 0
 		return nil
 	}
-	err = log.Scan(ctx, p.From, p.To, func(it manifest.ScanItem) error {
+	err := log.Scan(ctx, p.From, p.To, func(it manifest.ScanItem) error {
 		if it.Record == nil { // planned before the gap: cannot happen
 			return fmt.Errorf("archive gap %s inside the replayed range", it.Gap)
 		}
@@ -113,7 +111,7 @@ func (rp *replayer) replayPartition(ctx context.Context, p *Partition) error {
 	}
 	// Verify: the partition ends right after the last replayed record, and
 	// the record there is the archived one.
-	_, ends, err = t.Offsets(ctx, p.Topic)
+	_, ends, err := t.Offsets(ctx, p.Topic)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
@@ -134,12 +132,18 @@ func (rp *replayer) replayPartition(ctx context.Context, p *Partition) error {
 // (p.LiveEnd): a produced record goes after the log end, so with replicas
 // still catching up (after a restart) it would land past the high
 // watermark, not at its original offset. The log end offset is the end
-// offset of the leader's current epoch (OffsetForLeaderEpoch); it waits up
-// to 30 s for the replicas. A cluster that cannot answer is trusted (the
+// offset of the leader's current epoch (OffsetForLeaderEpoch); it waits
+// about 30 s for the replicas (logEndRetry), checking that the live end
+// stays where it was planned. A cluster that cannot answer is trusted (the
 // acknowledgements are checked anyway).
 func (rp *replayer) waitLogEnd(ctx context.Context, p *Partition) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	attempt := 0
+	return retry.Do(ctx, logEndRetry, func(ctx context.Context) error {
+		if attempt++; attempt > 1 {
+			if err := rp.checkLiveEnd(ctx, p); err != nil {
+				return err
+			}
+		}
 		md, err := rp.t.Admin.Metadata(ctx, p.Topic)
 		if err != nil {
 			return fmt.Errorf("metadata: %w", err)
@@ -159,23 +163,36 @@ func (rp *replayer) waitLogEnd(ctx context.Context, p *Partition) error {
 			rp.o.Logger.Debug(rp.mode+": cannot read the leader's log end offset; relying on the acknowledgement checks", "partition", p.Name(), "err", err)
 			return nil
 		}
-		if leo == p.LiveEnd {
-			return nil
+		if leo != p.LiveEnd {
+			return &logEndError{leo: leo, hw: p.LiveEnd}
 		}
-		if leo < p.LiveEnd || time.Now().After(deadline) {
-			return fmt.Errorf("the leader's log ends at %d, the high watermark is %d: replicas are not in sync, replayed records would not land at their original offsets; wait until the partition is fully replicated and run again", leo, p.LiveEnd)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-		_, ends, err := rp.t.Offsets(ctx, p.Topic)
-		if err != nil {
-			return err
-		}
-		if ends[p.Partition] != p.LiveEnd {
-			return fmt.Errorf("the live log end moved from %d to %d since the plan (another producer?): stop producers and run again", p.LiveEnd, ends[p.Partition])
-		}
+		return nil
+	})
+}
+
+// logEndRetry looks at the leader's log end again every 500 ms while it is
+// past the high watermark (replicas catching up), about 30 s in all.
+var logEndRetry = retry.Policy{Backoff: retry.Backoff{Initial: 500 * time.Millisecond, Max: 500 * time.Millisecond}, Attempts: 60,
+	Retryable: func(err error) bool {
+		var e *logEndError
+		return errors.As(err, &e) && e.leo > e.hw
+	}}
+
+// logEndError: the leader's log does not end at the high watermark.
+type logEndError struct{ leo, hw int64 }
+
+func (e *logEndError) Error() string {
+	return fmt.Sprintf("the leader's log ends at %d, the high watermark is %d: replicas are not in sync, replayed records would not land at their original offsets; wait until the partition is fully replicated and run again", e.leo, e.hw)
+}
+
+// checkLiveEnd refuses a partition whose live end moved since the plan.
+func (rp *replayer) checkLiveEnd(ctx context.Context, p *Partition) error {
+	_, ends, err := rp.t.Offsets(ctx, p.Topic)
+	if err != nil {
+		return err
 	}
+	if ends[p.Partition] != p.LiveEnd {
+		return fmt.Errorf("the live log end moved from %d to %d since the plan (another producer?): stop producers and run again", p.LiveEnd, ends[p.Partition])
+	}
+	return nil
 }
