@@ -32,30 +32,26 @@ func (rn *runner) planRun(ctx context.Context) (*planned, error) {
 	if prev != nil {
 		rn.catalogMs = prev.CatalogMs
 	}
-	plan, lanes, groups, err := rn.plan(ctx, rn.a, rn.topics, prev, rn.catalogMs)
-	if err != nil {
-		return nil, err
-	}
-	return &planned{plan: plan, lanes: lanes, groups: groups, stored: prev != nil}, nil
+	return rn.plan(ctx, prev)
 }
 
 // plan resolves everything before anything is written. Items the restore
 // refuses are collected in Plan.Refusals (the plan is still complete, for a
 // dry run); err is a failure to plan at all (store, cluster, input).
-func (rn *runner) plan(ctx context.Context, a *manifest.Archive, topics []string, prev *restoreManifest, catalogMs int64) (*Plan, []*lane, []groupPlan, error) {
-	o, t := rn.o, rn.t
+func (rn *runner) plan(ctx context.Context, prev *restoreManifest) (*planned, error) {
+	o, t, a, catalogMs := rn.o, rn.t, rn.a, rn.catalogMs
 	plan := &Plan{RestoreID: rn.id, TargetClusterID: t.ClusterID, CatalogMs: catalogMs, Range: o.Range.String()}
 	prevSrc := prevSources(prev)
 	var lanes []*lane
 	restored := map[srcKey]*lane{}
 	ends := map[string]map[int32]int64{} // end offsets of existing target topics
-	for _, topic := range topics {
+	for _, topic := range rn.topics {
 		if prev != nil && !prevHasTopic(prev, topic) {
 			continue // appeared in the archive after the restore began
 		}
 		sources, err := planSources(ctx, a, o, topic, prevSrc)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		if len(sources) == 0 {
 			continue
@@ -63,7 +59,7 @@ func (rn *runner) plan(ctx context.Context, a *manifest.Archive, topics []string
 		dst := o.targetName(topic)
 		pt, err := rn.planTopic(ctx, a, plan, topic, dst, sources, catalogMs)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		plan.Topics = append(plan.Topics, pt)
 
@@ -75,13 +71,13 @@ func (rn *runner) plan(ctx context.Context, a *manifest.Archive, topics []string
 		var starts map[int32]int64
 		if !pt.Create {
 			if starts, ends[dst], err = t.Offsets(ctx, dst); err != nil {
-				return nil, nil, nil, err
+				return nil, err
 			}
 		}
 		for _, l := range tl {
 			ck, err := loadCheckpoint(ctx, rn.st, rn.id, l.name)
 			if err != nil {
-				return nil, nil, nil, err
+				return nil, err
 			}
 			l.ckpt = ck
 			state := "new"
@@ -112,31 +108,31 @@ func (rn *runner) plan(ctx context.Context, a *manifest.Archive, topics []string
 		lanes = append(lanes, tl...)
 	}
 	if len(lanes) == 0 {
-		return nil, nil, nil, fmt.Errorf("no archived partition is selected")
+		return nil, fmt.Errorf("no archived partition is selected")
 	}
 	rep, err := loadReport(ctx, rn.st, rn.id)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	if rep != nil {
 		plan.CompletedMs = rep.CompletedMs
 	}
 	if err := rn.planRunning(ctx, plan); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	var groups []groupPlan
 	if o.Groups != nil {
 		var refused []Refusal
 		groups, refused, err = planGroups(ctx, a, t, o.Groups, catalogMs, o.Force, func(k srcKey) bool { return restored[k] != nil }, rn.id)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		plan.Refusals = append(plan.Refusals, refused...)
 		if err := rn.planGroupMoves(ctx, a, plan, groups, restored, ends); err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 	}
-	return plan, lanes, groups, nil
+	return &planned{plan: plan, lanes: lanes, groups: groups, stored: prev != nil}, nil
 }
 
 // planTopic decides the target topic of source topic: existing (checked)
