@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -14,6 +15,9 @@ import (
 
 // ErrNoArchive: the store holds no kbackup archive (no root marker).
 var ErrNoArchive = errors.New("no kbackup archive")
+
+// ErrNoIncarnation: the archive holds no incarnation of a topic.
+var ErrNoIncarnation = errors.New("no incarnation archived")
 
 // Root is the archive root marker, kbackup.json.
 type Root struct {
@@ -209,6 +213,45 @@ func (a *Archive) Incarnations(ctx context.Context, topic string) ([]*TopicMarke
 		out = append(out, m)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].FirstSeenMs < out[j].FirstSeenMs })
+	return out, nil
+}
+
+// CurrentIncarnation returns the current incarnation of topic: the one the
+// archive saw last. Its error wraps ErrNoIncarnation when there is none.
+func (a *Archive) CurrentIncarnation(ctx context.Context, topic string) (*TopicMarker, error) {
+	incs, err := a.Incarnations(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("topic %s: %w", topic, err)
+	}
+	if len(incs) == 0 {
+		return nil, fmt.Errorf("topic %s: %w", topic, ErrNoIncarnation)
+	}
+	return incs[len(incs)-1], nil
+}
+
+// SelectPartitions returns, in ascending order, the archived partitions of
+// a topic incarnation that are in want (every archived one when want is
+// nil). A partition in want that is not archived is an error naming it.
+func (a *Archive) SelectPartitions(ctx context.Context, topic string, id TopicID, want []int32) ([]int32, error) {
+	parts, err := a.Partitions(ctx, topic, id)
+	if err != nil {
+		return nil, fmt.Errorf("topic %s: %w", topic, err)
+	}
+	slices.Sort(parts)
+	for _, p := range want {
+		if !slices.Contains(parts, p) {
+			return nil, fmt.Errorf("topic %s has no archived partition %d (archived: %v)", topic, p, parts)
+		}
+	}
+	if want == nil {
+		return parts, nil
+	}
+	out := parts[:0]
+	for _, p := range parts {
+		if slices.Contains(want, p) {
+			out = append(out, p)
+		}
+	}
 	return out, nil
 }
 

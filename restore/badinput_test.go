@@ -26,7 +26,7 @@ func TestBadInput(t *testing.T) {
 		mod  func(*Options)
 		want string
 	}{
-		{"unknown topic", func(o *Options) { o.Topics = mustRe(t, "nope") }, "no archived topic matches"},
+		{"unknown topic", func(o *Options) { o.Topics = mustSel(t, "nope") }, "no archived topic matches"},
 		{"to before from", func(o *Options) {
 			o.Range.FromTime, o.Range.HasFromTime, o.Range.ToTime, o.Range.HasToTime = f.t0+5000, true, f.t0, true
 		}, "is before --from"},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/target"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 )
@@ -114,7 +115,7 @@ func BenchmarkRestoreThroughput(b *testing.B) {
 		b.StartTimer()
 		start := time.Now()
 		_, err := Run(context.Background(), Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)},
-			Topics: mustRe(b, "tp"), Rename: map[string]string{"tp": dst}, ID: dst, Logger: testLogger(b)})
+			Topics: mustSel(b, "tp"), Rename: map[string]string{"tp": dst}, ID: dst, Logger: testLogger(b)})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -170,7 +171,7 @@ func decodedRecords(tb testing.TB, st store.Store, topic string, parts int32, ds
 	for p := int32(0); p < parts; p++ {
 		err := a.Partition(topic, manifest.TopicID{0xbe, 0x7c}, p).Scan(context.Background(), 0, -1, func(it manifest.ScanItem) error {
 			if it.Record != nil {
-				kr := toKgo(it.Record, dst)
+				kr := target.ToKgo(it.Record, dst)
 				kr.Partition = p
 				out = append(out, kr)
 			}
@@ -210,7 +211,7 @@ func BenchmarkPointInTimeSeek(b *testing.B) {
 				st.n.Store(0)
 				dst := fmt.Sprintf("pit-%d", i)
 				o := Options{Store: st, StateStore: inner, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)},
-					Topics: mustRe(b, "pit"), Rename: map[string]string{"pit": dst}, ID: dst, Logger: testLogger(b)}
+					Topics: mustSel(b, "pit"), Rename: map[string]string{"pit": dst}, ID: dst, Logger: testLogger(b)}
 				o.Range.FromTime, o.Range.HasFromTime = mid, true
 				o.Range.ToTime, o.Range.HasToTime = mid+50, true
 				sum, err := Run(context.Background(), o)

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/kbackup/kbackup/internal/jsonobj"
+	"github.com/kbackup/kbackup/internal/lease"
+	"github.com/kbackup/kbackup/internal/target"
 	"github.com/kbackup/kbackup/store"
 )
 
@@ -13,14 +16,14 @@ import (
 // holder that lost its lane never overwrites the new holder's progress.
 func (lr *laneRun) storeCheckpoint(ctx context.Context, c *checkpoint) error {
 	if f := lr.fence; f != nil {
-		if !f.valid() {
-			return errLeaseLost
+		if !f.Valid() {
+			return lease.ErrLost
 		}
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, f.validUntil())
+		ctx, cancel = context.WithDeadline(ctx, f.ValidUntil())
 		defer cancel()
 	}
-	return putJSON(ctx, lr.rn.st, checkpointKey(lr.rn.id, lr.l.name), c, store.PutOptions{})
+	return jsonobj.Put(ctx, lr.rn.st, checkpointKey(lr.rn.id, lr.l.name), c, store.PutOptions{})
 }
 
 // checkEmpty refuses a lane without a checkpoint whose target partitions
@@ -49,7 +52,7 @@ func (lr *laneRun) snapshot(done bool) *checkpoint {
 	c.Targets = append([]targetState(nil), lr.state.Targets...)
 	for i := range c.Targets {
 		if e := lr.lastRec[c.Targets[i].Partition]; e != nil {
-			c.Targets[i].LastHash = recordHash(e.rec, !lr.logAppend)
+			c.Targets[i].LastHash = target.RecordHash(e.rec, !lr.logAppend)
 		}
 	}
 	c.Maps = make([]PartitionMap, len(lr.state.Maps))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/kbackup/kbackup/internal/lease"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/s3store"
@@ -250,7 +251,7 @@ func TestHolderFencedTakenOver(t *testing.T) {
 	b.Join, b.LeaseDuration, b.MaxClockSkew = true, 1500*time.Millisecond, 100*time.Millisecond
 	sum := run(t, b)
 	<-aDone
-	if aErr == nil || !errors.Is(aErr, errLeaseLost) && !strings.Contains(aErr.Error(), "lease") {
+	if aErr == nil || !errors.Is(aErr, lease.ErrLost) && !strings.Contains(aErr.Error(), "lease") {
 		t.Fatalf("the fenced process: %v", aErr)
 	}
 	resumed, taken := 0, int64(0)

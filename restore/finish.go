@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kbackup/kbackup/internal/jsonobj"
+	"github.com/kbackup/kbackup/internal/lease"
 	"github.com/kbackup/kbackup/store"
 )
 
@@ -17,7 +19,7 @@ import (
 
 const reportFormat = "kbackup-restore-report"
 
-func reportKey(id string) string { return restoresPrefix + id + "/report.json" }
+func reportKey(id string) string { return lease.Dir(id) + "report.json" }
 
 // ReportLane is one lane in the completion record.
 type ReportLane struct {
@@ -53,7 +55,7 @@ type Report struct {
 
 func loadReport(ctx context.Context, st store.Store, id string) (*Report, error) {
 	var r Report
-	found, err := getJSON(ctx, st, reportKey(id), &r)
+	found, err := jsonobj.Get(ctx, st, reportKey(id), &r)
 	if err != nil || !found {
 		return nil, err
 	}
@@ -80,26 +82,26 @@ func (rn *runner) finish(ctx context.Context, lanes []*lane, groups []groupPlan,
 	m := rn.leases
 	// Runs also after an interrupt: the map of what was done is stored.
 	ctx = context.WithoutCancel(ctx)
-	var ls *heldLease
+	var ls *lease.Held
 	for ls == nil {
-		gen, cur, err := m.current(ctx, "final")
+		gen, cur, err := m.Current(ctx, "final")
 		if err != nil {
 			return nil, err
 		}
-		if m.live(cur) {
+		if m.Live(cur) {
 			if !complete {
 				rn.o.Logger.Info("restore: another process of this restore is finishing it; not storing the offset map", "holder", cur.Holder.String())
 				return rn.readFinished(ctx, lanes)
 			}
-			time.Sleep(m.poll())
+			time.Sleep(m.Poll())
 			continue
 		}
-		if ls, err = m.acquire(ctx, "final", gen+1); err != nil && !errors.Is(err, errLeaseTaken) {
+		if ls, err = m.Acquire(ctx, "final", gen+1); err != nil && !errors.Is(err, lease.ErrTaken) {
 			return nil, err
 		}
 	}
-	defer ls.release()
-	rep, err := loadReport(ls.ctx, rn.st, rn.id)
+	defer ls.Release()
+	rep, err := loadReport(ls.Context(), rn.st, rn.id)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +110,7 @@ func (rn *runner) finish(ctx context.Context, lanes []*lane, groups []groupPlan,
 	cks := make([]*checkpoint, len(lanes))
 	all := true
 	for i, l := range lanes {
-		if cks[i], err = loadCheckpoint(ls.ctx, rn.st, rn.id, l.name); err != nil {
+		if cks[i], err = loadCheckpoint(ls.Context(), rn.st, rn.id, l.name); err != nil {
 			return nil, err
 		}
 		if cks[i] == nil || !cks[i].Done {
@@ -117,7 +119,7 @@ func (rn *runner) finish(ctx context.Context, lanes []*lane, groups []groupPlan,
 	}
 	if !rn.o.Repartition {
 		if rep != nil {
-			if fin.om, err = ReadOffsetMap(ls.ctx, rn.st, rn.id); err != nil {
+			if fin.om, err = ReadOffsetMap(ls.Context(), rn.st, rn.id); err != nil {
 				return nil, err
 			}
 		} else {
@@ -136,8 +138,8 @@ func (rn *runner) finish(ctx context.Context, lanes []*lane, groups []groupPlan,
 	}
 	var gerr error
 	if len(groups) > 0 {
-		gm := &groupMover{st: rn.st, id: rn.id, adm: rn.t.adm, by: m.me.String(), now: rn.o.Now, log: rn.o.Logger}
-		fin.groups, gerr = commitGroups(ls.ctx, gm, groups, maps, false)
+		gm := &groupMover{st: rn.st, id: rn.id, adm: rn.t.Admin, by: m.Me.String(), now: rn.o.Now, log: rn.o.Logger}
+		fin.groups, gerr = commitGroups(ls.Context(), gm, groups, maps, false)
 	}
 	if rep == nil && gerr == nil {
 		if fin.report, err = rn.createReport(ls, lanes, cks, fin.groups); err != nil {
@@ -148,11 +150,11 @@ func (rn *runner) finish(ctx context.Context, lanes []*lane, groups []groupPlan,
 }
 
 // putIfValid stores body at key while the lease is valid.
-func (rn *runner) putIfValid(ls *heldLease, key string, body []byte) error {
-	if !ls.valid() {
-		return errLeaseLost
+func (rn *runner) putIfValid(ls *lease.Held, key string, body []byte) error {
+	if !ls.Valid() {
+		return lease.ErrLost
 	}
-	ctx, cancel := context.WithDeadline(ls.ctx, ls.validUntil())
+	ctx, cancel := context.WithDeadline(ls.Context(), ls.ValidUntil())
 	defer cancel()
 	return rn.st.Put(ctx, key, strings.NewReader(string(body)), int64(len(body)), store.PutOptions{})
 }
@@ -161,7 +163,7 @@ func (rn *runner) putIfValid(ls *heldLease, key string, body []byte) error {
 // plan order): the same map whoever builds it.
 func (rn *runner) buildMap(cks []*checkpoint) *OffsetMap {
 	om := &OffsetMap{Format: offsetMapFormat, FormatVersion: offsetMapVersion, RestoreID: rn.id, CreatedMs: rn.o.Now().UnixMilli(),
-		TargetClusterID: rn.t.clusterID, CatalogMs: rn.catalogMs, Partitions: []PartitionMap{}}
+		TargetClusterID: rn.t.ClusterID, CatalogMs: rn.catalogMs, Partitions: []PartitionMap{}}
 	for _, c := range cks {
 		if c != nil {
 			om.Partitions = append(om.Partitions, c.Maps...)
@@ -172,8 +174,8 @@ func (rn *runner) buildMap(cks []*checkpoint) *OffsetMap {
 
 // createReport creates report.json once (create-if-absent); a report
 // created meanwhile by another process wins and is returned.
-func (rn *runner) createReport(ls *heldLease, lanes []*lane, cks []*checkpoint, groups []GroupResult) (*Report, error) {
-	r := &Report{Format: reportFormat, FormatVersion: stateVersion, RestoreID: rn.id, CompletedMs: rn.o.Now().UnixMilli(), CompletedBy: rn.leases.me.String(),
+func (rn *runner) createReport(ls *lease.Held, lanes []*lane, cks []*checkpoint, groups []GroupResult) (*Report, error) {
+	r := &Report{Format: reportFormat, FormatVersion: stateVersion, RestoreID: rn.id, CompletedMs: rn.o.Now().UnixMilli(), CompletedBy: rn.leases.Me.String(),
 		Groups: []ReportGroup{}}
 	for _, g := range groups {
 		rg := ReportGroup{Group: g.Group, State: g.State, MovedMs: g.MovedMs, Offsets: []movedOffset{}}
@@ -187,12 +189,12 @@ func (rn *runner) createReport(ls *heldLease, lanes []*lane, cks []*checkpoint, 
 		r.Records += cks[i].Records
 		r.Bytes += cks[i].Bytes
 	}
-	if !ls.valid() {
-		return nil, errLeaseLost
+	if !ls.Valid() {
+		return nil, lease.ErrLost
 	}
-	err := putJSON(ls.ctx, rn.st, reportKey(rn.id), r, store.PutOptions{IfNotExists: true})
+	err := jsonobj.Put(ls.Context(), rn.st, reportKey(rn.id), r, store.PutOptions{IfNotExists: true})
 	if errors.Is(err, store.ErrExists) {
-		return loadReport(ls.ctx, rn.st, rn.id)
+		return loadReport(ls.Context(), rn.st, rn.id)
 	}
 	if err != nil {
 		return nil, err

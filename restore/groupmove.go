@@ -12,6 +12,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/kbackup/kbackup/internal/jsonobj"
+	"github.com/kbackup/kbackup/internal/lease"
 	"github.com/kbackup/kbackup/store"
 )
 
@@ -68,12 +70,12 @@ func (r *groupRecord) last() *groupMove { return &r.Moves[len(r.Moves)-1] }
 // groupKey names a group's record: group ids may hold any character.
 func groupKey(id, group string) string {
 	h := sha256.Sum256([]byte(group))
-	return restoresPrefix + id + "/groups/" + hex.EncodeToString(h[:16]) + ".json"
+	return lease.Dir(id) + "groups/" + hex.EncodeToString(h[:16]) + ".json"
 }
 
 func loadGroupRecord(ctx context.Context, st store.Store, id, group string) (*groupRecord, error) {
 	var r groupRecord
-	found, err := getJSON(ctx, st, groupKey(id, group), &r)
+	found, err := jsonobj.Get(ctx, st, groupKey(id, group), &r)
 	if err != nil || !found {
 		return nil, err
 	}
@@ -131,7 +133,7 @@ func (gm *groupMover) move(ctx context.Context, res *GroupResult, meta map[srcKe
 	rec, err := loadGroupRecord(ctx, gm.st, gm.id, res.Group)
 	for attempt := 0; err == nil && rec == nil && attempt < 2; attempt++ {
 		rec = &groupRecord{Format: groupFormat, FormatVersion: stateVersion, RestoreID: gm.id, Group: res.Group, Moves: []groupMove{gm.newMove(res, false)}}
-		err = putJSON(ctx, gm.st, groupKey(gm.id, res.Group), rec, store.PutOptions{IfNotExists: true})
+		err = jsonobj.Put(ctx, gm.st, groupKey(gm.id, res.Group), rec, store.PutOptions{IfNotExists: true})
 		if errors.Is(err, store.ErrExists) {
 			rec, err = loadGroupRecord(ctx, gm.st, gm.id, res.Group) // another process records it: follow its record
 			continue
@@ -149,7 +151,7 @@ func (gm *groupMover) move(ctx context.Context, res *GroupResult, meta map[srcKe
 	switch {
 	case again:
 		rec.Moves = append(rec.Moves, gm.newMove(res, true))
-		if err := putJSON(ctx, gm.st, groupKey(gm.id, res.Group), rec, store.PutOptions{}); err != nil {
+		if err := jsonobj.Put(ctx, gm.st, groupKey(gm.id, res.Group), rec, store.PutOptions{}); err != nil {
 			res.State, res.Err = GroupFailed, err
 			return
 		}
@@ -192,7 +194,7 @@ func (gm *groupMover) resolve(ctx context.Context, res *GroupResult, rec *groupR
 			todo = append(todo, TranslatedOffset{TargetTopic: mo.Topic, TargetPartition: mo.Partition, TargetOffset: mo.To, From: mo.From})
 		default:
 			last.State, last.FinishedMs = moveSuperseded, gm.now().UnixMilli()
-			if err := putJSON(ctx, gm.st, groupKey(gm.id, res.Group), rec, store.PutOptions{}); err != nil {
+			if err := jsonobj.Put(ctx, gm.st, groupKey(gm.id, res.Group), rec, store.PutOptions{}); err != nil {
 				res.State, res.Err = GroupFailed, err
 				return
 			}
@@ -228,7 +230,7 @@ func (gm *groupMover) commit(ctx context.Context, res *GroupResult, rec *groupRe
 	}
 	last := rec.last()
 	last.State, last.FinishedMs = moveMoved, gm.now().UnixMilli()
-	if err := putJSON(ctx, gm.st, groupKey(gm.id, res.Group), rec, store.PutOptions{}); err != nil {
+	if err := jsonobj.Put(ctx, gm.st, groupKey(gm.id, res.Group), rec, store.PutOptions{}); err != nil {
 		// Committed; the record still says "moving", which a rerun
 		// resolves as done (the offsets are at `to`).
 		gm.log.Warn("restore: group moved, but its record not updated (a rerun completes it)", "group", res.Group, "err", err)

@@ -7,6 +7,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/kbackup/kbackup/internal/jsonobj"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 )
@@ -89,7 +90,7 @@ func TestGroupMovedOnce(t *testing.T) {
 	for _, g := range []string{"fresh", "moved-on"} {
 		rec := &groupRecord{Format: groupFormat, FormatVersion: stateVersion, RestoreID: sum.RestoreID, Group: g,
 			Moves: []groupMove{{State: moveMoving, By: "killed/1", Offsets: []movedOffset{{Topic: "gm2", Partition: 0, From: -1, To: want}}}}}
-		if err := putJSON(ctx, f.st, groupKey(gm.id, g), rec, store.PutOptions{IfNotExists: true}); err != nil {
+		if err := jsonobj.Put(ctx, f.st, groupKey(gm.id, g), rec, store.PutOptions{IfNotExists: true}); err != nil {
 			t.Fatal(err)
 		}
 	}

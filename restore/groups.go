@@ -12,7 +12,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/lease"
 	"github.com/kbackup/kbackup/internal/logrange"
+	"github.com/kbackup/kbackup/internal/target"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 )
@@ -63,7 +65,7 @@ type srcKey struct {
 // whose offsets fall on restored partitions. Groups with active members in
 // the target (unless force) and a capture that does not exist are
 // refusals; restoreID names the restore in the remedies.
-func planGroups(ctx context.Context, a *manifest.Archive, t *target, re *regexp.Regexp, ms int64, force bool, restored func(srcKey) bool, restoreID string) ([]groupPlan, []Refusal, error) {
+func planGroups(ctx context.Context, a *manifest.Archive, t *target.Cluster, re *regexp.Regexp, ms int64, force bool, restored func(srcKey) bool, restoreID string) ([]groupPlan, []Refusal, error) {
 	gc, err := a.GroupsAt(ctx, ms)
 	if errors.Is(err, store.ErrNotFound) {
 		r := Refusal{Item: "--groups", Reason: fmt.Sprintf("cannot be used: the archive holds no consumer-group capture at or before %s", fmtMs(ms))}
@@ -102,7 +104,7 @@ func planGroups(ctx context.Context, a *manifest.Archive, t *target, re *regexp.
 		return nil, []Refusal{{Item: "--groups " + exprString(re), Reason: fmt.Sprintf("matches no group with offsets on the restored partitions in the capture of %s", fmtMs(gc.CapturedMs)),
 			Remedy: "check the expression against the groups the archiver captured"}}, nil
 	}
-	members, err := t.activeMembers(ctx, names)
+	members, err := t.ActiveMembers(ctx, names)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -229,11 +231,11 @@ func TranslateGroups(ctx context.Context, o TranslateOptions) ([]GroupResult, er
 	if err != nil {
 		return nil, err
 	}
-	t, err := connectTarget(ctx, o.KafkaOpts)
+	t, err := target.Connect(ctx, o.KafkaOpts)
 	if err != nil {
 		return nil, err
 	}
-	defer t.close()
+	defer t.Close()
 	at := o.AtMs
 	if at == 0 {
 		at = m.CatalogMs
@@ -245,7 +247,7 @@ func TranslateGroups(ctx context.Context, o TranslateOptions) ([]GroupResult, er
 	if len(refused) > 0 {
 		return nil, refusalsError(refused)
 	}
-	gm := &groupMover{st: o.StateStore, id: m.RestoreID, adm: t.adm, by: newHolder("", time.Now()).String(), now: time.Now, log: o.Logger}
+	gm := &groupMover{st: o.StateStore, id: m.RestoreID, adm: t.Admin, by: lease.NewHolder("", time.Now()).String(), now: time.Now, log: o.Logger}
 	if !o.DryRun {
 		return commitGroups(ctx, gm, plans, maps, o.Again)
 	}

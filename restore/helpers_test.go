@@ -1,9 +1,7 @@
 package restore
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -15,8 +13,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kbackup/kbackup/archive"
 	"github.com/kbackup/kbackup/internal/kfaketest"
+	"github.com/kbackup/kbackup/internal/restoretest"
+	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 )
@@ -40,154 +39,28 @@ func mustRe(t testing.TB, expr string) *regexp.Regexp {
 	return regexp.MustCompile("^(?:" + expr + ")$")
 }
 
-// archiveOnce archives the source cluster into st with the archiver's Once
-// mode (small blocks and segments, so that seeks have something to skip).
+// mustSel selects the topics whose whole name matches expr.
+func mustSel(t testing.TB, expr string) *topicsel.Selector { return restoretest.Topics(t, expr) }
+
+// The records compared and the archiving are package restoretest's.
+type rec = restoretest.Rec
+
+// archiveOnce archives the source cluster (small blocks and segments, so
+// that seeks have something to skip).
 func archiveOnce(t testing.TB, c *kfake.Cluster, st store.Store) {
-	t.Helper()
-	a, err := archive.New(archive.Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Store: st, Once: true,
-		Logger: testLogger(t), WriterID: "test", BlockBytes: 2 << 10, SegmentBytes: 16 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := a.Run(ctx); err != nil {
-		t.Fatalf("archive --once: %v", err)
-	}
+	restoretest.ArchiveOnce(t, c.ListenAddrs(), st, nil, 2<<10, 16<<10)
 }
 
-// rec is one record as compared: offset, timestamp, key, value, headers.
-type rec struct {
-	Offset    int64
-	Timestamp int64
-	Key       []byte
-	Value     []byte
-	Headers   []manifest.Header
-}
-
-func (r rec) equalContent(o rec) bool {
-	return r.Timestamp == o.Timestamp && bytes.Equal(r.Key, o.Key) && (r.Key == nil) == (o.Key == nil) &&
-		bytes.Equal(r.Value, o.Value) && (r.Value == nil) == (o.Value == nil) && sameHeaders(r.Headers, o.Headers)
-}
-
-func sameHeaders(a, b []manifest.Header) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Key != b[i].Key || !bytes.Equal(a[i].Value, b[i].Value) || (a[i].Value == nil) != (b[i].Value == nil) {
-			return false
-		}
-	}
-	return true
-}
-
-// archived reads one partition's records of the current incarnation in
-// [from, to] (to < 0: the end), and its gaps.
 func archived(t testing.TB, st store.Store, topic string, partition int32) ([]rec, []manifest.Gap) {
-	t.Helper()
-	ctx := context.Background()
-	a, err := manifest.Open(ctx, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	incs, err := a.Incarnations(ctx, topic)
-	if err != nil || len(incs) == 0 {
-		t.Fatalf("incarnations of %s: %v", topic, err)
-	}
-	p := a.Partition(topic, incs[len(incs)-1].TopicID, partition)
-	var out []rec
-	var gaps []manifest.Gap
-	err = p.Scan(ctx, 0, -1, func(it manifest.ScanItem) error {
-		if r := it.Record; r != nil {
-			out = append(out, rec{r.Offset, r.Timestamp, bytes.Clone(r.Key), bytes.Clone(r.Value), r.Headers})
-		} else {
-			gaps = append(gaps, it.Gap)
-		}
-		return nil
-	})
-	if err != nil && err != manifest.StopScan {
-		if isOutOfRange(err) {
-			return nil, nil
-		}
-		t.Fatal(err)
-	}
-	return out, gaps
+	return restoretest.Archived(t, st, topic, partition)
 }
 
-func isOutOfRange(err error) bool { return err != nil && errors.Is(err, manifest.ErrOutOfRange) }
-
-// readTopic reads every partition of topic in the cluster up to its end
-// offsets, with a plain consumer.
 func readTopic(t testing.TB, c *kfake.Cluster, topic string) map[int32][]rec {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	adm := kadm.NewClient(newClient(t, c))
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			want[o.Partition] = o.Offset
-		}
-	})
-	out := map[int32][]rec{}
-	if len(want) == 0 {
-		return out
-	}
-	cl := newClient(t, c, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	pos := map[int32]int64{}
-	done := func() bool {
-		for p, e := range want {
-			if pos[p] < e {
-				return false
-			}
-		}
-		return true
-	}
-	for !done() {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %s: timeout at %v, want %v", topic, pos, want)
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			pos[r.Partition] = r.Offset + 1
-			var hs []manifest.Header
-			for _, h := range r.Headers {
-				hs = append(hs, manifest.Header{Key: h.Key, Value: h.Value})
-			}
-			out[r.Partition] = append(out[r.Partition], rec{r.Offset, r.Timestamp.UnixMilli(), r.Key, r.Value, hs})
-		})
-	}
-	return out
+	return restoretest.ReadTopic(t, c, topic)
 }
 
-// sameContent compares want and got record by record (offsets aside).
 func sameContent(t testing.TB, what string, want, got []rec) {
-	t.Helper()
-	if len(want) != len(got) {
-		t.Fatalf("%s: want %d records, got %d\nwant %s\ngot  %s", what, len(want), len(got), offsets(want), offsets(got))
-	}
-	for i := range want {
-		if !want[i].equalContent(got[i]) {
-			t.Fatalf("%s: record %d differs:\nwant %+v\ngot  %+v", what, i, want[i], got[i])
-		}
-	}
-}
-
-func offsets(rs []rec) string {
-	var b bytes.Buffer
-	for i, r := range rs {
-		if i > 40 {
-			b.WriteString(" ...")
-			break
-		}
-		fmt.Fprintf(&b, " %d", r.Offset)
-	}
-	return b.String()
+	restoretest.SameContent(t, what, want, got)
 }
 
 // fixture is a source cluster with an archived topic.
@@ -265,7 +138,7 @@ func (f *fixture) archive(t testing.TB) { archiveOnce(t, f.src, f.st) }
 
 // opts returns restore options from the fixture's store into tgt.
 func (f *fixture) opts(t testing.TB, tgt *kfake.Cluster) Options {
-	return Options{Store: f.st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(tgt.ListenAddrs()...)}, Topics: mustRe(t, f.topic),
+	return Options{Store: f.st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(tgt.ListenAddrs()...)}, Topics: mustSel(t, f.topic),
 		Logger: testLogger(t), CheckpointInterval: 50 * time.Millisecond, ResumeSettle: 20 * time.Millisecond}
 }
 

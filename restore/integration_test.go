@@ -21,7 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kbackup/kbackup/archive"
+	"github.com/kbackup/kbackup/internal/restoretest"
 	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
@@ -43,16 +43,7 @@ func realArchiveOnce(t *testing.T, k *testenv.Kafka, st store.Store, topics ...s
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := archive.New(archive.Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(k.Brokers()...)}, Store: st, Once: true,
-		Logger: testLogger(t), WriterID: "it", Topics: sel, BlockBytes: 4 << 10, SegmentBytes: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	if err := a.Run(ctx); err != nil {
-		t.Fatalf("archive --once: %v", err)
-	}
+	restoretest.ArchiveOnce(t, k.Brokers(), st, sel, 4<<10, 64<<10)
 }
 
 // realRestore runs a restore into the cluster at brokers.
@@ -74,7 +65,7 @@ func realRestore(t *testing.T, st store.Store, brokers []string, topic, dst stri
 // realOpts are the options of a restore of topic as dst into brokers (a
 // single-node cluster: replication factor 1).
 func realOpts(t testing.TB, st store.Store, brokers []string, topic, dst string) Options {
-	return Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Topics: mustRe(t, regexp.QuoteMeta(topic)),
+	return Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Topics: mustSel(t, regexp.QuoteMeta(topic)),
 		Rename: map[string]string{topic: dst}, ReplicationFactor: 1, Logger: testLogger(t), CheckpointInterval: 100 * time.Millisecond}
 }
 

@@ -11,12 +11,11 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/lease"
+	"github.com/kbackup/kbackup/internal/retry"
+	"github.com/kbackup/kbackup/internal/target"
 	"github.com/kbackup/kbackup/manifest"
 )
-
-// batchBytes is the size at which the reader hands a batch of records to
-// the producer (about one archive block).
-const batchBytes = 1 << 20
 
 // batch is a run of records of one lane source, in offset order.
 type batch struct {
@@ -119,7 +118,7 @@ type laneRun struct {
 	warmed bool
 	// fence is the lane's lease: checkpoints are stored only while it is
 	// valid (nil: no lease, e.g. in tests of the lane alone).
-	fence *heldLease
+	fence *lease.Held
 }
 
 func newLaneRun(rn *runner, l *lane, logAppend bool, nparts int32) *laneRun {
@@ -167,7 +166,7 @@ func (lr *laneRun) targetPartitions() []int32 {
 // the target against it. It returns done = true for a finished lane.
 func (lr *laneRun) start(ctx context.Context) (done bool, err error) {
 	l, t := lr.l, lr.rn.t
-	starts, ends, err := t.offsets(ctx, l.targetTopic, lr.targetPartitions()...)
+	starts, ends, err := t.Offsets(ctx, l.targetTopic, lr.targetPartitions()...)
 	if err != nil {
 		return false, err
 	}
@@ -220,14 +219,14 @@ func (lr *laneRun) start(ctx context.Context) (done bool, err error) {
 			// Records past the checkpoint: the previous run produced them
 			// after its last checkpoint. They are the next k records this
 			// lane assigns to the partition; the last of them must match.
-			r, err := t.fetchRecord(ctx, l.targetTopic, ts.Partition, e-1)
+			r, err := t.FetchRecord(ctx, l.targetTopic, ts.Partition, e-1)
 			if err != nil {
 				return false, fmt.Errorf("check the target against the checkpoint: %w", err)
 			}
-			lr.skip[ts.Partition], lr.expect[ts.Partition] = k, recordHash(r, !lr.logAppend)
+			lr.skip[ts.Partition], lr.expect[ts.Partition] = k, target.RecordHash(r, !lr.logAppend)
 		case ts.End > ts.Base && ts.LastHash != "":
-			r, err := t.fetchRecord(ctx, l.targetTopic, ts.Partition, e-1)
-			if errors.Is(err, errRecordNotFound) {
+			r, err := t.FetchRecord(ctx, l.targetTopic, ts.Partition, e-1)
+			if errors.Is(err, target.ErrRecordNotFound) {
 				lr.rn.o.Logger.Warn("restore: cannot re-read the last restored record (target retention?); trusting the checkpoint",
 					"lane", l.name, "partition", ts.Partition, "offset", e-1)
 				continue
@@ -235,7 +234,7 @@ func (lr *laneRun) start(ctx context.Context) (done bool, err error) {
 			if err != nil {
 				return false, fmt.Errorf("check the target against the checkpoint: %w", err)
 			}
-			if recordHash(r, !lr.logAppend) != ts.LastHash {
+			if target.RecordHash(r, !lr.logAppend) != ts.LastHash {
 				return false, fmt.Errorf("target %s/%d offset %d is not the record restore %s wrote there: another producer wrote into the target; restore with a new --restore-id",
 					l.targetTopic, ts.Partition, e-1, lr.rn.id)
 			}
@@ -287,16 +286,11 @@ func (lr *laneRun) run(ctx context.Context) error {
 	<-ckptDone
 	// The final checkpoint: Done only when every record was acknowledged.
 	c := lr.snapshot(err == nil)
-	var werr error
-	for attempt := 0; attempt < 3; attempt++ {
-		wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		werr = lr.storeCheckpoint(wctx, c)
-		wcancel()
-		if werr == nil || errors.Is(werr, errLeaseLost) {
-			break
-		}
-		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
-	}
+	werr := retry.Do(context.WithoutCancel(ctx), finalCheckpointRetry, func(ctx context.Context) error {
+		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+		defer wcancel()
+		return lr.storeCheckpoint(wctx, c)
+	})
 	lr.l.ckpt = c
 	if err != nil {
 		return err
@@ -306,6 +300,11 @@ func (lr *laneRun) run(ctx context.Context) error {
 	}
 	return nil
 }
+
+// finalCheckpointRetry stores a lane's final checkpoint: three attempts,
+// none once the lease is lost.
+var finalCheckpointRetry = retry.Policy{Backoff: retry.Backoff{Initial: 200 * time.Millisecond, Max: 400 * time.Millisecond}, Attempts: 3,
+	Retryable: func(err error) bool { return !errors.Is(err, lease.ErrLost) }}
 
 // read scans the lane's sources from the resume point and sends batches.
 func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out chan<- batch) error {
@@ -356,8 +355,8 @@ func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out c
 			}
 			prev = r
 			b.recs = append(b.recs, r)
-			b.bytes += recordSize(r)
-			if b.bytes >= batchBytes || len(b.recs) >= 8192 {
+			b.bytes += target.RecordSize(r)
+			if b.bytes >= target.BatchBytes || len(b.recs) >= 8192 {
 				if err := send(b); err != nil {
 					return err
 				}
@@ -379,312 +378,4 @@ func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out c
 		}
 	}
 	return nil
-}
-
-func recordSize(r *manifest.Record) int64 {
-	n := int64(len(r.Key) + len(r.Value) + 16)
-	for _, h := range r.Headers {
-		n += int64(len(h.Key) + len(h.Value))
-	}
-	return n
-}
-
-// toKgo converts an archived record for producing: key, value, headers
-// and timestamp exactly (nil stays nil: null, not empty).
-func toKgo(r *manifest.Record, topic string) *kgo.Record {
-	kr := new(kgo.Record)
-	fillKgo(kr, r, topic)
-	return kr
-}
-
-// fillKgo sets kr to the archived record r (see toKgo).
-// A recycled kr keeps its header slice's capacity.
-func fillKgo(kr *kgo.Record, r *manifest.Record, topic string) {
-	hs := kr.Headers[:0]
-	*kr = kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Timestamp: time.UnixMilli(r.Timestamp)}
-	if len(r.Headers) > 0 {
-		if cap(hs) < len(r.Headers) {
-			hs = make([]kgo.RecordHeader, 0, len(r.Headers))
-		}
-		for _, h := range r.Headers {
-			hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
-		}
-		kr.Headers = hs
-	}
-}
-
-// produceAll produces every record of the batches, skipping (and
-// verifying) the ones a resumed lane finds already in the target. The
-// entries and franz-go records of a batch are allocated together, and the
-// in-flight accounting takes the lane's lock once per chunk of records,
-// not once per record.
-func (lr *laneRun) produceAll(ctx context.Context, batches <-chan batch) error {
-	var ready []*entry // produced in order, in runs (produceChunk); reused
-	var cur *slab
-	next := 0
-	defer func() {
-		if cur != nil {
-			cur.release(int32(slotsPerSlab-next) + 1)
-		}
-	}()
-	for b := range batches {
-		ready = ready[:0]
-		for _, r := range b.recs {
-			if cur == nil || next == slotsPerSlab {
-				if cur != nil {
-					cur.release(1)
-				}
-				cur, next = slabPool.Get().(*slab), 0
-				cur.refs.Store(slotsPerSlab + 1)
-			}
-			sl := &cur.slots[next]
-			next++
-			kr := &sl.rec
-			fillKgo(kr, r, lr.l.targetTopic)
-			p := lr.assign(b.src, kr)
-			kr.Partition = p
-			e := &sl.e
-			*e = entry{src: b.src, off: r.Offset, part: p, size: recordSize(r), rec: kr, slab: cur}
-			if k := lr.skip[p]; k > 0 {
-				if err := lr.produceChunk(ctx, ready); err != nil {
-					return err
-				}
-				ready = ready[:0]
-				lr.skip[p] = k - 1
-				if k == 1 && recordHash(kr, !lr.logAppend) != lr.expect[p] {
-					return fmt.Errorf("target %s/%d: the last record after the checkpoint is not source %s offset %d, the record this restore would have written there (another producer wrote into the target?); restore with a new --restore-id",
-						lr.l.targetTopic, p, lr.l.sources[b.src].log, r.Offset)
-				}
-				lr.skipped(e)
-				continue
-			}
-			ready = append(ready, e)
-		}
-		if err := lr.produceChunk(ctx, ready); err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// skipped accounts a record found already in the target as acknowledged
-// at the partition's next offset.
-func (lr *laneRun) skipped(e *entry) {
-	lr.mu.Lock()
-	defer lr.mu.Unlock()
-	e.done, e.tgt = true, lr.tgt[e.part].End+lr.queuedFor(e.part)
-	lr.queue = append(lr.queue, e)
-	lr.popLocked()
-}
-
-// queuedFor counts the acknowledged-but-not-popped entries of partition p
-// (skipped entries wait behind unacknowledged ones of other partitions).
-func (lr *laneRun) queuedFor(p int32) int64 {
-	var n int64
-	for _, q := range lr.queue[lr.head:] {
-		if q.part == p {
-			n++
-		}
-	}
-	return n
-}
-
-// produceChunk hands ents to the producer in order, in runs that keep the
-// lane's unacknowledged bytes within MaxInFlightBytes (a run holds at
-// least one record).
-func (lr *laneRun) produceChunk(ctx context.Context, ents []*entry) error {
-	limit := lr.rn.o.MaxInFlightBytes
-	for len(ents) > 0 {
-		lr.mu.Lock()
-		for lr.err == nil && lr.inflight > 0 && lr.inflight+ents[0].size > limit {
-			lr.waiters++
-			lr.cond.Wait()
-			lr.waiters--
-		}
-		if lr.err != nil {
-			err := lr.err
-			lr.mu.Unlock()
-			return err
-		}
-		n := 0
-		for n < len(ents) && (n == 0 || lr.inflight+ents[n].size <= limit && lr.warmed) {
-			e := ents[n]
-			lr.inflight += e.size
-			lr.queue = append(lr.queue, e)
-			n++
-		}
-		lr.pending += n
-		lr.mu.Unlock()
-		for _, e := range ents[:n] {
-			lr.restored++
-			lr.rn.t.cl.Produce(ctx, e.rec, lr.promise)
-		}
-		ents = ents[n:]
-		if !lr.warmed {
-			// The lane's first record goes alone and is waited for: until
-			// the producer has the target topic's metadata, every record
-			// takes franz-go's slow unknown-topic path (and a fresh
-			// topic's metadata takes a moment to appear).
-			lr.warmed = true
-			lr.mu.Lock()
-			for lr.err == nil && lr.pending > 0 {
-				lr.waiters++
-				lr.cond.Wait()
-				lr.waiters--
-			}
-			lr.mu.Unlock()
-		}
-	}
-	return nil
-}
-
-// ack is the produce promise: records of one partition are acknowledged in
-// order; the lane's acknowledged prefix advances over done entries.
-func (lr *laneRun) ack(r *kgo.Record, err error) {
-	e := entryOf(r)
-	lr.mu.Lock()
-	defer lr.mu.Unlock()
-	e.done = true
-	lr.inflight -= e.size
-	lr.pending--
-	if err != nil {
-		e.failed = true
-		if lr.err == nil {
-			lr.err = fmt.Errorf("produce to %s/%d: %w", r.Topic, r.Partition, err)
-			lr.cancel()
-		}
-	} else {
-		e.tgt = r.Offset
-	}
-	lr.popLocked()
-	if lr.waiters > 0 {
-		lr.cond.Broadcast()
-	}
-}
-
-// popLocked applies the done entries at the head of the queue to the
-// acknowledged state.
-func (lr *laneRun) popLocked() {
-	for lr.head < len(lr.queue) {
-		e := lr.queue[lr.head]
-		if !e.done || e.failed {
-			break
-		}
-		ts := lr.tgt[e.part]
-		if e.tgt != ts.End && !lr.foreignWrite(e, ts.End) {
-			e.failed = true // the acknowledged prefix ends before it
-			break
-		}
-		lr.queue[lr.head] = nil
-		lr.head++
-		st := &lr.state
-		st.SourceIndex, st.SourceOffset = e.src, e.off
-		st.Records++
-		st.Bytes += e.size
-		ts.End = e.tgt + 1
-		// The partition's last record pins its slab (checkpoints hash it);
-		// the entry itself is done with.
-		e.slab.refs.Add(1)
-		if old := lr.lastRec[e.part]; old != nil {
-			old.slab.release(1)
-		}
-		lr.lastRec[e.part] = e
-		e.slab.release(1)
-		if lr.l.targetPartition >= 0 {
-			m := &st.Maps[e.src]
-			m.add(e.off, e.tgt)
-			m.Records++
-			m.TargetEnd = e.tgt + 1
-		}
-		lr.unflushedRecords++
-		lr.unflushedBytes += e.size
-	}
-	if lr.unflushedRecords >= 1024 {
-		lr.flushCountsLocked()
-	}
-	if lr.head > 4096 && lr.head*2 > len(lr.queue) {
-		n := copy(lr.queue, lr.queue[lr.head:])
-		clear(lr.queue[n:])
-		lr.queue, lr.head = lr.queue[:n], 0
-	}
-}
-
-// foreignWrite handles a record of the lane that the broker appended at
-// e.tgt although the lane's previous record in that partition ended at
-// want: someone else appended offsets want..e.tgt-1 in between. The lane's
-// own records of a partition are contiguous (one idempotent producer, in
-// order), so this is another writer: most likely produce requests of a
-// killed earlier run of this restore that the broker applied after this
-// run read the target's end (so records written twice), or a foreign
-// producer. Without --append that fails the lane, naming the offsets;
-// with --append (writing into a live topic is allowed) it is logged and the
-// lane goes on. It reports whether the lane goes on.
-func (lr *laneRun) foreignWrite(e *entry, want int64) bool {
-	if lr.rn.o.Append {
-		if !lr.interleaved[e.part] {
-			lr.interleaved[e.part] = true
-			lr.rn.o.Logger.Warn("restore: another producer writes into the target partition (--append): the offset map stays exact, but a resume of this restore cannot tell its records from the other producer's",
-				"topic", lr.l.targetTopic, "partition", e.part, "foreign_offsets", fmt.Sprintf("%d..%d", want, e.tgt-1))
-		}
-		return true
-	}
-	if lr.err == nil {
-		lr.err = fmt.Errorf("target %s/%d: offsets %d..%d were written by another producer while this restore wrote there (source %s offset %d landed at %d, not %d); most likely late produce requests of a killed earlier run of this restore, i.e. records now present twice: inspect those offsets, then delete the target topic and restore again (or keep it knowingly)",
-			lr.l.targetTopic, e.part, want, e.tgt-1, lr.l.sources[e.src].log, e.off, e.tgt, want)
-		lr.cancel()
-	}
-	return false
-}
-
-// flushCountsLocked adds the lane's acknowledged records and bytes to the
-// restore's totals (shared by the lanes: added in runs, not per record).
-func (lr *laneRun) flushCountsLocked() {
-	lr.rn.records.Add(lr.unflushedRecords)
-	lr.rn.bytes.Add(lr.unflushedBytes)
-	lr.unflushedRecords, lr.unflushedBytes = 0, 0
-}
-
-// wait blocks until every produced record was acknowledged (or failed).
-// After a cancel it waits at most 10 more seconds, so that the final
-// checkpoint is as far along as possible without hanging the exit.
-func (lr *laneRun) wait(ctx context.Context) error {
-	done := make(chan struct{})
-	defer close(done)
-	go func() { // wake the waiter to check the deadlines
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				lr.mu.Lock()
-				lr.cond.Broadcast()
-				lr.mu.Unlock()
-			}
-		}
-	}()
-	lr.mu.Lock()
-	defer lr.mu.Unlock()
-	deadline := time.Now().Add(2 * time.Minute)
-	cancelled := false
-	for lr.pending > 0 && time.Now().Before(deadline) {
-		if ctx.Err() != nil && !cancelled {
-			cancelled = true
-			if d := time.Now().Add(10 * time.Second); d.Before(deadline) {
-				deadline = d
-			}
-		}
-		lr.waiters++
-		lr.cond.Wait()
-		lr.waiters--
-	}
-	lr.flushCountsLocked()
-	if lr.err == nil && lr.pending > 0 {
-		return fmt.Errorf("%d records produced to %s were not acknowledged in time", lr.pending, lr.l.targetTopic)
-	}
-	return lr.err
 }

@@ -21,10 +21,12 @@
 // is in the target, verified against the target's end offsets and last
 // records: a killed restore neither duplicates nor skips a record.
 //
-// Each lane is owned through a lease in the store (lease.go, schedule.go),
-// so the restore is also safe when run twice at once, or by several
-// processes with Join; the finishing step (finish.go) stores the offset
-// map, moves the groups once (groupmove.go) and creates the report once.
+// Each lane is owned through a lease in the store (internal/lease,
+// schedule.go), so the restore is also safe when run twice at once, or by
+// several processes with Join; the finishing step (finish.go) stores the
+// offset map, moves the groups once (groupmove.go) and creates the report
+// once. Roll-forward and repair, which replay into the archived
+// partitions themselves, are package replay.
 package restore
 
 import (
@@ -37,19 +39,34 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/lease"
 	"github.com/kbackup/kbackup/internal/logrange"
+	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/store"
 )
 
-// DefaultConcurrency is the number of lanes restored in parallel when
-// Options.Concurrency is 0.
-const DefaultConcurrency = 8
+// Defaults of the Options fields whose zero value means "the default".
+const (
+	// DefaultConcurrency is the number of lanes restored in parallel when
+	// Options.Concurrency is 0.
+	DefaultConcurrency = 8
+	// DefaultReadAhead is Options.ReadAhead's zero value.
+	DefaultReadAhead = 4
+	// DefaultMaxInFlightBytes is Options.MaxInFlightBytes' zero value.
+	DefaultMaxInFlightBytes = 32 << 20
+	// DefaultCheckpointInterval is Options.CheckpointInterval's zero value.
+	DefaultCheckpointInterval = 2 * time.Second
+	// DefaultResumeSettle is Options.ResumeSettle's zero value.
+	DefaultResumeSettle = 3 * time.Second
+	// DefaultProgressInterval is Options.ProgressInterval's zero value.
+	DefaultProgressInterval = 10 * time.Second
+)
 
 // DefaultLeaseDuration is Options.LeaseDuration's zero value, and
 // DefaultMaxClockSkew Options.MaxClockSkew's (docs/FORMAT.md §10.4).
 const (
-	DefaultLeaseDuration = 30 * time.Second
-	DefaultMaxClockSkew  = 5 * time.Second
+	DefaultLeaseDuration = lease.DefaultDuration
+	DefaultMaxClockSkew  = lease.DefaultMaxClockSkew
 )
 
 // Options configure a restore. Zero values are documented per field.
@@ -64,9 +81,10 @@ type Options struct {
 	// the target topics and groups).
 	KafkaOpts []kgo.Opt
 
-	// Topics selects archived topics by (anchored) regular expression. nil
-	// means every archived topic except internal ones ("__" prefix).
-	Topics *regexp.Regexp
+	// Topics selects the archived topics (package topicsel: internal
+	// topics only by an expression starting with "__"). nil means every
+	// archived topic except internal ones.
+	Topics *topicsel.Selector
 	// Partitions restricts the restore to these partition numbers. nil
 	// means every archived partition.
 	Partitions []int32
@@ -134,20 +152,24 @@ type Options struct {
 	// DefaultConcurrency.
 	Concurrency int
 	// ReadAhead is the number of record batches (about one archive block
-	// each) a lane reads ahead of the producer. 0 = 4.
+	// each) a lane reads ahead of the producer. 0 = DefaultReadAhead.
 	ReadAhead int
 	// MaxInFlightBytes bounds the record bytes a lane has handed to the
-	// producer and not yet seen acknowledged. 0 = 32 MiB. Together with
-	// ReadAhead and Concurrency it bounds the restore's memory.
+	// producer and not yet seen acknowledged. 0 = DefaultMaxInFlightBytes
+	// (32 MiB). Together with ReadAhead and Concurrency it bounds the
+	// restore's memory.
 	MaxInFlightBytes int64
-	// CheckpointInterval is how often a lane stores its progress. 0 = 2s.
+	// CheckpointInterval is how often a lane stores its progress. 0 =
+	// DefaultCheckpointInterval.
 	CheckpointInterval time.Duration
 	// ResumeSettle is how long, when a restore resumes, the end offsets of
 	// the target partitions it resumes must stay unchanged before it
 	// writes: produce requests a killed earlier run had sent may still be
-	// applied by the broker for a moment (see settle). 0 = 3s.
+	// applied by the broker for a moment (see settle). 0 =
+	// DefaultResumeSettle.
 	ResumeSettle time.Duration
-	// ProgressInterval is how often a progress line is logged. 0 = 10s.
+	// ProgressInterval is how often a progress line is logged. 0 =
+	// DefaultProgressInterval.
 	ProgressInterval time.Duration
 	// Progress, when non-nil (a terminal), receives a progress line
 	// rewritten in place (records, bytes, rate, ETA) twice a second.
@@ -207,16 +229,16 @@ func (o *Options) setDefaults() error {
 		o.Concurrency = DefaultConcurrency
 	}
 	if o.ReadAhead <= 0 {
-		o.ReadAhead = 4
+		o.ReadAhead = DefaultReadAhead
 	}
 	if o.MaxInFlightBytes <= 0 {
-		o.MaxInFlightBytes = 32 << 20
+		o.MaxInFlightBytes = DefaultMaxInFlightBytes
 	}
 	if o.CheckpointInterval <= 0 {
-		o.CheckpointInterval = 2 * time.Second
+		o.CheckpointInterval = DefaultCheckpointInterval
 	}
 	if o.ResumeSettle <= 0 {
-		o.ResumeSettle = 3 * time.Second
+		o.ResumeSettle = DefaultResumeSettle
 	}
 	if o.LeaseDuration <= 0 {
 		o.LeaseDuration = DefaultLeaseDuration
@@ -225,7 +247,7 @@ func (o *Options) setDefaults() error {
 		o.MaxClockSkew = DefaultMaxClockSkew
 	}
 	if o.ProgressInterval <= 0 {
-		o.ProgressInterval = 10 * time.Second
+		o.ProgressInterval = DefaultProgressInterval
 	}
 	if o.Version == "" {
 		o.Version = "kbackup"
@@ -239,33 +261,12 @@ func (o *Options) setDefaults() error {
 	return nil
 }
 
-// selected reports whether the options select the archived topic.
-func (o *Options) selected(topic string) bool {
-	if o.Topics == nil {
-		return !strings.HasPrefix(topic, "__")
-	}
-	return o.Topics.MatchString(topic)
-}
-
 // targetName is the target topic of a source topic.
 func (o *Options) targetName(topic string) string {
 	if t, ok := o.Rename[topic]; ok {
 		return t
 	}
 	return topic
-}
-
-// partitionSelected reports whether partition p is selected.
-func (o *Options) partitionSelected(p int32) bool {
-	if o.Partitions == nil {
-		return true
-	}
-	for _, q := range o.Partitions {
-		if q == p {
-			return true
-		}
-	}
-	return false
 }
 
 func validID(s string) bool {

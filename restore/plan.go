@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"math"
 	"regexp"
-	"sort"
 	"strings"
 
+	"github.com/kbackup/kbackup/internal/lease"
 	"github.com/kbackup/kbackup/internal/logrange"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
@@ -95,6 +95,10 @@ type PlanGroup struct {
 	MovedMs int64 `json:"moved_ms,omitempty"`
 }
 
+// Holder identifies one process running a restore: the owner of a lease
+// or a worker record (docs/FORMAT.md §10.4).
+type Holder = lease.Holder
+
 // Plan is what a restore does, computed before anything is written.
 type Plan struct {
 	RestoreID       string `json:"restore_id"`
@@ -133,18 +137,9 @@ func selectTopics(ctx context.Context, a *manifest.Archive, o *Options) ([]strin
 	if err != nil {
 		return nil, fmt.Errorf("list archived topics: %w", err)
 	}
-	var out []string
-	for _, t := range all {
-		if o.selected(t) {
-			out = append(out, t)
-		}
-	}
-	if len(out) == 0 {
-		expr := "<all>"
-		if o.Topics != nil {
-			expr = exprString(o.Topics)
-		}
-		return nil, fmt.Errorf("no archived topic matches --topics %s (archived: %s)", expr, listOrNone(all))
+	out, err := o.Topics.Select(all)
+	if err != nil {
+		return nil, err
 	}
 	for src := range o.Rename {
 		if !contains(out, src) {
@@ -167,16 +162,6 @@ func exprString(re *regexp.Regexp) string {
 	return strings.TrimSuffix(strings.TrimPrefix(re.String(), "^(?:"), ")$")
 }
 
-func listOrNone(s []string) string {
-	if len(s) == 0 {
-		return "none"
-	}
-	if len(s) > 20 {
-		return strings.Join(s[:20], ", ") + fmt.Sprintf(" and %d more", len(s)-20)
-	}
-	return strings.Join(s, ", ")
-}
-
 func contains[T comparable](s []T, v T) bool {
 	for _, x := range s {
 		if x == v {
@@ -190,29 +175,16 @@ func contains[T comparable](s []T, v T) bool {
 // incarnation. prev, when the restore has a stored manifest, pins the
 // bounds to the ones the first run resolved.
 func planSources(ctx context.Context, a *manifest.Archive, o *Options, topic string, prev map[string]manifestSource) ([]*source, error) {
-	incs, err := a.Incarnations(ctx, topic)
+	inc, err := a.CurrentIncarnation(ctx, topic)
 	if err != nil {
-		return nil, fmt.Errorf("topic %s: %w", topic, err)
+		return nil, err
 	}
-	if len(incs) == 0 {
-		return nil, fmt.Errorf("topic %s: no incarnation archived", topic)
-	}
-	inc := incs[len(incs)-1]
-	parts, err := a.Partitions(ctx, topic, inc.TopicID)
+	parts, err := a.SelectPartitions(ctx, topic, inc.TopicID, o.Partitions)
 	if err != nil {
-		return nil, fmt.Errorf("topic %s: %w", topic, err)
-	}
-	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
-	for _, p := range o.Partitions {
-		if !contains(parts, p) {
-			return nil, fmt.Errorf("topic %s has no archived partition %d (archived: %v)", topic, p, parts)
-		}
+		return nil, err
 	}
 	var out []*source
 	for _, p := range parts {
-		if !o.partitionSelected(p) {
-			continue
-		}
 		s := &source{log: a.Partition(topic, inc.TopicID, p), topicID: inc.TopicID.String()}
 		if ms, ok := prev[laneName(topic, p)]; ok {
 			if ms.TopicID != s.topicID {

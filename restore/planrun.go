@@ -3,28 +3,55 @@ package restore
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/kbackup/kbackup/manifest"
 )
 
+// planned is a restore's plan, the value Run executes: the plan as
+// reported, its lanes and its group moves.
+type planned struct {
+	plan   *Plan
+	lanes  []*lane
+	groups []groupPlan
+	// stored: the restore's manifest exists (stored by an earlier run or
+	// another process), and the plan follows its bounds.
+	stored bool
+}
+
+// planRun plans the restore: with the bounds and end time of its stored
+// manifest, if there is one.
+func (rn *runner) planRun(ctx context.Context) (*planned, error) {
+	prev, err := loadManifest(ctx, rn.st, rn.id)
+	if err != nil {
+		return nil, err
+	}
+	rn.catalogMs = rn.o.catalogTime()
+	if prev != nil {
+		rn.catalogMs = prev.CatalogMs
+	}
+	return rn.plan(ctx, prev)
+}
+
 // plan resolves everything before anything is written. Items the restore
 // refuses are collected in Plan.Refusals (the plan is still complete, for a
 // dry run); err is a failure to plan at all (store, cluster, input).
-func (rn *runner) plan(ctx context.Context, a *manifest.Archive, topics []string, prev *restoreManifest, catalogMs int64) (*Plan, []*lane, []groupPlan, error) {
-	o, t := rn.o, rn.t
-	plan := &Plan{RestoreID: rn.id, TargetClusterID: t.clusterID, CatalogMs: catalogMs, Range: o.Range.String()}
+func (rn *runner) plan(ctx context.Context, prev *restoreManifest) (*planned, error) {
+	o, t, a, catalogMs := rn.o, rn.t, rn.a, rn.catalogMs
+	plan := &Plan{RestoreID: rn.id, TargetClusterID: t.ClusterID, CatalogMs: catalogMs, Range: o.Range.String()}
 	prevSrc := prevSources(prev)
 	var lanes []*lane
 	restored := map[srcKey]*lane{}
 	ends := map[string]map[int32]int64{} // end offsets of existing target topics
-	for _, topic := range topics {
+	for _, topic := range rn.topics {
 		if prev != nil && !prevHasTopic(prev, topic) {
 			continue // appeared in the archive after the restore began
 		}
 		sources, err := planSources(ctx, a, o, topic, prevSrc)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		if len(sources) == 0 {
 			continue
@@ -32,7 +59,7 @@ func (rn *runner) plan(ctx context.Context, a *manifest.Archive, topics []string
 		dst := o.targetName(topic)
 		pt, err := rn.planTopic(ctx, a, plan, topic, dst, sources, catalogMs)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		plan.Topics = append(plan.Topics, pt)
 
@@ -43,14 +70,14 @@ func (rn *runner) plan(ctx context.Context, a *manifest.Archive, topics []string
 		// was written by someone else.
 		var starts map[int32]int64
 		if !pt.Create {
-			if starts, ends[dst], err = t.offsets(ctx, dst); err != nil {
-				return nil, nil, nil, err
+			if starts, ends[dst], err = t.Offsets(ctx, dst); err != nil {
+				return nil, err
 			}
 		}
 		for _, l := range tl {
 			ck, err := loadCheckpoint(ctx, rn.st, rn.id, l.name)
 			if err != nil {
-				return nil, nil, nil, err
+				return nil, err
 			}
 			l.ckpt = ck
 			state := "new"
@@ -60,7 +87,7 @@ func (rn *runner) plan(ctx context.Context, a *manifest.Archive, topics []string
 			case ck != nil:
 				state = "resume"
 			case !pt.Create && !o.Append:
-				for _, p := range sortedKeys(ends[dst]) {
+				for _, p := range slices.Sorted(maps.Keys(ends[dst])) {
 					if l.targetPartition >= 0 && p != l.targetPartition {
 						continue
 					}
@@ -81,31 +108,31 @@ func (rn *runner) plan(ctx context.Context, a *manifest.Archive, topics []string
 		lanes = append(lanes, tl...)
 	}
 	if len(lanes) == 0 {
-		return nil, nil, nil, fmt.Errorf("no archived partition is selected")
+		return nil, fmt.Errorf("no archived partition is selected")
 	}
 	rep, err := loadReport(ctx, rn.st, rn.id)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	if rep != nil {
 		plan.CompletedMs = rep.CompletedMs
 	}
 	if err := rn.planRunning(ctx, plan); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	var groups []groupPlan
 	if o.Groups != nil {
 		var refused []Refusal
 		groups, refused, err = planGroups(ctx, a, t, o.Groups, catalogMs, o.Force, func(k srcKey) bool { return restored[k] != nil }, rn.id)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		plan.Refusals = append(plan.Refusals, refused...)
 		if err := rn.planGroupMoves(ctx, a, plan, groups, restored, ends); err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 	}
-	return plan, lanes, groups, nil
+	return &planned{plan: plan, lanes: lanes, groups: groups, stored: prev != nil}, nil
 }
 
 // planTopic decides the target topic of source topic: existing (checked)
@@ -114,7 +141,7 @@ func (rn *runner) planTopic(ctx context.Context, a *manifest.Archive, plan *Plan
 	o, t := rn.o, rn.t
 	pt := PlanTopic{Source: topic, Target: dst}
 	maxPart := sources[len(sources)-1].log.Partition
-	if n, ok := t.topics[dst]; ok {
+	if n, ok := t.Topics[dst]; ok {
 		pt.Partitions = n
 		if !o.Repartition && n <= maxPart {
 			plan.Refusals = append(plan.Refusals, Refusal{Item: "target topic " + dst,
@@ -123,7 +150,7 @@ func (rn *runner) planTopic(ctx context.Context, a *manifest.Archive, plan *Plan
 		}
 		// An existing target's timestamp type is known now: the plan (and
 		// so --dry-run) warns before anything is written.
-		if la, err := t.logAppendTime(ctx, dst); err == nil {
+		if la, err := t.LogAppendTime(ctx, dst); err == nil {
 			pt.LogAppendTime = la
 		}
 	} else {
@@ -156,7 +183,7 @@ func (rn *runner) planTopic(ctx context.Context, a *manifest.Archive, plan *Plan
 // planRunning lists the other processes running this restore now; without
 // Join they are a refusal (docs/FORMAT.md §10.4 rule 7).
 func (rn *runner) planRunning(ctx context.Context, plan *Plan) error {
-	ws, err := rn.leases.workers(ctx)
+	ws, err := rn.leases.Workers(ctx)
 	if err != nil {
 		return err
 	}

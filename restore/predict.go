@@ -10,7 +10,7 @@ import (
 // restore moved it already, and (dry runs) the translation of each
 // captured offset with the group's committed offset in the target now.
 func (rn *runner) planGroupMoves(ctx context.Context, a *manifest.Archive, plan *Plan, groups []groupPlan, restored map[srcKey]*lane, ends map[string]map[int32]int64) error {
-	gm := &groupMover{st: rn.st, id: rn.id, adm: rn.t.adm, now: rn.o.Now, log: rn.o.Logger}
+	gm := &groupMover{st: rn.st, id: rn.id, adm: rn.t.Admin, now: rn.o.Now, log: rn.o.Logger}
 	before := map[srcKey]int64{} // records before a partition's range
 	for _, gp := range groups {
 		pg := PlanGroup{Group: gp.group, Offsets: len(gp.offsets), ActiveMembers: gp.active}

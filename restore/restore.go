@@ -13,7 +13,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/lease"
 	"github.com/kbackup/kbackup/internal/logrange"
+	"github.com/kbackup/kbackup/internal/retry"
+	"github.com/kbackup/kbackup/internal/target"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 )
@@ -86,13 +89,19 @@ func (e *IncompleteError) Error() string {
 
 // runner is the state shared by the lanes of one restore.
 type runner struct {
-	o              *Options
-	id             string
-	t              *target
-	st             store.Store
-	leases         *leaseMgr
+	o      *Options
+	id     string
+	start  time.Time
+	cache  *manifest.ReadCache // the archive's store, while planning
+	a      *manifest.Archive
+	topics []string // the selected archived topics
+	t      *target.Cluster
+	st     store.Store
+	leases *lease.Manager
+	// catalogMs is the restore's end time (Plan.CatalogMs).
 	catalogMs      int64
 	records, bytes atomic.Int64
+	untrack        func()
 }
 
 // Run plans and executes a restore (see the package documentation). It
@@ -103,127 +112,62 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
-	start := o.Now()
-	cache := newReadCache(o.Store)
-	a, err := manifest.Open(ctx, cache)
+	rn, err := open(ctx, o)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	topics, err := selectTopics(ctx, a, o)
+	defer rn.close()
+	p, err := rn.planRun(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("restore: %w", err)
+		return nil, fmt.Errorf("restore %s: %w", rn.id, err)
 	}
-	t, err := connectTarget(ctx, o.KafkaOpts,
+	sum := &Summary{RestoreID: rn.id, Plan: p.plan, DryRun: o.DryRun}
+	if o.DryRun {
+		return sum, nil
+	}
+	if len(p.plan.Refusals) > 0 {
+		return nil, fmt.Errorf("restore %s refused, nothing written: %w", rn.id, refusalsError(p.plan.Refusals))
+	}
+	if o.testPlanned != nil {
+		o.testPlanned()
+	}
+	return rn.run(ctx, p, sum)
+}
+
+// open reads the archive's topics and connects to the target: what
+// planning needs.
+func open(ctx context.Context, o *Options) (*runner, error) {
+	rn := &runner{o: o, start: o.Now(), cache: manifest.NewReadCache(o.Store), st: o.StateStore}
+	var err error
+	if rn.a, err = manifest.Open(ctx, rn.cache); err != nil {
+		return nil, err
+	}
+	if rn.topics, err = selectTopics(ctx, rn.a, o); err != nil {
+		return nil, err
+	}
+	rn.t, err = target.Connect(ctx, o.KafkaOpts,
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.MaxBufferedRecords(1<<20),
 		kgo.MaxBufferedBytes(int(min(int64(o.Concurrency)*o.MaxInFlightBytes+(64<<20), math.MaxInt32))),
 		kgo.RequiredAcks(kgo.AllISRAcks()))
 	if err != nil {
-		return nil, fmt.Errorf("restore: %w", err)
+		return nil, err
 	}
-	defer t.close()
-	id := o.ID
-	if id == "" {
-		id = deriveID(t.clusterID, o.requestString())
+	rn.id = o.ID
+	if rn.id == "" {
+		rn.id = deriveID(rn.t.ClusterID, o.requestString())
 	}
-	rn := &runner{o: o, id: id, t: t, st: o.StateStore}
-	rn.leases = &leaseMgr{st: o.StateStore, id: id, me: newHolder(o.Version, start), ttl: o.LeaseDuration, skew: o.MaxClockSkew,
-		now: o.Now, log: o.Logger}
-	activeRuns.Store(rn.leases.me.ID, true)
-	defer activeRuns.Delete(rn.leases.me.ID)
-	prev, err := loadManifest(ctx, o.StateStore, id)
-	if err != nil {
-		return nil, fmt.Errorf("restore %s: %w", id, err)
-	}
-	rn.catalogMs = o.catalogTime()
-	if prev != nil {
-		rn.catalogMs = prev.CatalogMs
-	}
-	plan, lanes, groups, err := rn.plan(ctx, a, topics, prev, rn.catalogMs)
-	if err != nil {
-		return nil, fmt.Errorf("restore %s: %w", id, err)
-	}
-	sum := &Summary{RestoreID: id, Plan: plan, DryRun: o.DryRun}
-	if o.DryRun {
-		return sum, nil
-	}
-	if len(plan.Refusals) > 0 {
-		return nil, fmt.Errorf("restore %s refused, nothing written: %w", id, refusalsError(plan.Refusals))
-	}
-	if o.testPlanned != nil {
-		o.testPlanned()
-	}
-	cache.freeze()
-	// Leases, group moves and the report rest on conditional creates: a
-	// store that ignores them cannot keep two processes apart.
-	if err := manifest.ProbeConditionalCreate(ctx, o.StateStore); err != nil {
-		return nil, fmt.Errorf("restore %s refused, nothing written: %w", id, err)
-	}
-	// Everything was checked: from here on the restore writes.
-	worker, err := rn.leases.register(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("restore %s: register this process: %w", id, err)
-	}
-	defer worker.unregister()
-	if prev == nil {
-		m := &restoreManifest{Format: restoreFormat, FormatVersion: stateVersion, RestoreID: id, CreatedMs: start.UnixMilli(),
-			CreatedBy: o.Version, TargetClusterID: t.clusterID, CatalogMs: rn.catalogMs, Request: o.requestString(), Lanes: toManifest(lanes)}
-		err := putJSON(ctx, o.StateStore, manifestKey(id), m, store.PutOptions{IfNotExists: true})
-		if errors.Is(err, store.ErrExists) {
-			// Another process of the same restore stored its plan first:
-			// its bounds (resolved at its start) are the restore's.
-			if prev, err = loadManifest(ctx, o.StateStore, id); err == nil {
-				rn.catalogMs = prev.CatalogMs
-				plan, lanes, groups, err = rn.plan(ctx, a, topics, prev, rn.catalogMs)
-			}
-			if err == nil && len(plan.Refusals) > 0 {
-				err = fmt.Errorf("refused, nothing written: %w", refusalsError(plan.Refusals))
-			}
-			sum.Plan = plan
-		}
-		if err != nil {
-			return nil, fmt.Errorf("restore %s: %w", id, err)
-		}
-	}
-	logAppend, err := rn.prepareTopics(ctx, plan)
-	if err != nil {
-		return nil, fmt.Errorf("restore %s: %w", id, err)
-	}
-	o.Logger.Info("restore: starting", "restore_id", id, "partitions", len(plan.Partitions), "lanes", len(lanes), "range", plan.Range,
-		"holder", rn.leases.me.String(), "join", o.Join)
+	rn.leases = &lease.Manager{Store: o.StateStore, ID: rn.id, Me: lease.NewHolder(o.Version, rn.start), TTL: o.LeaseDuration,
+		Skew: o.MaxClockSkew, Now: o.Now, Log: o.Logger}
+	rn.untrack = lease.Track(rn.leases.Me)
+	return rn, nil
+}
 
-	results := rn.execute(ctx, lanes, logAppend)
-	sum.Partitions = results
-	sum.Records, sum.Bytes = rn.records.Load(), rn.bytes.Load()
-	var failed []string
-	for _, r := range results {
-		if r.Status == StatusFailed || r.Status == StatusSkipped {
-			reason := "not started"
-			if r.Err != nil {
-				reason = r.Err.Error()
-			}
-			failed = append(failed, fmt.Sprintf("%s (%s)", r.Name(), reason))
-		}
-	}
-	fin, err := rn.finish(ctx, lanes, groups, len(failed) == 0)
-	if fin != nil {
-		sum.OffsetMap, sum.Groups, sum.Report = fin.om, fin.groups, fin.report
-	}
-	if err != nil {
-		failed = append(failed, "finishing ("+err.Error()+")")
-	}
-	if sum.OffsetMap != nil && o.OffsetMapFile != "" {
-		if err := writeFileAtomic(o.OffsetMapFile, sum.OffsetMap.Encode()); err != nil {
-			failed = append(failed, "offset map file ("+err.Error()+")")
-		}
-	}
-	sum.Duration = o.Now().Sub(start)
-	if len(failed) > 0 {
-		return sum, &IncompleteError{RestoreID: id, Failed: failed, Total: len(lanes)}
-	}
-	o.Logger.Info("restore: complete", "restore_id", id, "records", sum.Records, "bytes", sum.Bytes, "duration", sum.Duration.Round(time.Millisecond))
-	return sum, nil
+// close ends what open started.
+func (rn *runner) close() {
+	rn.untrack()
+	rn.t.Close()
 }
 
 // prepareTopics creates the missing target topics (one created meanwhile
@@ -234,20 +178,16 @@ func (rn *runner) prepareTopics(ctx context.Context, plan *Plan) (map[string]boo
 	logAppend := map[string]bool{}
 	for _, pt := range plan.Topics {
 		if pt.Create {
-			err := t.create(ctx, pt)
+			err := t.Create(ctx, pt.Target, pt.Partitions, pt.ReplicationFactor, pt.Configs)
 			if errors.Is(err, kerr.TopicAlreadyExists) {
 				// Created by another process just now: the brokers'
 				// metadata may not show it yet.
-				n, rerr := t.partitionCount(ctx, pt.Target)
-				for deadline := time.Now().Add(30 * time.Second); rerr == nil && n < pt.Partitions && time.Now().Before(deadline); {
-					time.Sleep(200 * time.Millisecond)
-					n, rerr = t.partitionCount(ctx, pt.Target)
-				}
+				n, rerr := rn.waitPartitions(ctx, pt.Target, pt.Partitions)
 				if rerr != nil {
 					return nil, rerr
 				}
 				if n >= pt.Partitions {
-					t.topics[pt.Target] = n
+					t.Topics[pt.Target] = n
 					o.Logger.Info("restore: target topic was created meanwhile (another process of this restore?)", "topic", pt.Target, "partitions", n)
 					err = nil
 				} else {
@@ -259,7 +199,7 @@ func (rn *runner) prepareTopics(ctx context.Context, plan *Plan) (map[string]boo
 			}
 			o.Logger.Info("restore: target topic created", "topic", pt.Target, "partitions", pt.Partitions, "replication_factor", pt.ReplicationFactor)
 		}
-		if la, err := t.logAppendTime(ctx, pt.Target); err != nil {
+		if la, err := t.LogAppendTime(ctx, pt.Target); err != nil {
 			o.Logger.Warn("restore: cannot read the target topic's timestamp type", "topic", pt.Target, "err", err)
 		} else if la {
 			logAppend[pt.Target] = true
@@ -268,6 +208,34 @@ func (rn *runner) prepareTopics(ctx context.Context, plan *Plan) (map[string]boo
 	}
 	return logAppend, nil
 }
+
+// errFewerPartitions: a topic does not show the partitions it was created
+// with yet.
+var errFewerPartitions = errors.New("fewer partitions than created")
+
+// waitPartitions waits up to 30 s until topic has want partitions (a
+// topic created just now by another process) and returns the count it
+// has then.
+func (rn *runner) waitPartitions(ctx context.Context, topic string, want int32) (int32, error) {
+	var n int32
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err := retry.Do(wctx, partitionsRetry, func(ctx context.Context) error {
+		var err error
+		if n, err = rn.t.PartitionCount(ctx, topic); err == nil && n < want {
+			err = errFewerPartitions
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, errFewerPartitions) {
+		return 0, err
+	}
+	return n, nil
+}
+
+// partitionsRetry looks again for a new topic's partitions every 200 ms.
+var partitionsRetry = retry.Policy{Backoff: retry.Backoff{Initial: 200 * time.Millisecond, Max: 200 * time.Millisecond},
+	Retryable: func(err error) bool { return errors.Is(err, errFewerPartitions) }}
 
 func fmtMs(ms int64) string {
 	if ms == math.MaxInt64 {

@@ -177,7 +177,7 @@ func TestRestoreChild(t *testing.T) {
 	slow.SetMaxDelay(100 * time.Millisecond)
 	topic := os.Getenv("KBACKUP_CHILD_TOPIC")
 	_, _ = Run(context.Background(), Options{Store: slow, StateStore: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers)},
-		Topics: mustRe(t, topic), CheckpointInterval: 30 * time.Millisecond, MaxInFlightBytes: 8 << 10})
+		Topics: mustSel(t, topic), CheckpointInterval: 30 * time.Millisecond, MaxInFlightBytes: 8 << 10})
 	time.Sleep(time.Hour) // killed before
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/kbackup/kbackup/internal/lease"
 )
 
 // StatusElsewhere is a lane another process of the same restore completed
@@ -82,7 +84,7 @@ func (rn *runner) execute(ctx context.Context, lanes []*lane, logAppend map[stri
 			running--
 			continue
 		}
-		t := time.NewTimer(rn.leases.poll())
+		t := time.NewTimer(rn.leases.Poll())
 		select {
 		case <-finished:
 			running--
@@ -103,20 +105,20 @@ func (rn *runner) execute(ctx context.Context, lanes []*lane, logAppend map[stri
 // claim tries to take the lane's lease. It returns nil (and sets retryAt)
 // when another live process holds it, and marks the task done when the
 // lane turns out complete.
-func (rn *runner) claim(ctx context.Context, tk *laneTask) (*heldLease, error) {
+func (rn *runner) claim(ctx context.Context, tk *laneTask) (*lease.Held, error) {
 	m := rn.leases
 	for attempt := 0; attempt < 3; attempt++ {
-		gen, cur, err := m.current(ctx, laneLease(tk.l))
+		gen, cur, err := m.Current(ctx, laneLease(tk.l))
 		if err != nil {
 			return nil, err
 		}
-		if m.live(cur) {
+		if m.Live(cur) {
 			if who := cur.Holder.String(); tk.heldBy != who {
 				tk.heldBy = who
 				rn.o.Logger.Info("restore: partition held by another process of this restore; waiting for it", "lane", tk.l.name,
 					"holder", who, "since", fmtMs(cur.AcquiredMs))
 			}
-			tk.retryAt = time.Now().Add(m.poll())
+			tk.retryAt = time.Now().Add(m.Poll())
 			return nil, nil
 		}
 		if cur != nil {
@@ -132,26 +134,26 @@ func (rn *runner) claim(ctx context.Context, tk *laneTask) (*heldLease, error) {
 			}
 			if !cur.Released {
 				rn.o.Logger.Warn("restore: taking over a partition whose holder stopped renewing its lease", "lane", tk.l.name,
-					"holder", cur.Holder.String(), "expired", fmtMs(cur.ExpiresMs), "holder_gone", m.me.holderGone(cur.Holder))
+					"holder", cur.Holder.String(), "expired", fmtMs(cur.ExpiresMs), "holder_gone", m.Me.Gone(cur.Holder))
 			}
 		}
-		ls, err := m.acquire(ctx, laneLease(tk.l), gen+1)
-		if errors.Is(err, errLeaseTaken) {
+		ls, err := m.Acquire(ctx, laneLease(tk.l), gen+1)
+		if errors.Is(err, lease.ErrTaken) {
 			continue
 		}
 		return ls, err
 	}
-	tk.retryAt = time.Now().Add(m.poll())
+	tk.retryAt = time.Now().Add(m.Poll())
 	return nil, nil
 }
 
 // runLane restores one lane under its lease: the checkpoint is read again
 // (the plan's may be stale), a resumed lane settles, then the lane checks
 // the target's end offsets and writes.
-func (rn *runner) runLane(ctx context.Context, tk *laneTask, ls *heldLease, logAppend bool) {
+func (rn *runner) runLane(ctx context.Context, tk *laneTask, ls *lease.Held, logAppend bool) {
 	o, l, res := rn.o, tk.l, tk.res
-	defer ls.release()
-	lctx := ls.ctx
+	defer ls.Release()
+	lctx := ls.Context()
 	done, produced, err := false, int64(0), error(nil)
 	ck, err := loadCheckpoint(lctx, rn.st, rn.id, l.name)
 	if err == nil {
@@ -161,7 +163,7 @@ func (rn *runner) runLane(ctx context.Context, tk *laneTask, ls *heldLease, logA
 		}
 	}
 	if err == nil {
-		lr := newLaneRun(rn, l, logAppend, rn.t.topics[l.targetTopic])
+		lr := newLaneRun(rn, l, logAppend, rn.t.Topics[l.targetTopic])
 		lr.fence = ls
 		done, err = lr.start(lctx)
 		if err == nil && !done && o.testLaneStarted != nil {
@@ -172,8 +174,8 @@ func (rn *runner) runLane(ctx context.Context, tk *laneTask, ls *heldLease, logA
 		}
 		produced = lr.restored
 	}
-	if err != nil && ls.isLost() {
-		err = fmt.Errorf("%w (%v)", errLeaseLost, err)
+	if err != nil && ls.IsLost() {
+		err = fmt.Errorf("%w (%v)", lease.ErrLost, err)
 	}
 	if l.ckpt != nil {
 		res.Records, res.Bytes = l.ckpt.Records, l.ckpt.Bytes

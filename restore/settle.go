@@ -38,7 +38,7 @@ func (rn *runner) settle(ctx context.Context, lanes []*lane) error {
 	list := func() (map[string]map[int32]int64, error) {
 		out := map[string]map[int32]int64{}
 		for topic, ps := range parts {
-			_, ends, err := rn.t.offsets(ctx, topic, ps...)
+			_, ends, err := rn.t.Offsets(ctx, topic, ps...)
 			if err != nil {
 				return nil, err
 			}

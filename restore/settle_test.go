@@ -205,7 +205,7 @@ func TestForeignWriteDuringRestore(t *testing.T) {
 		if !ok {
 			t.Fatalf("source offset %d not in the offset map", w.Offset)
 		}
-		if g, ok := byOffset[to]; !ok || !w.equalContent(g) {
+		if g, ok := byOffset[to]; !ok || !w.EqualContent(g) {
 			t.Fatalf("source offset %d maps to target offset %d, which holds another record", w.Offset, to)
 		}
 	}

@@ -5,11 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 
+	"github.com/kbackup/kbackup/internal/jsonobj"
+	"github.com/kbackup/kbackup/internal/lease"
 	"github.com/kbackup/kbackup/store"
 )
 
@@ -20,16 +20,15 @@ import (
 //	restores/<id>/checkpoints/<topic>/<lane>.json       one per lane, overwritten as it progresses
 //	restores/<id>/offset-map.json                       the offset map, rewritten at the end of every run
 const (
-	restoresPrefix   = "restores/"
 	stateVersion     = 1
 	restoreFormat    = "kbackup-restore"
 	checkpointFormat = "kbackup-restore-checkpoint"
 )
 
-func manifestKey(id string) string  { return restoresPrefix + id + "/manifest.json" }
-func offsetMapKey(id string) string { return restoresPrefix + id + "/offset-map.json" }
+func manifestKey(id string) string  { return lease.Dir(id) + "manifest.json" }
+func offsetMapKey(id string) string { return lease.Dir(id) + "offset-map.json" }
 func checkpointKey(id, lane string) string {
-	return restoresPrefix + id + "/checkpoints/" + lane + ".json"
+	return lease.Dir(id) + "checkpoints/" + lane + ".json"
 }
 
 // laneName names a lane: "<topic>/<10-digit partition>", or "<topic>/all"
@@ -103,37 +102,9 @@ type checkpoint struct {
 	Maps []PartitionMap `json:"maps"`
 }
 
-func putJSON(ctx context.Context, st store.Store, key string, v any, opts store.PutOptions) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", key, err)
-	}
-	if err := st.Put(ctx, key, bytes.NewReader(b), int64(len(b)), opts); err != nil {
-		return fmt.Errorf("write %s: %w", key, err)
-	}
-	return nil
-}
-
-// getJSON reads key into v strictly; found is false if it does not exist.
-func getJSON(ctx context.Context, st store.Store, key string, v any) (found bool, err error) {
-	b, err := store.Get(ctx, st, key)
-	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read %s: %w", key, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return false, fmt.Errorf("decode %s: %w", key, err)
-	}
-	return true, nil
-}
-
 func loadManifest(ctx context.Context, st store.Store, id string) (*restoreManifest, error) {
 	var m restoreManifest
-	found, err := getJSON(ctx, st, manifestKey(id), &m)
+	found, err := jsonobj.Get(ctx, st, manifestKey(id), &m)
 	if err != nil || !found {
 		return nil, err
 	}
@@ -146,7 +117,7 @@ func loadManifest(ctx context.Context, st store.Store, id string) (*restoreManif
 
 func loadCheckpoint(ctx context.Context, st store.Store, id, lane string) (*checkpoint, error) {
 	var c checkpoint
-	found, err := getJSON(ctx, st, checkpointKey(id, lane), &c)
+	found, err := jsonobj.Get(ctx, st, checkpointKey(id, lane), &c)
 	if err != nil || !found {
 		return nil, err
 	}
@@ -174,11 +145,9 @@ func deriveID(clusterID string, request string) string {
 // requestString renders the options that define a restore canonically.
 func (o *Options) requestString() string {
 	var b bytes.Buffer
-	topics := "<all>"
-	if o.Topics != nil {
-		topics = o.Topics.String()
-	}
-	fmt.Fprintf(&b, "topics=%q;partitions=", topics)
+	// Topics.Key is the anchored expression itself for one --topics and
+	// no --exclude: the ids of restores of earlier versions stay the same.
+	fmt.Fprintf(&b, "topics=%q;partitions=", o.Topics.Key())
 	ps := append([]int32(nil), o.Partitions...)
 	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
 	fmt.Fprintf(&b, "%v;range=%s;", ps, o.Range)

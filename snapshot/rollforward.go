@@ -8,13 +8,14 @@ import (
 	"github.com/kbackup/kbackup/store"
 )
 
-// Hooks for the restore engine's roll-forward (`kbackup restore
-// --since-cycle ID --to TIME`), which replays archived records after a
-// cycle's high watermark into a cluster restored from that cycle. The
-// engine loads the cycle with LoadCycle (refusing a cycle that is not
-// complete), and per partition asks OffsetRange: the restored log ends
-// somewhere in [lo, hi]; the engine reads the live log end offset, refuses
-// the partition when it is outside that range (offsets would not line up),
+// What roll-forward (package replay, `kbackup restore --since-cycle ID
+// --to TIME`) needs of a cycle: it replays archived records after the
+// cycle's high watermark into a cluster restored from that cycle. The CLI
+// loads the cycle with LoadCycle and checks Restorable; replay.RollForward
+// takes it as a replay.Cycle (CycleID, KafkaClusterID, Complete,
+// OffsetRange) and per partition asks OffsetRange: the restored log ends
+// somewhere in [lo, hi]; it reads the live log end offset, refuses the
+// partition when it is outside that range (offsets would not line up),
 // and replays the archive from the live end offset.
 
 // OffsetRange returns the range the restored log end of topic/partition
@@ -33,12 +34,28 @@ func (r *CycleRecord) OffsetRange(topic string, partition int32) (lo, hi int64, 
 	return lo, hi, true
 }
 
+// CycleID is the cycle's id (replay.Cycle).
+func (r *CycleRecord) CycleID() string { return r.ID }
+
+// KafkaClusterID is the id of the Kafka cluster the cycle was taken of, ""
+// when not recorded (replay.Cycle).
+func (r *CycleRecord) KafkaClusterID() string { return r.ClusterID }
+
+// Complete is nil when every snapshot of the cycle completed, else an
+// error wrapping ErrNotRestorable (replay.Cycle).
+func (r *CycleRecord) Complete() error {
+	if r.State != StateComplete {
+		return fmt.Errorf("%w: cycle %s is %s, not complete", ErrNotRestorable, r.ID, r.State)
+	}
+	return nil
+}
+
 // Restorable reports whether the cycle may be restored (or rolled forward
 // from) by a job configured for cluster: nil, or an error wrapping
 // ErrNotRestorable that says why.
 func (r *CycleRecord) Restorable(cluster string) error {
-	if r.State != StateComplete {
-		return fmt.Errorf("%w: cycle %s is %s, not complete", ErrNotRestorable, r.ID, r.State)
+	if err := r.Complete(); err != nil {
+		return err
 	}
 	if r.Cluster != cluster {
 		return fmt.Errorf("%w: cycle %s is of cluster %q, not %q", ErrNotRestorable, r.ID, r.Cluster, cluster)

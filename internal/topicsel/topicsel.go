@@ -125,3 +125,66 @@ func (s *Selector) String() string {
 	}
 	return inc
 }
+
+// Flags renders the selection as the flags that give it, for messages:
+// "--topics a --exclude b"; "--topics <all>" for the nil Selector.
+func (s *Selector) Flags() string {
+	if s == nil {
+		return "--topics <all>"
+	}
+	var parts []string
+	for _, e := range s.src {
+		parts = append(parts, "--topics "+e)
+	}
+	for _, e := range s.exSrc {
+		parts = append(parts, "--exclude "+e)
+	}
+	return strings.Join(parts, " ")
+}
+
+// Key is a canonical text of the selection that stays the same across
+// versions (restore ids hash it): "<all>" for the nil Selector, the
+// anchored expression "^(?:EXPR)$" for one include expression and no
+// exclude, else the quoted anchored include and exclude expressions.
+func (s *Selector) Key() string {
+	if s == nil {
+		return "<all>"
+	}
+	if len(s.include) == 1 && len(s.exclude) == 0 {
+		return s.include[0].String()
+	}
+	anchored := func(res []*regexp.Regexp) []string {
+		out := []string{}
+		for _, re := range res {
+			out = append(out, re.String())
+		}
+		return out
+	}
+	return fmt.Sprintf("include %q exclude %q", anchored(s.include), anchored(s.exclude))
+}
+
+// Select returns the archived topics (all) that s selects, in order; none
+// is an error that names the selection and the archived topics.
+func (s *Selector) Select(all []string) ([]string, error) {
+	var out []string
+	for _, t := range all {
+		if s.Match(t) {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no archived topic matches %s (archived: %s)", s.Flags(), listOrNone(all))
+	}
+	return out, nil
+}
+
+// listOrNone lists names for a message, at most 20 of them.
+func listOrNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	if len(s) > 20 {
+		return strings.Join(s[:20], ", ") + fmt.Sprintf(" and %d more", len(s)-20)
+	}
+	return strings.Join(s, ", ")
+}

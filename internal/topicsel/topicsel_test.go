@@ -58,3 +58,29 @@ func TestCompile(t *testing.T) {
 		t.Fatalf("nil selector: %v %q", got, none.String())
 	}
 }
+
+// TestKeyAndFlags: the canonical key of one include expression is its
+// anchored form (restore ids of earlier versions hashed exactly that).
+func TestKeyAndFlags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		include, exclude []string
+		key, flags       string
+	}{
+		{nil, nil, "<all>", "--topics <all>"},
+		{[]string{"orders|pay.*"}, nil, "^(?:orders|pay.*)$", "--topics orders|pay.*"},
+		{[]string{"a", "b"}, []string{"c"}, `include ["^(?:a)$" "^(?:b)$"] exclude ["^(?:c)$"]`, "--topics a --topics b --exclude c"},
+		{nil, []string{"c"}, `include [] exclude ["^(?:c)$"]`, "--exclude c"},
+	} {
+		s, err := Compile(tc.include, tc.exclude)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Key(); got != tc.key {
+			t.Errorf("Key(%v, %v) = %s, want %s", tc.include, tc.exclude, got, tc.key)
+		}
+		if got := s.Flags(); got != tc.flags {
+			t.Errorf("Flags(%v, %v) = %s, want %s", tc.include, tc.exclude, got, tc.flags)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -151,15 +152,22 @@ func runCat(c *cli.Context) error {
 // pickIncarnation returns the incarnation of topic that idPrefix names
 // (a full topic id or a unique prefix), or the current one for "".
 func pickIncarnation(c *cli.Context, a *manifest.Archive, topic, idPrefix string) (*manifest.TopicMarker, error) {
+	notArchived := func() error {
+		return fmt.Errorf("topic %s is not in the archive at %s (kbackup ls lists the archived topics); nothing written", topic, a.Store())
+	}
+	if idPrefix == "" {
+		cur, err := a.CurrentIncarnation(c.Context, topic)
+		if errors.Is(err, manifest.ErrNoIncarnation) {
+			return nil, notArchived()
+		}
+		return cur, err
+	}
 	incs, err := a.Incarnations(c.Context, topic)
 	if err != nil {
 		return nil, err
 	}
 	if len(incs) == 0 {
-		return nil, fmt.Errorf("topic %s is not in the archive at %s (kbackup ls lists the archived topics); nothing written", topic, a.Store())
-	}
-	if idPrefix == "" {
-		return incs[len(incs)-1], nil
+		return nil, notArchived()
 	}
 	idPrefix = strings.ToLower(idPrefix)
 	var match []*manifest.TopicMarker

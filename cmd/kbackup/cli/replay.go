@@ -3,31 +3,69 @@ package cli
 import (
 	"github.com/urfave/cli/v2"
 
-	"github.com/kbackup/kbackup/restore"
+	"github.com/kbackup/kbackup/replay"
 	"github.com/kbackup/kbackup/snapshot"
 	snapsetup "github.com/kbackup/kbackup/snapshot/setup"
 	"github.com/kbackup/kbackup/store"
 )
 
-// runReplayCmd is `kbackup restore --since-cycle ID` (roll-forward) and
-// `kbackup restore --repair`: o holds the parsed restore flags.
-func runReplayCmd(c *cli.Context, s *session, o restore.Options) error {
-	cycleID, repair := c.String("since-cycle"), c.Bool("repair")
+// replayRefusal reports the restore flags that --since-cycle and --repair
+// do not accept (replay.Options has no field for them), saying why.
+func replayRefusal(c *cli.Context) error {
 	switch {
-	case cycleID != "" && repair:
-		return usagef(c, "--since-cycle and --repair cannot be used together")
-	case len(o.Rename) > 0:
+	case len(c.StringSlice("rename")) > 0:
 		return usagef(c, "--rename cannot be used with --since-cycle or --repair: records go back into the topics they were archived from")
-	case o.Repartition:
+	case c.Bool("repartition"):
 		return usagef(c, "--repartition cannot be used with --since-cycle or --repair: records must land at their original partitions and offsets")
-	case o.Groups != nil:
+	case c.String("groups") != "":
 		return usagef(c, "--groups is not needed with --since-cycle or --repair: offsets are unchanged, consumer groups need no translation")
-	case o.Append:
+	case c.Bool("append"):
 		return usagef(c, "--append is implied by --since-cycle and --repair")
-	case o.Range.HasFromTime || o.Range.FromOffset != 0:
+	case c.String("from") != "" || c.Int64("from-offset") != 0:
 		return usagef(c, "--from and --from-offset cannot be used with --since-cycle or --repair: the replay starts at each partition's live end")
-	case o.OffsetMapFile != "" || o.ID != "":
+	case c.String("offset-map") != "" || c.String("restore-id") != "":
 		return usagef(c, "--offset-map and --restore-id are not used with --since-cycle or --repair: offsets are unchanged and the live log end is the checkpoint")
+	}
+	return nil
+}
+
+// replayOptions maps the flags of --since-cycle and --repair onto
+// replay.Options (without the store and the Kafka connection).
+func replayOptions(c *cli.Context, s *session) (replay.Options, error) {
+	var o replay.Options
+	if err := replayRefusal(c); err != nil {
+		return o, err
+	}
+	var err error
+	if o.Topics, err = restoreTopics(c); err != nil {
+		return o, err
+	}
+	if o.Partitions, err = partitionsFlag(c); err != nil {
+		return o, err
+	}
+	r, err := catRange(c)
+	if err != nil {
+		return o, err
+	}
+	logRelativeTimes(c, s, r)
+	o.ToOffset, o.HasToOffset, o.ToTime, o.HasToTime = r.ToOffset, r.HasToOffset, r.ToTime, r.HasToTime
+	if o.Concurrency, o.LeaseDuration, o.MaxClockSkew, err = runFlags(c); err != nil {
+		return o, err
+	}
+	o.DryRun = c.Bool("dry-run")
+	return o, nil
+}
+
+// runReplayCmd is `kbackup restore --since-cycle ID` (roll-forward) and
+// `kbackup restore --repair`.
+func runReplayCmd(c *cli.Context, s *session) error {
+	cycleID, repair := c.String("since-cycle"), c.Bool("repair")
+	if cycleID != "" && repair {
+		return usagef(c, "--since-cycle and --repair cannot be used together")
+	}
+	o, err := replayOptions(c, s)
+	if err != nil {
+		return err
 	}
 	if repair && (c.String("snapshot-config") != "" || c.String("cluster") != "") {
 		return usagef(c, "--snapshot-config and --cluster are only used with --since-cycle")
@@ -40,12 +78,10 @@ func runReplayCmd(c *cli.Context, s *session, o restore.Options) error {
 		if !snapshot.ValidCycleID(cycleID) {
 			return usagef(c, "--since-cycle %q is not a cycle id (see kbackup snapshot list)", cycleID)
 		}
-		var err error
 		if cycle, err = loadRollForwardCycle(c, s, cycleID); err != nil {
 			return err
 		}
 	}
-	var err error
 	if o.KafkaOpts, err = targetClient(c, s); err != nil {
 		return err
 	}
@@ -53,11 +89,11 @@ func runReplayCmd(c *cli.Context, s *session, o restore.Options) error {
 		return err
 	}
 	o.Logger, o.Version = s.log, "kbackup "+Version
-	var sum *restore.ReplaySummary
+	var sum *replay.Summary
 	if cycle != nil {
-		sum, err = restore.RollForward(c.Context, o, cycle)
+		sum, err = replay.RollForward(c.Context, o, cycle)
 	} else {
-		sum, err = restore.Repair(c.Context, o)
+		sum, err = replay.Repair(c.Context, o)
 	}
 	if sum != nil {
 		if werr := sum.WriteReport(s.stdout); werr != nil && err == nil {

@@ -44,7 +44,8 @@ func restoreCommand() *cli.Command {
 			"archive's end, same topic id). Both refuse partitions whose offsets would not line up, stop before\n" +
 			"archive gaps (a producer cannot create offset holes) and continue where they stopped when run again.",
 		Flags: append(append(globalFlags(), kafkaFlags()...),
-			&cli.StringFlag{Name: "topics", Usage: "restore archived topics whose whole name matches `REGEX` (required; '.*' for all)"},
+			&cli.StringFlag{Name: "topics", Usage: "restore archived topics whose whole name matches `REGEX` (required; '.*' for all but internal ones)"},
+			&cli.StringSliceFlag{Name: "exclude", Usage: "skip topics whose whole name matches `REGEX` (repeatable)"},
 			&cli.StringFlag{Name: "partitions", Usage: "only these partition numbers, a comma-separated `LIST` (default: all)"},
 			&cli.StringFlag{Name: "from", Usage: "start at the first offset whose timestamp is >= `TIME`"},
 			&cli.StringFlag{Name: "to", Usage: "stop before the first record whose timestamp is after `TIME`"},
@@ -118,26 +119,61 @@ func logRelativeTimes(c *cli.Context, s *session, r logrange.Range) {
 	}
 }
 
-// restoreOptions maps the restore flags onto restore.Options (without the
-// store and the Kafka connection).
-func restoreOptions(c *cli.Context) (restore.Options, error) {
-	var o restore.Options
+// restoreTopics compiles --topics (required) and --exclude under the one
+// topic selection rule (package topicsel).
+func restoreTopics(c *cli.Context) (*topicsel.Selector, error) {
 	expr := c.String("topics")
 	if expr == "" {
-		return o, usagef(c, "which topics? use --topics REGEX ('.*' restores every archived topic)")
+		return nil, usagef(c, "which topics? use --topics REGEX ('.*' restores every archived topic but internal ones)")
 	}
-	var err error
-	if o.Topics, err = topicsel.Anchored(expr); err != nil {
-		return o, usagef(c, "--topics: %v", err)
+	sel, err := topicsel.Compile([]string{expr}, c.StringSlice("exclude"))
+	if err != nil {
+		return nil, usagef(c, "--topics/--exclude: %v", err)
 	}
+	return sel, nil
+}
+
+// partitionsFlag parses --partitions (nil: every partition).
+func partitionsFlag(c *cli.Context) ([]int32, error) {
+	var out []int32
 	if p := c.String("partitions"); p != "" {
 		for _, s := range splitList(p) {
 			n, err := strconv.ParseInt(s, 10, 32)
 			if err != nil || n < 0 {
-				return o, usagef(c, "--partitions: %q is not a partition number", s)
+				return nil, usagef(c, "--partitions: %q is not a partition number", s)
 			}
-			o.Partitions = append(o.Partitions, int32(n))
+			out = append(out, int32(n))
 		}
+	}
+	return out, nil
+}
+
+// runFlags parses --concurrency, --lease-duration and --max-clock-skew,
+// which restores and replays share.
+func runFlags(c *cli.Context) (concurrency int, leaseDuration, maxSkew time.Duration, err error) {
+	if concurrency = c.Int("concurrency"); concurrency < 0 {
+		return 0, 0, 0, usagef(c, "--concurrency %d is negative", concurrency)
+	}
+	leaseDuration, maxSkew = c.Duration("lease-duration"), c.Duration("max-clock-skew")
+	if leaseDuration < time.Second {
+		return 0, 0, 0, usagef(c, "--lease-duration %s: use at least 1s", leaseDuration)
+	}
+	if maxSkew < 0 {
+		return 0, 0, 0, usagef(c, "--max-clock-skew %s is negative", maxSkew)
+	}
+	return concurrency, leaseDuration, maxSkew, nil
+}
+
+// restoreOptions maps the restore flags onto restore.Options (without the
+// store and the Kafka connection).
+func restoreOptions(c *cli.Context) (restore.Options, error) {
+	var o restore.Options
+	var err error
+	if o.Topics, err = restoreTopics(c); err != nil {
+		return o, err
+	}
+	if o.Partitions, err = partitionsFlag(c); err != nil {
+		return o, err
 	}
 	if o.Range, err = catRange(c); err != nil {
 		return o, err
@@ -165,20 +201,11 @@ func restoreOptions(c *cli.Context) (restore.Options, error) {
 			return o, usagef(c, "--groups: %v", err)
 		}
 	}
-	if n := c.Int("concurrency"); n < 0 {
-		return o, usagef(c, "--concurrency %d is negative", n)
-	} else {
-		o.Concurrency = n
+	if o.Concurrency, o.LeaseDuration, o.MaxClockSkew, err = runFlags(c); err != nil {
+		return o, err
 	}
 	o.Append, o.Repartition, o.Force, o.DryRun = c.Bool("append"), c.Bool("repartition"), c.Bool("force"), c.Bool("dry-run")
-	o.OffsetMapFile, o.ID = c.String("offset-map"), c.String("restore-id")
-	o.Join, o.LeaseDuration, o.MaxClockSkew = c.Bool("join"), c.Duration("lease-duration"), c.Duration("max-clock-skew")
-	if o.LeaseDuration < time.Second {
-		return o, usagef(c, "--lease-duration %s: use at least 1s", o.LeaseDuration)
-	}
-	if o.MaxClockSkew < 0 {
-		return o, usagef(c, "--max-clock-skew %s is negative", o.MaxClockSkew)
-	}
+	o.OffsetMapFile, o.ID, o.Join = c.String("offset-map"), c.String("restore-id"), c.Bool("join")
 	return o, nil
 }
 
@@ -206,14 +233,14 @@ func runRestore(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.String("since-cycle") != "" || c.Bool("repair") {
+		return runReplayCmd(c, s)
+	}
 	o, err := restoreOptions(c)
 	if err != nil {
 		return err
 	}
 	logRelativeTimes(c, s, o.Range)
-	if c.String("since-cycle") != "" || c.Bool("repair") {
-		return runReplayCmd(c, s, o)
-	}
 	for _, f := range []string{"snapshot-config", "cluster"} {
 		if c.String(f) != "" {
 			return usagef(c, "--%s is only used with --since-cycle", f)

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package restore
+package lease
 
 // selfProcess: no process identity outside Linux; leases of such holders
 // are taken over only when they expire.

@@ -1,6 +1,6 @@
 //go:build integration
 
-package restore
+package replay
 
 import (
 	"bytes"
@@ -16,7 +16,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kbackup/kbackup/internal/logrange"
+	"github.com/kbackup/kbackup/internal/kfaketest"
+	"github.com/kbackup/kbackup/internal/restoretest"
 	"github.com/kbackup/kbackup/kafkaconn"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/snapshot"
@@ -27,7 +28,7 @@ import (
 // liveEqualsArchive checks with the independent client (librdkafka,
 // read_committed) that every partition of topic holds exactly the
 // records want[p], each at its original offset.
-func liveEqualsArchive(t *testing.T, k *testenv.Kafka, topic string, want map[int32][]rec) {
+func liveEqualsArchive(t *testing.T, k *testenv.Kafka, topic string, want map[int32][]restoretest.Rec) {
 	t.Helper()
 	got := map[int32][]testenv.Record{}
 	for _, r := range testenv.RdkConsume(t, k.Brokers(), topic, testenv.ReadCommitted) {
@@ -44,8 +45,8 @@ func liveEqualsArchive(t *testing.T, k *testenv.Kafka, topic string, want map[in
 			for _, h := range g.Headers {
 				hs = append(hs, manifest.Header{Key: h.Key, Value: h.Value})
 			}
-			gr := rec{Offset: g.Offset, Timestamp: g.Timestamp, Key: g.Key, Value: g.Value, Headers: hs}
-			if g.Offset != w.Offset || !gr.equalContent(w) {
+			gr := restoretest.Rec{Offset: g.Offset, Timestamp: g.Timestamp, Key: g.Key, Value: g.Value, Headers: hs}
+			if g.Offset != w.Offset || !gr.EqualContent(w) {
 				t.Fatalf("%s/%d: live record %d is offset %d %q=%q ts %d, the archive has offset %d %q=%q ts %d",
 					topic, p, i, g.Offset, g.Key, g.Value, g.Timestamp, w.Offset, w.Key, w.Value, w.Timestamp)
 			}
@@ -55,7 +56,7 @@ func liveEqualsArchive(t *testing.T, k *testenv.Kafka, topic string, want map[in
 
 // upTo keeps the records before the first whose timestamp is after ms
 // (--to semantics).
-func upTo(rs []rec, ms int64) []rec {
+func upTo(rs []restoretest.Rec, ms int64) []restoretest.Rec {
 	for i, r := range rs {
 		if r.Timestamp > ms {
 			return rs[:i]
@@ -126,11 +127,11 @@ func TestRepairTruncatedLogRealKafka(t *testing.T) {
 		}
 		testenv.ProduceSync(t, k.Brokers(), recs, kgo.RecordDeliveryTimeout(0)) // old timestamps: no delivery timeout
 	}
-	st, _ := newStore(t)
-	realArchiveOnce(t, k, st, topic)
-	want := map[int32][]rec{}
+	st, _ := kfaketest.Store(t)
+	restoretest.ArchiveOnce(t, k.Brokers(), st, restoretest.Topics(t, regexp.QuoteMeta(topic)), 4<<10, 64<<10)
+	want := map[int32][]restoretest.Rec{}
 	for p := int32(0); p < 2; p++ {
-		want[p], _ = archived(t, st, topic, p)
+		want[p], _ = restoretest.Archived(t, st, topic, p)
 		if len(want[p]) != 300 {
 			t.Fatalf("archived %d records of partition %d", len(want[p]), p)
 		}
@@ -141,7 +142,7 @@ func TestRepairTruncatedLogRealKafka(t *testing.T) {
 	k.StartAll(t)
 	k.WaitInSync(t, 3*time.Minute)
 
-	o := Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(k.Brokers()...)}, Topics: mustRe(t, regexp.QuoteMeta(topic)), Logger: testLogger(t)}
+	o := Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(k.Brokers()...)}, Topics: restoretest.Topics(t, regexp.QuoteMeta(topic)), Logger: kfaketest.Logger(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dry := o
@@ -154,11 +155,11 @@ func TestRepairTruncatedLogRealKafka(t *testing.T) {
 	_ = sum.WriteReport(&report)
 	t.Logf("dry run:\n%s", report.String())
 	for _, p := range sum.Partitions {
-		if p.State != ReplayPending || p.LiveEnd >= 300 || p.LiveEnd <= 0 || p.From != p.LiveEnd || p.To != 299 {
+		if p.State != StatePending || p.LiveEnd >= 300 || p.LiveEnd <= 0 || p.From != p.LiveEnd || p.To != 299 {
 			t.Fatalf("truncation not seen as expected: %+v", p)
 		}
 	}
-	truncated := map[int32][]rec{}
+	truncated := map[int32][]restoretest.Rec{}
 	for _, p := range sum.Partitions {
 		truncated[p.Partition] = want[p.Partition][:p.LiveEnd]
 	}
@@ -176,7 +177,7 @@ func TestRepairTruncatedLogRealKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range sum.Partitions {
-		if p.State != ReplayUpToDate || p.Produced != 0 {
+		if p.State != StateUpToDate || p.Produced != 0 {
 			t.Fatalf("rerun: %+v", p)
 		}
 	}
@@ -239,7 +240,7 @@ timeouts: {stop: 90s, start: 4m, healthy: 4m}
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, _ := newStore(t) // the archive and the cycle records
+	st, _ := kfaketest.Store(t) // the archive and the cycle records
 	prov, err := dirprov.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +250,7 @@ timeouts: {stop: 90s, start: 4m, healthy: 4m}
 		t.Fatal(err)
 	}
 	defer kc.Close()
-	env := snapshot.Env{Config: cfg, Store: st, Provider: prov, Cluster: kc, Control: rfControl(c), Logger: testLogger(t), Poll: 500 * time.Millisecond}
+	env := snapshot.Env{Config: cfg, Store: st, Provider: prov, Cluster: kc, Control: rfControl(c), Logger: kfaketest.Logger(t), Poll: 500 * time.Millisecond}
 	ctx := context.Background()
 	cyc, err := snapshot.Run(ctx, snapshot.RunOptions{Env: env, Mode: snapshot.ModeCold})
 	if err != nil {
@@ -258,10 +259,10 @@ timeouts: {stop: 90s, start: 4m, healthy: 4m}
 	k.WaitInSync(t, 3*time.Minute)
 
 	produce(40, 120)
-	realArchiveOnce(t, k, st, topic)
-	want := map[int32][]rec{}
+	restoretest.ArchiveOnce(t, k.Brokers(), st, restoretest.Topics(t, regexp.QuoteMeta(topic)), 4<<10, 64<<10)
+	want := map[int32][]restoretest.Rec{}
 	for p := int32(0); p < 3; p++ {
-		want[p], _ = archived(t, st, topic, p)
+		want[p], _ = restoretest.Archived(t, st, topic, p)
 	}
 
 	res, err := snapshot.Restore(ctx, snapshot.RestoreOptions{Env: env, Cycle: cyc.ID})
@@ -272,7 +273,7 @@ timeouts: {stop: 90s, start: 4m, healthy: 4m}
 		t.Fatalf("restore mismatches: %v", res.Mismatches)
 	}
 	k.WaitInSync(t, 3*time.Minute)
-	atCycle := map[int32][]rec{}
+	atCycle := map[int32][]restoretest.Rec{}
 	for p := int32(0); p < 3; p++ {
 		atCycle[p] = want[p][:40]
 	}
@@ -286,8 +287,8 @@ timeouts: {stop: 90s, start: 4m, healthy: 4m}
 		t.Fatal(err)
 	}
 	T := t0 + 85*1000 + 500 // records 0..85
-	o := Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(k.Brokers()...)}, Topics: mustRe(t, regexp.QuoteMeta(topic)),
-		Range: logrange.Range{ToTime: T, HasToTime: true}, Logger: testLogger(t)}
+	o := Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(k.Brokers()...)}, Topics: restoretest.Topics(t, regexp.QuoteMeta(topic)),
+		ToTime: T, HasToTime: true, Logger: kfaketest.Logger(t)}
 	rctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	sum, err := RollForward(rctx, o, cycle)
@@ -297,7 +298,7 @@ timeouts: {stop: 90s, start: 4m, healthy: 4m}
 	var report strings.Builder
 	_ = sum.WriteReport(&report)
 	t.Logf("roll-forward:\n%s", report.String())
-	toT := map[int32][]rec{}
+	toT := map[int32][]restoretest.Rec{}
 	for p := int32(0); p < 3; p++ {
 		toT[p] = upTo(want[p], T)
 		if len(toT[p]) != 86 {
@@ -310,11 +311,11 @@ timeouts: {stop: 90s, start: 4m, healthy: 4m}
 		t.Fatal(err)
 	}
 	for _, p := range sum.Partitions {
-		if p.State != ReplayUpToDate {
+		if p.State != StateUpToDate {
 			t.Fatalf("rerun: %+v", p)
 		}
 	}
-	o.Range = logrange.Range{}
+	o.ToTime, o.HasToTime, o.ToOffset, o.HasToOffset = 0, false, 0, false
 	if _, err = RollForward(rctx, o, cycle); err != nil {
 		t.Fatal(err)
 	}

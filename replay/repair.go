@@ -1,4 +1,4 @@
-package restore
+package replay
 
 import "context"
 
@@ -9,17 +9,17 @@ import "context"
 // partition whose live log end (high watermark) is below the archive's end
 // for the same topic id, the missing records are produced into the same
 // partition, where they land at their original offsets (the mechanism of
-// RollForward, without a cycle; see replay.go).
+// RollForward, without a cycle; see the package documentation).
 //
 // A partition is refused, and nothing is written, when the live topic is
 // another incarnation than the archive's current one (topic id), or when
 // the live log diverged from the archive: its record before the live end
 // (or before the archive's end, when the live log is longer) differs from
 // the archived one. A live log that ends at or after the archive's end and
-// agrees with it is up to date (the archiver may lag). opts.Range's --to
-// bounds limit what is appended. opts.DryRun lists the affected partitions
-// and ranges. The error is a *ReplayError when some partitions did not
-// complete; running Repair again continues from the live end.
-func Repair(ctx context.Context, opts Options) (*ReplaySummary, error) {
-	return runReplay(ctx, opts, "repair", "", "", nil)
+// agrees with it is up to date (the archiver may lag). opts.ToTime and
+// opts.ToOffset limit what is appended. opts.DryRun lists the affected
+// partitions and ranges. The error is an *Error when some partitions did
+// not complete; running Repair again continues from the live end.
+func Repair(ctx context.Context, opts Options) (*Summary, error) {
+	return run(ctx, opts, "repair", nil)
 }

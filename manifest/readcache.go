@@ -1,37 +1,37 @@
-package restore
+package manifest
 
 import (
 	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 
 	"github.com/kbackup/kbackup/store"
 )
 
-// readCache serves repeated reads of immutable archive objects from memory
-// during one restore. Planning a time-bounded restore reads the commit,
+// ReadCache serves repeated reads of immutable archive objects from memory
+// during one reader's run (a restore). Planning a time-bounded restore reads the commit,
 // segment index and block holding each bound (to resolve it and to
 // estimate the range), and the lane then starts reading at the same
 // commit, index and block: the cache answers those again without a store
 // request.
 //
-// Only what cannot change is cached: byte ranges of commit entries and
-// segments (immutable once written), and non-empty single-key listings of
-// a partition's commits/ or time/ keys after a marker (Find and FindTime:
-// later commits sort before the commit or after the time key found, so
-// the answer stays the same). Entries larger than readCacheMaxEntry are not
-// kept, and the cache holds at most readCacheBytes, evicting the oldest.
-type readCache struct {
+// Only what cannot change is cached, as the key layout tells (ParseKey):
+// byte ranges of commit entries and segments (immutable once written), and
+// non-empty single-key listings of a partition's commits/ or time/ keys
+// after a marker (Find and FindTime: later commits sort before the commit
+// or after the time key found, so the answer stays the same). Entries
+// larger than readCacheMaxEntry are not kept, and the cache holds at most
+// readCacheBytes, evicting the oldest. Everything else goes to the store.
+type ReadCache struct {
 	store.Store
 	mu    sync.Mutex
 	data  map[string][]byte
 	lists map[string]store.ListEntry
 	order []string // data keys, oldest first
 	size  int64
-	// frozen: planning is over (see freeze).
+	// frozen: planning is over (see Freeze).
 	frozen bool
 }
 
@@ -40,19 +40,48 @@ const (
 	readCacheMaxEntry = 2 << 20
 )
 
-func newReadCache(st store.Store) *readCache {
-	return &readCache{Store: st, data: map[string][]byte{}, lists: map[string]store.ListEntry{}}
+// NewReadCache returns a cache in front of st, filling until Freeze.
+func NewReadCache(st store.Store) *ReadCache {
+	return &ReadCache{Store: st, data: map[string][]byte{}, lists: map[string]store.ListEntry{}}
 }
 
-func immutableKey(key string) bool {
-	return strings.HasPrefix(key, "topics/") && (strings.Contains(key, "/commits/") || strings.Contains(key, "/segments/"))
+// immutableKind returns the kind of key when it names an object that never
+// changes once written (a commit entry or a segment).
+func immutableKind(key string) (KeyKind, bool) {
+	k, err := ParseKey(key)
+	if err != nil || k.Kind != KeyCommit && k.Kind != KeySegment {
+		return 0, false
+	}
+	return k.Kind, true
+}
+
+// cachedListing reports whether o asks for the first commit or time key of
+// a partition after a marker (Find, FindTime), whose answer, once there is
+// one, never changes.
+func cachedListing(o store.ListOptions) bool {
+	if o.Limit != 1 || o.StartAfter == "" || o.Delimiter != "" {
+		return false
+	}
+	k, err := ParseKey(o.StartAfter)
+	if err != nil {
+		return false
+	}
+	part := PartitionPrefix(k.Topic, k.TopicID, k.Partition)
+	switch k.Kind {
+	case KeyCommit:
+		return o.Prefix == part+"commits/"
+	case KeyTime:
+		return o.Prefix == part+"time/"
+	}
+	return false
 }
 
 // GetRange serves a cached range or reads it (and caches it while
 // planning).
-func (c *readCache) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+func (c *ReadCache) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
 	// Whole objects (n < 0) only for commit entries, which are small.
-	if !immutableKey(key) || n > readCacheMaxEntry || n < 0 && !strings.Contains(key, "/commits/") {
+	kind, ok := immutableKind(key)
+	if !ok || n > readCacheMaxEntry || n < 0 && kind != KeyCommit {
 		return c.Store.GetRange(ctx, key, off, n)
 	}
 	ck := fmt.Sprintf("%s\x00%d\x00%d", key, off, n)
@@ -94,7 +123,7 @@ func (c *readCache) GetRange(ctx context.Context, key string, off, n int64) (io.
 	return io.NopCloser(bytes.NewReader(b)), nil
 }
 
-func (c *readCache) dropLocked(ck string) {
+func (c *ReadCache) dropLocked(ck string) {
 	b, ok := c.data[ck]
 	if !ok {
 		return
@@ -109,9 +138,9 @@ func (c *readCache) dropLocked(ck string) {
 	}
 }
 
-// freeze ends planning: from now on nothing new is cached, and each cached
+// Freeze ends planning: from now on nothing new is cached, and each cached
 // range is dropped once it was served again.
-func (c *readCache) freeze() {
+func (c *ReadCache) Freeze() {
 	c.mu.Lock()
 	c.frozen = true
 	c.mu.Unlock()
@@ -119,9 +148,8 @@ func (c *readCache) freeze() {
 
 // List serves a cached single-key listing of commits/ or time/ keys after
 // a marker, or lists and caches a non-empty answer.
-func (c *readCache) List(ctx context.Context, o store.ListOptions, fn func(store.ListEntry) error) error {
-	if o.Limit != 1 || o.StartAfter == "" || o.Delimiter != "" || !strings.HasPrefix(o.Prefix, "topics/") ||
-		!(strings.HasSuffix(o.Prefix, "/commits/") || strings.HasSuffix(o.Prefix, "/time/")) {
+func (c *ReadCache) List(ctx context.Context, o store.ListOptions, fn func(store.ListEntry) error) error {
+	if !cachedListing(o) {
 		return c.Store.List(ctx, o, fn)
 	}
 	ck := o.Prefix + "\x00" + o.StartAfter

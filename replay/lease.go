@@ -1,4 +1,4 @@
-package restore
+package replay
 
 import (
 	"context"
@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/kbackup/kbackup/internal/lease"
+	"github.com/kbackup/kbackup/internal/logrange"
 )
 
-// Roll-forward and repair write into live partitions at their original
+// A replay writes into live partitions at their original
 // offsets. Two of them at once into one partition would each see the
 // other's records land where theirs should (detected, but only after one
 // record was written twice), so a replay owns each partition it writes
@@ -17,30 +20,30 @@ import (
 // kept under restores/replay-<hash of the cluster id>/: every replay into
 // one cluster, whatever its request, shares them.
 
-// newReplayLeases is the lease manager of a replay into cluster.
-func newReplayLeases(o *Options, clusterID string) *leaseMgr {
+// newLeases is the lease manager of a replay into cluster.
+func newLeases(o *Options, clusterID string) *lease.Manager {
 	h := sha256.Sum256([]byte(clusterID))
-	return &leaseMgr{st: o.StateStore, id: "replay-" + hex.EncodeToString(h[:8]), me: newHolder(o.Version, o.Now()),
-		ttl: o.LeaseDuration, skew: o.MaxClockSkew, now: o.Now, log: o.Logger}
+	return &lease.Manager{Store: o.StateStore, ID: "replay-" + hex.EncodeToString(h[:8]), Me: lease.NewHolder(o.Version, o.Now()),
+		TTL: o.LeaseDuration, Skew: o.MaxClockSkew, Now: o.Now, Log: o.Logger}
 }
 
 // replayOwned replays p under its lease: a partition another live process
 // replays is refused (failed, naming it); one whose holder died is taken
 // over after a settle period (its last requests may still land, which the
 // replay then sees as a moved log end and refuses).
-func (rp *replayer) replayOwned(ctx context.Context, p *ReplayPartition) error {
+func (rp *replayer) replayOwned(ctx context.Context, p *Partition) error {
 	m, name := rp.leases, fmt.Sprintf("lanes/%s/%010d", p.Topic, p.Partition)
-	var ls *heldLease
+	var ls *lease.Held
 	for attempt := 0; ls == nil; attempt++ {
-		gen, cur, err := m.current(ctx, name)
+		gen, cur, err := m.Current(ctx, name)
 		if err != nil {
 			return err
 		}
-		if m.live(cur) {
-			return fmt.Errorf("another %s or repair writes this partition: %s since %s (wait until it ends)", rp.mode, cur.Holder, fmtMs(cur.AcquiredMs))
+		if m.Live(cur) {
+			return fmt.Errorf("another %s or repair writes this partition: %s since %s (wait until it ends)", rp.mode, cur.Holder, logrange.FormatTime(cur.AcquiredMs))
 		}
-		ls, err = m.acquire(ctx, name, gen+1)
-		if errors.Is(err, errLeaseTaken) && attempt < 3 {
+		ls, err = m.Acquire(ctx, name, gen+1)
+		if errors.Is(err, lease.ErrTaken) && attempt < 3 {
 			continue
 		}
 		if err != nil {
@@ -49,15 +52,15 @@ func (rp *replayer) replayOwned(ctx context.Context, p *ReplayPartition) error {
 		if cur != nil && !cur.Released {
 			rp.o.Logger.Warn(rp.mode+": taking over a partition whose replay stopped; settling first", "partition", p.Name(), "holder", cur.Holder.String())
 			select {
-			case <-ls.ctx.Done():
-			case <-time.After(rp.o.ResumeSettle):
+			case <-ls.Context().Done():
+			case <-time.After(rp.o.Settle):
 			}
 		}
 	}
-	defer ls.release()
-	err := rp.replayPartition(ls.ctx, p)
-	if err != nil && ls.isLost() {
-		err = fmt.Errorf("%w (%v)", errLeaseLost, err)
+	defer ls.Release()
+	err := rp.replayPartition(ls.Context(), p)
+	if err != nil && ls.IsLost() {
+		err = fmt.Errorf("%w (%v)", lease.ErrLost, err)
 	}
 	return err
 }

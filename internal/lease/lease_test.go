@@ -1,4 +1,4 @@
-package restore
+package lease
 
 import (
 	"context"
@@ -9,17 +9,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kbackup/kbackup/internal/kfaketest"
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/storefault"
 )
 
 // testMgr is a lease manager of a new live holder (registered as a running
 // Run of this process) with lease duration ttl.
-func testMgr(t *testing.T, st store.Store, ttl time.Duration) *leaseMgr {
+func testMgr(t *testing.T, st store.Store, ttl time.Duration) *Manager {
 	t.Helper()
-	m := &leaseMgr{st: st, id: "lt", me: newHolder("test", time.Now()), ttl: ttl, skew: 50 * time.Millisecond, now: time.Now, log: testLogger(t)}
-	activeRuns.Store(m.me.ID, true)
-	t.Cleanup(func() { activeRuns.Delete(m.me.ID) })
+	m := &Manager{Store: st, ID: "lt", Me: NewHolder("test", time.Now()), TTL: ttl, Skew: 50 * time.Millisecond, Now: time.Now, Log: kfaketest.Logger(t)}
+	t.Cleanup(Track(m.Me))
 	return m
 }
 
@@ -28,44 +28,44 @@ func testMgr(t *testing.T, st store.Store, ttl time.Duration) *leaseMgr {
 // released lease is free at once.
 func TestLeaseAcquireRenewRelease(t *testing.T) {
 	t.Parallel()
-	st, _ := newStore(t)
+	st, _ := kfaketest.Store(t)
 	ctx := context.Background()
 	a, b := testMgr(t, st, 600*time.Millisecond), testMgr(t, st, 600*time.Millisecond)
-	if gen, cur, err := a.current(ctx, "lanes/x/0000000001"); gen != 0 || cur != nil || err != nil {
+	if gen, cur, err := a.Current(ctx, "lanes/x/0000000001"); gen != 0 || cur != nil || err != nil {
 		t.Fatalf("fresh lease: %d %v %v", gen, cur, err)
 	}
-	la, err := a.acquire(ctx, "lanes/x/0000000001", 1)
+	la, err := a.Acquire(ctx, "lanes/x/0000000001", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.acquire(ctx, "lanes/x/0000000001", 1); !errors.Is(err, errLeaseTaken) {
+	if _, err := b.Acquire(ctx, "lanes/x/0000000001", 1); !errors.Is(err, ErrTaken) {
 		t.Fatalf("second create of generation 1: %v", err)
 	}
 	time.Sleep(1500 * time.Millisecond) // 2.5 lease durations
-	gen, cur, err := b.current(ctx, "lanes/x/0000000001")
-	if err != nil || gen != 1 || !b.live(cur) || cur.Holder.ID != a.me.ID || cur.RenewedMs <= cur.AcquiredMs || !la.valid() {
-		t.Fatalf("after 2.5 lease durations: gen %d %+v live %v valid %v err %v", gen, cur, b.live(cur), la.valid(), err)
+	gen, cur, err := b.Current(ctx, "lanes/x/0000000001")
+	if err != nil || gen != 1 || !b.Live(cur) || cur.Holder.ID != a.Me.ID || cur.RenewedMs <= cur.AcquiredMs || !la.Valid() {
+		t.Fatalf("after 2.5 lease durations: gen %d %+v live %v valid %v err %v", gen, cur, b.Live(cur), la.Valid(), err)
 	}
-	la.release()
-	if la.valid() && la.ctx.Err() == nil {
+	la.Release()
+	if la.Valid() && la.Context().Err() == nil {
 		t.Fatal("released lease still valid")
 	}
-	gen, cur, err = b.current(ctx, "lanes/x/0000000001")
-	if err != nil || !cur.Released || b.live(cur) {
+	gen, cur, err = b.Current(ctx, "lanes/x/0000000001")
+	if err != nil || !cur.Released || b.Live(cur) {
 		t.Fatalf("released: %+v %v", cur, err)
 	}
-	lb, err := b.acquire(ctx, "lanes/x/0000000001", gen+1)
+	lb, err := b.Acquire(ctx, "lanes/x/0000000001", gen+1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb.release()
+	lb.Release()
 }
 
 // TestLeaseRace: of many processes creating the same generation at once,
 // exactly one wins.
 func TestLeaseRace(t *testing.T) {
 	t.Parallel()
-	st, _ := newStore(t)
+	st, _ := kfaketest.Store(t)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	won := 0
@@ -74,13 +74,13 @@ func TestLeaseRace(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l, err := m.acquire(context.Background(), "final", 1)
+			l, err := m.Acquire(context.Background(), "final", 1)
 			if err == nil {
 				mu.Lock()
 				won++
 				mu.Unlock()
-				l.release()
-			} else if !errors.Is(err, errLeaseTaken) {
+				l.Release()
+			} else if !errors.Is(err, ErrTaken) {
 				t.Error(err)
 			}
 		}()
@@ -97,12 +97,12 @@ func TestLeaseRace(t *testing.T) {
 // the lease expired (plus the clock-skew allowance).
 func TestLeaseFencedByTime(t *testing.T) {
 	t.Parallel()
-	st, _ := newStore(t)
+	st, _ := kfaketest.Store(t)
 	faulty := storefault.New(st, 1)
 	ctx := context.Background()
 	ttl := 900 * time.Millisecond
 	a, b := testMgr(t, faulty, ttl), testMgr(t, st, ttl)
-	la, err := a.acquire(ctx, "lanes/f/0000000000", 1)
+	la, err := a.Acquire(ctx, "lanes/f/0000000000", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,23 +111,23 @@ func TestLeaseFencedByTime(t *testing.T) {
 	frozen := time.Now()
 	var lost, taken time.Time
 	for taken.IsZero() && time.Since(frozen) < 10*ttl {
-		if lost.IsZero() && la.ctx.Err() != nil {
+		if lost.IsZero() && la.Context().Err() != nil {
 			lost = time.Now()
-			if la.valid() {
+			if la.Valid() {
 				t.Fatal("cancelled but still valid")
 			}
 		}
-		gen, cur, err := b.current(ctx, "lanes/f/0000000000")
+		gen, cur, err := b.Current(ctx, "lanes/f/0000000000")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !b.live(cur) {
-			lb, err := b.acquire(ctx, "lanes/f/0000000000", gen+1)
+		if !b.Live(cur) {
+			lb, err := b.Acquire(ctx, "lanes/f/0000000000", gen+1)
 			if err != nil {
 				t.Fatal(err)
 			}
 			taken = time.Now()
-			defer lb.release()
+			defer lb.Release()
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -138,7 +138,7 @@ func TestLeaseFencedByTime(t *testing.T) {
 		t.Fatalf("only %v between the holder stopping and the takeover", d)
 	}
 	t.Logf("store frozen; holder stopped after %v, lease taken over after %v", lost.Sub(frozen).Round(time.Millisecond), taken.Sub(frozen).Round(time.Millisecond))
-	la.release() // lost: writes nothing
+	la.Release() // lost: writes nothing
 }
 
 // TestLeaseGoneHolder: a lease held by a process that no longer runs on
@@ -149,34 +149,34 @@ func TestLeaseGoneHolder(t *testing.T) {
 		t.Skip("process identity from /proc (Linux only); elsewhere such leases expire")
 	}
 	t.Parallel()
-	st, _ := newStore(t)
+	st, _ := kfaketest.Store(t)
 	ctx := context.Background()
 	m := testMgr(t, st, time.Hour)
 	cmd := exec.Command("true")
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
-	dead := m.me
+	dead := m.Me
 	dead.ID, dead.PID = "dead-process", cmd.Process.Pid
-	returned := m.me
+	returned := m.Me
 	returned.ID = "returned-run"
 	far := time.Now().Add(time.Hour).UnixMilli()
 	for _, tc := range []struct {
 		h    Holder
 		live bool
-	}{{dead, false}, {returned, false}, {m.me, true}} {
-		r := &leaseRecord{Holder: tc.h, ExpiresMs: far}
-		if got := m.live(r); got != tc.live {
+	}{{dead, false}, {returned, false}, {m.Me, true}} {
+		r := &Record{Holder: tc.h, ExpiresMs: far}
+		if got := m.Live(r); got != tc.live {
 			t.Fatalf("holder %+v: live %v, want %v", tc.h, got, tc.live)
 		}
 	}
 	other := testMgr(t, st, time.Hour) // another live Run of this process
-	if !m.live(&leaseRecord{Holder: other.me, ExpiresMs: far}) {
+	if !m.Live(&Record{Holder: other.Me, ExpiresMs: far}) {
 		t.Fatal("a running Run's lease is not live")
 	}
 	elsewhere := dead
 	elsewhere.Machine = "another-machine"
-	if !m.live(&leaseRecord{Holder: elsewhere, ExpiresMs: far}) {
+	if !m.Live(&Record{Holder: elsewhere, ExpiresMs: far}) {
 		t.Fatal("a holder on another machine is trusted until its lease expires")
 	}
 	_ = ctx

@@ -1,4 +1,4 @@
-package restore
+package replay
 
 import (
 	"bytes"
@@ -14,8 +14,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/kbackup/kbackup/internal/logrange"
+	"github.com/kbackup/kbackup/internal/kfaketest"
+	"github.com/kbackup/kbackup/internal/lease"
+	"github.com/kbackup/kbackup/internal/restoretest"
 	"github.com/kbackup/kbackup/snapshot"
 	"github.com/kbackup/kbackup/store"
 )
@@ -61,7 +64,7 @@ func copyDir(t testing.TB, src, dst string) {
 // (i counting from first), null/empty keys and headers.
 func produceN(t testing.TB, c *kfake.Cluster, topic string, parts int32, first, n int, t0 int64) map[int32][]*kgo.Record {
 	t.Helper()
-	cl := newClient(t, c, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	cl := kfaketest.Client(t, c, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	out := map[int32][]*kgo.Record{}
 	for i := first; i < first+n; i++ {
 		for p := int32(0); p < parts; p++ {
@@ -88,13 +91,13 @@ func produceN(t testing.TB, c *kfake.Cluster, topic string, parts int32, first, 
 func buildLoss(t testing.TB, topic string, parts int32, keep int, total int, abortAt int) *lossFixture {
 	t.Helper()
 	f := &lossFixture{topic: topic, parts: parts, t0: 1_700_000_000_000}
-	f.st, _ = newStore(t)
+	f.st, _ = kfaketest.Store(t)
 	dir := filepath.Join(t.TempDir(), "kfake")
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	createTopic(t, c, topic, parts, map[string]*string{"retention.ms": ptr("-1")})
+	kfaketest.CreateTopic(t, c, topic, parts, map[string]*string{"retention.ms": kmsg.StringPtr("-1")})
 	produceN(t, c, topic, parts, 0, keep, f.t0)
 	c.Close()
 	f.short = filepath.Join(t.TempDir(), "short")
@@ -107,7 +110,7 @@ func buildLoss(t testing.TB, topic string, parts int32, keep int, total int, abo
 	rest := total - keep
 	if abortAt > 0 {
 		produceN(t, c, topic, parts, keep, abortAt-keep, f.t0)
-		txn := newClient(t, c, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.TransactionalID("txn-"+topic))
+		txn := kfaketest.Client(t, c, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.TransactionalID("txn-"+topic))
 		if err := txn.BeginTransaction(); err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +128,7 @@ func buildLoss(t testing.TB, topic string, parts int32, keep int, total int, abo
 	} else {
 		produceN(t, c, topic, parts, keep, rest, f.t0)
 	}
-	archiveOnce(t, c, f.st)
+	restoretest.ArchiveOnce(t, c.ListenAddrs(), f.st, nil, 2<<10, 16<<10)
 	return f
 }
 
@@ -143,18 +146,18 @@ func (f *lossFixture) live(t testing.TB) *kfake.Cluster {
 }
 
 func (f *lossFixture) opts(t testing.TB, c *kfake.Cluster) Options {
-	return Options{Store: f.st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Topics: mustRe(t, f.topic), Logger: testLogger(t)}
+	return Options{Store: f.st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Topics: restoretest.Topics(t, f.topic), Logger: kfaketest.Logger(t)}
 }
 
 // checkPrefix: every live partition holds exactly the archive's records
 // before end(p) (the archive's end when end is nil), at the same offsets.
 func (f *lossFixture) checkPrefix(t testing.TB, c *kfake.Cluster, end func(p int32) int64) {
 	t.Helper()
-	got := readTopic(t, c, f.topic)
+	got := restoretest.ReadTopic(t, c, f.topic)
 	for p := int32(0); p < f.parts; p++ {
-		want, _ := archived(t, f.st, f.topic, p)
+		want, _ := restoretest.Archived(t, f.st, f.topic, p)
 		if end != nil {
-			var cut []rec
+			var cut []restoretest.Rec
 			for _, r := range want {
 				if r.Offset < end(p) {
 					cut = append(cut, r)
@@ -162,7 +165,7 @@ func (f *lossFixture) checkPrefix(t testing.TB, c *kfake.Cluster, end func(p int
 			}
 			want = cut
 		}
-		sameContent(t, fmt.Sprintf("%s/%d", f.topic, p), want, got[p])
+		restoretest.SameContent(t, fmt.Sprintf("%s/%d", f.topic, p), want, got[p])
 	}
 }
 
@@ -183,7 +186,7 @@ func TestRepairAppendsLostRecords(t *testing.T) {
 		t.Fatalf("plan has %d partitions", len(sum.Partitions))
 	}
 	for _, p := range sum.Partitions {
-		if p.State != ReplayPending || p.From != 40 || p.To != 299 || p.LiveEnd != 40 || p.ArchiveEnd != 300 {
+		if p.State != StatePending || p.From != 40 || p.To != 299 || p.LiveEnd != 40 || p.ArchiveEnd != 300 {
 			t.Fatalf("plan %+v", p)
 		}
 	}
@@ -211,7 +214,7 @@ func TestRepairAppendsLostRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range sum.Partitions {
-		if p.State != ReplayUpToDate || p.Produced != 0 {
+		if p.State != StateUpToDate || p.Produced != 0 {
 			t.Fatalf("rerun: %+v", p)
 		}
 	}
@@ -225,7 +228,7 @@ func TestRepairResumesAfterCancel(t *testing.T) {
 	f := buildLoss(t, "resume", 2, 10, 3000, 0)
 	c := f.live(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	cl := newClient(t, c, kgo.ConsumeTopics(f.topic), kgo.ConsumeResetOffset(kgo.NewOffset().At(100)))
+	cl := kfaketest.Client(t, c, kgo.ConsumeTopics(f.topic), kgo.ConsumeResetOffset(kgo.NewOffset().At(100)))
 	go func() { // cancel once some replayed records are visible
 		for ctx.Err() == nil {
 			if fs := cl.PollFetches(ctx); fs.NumRecords() > 0 {
@@ -243,7 +246,7 @@ func TestRepairResumesAfterCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range sum.Partitions {
-		if p.State != ReplayDone && p.State != ReplayUpToDate {
+		if p.State != StateDone && p.State != StateUpToDate {
 			t.Fatalf("%+v", p)
 		}
 	}
@@ -255,7 +258,7 @@ func TestRepairRefusesDivergence(t *testing.T) {
 	f := buildLoss(t, "div", 2, 20, 100, 0)
 	c := f.live(t)
 	// After the loss, a producer wrote other records into partition 1.
-	cl := newClient(t, c, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	cl := kfaketest.Client(t, c, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: f.topic, Partition: 1, Value: []byte("new")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +267,7 @@ func TestRepairRefusesDivergence(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	// Nothing written, partition 0 included.
-	got := readTopic(t, c, f.topic)
+	got := restoretest.ReadTopic(t, c, f.topic)
 	if len(got[0]) != 20 || len(got[1]) != 21 {
 		t.Fatalf("live has %d and %d records", len(got[0]), len(got[1]))
 	}
@@ -273,24 +276,21 @@ func TestRepairRefusesDivergence(t *testing.T) {
 func TestRepairRefusesOtherIncarnation(t *testing.T) {
 	t.Parallel()
 	f := buildLoss(t, "inc", 1, 5, 20, 0)
-	c := newCluster(t)
-	createTopic(t, c, f.topic, 1, nil)
+	c := kfaketest.Cluster(t)
+	kfaketest.CreateTopic(t, c, f.topic, 1, nil)
 	_, err := Repair(context.Background(), f.opts(t, c))
 	if err == nil || !strings.Contains(err.Error(), "topic id") {
 		t.Fatalf("err = %v", err)
 	}
 	// And a missing topic.
-	c2 := newCluster(t)
+	c2 := kfaketest.Cluster(t)
 	_, err = Repair(context.Background(), f.opts(t, c2))
 	if err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("err = %v", err)
 	}
-	// Flags a repair cannot honour.
-	o := f.opts(t, c)
-	o.Rename = map[string]string{"inc": "x"}
-	if _, err := Repair(context.Background(), o); err == nil || !strings.Contains(err.Error(), "--rename") {
-		t.Fatalf("err = %v", err)
-	}
+	// Restore flags a repair cannot honour (--rename, ...) have no field in
+	// Options: the CLI refuses them (cmd/kbackup/cli
+	// TestRestoreRollForwardCLI).
 }
 
 // TestRepairStopsAtGap: an aborted transaction in the lost range is an
@@ -301,12 +301,12 @@ func TestRepairStopsAtGap(t *testing.T) {
 	f := buildLoss(t, "gap", 1, 10, 60, 30)
 	c := f.live(t)
 	sum, err := Repair(context.Background(), f.opts(t, c))
-	var re *ReplayError
+	var re *Error
 	if !errors.As(err, &re) || len(re.Failed) != 1 || !strings.Contains(err.Error(), "gap") {
 		t.Fatalf("err = %v", err)
 	}
 	p := sum.Partitions[0]
-	if p.State != ReplayGap || p.Gap == nil || p.Gap.From != 30 || p.Produced != 20 {
+	if p.State != StateGap || p.Gap == nil || p.Gap.From != 30 || p.Produced != 20 {
 		t.Fatalf("%+v", p)
 	}
 	f.checkPrefix(t, c, func(int32) int64 { return 30 })
@@ -337,13 +337,13 @@ func TestRollForward(t *testing.T) {
 	cyc := testCycle(f.topic, 2, 50, 50)
 	ctx := context.Background()
 	o := f.opts(t, c)
-	o.Range = logrange.Range{ToTime: f.t0 + 120*1000 + 500, HasToTime: true} // records 0..120
+	o.ToTime, o.HasToTime = f.t0+120*1000+500, true // records 0..120
 	sum, err := RollForward(ctx, o, cyc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range sum.Partitions {
-		if p.State != ReplayDone || p.From != 50 || p.To != 120 || p.Produced != 71 || p.CycleLo != 50 {
+		if p.State != StateDone || p.From != 50 || p.To != 120 || p.Produced != 71 || p.CycleLo != 50 {
 			t.Fatalf("%+v", p)
 		}
 	}
@@ -354,12 +354,12 @@ func TestRollForward(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range sum.Partitions {
-		if p.State != ReplayUpToDate {
+		if p.State != StateUpToDate {
 			t.Fatalf("rerun %+v", p)
 		}
 	}
 	// Further: to the archive's end.
-	o.Range = logrange.Range{}
+	o.ToTime, o.HasToTime, o.ToOffset, o.HasToOffset = 0, false, 0, false
 	if _, err := RollForward(ctx, o, cyc); err != nil {
 		t.Fatal(err)
 	}
@@ -378,7 +378,7 @@ func TestRollForwardRefuses(t *testing.T) {
 	}
 	// Inside a range that allows it, but the --to bound is before the live end.
 	o := f.opts(t, c)
-	o.Range = logrange.Range{ToOffset: 30, HasToOffset: true}
+	o.ToOffset, o.HasToOffset = 30, true
 	_, err = RollForward(ctx, o, testCycle(f.topic, 2, 40, 45))
 	if err == nil || !strings.Contains(err.Error(), "after both the cycle's range") {
 		t.Fatalf("err = %v", err)
@@ -400,7 +400,7 @@ func TestRollForwardRefuses(t *testing.T) {
 	if _, err := RollForward(ctx, f.opts(t, c), cyc); err == nil || !strings.Contains(err.Error(), "rfr/1") {
 		t.Fatalf("err = %v", err)
 	}
-	got := readTopic(t, c, f.topic)
+	got := restoretest.ReadTopic(t, c, f.topic)
 	if len(got[0]) != 50 || len(got[1]) != 50 {
 		t.Fatal("a refused roll-forward wrote records")
 	}
@@ -414,32 +414,31 @@ func TestRepairExclusive(t *testing.T) {
 	f := buildLoss(t, "excl", 3, 40, 300, 0)
 	c := f.live(t)
 	ctx := context.Background()
-	md, err := kadm.NewClient(newClient(t, c)).Metadata(ctx)
+	md, err := kadm.NewClient(kfaketest.Client(t, c)).Metadata(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := f.opts(t, c)
-	if err := o.setDefaults(); err != nil {
+	if err := o.setDefaults("repair"); err != nil {
 		t.Fatal(err)
 	}
-	other := newReplayLeases(&o, md.Cluster)
-	activeRuns.Store(other.me.ID, true)
-	defer activeRuns.Delete(other.me.ID)
-	held, err := other.acquire(ctx, "lanes/excl/0000000001", 1)
+	other := newLeases(&o, md.Cluster)
+	defer lease.Track(other.Me)()
+	held, err := other.Acquire(ctx, "lanes/excl/0000000001", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sum, err := Repair(ctx, f.opts(t, c))
-	var re *ReplayError
-	if !errors.As(err, &re) || len(re.Failed) != 1 || !strings.Contains(err.Error(), "excl/1") || !strings.Contains(err.Error(), other.me.String()) {
+	var re *Error
+	if !errors.As(err, &re) || len(re.Failed) != 1 || !strings.Contains(err.Error(), "excl/1") || !strings.Contains(err.Error(), other.Me.String()) {
 		t.Fatalf("repair while another holds excl/1: %v", err)
 	}
 	for _, p := range sum.Partitions {
-		if want := p.Partition != 1; (p.State == ReplayDone) != want {
+		if want := p.Partition != 1; (p.State == StateDone) != want {
 			t.Fatalf("%s: %s", p.Name(), p.State)
 		}
 	}
-	held.release()
+	held.Release()
 	if _, err := Repair(ctx, f.opts(t, c)); err != nil {
 		t.Fatal(err)
 	}

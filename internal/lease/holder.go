@@ -1,4 +1,4 @@
-package restore
+package lease
 
 import (
 	"crypto/rand"
@@ -18,7 +18,7 @@ type Holder struct {
 	PID  int    `json:"pid"`
 	// Machine identifies the kernel and pid namespace the process ran in
 	// ("" when unknown): a process with the same Machine can tell whether
-	// PID still runs (holderGone).
+	// PID still runs (Gone).
 	Machine string `json:"machine,omitempty"`
 	// ProcStart is the process's start time in the kernel's clock ticks
 	// since boot (0 when unknown); it tells a reused pid apart.
@@ -30,12 +30,20 @@ type Holder struct {
 // String is "host/pid", how messages name a holder.
 func (h Holder) String() string { return fmt.Sprintf("%s/%d", h.Host, h.PID) }
 
-// activeRuns holds the holder ids of the Runs of this process that have
-// not returned yet.
+// activeRuns holds the holder ids of the runs of this process that have
+// not returned yet (Track).
 var activeRuns sync.Map
 
-// newHolder describes this process for a new run.
-func newHolder(version string, now time.Time) Holder {
+// Track records h as a run of this process that is going on, until the
+// returned function is called (when the run returns): a lease of a run of
+// this process that returned is free at once (Gone).
+func Track(h Holder) (untrack func()) {
+	activeRuns.Store(h.ID, true)
+	return func() { activeRuns.Delete(h.ID) }
+}
+
+// NewHolder describes this process for a new run.
+func NewHolder(version string, now time.Time) Holder {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	host, err := os.Hostname()
@@ -47,11 +55,11 @@ func newHolder(version string, now time.Time) Holder {
 		StartedMs: now.UnixMilli(), Version: version}
 }
 
-// holderGone reports whether h is known to have ended: it ran on this
+// Gone reports whether h is known to have ended: it ran on this
 // kernel and pid namespace, in another process, and no process with its
 // pid and start time exists now. Unknown (another machine, no /proc) is
 // false: such a holder is trusted until its lease expires.
-func (me Holder) holderGone(h Holder) bool {
+func (me Holder) Gone(h Holder) bool {
 	if me.Machine == "" || h.Machine != me.Machine || h.PID <= 0 {
 		return false
 	}

@@ -1,0 +1,291 @@
+package restore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/kbackup/kbackup/internal/target"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The producing side of a lane: records go to the producer in lane order
+// within MaxInFlightBytes, acknowledgements advance the acknowledged
+// prefix (what checkpoints store), and records of another writer found
+// between the lane's own are reported.
+
+// produceAll produces every record of the batches, skipping (and
+// verifying) the ones a resumed lane finds already in the target. The
+// entries and franz-go records of a batch are allocated together, and the
+// in-flight accounting takes the lane's lock once per chunk of records,
+// not once per record.
+func (lr *laneRun) produceAll(ctx context.Context, batches <-chan batch) error {
+	var ready []*entry // produced in order, in runs (produceChunk); reused
+	var cur *slab
+	next := 0
+	defer func() {
+		if cur != nil {
+			cur.release(int32(slotsPerSlab-next) + 1)
+		}
+	}()
+	for b := range batches {
+		ready = ready[:0]
+		for _, r := range b.recs {
+			if cur == nil || next == slotsPerSlab {
+				if cur != nil {
+					cur.release(1)
+				}
+				cur, next = slabPool.Get().(*slab), 0
+				cur.refs.Store(slotsPerSlab + 1)
+			}
+			sl := &cur.slots[next]
+			next++
+			kr := &sl.rec
+			target.FillKgo(kr, r, lr.l.targetTopic)
+			p := lr.assign(b.src, kr)
+			kr.Partition = p
+			e := &sl.e
+			*e = entry{src: b.src, off: r.Offset, part: p, size: target.RecordSize(r), rec: kr, slab: cur}
+			if k := lr.skip[p]; k > 0 {
+				if err := lr.produceChunk(ctx, ready); err != nil {
+					return err
+				}
+				ready = ready[:0]
+				lr.skip[p] = k - 1
+				if k == 1 && target.RecordHash(kr, !lr.logAppend) != lr.expect[p] {
+					return fmt.Errorf("target %s/%d: the last record after the checkpoint is not source %s offset %d, the record this restore would have written there (another producer wrote into the target?); restore with a new --restore-id",
+						lr.l.targetTopic, p, lr.l.sources[b.src].log, r.Offset)
+				}
+				lr.skipped(e)
+				continue
+			}
+			ready = append(ready, e)
+		}
+		if err := lr.produceChunk(ctx, ready); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// skipped accounts a record found already in the target as acknowledged
+// at the partition's next offset.
+func (lr *laneRun) skipped(e *entry) {
+	lr.mu.Lock()
+	defer lr.mu.Unlock()
+	e.done, e.tgt = true, lr.tgt[e.part].End+lr.queuedFor(e.part)
+	lr.queue = append(lr.queue, e)
+	lr.popLocked()
+}
+
+// queuedFor counts the acknowledged-but-not-popped entries of partition p
+// (skipped entries wait behind unacknowledged ones of other partitions).
+func (lr *laneRun) queuedFor(p int32) int64 {
+	var n int64
+	for _, q := range lr.queue[lr.head:] {
+		if q.part == p {
+			n++
+		}
+	}
+	return n
+}
+
+// produceChunk hands ents to the producer in order, in runs that keep the
+// lane's unacknowledged bytes within MaxInFlightBytes (a run holds at
+// least one record).
+func (lr *laneRun) produceChunk(ctx context.Context, ents []*entry) error {
+	limit := lr.rn.o.MaxInFlightBytes
+	for len(ents) > 0 {
+		lr.mu.Lock()
+		for lr.err == nil && lr.inflight > 0 && lr.inflight+ents[0].size > limit {
+			lr.waiters++
+			lr.cond.Wait()
+			lr.waiters--
+		}
+		if lr.err != nil {
+			err := lr.err
+			lr.mu.Unlock()
+			return err
+		}
+		n := 0
+		for n < len(ents) && (n == 0 || lr.inflight+ents[n].size <= limit && lr.warmed) {
+			e := ents[n]
+			lr.inflight += e.size
+			lr.queue = append(lr.queue, e)
+			n++
+		}
+		lr.pending += n
+		lr.mu.Unlock()
+		for _, e := range ents[:n] {
+			lr.restored++
+			lr.rn.t.Client.Produce(ctx, e.rec, lr.promise)
+		}
+		ents = ents[n:]
+		if !lr.warmed {
+			// The lane's first record goes alone and is waited for: until
+			// the producer has the target topic's metadata, every record
+			// takes franz-go's slow unknown-topic path (and a fresh
+			// topic's metadata takes a moment to appear).
+			lr.warmed = true
+			lr.mu.Lock()
+			for lr.err == nil && lr.pending > 0 {
+				lr.waiters++
+				lr.cond.Wait()
+				lr.waiters--
+			}
+			lr.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// ack is the produce promise: records of one partition are acknowledged in
+// order; the lane's acknowledged prefix advances over done entries.
+func (lr *laneRun) ack(r *kgo.Record, err error) {
+	e := entryOf(r)
+	lr.mu.Lock()
+	defer lr.mu.Unlock()
+	e.done = true
+	lr.inflight -= e.size
+	lr.pending--
+	if err != nil {
+		e.failed = true
+		if lr.err == nil {
+			lr.err = fmt.Errorf("produce to %s/%d: %w", r.Topic, r.Partition, err)
+			lr.cancel()
+		}
+	} else {
+		e.tgt = r.Offset
+	}
+	lr.popLocked()
+	if lr.waiters > 0 {
+		lr.cond.Broadcast()
+	}
+}
+
+// popLocked applies the done entries at the head of the queue to the
+// acknowledged state.
+func (lr *laneRun) popLocked() {
+	for lr.head < len(lr.queue) {
+		e := lr.queue[lr.head]
+		if !e.done || e.failed {
+			break
+		}
+		ts := lr.tgt[e.part]
+		if e.tgt != ts.End && !lr.foreignWrite(e, ts.End) {
+			e.failed = true // the acknowledged prefix ends before it
+			break
+		}
+		lr.queue[lr.head] = nil
+		lr.head++
+		st := &lr.state
+		st.SourceIndex, st.SourceOffset = e.src, e.off
+		st.Records++
+		st.Bytes += e.size
+		ts.End = e.tgt + 1
+		// The partition's last record pins its slab (checkpoints hash it);
+		// the entry itself is done with.
+		e.slab.refs.Add(1)
+		if old := lr.lastRec[e.part]; old != nil {
+			old.slab.release(1)
+		}
+		lr.lastRec[e.part] = e
+		e.slab.release(1)
+		if lr.l.targetPartition >= 0 {
+			m := &st.Maps[e.src]
+			m.add(e.off, e.tgt)
+			m.Records++
+			m.TargetEnd = e.tgt + 1
+		}
+		lr.unflushedRecords++
+		lr.unflushedBytes += e.size
+	}
+	if lr.unflushedRecords >= 1024 {
+		lr.flushCountsLocked()
+	}
+	if lr.head > 4096 && lr.head*2 > len(lr.queue) {
+		n := copy(lr.queue, lr.queue[lr.head:])
+		clear(lr.queue[n:])
+		lr.queue, lr.head = lr.queue[:n], 0
+	}
+}
+
+// foreignWrite handles a record of the lane that the broker appended at
+// e.tgt although the lane's previous record in that partition ended at
+// want: someone else appended offsets want..e.tgt-1 in between. The lane's
+// own records of a partition are contiguous (one idempotent producer, in
+// order), so this is another writer: most likely produce requests of a
+// killed earlier run of this restore that the broker applied after this
+// run read the target's end (so records written twice), or a foreign
+// producer. Without --append that fails the lane, naming the offsets;
+// with --append (writing into a live topic is allowed) it is logged and the
+// lane goes on. It reports whether the lane goes on.
+func (lr *laneRun) foreignWrite(e *entry, want int64) bool {
+	if lr.rn.o.Append {
+		if !lr.interleaved[e.part] {
+			lr.interleaved[e.part] = true
+			lr.rn.o.Logger.Warn("restore: another producer writes into the target partition (--append): the offset map stays exact, but a resume of this restore cannot tell its records from the other producer's",
+				"topic", lr.l.targetTopic, "partition", e.part, "foreign_offsets", fmt.Sprintf("%d..%d", want, e.tgt-1))
+		}
+		return true
+	}
+	if lr.err == nil {
+		lr.err = fmt.Errorf("target %s/%d: offsets %d..%d were written by another producer while this restore wrote there (source %s offset %d landed at %d, not %d); most likely late produce requests of a killed earlier run of this restore, i.e. records now present twice: inspect those offsets, then delete the target topic and restore again (or keep it knowingly)",
+			lr.l.targetTopic, e.part, want, e.tgt-1, lr.l.sources[e.src].log, e.off, e.tgt, want)
+		lr.cancel()
+	}
+	return false
+}
+
+// flushCountsLocked adds the lane's acknowledged records and bytes to the
+// restore's totals (shared by the lanes: added in runs, not per record).
+func (lr *laneRun) flushCountsLocked() {
+	lr.rn.records.Add(lr.unflushedRecords)
+	lr.rn.bytes.Add(lr.unflushedBytes)
+	lr.unflushedRecords, lr.unflushedBytes = 0, 0
+}
+
+// wait blocks until every produced record was acknowledged (or failed).
+// After a cancel it waits at most 10 more seconds, so that the final
+// checkpoint is as far along as possible without hanging the exit.
+func (lr *laneRun) wait(ctx context.Context) error {
+	done := make(chan struct{})
+	defer close(done)
+	go func() { // wake the waiter to check the deadlines
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				lr.mu.Lock()
+				lr.cond.Broadcast()
+				lr.mu.Unlock()
+			}
+		}
+	}()
+	lr.mu.Lock()
+	defer lr.mu.Unlock()
+	deadline := time.Now().Add(2 * time.Minute)
+	cancelled := false
+	for lr.pending > 0 && time.Now().Before(deadline) {
+		if ctx.Err() != nil && !cancelled {
+			cancelled = true
+			if d := time.Now().Add(10 * time.Second); d.Before(deadline) {
+				deadline = d
+			}
+		}
+		lr.waiters++
+		lr.cond.Wait()
+		lr.waiters--
+	}
+	lr.flushCountsLocked()
+	if lr.err == nil && lr.pending > 0 {
+		return fmt.Errorf("%d records produced to %s were not acknowledged in time", lr.pending, lr.l.targetTopic)
+	}
+	return lr.err
+}
