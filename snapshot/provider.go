@@ -75,8 +75,8 @@ type Restored struct {
 
 // Provider takes and restores volume snapshots. Implementations: package
 // snapshot/ebs and snapshot/dirprov; snapshot/setup.Provider builds one
-// from a Config; snapshot/providertest is the conformance suite both pass. Every method must be safe for concurrent use on different
-// brokers.
+// from a Config; snapshot/providertest is the conformance suite both
+// pass. Every method must be safe for concurrent use on different brokers.
 type Provider interface {
 	// Name is "ebs" or "dir".
 	Name() string
