@@ -19,7 +19,7 @@ func selfProcess() (machine string, start uint64) {
 	if err != nil {
 		return "", 0
 	}
-	start, ok := procStart("self")
+	start, _, ok := procStat("self")
 	if !ok {
 		return "", 0
 	}
@@ -29,7 +29,12 @@ func selfProcess() (machine string, start uint64) {
 // processAlive reports whether process pid runs and started at start
 // (clock ticks since boot). known is false when /proc cannot tell.
 func processAlive(pid int, start uint64) (alive, known bool) {
-	got, ok := procStart(strconv.Itoa(pid))
+	got, state, ok := procStat(strconv.Itoa(pid))
+	if ok && (state == "Z" || state == "X") {
+		// A killed process nobody has reaped yet (its parent exited and
+		// the machine's init does not reap quickly) is gone all the same.
+		return false, true
+	}
 	if !ok {
 		if _, err := os.Stat("/proc/self/stat"); err != nil {
 			return false, false // no /proc at all
@@ -39,26 +44,26 @@ func processAlive(pid int, start uint64) (alive, known bool) {
 	return start == 0 || got == start, true
 }
 
-// procStart reads field 22 (starttime) of /proc/<pid>/stat. The command
-// name (field 2) may hold spaces and parentheses: fields are counted after
-// its closing parenthesis.
-func procStart(pid string) (uint64, bool) {
+// procStat reads fields 3 (state) and 22 (starttime) of /proc/<pid>/stat.
+// The command name (field 2) may hold spaces and parentheses: fields are
+// counted after its closing parenthesis.
+func procStat(pid string) (start uint64, state string, ok bool) {
 	b, err := os.ReadFile("/proc/" + pid + "/stat")
 	if err != nil {
-		return 0, false
+		return 0, "", false
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, false
+		return 0, "", false
 	}
 	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
 	if len(f) < 20 {
-		return 0, false
+		return 0, "", false
 	}
 	v, err := strconv.ParseUint(f[19], 10, 64)
 	if err != nil {
-		return 0, false
+		return 0, "", false
 	}
-	return v, true
+	return v, f[0], true
 }
