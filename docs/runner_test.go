@@ -379,7 +379,7 @@ func (e *docEnv) runSh(b doctest.Block, spec blockSpec) *blockRun {
 			r.cmds = append(r.cmds, cmdResult{cmd: cmd})
 			continue
 		}
-		res := e.shell(cmd, 5*time.Minute)
+		res := e.shell(cmd, 15*time.Minute) // make test is the longest
 		if want := spec.codes[i]; res.code != want {
 			e.t.Fatalf("%s line %d: %s\nexit %d, want %d\nstdout:\n%s\nstderr:\n%s", b.ID(), c.Line, cmd, res.code, want, res.stdout, res.stderr)
 		}

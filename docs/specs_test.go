@@ -18,6 +18,21 @@ import (
 // what its effect must be. A marked block without a spec, or a spec without
 // its block, fails TestEveryDocBlockHasASpec.
 var specs = map[string]blockSpec{
+	// README's first lines: the demo and the unit tests, from the
+	// repository as cloned (make builds what it needs).
+	"../README.md#first-commands": {
+		after: func(e *docEnv, r *blockRun) {
+			if out := r.cmds[0].stdout; !strings.Contains(out, "verify OK") || !strings.Contains(out, "Done. The archive stays in") {
+				e.t.Fatalf("make demo:\n%s", out)
+			}
+			out := r.cmds[1].stdout
+			if strings.Contains(out, "FAIL") || !strings.Contains(out, "ok  \tgithub.com/kbackup/kbackup/archive") ||
+				!strings.Contains(out, "ok  \tgithub.com/kbackup/kbackup/restore") {
+				e.t.Fatalf("make test:\n%s", out)
+			}
+		},
+	},
+
 	// README quick start: continuous archive into a local directory, --once
 	// into S3, ls, a time window with cat, verify --brokers.
 	"../README.md#quickstart": {
