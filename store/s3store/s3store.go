@@ -90,7 +90,8 @@ type Options struct {
 	// a custom Endpoint (many S3-compatible servers lack them), "crc32",
 	// or "none".
 	Checksums string
-	// HTTPClient, when set, sends the requests (tests); nil = the SDK's.
+	// HTTPClient, when set, sends the requests (a custom transport or
+	// proxy; tests inject faults with it); nil = the SDK's.
 	HTTPClient *http.Client
 	// Credentials, when set, sign the requests; nil = the standard chain
 	// (environment, shared config and credentials files, web identity,
