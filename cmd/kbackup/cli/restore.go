@@ -94,6 +94,7 @@ func offsetsCommand() *cli.Command {
 				&cli.BoolFlag{Name: "force", Usage: "move groups even if they have active members"},
 				&cli.BoolFlag{Name: "again", Usage: "also move groups this restore moved before (their consumers' commits since are overwritten)"},
 				&cli.BoolFlag{Name: "dry-run", Usage: "print the translated offsets, commit nothing"},
+				jsonFlag(),
 				helpFlag(),
 			),
 			OnUsageError: onUsageError,
@@ -328,6 +329,23 @@ func runOffsetsTranslate(c *cli.Context) error {
 		return err
 	}
 	res, err := restore.TranslateGroups(c.Context, o)
+	if c.Bool("json") {
+		doc := translateDoc{Schema: "kbackup.offsets-translate/v1", RestoreID: o.RestoreID, DryRun: o.DryRun, Groups: []translateGroupDoc{}}
+		for _, g := range res {
+			gd := translateGroupDoc{GroupResult: g}
+			if g.Err != nil {
+				gd.Error = g.Err.Error()
+			}
+			doc.Groups = append(doc.Groups, gd)
+		}
+		if jerr := writeJSON(s.stdout, doc); jerr != nil && err == nil {
+			err = jerr
+		}
+		if err != nil {
+			return fmt.Errorf("offsets translate: %w", err)
+		}
+		return nil
+	}
 	for _, g := range res {
 		state := g.State
 		switch {
@@ -350,6 +368,19 @@ func runOffsetsTranslate(c *cli.Context) error {
 		return fmt.Errorf("offsets translate: %w", err)
 	}
 	return nil
+}
+
+// translateDoc is what `offsets translate --json` prints.
+type translateDoc struct {
+	Schema    string              `json:"schema"` // kbackup.offsets-translate/v1
+	RestoreID string              `json:"restore_id,omitempty"`
+	DryRun    bool                `json:"dry_run"`
+	Groups    []translateGroupDoc `json:"groups"`
+}
+
+type translateGroupDoc struct {
+	restore.GroupResult
+	Error string `json:"error,omitempty"`
 }
 
 func translateID(o restore.TranslateOptions) string {

@@ -189,6 +189,13 @@ func TestRestoreCLI(t *testing.T) {
 		!strings.Contains(out, "orders/1 offset 3 -> orders-copy/1 offset 3") {
 		t.Fatalf("offsets translate --dry-run: exit %d\n%s%s", code, out, errOut)
 	}
+	out, _, code = runCLI(t, nil, "offsets", "translate", "--brokers", f.brokers(), "--store", f.url, "--restore-id", "cli-1",
+		"--groups", "billing", "--dry-run", "--json", "--log-level", "error")
+	var tdoc translateDoc
+	if err := json.Unmarshal([]byte(out), &tdoc); code != 0 || err != nil || tdoc.Schema != "kbackup.offsets-translate/v1" || !tdoc.DryRun ||
+		len(tdoc.Groups) != 1 || tdoc.Groups[0].Group != "billing" || tdoc.Groups[0].State != restore.GroupAlready || len(tdoc.Groups[0].Offsets) == 0 {
+		t.Fatalf("offsets translate --json: exit %d %v\n%s", code, err, out)
+	}
 	// billing's consumers go on: it commits 9 on orders-copy/0.
 	commitTarget(t, f, "billing", "orders-copy", 0, 9)
 	out, errOut, code = runCLI(t, nil, "offsets", "translate", "--brokers", f.brokers(), "--store", f.url, "--offset-map", mapFile,
