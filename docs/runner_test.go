@@ -88,11 +88,12 @@ type docEnv struct {
 	subs   []doctest.Substitution
 	values []string // helm-values blocks seen so far (helm_test.go)
 
-	hosts   *hosts       // the broker hosts' shims and their control endpoint
-	kube    *kube        // what kubectl applies (kube_test.go)
-	hostsOn bool         // the running block's commands get the shims
-	ec2     *testenv.EC2 // moto, once a snapshot example needs EC2
-	snap    *snapState   // what the snapshot examples' specs share
+	hosts     *hosts        // the broker hosts' shims and their control endpoint
+	kube      *kube         // what kubectl applies (kube_test.go)
+	kubeCalls chan kubeCall // kubectl requests, answered by shell
+	hostsOn   bool          // the running block's commands get the shims
+	ec2       *testenv.EC2  // moto, once a snapshot example needs EC2
+	snap      *snapState    // what the snapshot examples' specs share
 }
 
 func newDocEnv(t *testing.T) *docEnv {
@@ -121,7 +122,16 @@ func newDocEnv(t *testing.T) *docEnv {
 	e.state = filepath.Join(e.tmp, "session.env")
 	e.hosts = startHosts(t, e.k.Cluster(), filepath.Join(e.tmp, "doctest-hosts"))
 	e.kube = &kube{e: e}
-	e.hosts.kube = e.kube.kubectl
+	e.kubeCalls = make(chan kubeCall)
+	e.hosts.kube = func(in hostCmd) hostResult {
+		call := kubeCall{in: in, out: make(chan hostResult, 1)}
+		select {
+		case e.kubeCalls <- call:
+			return <-call.out
+		case <-time.After(time.Minute):
+			return fail(1, "kubectl (test shim): no command of the suite is running")
+		}
+	}
 	e.snap = &snapState{volumes: map[string]string{}}
 	e.subs = e.substitutions()
 	return e
@@ -244,7 +254,22 @@ func (e *docEnv) shell(cmd string, timeout time.Duration) cmdResult {
 	c.Dir, c.Env = e.root, e.environ()
 	var out, errb strings.Builder
 	c.Stdout, c.Stderr = &out, &errb
-	err := c.Run()
+	err := c.Start()
+	if err == nil {
+		// While the command runs, its kubectl calls are answered here,
+		// on the test's goroutine: they read the suite's state.
+		done := make(chan error, 1)
+		go func() { done <- c.Wait() }()
+	wait:
+		for {
+			select {
+			case err = <-done:
+				break wait
+			case call := <-e.kubeCalls:
+				call.out <- e.kube.kubectl(call.in)
+			}
+		}
+	}
 	code := 0
 	if err != nil {
 		code = -1
@@ -256,6 +281,13 @@ func (e *docEnv) shell(cmd string, timeout time.Duration) cmdResult {
 		}
 	}
 	return cmdResult{cmd: cmd, stdout: out.String(), stderr: errb.String(), code: code}
+}
+
+// kubeCall is a kubectl shim's request, handed from the hosts' endpoint to
+// the goroutine running the command (see shell).
+type kubeCall struct {
+	in  hostCmd
+	out chan hostResult
 }
 
 // continuous reports whether cmd runs until stopped: kbackup archive
