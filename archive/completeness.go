@@ -54,6 +54,10 @@ func Completeness(o CompletenessOptions) func(context.Context, []manifest.Partit
 		o.Now = time.Now
 	}
 	kafkaOpts, sel := o.KafkaOpts, o.Topics
+	allowance := o.Allowance.String()
+	if o.Allowance < 0 {
+		allowance = "none"
+	}
 	return func(ctx context.Context, heads []manifest.PartitionHead, report func(manifest.Finding)) error {
 		cl, err := kgo.NewClient(kafkaOpts...)
 		if err != nil {
@@ -136,11 +140,11 @@ func Completeness(o CompletenessOptions) func(context.Context, []manifest.Partit
 					desc := fmt.Sprintf(what, args...)
 					if from < old {
 						report(manifest.Finding{Severity: manifest.SeverityProblem, Topic: name, Partition: p, TopicID: h.TopicID, From: from, To: old - 1,
-							Message: fmt.Sprintf("the cluster holds offsets %d..%d older than the lag allowance (%s) that %s", from, old-1, o.Allowance, desc)})
+							Message: fmt.Sprintf("the cluster holds offsets %d..%d older than the lag allowance (%s) that %s", from, old-1, allowance, desc)})
 					}
 					if lagFrom := max(from, old); lagFrom < end.Offset {
 						report(manifest.Finding{Severity: manifest.SeverityInfo, Topic: name, Partition: p, TopicID: h.TopicID, From: lagFrom, To: end.Offset - 1,
-							Message: fmt.Sprintf("offsets %d..%d were written within the lag allowance (%s) and are not archived yet (archiver lag)", lagFrom, end.Offset-1, o.Allowance)})
+							Message: fmt.Sprintf("offsets %d..%d were written within the lag allowance (%s) and are not archived yet (archiver lag)", lagFrom, end.Offset-1, allowance)})
 					}
 				}
 				switch {
