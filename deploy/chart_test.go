@@ -295,6 +295,22 @@ func TestChartEverything(t *testing.T) {
 		t.Errorf("TLS mounts %v, volumes %v", mounts, vols)
 	}
 
+	// The verify CronJob: the archiver's selection, store and connection.
+	vj := get[*batchv1.CronJob](t, r, "CronJob", "kbackup-verify")
+	vs := vj.Spec.JobTemplate.Spec.Template.Spec
+	vc := vs.Containers[0]
+	if vj.Spec.Schedule != "45 3 * * *" || vj.Spec.ConcurrencyPolicy != batchv1.ForbidConcurrent || *vj.Spec.JobTemplate.Spec.BackoffLimit != 0 ||
+		vs.RestartPolicy != corev1.RestartPolicyNever || !strings.HasPrefix(vc.Image, "ghcr.io/kbackup/kbackup:") {
+		t.Errorf("verify CronJob %+v", vj.Spec)
+	}
+	if want := []string{"verify", "--topics=orders\\..*", "--topics=payments", "--exclude=.*\\.tmp", "--lag-allowance=5m", "--concurrency=16", "--gaps"}; !slices.Equal(vc.Args, want) {
+		t.Errorf("verify args %q, want %q", vc.Args, want)
+	}
+	vplain, _ := chartcheck.Env(vc)
+	if vplain["KBACKUP_BROKERS"] == "" || vplain["KBACKUP_STORE"] != plain["KBACKUP_STORE"] || vplain["KBACKUP_TLS_CA"] != plain["KBACKUP_TLS_CA"] {
+		t.Errorf("verify env %v", vplain)
+	}
+
 	run := get[*batchv1.CronJob](t, r, "CronJob", "kbackup-snapshot")
 	prune := get[*batchv1.CronJob](t, r, "CronJob", "kbackup-snapshot-prune")
 	for _, cj := range []*batchv1.CronJob{run, prune} {

@@ -132,6 +132,28 @@ var specs = map[string]blockSpec{
 		},
 	},
 
+	// The chart's verify CronJob, added with helm upgrade (the archiver
+	// Deployment is unchanged) and run at once: verify --brokers over the
+	// archiver's store and selection passes, the new payments records
+	// counted as archiver lag.
+	"OPERATIONS.md#verify-values": {},
+	"OPERATIONS.md#verify-install": {
+		hosts: true, // kubectl is the shim (kube_test.go)
+		after: func(e *docEnv, r *blockRun) {
+			j := e.kube.job("kafka", "kbackup-verify-now")
+			if j == nil || j.code != 0 {
+				e.t.Fatalf("the verify job: %+v", j)
+			}
+			logs := r.cmds[2].stdout
+			if !strings.Contains(logs, "verify OK: 3 topics, 7 partitions") || !strings.Contains(logs, "archiver lag: 10 offsets in 2 partitions") {
+				e.t.Fatalf("kubectl logs:\n%s", logs)
+			}
+			if len(r.bg) != 0 {
+				e.t.Fatal("helm upgrade restarted the unchanged archiver Deployment")
+			}
+		},
+	},
+
 	// The restore Job rendered from the release's values and applied with
 	// kubectl: its pod (kbackup with the container's args and environment)
 	// dry-runs a point-in-time restore of orders.eu from the archiver's
