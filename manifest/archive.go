@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/kbackup/kbackup/store"
 )
@@ -38,9 +39,30 @@ type TopicMarker struct {
 	FirstSeenMs   int64   `json:"first_seen_ms"`
 }
 
+// jsonVersions are the format versions a JSON object may have.
+type jsonVersions struct{ min, max int }
+
+// v1Objects: the JSON objects of version 1 (topic markers, catalog
+// captures) keep version 1 in format version 2.
+var v1Objects = jsonVersions{objectVersion, objectVersion}
+
+func (v jsonVersions) accepts(n int) bool { return n >= v.min && n <= v.max }
+
+func (v jsonVersions) String() string {
+	if v.min == v.max {
+		return fmt.Sprintf("version %d", v.min)
+	}
+	return fmt.Sprintf("versions %d to %d", v.min, v.max)
+}
+
 // decodeJSON decodes a JSON object strictly (unknown fields rejected) and
-// checks its format_version.
+// checks its format_version against the versions of decodeJSONVersions.
 func decodeJSON(what string, b []byte, v any, version func() int) error {
+	return decodeJSONVersions(what, b, v, version, v1Objects)
+}
+
+// decodeJSONVersions is decodeJSON for an object of the given versions.
+func decodeJSONVersions(what string, b []byte, v any, version func() int, want jsonVersions) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -48,24 +70,27 @@ func decodeJSON(what string, b []byte, v any, version func() int) error {
 		var probe struct {
 			FormatVersion int `json:"format_version"`
 		}
-		if json.Unmarshal(b, &probe) == nil && probe.FormatVersion != FormatVersion && probe.FormatVersion != 0 {
-			return versionErr(what, probe.FormatVersion)
+		if json.Unmarshal(b, &probe) == nil && !want.accepts(probe.FormatVersion) && probe.FormatVersion != 0 {
+			return versionErr(what, probe.FormatVersion, want.String())
 		}
 		return corruptf("%s: %v", what, err)
 	}
 	if dec.More() {
 		return corruptf("%s: trailing data", what)
 	}
-	if v := version(); v != FormatVersion {
-		return versionErr(what, v)
+	if v := version(); !want.accepts(v) {
+		return versionErr(what, v, want.String())
 	}
 	return nil
 }
 
-// DecodeRoot decodes kbackup.json.
+// rootVersions are the archive format versions this package reads.
+var rootVersions = jsonVersions{MinFormatVersion, FormatVersion}
+
+// DecodeRoot decodes kbackup.json (format version 1 or 2).
 func DecodeRoot(b []byte) (*Root, error) {
 	var r Root
-	if err := decodeJSON("archive root kbackup.json", b, &r, func() int { return r.FormatVersion }); err != nil {
+	if err := decodeJSONVersions("archive root kbackup.json", b, &r, func() int { return r.FormatVersion }, rootVersions); err != nil {
 		return nil, err
 	}
 	if r.Format != rootFormat {
@@ -102,6 +127,68 @@ func encodeJSON(v any) []byte {
 // Archive reads and writes one archive in a store.
 type Archive struct {
 	st store.Store
+
+	rootMu   sync.Mutex
+	root     Root // as read by Open (FormatVersion raised by UpgradeRoot)
+	writable bool // ProbeConditionalCreate passed (Init, ensureWritable)
+}
+
+// ensureWritable runs the conditional-create probe once before the first
+// write of an archive opened with Open (Init probed already).
+func (a *Archive) ensureWritable(ctx context.Context) error {
+	a.rootMu.Lock()
+	defer a.rootMu.Unlock()
+	if a.writable {
+		return nil
+	}
+	if err := ProbeConditionalCreate(ctx, a.st); err != nil {
+		return err
+	}
+	a.writable = true
+	return nil
+}
+
+// FormatVersion is the archive's format version as its root marker said
+// when it was opened, or after UpgradeRoot.
+func (a *Archive) FormatVersion() int {
+	a.rootMu.Lock()
+	defer a.rootMu.Unlock()
+	return a.root.FormatVersion
+}
+
+// UpgradeRoot raises the archive's root marker to FormatVersion (2), the
+// single documented exception to "objects are never modified"
+// (docs/FORMAT.md §9): a version-1 reader then refuses the archive instead
+// of misreading it (it would not know archive-start markers). Writers call
+// it before creating the first archive-start marker; it is idempotent (the
+// marker keeps its creation time and program), and two writers upgrading at
+// once write the same version. A writer MUST have run
+// ProbeConditionalCreate on the store first. No archiver of version 1 may
+// be running when an archive is upgraded (docs/OPERATIONS.md, "Retention").
+func (a *Archive) UpgradeRoot(ctx context.Context) error {
+	a.rootMu.Lock()
+	defer a.rootMu.Unlock()
+	if a.root.FormatVersion >= FormatVersion {
+		return nil
+	}
+	// Read it again: another writer may have upgraded it since Open.
+	b, err := store.Get(ctx, a.st, RootKey)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", RootKey, err)
+	}
+	r, err := DecodeRoot(b)
+	if err != nil {
+		return fmt.Errorf("%s: %w", RootKey, err)
+	}
+	if r.FormatVersion < FormatVersion {
+		r.FormatVersion = FormatVersion
+		body := encodeJSON(r)
+		if err := a.st.Put(ctx, RootKey, bytes.NewReader(body), int64(len(body)), store.PutOptions{}); err != nil {
+			return fmt.Errorf("upgrade %s to format version %d: %w", RootKey, FormatVersion, err)
+		}
+	}
+	a.root = *r
+	return nil
 }
 
 // Store is the underlying store.
@@ -117,10 +204,11 @@ func Open(ctx context.Context, st store.Store) (*Archive, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open archive at %s: %w", st, err)
 	}
-	if _, err := DecodeRoot(b); err != nil {
+	r, err := DecodeRoot(b)
+	if err != nil {
 		return nil, fmt.Errorf("open archive at %s: %w", st, err)
 	}
-	return &Archive{st: st}, nil
+	return &Archive{st: st, root: *r}, nil
 }
 
 // Init opens the archive in st for writing, creating its root marker if
@@ -131,12 +219,19 @@ func Init(ctx context.Context, st store.Store, createdBy string, nowMs int64) (*
 	if err := ProbeConditionalCreate(ctx, st); err != nil {
 		return nil, err
 	}
-	body := encodeJSON(Root{Format: rootFormat, FormatVersion: FormatVersion, CreatedMs: nowMs, CreatedBy: createdBy})
+	// A new archive is version 1 until its first archive-start marker
+	// (UpgradeRoot): version-1 readers read it as long as nothing expired.
+	body := encodeJSON(Root{Format: rootFormat, FormatVersion: MinFormatVersion, CreatedMs: nowMs, CreatedBy: createdBy})
 	err := st.Put(ctx, RootKey, bytes.NewReader(body), int64(len(body)), store.PutOptions{IfNotExists: true})
 	if err != nil && !errors.Is(err, store.ErrExists) {
 		return nil, fmt.Errorf("create archive at %s: %w", st, err)
 	}
-	return Open(ctx, st)
+	a, err := Open(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	a.writable = true
+	return a, nil
 }
 
 // EnsureTopic writes the incarnation marker of topic/id if absent.
@@ -144,7 +239,7 @@ func (a *Archive) EnsureTopic(ctx context.Context, topic string, id TopicID, now
 	if err := ValidTopic(topic); err != nil {
 		return err
 	}
-	body := encodeJSON(TopicMarker{FormatVersion: FormatVersion, Topic: topic, TopicIDHex: id.String(), FirstSeenMs: nowMs})
+	body := encodeJSON(TopicMarker{FormatVersion: objectVersion, Topic: topic, TopicIDHex: id.String(), FirstSeenMs: nowMs})
 	err := a.st.Put(ctx, TopicMarkerKey(topic, id), bytes.NewReader(body), int64(len(body)), store.PutOptions{IfNotExists: true})
 	if err != nil && !errors.Is(err, store.ErrExists) {
 		return fmt.Errorf("write topic marker for %s: %w", topic, err)
@@ -272,6 +367,6 @@ func (a *Archive) Partitions(ctx context.Context, topic string, id TopicID) ([]i
 
 // Partition returns the log of one partition.
 func (a *Archive) Partition(topic string, id TopicID, partition int32) *PartitionLog {
-	return &PartitionLog{st: a.st, Topic: topic, TopicID: id, Partition: partition,
+	return &PartitionLog{st: a.st, arch: a, Topic: topic, TopicID: id, Partition: partition,
 		prefix: PartitionPrefix(topic, id, partition)}
 }

@@ -98,9 +98,9 @@ func (a *Archive) PutCatalog(ctx context.Context, capture any) error {
 	var ms int64
 	switch c := capture.(type) {
 	case *TopicsCapture:
-		c.FormatVersion, kind, ms = FormatVersion, CatalogTopics, c.CapturedMs
+		c.FormatVersion, kind, ms = objectVersion, CatalogTopics, c.CapturedMs
 	case *GroupsCapture:
-		c.FormatVersion, kind, ms = FormatVersion, CatalogGroups, c.CapturedMs
+		c.FormatVersion, kind, ms = objectVersion, CatalogGroups, c.CapturedMs
 	default:
 		return fmt.Errorf("put catalog: unsupported capture type %T", capture)
 	}

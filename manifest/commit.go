@@ -59,7 +59,7 @@ func AppendCommit(b []byte, c *Commit) []byte {
 	le := binary.LittleEndian
 	start := len(b)
 	b = append(b, commitMagic[:]...)
-	b = le.AppendUint16(b, FormatVersion)
+	b = le.AppendUint16(b, objectVersion)
 	b = le.AppendUint16(b, 0)
 	b = append(b, c.TopicID[:]...)
 	b = le.AppendUint32(b, uint32(c.Partition))
@@ -97,8 +97,8 @@ func DecodeCommit(b []byte) (*Commit, error) {
 		return nil, corruptf("commit: bad magic %q", b[:4])
 	}
 	le := binary.LittleEndian
-	if v := le.Uint16(b[4:]); v != FormatVersion {
-		return nil, versionErr("commit entry", int(v))
+	if v := le.Uint16(b[4:]); v != objectVersion {
+		return nil, versionErr("commit entry", int(v), objectVersionText)
 	}
 	if got, want := crc32c(b[:len(b)-4]), le.Uint32(b[len(b)-4:]); got != want {
 		return nil, corruptf("commit: checksum %08x, stored %08x", got, want)

@@ -12,10 +12,19 @@ import (
 // with an offset below offset, from the commits' cumulative totals, one
 // segment index and at most one block: one LIST and up to three GETs,
 // whatever the archive's size. Offsets past the archive's end count every
-// archived record.
+// archived record. Expired records count too (the archive start's totals):
+// at the archive start it returns the number of expired records; below it,
+// an *ExpiredError.
 func (p *PartitionLog) RecordsBefore(ctx context.Context, offset int64) (int64, error) {
 	if offset <= 0 {
 		return 0, nil
+	}
+	st, err := p.ArchiveStart(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if st != nil && offset == st.Start {
+		return st.Below.Records, nil
 	}
 	c, err := p.Find(ctx, offset-1)
 	if errors.Is(err, ErrOutOfRange) {

@@ -15,9 +15,20 @@ import (
 	"fmt"
 )
 
-// FormatVersion is the archive format version this package writes and the
-// only one it reads.
-const FormatVersion = 1
+// FormatVersion is the newest archive format version: the root marker's
+// version of an archive with archive-start markers (expiry). This package
+// reads archives of versions MinFormatVersion..FormatVersion.
+const FormatVersion = 2
+
+// MinFormatVersion is the oldest archive format version this package reads.
+// A version-1 archive continues as version 2 without a rewrite: the first
+// archive-start marker upgrades its root marker (UpgradeRoot).
+const MinFormatVersion = 1
+
+// objectVersion is the version field of the objects version 1 defined
+// (segments, indexes, footers, commit entries, topic markers, catalog
+// captures): format version 2 adds objects and keeps these as they are.
+const objectVersion = 1
 
 // ErrCorrupt marks data that does not decode: a bad magic number, a checksum
 // mismatch, a truncated object, a value out of range. Errors wrapping it name
@@ -32,7 +43,12 @@ func corruptf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
 }
 
-func versionErr(what string, v int) error {
-	return fmt.Errorf("%w: %s has format version %d, this kbackup reads version %d (upgrade kbackup)",
-		ErrUnsupportedVersion, what, v, FormatVersion)
+// versionErr reports an object of an unknown version; reads says which
+// version(s) this kbackup reads of it.
+func versionErr(what string, v int, reads string) error {
+	return fmt.Errorf("%w: %s has format version %d, this kbackup reads %s (upgrade kbackup)",
+		ErrUnsupportedVersion, what, v, reads)
 }
+
+// objectVersionText is what versionErr says of the version-1 objects.
+var objectVersionText = fmt.Sprintf("version %d", objectVersion)

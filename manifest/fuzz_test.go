@@ -112,7 +112,8 @@ func FuzzParseKey(f *testing.F) {
 	pp := PartitionPrefix("a.b-c_d", id, 12)
 	for _, k := range []string{RootKey, TopicMarkerKey("t", id), CommitKey(pp, 0), CommitKey(pp, math.MaxInt64-1),
 		TimeKey(pp, math.MinInt64, 5), TimeKey(pp, -1, 0), SegmentKey(pp, 0, 99, "0123456789abcdef"),
-		CatalogKey(CatalogTopics, 1700000000000), CatalogKey(CatalogGroups, 0), "topics/x", "catalog/other/1.json"} {
+		CatalogKey(CatalogTopics, 1700000000000), CatalogKey(CatalogGroups, 0), "topics/x", "catalog/other/1.json",
+		StartKey(pp, 1), StartKey(pp, math.MaxInt64-1), pp + "start/x"} {
 		f.Add(k)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -140,5 +141,47 @@ func FuzzDecodeCatalog(f *testing.F) {
 		checkErr(t, err)
 		_, err = DecodeTopicMarker(b)
 		checkErr(t, err)
+	})
+}
+
+// FuzzDecodeArchiveStart: besides the invariants above (it never panics;
+// rejections wrap ErrCorrupt or ErrUnsupportedVersion), an accepted marker
+//   - re-encodes to a marker that decodes to the same value;
+//   - accounts for every offset below its start: records plus gap offsets
+//     equal Start, in 1..Start commits;
+//   - has a running maximum timestamp exactly when records lie below it, a
+//     first recoverable record at or after its start, and a valid reason.
+func FuzzDecodeArchiveStart(f *testing.F) {
+	rm, first, oldest := int64(1700000000000), int64(120), int64(1700000000500)
+	for _, m := range []*ArchiveStart{
+		{FormatVersion: 2, Start: 120, Reason: ReasonRetentionAge, CreatedMs: 1700000001000, Writer: "host/1",
+			OldestTimestamp: &oldest, FirstRecordOffset: &first,
+			Below: StartTotals{Commits: 3, Records: 110, Bytes: 4096, GapOffsets: GapCounts{Transaction: 4, BeforeStart: 6}, RunningMaxTimestamp: &rm}},
+		{FormatVersion: 2, Start: 5, Reason: ReasonRetentionBytes, Writer: "w", Below: StartTotals{Commits: 1, GapOffsets: GapCounts{BeforeStart: 5}}},
+	} {
+		f.Add(EncodeArchiveStart(m))
+	}
+	f.Add([]byte(`{"format_version":3,"start":1}`))
+	f.Add([]byte(`{"format_version":2,"start":1,"reason":"x","oldest_timestamp":null,"first_record_offset":null,"created_ms":0,"writer":"w",` +
+		`"below":{"commits":1,"records":1,"bytes":0,"gap_offsets":{"compacted":0,"transaction":0,"not_returned":0,"data_loss":0,"before_start":0},"running_max_timestamp":null}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := DecodeArchiveStart(b)
+		checkErr(t, err)
+		if err != nil {
+			return
+		}
+		again, err := DecodeArchiveStart(EncodeArchiveStart(m))
+		if err != nil || !reflect.DeepEqual(again, m) {
+			t.Fatalf("re-encoding does not round-trip: %v", err)
+		}
+		var gaps int64
+		for _, g := range m.Below.GapOffsets.Array() {
+			gaps += g
+		}
+		if m.Below.Records+gaps != m.Start || m.Below.Commits < 1 || m.Below.Commits > m.Start ||
+			(m.Below.RunningMaxTimestamp != nil) != (m.Below.Records > 0) ||
+			m.FirstRecordOffset != nil && *m.FirstRecordOffset < m.Start || !validReason(m.Reason) {
+			t.Fatalf("accepted an inconsistent marker: %+v", m)
+		}
 	})
 }

@@ -15,6 +15,7 @@ import (
 //	topics/<topic>/<topic-id>/<partition>/commits/<inv-start>       commit entries
 //	topics/<topic>/<topic-id>/<partition>/time/<biased-ts>-<start>   time index
 //	topics/<topic>/<topic-id>/<partition>/segments/<start>-<end>-<nonce>.kseg
+//	topics/<topic>/<topic-id>/<partition>/start/<inv-start>       archive-start markers (format version 2)
 //	catalog/topics/<inv-ms>.json                  topic/config captures
 //	catalog/groups/<inv-ms>.json                  consumer-group offset captures
 //
@@ -108,6 +109,13 @@ func SegmentKey(partPrefix string, start, end int64, nonce string) string {
 	return partPrefix + "segments/" + dec19(start) + "-" + dec19(end) + "-" + nonce + ".kseg"
 }
 
+// StartKey is the key of the archive-start marker whose start is start:
+// "start/<inv-start>", so that the newest marker (the largest start) is the
+// first key a LIST of start/ returns.
+func StartKey(partPrefix string, start int64) string {
+	return partPrefix + "start/" + dec19(Invert(start))
+}
+
 // Catalog capture kinds.
 const (
 	CatalogTopics = "topics"
@@ -130,6 +138,8 @@ const (
 	KeyTime
 	KeySegment
 	KeyCatalog
+	// KeyStart is an archive-start marker (format version 2).
+	KeyStart
 )
 
 // Key is a parsed archive key. Fields not used by its Kind are zero.
@@ -138,7 +148,7 @@ type Key struct {
 	Topic     string
 	TopicID   TopicID
 	Partition int32
-	Start     int64  // commit, time, segment
+	Start     int64  // commit, time, segment, archive start
 	End       int64  // segment
 	Nonce     string // segment
 	RunMax    int64  // time
@@ -161,6 +171,8 @@ func (k Key) String() string {
 		return SegmentKey(PartitionPrefix(k.Topic, k.TopicID, k.Partition), k.Start, k.End, k.Nonce)
 	case KeyCatalog:
 		return CatalogKey(k.Catalog, k.Time)
+	case KeyStart:
+		return StartKey(PartitionPrefix(k.Topic, k.TopicID, k.Partition), k.Start)
 	}
 	return ""
 }
@@ -251,6 +263,12 @@ func ParseKey(key string) (Key, error) {
 			return bad("bad commit name")
 		}
 		k.Kind, k.Start = KeyCommit, Invert(inv)
+	case "start":
+		inv, ok := parseOffset19(name)
+		if !ok {
+			return bad("bad archive start name")
+		}
+		k.Kind, k.Start = KeyStart, Invert(inv)
 	case "time":
 		ts, ok1 := parseDec(name[:min(20, len(name))], 20)
 		start, ok2 := parseOffset19(strings.TrimPrefix(name[min(20, len(name)):], "-"))

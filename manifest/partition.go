@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"sort"
+	"sync"
 
 	"github.com/kbackup/kbackup/store"
 )
@@ -28,6 +29,11 @@ type PartitionLog struct {
 	TopicID   TopicID
 	Partition int32
 	prefix    string
+	arch      *Archive
+
+	startMu     sync.Mutex
+	start       *ArchiveStart // see ArchiveStart
+	startLoaded bool
 }
 
 // Prefix is the partition's key prefix.
@@ -86,12 +92,27 @@ func (p *PartitionLog) CommitAt(ctx context.Context, start int64) (*Commit, erro
 }
 
 // Find returns the commit whose range contains offset: one LIST (the first
-// commit key at or after the inverted offset) and one GET. It returns an
-// error wrapping ErrOutOfRange if offset is past the archive's end.
+// commit key at or after the inverted offset) and one GET, after the
+// archive start (ArchiveStart: one LIST, and a GET if there is a marker, on
+// the PartitionLog's first read). It returns an error wrapping
+// ErrOutOfRange if offset is past the archive's end, and an *ExpiredError
+// (ErrExpired) if it is below the archive start.
 func (p *PartitionLog) Find(ctx context.Context, offset int64) (*Commit, error) {
 	if offset < 0 {
 		return nil, fmt.Errorf("%s offset %d: %w", p, offset, ErrOutOfRange)
 	}
+	st, err := p.ArchiveStart(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if offset < st.StartOffset() {
+		return nil, p.expired(st, fmt.Sprintf("offset %d", offset))
+	}
+	return p.find(ctx, offset)
+}
+
+// find is Find without the archive start.
+func (p *PartitionLog) find(ctx context.Context, offset int64) (*Commit, error) {
 	marker := ""
 	if inv := Invert(offset); inv > 0 {
 		marker = CommitKey(p.prefix, offset+1) // keys after it have start <= offset
@@ -120,37 +141,27 @@ func (p *PartitionLog) Find(ctx context.Context, offset int64) (*Commit, error) 
 // FindTime returns the first commit holding a record with timestamp >= ts
 // (after == false) or > ts (after == true): the first commit whose
 // partition-wide running maximum timestamp reaches it. One LIST and one GET.
-// It returns an error wrapping ErrOutOfRange if no archived record qualifies.
+// It returns an error wrapping ErrOutOfRange if no archived record
+// qualifies, and an *ExpiredError (ErrExpired) if the first record that
+// qualifies may be below the archive start: a record below it reaches the
+// timestamp (its running maximum timestamp does).
 func (p *PartitionLog) FindTime(ctx context.Context, ts int64, after bool) (*Commit, error) {
+	what := "time " + FormatTime(ts)
 	if after {
 		if ts == math.MaxInt64 {
 			return nil, fmt.Errorf("%s time > %d: %w", p, ts, ErrOutOfRange)
 		}
+		what = "time after " + FormatTime(ts)
 		ts++
 	}
-	marker := ""
-	if ts != math.MinInt64 {
-		marker = TimeKey(p.prefix, ts-1, math.MaxInt64) // every key of a running max < ts sorts before
-	}
-	key, err := p.firstAfter(ctx, p.prefix+"time/", marker)
+	st, err := p.ArchiveStart(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if key == "" {
-		return nil, fmt.Errorf("%s: no record with timestamp >= %d: %w", p, ts, ErrOutOfRange)
+	if st != nil && st.Below.RunningMaxTimestamp != nil && ts <= *st.Below.RunningMaxTimestamp {
+		return nil, p.expired(st, what)
 	}
-	k, err := ParseKey(key)
-	if err != nil || k.Kind != KeyTime {
-		return nil, fmt.Errorf("%s: %w", key, corruptf("not a time index key"))
-	}
-	c, err := p.CommitAt(ctx, k.Start)
-	if err != nil {
-		return nil, fmt.Errorf("time index %s: %w", key, err)
-	}
-	if c.RunningMaxTimestamp != k.RunMax {
-		return nil, fmt.Errorf("time index %s: %w", key, corruptf("commit's running max is %d", c.RunningMaxTimestamp))
-	}
-	return c, nil
+	return p.findTime(ctx, ts)
 }
 
 // Append commits a finished segment after head (nil for the first commit):
@@ -217,8 +228,18 @@ func (p *PartitionLog) RepairHead(ctx context.Context, head *Commit) error {
 	}
 	var prev *Commit
 	if head.Start > 0 {
-		var err error
-		if prev, err = p.Find(ctx, head.Start-1); err != nil {
+		// The previous commit may be expired: the marker carries its running
+		// maximum. Read the newest marker, not a remembered one.
+		st, err := p.LoadStart(ctx)
+		if err != nil {
+			return err
+		}
+		if head.Start <= st.StartOffset() {
+			prev = &Commit{RunningMaxTimestamp: math.MinInt64}
+			if r := st.Below.RunningMaxTimestamp; r != nil {
+				prev.RunningMaxTimestamp = *r
+			}
+		} else if prev, err = p.find(ctx, head.Start-1); err != nil {
 			return err
 		}
 	}

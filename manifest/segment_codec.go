@@ -13,7 +13,7 @@ import (
 func AppendIndex(b []byte, ix *Index) []byte {
 	start := len(b)
 	b = append(b, indexMagic[:]...)
-	b = binary.LittleEndian.AppendUint16(b, FormatVersion)
+	b = binary.LittleEndian.AppendUint16(b, objectVersion)
 	b = binary.LittleEndian.AppendUint16(b, 0)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(ix.Blocks)))
 	for _, bl := range ix.Blocks {
@@ -43,8 +43,8 @@ func DecodeIndex(b []byte) (*Index, error) {
 	if !bytes.Equal(b[:4], indexMagic[:]) {
 		return nil, corruptf("index: bad magic %q", b[:4])
 	}
-	if v := binary.LittleEndian.Uint16(b[4:]); v != FormatVersion {
-		return nil, versionErr("segment index", int(v))
+	if v := binary.LittleEndian.Uint16(b[4:]); v != objectVersion {
+		return nil, versionErr("segment index", int(v), objectVersionText)
 	}
 	if r := binary.LittleEndian.Uint16(b[6:]); r != 0 {
 		return nil, corruptf("index: reserved field %d", r)
@@ -135,8 +135,8 @@ func DecodeFooter(b []byte) (Footer, error) {
 	if got, want := crc32c(b[:16]), le.Uint32(b[16:]); got != want {
 		return Footer{}, corruptf("footer: checksum %08x, stored %08x", got, want)
 	}
-	if v := le.Uint16(b[12:]); v != FormatVersion {
-		return Footer{}, versionErr("segment footer", int(v))
+	if v := le.Uint16(b[12:]); v != objectVersion {
+		return Footer{}, versionErr("segment footer", int(v), objectVersionText)
 	}
 	if le.Uint16(b[14:]) != 0 {
 		return Footer{}, corruptf("footer: reserved field set")
@@ -153,7 +153,7 @@ func AppendFooter(b []byte, f Footer) []byte {
 	start := len(b)
 	b = binary.LittleEndian.AppendUint64(b, uint64(f.IndexPosition))
 	b = binary.LittleEndian.AppendUint32(b, uint32(f.IndexLength))
-	b = binary.LittleEndian.AppendUint16(b, FormatVersion)
+	b = binary.LittleEndian.AppendUint16(b, objectVersion)
 	b = binary.LittleEndian.AppendUint16(b, 0)
 	b = binary.LittleEndian.AppendUint32(b, crc32c(b[start:]))
 	return append(b, footerMagic[:]...)
@@ -164,8 +164,8 @@ func CheckSegmentHeader(b []byte) error {
 	if len(b) < segHeaderSize || !bytes.Equal(b[:4], segMagic[:]) {
 		return corruptf("segment: bad magic (not a kbackup segment)")
 	}
-	if v := binary.LittleEndian.Uint16(b[4:]); v != FormatVersion {
-		return versionErr("segment", int(v))
+	if v := binary.LittleEndian.Uint16(b[4:]); v != objectVersion {
+		return versionErr("segment", int(v), objectVersionText)
 	}
 	if binary.LittleEndian.Uint16(b[6:]) != 0 {
 		return corruptf("segment: reserved header field set")

@@ -224,7 +224,7 @@ func (w *SegmentWriter) Finish() ([]byte, SegmentInfo) {
 	}
 	out := make([]byte, 0, size)
 	out = append(out, segMagic[:]...)
-	out = binary.LittleEndian.AppendUint16(out, FormatVersion)
+	out = binary.LittleEndian.AppendUint16(out, objectVersion)
 	out = binary.LittleEndian.AppendUint16(out, 0)
 	for i, cb := range w.closed {
 		b := cb.stored

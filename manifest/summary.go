@@ -34,25 +34,36 @@ type IncarnationSummary struct {
 	Totals PartitionSummary
 }
 
-// PartitionSummary is one partition's archived range and counters. A
-// partition with no commit yet has Commits == 0 and End == -1.
+// PartitionSummary is one partition's archived range and counters: its
+// recoverable window, from the archive start (0 unless expired) to the end.
+// A partition with no commit yet has Commits == 0 and End == -1.
 type PartitionSummary struct {
 	Partition int32
-	// FirstRecordOffset is the offset of the first archived record; -1 if
-	// no record is archived (only gaps, or nothing).
+	// Start is the archive start: offsets below it are expired (0: none
+	// is). StartMarker is its marker (nil: none).
+	Start       int64
+	StartMarker *ArchiveStart
+	// FirstRecordOffset is the offset of the first recoverable record; -1
+	// if none is archived (only gaps, or nothing).
 	FirstRecordOffset int64
 	// End is the last offset the archive covers (the head commit's End,
 	// records and gaps); -1 if nothing. Archiving resumes at End+1.
 	End int64
 	// FirstTimestamp and MaxTimestamp are the smallest and largest record
-	// timestamps archived (unix ms); valid only if HasTimestamps.
+	// timestamps of the recoverable window (unix ms); valid only if
+	// HasTimestamps. After an expiry, FirstTimestamp is the smallest
+	// timestamp of the first recoverable commit holding records.
 	FirstTimestamp, MaxTimestamp int64
 	HasTimestamps                bool
-	Records                      int64
-	Bytes                        int64 // segment bytes stored
-	// GapOffsets counts offsets in gaps, by reason (index 0 unused).
+	Records                      int64 // recoverable records
+	Bytes                        int64 // segment bytes of the recoverable window
+	// GapOffsets counts offsets in gaps of the window, by reason (index 0
+	// unused).
 	GapOffsets [NumGapReasons]int64
-	Commits    int64
+	Commits    int64 // commits of the window
+	// Expired counts what lies below the archive start (the marker's totals).
+	ExpiredCommits, ExpiredRecords, ExpiredBytes int64
+	ExpiredGapOffsets                            [NumGapReasons]int64
 	// LastCommitMs is the head commit's time (writer clock, unix ms); 0
 	// when there is no commit.
 	LastCommitMs int64
@@ -67,8 +78,10 @@ const summaryConcurrency = 16
 // Summarize reads the summary of every topic that filter accepts (nil
 // accepts all). Requests: one LIST for the topics, per topic one LIST of
 // incarnations and one GET per incarnation marker, per incarnation one
-// LIST of partitions, per partition one LIST and one GET for its head;
-// the heads are read concurrently (at most 16 at a time).
+// LIST of partitions, per partition one LIST and one GET for its head and,
+// in an archive of format version 2, one LIST (and a GET if something
+// expired) for its archive start; the partitions are read concurrently (at
+// most 16 at a time).
 func (a *Archive) Summarize(ctx context.Context, filter func(topic string) bool) (*Summary, error) {
 	topics, err := a.Topics(ctx)
 	if err != nil {
@@ -116,11 +129,22 @@ func (a *Archive) Summarize(ctx context.Context, filter func(topic string) bool)
 	err = forEach(ctx, len(jobs), summaryConcurrency, func(i int) error {
 		j := jobs[i]
 		p := a.Partition(j.topic, j.id, j.out.Partition)
+		// The start first: a head read after it is at or past it (an
+		// expiry never passes the head's start, and heads only grow).
+		st, err := p.ArchiveStart(ctx)
+		if err != nil {
+			return fmt.Errorf("partition %s: %w", p, err)
+		}
 		head, err := p.Head(ctx)
 		if err != nil {
 			return fmt.Errorf("partition %s: %w", p, err)
 		}
 		*j.out = summarizeHead(j.out.Partition, head)
+		if st != nil && head != nil {
+			if err := p.applyStart(ctx, j.out, st, head); err != nil {
+				return fmt.Errorf("partition %s: %w", p, err)
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -155,6 +179,58 @@ func summarizeHead(partition int32, h *Commit) PartitionSummary {
 	return s
 }
 
+// applyStart narrows a summary to the recoverable window of st: the head's
+// totals minus the marker's. The first record of the window comes from the
+// marker, or (when the window held none when it was written) from the
+// first commit at or after the start holding records.
+func (p *PartitionLog) applyStart(ctx context.Context, s *PartitionSummary, st *ArchiveStart, head *Commit) error {
+	b := &st.Below
+	s.Start, s.StartMarker = st.Start, st
+	s.ExpiredCommits, s.ExpiredRecords, s.ExpiredBytes = b.Commits, b.Records, b.Bytes
+	s.ExpiredGapOffsets = b.GapOffsets.Array()
+	s.Commits -= b.Commits
+	s.Records -= b.Records
+	s.Bytes -= b.Bytes
+	for i, v := range s.ExpiredGapOffsets {
+		s.GapOffsets[i] -= v
+	}
+	s.FirstRecordOffset, s.HasTimestamps = -1, false
+	if s.Records <= 0 {
+		return nil
+	}
+	first, minTs := st.FirstRecordOffset, st.OldestTimestamp
+	if first == nil {
+		c, err := p.firstRecordCommit(ctx, st.Start, head)
+		if err != nil || c == nil {
+			return err
+		}
+		first, minTs = &c.FirstOffset, &c.MinTimestamp
+	}
+	s.FirstRecordOffset = *first
+	s.FirstTimestamp, s.MaxTimestamp, s.HasTimestamps = *minTs, head.RunningMaxTimestamp, true
+	return nil
+}
+
+// firstRecordCommit returns the first commit at or after start, up to the
+// head, that holds records (nil if none does), walking the chain with one
+// GET per commit.
+func (p *PartitionLog) firstRecordCommit(ctx context.Context, start int64, head *Commit) (*Commit, error) {
+	for x := start; x <= head.Start; {
+		c := head
+		if x != head.Start {
+			var err error
+			if c, err = p.CommitAt(ctx, x); err != nil {
+				return nil, err
+			}
+		}
+		if c.Records > 0 {
+			return c, nil
+		}
+		x = c.End + 1
+	}
+	return nil, nil
+}
+
 // totals adds up partition summaries.
 func totals(parts []PartitionSummary) PartitionSummary {
 	t := PartitionSummary{Partition: -1, FirstRecordOffset: -1, End: -1}
@@ -163,8 +239,12 @@ func totals(parts []PartitionSummary) PartitionSummary {
 		t.Records += p.Records
 		t.Bytes += p.Bytes
 		t.Commits += p.Commits
+		t.ExpiredCommits += p.ExpiredCommits
+		t.ExpiredRecords += p.ExpiredRecords
+		t.ExpiredBytes += p.ExpiredBytes
 		for r, v := range p.GapOffsets {
 			t.GapOffsets[r] += v
+			t.ExpiredGapOffsets[r] += p.ExpiredGapOffsets[r]
 		}
 		t.LastCommitMs = max(t.LastCommitMs, p.LastCommitMs)
 		if p.HasTimestamps {

@@ -121,12 +121,25 @@ type VerifyResult struct {
 	Gaps, GapOffsets [NumGapReasons]int64
 	Problems         int64
 	Warnings         int64
+	// ExpiredPartitions counts the partitions with an archive start, and
+	// ExpiredOffsets the offsets below their starts (expired by
+	// retention: never a problem). AwaitingDeletion counts the objects
+	// still stored below an archive start (the deletion pass removes them
+	// once the grace period is over).
+	ExpiredPartitions int
+	ExpiredOffsets    int64
+	AwaitingDeletion  int64
 }
 
 // OK reports whether verify found no problem.
 func (r *VerifyResult) OK() bool { return r.Problems == 0 }
 
 func (r *VerifyResult) add(o *VerifyResult) {
+	if o.ExpiredOffsets > 0 {
+		r.ExpiredPartitions++
+	}
+	r.ExpiredOffsets += o.ExpiredOffsets
+	r.AwaitingDeletion += o.AwaitingDeletion
 	r.Commits += o.Commits
 	r.Segments += o.Segments
 	r.Records += o.Records
@@ -145,7 +158,11 @@ const DefaultVerifyConcurrency = 8
 // a partition; partitions are verified concurrently, so their findings
 // interleave). For every partition it:
 //
-//   - walks the commit chain from offset 0 to the head: each commit
+//   - reads its archive-start markers (format version 2): the chain is
+//     verified from the newest one's start (0 without), which must be a
+//     commit's start at most the head's; objects below it await deletion
+//     and are only counted (expired offsets are never a problem);
+//   - walks the commit chain from the archive start to the head: each commit
 //     decodes, belongs to the partition, starts where the previous one
 //     ended, has the next sequence number and consistent running totals;
 //     no commit key lies off the chain;

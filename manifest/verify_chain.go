@@ -19,6 +19,71 @@ type partitionVerifier struct {
 	// commits since the last good one (holeFrom < 0: none). Their segments
 	// and time keys are not reported as strays.
 	holeFrom, holeTo int64
+	// start is the archive start (0: nothing expired), marker its newest
+	// marker if readable. Objects below start await deletion: the chain is
+	// verified from start.
+	start  int64
+	marker *ArchiveStart
+}
+
+// expiredObject reports whether an object of a commit starting at start
+// lies below the archive start (expired, awaiting deletion), counting it.
+func (v *partitionVerifier) expiredObject(start int64) bool {
+	if start < v.start {
+		v.res.AwaitingDeletion++
+		return true
+	}
+	return false
+}
+
+// loadStart reads the partition's archive-start markers: the newest sets
+// where the chain starts; every marker must decode.
+func (v *partitionVerifier) loadStart(ctx context.Context) error {
+	pg := newPager(v.p.st, v.p.prefix+"start/", "")
+	newest := true
+	for {
+		e, ok, err := pg.next(ctx)
+		if err != nil {
+			return v.listErr(ctx, pg, err)
+		}
+		if !ok {
+			return nil
+		}
+		k, perr := ParseKey(e.Key)
+		if perr != nil || k.Kind != KeyStart || k.Topic != v.p.Topic || k.TopicID != v.p.TopicID || k.Partition != v.p.Partition {
+			v.finding(SeverityWarning, e.Key, -1, -1, "unexpected object (not an archive start key of this partition)")
+			continue
+		}
+		m, err := v.p.readStart(ctx, e.Key, k.Start)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			v.finding(SeverityProblem, e.Key, k.Start, -1, "archive start marker unreadable: %v", err)
+		}
+		if newest {
+			v.start, v.marker, newest = k.Start, m, false
+		}
+	}
+}
+
+// startPrev stands for the expired commit ending at the archive start, from
+// its marker's totals, so that the first commit of the chain is checked
+// like any other (its first timestamp and first record offset, which the
+// marker does not carry, are taken from the commit itself).
+func (v *partitionVerifier) startPrev(c *Commit) *Commit {
+	m := v.marker
+	if m == nil || c.Start != m.Start {
+		return nil
+	}
+	prev := &Commit{Topic: c.Topic, TopicID: c.TopicID, Partition: c.Partition, Seq: m.Below.Commits - 1,
+		Start: m.Start - 1, End: m.Start - 1, RunningMaxTimestamp: math.MinInt64, TotalRecords: m.Below.Records,
+		TotalBytes: m.Below.Bytes, TotalGapOffsets: m.Below.GapOffsets.Array(),
+		FirstTimestamp: c.FirstTimestamp, FirstRecordedStart: c.FirstRecordedStart}
+	if r := m.Below.RunningMaxTimestamp; r != nil {
+		prev.RunningMaxTimestamp = *r
+	}
+	return prev
 }
 
 // inHole reports whether start is the start of a missing or unreadable commit.
@@ -50,6 +115,9 @@ func (v *partitionVerifier) commitStarts(ctx context.Context) (n int64, headStar
 		if headStart < 0 {
 			headStart = k.Start
 		}
+		if v.expiredObject(k.Start) {
+			continue
+		}
 		n++
 	}
 }
@@ -77,10 +145,10 @@ func (v *partitionVerifier) nextStart(ctx context.Context, x int64) (int64, erro
 // the walk continues at (-1: the end).
 type chainVisit func(start int64, c *Commit, err error, next int64) error
 
-// walk visits the chain from offset 0 to the head start, stepping over
-// missing or unreadable commits to the next commit key.
+// walk visits the chain from the archive start to the head start, stepping
+// over missing or unreadable commits to the next commit key.
 func (v *partitionVerifier) walk(ctx context.Context, headStart int64, visit chainVisit) error {
-	x := int64(0)
+	x := v.start
 	for x >= 0 && x <= headStart {
 		c, err := v.p.CommitAt(ctx, x)
 		if err != nil && ctx.Err() != nil {
@@ -111,6 +179,9 @@ func (v *partitionVerifier) walk(ctx context.Context, headStart int64, visit cha
 
 // run verifies the partition and returns its head (nil if none or unreadable).
 func (v *partitionVerifier) run(ctx context.Context) (*Commit, error) {
+	if err := v.loadStart(ctx); err != nil {
+		return nil, err
+	}
 	listed, headStart, err := v.commitStarts(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -118,6 +189,14 @@ func (v *partitionVerifier) run(ctx context.Context) (*Commit, error) {
 		}
 		v.finding(SeverityProblem, v.p.prefix+"commits/", -1, -1, "cannot list commits: %v", err)
 		return nil, nil
+	}
+	if v.start > 0 {
+		v.res.ExpiredOffsets = v.start
+		if v.start > headStart {
+			v.finding(SeverityProblem, StartKey(v.p.prefix, v.start), v.start, -1,
+				"archive start %d is beyond the head commit's start %d: an expiry never passes the head (corrupt marker or lost commits)", v.start, headStart)
+			return nil, nil
+		}
 	}
 	segs := newPager(v.p.st, v.p.prefix+"segments/", "")
 	times := newPager(v.p.st, v.p.prefix+"time/", "")
@@ -132,6 +211,10 @@ func (v *partitionVerifier) run(ctx context.Context) (*Commit, error) {
 			key := CommitKey(v.p.prefix, start)
 			to := next - 1
 			what := "commit missing: no commit covers these offsets"
+			if start == v.start && start > 0 && errors.Is(cerr, store.ErrNotFound) {
+				what = fmt.Sprintf("no commit starts at the archive start %d (its marker %s names an offset that is not a commit's start: corruption)",
+					v.start, StartKey(v.p.prefix, v.start))
+			}
 			if !errors.Is(cerr, store.ErrNotFound) {
 				what = fmt.Sprintf("commit unreadable, offsets unverified: %v", cerr)
 			} else {
@@ -150,6 +233,9 @@ func (v *partitionVerifier) run(ctx context.Context) (*Commit, error) {
 		}
 		if start == headStart {
 			head = c
+		}
+		if start == v.start && start > 0 {
+			prev = v.startPrev(c)
 		}
 		v.res.Commits++
 		v.checkLink(prev, c)
@@ -264,8 +350,8 @@ func (v *partitionVerifier) drainTimes(ctx context.Context, times *pager, upTo s
 			v.finding(SeverityWarning, e.Key, -1, -1, "unexpected object (not a time index key)")
 			continue
 		}
-		if v.inHole(k.Start) {
-			continue // the key of a missing or unreadable commit, reported
+		if v.inHole(k.Start) || v.expiredObject(k.Start) {
+			continue // the key of a missing or unreadable commit (reported), or expired
 		}
 		v.finding(SeverityProblem, e.Key, k.Start, -1,
 			"time index key without a matching commit (no readable commit at offset %d with running maximum timestamp %d)", k.Start, k.RunMax)
@@ -342,6 +428,9 @@ func (v *partitionVerifier) orphan(key string, k Key, perr error) {
 	if perr != nil || k.Kind != KeySegment {
 		v.finding(SeverityWarning, key, -1, -1, "unexpected object (not a segment key)")
 		return
+	}
+	if v.expiredObject(k.Start) {
+		return // below the archive start: the deletion pass removes it
 	}
 	if v.inHole(k.Start) {
 		v.finding(SeverityWarning, key, k.Start, k.End,

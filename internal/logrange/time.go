@@ -19,10 +19,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// rfc3339Milli is how times are printed: RFC 3339 in UTC with milliseconds.
-const rfc3339Milli = "2006-01-02T15:04:05.000Z07:00"
+	"github.com/kbackup/kbackup/manifest"
+)
 
 // timeHelp is the accepted TIME forms, for error messages.
 const timeHelp = "want RFC 3339 (2006-01-02T15:04:05Z), a date (2006-01-02, UTC midnight), unix milliseconds, now, or a time relative to now (-2h, -30m, -7d)"
@@ -141,11 +140,6 @@ func isInteger(s string) bool {
 // FormatTime renders unix milliseconds as RFC 3339 in UTC with millisecond
 // precision; a value outside the years 0000..9999, which RFC 3339 cannot
 // express, is rendered as its decimal unix milliseconds. ParseTime accepts
-// every value FormatTime returns and yields ms again.
-func FormatTime(ms int64) string {
-	t := time.UnixMilli(ms).UTC()
-	if y := t.Year(); y < 0 || y > 9999 {
-		return strconv.FormatInt(ms, 10)
-	}
-	return t.Format(rfc3339Milli)
-}
+// every value FormatTime returns and yields ms again. (It is
+// manifest.FormatTime, which the format's error messages use too.)
+func FormatTime(ms int64) string { return manifest.FormatTime(ms) }

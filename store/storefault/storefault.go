@@ -32,8 +32,11 @@ type Store struct {
 	putFailAfter float64
 
 	frozen atomic.Bool
-	calls  atomic.Int64
-	faults atomic.Int64
+	// freezeAt > 0: the call with this number (Calls after it is counted)
+	// and every later one freeze the store (FreezeAfter).
+	freezeAt atomic.Int64
+	calls    atomic.Int64
+	faults   atomic.Int64
 }
 
 var _ store.Store = (*Store)(nil)
@@ -62,8 +65,16 @@ func (s *Store) SetMaxDelay(d time.Duration) {
 // if the process had been killed at this instant.
 func (s *Store) Freeze() { s.frozen.Store(true) }
 
-// Thaw undoes Freeze.
-func (s *Store) Thaw() { s.frozen.Store(false) }
+// FreezeAfter lets n more calls through and freezes the store from the
+// next one on, as if the process had been killed right after its n-th store
+// call from now: the way to crash an operation at every step in turn.
+func (s *Store) FreezeAfter(n int64) { s.freezeAt.Store(s.calls.Load() + n + 1) }
+
+// Thaw undoes Freeze and FreezeAfter.
+func (s *Store) Thaw() {
+	s.freezeAt.Store(0)
+	s.frozen.Store(false)
+}
 
 // Calls and Faults count calls made and faults injected.
 func (s *Store) Calls() int64  { return s.calls.Load() }
@@ -82,7 +93,10 @@ func (s *Store) decide() (bool, bool, time.Duration) {
 }
 
 func (s *Store) before(ctx context.Context, op, key string) (bool, error) {
-	s.calls.Add(1)
+	n := s.calls.Add(1)
+	if at := s.freezeAt.Load(); at > 0 && n >= at {
+		s.frozen.Store(true)
+	}
 	if s.frozen.Load() {
 		s.faults.Add(1)
 		return false, fmt.Errorf("%s %s: store frozen: %w", op, key, ErrInjected)

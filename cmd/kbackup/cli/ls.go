@@ -49,7 +49,7 @@ func runLs(c *cli.Context) error {
 	}
 	w := bufio.NewWriter(s.stdout)
 	if c.Bool("json") {
-		err = writeLsJSON(w, a.Store().String(), sum)
+		err = writeLsJSON(w, a.Store().String(), a.FormatVersion(), sum)
 	} else {
 		err = writeLsText(w, sum)
 	}
@@ -65,7 +65,8 @@ func runLs(c *cli.Context) error {
 type lsDoc struct {
 	// Schema is "kbackup.ls/v1".
 	Schema string `json:"schema"`
-	// FormatVersion is the archive format version this kbackup reads.
+	// FormatVersion is the archive's format version (its root marker's: 1,
+	// or 2 once something expired).
 	FormatVersion int `json:"format_version"`
 	// Store is the archive's URL.
 	Store  string    `json:"store"`
@@ -146,8 +147,8 @@ func lsPartitionDoc(p *manifest.PartitionSummary, total bool) lsPartition {
 	return d
 }
 
-func writeLsJSON(w io.Writer, storeURL string, sum *manifest.Summary) error {
-	doc := lsDoc{Schema: "kbackup.ls/v1", FormatVersion: manifest.FormatVersion, Store: storeURL, Topics: []lsTopic{}}
+func writeLsJSON(w io.Writer, storeURL string, version int, sum *manifest.Summary) error {
+	doc := lsDoc{Schema: "kbackup.ls/v1", FormatVersion: version, Store: storeURL, Topics: []lsTopic{}}
 	for _, t := range sum.Topics {
 		dt := lsTopic{Topic: t.Topic, Incarnations: []lsIncarnation{}}
 		for _, inc := range t.Incarnations {

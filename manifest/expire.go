@@ -1,0 +1,501 @@
+package manifest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/kbackup/kbackup/store"
+)
+
+// Marker reasons kbackup writes (ArchiveStart.Reason).
+const (
+	ReasonRetentionAge   = "retention-age"
+	ReasonRetentionBytes = "retention-bytes"
+)
+
+// Retention is the retention of one partition. The zero value expires
+// nothing.
+type Retention struct {
+	// Age expires the oldest whole commits whose records are all older than
+	// now - Age: the commits whose running maximum timestamp (the largest
+	// timestamp of theirs and every earlier record) is. 0 = no age limit.
+	Age time.Duration
+	// Bytes keeps at least the newest Bytes of segments (by the commits'
+	// cumulative totals) and expires the whole commits before them. 0 = no
+	// size limit.
+	Bytes int64
+}
+
+// IsZero reports whether r expires nothing.
+func (r Retention) IsZero() bool { return r.Age <= 0 && r.Bytes <= 0 }
+
+// ExpireOptions say how Expire expires one partition. The zero value
+// expires nothing.
+type ExpireOptions struct {
+	Retention Retention
+	// Now is the policy's clock and the marker's created_ms. Zero = time.Now().
+	Now time.Time
+	// Writer names the expirer in the marker. "" = "kbackup".
+	Writer string
+	// DryRun computes the new start and its marker and writes nothing.
+	DryRun bool
+}
+
+// Expiry is what Expire did (or, with DryRun, would do) to one partition.
+type Expiry struct {
+	// OldStart is the archive start before (0: nothing was expired), Start
+	// the archive start after; Start == OldStart when nothing new expired.
+	OldStart, Start int64
+	// Reason is the new marker's reason ("" when nothing new expired).
+	Reason string
+	// Records, Bytes and Commits are what expired now (the difference of the
+	// two markers' totals).
+	Records, Bytes, Commits int64
+	// Marker is the partition's newest marker after the expiry (nil: none).
+	Marker *ArchiveStart
+	// Created is true when this call created Marker (false: it existed, or
+	// another expirer created the same one first, or DryRun).
+	Created bool
+}
+
+// Expired reports whether the call moved the archive start.
+func (e *Expiry) Expired() bool { return e.Start > e.OldStart }
+
+// Expire applies o.Retention to the partition: it finds the new archive
+// start S (the end+1 of the newest whole commit the retention expires,
+// never past the head commit's start: the archiver resumes from the head)
+// and, if S is past the current start, creates the marker start/<inv-S>
+// with create-if-absent: its creation is the commit point of the expiry
+// (docs/FORMAT.md §8, expiry rules). Before the archive's first marker it
+// upgrades the root marker to format version 2 (Archive.UpgradeRoot), and
+// before its first write it runs the conditional-create probe. It deletes
+// nothing (DeleteExpired does, after the grace period).
+//
+// Expire is idempotent and safe to run by two expirers at once (both may
+// create a marker; the newest counts) and while an archiver appends (it
+// never touches the head). Requests: one LIST and GET for the start, one
+// for the head, one LIST and GET for an age limit (the time index), about
+// 2·log2(head offset) for a size limit (a binary search over the commits'
+// cumulative totals), then a few GETs to fill the marker and one PUT.
+func (p *PartitionLog) Expire(ctx context.Context, o ExpireOptions) (Expiry, error) {
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+	if o.Writer == "" {
+		o.Writer = "kbackup"
+	}
+	cur, err := p.LoadStart(ctx)
+	if err != nil {
+		return Expiry{}, err
+	}
+	e := Expiry{OldStart: cur.StartOffset(), Start: cur.StartOffset(), Marker: cur}
+	if o.Retention.IsZero() {
+		return e, nil
+	}
+	head, err := p.Head(ctx)
+	if err != nil || head == nil {
+		return e, err
+	}
+	start, reason, err := p.retentionStart(ctx, o.Retention, o.Now, cur, head)
+	if err == nil && start <= e.OldStart {
+		return e, nil
+	}
+	var m *ArchiveStart
+	if err == nil {
+		m, err = p.newMarker(ctx, start, reason, o, head)
+	}
+	if err != nil {
+		// Another expirer may have moved the start past what this one read
+		// and deleted the commits it was reading: then there is nothing
+		// left for this one to do.
+		if now, lerr := p.LoadStart(ctx); lerr == nil && now.StartOffset() > e.OldStart && (start <= now.StartOffset() || m == nil) {
+			return Expiry{OldStart: now.StartOffset(), Start: now.StartOffset(), Marker: now}, nil
+		}
+		return e, err
+	}
+	e.Start, e.Reason, e.Marker = start, reason, m
+	below := StartTotals{}
+	if cur != nil {
+		below = cur.Below
+	}
+	e.Records, e.Bytes, e.Commits = m.Below.Records-below.Records, m.Below.Bytes-below.Bytes, m.Below.Commits-below.Commits
+	if o.DryRun {
+		return e, nil
+	}
+	if err := p.arch.ensureWritable(ctx); err != nil {
+		return e, err
+	}
+	// The root first: a version-1 reader must refuse the archive before it
+	// could see a marker it does not know.
+	if err := p.arch.UpgradeRoot(ctx); err != nil {
+		return e, err
+	}
+	key := StartKey(p.prefix, start)
+	body := EncodeArchiveStart(m)
+	err = p.st.Put(ctx, key, bytes.NewReader(body), int64(len(body)), store.PutOptions{IfNotExists: true})
+	switch {
+	case errors.Is(err, store.ErrExists):
+		// Another expirer (or a retried PUT of ours) created it: it counts.
+		if e.Marker, err = p.readStart(ctx, key, start); err != nil {
+			return e, err
+		}
+	case err != nil:
+		return e, fmt.Errorf("create archive start %s (the outcome is unknown: the next pass sees it): %w", key, err)
+	default:
+		e.Created = true
+	}
+	p.startMu.Lock()
+	p.start, p.startLoaded = e.Marker, true
+	p.startMu.Unlock()
+	return e, nil
+}
+
+// retentionStart returns the archive start r asks for (at most the head's
+// start) and its reason; the current start when r expires nothing more.
+func (p *PartitionLog) retentionStart(ctx context.Context, r Retention, now time.Time, cur *ArchiveStart, head *Commit) (int64, string, error) {
+	start, reason := cur.StartOffset(), ""
+	if r.Age > 0 {
+		cutoff := now.Add(-r.Age).UnixMilli()
+		s, err := p.ageStart(ctx, cutoff, cur, head)
+		if err != nil {
+			return 0, "", err
+		}
+		if s > start {
+			start, reason = s, ReasonRetentionAge
+		}
+	}
+	if r.Bytes > 0 {
+		s, err := p.bytesStart(ctx, head.TotalBytes-r.Bytes, cur, head)
+		if err != nil {
+			return 0, "", err
+		}
+		if s > start {
+			start, reason = s, ReasonRetentionBytes
+		}
+	}
+	return start, reason, nil
+}
+
+// ageStart: the first commit whose running maximum timestamp reaches the
+// cutoff starts the window (every commit before it holds only records older
+// than the cutoff); the head's start if none does.
+func (p *PartitionLog) ageStart(ctx context.Context, cutoff int64, cur *ArchiveStart, head *Commit) (int64, error) {
+	if cur != nil && cur.Below.RunningMaxTimestamp != nil && cutoff <= *cur.Below.RunningMaxTimestamp {
+		return 0, nil // the current start already keeps a record at or after the cutoff
+	}
+	c, err := p.findTime(ctx, cutoff)
+	if errors.Is(err, ErrOutOfRange) {
+		return head.Start, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return min(c.Start, head.Start), nil
+}
+
+// bytesStart: the end+1 of the last commit whose cumulative segment bytes
+// are at most limit (so at least head.TotalBytes-limit bytes stay), found
+// by a binary search over offsets; 0 if none qualifies.
+func (p *PartitionLog) bytesStart(ctx context.Context, limit int64, cur *ArchiveStart, head *Commit) (int64, error) {
+	lo := cur.StartOffset()
+	if limit <= 0 || cur != nil && limit <= cur.Below.Bytes || head.Start == lo {
+		return 0, nil
+	}
+	// Invariant: the answer is the End+1 of a commit in [lo, hi]; best is
+	// the best found so far.
+	hi, best := head.Start-1, int64(0)
+	for lo <= hi {
+		mid := lo + (hi-lo)/2
+		c, err := p.find(ctx, mid)
+		if err != nil {
+			return 0, err
+		}
+		if c.TotalBytes <= limit {
+			best = c.End + 1
+			lo = c.End + 1
+		} else {
+			hi = c.Start - 1
+		}
+	}
+	return min(best, head.Start), nil
+}
+
+// newMarker builds the marker of archive start start from the commit
+// ending at start-1 (its totals) and the first recoverable record.
+func (p *PartitionLog) newMarker(ctx context.Context, start int64, reason string, o ExpireOptions, head *Commit) (*ArchiveStart, error) {
+	prev, err := p.find(ctx, start-1)
+	if err != nil {
+		return nil, fmt.Errorf("%s: the commit before the new archive start %d: %w", p, start, err)
+	}
+	if prev.End != start-1 {
+		return nil, fmt.Errorf("%s: %w", p, corruptf("the new archive start %d is not a commit's start (commit %d..%d)", start, prev.Start, prev.End))
+	}
+	m := &ArchiveStart{FormatVersion: 2, Start: start, Reason: reason, CreatedMs: o.Now.UnixMilli(), Writer: o.Writer,
+		Below: StartTotals{Commits: prev.Seq + 1, Records: prev.TotalRecords, Bytes: prev.TotalBytes,
+			GapOffsets: GapCountsOf(prev.TotalGapOffsets)}}
+	if prev.TotalRecords > 0 {
+		m.Below.RunningMaxTimestamp = &prev.RunningMaxTimestamp
+	}
+	first, err := p.firstRecordCommit(ctx, start, head)
+	if err != nil {
+		return nil, err
+	}
+	if first != nil {
+		m.FirstRecordOffset, m.OldestTimestamp = &first.FirstOffset, &first.MinTimestamp
+	}
+	if err := m.validate(); err != nil {
+		return nil, fmt.Errorf("%s: archive start %d from commit %d..%d: %w", p, start, prev.Start, prev.End, err)
+	}
+	return m, nil
+}
+
+// DefaultExpiryGrace is how long objects below a new archive start stay
+// readable before DeleteExpired removes them (DeleteOptions.Grace's default):
+// a restore or cat planned before the expiry still reads what it planned.
+const DefaultExpiryGrace = time.Hour
+
+// DeleteOptions say what DeleteExpired deletes. The zero value deletes,
+// after DefaultExpiryGrace.
+type DeleteOptions struct {
+	// Grace is how old (by its created_ms) a marker must be before what lies
+	// below it is deleted. 0 = DefaultExpiryGrace; negative = at once.
+	Grace time.Duration
+	// Now is the clock the grace is measured on. Zero = time.Now().
+	Now time.Time
+	// DryRun counts what would be deleted and deletes nothing.
+	DryRun bool
+}
+
+// Deletion is what DeleteExpired deleted (or would delete).
+type Deletion struct {
+	// Below is the start below which objects were deleted (0: none, no
+	// marker is past its grace period).
+	Below int64
+	// TimeKeys, Commits, Segments and Markers count the objects deleted
+	// (Markers: superseded markers), SegmentBytes the segments' sizes.
+	// Commits counts the commit entries at the starts of the segments
+	// deleted: after an interrupted pass, one the earlier pass deleted may
+	// count again.
+	TimeKeys, Commits, Segments, Markers, SegmentBytes int64
+	// Pending is the start of the newest marker still in its grace period
+	// (0: none), PendingUntil when its grace period ends (unix ms).
+	Pending, PendingUntil int64
+}
+
+// Objects is the number of objects deleted.
+func (d *Deletion) Objects() int64 { return d.TimeKeys + d.Commits + d.Segments + d.Markers }
+
+// segBatch bounds the segments DeleteExpired holds at once.
+const segBatch = 256
+
+// DeleteExpired deletes the objects below the newest archive start whose
+// marker is older than the grace period, in the order docs/FORMAT.md §8
+// prescribes, so that a reader never sees a commit whose segment is gone:
+// the time keys below it, then per batch of segments (ascending starts) the
+// commit entries at their starts, lowest start first, then the segments
+// (orphans below the start too), then any commit entry left below it, and
+// last the superseded markers. It never deletes the newest marker, nor
+// anything at or above the newest start of any marker: the head and the
+// archiver's appends are never touched.
+//
+// It is idempotent and crash-safe at every step (a rerun continues; a
+// missing object is not an error) and safe with two deleters at once.
+// Memory is bounded by one listing page and one batch of segments.
+func (p *PartitionLog) DeleteExpired(ctx context.Context, o DeleteOptions) (Deletion, error) {
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+	switch {
+	case o.Grace == 0:
+		o.Grace = DefaultExpiryGrace
+	case o.Grace < 0:
+		o.Grace = 0
+	}
+	var d Deletion
+	m, err := p.graceOver(ctx, o, &d)
+	if err != nil || m == nil {
+		return d, err
+	}
+	d.Below = m.Start
+	del := func(key string) error {
+		if o.DryRun {
+			return nil
+		}
+		if err := p.st.Delete(ctx, key); err != nil {
+			return fmt.Errorf("delete %s: %w", key, err)
+		}
+		return nil
+	}
+	// 1. Time keys: those below the start sort first (their running
+	// maximum is at most the marker's; every later commit whose running
+	// maximum rose has a larger one).
+	if m.Below.RunningMaxTimestamp != nil {
+		limit := *m.Below.RunningMaxTimestamp
+		pg := newPager(p.st, p.prefix+"time/", "")
+		for {
+			e, ok, err := pg.next(ctx)
+			if err != nil || !ok {
+				if err != nil {
+					return d, err
+				}
+				break
+			}
+			k, perr := ParseKey(e.Key)
+			if perr != nil || k.Kind != KeyTime {
+				continue
+			}
+			if k.RunMax > limit {
+				break
+			}
+			if k.Start < m.Start {
+				if err := del(e.Key); err != nil {
+					return d, err
+				}
+				d.TimeKeys++
+			}
+		}
+	}
+	// 2. Commit entries lowest start first, each batch's before its
+	// segments.
+	var batch []store.ListEntry
+	var batchStarts []int64
+	flush := func() error {
+		for _, s := range batchStarts {
+			if err := del(CommitKey(p.prefix, s)); err != nil {
+				return err
+			}
+			d.Commits++
+		}
+		for _, e := range batch {
+			if err := del(e.Key); err != nil {
+				return err
+			}
+			d.Segments++
+			d.SegmentBytes += e.Size
+		}
+		batch, batchStarts = batch[:0], batchStarts[:0]
+		return nil
+	}
+	pg := newPager(p.st, p.prefix+"segments/", "")
+	for {
+		e, ok, err := pg.next(ctx)
+		if err != nil {
+			return d, err
+		}
+		k, perr := ParseKey(e.Key)
+		if ok && (perr != nil || k.Kind != KeySegment) {
+			continue // not ours to delete; verify reports it
+		}
+		if !ok || k.Start >= m.Start {
+			break
+		}
+		batch = append(batch, e)
+		if n := len(batchStarts); n == 0 || batchStarts[n-1] != k.Start {
+			batchStarts = append(batchStarts, k.Start)
+		}
+		if len(batch) >= segBatch {
+			if err := flush(); err != nil {
+				return d, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return d, err
+	}
+	// 3. Commit entries below the start whose segment was not listed
+	// (normally none): the listing after the start's key holds exactly the
+	// starts below it.
+	pg = newPager(p.st, p.prefix+"commits/", CommitKey(p.prefix, m.Start))
+	for {
+		e, ok, err := pg.next(ctx)
+		if err != nil || !ok {
+			if err != nil {
+				return d, err
+			}
+			break
+		}
+		if k, perr := ParseKey(e.Key); perr == nil && k.Kind == KeyCommit && k.Start < m.Start {
+			if err := del(e.Key); err != nil {
+				return d, err
+			}
+			d.Commits++
+		}
+	}
+	// 4. Superseded markers, last: until now they told readers where the
+	// data they would not find was.
+	pg = newPager(p.st, p.prefix+"start/", StartKey(p.prefix, m.Start))
+	for {
+		e, ok, err := pg.next(ctx)
+		if err != nil || !ok {
+			return d, err
+		}
+		if k, perr := ParseKey(e.Key); perr == nil && k.Kind == KeyStart && k.Start < m.Start {
+			if err := del(e.Key); err != nil {
+				return d, err
+			}
+			d.Markers++
+		}
+	}
+}
+
+// graceOver returns the newest marker whose grace period is over (nil if
+// none), noting in d the newest marker still within it.
+func (p *PartitionLog) graceOver(ctx context.Context, o DeleteOptions, d *Deletion) (*ArchiveStart, error) {
+	pg := newPager(p.st, p.prefix+"start/", "")
+	for {
+		e, ok, err := pg.next(ctx)
+		if err != nil || !ok {
+			return nil, err
+		}
+		k, perr := ParseKey(e.Key)
+		if perr != nil || k.Kind != KeyStart {
+			continue
+		}
+		m, err := p.readStart(ctx, e.Key, k.Start)
+		if err != nil {
+			return nil, err
+		}
+		until := m.CreatedMs + o.Grace.Milliseconds()
+		if o.Grace.Milliseconds() > math.MaxInt64-m.CreatedMs {
+			until = math.MaxInt64
+		}
+		if o.Now.UnixMilli() >= until {
+			return m, nil
+		}
+		if d.Pending == 0 {
+			d.Pending, d.PendingUntil = m.Start, until
+		}
+	}
+}
+
+// findTime returns the first commit whose running maximum timestamp is >=
+// ts, by the time index, without regard to the archive start.
+func (p *PartitionLog) findTime(ctx context.Context, ts int64) (*Commit, error) {
+	marker := ""
+	if ts != math.MinInt64 {
+		marker = TimeKey(p.prefix, ts-1, math.MaxInt64)
+	}
+	key, err := p.firstAfter(ctx, p.prefix+"time/", marker)
+	if err != nil {
+		return nil, err
+	}
+	if key == "" {
+		return nil, fmt.Errorf("%s: no record with timestamp >= %d: %w", p, ts, ErrOutOfRange)
+	}
+	k, err := ParseKey(key)
+	if err != nil || k.Kind != KeyTime {
+		return nil, fmt.Errorf("%s: %w", key, corruptf("not a time index key"))
+	}
+	c, err := p.CommitAt(ctx, k.Start)
+	if err != nil {
+		return nil, fmt.Errorf("time index %s: %w", key, err)
+	}
+	if c.RunningMaxTimestamp != k.RunMax {
+		return nil, fmt.Errorf("time index %s: %w", key, corruptf("commit's running max is %d", c.RunningMaxTimestamp))
+	}
+	return c, nil
+}
