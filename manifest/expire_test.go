@@ -3,6 +3,7 @@ package manifest
 import (
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -456,5 +457,83 @@ func TestExpireCrashAtEveryStoreCall(t *testing.T) {
 		if got := keys(t, st); !slices.Equal(got, want) {
 			t.Fatalf("crash after %d calls: after the rerun\n%v\nwant\n%v", n, got, want)
 		}
+	}
+}
+
+// TestV1ArchiveContinues: an archive written by the version-1 code
+// (testdata/v1-archive) is read, extended, expired and verified by this
+// code, and its root marker becomes version 2 only with the first expiry.
+func TestV1ArchiveContinues(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("testdata/v1-archive")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := filestore.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Open(ctx, st)
+	if err != nil || a.FormatVersion() != 1 {
+		t.Fatalf("open: %v (version %d)", err, a.FormatVersion())
+	}
+	verifyClean(t, a)
+	const base, day = int64(1700000000000), dayMs
+	ts := func(o int64) int64 { return base + (o/10)*day + o }
+	id := TopicID{0x0e, 0x01}
+	p := a.Partition("orders", id, 0)
+	head, err := p.Head(ctx)
+	if err != nil || head.End != 39 || head.Writer != "v1-writer" {
+		t.Fatalf("head %+v %v", head, err)
+	}
+	var n int64
+	if err := p.Scan(ctx, 0, -1, func(it ScanItem) error {
+		if it.Record == nil || it.Record.Offset != n || it.Record.Timestamp != ts(n) || string(it.Record.Value) != "v1 record" {
+			t.Fatalf("record %d: %+v", n, it)
+		}
+		n++
+		return nil
+	}); err != nil || n != 40 {
+		t.Fatalf("scan: %d records, %v", n, err)
+	}
+	// Extend it (the archiver after an upgrade), then expire days 0 and 1.
+	head = appendRecords(t, p, head, 49, mkRecs(40, 49, ts))
+	if err := p.RepairHead(ctx, head); err != nil {
+		t.Fatal(err)
+	}
+	if a2, _ := Open(ctx, st); a2.FormatVersion() != 1 {
+		t.Fatal("appending upgraded the root")
+	}
+	for part := int32(0); part < 2; part++ {
+		e, err := a.Partition("orders", id, part).Expire(ctx, ExpireOptions{Retention: Retention{Age: 2 * 24 * time.Hour}, Now: time.UnixMilli(base + 3*day + 20)})
+		if err != nil || e.Start != 20 {
+			t.Fatalf("partition %d: expire %+v %v", part, e, err)
+		}
+		if _, err := a.Partition("orders", id, part).DeleteExpired(ctx, DeleteOptions{Grace: -1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := store.Get(ctx, st, RootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := DecodeRoot(b)
+	if err != nil || root.FormatVersion != 2 || root.CreatedBy != "kbackup v1 (412c96a)" || root.CreatedMs != base {
+		t.Fatalf("root after the first expiry: %+v %v", root, err)
+	}
+	res := verifyClean(t, a)
+	if res.ExpiredOffsets != 40 || res.AwaitingDeletion != 0 || res.Commits != 5 {
+		t.Fatalf("verify %+v", res)
+	}
+	sum, err := a.Summarize(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p0, p1 := sum.Topics[0].Incarnations[0].Partitions[0], sum.Topics[0].Incarnations[0].Partitions[1]
+	if p0.Start != 20 || p0.Records != 30 || p0.ExpiredRecords != 20 || p0.End != 49 ||
+		p1.Start != 20 || p1.Records != 20 || p1.ExpiredRecords != 13 || p1.ExpiredGapOffsets[GapBeforeStart] != 5 ||
+		p1.ExpiredGapOffsets[GapCompacted] != 2 || p1.GapOffsets != [NumGapReasons]int64{} {
+		t.Fatalf("summary %+v\n%+v", p0, p1)
 	}
 }

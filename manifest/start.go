@@ -185,7 +185,7 @@ type ExpiredError struct {
 }
 
 func (e *ExpiredError) Error() string {
-	msg := fmt.Sprintf("%s %s is expired (%s: offsets below %d were deleted by the archive's retention): the oldest recoverable offset is %d",
+	msg := fmt.Sprintf("%s %s is expired: the archive's retention (%s) expired the offsets below %d; the oldest recoverable offset is %d",
 		e.Partition, e.What, e.Start.Reason, e.Start.Start, e.Start.Start)
 	if ms, ok := e.Start.RecoverableFrom(); ok {
 		msg += ", the oldest recoverable time " + FormatTime(ms)

@@ -24,6 +24,9 @@ type source struct {
 	// Estimates at commit granularity, for the plan and the ETA.
 	approxRecords, approxBytes int64
 	minTs, maxTs               int64
+	// expiredBelow is the partition's archive start (0: nothing expired),
+	// recoverableFrom its oldest recoverable time (unix ms, 0 if unknown).
+	expiredBelow, recoverableFrom int64
 }
 
 func (s *source) empty() bool { return s.to < s.from }
@@ -76,6 +79,11 @@ type PlanPartition struct {
 	MaxTimestamp  int64 `json:"max_timestamp"`
 	// State is "new", "resume" (a checkpoint exists) or "done".
 	State string `json:"state"`
+	// ExpiredBelow is the source partition's archive start: retention
+	// expired the offsets below it, which cannot be restored (0: none
+	// expired). RecoverableFromMs is its oldest recoverable time (unix ms).
+	ExpiredBelow      int64 `json:"expired_below,omitempty"`
+	RecoverableFromMs int64 `json:"recoverable_from_ms,omitempty"`
 }
 
 // PlanGroup is a consumer group whose offsets the restore translates.
@@ -194,6 +202,16 @@ func planSources(ctx context.Context, a *manifest.Archive, o *Options, topic str
 		} else if err := resolveSource(ctx, s, o.Range); err != nil {
 			return nil, err
 		}
+		st, err := s.log.ArchiveStart(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.log, err)
+		}
+		if st != nil {
+			s.expiredBelow = st.Start
+			if ms, ok := st.RecoverableFrom(); ok {
+				s.recoverableFrom = ms
+			}
+		}
 		if err := estimate(ctx, s); err != nil {
 			return nil, err
 		}
@@ -227,6 +245,9 @@ func resolveSource(ctx context.Context, s *source, r logrange.Range) error {
 	}
 	b, err := logrange.Resolve(ctx, s.log, r)
 	if err != nil {
+		if errors.Is(err, manifest.ErrExpired) {
+			return err // names the partition, the bound and the oldest recoverable offset and time
+		}
 		if head == nil && errors.Is(err, manifest.ErrOutOfRange) {
 			s.from, s.to = 0, -1
 			return nil

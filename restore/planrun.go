@@ -101,7 +101,7 @@ func (rn *runner) plan(ctx context.Context, prev *restoreManifest) (*planned, er
 			for _, s := range l.sources {
 				plan.Partitions = append(plan.Partitions, PlanPartition{SourceTopic: topic, SourcePartition: s.log.Partition, TargetTopic: dst,
 					TargetPartition: l.targetPartition, From: s.from, To: s.to, ApproxRecords: s.approxRecords, ApproxBytes: s.approxBytes,
-					MinTimestamp: s.minTs, MaxTimestamp: s.maxTs, State: state})
+					MinTimestamp: s.minTs, MaxTimestamp: s.maxTs, State: state, ExpiredBelow: s.expiredBelow, RecoverableFromMs: s.recoverableFrom})
 				restored[srcKey{topic, s.log.Partition}] = l
 			}
 		}

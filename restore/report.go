@@ -43,6 +43,15 @@ func (p *Plan) WritePlan(w io.Writer) error {
 			pp.ApproxRecords, units.Bytes(pp.ApproxBytes), tgt, pp.State)
 	}
 	tw.Flush()
+	for _, pp := range p.Partitions {
+		if pp.ExpiredBelow > 0 {
+			fmt.Fprintf(&b, "%s/%d: expired below %d (retention); the oldest recoverable offset is %d", pp.SourceTopic, pp.SourcePartition, pp.ExpiredBelow, pp.ExpiredBelow)
+			if pp.RecoverableFromMs != 0 {
+				fmt.Fprintf(&b, ", time %s", logrange.FormatTime(pp.RecoverableFromMs))
+			}
+			b.WriteString("\n")
+		}
+	}
 	for _, g := range p.Groups {
 		fmt.Fprintf(&b, "group %s: %d offsets to translate", g.Group, g.Offsets)
 		if g.ActiveMembers > 0 {

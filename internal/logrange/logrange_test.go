@@ -2,6 +2,7 @@ package logrange
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -244,4 +245,46 @@ func FuzzParseTime(f *testing.F) {
 			t.Fatalf("ParseTime(%q) = %d; FormatTime = %q parses to %d, %v", s, ms, FormatTime(ms), back, err)
 		}
 	})
+}
+
+// TestExpiredBounds: after an expiry to offset 10, bounds below it fail
+// naming the oldest recoverable offset and time; no lower bound starts at
+// the archive start.
+func TestExpiredBounds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ts := func(o int64) int64 { return 1000 * o }
+	p := testLog(t, ts)
+	// Everything older than 19.5 s at now = 20 s: commits 0..9 (max 9 s),
+	// 10..19 (max 19 s) hold older records only; the head stays.
+	e, err := p.Expire(ctx, manifest.ExpireOptions{Retention: manifest.Retention{Age: 500 * time.Millisecond}, Now: time.UnixMilli(20_000)})
+	if err != nil || e.Start != 20 {
+		t.Fatalf("expire: %+v %v", e, err)
+	}
+	if got := render(t, p, Range{}); got != "20 21 22 23 24 25 26 27 28 29" {
+		t.Fatalf("no lower bound: %s", got)
+	}
+	if b, err := Resolve(ctx, p, Range{}); err != nil || b.Start != 20 || b.From != 20 {
+		t.Fatalf("resolve: %+v %v", b, err)
+	}
+	for _, r := range []Range{
+		{HasFromOffset: true}, {FromOffset: 19}, {HasToOffset: true, ToOffset: 5},
+		{HasFromTime: true, FromTime: 19_000}, {HasToTime: true, ToTime: 5_000}, {HasToTime: true, ToTime: 19_000},
+	} {
+		_, err := Resolve(ctx, p, r)
+		if !errors.Is(err, manifest.ErrExpired) || !strings.Contains(err.Error(), "the oldest recoverable offset is 20, the oldest recoverable time 1970-01-01T00:00:20.000Z") {
+			t.Fatalf("%s: %v", r, err)
+		}
+	}
+	for r, want := range map[Range]string{
+		{FromOffset: 25}:                      "25 26 27 28 29",
+		{HasFromTime: true, FromTime: 19_001}: "20 21 22 23 24 25 26 27 28 29",
+		{HasToTime: true, ToTime: 21_000}:     "20 21",
+		{HasFromOffset: true, FromOffset: 20}: "20 21 22 23 24 25 26 27 28 29",
+		{HasToOffset: true, ToOffset: 20}:     "20",
+	} {
+		if got := render(t, p, r); got != want {
+			t.Fatalf("%s: %s, want %s", r, got, want)
+		}
+	}
 }

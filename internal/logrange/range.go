@@ -11,8 +11,12 @@ import (
 // Range selects part of one partition's log. The zero value selects the
 // whole log. Every set bound applies: the selection is their intersection.
 type Range struct {
-	// FromOffset is the first offset selected (inclusive); 0 = the log start.
-	FromOffset int64
+	// FromOffset is the first offset selected (inclusive); 0 = the log
+	// start: the archive start (offset 0 unless retention expired offsets).
+	// A FromOffset above 0, or any with HasFromOffset, is an explicit bound:
+	// below the archive start it is an error wrapping manifest.ErrExpired.
+	FromOffset    int64
+	HasFromOffset bool
 	// ToOffset, when HasToOffset, is the last offset selected (inclusive).
 	ToOffset    int64
 	HasToOffset bool
@@ -64,16 +68,41 @@ func (r Range) String() string {
 type Bounds struct {
 	From, To int64
 	Empty    bool
+	// Start is the partition's archive start (0: nothing expired); From is
+	// never below it.
+	Start int64
 }
+
+// LowerBound reports whether r bounds the selection's start (an offset or a
+// time): without one it starts at the archive start.
+func (r Range) LowerBound() bool { return r.HasFromOffset || r.FromOffset > 0 || r.HasFromTime }
 
 // Resolve turns r into exact offsets for p. A time bound costs one LIST
 // and two GETs to find the commit and its block index, and one block read
-// to find the exact record, whatever the archive size.
+// to find the exact record, whatever the archive size. An explicit bound
+// below the partition's archive start (an offset, or a time whose first
+// record may be expired) fails with an error wrapping manifest.ErrExpired
+// that names the oldest recoverable offset and time; without a lower bound
+// the selection starts at the archive start.
 func Resolve(ctx context.Context, p *manifest.PartitionLog, r Range) (Bounds, error) {
 	if err := r.Validate(); err != nil {
 		return Bounds{}, err
 	}
-	b := Bounds{From: r.FromOffset, To: -1}
+	st, err := p.ArchiveStart(ctx)
+	if err != nil {
+		return Bounds{}, err
+	}
+	start := st.StartOffset()
+	expired := func(what string, off int64) error {
+		return &manifest.ExpiredError{Partition: p.String(), What: fmt.Sprintf("%s %d", what, off), Start: st}
+	}
+	if (r.HasFromOffset || r.FromOffset > 0) && r.FromOffset < start {
+		return Bounds{}, expired("offset", r.FromOffset)
+	}
+	if r.HasToOffset && r.ToOffset < start {
+		return Bounds{}, expired("offset", r.ToOffset)
+	}
+	b := Bounds{From: max(r.FromOffset, start), To: -1, Start: start}
 	if r.HasToOffset {
 		b.To = r.ToOffset
 	}
@@ -83,7 +112,7 @@ func Resolve(ctx context.Context, p *manifest.PartitionLog, r Range) (Bounds, er
 			return Bounds{}, err
 		}
 		if !ok {
-			return Bounds{Empty: true}, nil
+			return Bounds{Empty: true, Start: start}, nil
 		}
 		b.From = max(b.From, first)
 	}
@@ -92,9 +121,13 @@ func Resolve(ctx context.Context, p *manifest.PartitionLog, r Range) (Bounds, er
 		if err != nil {
 			return Bounds{}, err
 		}
+		if ok && start > 0 && after <= start {
+			// The prefix up to ToTime lies below the archive start.
+			return Bounds{}, &manifest.ExpiredError{Partition: p.String(), What: "time up to " + FormatTime(r.ToTime), Start: st}
+		}
 		if ok {
 			if after == 0 {
-				return Bounds{Empty: true}, nil
+				return Bounds{Empty: true, Start: start}, nil
 			}
 			if b.To < 0 || b.To > after-1 {
 				b.To = after - 1
@@ -102,7 +135,7 @@ func Resolve(ctx context.Context, p *manifest.PartitionLog, r Range) (Bounds, er
 		}
 	}
 	if b.To >= 0 && b.To < b.From {
-		return Bounds{Empty: true}, nil
+		return Bounds{Empty: true, Start: start}, nil
 	}
 	return b, nil
 }

@@ -123,7 +123,7 @@ func newApp(stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) *cl
 			}
 			return cli.ShowAppHelp(c)
 		},
-		Commands: []*cli.Command{versionCommand(), archiveCommand(), lsCommand(), catCommand(), verifyCommand(), demoCommand(), restoreCommand(), offsetsCommand(), snapshotCommand(), completionCommand()},
+		Commands: []*cli.Command{versionCommand(), archiveCommand(), lsCommand(), catCommand(), verifyCommand(), expireCommand(), demoCommand(), restoreCommand(), offsetsCommand(), snapshotCommand(), completionCommand()},
 	}
 	for _, cmd := range app.Commands {
 		cmd.HideHelp, cmd.HideHelpCommand = true, true

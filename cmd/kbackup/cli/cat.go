@@ -29,7 +29,9 @@ func catCommand() *cli.Command {
 			"TIME is RFC 3339 (2024-05-01T14:03:00Z), a date (2024-05-01: UTC midnight), unix milliseconds,\n" +
 			"now, or relative to now (-2h, -30m, -7d). --from T starts at the first\n" +
 			"offset whose timestamp is >= T; --to T stops before the first record whose timestamp is\n" +
-			"after T. Offset bounds are inclusive. Bounds combine.",
+			"after T. Offset bounds are inclusive. Bounds combine. Without --from or --from-offset, a\n" +
+			"partition whose oldest offsets expired (kbackup expire) starts at its archive start (logged);\n" +
+			"a bound below the archive start fails, naming the oldest recoverable offset and time.",
 		Flags: append(globalFlags(),
 			&cli.StringFlag{Name: "topic", Usage: "the `TOPIC` to print (required)"},
 			&cli.Int64Flag{Name: "partition", Usage: "only this `PARTITION` (default: all)"},
@@ -47,7 +49,7 @@ func catCommand() *cli.Command {
 func catRange(c *cli.Context) (logrange.Range, error) {
 	var r logrange.Range
 	if c.IsSet("from-offset") {
-		r.FromOffset = c.Int64("from-offset")
+		r.FromOffset, r.HasFromOffset = c.Int64("from-offset"), true
 		if r.FromOffset < 0 {
 			return r, usagef(c, "--from-offset %d is negative", r.FromOffset)
 		}
@@ -137,6 +139,10 @@ func runCat(c *cli.Context) error {
 			_, err := w.Write(line)
 			return err
 		})
+		if errors.Is(err, manifest.ErrExpired) {
+			_ = w.Flush()
+			return fmt.Errorf("cat: %w", err)
+		}
 		if err != nil {
 			_ = w.Flush()
 			at := "at the start"
@@ -144,6 +150,16 @@ func runCat(c *cli.Context) error {
 				at = fmt.Sprintf("after offset %d", last)
 			}
 			return fmt.Errorf("cat %s/%d stopped %s (output incomplete): %w", topic, pn, at, err)
+		}
+		if !r.LowerBound() {
+			// Say that the partition was printed from its archive start.
+			if st, err := p.ArchiveStart(ctx); err == nil && st != nil {
+				args := []any{"partition", p.String(), "archive_start", st.Start}
+				if ms, ok := st.RecoverableFrom(); ok {
+					args = append(args, "oldest_recoverable_time", logrange.FormatTime(ms))
+				}
+				s.log.Info("printed from the archive start: the offsets below it are expired (retention)", args...)
+			}
 		}
 	}
 	return w.Flush()

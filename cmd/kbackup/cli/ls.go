@@ -23,8 +23,9 @@ func lsCommand() *cli.Command {
 			"Times: smallest .. largest record timestamp archived (RFC 3339, UTC).\n" +
 			"Gaps: offsets without a record, by reason (compacted, transaction, not-returned,\n" +
 			"DATA-LOSS, before-start). Older incarnations of a topic name (deleted and recreated)\n" +
-			"are marked \"(old)\". --json prints a stable JSON document (schema kbackup.ls/v1,\n" +
-			"described in docs/CLI.md).",
+			"are marked \"(old)\". After an expiry (kbackup expire, archive --retention) each partition\n" +
+			"shows its recoverable window, from its archive start; EXPIRED says what lies below it.\n" +
+			"--json prints a stable JSON document (schema kbackup.ls/v1, described in docs/CLI.md).",
 		Flags:  append(append(globalFlags(), jsonFlag()), topicFlags("topics")...),
 		Action: runLs,
 	}
@@ -111,6 +112,20 @@ type lsPartition struct {
 	Commits int64  `json:"commits"`
 	// LastCommitMs is when the latest commit was written (writer clock).
 	LastCommitMs *int64 `json:"last_commit_ms"`
+	// ArchiveStart is the first recoverable offset: retention (kbackup
+	// expire) expired the offsets below it (0: nothing expired; null in
+	// totals). The offsets, times, records, bytes, gaps and commits above
+	// are those of the recoverable window, from it to end_offset.
+	ArchiveStart *int64 `json:"archive_start"`
+	// ExpiredRecords, ExpiredBytes, ExpiredGaps and ExpiredCommits are what
+	// lay below the archive start.
+	ExpiredRecords int64  `json:"expired_records"`
+	ExpiredBytes   int64  `json:"expired_bytes"`
+	ExpiredGaps    lsGaps `json:"expired_gaps"`
+	ExpiredCommits int64  `json:"expired_commits"`
+	// RecoverableFromMs is the oldest time a --from bound may name without
+	// reaching expired records; null when nothing expired.
+	RecoverableFromMs *int64 `json:"recoverable_from_ms"`
 }
 
 // lsGaps counts gap offsets by reason.
@@ -124,13 +139,22 @@ type lsGaps struct {
 
 func ptr[T any](v T) *T { return &v }
 
+func lsGapsDoc(g [manifest.NumGapReasons]int64) lsGaps {
+	return lsGaps{Compacted: g[manifest.GapCompacted], Transaction: g[manifest.GapTransaction],
+		NotReturned: g[manifest.GapNotReturned], DataLoss: g[manifest.GapDataLoss], BeforeStart: g[manifest.GapBeforeStart]}
+}
+
 func lsPartitionDoc(p *manifest.PartitionSummary, total bool) lsPartition {
-	g := p.GapOffsets
-	d := lsPartition{Records: p.Records, Bytes: p.Bytes, Commits: p.Commits,
-		Gaps: lsGaps{Compacted: g[manifest.GapCompacted], Transaction: g[manifest.GapTransaction],
-			NotReturned: g[manifest.GapNotReturned], DataLoss: g[manifest.GapDataLoss], BeforeStart: g[manifest.GapBeforeStart]}}
+	d := lsPartition{Records: p.Records, Bytes: p.Bytes, Commits: p.Commits, Gaps: lsGapsDoc(p.GapOffsets),
+		ExpiredRecords: p.ExpiredRecords, ExpiredBytes: p.ExpiredBytes, ExpiredGaps: lsGapsDoc(p.ExpiredGapOffsets), ExpiredCommits: p.ExpiredCommits}
 	if !total {
 		d.Partition = ptr(p.Partition)
+		d.ArchiveStart = ptr(p.Start)
+		if p.StartMarker != nil {
+			if ms, ok := p.StartMarker.RecoverableFrom(); ok {
+				d.RecoverableFromMs = ptr(ms)
+			}
+		}
 		if p.FirstRecordOffset >= 0 {
 			d.FirstRecordOffset = ptr(p.FirstRecordOffset)
 		}
@@ -172,8 +196,20 @@ func writeLsText(w io.Writer, sum *manifest.Summary) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TOPIC\tTOPIC ID\tPARTITION\tOFFSETS\tMIN TIME\tMAX TIME\tRECORDS\tBYTES\tGAPS\tCOMMITS")
-	var topics, partitions, records, bytes, lossParts int64
+	// The EXPIRED column only when something expired: the table of an
+	// archive without retention stays as it always was.
+	showExpired := false
+	for _, t := range sum.Topics {
+		for _, inc := range t.Incarnations {
+			showExpired = showExpired || inc.Totals.ExpiredCommits > 0
+		}
+	}
+	header := "TOPIC\tTOPIC ID\tPARTITION\tOFFSETS\tMIN TIME\tMAX TIME\tRECORDS\tBYTES\tGAPS\tCOMMITS"
+	if showExpired {
+		header += "\tEXPIRED"
+	}
+	fmt.Fprintln(tw, header)
+	var topics, partitions, records, bytes, lossParts, expired, expiredParts int64
 	for _, t := range sum.Topics {
 		topics++
 		for i := len(t.Incarnations) - 1; i >= 0; i-- { // current first
@@ -191,25 +227,43 @@ func writeLsText(w io.Writer, sum *manifest.Summary) error {
 				if p.DataLoss() {
 					lossParts++
 				}
-				writeLsRow(tw, name, id, fmt.Sprint(p.Partition), offsets(p), p)
+				if p.Start > 0 {
+					expired += p.ExpiredRecords
+					expiredParts++
+				}
+				writeLsRow(tw, name, id, fmt.Sprint(p.Partition), offsets(p), p, showExpired)
 			}
-			writeLsRow(tw, name, id, "total", "", &inc.Totals)
+			writeLsRow(tw, name, id, "total", "", &inc.Totals, showExpired)
 		}
 	}
 	fmt.Fprintf(tw, "\n%d topics, %d partitions, %d records, %s\n", topics, partitions, records, units.Bytes(bytes))
+	if expiredParts > 0 {
+		fmt.Fprintf(tw, "expired in %d partitions: %d records below their archive start (retention); offsets, times and counts above are the recoverable windows\n", expiredParts, expired)
+	}
 	if lossParts > 0 {
 		fmt.Fprintf(tw, "DATA-LOSS gaps in %d partitions: retention deleted records before they were archived (kbackup verify names them)\n", lossParts)
 	}
 	return tw.Flush()
 }
 
-func writeLsRow(w io.Writer, topic, id, part, offs string, p *manifest.PartitionSummary) {
+func writeLsRow(w io.Writer, topic, id, part, offs string, p *manifest.PartitionSummary, showExpired bool) {
 	minT, maxT := "-", "-"
 	if p.HasTimestamps {
 		minT, maxT = logrange.FormatTime(p.FirstTimestamp), logrange.FormatTime(p.MaxTimestamp)
 	}
-	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\n", topic, id, part, offs, minT, maxT,
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d", topic, id, part, offs, minT, maxT,
 		p.Records, units.Bytes(p.Bytes), gapsText(p.GapOffsets), p.Commits)
+	if showExpired {
+		exp := "-"
+		switch {
+		case part == "total" && p.ExpiredCommits > 0:
+			exp = fmt.Sprintf("%d records", p.ExpiredRecords)
+		case part != "total" && p.Start > 0:
+			exp = fmt.Sprintf("below %d (%d records)", p.Start, p.ExpiredRecords)
+		}
+		fmt.Fprintf(w, "\t%s", exp)
+	}
+	fmt.Fprintln(w)
 }
 
 // offsets renders "first record .. end", "-" for what is missing.

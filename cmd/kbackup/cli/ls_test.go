@@ -74,14 +74,22 @@ func TestLsJSON(t *testing.T) {
 	gaps := func(c, bs int) string {
 		return fmt.Sprintf(`{"compacted":%d,"transaction":0,"not_returned":0,"data_loss":0,"before_start":%d}`, c, bs)
 	}
+	// Nothing expired: the fields of the expiry are zero.
+	noExp := func(total bool) string {
+		start := "0"
+		if total {
+			start = "null"
+		}
+		return `,"archive_start":` + start + `,"expired_records":0,"expired_bytes":0,"expired_gaps":` + gaps(0, 0) + `,"expired_commits":0,"recoverable_from_ms":null`
+	}
 	want := `{"schema":"kbackup.ls/v1","format_version":1,"store":"` + f.url + `","topics":[{"topic":"orders","incarnations":[` +
 		`{"topic_id":"01000000000000000000000000000000","current":false,"first_seen_ms":10,"partitions":[` +
-		`{"partition":0,"first_record_offset":0,"end_offset":1,"min_timestamp_ms":10,"max_timestamp_ms":11,"records":2,"bytes":%[1]d,"gaps":` + gaps(0, 0) + `,"commits":1,"last_commit_ms":1700000000000}],` +
-		`"totals":{"partition":null,"first_record_offset":null,"end_offset":null,"min_timestamp_ms":10,"max_timestamp_ms":11,"records":2,"bytes":%[1]d,"gaps":` + gaps(0, 0) + `,"commits":1,"last_commit_ms":1700000000000}},` +
+		`{"partition":0,"first_record_offset":0,"end_offset":1,"min_timestamp_ms":10,"max_timestamp_ms":11,"records":2,"bytes":%[1]d,"gaps":` + gaps(0, 0) + `,"commits":1,"last_commit_ms":1700000000000` + noExp(false) + `}],` +
+		`"totals":{"partition":null,"first_record_offset":null,"end_offset":null,"min_timestamp_ms":10,"max_timestamp_ms":11,"records":2,"bytes":%[1]d,"gaps":` + gaps(0, 0) + `,"commits":1,"last_commit_ms":1700000000000` + noExp(true) + `}},` +
 		`{"topic_id":"0abc0000000000000000000000000000","current":true,"first_seen_ms":20,"partitions":[` +
-		`{"partition":0,"first_record_offset":0,"end_offset":5,"min_timestamp_ms":900,"max_timestamp_ms":2000,"records":4,"bytes":%[2]d,"gaps":` + gaps(2, 0) + `,"commits":2,"last_commit_ms":1700000000000},` +
-		`{"partition":1,"first_record_offset":3,"end_offset":4,"min_timestamp_ms":1500,"max_timestamp_ms":1600,"records":2,"bytes":%[3]d,"gaps":` + gaps(0, 3) + `,"commits":1,"last_commit_ms":1700000000000}],` +
-		`"totals":{"partition":null,"first_record_offset":null,"end_offset":null,"min_timestamp_ms":900,"max_timestamp_ms":2000,"records":6,"bytes":%[4]d,"gaps":` + gaps(2, 3) + `,"commits":3,"last_commit_ms":1700000000000}}]}]}`
+		`{"partition":0,"first_record_offset":0,"end_offset":5,"min_timestamp_ms":900,"max_timestamp_ms":2000,"records":4,"bytes":%[2]d,"gaps":` + gaps(2, 0) + `,"commits":2,"last_commit_ms":1700000000000` + noExp(false) + `},` +
+		`{"partition":1,"first_record_offset":3,"end_offset":4,"min_timestamp_ms":1500,"max_timestamp_ms":1600,"records":2,"bytes":%[3]d,"gaps":` + gaps(0, 3) + `,"commits":1,"last_commit_ms":1700000000000` + noExp(false) + `}],` +
+		`"totals":{"partition":null,"first_record_offset":null,"end_offset":null,"min_timestamp_ms":900,"max_timestamp_ms":2000,"records":6,"bytes":%[4]d,"gaps":` + gaps(2, 3) + `,"commits":3,"last_commit_ms":1700000000000` + noExp(true) + `}}]}]}`
 	want = fmt.Sprintf(want, f.segmentBytes(t, "topics/orders/"+ordersOldID.String()+"/"), o0, o1, o0+o1)
 	var compact bytes.Buffer
 	if err := json.Compact(&compact, []byte(out)); err != nil {

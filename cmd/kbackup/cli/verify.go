@@ -20,7 +20,9 @@ func verifyCommand() *cli.Command {
 			"the commit chain, the indexes and the time index. Prints one line per problem or warning\n" +
 			"(naming the object and offsets), then a summary. DATA-LOSS gaps are problems; other gaps\n" +
 			"are explained (listed with --gaps). Orphan segments left by fenced or crashed writers are\n" +
-			"warnings. Exits non-zero if any problem was found.",
+			"warnings. A partition whose oldest offsets expired (kbackup expire) is verified from its\n" +
+			"archive start: expired offsets, and objects below it awaiting deletion, are never problems.\n" +
+			"Exits non-zero if any problem was found.",
 		Flags: append(append(append(globalFlags(), kafkaFlags()...),
 			&cli.BoolFlag{Name: "gaps", Usage: "also list every explained gap and, with --brokers, every partition's archiver lag"},
 			&cli.IntFlag{Name: "concurrency", Usage: "verify `N` partitions at once", Value: manifest.DefaultVerifyConcurrency},
@@ -136,6 +138,12 @@ type verifyDoc struct {
 	Lag verifyLag `json:"archiver_lag"`
 	// Findings are the problems and warnings (and gaps and lag with --gaps).
 	Findings []verifyFinding `json:"findings"`
+	// ExpiredPartitions have an archive start (kbackup expire); the
+	// ExpiredOffsets below it are not verified and never a problem.
+	// AwaitingDeletion counts the objects still stored below them.
+	ExpiredPartitions int   `json:"expired_partitions"`
+	ExpiredOffsets    int64 `json:"expired_offsets"`
+	AwaitingDeletion  int64 `json:"awaiting_deletion"`
 }
 
 // verifyFinding is one finding in verify --json.
@@ -174,7 +182,7 @@ func verifyFindingDoc(f manifest.Finding) verifyFinding {
 func verifyDocFor(storeURL string, r *manifest.VerifyResult, lag verifyLag, findings []verifyFinding) verifyDoc {
 	d := verifyDoc{Schema: "kbackup.verify/v1", Store: storeURL, OK: r.OK(), Topics: r.Topics, Partitions: r.Partitions, Commits: r.Commits,
 		Segments: r.Segments, Bytes: r.Bytes, Records: r.Records, GapOffsets: map[string]int64{}, Problems: r.Problems, Warnings: r.Warnings,
-		Lag: lag, Findings: findings}
+		Lag: lag, Findings: findings, ExpiredPartitions: r.ExpiredPartitions, ExpiredOffsets: r.ExpiredOffsets, AwaitingDeletion: r.AwaitingDeletion}
 	for i := 1; i < manifest.NumGapReasons; i++ {
 		d.GapOffsets[manifest.GapReason(i).String()] = r.GapOffsets[i]
 	}
@@ -202,6 +210,12 @@ func verifySummary(r *manifest.VerifyResult, lag verifyLag) string {
 	}
 	line := fmt.Sprintf("verify %s: %d topics, %d partitions, %d commits, %d segments (%s), %d records; %s; %d problems, %d warnings",
 		verdict, r.Topics, r.Partitions, r.Commits, r.Segments, units.Bytes(r.Bytes), r.Records, g, r.Problems, r.Warnings)
+	if r.ExpiredPartitions > 0 {
+		line += fmt.Sprintf("; expired: %d offsets below the archive start of %d partitions (retention, not verified)", r.ExpiredOffsets, r.ExpiredPartitions)
+		if r.AwaitingDeletion > 0 {
+			line += fmt.Sprintf(", %d objects await deletion", r.AwaitingDeletion)
+		}
+	}
 	if lag.Partitions > 0 {
 		line += fmt.Sprintf("; archiver lag: %d offsets in %d partitions within the allowance (--gaps lists them)", lag.Offsets, lag.Partitions)
 	}
