@@ -42,6 +42,9 @@ type Archiver struct {
 	lastCatalog    time.Time
 	catalogDue     bool
 	catalogRunning atomic.Bool // a capture goroutine is running
+	lastExpiry     time.Time
+	expiryRunning  atomic.Bool       // an expiry pass is running
+	expiries       chan ExpireResult // finished expiry passes, for the loop
 	fatal          error
 
 	statusMu sync.Mutex
@@ -159,6 +162,7 @@ func New(opts Options) (*Archiver, error) {
 		topics:   map[string]topicInfo{},
 		results:  make(chan commitResult, 1024),
 		loaded:   make(chan loadResult, 1024),
+		expiries: make(chan ExpireResult, 1),
 		sem:      make(chan struct{}, opts.CommitConcurrency),
 	}, nil
 }
@@ -365,6 +369,7 @@ func (a *Archiver) housekeeping(ctx context.Context) {
 			}
 		}()
 	}
+	a.maybeExpire(ctx, now)
 	ready := true
 	for _, ps := range a.parts {
 		ready = ready && ps.ready

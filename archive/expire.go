@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"sync"
 	"time"
 
@@ -247,5 +248,62 @@ func expirePartition(ctx context.Context, a *manifest.Archive, o *ExpireOptions,
 	if d.Objects() > 0 {
 		lg.Info("deleted expired objects", "below", d.Below, "segments", d.Segments, "commits", d.Commits, "time_keys", d.TimeKeys,
 			"markers", d.Markers, "bytes", d.SegmentBytes, "dry_run", o.DryRun)
+	}
+}
+
+// maybeExpire starts the expiry pass over the owned partitions when it is
+// due (every RetentionInterval, never with Once), off the loop: it reads and
+// writes the store for a while and must not delay fetching and commits.
+func (a *Archiver) maybeExpire(ctx context.Context, now time.Time) {
+	if a.opts.Once || a.opts.Retention.IsZero() || now.Sub(a.lastExpiry) < a.opts.RetentionInterval || !a.expiryRunning.CompareAndSwap(false, true) {
+		return
+	}
+	a.lastExpiry = now
+	owned := make(map[tp]manifest.TopicID, len(a.parts))
+	for k, ps := range a.parts {
+		owned[k] = ps.id
+	}
+	go func() {
+		defer a.expiryRunning.Store(false)
+		res, err := Expire(ctx, a.arch, ExpireOptions{Policy: a.opts.Retention, Grace: a.opts.ExpiryGrace, Writer: a.writerID,
+			Now: a.opts.Now, Logger: a.opts.Logger,
+			Only: func(topic string, id manifest.TopicID, partition int32) bool {
+				oid, ok := owned[tp{topic, partition}]
+				return ok && oid == id
+			}})
+		if err != nil {
+			if ctx.Err() == nil {
+				a.m.storeErrors.WithLabelValues("expire").Inc()
+				a.opts.Logger.Warn("expiry pass failed", "err", err)
+			}
+			return
+		}
+		select {
+		case a.expiries <- res:
+			a.wake()
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// applyExpiry records a finished pass in the partitions still owned and
+// their metrics.
+func (a *Archiver) applyExpiry(r ExpireResult) {
+	for i := range r.Partitions {
+		pe := &r.Partitions[i]
+		if pe.Err != nil {
+			a.m.storeErrors.WithLabelValues("expire").Inc()
+		}
+		ps := a.parts[tp{pe.Topic, pe.Partition}]
+		if ps == nil || ps.id != pe.TopicID || pe.Expiry.Marker == nil {
+			continue
+		}
+		if e := &pe.Expiry; e.Expired() {
+			a.m.expiredOffsets.WithLabelValues(pe.Topic, strconv.Itoa(int(pe.Partition))).Add(float64(e.Start - e.OldStart))
+		}
+		if ps.start.StartOffset() <= pe.Expiry.Start {
+			ps.start = pe.Expiry.Marker
+		}
+		a.updateHeadMetrics(ps)
 	}
 }

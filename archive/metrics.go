@@ -48,6 +48,8 @@ type metrics struct {
 	bufferedMax    prometheus.Gauge         // the bound on buffered (MaxBufferedBytes)
 	partitions     prometheus.Gauge         // partitions owned
 	recordLag      *prometheus.HistogramVec // record timestamp -> commit, seconds (CreateTime only)
+	expiredOffsets *prometheus.CounterVec   // offsets expired by this archiver's retention
+	archiveStart   *prometheus.GaugeVec     // the archive start per partition
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -86,10 +88,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		recordLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kbackup_archive_record_lag_seconds",
 			Help:    "Time from a record's CreateTime timestamp to its commit in the store.",
 			Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10, 20, 60, 120, 300, 900, 3600}}, []string{"topic"}),
+		expiredOffsets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kbackup_archive_expired_offsets_total",
+			Help: "Offsets the archiver's retention (--retention, --retention-bytes) expired, per partition. Every owned partition exists at 0."}, tp),
+		archiveStart: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kbackup_archive_start_offset",
+			Help: "Archive start per partition: the first recoverable offset (offsets below it expired; 0 = none)."}, tp),
 	}
 	if reg != nil {
 		reg.MustRegister(m.archivedOffset, m.lagRecords, m.lagSeconds, m.earliestTs, m.latestTs, m.records, m.bytes,
-			m.segments, m.gapOffsets, m.commitSeconds, m.storeErrors, m.fenced, m.buffered, m.bufferedMax, m.partitions, m.recordLag)
+			m.segments, m.gapOffsets, m.commitSeconds, m.storeErrors, m.fenced, m.buffered, m.bufferedMax, m.partitions, m.recordLag,
+			m.expiredOffsets, m.archiveStart)
 	}
 	return m
 }
@@ -111,6 +118,7 @@ func (m *metrics) partitionStarted(topic string, partition int32) {
 	for _, r := range gapReasons {
 		m.gapOffsets.WithLabelValues(topic, p, r).Add(0)
 	}
+	m.expiredOffsets.WithLabelValues(topic, p).Add(0)
 	m.records.WithLabelValues(topic).Add(0)
 	m.bytes.WithLabelValues(topic).Add(0)
 	m.segments.WithLabelValues(topic).Add(0)
@@ -120,9 +128,10 @@ func (m *metrics) partitionStarted(topic string, partition int32) {
 // archiver no longer owns (the new owner exports its own).
 func (m *metrics) partitionReleased(topic string, partition int32) {
 	l := []string{topic, strconv.Itoa(int(partition))}
-	for _, g := range []*prometheus.GaugeVec{m.archivedOffset, m.lagRecords, m.lagSeconds, m.earliestTs, m.latestTs} {
+	for _, g := range []*prometheus.GaugeVec{m.archivedOffset, m.lagRecords, m.lagSeconds, m.earliestTs, m.latestTs, m.archiveStart} {
 		g.DeleteLabelValues(l...)
 	}
+	m.expiredOffsets.DeleteLabelValues(l...)
 	for _, r := range gapReasons {
 		m.gapOffsets.DeleteLabelValues(l[0], l[1], r)
 	}

@@ -100,6 +100,18 @@ type Options struct {
 	// the run fails. 0 = 6. (Continuous mode retries forever.)
 	OnceCommitAttempts int
 
+	// Retention is applied to the partitions this archiver owns, every
+	// RetentionInterval, by the same pass as `kbackup expire` (Expire);
+	// never with Once. The zero value expires nothing (and runs no pass).
+	Retention RetentionPolicy
+	// RetentionInterval is how often the expiry pass runs (the first one
+	// when the archiver starts). 0 = DefaultRetentionInterval (1h).
+	RetentionInterval time.Duration
+	// ExpiryGrace is how long the objects below a new archive start stay
+	// readable before the pass deletes them. 0 =
+	// manifest.DefaultExpiryGrace (1h); negative = none.
+	ExpiryGrace time.Duration
+
 	// WriterID names this archiver in commit entries. "" = hostname/pid.
 	WriterID string
 	// Version is recorded in the archive root marker. "" = "kbackup".
@@ -155,6 +167,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.OnceCommitAttempts <= 0 {
 		o.OnceCommitAttempts = DefaultOnceAttempts
+	}
+	if o.RetentionInterval <= 0 {
+		o.RetentionInterval = DefaultRetentionInterval
 	}
 	if o.Version == "" {
 		o.Version = "kbackup"

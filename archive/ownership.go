@@ -204,10 +204,11 @@ func (a *Archiver) ensureTopic(ctx context.Context, topic string, id manifest.To
 
 // loadResult is a loaded head, delivered to the loop.
 type loadResult struct {
-	tp   tp
-	gen  int
-	head *manifest.Commit
-	err  error
+	tp    tp
+	gen   int
+	head  *manifest.Commit
+	start *manifest.ArchiveStart
+	err   error
 }
 
 // loadHead reads the partition's head (and repairs its time key) off the
@@ -216,6 +217,7 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 	a.sem <- struct{}{}
 	defer func() { <-a.sem }()
 	var head *manifest.Commit
+	var start *manifest.ArchiveStart
 	policy := storeRetry
 	if a.opts.Once {
 		policy.Attempts = a.opts.OnceCommitAttempts
@@ -235,11 +237,15 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 		if err := ps.log.RepairHead(ctx, h); err != nil {
 			return err
 		}
-		head = h
+		st, err := ps.log.ArchiveStart(ctx)
+		if err != nil {
+			return err
+		}
+		head, start = h, st
 		return nil
 	})
 	select {
-	case a.loaded <- loadResult{tp: ps.tp, gen: gen, head: head, err: err}:
+	case a.loaded <- loadResult{tp: ps.tp, gen: gen, head: head, start: start, err: err}:
 		a.wake()
 	case <-ctx.Done():
 	}
@@ -257,6 +263,8 @@ func (a *Archiver) drainResults(ctx context.Context) {
 			freed = true
 		case l := <-a.loaded:
 			a.applyLoad(l)
+		case r := <-a.expiries:
+			a.applyExpiry(r)
 		default:
 			if freed {
 				// Commit slots were freed: start the commits that waited
@@ -311,7 +319,7 @@ func (a *Archiver) applyLoad(l loadResult) {
 		}
 		return
 	}
-	ps.head = l.head
+	ps.head, ps.start = l.head, l.start
 	ps.next = ps.committedNext()
 	ps.ready = true
 	ps.open, ps.queue = nil, nil
@@ -348,8 +356,13 @@ func (a *Archiver) applyLoad(l loadResult) {
 func (a *Archiver) updateHeadMetrics(ps *partState) {
 	l := []string{ps.tp.topic, strconv.Itoa(int(ps.tp.partition))}
 	a.m.archivedOffset.WithLabelValues(l...).Set(float64(ps.committedNext()))
+	a.m.archiveStart.WithLabelValues(l...).Set(float64(ps.start.StartOffset()))
 	if h := ps.head; h != nil && h.FirstTimestamp != math.MaxInt64 {
-		a.m.earliestTs.WithLabelValues(l...).Set(float64(h.FirstTimestamp) / 1000)
+		earliest := h.FirstTimestamp
+		if ps.start != nil && ps.start.OldestTimestamp != nil {
+			earliest = *ps.start.OldestTimestamp // the recoverable window's
+		}
+		a.m.earliestTs.WithLabelValues(l...).Set(float64(earliest) / 1000)
 		a.m.latestTs.WithLabelValues(l...).Set(float64(h.RunningMaxTimestamp) / 1000)
 	}
 }

@@ -42,9 +42,10 @@ type partState struct {
 	log       *manifest.PartitionLog
 	compacted bool
 
-	head  *manifest.Commit // last commit known, nil for an empty log
-	next  int64            // next offset expected from Kafka
-	ready bool             // head loaded and consumption started
+	head  *manifest.Commit       // last commit known, nil for an empty log
+	start *manifest.ArchiveStart // archive start known, nil: nothing expired
+	next  int64                  // next offset expected from Kafka
+	ready bool                   // head loaded and consumption started
 
 	open        *manifest.SegmentWriter
 	openSince   time.Time

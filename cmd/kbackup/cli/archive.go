@@ -30,8 +30,10 @@ func archiveCommand() *cli.Command {
 			"its last commit, so a restart (even kill -9) loses and duplicates nothing. Runs until\n" +
 			"SIGTERM/SIGINT (then flushes and exits 0), or with --once until the end offsets seen at\n" +
 			"start are archived. Offsets Kafka does not return are recorded as gaps with a reason;\n" +
-			"retention winning the race against the archiver is recorded and logged as DATA-LOSS.",
-		Flags: append(append(globalFlags(), kafkaFlags()...),
+			"retention winning the race against the archiver is recorded and logged as DATA-LOSS.\n" +
+			"With --retention/--retention-bytes (as kbackup expire) it expires the archive's old records of\n" +
+			"the partitions it owns every --retention-interval.",
+		Flags: append(append(append(globalFlags(), kafkaFlags()...),
 			&cli.StringSliceFlag{Name: "topics", Usage: "archive topics whose whole name matches `REGEX` (repeatable; default: every topic but internal __ ones)"},
 			&cli.StringSliceFlag{Name: "exclude", Usage: "skip topics whose whole name matches `REGEX` (repeatable)"},
 			&cli.BoolFlag{Name: "once", Usage: "archive up to the end offsets seen at start, capture the catalog, print a summary and exit (exit 3 after DATA-LOSS, 4 when no topic matched)"},
@@ -47,7 +49,12 @@ func archiveCommand() *cli.Command {
 			&cli.StringFlag{Name: "listen", Usage: "serve /metrics, /healthz and /readyz on `ADDR` (e.g. :9464)"},
 			&cli.StringFlag{Name: "writer-id", Usage: "`NAME` of this archiver in commit entries (default: host/pid)"},
 			jsonFlag(),
-		),
+		), append(retentionFlags(),
+			&cli.DurationFlag{Name: "retention-interval", Value: archive.DefaultRetentionInterval,
+				Usage: "with --retention or --retention-bytes: run the expiry pass (as kbackup expire) over the owned partitions this often"},
+			&cli.DurationFlag{Name: "grace", Value: manifest.DefaultExpiryGrace,
+				Usage: "with --retention or --retention-bytes: delete the objects below an archive start once it is this old; 0s deletes at once"},
+		)...),
 		Action: runArchive,
 	}
 }
@@ -75,6 +82,16 @@ func runArchive(c *cli.Context) error {
 	}
 	if o.Topics, err = selection(c); err != nil {
 		return err
+	}
+	if o.Retention, err = retentionPolicy(c); err != nil {
+		return err
+	}
+	if o.Once && !o.Retention.IsZero() {
+		return usagef(c, "--retention and --retention-bytes apply to a continuous archiver; with --once run kbackup expire")
+	}
+	o.RetentionInterval, o.ExpiryGrace = c.Duration("retention-interval"), c.Duration("grace")
+	if o.ExpiryGrace <= 0 {
+		o.ExpiryGrace = -1 // at once
 	}
 	if g := c.String("groups"); g != "" {
 		if o.Groups, err = topicsel.Anchored(g); err != nil {

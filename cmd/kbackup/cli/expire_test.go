@@ -228,3 +228,19 @@ func TestRestoreExpired(t *testing.T) {
 		t.Fatalf("restored %d records", len(got[0]))
 	}
 }
+
+func TestArchiveRetentionFlags(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, errOut, code := runCLI(t, nil, "archive", "--once", "--brokers", "127.0.0.1:1", "--store", "file://"+dir, "--retention", "30d")
+	if code != ExitUsage {
+		t.Fatalf("archive --once --retention: exit %d %s", code, errOut)
+	}
+	oneLineErr(t, errOut, "with --once run kbackup expire")
+	out, _, _ := runCLI(t, nil, "archive", "--help")
+	for _, want := range []string{"--retention AGE", "--retention-bytes SIZE", "--retention-interval value", "(default: 1h)", "$KBACKUP_ARCHIVE_RETENTION, $KBACKUP_RETENTION"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("archive --help lacks %q:\n%s", want, out)
+		}
+	}
+}
