@@ -321,153 +321,135 @@ func (p *PartitionLog) DeleteExpired(ctx context.Context, o DeleteOptions) (Dele
 		return d, err
 	}
 	d.Below = m.Start
-	del := func(key string) error {
-		if o.DryRun {
-			return nil
+	del := func(key string, n *int64) error {
+		if !o.DryRun {
+			if err := p.st.Delete(ctx, key); err != nil {
+				return fmt.Errorf("delete %s: %w", key, err)
+			}
 		}
-		if err := p.st.Delete(ctx, key); err != nil {
-			return fmt.Errorf("delete %s: %w", key, err)
-		}
+		*n++
 		return nil
 	}
 	// 1. Time keys: those below the start sort first (their running
 	// maximum is at most the marker's; every later commit whose running
 	// maximum rose has a larger one).
-	if m.Below.RunningMaxTimestamp != nil {
-		limit := *m.Below.RunningMaxTimestamp
-		pg := newPager(p.st, p.prefix+"time/", "")
-		for {
-			e, ok, err := pg.next(ctx)
-			if err != nil || !ok {
-				if err != nil {
-					return d, err
-				}
-				break
+	if r := m.Below.RunningMaxTimestamp; r != nil {
+		err := p.eachKey(ctx, "time/", "", func(e store.ListEntry, k Key) (bool, error) {
+			if k.Kind != KeyTime || k.Start >= m.Start {
+				return k.Kind == KeyTime && k.RunMax > *r, nil
 			}
-			k, perr := ParseKey(e.Key)
-			if perr != nil || k.Kind != KeyTime {
-				continue
-			}
-			if k.RunMax > limit {
-				break
-			}
-			if k.Start < m.Start {
-				if err := del(e.Key); err != nil {
-					return d, err
-				}
-				d.TimeKeys++
-			}
+			return false, del(e.Key, &d.TimeKeys)
+		})
+		if err != nil {
+			return d, err
 		}
 	}
 	// 2. Commit entries lowest start first, each batch's before its
-	// segments.
+	// segments (orphans below the start too).
 	var batch []store.ListEntry
 	var batchStarts []int64
 	flush := func() error {
 		for _, s := range batchStarts {
-			if err := del(CommitKey(p.prefix, s)); err != nil {
+			if err := del(CommitKey(p.prefix, s), &d.Commits); err != nil {
 				return err
 			}
-			d.Commits++
 		}
 		for _, e := range batch {
-			if err := del(e.Key); err != nil {
+			if err := del(e.Key, &d.Segments); err != nil {
 				return err
 			}
-			d.Segments++
 			d.SegmentBytes += e.Size
 		}
 		batch, batchStarts = batch[:0], batchStarts[:0]
 		return nil
 	}
-	pg := newPager(p.st, p.prefix+"segments/", "")
-	for {
-		e, ok, err := pg.next(ctx)
-		if err != nil {
-			return d, err
+	err = p.eachKey(ctx, "segments/", "", func(e store.ListEntry, k Key) (bool, error) {
+		if k.Kind != KeySegment {
+			return false, nil // not ours to delete; verify reports it
 		}
-		k, perr := ParseKey(e.Key)
-		if ok && (perr != nil || k.Kind != KeySegment) {
-			continue // not ours to delete; verify reports it
-		}
-		if !ok || k.Start >= m.Start {
-			break
+		if k.Start >= m.Start {
+			return true, nil
 		}
 		batch = append(batch, e)
 		if n := len(batchStarts); n == 0 || batchStarts[n-1] != k.Start {
 			batchStarts = append(batchStarts, k.Start)
 		}
-		if len(batch) >= segBatch {
-			if err := flush(); err != nil {
-				return d, err
-			}
+		if len(batch) < segBatch {
+			return false, nil
 		}
+		return false, flush()
+	})
+	if err == nil {
+		err = flush()
 	}
-	if err := flush(); err != nil {
+	if err != nil {
 		return d, err
 	}
 	// 3. Commit entries below the start whose segment was not listed
 	// (normally none): the listing after the start's key holds exactly the
-	// starts below it.
-	pg = newPager(p.st, p.prefix+"commits/", CommitKey(p.prefix, m.Start))
-	for {
-		e, ok, err := pg.next(ctx)
-		if err != nil || !ok {
-			if err != nil {
-				return d, err
+	// starts below it. 4. Superseded markers, last: until now they told
+	// readers where the data they would not find was.
+	for _, step := range []struct {
+		dir  string
+		kind KeyKind
+		n    *int64
+	}{{"commits/", KeyCommit, &d.Commits}, {"start/", KeyStart, &d.Markers}} {
+		after := p.prefix + step.dir + dec19(Invert(m.Start)) // CommitKey and StartKey of m.Start
+		err := p.eachKey(ctx, step.dir, after, func(e store.ListEntry, k Key) (bool, error) {
+			if k.Kind != step.kind || k.Start >= m.Start {
+				return false, nil
 			}
-			break
-		}
-		if k, perr := ParseKey(e.Key); perr == nil && k.Kind == KeyCommit && k.Start < m.Start {
-			if err := del(e.Key); err != nil {
-				return d, err
-			}
-			d.Commits++
-		}
-	}
-	// 4. Superseded markers, last: until now they told readers where the
-	// data they would not find was.
-	pg = newPager(p.st, p.prefix+"start/", StartKey(p.prefix, m.Start))
-	for {
-		e, ok, err := pg.next(ctx)
-		if err != nil || !ok {
+			return false, del(e.Key, step.n)
+		})
+		if err != nil {
 			return d, err
 		}
-		if k, perr := ParseKey(e.Key); perr == nil && k.Kind == KeyStart && k.Start < m.Start {
-			if err := del(e.Key); err != nil {
-				return d, err
-			}
-			d.Markers++
-		}
 	}
+	return d, nil
 }
 
 // graceOver returns the newest marker whose grace period is over (nil if
 // none), noting in d the newest marker still within it.
 func (p *PartitionLog) graceOver(ctx context.Context, o DeleteOptions, d *Deletion) (*ArchiveStart, error) {
-	pg := newPager(p.st, p.prefix+"start/", "")
-	for {
-		e, ok, err := pg.next(ctx)
-		if err != nil || !ok {
-			return nil, err
-		}
-		k, perr := ParseKey(e.Key)
-		if perr != nil || k.Kind != KeyStart {
-			continue
+	var over *ArchiveStart
+	err := p.eachKey(ctx, "start/", "", func(e store.ListEntry, k Key) (bool, error) {
+		if k.Kind != KeyStart {
+			return false, nil
 		}
 		m, err := p.readStart(ctx, e.Key, k.Start)
 		if err != nil {
-			return nil, err
+			return true, err
 		}
 		until := m.CreatedMs + o.Grace.Milliseconds()
 		if o.Grace.Milliseconds() > math.MaxInt64-m.CreatedMs {
 			until = math.MaxInt64
 		}
 		if o.Now.UnixMilli() >= until {
-			return m, nil
+			over = m
+			return true, nil
 		}
 		if d.Pending == 0 {
 			d.Pending, d.PendingUntil = m.Start, until
+		}
+		return false, nil
+	})
+	return over, err
+}
+
+// eachKey calls fn for every key of the partition's directory dir
+// ("time/", "segments/", ...) after the key after ("" = from the first),
+// in listing order, one page at a time, until fn says stop or fails. Keys
+// that do not parse are passed with a zero Key.
+func (p *PartitionLog) eachKey(ctx context.Context, dir, after string, fn func(store.ListEntry, Key) (stop bool, err error)) error {
+	pg := newPager(p.st, p.prefix+dir, after)
+	for {
+		e, ok, err := pg.next(ctx)
+		if err != nil || !ok {
+			return err
+		}
+		k, _ := ParseKey(e.Key)
+		if stop, err := fn(e, k); stop || err != nil {
+			return err
 		}
 	}
 }

@@ -26,14 +26,7 @@ var expiryID = TopicID{0xe, 0x1}
 // commit i on day i) into a fresh directory store.
 func newExpiryFixture(t *testing.T) (store.Store, []*Commit) {
 	t.Helper()
-	st, err := filestore.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := Init(context.Background(), st, "test", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, st := newTestArchive(t)
 	if err := a.EnsureTopic(context.Background(), "orders", expiryID, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +62,20 @@ func keys(t *testing.T, st store.Store) []string {
 		return nil
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// verifyProblems lists the problems verify finds.
+func verifyProblems(t *testing.T, a *Archive) []string {
+	t.Helper()
+	var out []string
+	if _, err := a.Verify(context.Background(), VerifyOptions{}, func(f Finding) {
+		if f.Severity == SeverityProblem {
+			out = append(out, f.String())
+		}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return out
@@ -297,7 +304,6 @@ func TestExpireDryRun(t *testing.T) {
 
 func TestVerifyArchiveStartDamage(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	for _, tc := range []struct {
 		name  string
 		start int64
@@ -313,14 +319,7 @@ func TestVerifyArchiveStartDamage(t *testing.T) {
 			m := &ArchiveStart{FormatVersion: 2, Start: tc.start, Reason: "manual", Writer: "test",
 				Below: StartTotals{Commits: 5, Records: tc.start, RunningMaxTimestamp: &cs[4].RunningMaxTimestamp}}
 			put(t, st, StartKey(p.Prefix(), tc.start), EncodeArchiveStart(m))
-			var problems []string
-			if _, err := a.Verify(ctx, VerifyOptions{}, func(f Finding) {
-				if f.Severity == SeverityProblem {
-					problems = append(problems, f.String())
-				}
-			}); err != nil {
-				t.Fatal(err)
-			}
+			problems := verifyProblems(t, a)
 			if len(problems) == 0 || !strings.Contains(strings.Join(problems, "\n"), tc.want) {
 				t.Fatalf("problems:\n%s", strings.Join(problems, "\n"))
 			}
@@ -332,27 +331,13 @@ func TestVerifyArchiveStartDamage(t *testing.T) {
 	m := &ArchiveStart{FormatVersion: 2, Start: 50, Reason: "manual", Writer: "test",
 		Below: StartTotals{Commits: 5, Records: 49, GapOffsets: GapCounts{Compacted: 1}, Bytes: cs[4].TotalBytes, RunningMaxTimestamp: &cs[4].RunningMaxTimestamp}}
 	put(t, st, StartKey(p.Prefix(), 50), EncodeArchiveStart(m))
-	var problems []string
-	if _, err := a.Verify(ctx, VerifyOptions{}, func(f Finding) {
-		if f.Severity == SeverityProblem {
-			problems = append(problems, f.String())
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
+	problems := verifyProblems(t, a)
 	if len(problems) != 1 || !strings.Contains(problems[0], "running totals") {
 		t.Fatalf("problems:\n%s", strings.Join(problems, "\n"))
 	}
 	// An unreadable marker.
 	put(t, st, StartKey(p.Prefix(), 60), []byte(`{"format_version":2}`))
-	problems = nil
-	if _, err := a.Verify(ctx, VerifyOptions{}, func(f Finding) {
-		if f.Severity == SeverityProblem {
-			problems = append(problems, f.String())
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
+	problems = verifyProblems(t, a)
 	if len(problems) == 0 || !strings.Contains(problems[0], "archive start marker unreadable") {
 		t.Fatalf("problems:\n%s", strings.Join(problems, "\n"))
 	}
