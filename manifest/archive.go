@@ -158,7 +158,7 @@ func (a *Archive) FormatVersion() int {
 
 // UpgradeRoot raises the archive's root marker to FormatVersion (2), the
 // single documented exception to "objects are never modified"
-// (docs/FORMAT.md §9): a version-1 reader then refuses the archive instead
+// (docs/FORMAT.md §4.1): a version-1 reader then refuses the archive instead
 // of misreading it (it would not know archive-start markers). Writers call
 // it before creating the first archive-start marker; it is idempotent (the
 // marker keeps its creation time and program), and two writers upgrading at
