@@ -131,8 +131,16 @@ func runExpire(c *cli.Context) error {
 	if policy.IsZero() {
 		s.log.Info("no retention given (--retention, --retention-bytes): nothing expires; deleting what earlier passes expired")
 	}
+	// stdout reports every partition: at the default level the log adds
+	// only the failures (the archiver logs the same lines at info).
+	lg := s.log
+	if lvl := strings.ToLower(s.g.logLevel); lvl == "" || lvl == "info" {
+		if lg, err = newLogger(s.stderr, "warn", s.g.logFormat); err != nil {
+			return usagef(c, "%v", err)
+		}
+	}
 	res, err := archive.Expire(c.Context, a, archive.ExpireOptions{Policy: policy, Topics: sel, Grace: grace, DryRun: c.Bool("dry-run"),
-		Writer: writerName(), Logger: s.log})
+		Writer: writerName(), Logger: lg})
 	if err != nil {
 		return fmt.Errorf("expire: %w", err)
 	}

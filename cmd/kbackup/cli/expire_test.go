@@ -64,7 +64,7 @@ func TestExpireCLI(t *testing.T) {
 	}
 
 	// The pass: orders/0 expires its first commit, kept for the grace period.
-	out, errOut, code = runCLI(t, nil, "expire", "--store", f.url, "--retention", "7d", "--log-level", "error")
+	out, errOut, code = runCLI(t, nil, "expire", "--store", f.url, "--retention", "7d")
 	if code != 0 || errOut != "" || !strings.Contains(out, "expire orders/0: archive start 0 -> 3 (retention-age): 3 records") ||
 		!strings.Contains(out, "keep orders/0 below offset 3 until ") || !strings.Contains(out, "expire: 2 partitions, 1 expired (3 records), 0 objects deleted") {
 		t.Fatalf("expire: exit %d %s\n%s", code, errOut, out)
