@@ -228,19 +228,18 @@ func (p *PartitionLog) RepairHead(ctx context.Context, head *Commit) error {
 	}
 	var prev *Commit
 	if head.Start > 0 {
-		// The previous commit may be expired: the marker carries its running
-		// maximum. Read the newest marker, not a remembered one.
-		st, err := p.LoadStart(ctx)
-		if err != nil {
-			return err
-		}
-		if head.Start <= st.StartOffset() {
+		var err error
+		if prev, err = p.find(ctx, head.Start-1); err != nil {
+			// The previous commit may be expired and deleted: the newest
+			// marker carries its running maximum.
+			st, lerr := p.LoadStart(ctx)
+			if lerr != nil || head.Start > st.StartOffset() {
+				return err
+			}
 			prev = &Commit{RunningMaxTimestamp: math.MinInt64}
 			if r := st.Below.RunningMaxTimestamp; r != nil {
 				prev.RunningMaxTimestamp = *r
 			}
-		} else if prev, err = p.find(ctx, head.Start-1); err != nil {
-			return err
 		}
 	}
 	if prev != nil && prev.RunningMaxTimestamp >= head.RunningMaxTimestamp {
