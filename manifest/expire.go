@@ -140,9 +140,18 @@ func (p *PartitionLog) Expire(ctx context.Context, o ExpireOptions) (Expiry, err
 	switch {
 	case errors.Is(err, store.ErrExists):
 		// Another expirer (or a retried PUT of ours) created it: it counts.
-		if e.Marker, err = p.readStart(ctx, key, start); err != nil {
+		// It may even be superseded and deleted already: then the newest
+		// marker is past it.
+		m, err := p.readStart(ctx, key, start)
+		if errors.Is(err, store.ErrNotFound) {
+			if m, err = p.LoadStart(ctx); err == nil && m.StartOffset() < start {
+				err = fmt.Errorf("%s: archive start %d vanished and the newest is %d", p, start, m.StartOffset())
+			}
+		}
+		if err != nil {
 			return e, err
 		}
+		e.Marker = m
 	case err != nil:
 		return e, fmt.Errorf("create archive start %s (the outcome is unknown: the next pass sees it): %w", key, err)
 	default:
@@ -417,6 +426,9 @@ func (p *PartitionLog) graceOver(ctx context.Context, o DeleteOptions, d *Deleti
 			return false, nil
 		}
 		m, err := p.readStart(ctx, e.Key, k.Start)
+		if errors.Is(err, store.ErrNotFound) {
+			return false, nil // superseded and deleted by another pass since the listing
+		}
 		if err != nil {
 			return true, err
 		}

@@ -205,19 +205,29 @@ func (p *PartitionLog) expired(s *ArchiveStart, what string) error {
 // and one GET if there is a marker) and remembers it for ArchiveStart. It
 // returns nil when nothing is expired (no marker: the archive starts at 0).
 func (p *PartitionLog) LoadStart(ctx context.Context) (*ArchiveStart, error) {
-	key, err := p.firstAfter(ctx, p.prefix+"start/", "")
-	if err != nil {
-		return nil, err
-	}
 	var s *ArchiveStart
-	if key != "" {
+	// A marker listed but gone when read was superseded by a newer one and
+	// deleted in between (the deletion pass): list again.
+	for attempt := 0; ; attempt++ {
+		key, err := p.firstAfter(ctx, p.prefix+"start/", "")
+		if err != nil {
+			return nil, err
+		}
+		if key == "" {
+			break
+		}
 		k, err := ParseKey(key)
 		if err != nil || k.Kind != KeyStart {
 			return nil, fmt.Errorf("%s: %w", key, corruptf("not an archive start key"))
 		}
-		if s, err = p.readStart(ctx, key, k.Start); err != nil {
+		s, err = p.readStart(ctx, key, k.Start)
+		if errors.Is(err, store.ErrNotFound) && attempt < 3 {
+			continue
+		}
+		if err != nil {
 			return nil, err
 		}
+		break
 	}
 	p.startMu.Lock()
 	p.start, p.startLoaded = s, true

@@ -55,6 +55,9 @@ func (v *partitionVerifier) loadStart(ctx context.Context) error {
 			continue
 		}
 		m, err := v.p.readStart(ctx, e.Key, k.Start)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // superseded and deleted by a deletion pass since the listing
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
