@@ -166,9 +166,13 @@ func label(m *dto.Metric, name string) string {
 // checkMetrics: both archivers export franz-go's client metrics for their
 // data and group clients, the partitions are shared (every partition owned
 // exactly once), and each owned partition has its DATA-LOSS counter at 0.
+// It waits up to two minutes: a member SIGKILLed while the group was
+// rebalancing is dropped by kfake only at the rebalance timeout (franz-go's
+// default, 60 s; Kafka drops it at the 10 s session timeout), and the
+// survivors get no partitions until then.
 func checkMetrics(t *testing.T, partitions int32, addrs ...string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		owned := map[string]int{}
 		var problems []string
