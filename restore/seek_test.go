@@ -1,6 +1,8 @@
 package restore
 
 import (
+	"context"
+
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -33,6 +35,50 @@ func TestSeekRequests(t *testing.T) {
 	}
 	got := readTopic(t, c, "x")[0]
 	all, _ := archived(t, inner, "pit", 0)
+	from, to := mid, mid+50
+	sameContent(t, "x/0", selectSlow(all, &from, &to), got)
+}
+
+// TestSeekRequestsAfterExpiry: after the archive's first half expired (an
+// archive-start marker, everything below it deleted), a point-in-time
+// restore in the middle of what is left costs as few requests as on a
+// fresh archive plus the archive start's LIST and GET.
+func TestSeekRequestsAfterExpiry(t *testing.T) {
+	t.Parallel()
+	inner, _ := newStore(t)
+	perPart := synthArchive(t, inner, "pit", 1, 4<<20, 1000, 1<<20, 64<<10, manifest.CodecNone)
+	all, _ := archived(t, inner, "pit", 0) // before the expiry
+	ctx := context.Background()
+	a, err := manifest.Open(ctx, inner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := a.Partition("pit", manifest.TopicID{0xbe, 0x7c}, 0)
+	exp, err := pl.Expire(ctx, manifest.ExpireOptions{Retention: manifest.Retention{Bytes: 2 << 20}})
+	if err != nil || !exp.Expired() {
+		t.Fatalf("expire: %+v, %v", exp, err)
+	}
+	del, err := pl.DeleteExpired(ctx, manifest.DeleteOptions{Grace: -1})
+	if err != nil || del.Segments == 0 {
+		t.Fatalf("delete: %+v, %v", del, err)
+	}
+	st := &countingStore{Store: inner}
+	c := newCluster(t)
+	mid := 1_700_000_000_000 + perPart*3/4
+	o := Options{Store: st, StateStore: inner, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)},
+		Topics: mustSel(t, "pit"), Rename: map[string]string{"pit": "x"}, ID: "x", Logger: testLogger(t)}
+	o.Range.FromTime, o.Range.HasFromTime = mid, true
+	o.Range.ToTime, o.Range.HasToTime = mid+50, true
+	sum := run(t, o)
+	if sum.Records != 51 {
+		t.Fatalf("restored %d records, want 51", sum.Records)
+	}
+	if n := st.n.Load(); n > 20 {
+		t.Fatalf("%d archive requests for one seek after an expiry, want <= 20", n)
+	} else {
+		t.Logf("%d archive requests for one seek after an expiry (start %d)", n, exp.Start)
+	}
+	got := readTopic(t, c, "x")[0]
 	from, to := mid, mid+50
 	sameContent(t, "x/0", selectSlow(all, &from, &to), got)
 }
