@@ -254,7 +254,8 @@ func TestChartEverything(t *testing.T) {
 	d := get[*appsv1.Deployment](t, r, "Deployment", "kbackup-archiver")
 	c := d.Spec.Template.Spec.Containers[0]
 	for _, a := range []string{"--group=", "--groups=billing|shipping", "--flush-interval=5s", "--segment-bytes=16MiB", "--compression=s2",
-		"--max-buffered-bytes=512MiB", "--catalog-interval=10m", "--refresh-interval=1m", "--read-uncommitted", "--writer-id=prod"} {
+		"--max-buffered-bytes=512MiB", "--catalog-interval=10m", "--refresh-interval=1m", "--read-uncommitted", "--writer-id=prod",
+		"--retention=30d", "--retention=audit.*=365d", "--retention-bytes=2TiB", "--retention-interval=30m", "--grace=2h"} {
 		if !slices.Contains(c.Args, a) {
 			t.Errorf("archiver args %q lack %s", c.Args, a)
 		}

@@ -39,14 +39,15 @@ func FormatSize(n int64) string {
 }
 
 // ParseSize parses a byte size: a plain number, or one with a suffix (KB,
-// MB, GB = powers of 1000; KiB, MiB, GiB = powers of 1024; B = 1).
+// MB, GB, TB = powers of 1000; KiB, MiB, GiB, TiB = powers of 1024; B = 1).
 func ParseSize(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	mult := int64(1)
 	for _, u := range []struct {
 		suffix string
 		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}} {
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}} {
 		if strings.HasSuffix(t, u.suffix) {
 			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
 			break
@@ -54,7 +55,7 @@ func ParseSize(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
 	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("invalid size %q: use a number of bytes, optionally with KiB, MiB, GiB, KB, MB or GB", s)
+		return 0, fmt.Errorf("invalid size %q: use a number of bytes, optionally with KiB, MiB, GiB, TiB, KB, MB, GB or TB", s)
 	}
 	return n * mult, nil
 }

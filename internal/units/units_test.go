@@ -24,12 +24,12 @@ func TestSizeRoundTrip(t *testing.T) {
 	if FormatSize(32<<20) != "32MiB" {
 		t.Errorf("FormatSize(32MiB) = %q", FormatSize(32<<20))
 	}
-	for s, want := range map[string]int64{"1KB": 1000, " 2 MiB ": 2 << 20, "7B": 7, "3GB": 3e9} {
+	for s, want := range map[string]int64{"1KB": 1000, " 2 MiB ": 2 << 20, "7B": 7, "3GB": 3e9, "2TiB": 2 << 40, "1TB": 1e12} {
 		if got, err := ParseSize(s); err != nil || got != want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", s, got, err, want)
 		}
 	}
-	for _, s := range []string{"", "-1", "1TB", "x", "1.5MiB", "99999999999GiB"} {
+	for _, s := range []string{"", "-1", "1PB", "x", "9999999TiB", "1.5MiB", "99999999999GiB"} {
 		if _, err := ParseSize(s); err == nil {
 			t.Errorf("ParseSize(%q) accepted", s)
 		}
