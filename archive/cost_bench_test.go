@@ -90,7 +90,7 @@ func (c *requestCounter) snapshot() requestCounts {
 	return requestCounts{c.puts, c.gets, c.stats, c.lists, c.dels, c.idleRequests, c.putBytes, c.created}
 }
 
-// BenchmarkArchiveCost is the store-cost benchmark of docs/PERFORMANCE.md
+// BenchmarkStoreCost is the store-cost benchmark of docs/PERFORMANCE.md
 // ("Store requests and cost"): 1,000 partitions each receiving about 1 KB/s
 // (one 1,000-byte record per partition and second, spread evenly), plus
 // 100 idle partitions, archived by one continuous archiver at the CLI's
@@ -105,7 +105,7 @@ func (c *requestCounter) snapshot() requestCounts {
 //     month of the stored bytes at that rate;
 //   - "lag-p50-s", "lag-p99-s" (record timestamp -> commit entry; target
 //     p99 <= 5 s).
-func BenchmarkArchiveCost(b *testing.B) {
+func BenchmarkStoreCost(b *testing.B) {
 	seconds := 60
 	if s := os.Getenv("KBACKUP_BENCH_COST_SECONDS"); s != "" {
 		n, err := strconv.Atoi(s)
