@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -152,7 +154,12 @@ func tail(path string, n int) string {
 }
 
 // freePorts returns n distinct TCP ports that were free on 127.0.0.1 a
-// moment ago (held open together so they are distinct).
+// moment ago (held open together so they are distinct). They are taken
+// below the kernel's ephemeral port range when it leaves room
+// (portsBelowEphemeral): a port from the ephemeral range, free when picked,
+// may be the local port of some client's outgoing connection by the time a
+// broker binds it (a CI run saw "Address already in use" that way, and a
+// broker restarted on its old port is exposed the same way).
 func freePorts(n int) ([]int, error) {
 	ls := make([]net.Listener, 0, n)
 	defer func() {
@@ -160,16 +167,45 @@ func freePorts(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
+	lo, hi := portsBelowEphemeral()
 	ports := make([]int, 0, n)
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		addr := "127.0.0.1:0"
+		if hi > lo && tries < 50*n {
+			addr = "127.0.0.1:" + strconv.Itoa(lo+mrand.IntN(hi-lo))
+		}
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
+			if addr != "127.0.0.1:0" {
+				continue // taken: try another
+			}
 			return nil, fmt.Errorf("free port: %w", err)
 		}
 		ls = append(ls, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// portsBelowEphemeral returns the range [lo, hi) that freePorts picks from:
+// from 15000 up to the start of the ephemeral range
+// (/proc/sys/net/ipv4/ip_local_port_range), or an empty range (lo == hi)
+// when that is unknown or leaves fewer than 2,000 ports.
+func portsBelowEphemeral() (lo, hi int) {
+	const floor = 15000
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	start, err := strconv.Atoi(f[0])
+	if err != nil || start-floor < 2000 {
+		return 0, 0
+	}
+	return floor, start
 }
 
 // waitTCP waits until addr accepts connections or the process exits.

@@ -150,10 +150,14 @@ func TestFreePortsDistinct(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	lo, hi := portsBelowEphemeral()
 	seen := map[int]bool{}
 	for _, p := range ps {
 		if seen[p] || p <= 0 {
 			t.Fatalf("ports %v", ps)
+		}
+		if hi > lo && (p < lo || p >= hi) {
+			t.Fatalf("port %d is outside [%d, %d), below the ephemeral range", p, lo, hi)
 		}
 		seen[p] = true
 	}
