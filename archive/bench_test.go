@@ -14,6 +14,7 @@ import (
 
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
+	"github.com/kbackup/kbackup/testenv"
 )
 
 // fillTopic produces n JSON-like records (order events of about size
@@ -53,7 +54,7 @@ func BenchmarkArchiveThroughput(b *testing.B) {
 	cl := newClient(b, c, kgo.ProducerBatchMaxBytes(1<<20))
 	const n, size = 300_000, 500
 	bytes := fillTopic(b, cl, "bench", n, size)
-	for _, codec := range []string{"zstd", "s2"} {
+	for _, codec := range []string{"zstd", "s2", "none"} {
 		b.Run("compression="+codec, func(b *testing.B) {
 			b.SetBytes(bytes)
 			var plain, arch time.Duration
@@ -73,6 +74,45 @@ func BenchmarkArchiveThroughput(b *testing.B) {
 			b.ReportMetric(float64(bytes)/arch.Seconds()*float64(b.N)/1e6, "archive-MB/s")
 			b.ReportMetric(plain.Seconds()/arch.Seconds(), "ratio")
 			b.ReportMetric(float64(bytes)/float64(stored), "stored-ratio")
+		})
+	}
+}
+
+// BenchmarkArchiveCost measures the design's archive targets in one run,
+// as ratios, on the data of BenchmarkArchiveThroughput (150 MB): client
+// CPU-seconds per GB of records of `kbackup archive --once` (the built
+// binary, a child process) against a plain franz-go consumer reading and
+// discarding the same records (a child process too) plus the block codec
+// alone compressing the same block payloads ("cpu-ratio", target <= 1.15);
+// wall-clock throughput archiver / consumer ("tput-ratio", target >= 0.85
+// with --compression none; noisy on a shared machine, the CPU figures are
+// not); and peak RSS archiver / consumer ("rss-ratio", target <= 2). kfake
+// serves both from this process, so neither side's CPU includes the
+// broker's. Each b.Loop iteration is one round of each side.
+func BenchmarkArchiveCost(b *testing.B) {
+	c := newCluster(b)
+	createTopic(b, c, "cost", 4, nil)
+	const n, size = 300_000, 500
+	bytes := fillTopic(b, newClient(b, c, kgo.ProducerBatchMaxBytes(1<<20)), "cost", n, size)
+	brokers := c.ListenAddrs()
+	blocks := blockPayloads(b, brokers, "cost", n, DefaultBlockBytes)
+	testenv.KbackupBinary(b) // built before the first round
+	for _, codec := range []string{"zstd", "s2", "none"} {
+		b.Run("compression="+codec, func(b *testing.B) {
+			b.SetBytes(bytes)
+			var r costReport
+			for b.Loop() {
+				one := compareCost(b, brokers, "cost", n, bytes, blocks, codec, 1)
+				if r.runs == 0 {
+					r = one
+					continue
+				}
+				r.runs++
+				r.consumer, r.archiver = r.consumer.add(one.consumer), r.archiver.add(one.archiver)
+				r.codecCPU += one.codecCPU
+			}
+			r.report(b)
+			b.Log(r)
 		})
 	}
 }

@@ -165,6 +165,16 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	w.payload = make([]byte, 0, min(w.opts.BlockSize+w.opts.BlockSize/8, MaxBlockPayload))
 }
 
+// CompressBlock returns a block payload's stored bytes under codec, as
+// SegmentWriter stores them (raw itself for CodecNone). It is the codec cost
+// alone, the baseline the archiver's benchmarks compare against.
+func CompressBlock(codec Codec, raw []byte) []byte {
+	if codec == CodecNone {
+		return raw
+	}
+	return compressBlock(codec, raw)
+}
+
 // compressBlock compresses a block payload with codec (zstd or s2).
 func compressBlock(codec Codec, raw []byte) []byte {
 	if codec == CodecS2 {
