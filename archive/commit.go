@@ -61,10 +61,10 @@ func (a *Archiver) kick(ctx context.Context, ps *partState) {
 			}
 		}
 		if seg.w != nil {
-			seg.data, seg.info = seg.w.Finish()
+			seg.body, seg.info = seg.w.FinishBody()
 			seg.w = nil
 		}
-		c, err := log.Append(ctx, head, seg.data, seg.info, a.writerID, a.opts.Now().UnixMilli())
+		c, err := log.AppendBody(ctx, head, seg.body, seg.info, a.writerID, a.opts.Now().UnixMilli())
 		r.dur = time.Since(start)
 		switch {
 		case errors.Is(err, manifest.ErrFenced):
@@ -92,6 +92,9 @@ func (a *Archiver) applyResult(ctx context.Context, r commitResult) {
 	case r.commit != nil:
 		ps.head = r.commit
 		ps.queue = ps.queue[1:]
+		if r.seg.body != nil {
+			r.seg.body.Release() // written: its buffers serve later segments
+		}
 		ps.failures, ps.needRepair = 0, r.repair
 		if r.repair {
 			a.m.storeErrors.WithLabelValues("time_index").Inc()

@@ -24,7 +24,7 @@ func (t tp) String() string { return t.topic + "/" + strconv.Itoa(int(t.partitio
 // reads start and size.
 type sealed struct {
 	w         *manifest.SegmentWriter // until finished
-	data      []byte                  // after finished
+	body      *manifest.SegmentBody   // after finished
 	info      manifest.SegmentInfo
 	start     int64
 	size      int64     // uncompressed bytes held, for the memory bound
@@ -157,7 +157,12 @@ func (ps *partState) classifyGap(from, to int64, txnNearby bool, logStart int64,
 }
 
 // toRecord converts a franz-go record, keeping every field.
-func toRecord(r *kgo.Record) manifest.Record {
+func toRecord(r *kgo.Record) manifest.Record { return toRecordHeaders(r, nil) }
+
+// toRecordHeaders is toRecord with the headers in hdrs (reused when large
+// enough): for a record that is appended to a segment (which copies it) and
+// then dropped.
+func toRecordHeaders(r *kgo.Record, hdrs []manifest.Header) manifest.Record {
 	ts := r.Timestamp.UnixMilli()
 	if r.Timestamp.IsZero() {
 		ts = -1
@@ -180,7 +185,10 @@ func toRecord(r *kgo.Record) manifest.Record {
 		out.Compression = 0
 	}
 	if len(r.Headers) > 0 {
-		out.Headers = make([]manifest.Header, len(r.Headers))
+		if cap(hdrs) < len(r.Headers) {
+			hdrs = make([]manifest.Header, len(r.Headers))
+		}
+		out.Headers = hdrs[:len(r.Headers)]
 		for i, h := range r.Headers {
 			out.Headers[i] = manifest.Header{Key: h.Key, Value: h.Value}
 		}
@@ -197,6 +205,7 @@ func (ps *partState) appendFetch(a *Archiver, fp *kgo.FetchPartition, now time.T
 	// Is there a control marker later in this fetch? Aborted records show
 	// up as a gap before their producer's abort marker.
 	lastControl := -1
+	var hdrs []manifest.Header // reused: Append copies the record
 	for i, r := range fp.Records {
 		if r.Attrs.IsControl() {
 			lastControl = i
@@ -229,7 +238,10 @@ func (ps *partState) appendFetch(a *Archiver, fp *kgo.FetchPartition, now time.T
 				return loss, fmt.Errorf("%s: %w", ps.tp, err)
 			}
 		} else {
-			rec := toRecord(r)
+			rec := toRecordHeaders(r, hdrs)
+			if rec.Headers != nil {
+				hdrs = rec.Headers[:0]
+			}
 			if err := w.Append(&rec); err != nil {
 				return loss, fmt.Errorf("%s: %w", ps.tp, err)
 			}

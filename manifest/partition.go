@@ -170,6 +170,16 @@ func (p *PartitionLog) FindTime(ctx context.Context, ts int64, after bool) (*Com
 // committed the same start first, it deletes its own segment and returns an
 // error wrapping ErrFenced.
 func (p *PartitionLog) Append(ctx context.Context, head *Commit, seg []byte, info SegmentInfo, writer string, nowMs int64) (*Commit, error) {
+	return p.appendSegment(ctx, head, bytes.NewReader(seg), int64(len(seg)), info, writer, nowMs)
+}
+
+// AppendBody is Append of a segment held as a SegmentBody (as
+// SegmentWriter.FinishBody returns it), written without assembling it.
+func (p *PartitionLog) AppendBody(ctx context.Context, head *Commit, seg *SegmentBody, info SegmentInfo, writer string, nowMs int64) (*Commit, error) {
+	return p.appendSegment(ctx, head, seg.Reader(), seg.Size(), info, writer, nowMs)
+}
+
+func (p *PartitionLog) appendSegment(ctx context.Context, head *Commit, seg io.Reader, size int64, info SegmentInfo, writer string, nowMs int64) (*Commit, error) {
 	var nonce [8]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return nil, fmt.Errorf("segment nonce: %w", err)
@@ -181,7 +191,7 @@ func (p *PartitionLog) Append(ctx context.Context, head *Commit, seg []byte, inf
 	}
 	// The nonce makes the key ours alone: ErrExists can only mean a retried
 	// PUT whose first attempt landed.
-	err = p.st.Put(ctx, segKey, bytes.NewReader(seg), int64(len(seg)), store.PutOptions{IfNotExists: true})
+	err = p.st.Put(ctx, segKey, seg, size, store.PutOptions{IfNotExists: true})
 	if err != nil && !errors.Is(err, store.ErrExists) {
 		return nil, fmt.Errorf("write segment %s: %w", segKey, err)
 	}

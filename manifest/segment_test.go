@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"math"
 	"reflect"
 	"testing"
@@ -275,5 +276,83 @@ func TestS2BlockCorruption(t *testing.T) {
 	}
 	if _, err := ParseCodec("lz4"); err == nil {
 		t.Fatal("ParseCodec accepted lz4")
+	}
+}
+
+// TestSegmentBody: FinishBody's pieces are the segment Finish returns,
+// through Read (in small steps), WriteTo and Bytes, with the summary's size
+// and CRC32C, for every codec and for a segment of gaps only.
+func TestSegmentBody(t *testing.T) {
+	t.Parallel()
+	for _, codec := range []Codec{CodecNone, CodecZstd, CodecS2} {
+		for _, recs := range [][]Record{adversarial(10), nil} {
+			build := func() *SegmentWriter {
+				w := NewSegmentWriter(10, SegmentOptions{Codec: codec, BlockSize: 64})
+				for i := range recs {
+					if recs[i].Offset > w.Next() {
+						if err := w.AddGap(recs[i].Offset-1, GapTransaction); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if err := w.Append(&recs[i]); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := w.AddGap(w.Next()+3, GapCompacted); err != nil {
+					t.Fatal(err)
+				}
+				return w
+			}
+			want, wantInfo := build().Finish()
+			body, info := build().FinishBody()
+			if info != wantInfo || body.Size() != int64(len(want)) || info.Size != body.Size() || info.CRC32C != crc32c(want) {
+				t.Fatalf("%s: info %+v size %d, want %+v size %d", codec, info, body.Size(), wantInfo, len(want))
+			}
+			if !bytes.Equal(body.Bytes(), want) {
+				t.Fatalf("%s: Bytes differ from Finish", codec)
+			}
+			var small []byte
+			r := body.Reader()
+			buf := make([]byte, 7)
+			for {
+				n, err := r.Read(buf)
+				small = append(small, buf[:n]...)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			var wt bytes.Buffer
+			r = body.Reader()
+			if n, err := r.WriteTo(&wt); err != nil || n != body.Size() || r.Len() != 0 {
+				t.Fatalf("%s: WriteTo %d %v, %d left", codec, n, err, r.Len())
+			}
+			if !bytes.Equal(small, want) || !bytes.Equal(wt.Bytes(), want) {
+				t.Fatalf("%s: Read or WriteTo differ from Finish", codec)
+			}
+			if _, _, err := decodeSegment(want); err != nil {
+				t.Fatalf("%s: %v", codec, err)
+			}
+		}
+	}
+}
+
+// TestCRC32CCombine: combining the CRCs of two parts gives the CRC of the
+// whole, at every split of a buffer, including empty parts.
+func TestCRC32CCombine(t *testing.T) {
+	t.Parallel()
+	b := make([]byte, 3000)
+	for i := range b {
+		b[i] = byte(i*7 + i>>8)
+	}
+	for _, n := range []int{0, 1, 2, 3, 4, 5, 7, 8, 100, 1024, 2999, 3000} {
+		for _, split := range []int{0, n / 3, n / 2, n} {
+			a, c := b[:split], b[split:n]
+			if got, want := crc32cCombine(crc32c(a), crc32c(c), int64(len(c))), crc32c(b[:n]); got != want {
+				t.Fatalf("n=%d split=%d: combined %08x, want %08x", n, split, got, want)
+			}
+		}
 	}
 }

@@ -1,8 +1,11 @@
 package manifest
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"math"
 	"runtime"
 	"sync"
@@ -39,6 +42,7 @@ type SegmentWriter struct {
 	// overlaps with appending; Finish waits for them and lays out the
 	// segment.
 	closed  []*closedBlock
+	pooled  [][]byte // uncompressed (CodecNone) blocks from blockBufs, for SegmentBody.Release
 	pending sync.WaitGroup
 	rawSize int
 
@@ -152,7 +156,11 @@ func (w *SegmentWriter) closeBlock(final bool) {
 		go func() {
 			defer func() { <-compressSlots; w.pending.Done() }()
 			cb.stored = compressBlock(codec, raw)
+			cb.crc = crc32c(cb.stored) // here too: off the appender
+			putBlockBuf(raw)           // only the stored bytes stay
 		}()
+	} else {
+		w.pooled = append(w.pooled, w.payload)
 	}
 	w.cur = BlockInfo{}
 	if final {
@@ -162,7 +170,29 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	// A partition that filled a block is busy: give the next block its full
 	// size up front instead of growing (and copying) it by doubling. The
 	// first block of a segment starts small, so idle partitions hold little.
-	w.payload = make([]byte, 0, min(w.opts.BlockSize+w.opts.BlockSize/8, MaxBlockPayload))
+	w.payload = getBlockBuf(min(w.opts.BlockSize+w.opts.BlockSize/8, MaxBlockPayload))
+}
+
+// blockBufs recycles full-size block buffers: a busy archiver fills one
+// per block, and allocating (and zeroing) each anew costs CPU and heap
+// growth (the garbage collector lets the heap grow to twice what is live).
+var blockBufs sync.Pool
+
+// getBlockBuf returns an empty buffer of capacity c, recycled if possible.
+func getBlockBuf(c int) []byte {
+	if p, ok := blockBufs.Get().(*[]byte); ok && cap(*p) == c {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, c)
+}
+
+// putBlockBuf recycles b (which nothing may reference any more) if it is a
+// full-size block buffer.
+func putBlockBuf(b []byte) {
+	if cap(b) >= 64<<10 {
+		b = b[:0]
+		blockBufs.Put(&b)
+	}
 }
 
 // CompressBlock returns a block payload's stored bytes under codec, as
@@ -177,14 +207,32 @@ func CompressBlock(codec Codec, raw []byte) []byte {
 
 // compressBlock compresses a block payload with codec (zstd or s2).
 func compressBlock(codec Codec, raw []byte) []byte {
+	// Compress into a recycled scratch buffer and keep an exact copy: a
+	// segment holds its closed blocks until it is committed, and a buffer
+	// sized for the worst case would hold several times the bytes.
+	var out []byte
 	if codec == CodecS2 {
-		out := s2.Encode(nil, raw) // allocates the worst case: keep only what is used
-		if cap(out) > 2*len(out) {
-			out = append(make([]byte, 0, len(out)), out...)
-		}
-		return out
+		out = s2.Encode(getScratch(s2.MaxEncodedLen(len(raw))), raw)
+	} else {
+		out = zstdEncoder().EncodeAll(raw, getScratch(len(raw)/2+64))
 	}
-	return zstdEncoder().EncodeAll(raw, make([]byte, 0, len(raw)/2+64))
+	stored := bytes.Clone(out)
+	putScratch(out)
+	return stored
+}
+
+var scratchBufs sync.Pool
+
+func getScratch(c int) []byte {
+	if p, ok := scratchBufs.Get().(*[]byte); ok && cap(*p) >= c {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, c)
+}
+
+func putScratch(b []byte) {
+	b = b[:0]
+	scratchBufs.Put(&b)
 }
 
 // closedBlock is a closed block: its uncompressed length and, once its
@@ -192,6 +240,7 @@ func compressBlock(codec Codec, raw []byte) []byte {
 type closedBlock struct {
 	rawLen int
 	stored []byte
+	crc    uint32 // CRC32C of stored
 }
 
 // compressSlots bounds concurrent block compressions process-wide to the
@@ -218,6 +267,16 @@ type SegmentInfo struct {
 // Finish closes the open block, appends the index and footer and returns the
 // segment bytes and their summary. The writer must not be used afterwards.
 func (w *SegmentWriter) Finish() ([]byte, SegmentInfo) {
+	body, info := w.FinishBody()
+	b := body.Bytes()
+	body.Release()
+	return b, info
+}
+
+// FinishBody is Finish without assembling the segment in one buffer: the
+// body references the blocks' stored bytes as they were compressed. The
+// writer must not be used afterwards.
+func (w *SegmentWriter) FinishBody() (*SegmentBody, SegmentInfo) {
 	w.closeBlock(true)
 	info := SegmentInfo{Start: w.start, End: w.next - 1, Records: w.records,
 		FirstOffset: w.firstRec, LastOffset: w.lastRec, Blocks: len(w.index.Blocks), UncompressedSize: int64(w.rawSize)}
@@ -228,32 +287,133 @@ func (w *SegmentWriter) Finish() ([]byte, SegmentInfo) {
 		info.GapOffsets[g.Reason] += g.Len()
 	}
 	w.pending.Wait()
-	size := segHeaderSize + footerSize + indexHeaderSize + 8 + len(w.index.Blocks)*blockEntrySize + len(w.index.Gaps)*gapEntrySize
-	for _, cb := range w.closed {
-		size += blockHeaderSize + len(cb.stored)
-	}
-	out := make([]byte, 0, size)
-	out = append(out, segMagic[:]...)
-	out = binary.LittleEndian.AppendUint16(out, objectVersion)
-	out = binary.LittleEndian.AppendUint16(out, 0)
+	// One buffer for the segment header and every block header, then the
+	// stored blocks in place, then one for the index and footer.
+	heads := make([]byte, 0, segHeaderSize+len(w.closed)*blockHeaderSize)
+	heads = append(heads, segMagic[:]...)
+	heads = binary.LittleEndian.AppendUint16(heads, objectVersion)
+	heads = binary.LittleEndian.AppendUint16(heads, 0)
+	body := &SegmentBody{pieces: make([][]byte, 0, 2*len(w.closed)+2)}
+	pos := int64(segHeaderSize)
+	prev := 0
 	for i, cb := range w.closed {
 		b := cb.stored
+		if w.opts.Codec == CodecNone {
+			cb.crc = crc32c(b)
+		}
 		bl := &w.index.Blocks[i]
-		bl.Position = int64(len(out))
+		bl.Position = pos
 		bl.Length = int64(blockHeaderSize + len(b))
-		out = append(out, byte(w.opts.Codec), 0, 0, 0)
-		out = binary.LittleEndian.AppendUint32(out, uint32(bl.Records))
-		out = binary.LittleEndian.AppendUint32(out, uint32(cb.rawLen))
-		out = binary.LittleEndian.AppendUint32(out, uint32(len(b)))
-		out = binary.LittleEndian.AppendUint32(out, crc32c(b))
-		out = append(out, b...)
+		heads = append(heads, byte(w.opts.Codec), 0, 0, 0)
+		heads = binary.LittleEndian.AppendUint32(heads, uint32(bl.Records))
+		heads = binary.LittleEndian.AppendUint32(heads, uint32(cb.rawLen))
+		heads = binary.LittleEndian.AppendUint32(heads, uint32(len(b)))
+		heads = binary.LittleEndian.AppendUint32(heads, cb.crc)
+		body.pieces = append(body.pieces, heads[prev:len(heads):len(heads)], b)
+		prev = len(heads)
+		pos += bl.Length
 	}
-	info.IndexPosition = int64(len(out))
-	out = AppendIndex(out, &w.index)
-	info.IndexLength = int64(len(out)) - info.IndexPosition
-	out = AppendFooter(out, Footer{IndexPosition: info.IndexPosition, IndexLength: info.IndexLength})
-	info.Size = int64(len(out))
-	info.CRC32C = crc32c(out)
-	w.closed, w.payload = nil, nil
-	return out, info
+	info.IndexPosition = pos
+	tail := AppendIndex(make([]byte, 0, indexHeaderSize+8+len(w.index.Blocks)*blockEntrySize+len(w.index.Gaps)*gapEntrySize+footerSize), &w.index)
+	info.IndexLength = int64(len(tail))
+	tail = AppendFooter(tail, Footer{IndexPosition: info.IndexPosition, IndexLength: info.IndexLength})
+	if len(w.closed) == 0 {
+		body.pieces = append(body.pieces, heads)
+	}
+	body.pieces = append(body.pieces, tail)
+	// The segment's CRC32C: blocks have theirs already, so large blocks are
+	// combined rather than read again (pieces alternate header, block).
+	var crc uint32
+	for i, p := range body.pieces {
+		body.size += int64(len(p))
+		if i%2 == 1 && i/2 < len(w.closed) && len(p) >= 64<<10 {
+			crc = crc32cCombine(crc, w.closed[i/2].crc, int64(len(p)))
+		} else {
+			crc = crc32.Update(crc, castagnoli, p)
+		}
+	}
+	info.Size, info.CRC32C = body.size, crc
+	body.pooled = w.pooled
+	w.closed, w.payload, w.pooled = nil, nil, nil
+	return body, info
+}
+
+// SegmentBody is a finished segment held as the pieces it was built from.
+// It is immutable: every Reader reads it from the start.
+type SegmentBody struct {
+	pieces [][]byte
+	size   int64
+	pooled [][]byte
+}
+
+// Release hands the body's buffers back for reuse by later segments. The
+// body and every reader of it must not be used afterwards; a body that is
+// never released is simply garbage collected.
+func (b *SegmentBody) Release() {
+	for _, p := range b.pooled {
+		putBlockBuf(p)
+	}
+	b.pieces, b.pooled, b.size = nil, nil, 0
+}
+
+// Size is the segment's length in bytes.
+func (b *SegmentBody) Size() int64 { return b.size }
+
+// Bytes returns the segment in one new buffer.
+func (b *SegmentBody) Bytes() []byte {
+	out := make([]byte, 0, b.size)
+	for _, p := range b.pieces {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// Reader returns a reader of the whole segment.
+func (b *SegmentBody) Reader() *SegmentReader { return &SegmentReader{pieces: b.pieces, left: b.size} }
+
+// SegmentReader reads a SegmentBody. WriteTo hands the pieces to the writer
+// as they are, without copying them through a buffer.
+type SegmentReader struct {
+	pieces [][]byte // shared with the body: never written
+	off    int      // bytes of pieces[0] already read
+	left   int64
+}
+
+// Len is the number of bytes not yet read.
+func (r *SegmentReader) Len() int { return int(r.left) }
+
+// Read implements io.Reader.
+func (r *SegmentReader) Read(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 && len(r.pieces) > 0 {
+		c := copy(p, r.pieces[0][r.off:])
+		p, n, r.off = p[c:], n+c, r.off+c
+		if r.off == len(r.pieces[0]) {
+			r.pieces, r.off = r.pieces[1:], 0
+		}
+	}
+	r.left -= int64(n)
+	if n == 0 && len(r.pieces) == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// WriteTo implements io.WriterTo.
+func (r *SegmentReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for len(r.pieces) > 0 {
+		n, err := w.Write(r.pieces[0][r.off:])
+		total += int64(n)
+		r.left -= int64(n)
+		r.off += n
+		if err != nil {
+			return total, err
+		}
+		if r.off < len(r.pieces[0]) {
+			return total, io.ErrShortWrite
+		}
+		r.pieces, r.off = r.pieces[1:], 0
+	}
+	return total, nil
 }

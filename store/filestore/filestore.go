@@ -188,6 +188,16 @@ func (s *Store) mkdirs(dir string) error {
 // copyExact copies exactly size bytes from r to w, failing if r yields
 // fewer or more, and stops when ctx is done.
 func copyExact(ctx context.Context, w io.Writer, r io.Reader, size int64) error {
+	// A reader that knows its length and writes itself (bytes.Reader, a
+	// manifest.SegmentReader) goes straight to the file: no copy through a
+	// 32 KiB buffer, one write per piece.
+	if lw, ok := r.(interface {
+		Len() int
+		io.WriterTo
+	}); ok && int64(lw.Len()) == size {
+		_, err := lw.WriteTo(w)
+		return err
+	}
 	cr := ctxReader{ctx: ctx, r: r}
 	n, err := io.CopyN(w, cr, size)
 	if err != nil {
