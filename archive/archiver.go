@@ -191,7 +191,9 @@ func (a *Archiver) Run(ctx context.Context) error {
 	if a.opts.ReadUncommitted {
 		isolation = kgo.ReadUncommitted()
 	}
-	copts := append([]kgo.Opt{}, a.opts.KafkaOpts...)
+	// Fetch sizes first: KafkaOpts may override them.
+	copts := []kgo.Opt{kgo.FetchMaxBytes(DefaultFetchMaxBytes), kgo.FetchMaxPartitionBytes(DefaultFetchMaxPartitionBytes)}
+	copts = append(copts, a.opts.KafkaOpts...)
 	copts = append(copts, kgo.FetchIsolationLevel(isolation), kgo.KeepControlRecords(),
 		kgo.FetchMaxWait(500*time.Millisecond), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	copts = append(copts, kafkaMetrics(a.opts.Registerer, clientData)...)

@@ -69,6 +69,9 @@ func runChild(tb testing.TB, cmd *exec.Cmd) procCost {
 	if err != nil {
 		tb.Fatalf("%s: %v\n%s", cmd, err, out.String())
 	}
+	if os.Getenv("KBACKUP_TEST_CHILD_OUTPUT") != "" { // e.g. with GODEBUG=gctrace=1 in the environment
+		tb.Log(out.String())
+	}
 	return c
 }
 

@@ -31,6 +31,16 @@ const (
 	DefaultCatalogInterval   = 5 * time.Minute
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultOnceAttempts      = 6
+	// DefaultFetchMaxBytes and DefaultFetchMaxPartitionBytes size the
+	// archiver's Kafka fetches (franz-go's defaults are 50 MiB and 1 MiB;
+	// Options.KafkaOpts override them). The client keeps about three
+	// fetches per broker in memory, decompressed: one the loop is
+	// archiving, one buffered, one arriving. The archiver spends longer on
+	// each fetch than a consumer that discards it, so smaller fetches keep
+	// that memory near a plain consumer's at the same throughput
+	// (docs/PERFORMANCE.md, "Memory bound").
+	DefaultFetchMaxBytes          = 16 << 20
+	DefaultFetchMaxPartitionBytes = 512 << 10
 	// DefaultGroup is the consumer group the CLI's archivers share
 	// partitions through unless told otherwise (Options.Group has no
 	// default: "" is standalone).
