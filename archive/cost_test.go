@@ -30,11 +30,12 @@ import (
 type procCost struct {
 	wall   time.Duration
 	cpu    time.Duration // user + system
+	sys    time.Duration // system alone (file writes, fsync, page faults)
 	maxRSS int64         // peak resident set, bytes
 }
 
 func (c procCost) add(o procCost) procCost {
-	return procCost{wall: c.wall + o.wall, cpu: c.cpu + o.cpu, maxRSS: max(c.maxRSS, o.maxRSS)}
+	return procCost{wall: c.wall + o.wall, cpu: c.cpu + o.cpu, sys: c.sys + o.sys, maxRSS: max(c.maxRSS, o.maxRSS)}
 }
 
 // runChild runs cmd to completion and returns its cost; a failure fails tb
@@ -65,7 +66,8 @@ func runChild(tb testing.TB, cmd *exec.Cmd) procCost {
 	}()
 	err := cmd.Wait()
 	close(done)
-	c := procCost{wall: time.Since(start), cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), maxRSS: <-peak}
+	c := procCost{wall: time.Since(start), cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(),
+		sys: cmd.ProcessState.SystemTime(), maxRSS: <-peak}
 	if err != nil {
 		tb.Fatalf("%s: %v\n%s", cmd, err, out.String())
 	}
@@ -234,6 +236,7 @@ func (r costReport) report(b *testing.B) {
 	b.ReportMetric(r.perGB(r.consumer.cpu), "consumer-cpu-s/GB")
 	b.ReportMetric(r.perGB(r.codecCPU), "codec-cpu-s/GB")
 	b.ReportMetric(r.perGB(r.archiver.cpu), "archive-cpu-s/GB")
+	b.ReportMetric(r.perGB(r.archiver.sys), "archive-sys-s/GB")
 	b.ReportMetric(r.cpuRatio(), "cpu-ratio")
 	b.ReportMetric(r.consumer.wall.Seconds()/r.archiver.wall.Seconds(), "tput-ratio")
 	b.ReportMetric(float64(r.consumer.maxRSS)/(1<<20), "consumer-rss-MiB")
@@ -242,9 +245,9 @@ func (r costReport) report(b *testing.B) {
 }
 
 func (r costReport) String() string {
-	return fmt.Sprintf("--compression %s: client CPU per GB of records: plain consumer %.2f s + codec alone %.2f s = %.2f s, archiver %.2f s: ratio %.2f (target <= 1.15); "+
+	return fmt.Sprintf("--compression %s: client CPU per GB of records: plain consumer %.2f s (system %.2f s) + codec alone %.2f s = %.2f s, archiver %.2f s (system %.2f s): ratio %.2f (target <= 1.15); "+
 		"wall-clock throughput archiver/consumer %.2f; peak RSS consumer %.0f MiB, archiver %.0f MiB: ratio %.2f (target <= 2)",
-		r.codec, r.perGB(r.consumer.cpu), r.perGB(r.codecCPU), r.perGB(r.consumer.cpu+r.codecCPU), r.perGB(r.archiver.cpu), r.cpuRatio(),
+		r.codec, r.perGB(r.consumer.cpu), r.perGB(r.consumer.sys), r.perGB(r.codecCPU), r.perGB(r.consumer.cpu+r.codecCPU), r.perGB(r.archiver.cpu), r.perGB(r.archiver.sys), r.cpuRatio(),
 		r.consumer.wall.Seconds()/r.archiver.wall.Seconds(),
 		float64(r.consumer.maxRSS)/(1<<20), float64(r.archiver.maxRSS)/(1<<20), float64(r.archiver.maxRSS)/float64(r.consumer.maxRSS))
 }
