@@ -196,21 +196,27 @@ func toRecordHeaders(r *kgo.Record, hdrs []manifest.Header) manifest.Record {
 	return out
 }
 
+// lastControl is the index of the last control marker in recs, -1 if none.
+func lastControl(recs []*kgo.Record) int {
+	for i := len(recs) - 1; i >= 0; i-- {
+		if recs[i].Attrs.IsControl() {
+			return i
+		}
+	}
+	return -1
+}
+
 // appendFetch adds one fetch's records for the partition to its open
 // segment, turning skipped offsets into gaps. It returns the data-loss
 // offsets it recorded.
 func (ps *partState) appendFetch(a *Archiver, fp *kgo.FetchPartition, now time.Time) (int64, error) {
 	var loss int64
 	first := true
-	// Is there a control marker later in this fetch? Aborted records show
-	// up as a gap before their producer's abort marker.
-	lastControl := -1
 	var hdrs []manifest.Header // reused: Append copies the record
-	for i, r := range fp.Records {
-		if r.Attrs.IsControl() {
-			lastControl = i
-		}
-	}
+	// Is there a control marker later in this fetch? Aborted records show
+	// up as a gap before their producer's abort marker. Found at the first
+	// gap, so a fetch without gaps is walked once.
+	lastCtl, lastCtlKnown := -1, false
 	for i, r := range fp.Records {
 		if r.Attrs.IsControl() || r.Attrs.IsTransactional() {
 			ps.sawTxn = true
@@ -220,7 +226,10 @@ func (ps *partState) appendFetch(a *Archiver, fp *kgo.FetchPartition, now time.T
 		}
 		w := ps.writer(a, now)
 		if r.Offset > ps.next {
-			for _, g := range ps.classifyGap(ps.next, r.Offset-1, ps.sawTxn || i <= lastControl, fp.LogStartOffset, first) {
+			if !lastCtlKnown {
+				lastCtl, lastCtlKnown = lastControl(fp.Records), true
+			}
+			for _, g := range ps.classifyGap(ps.next, r.Offset-1, ps.sawTxn || i <= lastCtl, fp.LogStartOffset, first) {
 				if g.reason == manifest.GapDataLoss {
 					loss += g.to - ps.next + 1
 					a.opts.Logger.Error("DATA LOSS: retention deleted records before they were archived",
