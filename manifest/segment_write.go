@@ -42,7 +42,7 @@ type SegmentWriter struct {
 	// overlaps with appending; Finish waits for them and lays out the
 	// segment.
 	closed  []*closedBlock
-	pooled  [][]byte // uncompressed (CodecNone) blocks from blockBufs, for SegmentBody.Release
+	pooled  [][]byte // uncompressed (CodecNone) full-size blocks, for SegmentBody.Release
 	pending sync.WaitGroup
 	rawSize int
 
@@ -154,16 +154,16 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	w.closed = append(w.closed, cb)
 	w.rawSize += len(w.payload)
 	if w.opts.Codec != CodecNone {
-		raw, codec := w.payload, w.opts.Codec
+		raw, codec, full := w.payload, w.opts.Codec, w.fullBlockCap()
 		compressSlots <- struct{}{} // blocks the appender while every core compresses: backpressure
 		w.pending.Add(1)
 		go func() {
 			defer func() { <-compressSlots; w.pending.Done() }()
 			cb.stored = compressBlock(codec, raw)
 			cb.crc = crc32c(cb.stored) // here too: off the appender
-			putBlockBuf(raw)           // only the stored bytes stay
+			putBlockBuf(raw, full)     // only the stored bytes stay
 		}()
-	} else {
+	} else if cap(w.payload) == w.fullBlockCap() {
 		w.pooled = append(w.pooled, w.payload)
 	}
 	w.cur = BlockInfo{}
@@ -194,9 +194,7 @@ func (w *SegmentWriter) grow(need int) {
 		b = make([]byte, 0, c)
 	}
 	b = append(b, w.payload...)
-	if cap(w.payload) == full {
-		putBlockBuf(w.payload)
-	}
+	putBlockBuf(w.payload, full)
 	w.payload = b
 }
 
@@ -231,9 +229,9 @@ func getBlockBuf(c int) []byte {
 }
 
 // putBlockBuf recycles b (which nothing may reference any more) if it is a
-// full-size block buffer.
-func putBlockBuf(b []byte) {
-	if cap(b) < 64<<10 {
+// full-size block buffer (capacity full).
+func putBlockBuf(b []byte, full int) {
+	if cap(b) != full {
 		return
 	}
 	select {
@@ -392,7 +390,7 @@ func (w *SegmentWriter) FinishBody() (*SegmentBody, SegmentInfo) {
 		}
 	}
 	info.Size, info.CRC32C = body.size, crc
-	body.pooled = w.pooled
+	body.pooled, body.pooledCap = w.pooled, w.fullBlockCap()
 	w.closed, w.payload, w.pooled = nil, nil, nil
 	return body, info
 }
@@ -400,9 +398,10 @@ func (w *SegmentWriter) FinishBody() (*SegmentBody, SegmentInfo) {
 // SegmentBody is a finished segment held as the pieces it was built from.
 // It is immutable: every Reader reads it from the start.
 type SegmentBody struct {
-	pieces [][]byte
-	size   int64
-	pooled [][]byte
+	pieces    [][]byte
+	size      int64
+	pooled    [][]byte
+	pooledCap int
 }
 
 // Release hands the body's buffers back for reuse by later segments. The
@@ -410,7 +409,7 @@ type SegmentBody struct {
 // never released is simply garbage collected.
 func (b *SegmentBody) Release() {
 	for _, p := range b.pooled {
-		putBlockBuf(p)
+		putBlockBuf(p, b.pooledCap)
 	}
 	b.pieces, b.pooled, b.size = nil, nil, 0
 }
