@@ -1,20 +1,27 @@
 package restore
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"runtime"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/internal/target"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
+	"github.com/kbackup/kbackup/testenv"
 )
 
 // countingStore counts the requests made to a store.
@@ -95,68 +102,277 @@ func synthArchive(tb testing.TB, st store.Store, topic string, parts int32, tota
 	return perPart
 }
 
-// BenchmarkRestoreThroughput restores a synthetic archive into kfake and,
-// in the same run, writes the same records with a plain franz-go producer
-// to the same cluster; "ratio" is restore throughput / producer
-// throughput (target >= 0.8).
+// BenchmarkRestoreThroughput restores a synthetic archive (160 MB of
+// 200-byte records on 4 partitions, 1 MiB blocks) and, in the same run and
+// against the same cluster, measures the two things a restore cannot avoid
+// doing: a plain franz-go producer writing the same records (decoded before
+// its round, so its input is free) and decoding the archive alone (reading,
+// CRC-checking, decompressing and parsing every block, records discarded).
+//
+// The broker is kfake in a child process (kfakeProcess), so this process's
+// CPU time (getrusage) is the client's alone, whatever else runs on the
+// machine. Reported per sub-benchmark (one per archive codec):
+//
+//   - cpu-ratio: restore CPU / (plain producer CPU + decode CPU), target
+//     <= 1.15;
+//   - ratio: restore throughput / plain producer throughput (wall clock,
+//     noisy on a shared machine), target >= 0.8 from an uncompressed
+//     archive;
+//   - the CPU seconds per million records of each side.
+//
+// Each iteration runs every side twice, in opposite orders (restore,
+// producer, decode; then decode, producer, restore), into fresh target
+// topics created beforehand; each side starts from a collected heap.
 func BenchmarkRestoreThroughput(b *testing.B) {
-	st, _ := newStore(b)
-	const parts = 4
-	perPart := synthArchive(b, st, "tp", parts, restoreBenchBytes, 200, 4<<20, 1<<20, manifest.CodecZstd)
-	total := perPart * parts
-	c := newCluster(b)
-	var restoreDur, plainDur time.Duration
-	b.SetBytes(restoreBenchBytes)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		dst := fmt.Sprintf("restored-%d", i)
-		b.StopTimer()
-		runtime.GC() // each side starts with a clean heap
-		b.StartTimer()
-		start := time.Now()
-		_, err := Run(context.Background(), Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)},
-			Topics: mustSel(b, "tp"), Rename: map[string]string{"tp": dst}, ID: dst, Logger: testLogger(b)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		restoreDur += time.Since(start)
+	for _, codec := range []manifest.Codec{manifest.CodecZstd, manifest.CodecNone} {
+		b.Run("compression="+codec.String(), func(b *testing.B) {
+			st, _ := newStore(b)
+			const parts = 4
+			perPart := synthArchive(b, st, "tp", parts, restoreBenchBytes, 200, 4<<20, 1<<20, codec)
+			total := perPart * parts
+			addrs := kfakeProcess(b)
+			var restore, plain, decode cost
+			round := 0
+			b.SetBytes(restoreBenchBytes)
+			for b.Loop() {
+				for _, order := range []string{"rpd", "dpr"} {
+					for _, side := range order {
+						round++
+						switch side {
+						case 'r':
+							restore.add(benchRestore(b, st, addrs, parts, total, fmt.Sprintf("restored-%d", round)))
+						case 'p':
+							plain.add(benchPlain(b, st, addrs, parts, fmt.Sprintf("plain-%d", round)))
+						case 'd':
+							decode.add(benchDecode(b, st, parts, total))
+						}
+					}
+				}
+			}
+			m := float64(restore.n) * float64(total) / 1e6 // million records per side
+			b.ReportMetric(restore.cpu.Seconds()/(plain.cpu+decode.cpu).Seconds(), "cpu-ratio")
+			b.ReportMetric(plain.wall.Seconds()/restore.wall.Seconds(), "ratio")
+			b.ReportMetric(restore.cpu.Seconds()/m, "restore-cpu-s/Mrec")
+			b.ReportMetric(plain.cpu.Seconds()/m, "producer-cpu-s/Mrec")
+			b.ReportMetric(decode.cpu.Seconds()/m, "decode-cpu-s/Mrec")
+			b.ReportMetric(m*1e6/restore.wall.Seconds(), "restore-records/s")
+			b.ReportMetric(m*1e6/plain.wall.Seconds(), "producer-records/s")
+		})
+	}
+}
 
-		b.StopTimer()
-		createTopic(b, c, "plain-"+dst, parts, nil)
-		cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
-			kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(1<<20))
+// cost sums the process CPU time and the wall-clock time of rounds.
+type cost struct {
+	cpu, wall time.Duration
+	n         int
+}
+
+func (c *cost) add(o cost) { c.cpu, c.wall, c.n = c.cpu+o.cpu, c.wall+o.wall, c.n+1 }
+
+// measure runs f from a collected heap and returns this process's CPU time
+// and the wall-clock time it took.
+func measure(f func()) cost {
+	runtime.GC()
+	cpu, start := testenv.ProcessCPU(), time.Now()
+	f()
+	return cost{cpu: testenv.ProcessCPU() - cpu, wall: time.Since(start)}
+}
+
+// benchRestore restores topic "tp" of st as dst (created beforehand, as
+// for the plain producer) into the cluster at addrs.
+func benchRestore(b testing.TB, st store.Store, addrs []string, parts int32, total int64, dst string) cost {
+	b.Helper()
+	adm := benchAdmin(b, addrs)
+	defer adm.Close()
+	benchCreate(b, adm, dst, parts)
+	c := timeRestore(b, Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(addrs...)},
+		Topics: mustSel(b, "tp"), Rename: map[string]string{"tp": dst}, ID: dst, Logger: testLogger(b)}, total)
+	benchDelete(b, adm, dst)
+	return c
+}
+
+// timeRestore measures the restore o, which must restore total records.
+func timeRestore(tb testing.TB, o Options, total int64) cost {
+	tb.Helper()
+	return measure(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		sum, err := Run(ctx, o)
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
-		// The plain producer's input is free: decoded before its round,
-		// and only for it (the restore rounds do not mark it in GC).
-		plain := decodedRecords(b, st, "tp", parts, "plain-"+dst)
-		runtime.GC()
-		b.StartTimer()
-		start = time.Now()
+		if sum.Records != total {
+			tb.Fatalf("restored %d records, want %d", sum.Records, total)
+		}
+	})
+}
+
+// benchPlain writes the records of "tp" to dst with a plain franz-go
+// producer (the restore's producer settings: idempotent, acks=all, 5 ms
+// linger, manual partitioning). Its input is decoded before it is timed.
+func benchPlain(b testing.TB, st store.Store, addrs []string, parts int32, dst string) cost {
+	b.Helper()
+	adm := benchAdmin(b, addrs)
+	defer adm.Close()
+	benchCreate(b, adm, dst, parts)
+	c := timePlain(b, st, addrs, parts, dst)
+	benchDelete(b, adm, dst)
+	return c
+}
+
+// timePlain measures a plain producer writing the records of "tp" in st
+// to dst (an existing topic) at addrs; the records are decoded first.
+func timePlain(tb testing.TB, st store.Store, addrs []string, parts int32, dst string) cost {
+	tb.Helper()
+	recs := decodedRecords(tb, st, "tp", parts, dst)
+	c := measure(func() {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+			kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(1<<20), kgo.RequiredAcks(kgo.AllISRAcks()))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		defer cl.Close()
 		var perr atomic.Value
 		promise := func(_ *kgo.Record, err error) {
 			if err != nil {
 				perr.Store(err)
 			}
 		}
-		for _, r := range plain {
+		for _, r := range recs {
 			cl.Produce(context.Background(), r, promise)
 		}
 		if err := cl.Flush(context.Background()); err != nil {
+			tb.Fatal(err)
+		}
+		if err, _ := perr.Load().(error); err != nil {
+			tb.Fatal(err)
+		}
+	})
+	runtime.KeepAlive(recs)
+	return c
+}
+
+// benchDecode reads every record of "tp" from st as the restore's lanes do
+// (manifest Scan, one goroutine per partition) and discards it.
+func benchDecode(b testing.TB, st store.Store, parts int32, total int64) cost {
+	b.Helper()
+	var n atomic.Int64
+	return measure(func() {
+		a, err := manifest.Open(context.Background(), st)
+		if err != nil {
 			b.Fatal(err)
 		}
-		plainDur += time.Since(start)
-		cl.Close()
-		if err, _ := perr.Load().(error); err != nil {
-			b.Fatal(err)
+		var wg sync.WaitGroup
+		errs := make(chan error, parts)
+		for p := int32(0); p < parts; p++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var k int64
+				errs <- a.Partition("tp", manifest.TopicID{0xbe, 0x7c}, p).Scan(context.Background(), 0, -1, func(it manifest.ScanItem) error {
+					if it.Record != nil {
+						k++
+					}
+					return nil
+				})
+				n.Add(k)
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		if n.Load() != total {
+			b.Fatalf("decoded %d records, want %d", n.Load(), total)
+		}
+	})
+}
+
+func benchAdmin(b testing.TB, addrs []string) *kadm.Client {
+	b.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return kadm.NewClient(cl)
+}
+
+func benchCreate(b testing.TB, adm *kadm.Client, topic string, parts int32) {
+	b.Helper()
+	resp, err := adm.CreateTopic(context.Background(), parts, 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		b.Fatalf("create topic %s: %v", topic, err)
+	}
+}
+
+// benchDelete deletes a finished round's topic (kfake keeps every record
+// in memory).
+func benchDelete(b testing.TB, adm *kadm.Client, topic string) {
+	b.Helper()
+	resp, err := adm.DeleteTopic(context.Background(), topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		b.Fatalf("delete topic %s: %v", topic, err)
+	}
+}
+
+// kfakeProcess starts a one-broker kfake cluster in a child process (this
+// test binary running TestKfakeProcessChild) and returns its addresses.
+// The broker's CPU is then not this process's: getrusage measures the
+// client alone. The child exits when its stdin closes (at cleanup, or
+// when this process dies).
+func kfakeProcess(tb testing.TB) []string {
+	tb.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKfakeProcessChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "KBACKUP_KFAKE_CHILD=1")
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Wait()
+	})
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if addrs, ok := strings.CutPrefix(sc.Text(), "kfake listening on "); ok {
+			go func() { _, _ = io.Copy(io.Discard, stdout) }()
+			return strings.Split(addrs, ",")
 		}
 	}
-	restoreRate := float64(total*int64(b.N)) / restoreDur.Seconds()
-	plainRate := float64(total*int64(b.N)) / plainDur.Seconds()
-	b.ReportMetric(restoreRate, "restore-records/s")
-	b.ReportMetric(plainRate, "producer-records/s")
-	b.ReportMetric(restoreRate/plainRate, "ratio")
+	tb.Fatalf("the kfake child process did not start: %v", sc.Err())
+	return nil
+}
+
+// TestKfakeProcessChild is kfakeProcess's child: it serves a kfake cluster
+// until its stdin closes.
+func TestKfakeProcessChild(t *testing.T) {
+	if os.Getenv("KBACKUP_KFAKE_CHILD") == "" {
+		t.Skip("only runs as kfakeProcess's child process")
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Printf("kfake listening on %s\n", strings.Join(c.ListenAddrs(), ","))
+	_, _ = io.Copy(io.Discard, os.Stdin)
 }
 
 // decodedRecords returns the records of topic's parts partitions in st as

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -363,13 +362,19 @@ func TestRestoreRealKafka(t *testing.T) {
 	})
 }
 
-// realThroughput restores a synthetic archive (4 partitions, 32 MB of
-// 200-byte records, zstd) into the single-node cluster and, in the same
-// run, writes the same records with a plain franz-go producer (same
-// linger and buffering, idempotent, acks=all) into another topic, and
-// logs both rates. It measures; it asserts only that both completed.
+// realThroughput compares, against the single-node cluster k2 and in one
+// run, a restore of a synthetic archive (4 partitions, 160 MB of 200-byte
+// records, 1 MiB blocks) with the two things a restore cannot avoid: a
+// plain franz-go producer writing the same records (the restore's producer
+// settings; its input decoded beforehand, so free) and decoding the archive
+// alone (benchDecode). Per archive codec (zstd, none) it logs the client
+// CPU ratio restore / (producer + decode) — this process's CPU time; the
+// broker's is in its JVM — and the throughput ratio restore / producer,
+// plus every round (restore round 0 is the process's first restore:
+// docs/PERFORMANCE.md, "First run"). Each side runs twice, in opposite
+// orders, into topics created beforehand. It measures; it asserts only
+// that every side completed.
 func realThroughput(t *testing.T, k2 *testenv.Kafka) {
-	st, _ := newStore(t)
 	const parts = 4
 	// 160 MB (fixed start costs are small beside it); a tenth under the
 	// race detector, whose rates mean little.
@@ -377,56 +382,54 @@ func realThroughput(t *testing.T, k2 *testenv.Kafka) {
 	if testenv.RaceEnabled() {
 		size /= 10
 	}
-	perPart := synthArchive(t, st, "tp", parts, size, 200, 4<<20, 1<<20, manifest.CodecZstd)
-	total := perPart * parts
-	cl := k2.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond),
-		kgo.MaxBufferedRecords(1<<20), kgo.RequiredAcks(kgo.AllISRAcks()))
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var plainCPU, restoreCPU time.Duration // this process's CPU time in each side's runs
-	producePlain := func(topic string) time.Duration {
-		k2.CreateTopic(t, topic, parts, 1, nil)
-		// Decoded for this round only, so the restore rounds do not pay
-		// GC marking for them.
-		plain := decodedRecords(t, st, "tp", parts, topic)
-		runtime.GC()
-		cpu, start := testenv.ProcessCPU(), time.Now()
-		for _, r := range plain {
-			cl.Produce(ctx, r, nil)
+	adm := k2.Admin(t)
+	drop := func(topic string) {
+		if _, err := adm.DeleteTopic(context.Background(), topic); err != nil {
+			t.Logf("delete %s: %v", topic, err)
 		}
-		if err := cl.Flush(ctx); err != nil {
-			t.Fatal(err)
-		}
-		d := time.Since(start)
-		plainCPU += testenv.ProcessCPU() - cpu
-		return d
 	}
-	producePlain("warm-up") // a cold broker (JIT) would favour whatever runs second
-	plainCPU = 0
-	var restoreDur, plainDur time.Duration
-	for i := 0; i < 2; i++ {
-		dst := fmt.Sprintf("tp-restored-%d", i)
-		k2.CreateTopic(t, dst, parts, 1, nil)
-		runtime.GC()
-		cpu, start := testenv.ProcessCPU(), time.Now()
-		sum := realRestore(t, st, k2.Brokers(), "tp", dst, nil)
-		d := time.Since(start)
-		restoreCPU += testenv.ProcessCPU() - cpu
-		if sum.Records != total {
-			t.Fatalf("restored %d records, want %d", sum.Records, total)
+	// A cold broker (JIT) would favour whatever runs second.
+	warm, _ := newStore(t)
+	synthArchive(t, warm, "tp", parts, size/4, 200, 4<<20, 1<<20, manifest.CodecZstd)
+	k2.CreateTopic(t, "warm-up", parts, 1, nil)
+	timePlain(t, warm, k2.Brokers(), parts, "warm-up")
+	drop("warm-up")
+	for _, codec := range []manifest.Codec{manifest.CodecZstd, manifest.CodecNone} {
+		st, _ := newStore(t)
+		total := synthArchive(t, st, "tp", parts, size, 200, 4<<20, 1<<20, codec) * parts
+		var restore, plain, decode cost
+		for i, order := range []string{"rpd", "dpr"} {
+			for _, side := range order {
+				switch side {
+				case 'r':
+					dst := fmt.Sprintf("tp-%s-restored-%d", codec, i)
+					k2.CreateTopic(t, dst, parts, 1, nil)
+					o := realOpts(t, st, k2.Brokers(), "tp", dst)
+					o.CheckpointInterval = 0 // the default
+					c := timeRestore(t, o, total)
+					restore.add(c)
+					drop(dst)
+					t.Logf("%s round %d: restore %s, CPU %s", codec, i, c.wall.Round(time.Millisecond), c.cpu.Round(time.Millisecond))
+				case 'p':
+					dst := fmt.Sprintf("tp-%s-plain-%d", codec, i)
+					k2.CreateTopic(t, dst, parts, 1, nil)
+					c := timePlain(t, st, k2.Brokers(), parts, dst)
+					plain.add(c)
+					drop(dst)
+					t.Logf("%s round %d: plain producer %s, CPU %s", codec, i, c.wall.Round(time.Millisecond), c.cpu.Round(time.Millisecond))
+				case 'd':
+					c := benchDecode(t, st, parts, total)
+					decode.add(c)
+					t.Logf("%s round %d: decode alone %s, CPU %s", codec, i, c.wall.Round(time.Millisecond), c.cpu.Round(time.Millisecond))
+				}
+			}
 		}
-		p := producePlain(fmt.Sprintf("plain-%d", i))
-		t.Logf("round %d: restore %s, plain producer %s", i, d.Round(time.Millisecond), p.Round(time.Millisecond))
-		restoreDur += d
-		plainDur += p
+		m := float64(restore.n) * float64(total) / 1e6
+		t.Logf("real Kafka (1 broker), archive %s, %d records of 200 B on 4 partitions: restore %.0f records/s, plain producer %.0f records/s: throughput ratio %.2f",
+			codec, total, m*1e6/restore.wall.Seconds(), m*1e6/plain.wall.Seconds(), plain.wall.Seconds()/restore.wall.Seconds())
+		t.Logf("real Kafka, archive %s: client CPU per million records: restore %.3f s, plain producer %.3f s, decode alone %.3f s: cpu-ratio %.2f (restore / (producer + decode))",
+			codec, restore.cpu.Seconds()/m, plain.cpu.Seconds()/m, decode.cpu.Seconds()/m, restore.cpu.Seconds()/(plain.cpu+decode.cpu).Seconds())
 	}
-	rr, pr := float64(2*total)/restoreDur.Seconds(), float64(2*total)/plainDur.Seconds()
-	t.Logf("real Kafka (1 broker): restore %.0f records/s, plain producer %.0f records/s (%d records of 200 B, 4 partitions): ratio %.2f",
-		rr, pr, total, rr/pr)
-	// The client-side CPU per million records (the broker's is in its JVM).
-	m := float64(2*total) / 1e6
-	t.Logf("client CPU per million records: plain producer %.2f s, restore %.2f s (%.1fx)",
-		plainCPU.Seconds()/m, restoreCPU.Seconds()/m, restoreCPU.Seconds()/plainCPU.Seconds())
 }
 
 // TestRealKafkaRestoreChild is the restore process TestRestoreRealKafka
