@@ -52,8 +52,13 @@ const (
 	DefaultConcurrency = 8
 	// DefaultReadAhead is Options.ReadAhead's zero value.
 	DefaultReadAhead = 4
-	// DefaultMaxInFlightBytes is Options.MaxInFlightBytes' zero value.
-	DefaultMaxInFlightBytes = 32 << 20
+	// DefaultMaxInFlightBytes is Options.MaxInFlightBytes' zero value:
+	// more than franz-go puts on the wire for one partition (at most 5
+	// produce requests per broker in flight, one batch of at most 1 MiB
+	// per partition in each) plus the batch being filled. More only waits
+	// in the producer's buffer, costing memory and CPU (garbage-collector
+	// marking, cache misses), not throughput (docs/PERFORMANCE.md).
+	DefaultMaxInFlightBytes = 8 << 20
 	// DefaultCheckpointInterval is Options.CheckpointInterval's zero value.
 	DefaultCheckpointInterval = 2 * time.Second
 	// DefaultResumeSettle is Options.ResumeSettle's zero value.
@@ -156,7 +161,7 @@ type Options struct {
 	ReadAhead int
 	// MaxInFlightBytes bounds the record bytes a lane has handed to the
 	// producer and not yet seen acknowledged. 0 = DefaultMaxInFlightBytes
-	// (32 MiB). Together with ReadAhead and Concurrency it bounds the
+	// (8 MiB). Together with ReadAhead and Concurrency it bounds the
 	// restore's memory.
 	MaxInFlightBytes int64
 	// CheckpointInterval is how often a lane stores its progress. 0 =
