@@ -266,6 +266,11 @@ func (p *PartitionLog) RepairHead(ctx context.Context, head *Commit) error {
 
 // readRange reads bytes [off, off+n) of the commit's segment.
 func (p *PartitionLog) readRange(ctx context.Context, c *Commit, off, n int64) ([]byte, error) {
+	if n >= 0 && n <= maxPreallocRead {
+		// The length is known: one buffer, no growing and copying.
+		b := make([]byte, n)
+		return b, p.readRangeInto(ctx, c, off, b)
+	}
 	rc, err := p.st.GetRange(ctx, c.SegmentKey, c.SegmentOffset+off, n)
 	if err != nil {
 		return nil, fmt.Errorf("read segment %s: %w", c.SegmentKey, err)
@@ -279,6 +284,29 @@ func (p *PartitionLog) readRange(ctx context.Context, c *Commit, off, n int64) (
 		return nil, fmt.Errorf("segment %s: %w", c.SegmentKey, corruptf("truncated: %d of %d bytes at %d", len(b), n, off))
 	}
 	return b, nil
+}
+
+// maxPreallocRead is the largest range readRange reads into a buffer of the
+// range's length allocated up front (larger ones, whose lengths come from
+// possibly corrupt metadata, grow with what the store returns).
+const maxPreallocRead = 64 << 20
+
+// readRangeInto reads len(b) bytes at off of the commit's segment into b.
+func (p *PartitionLog) readRangeInto(ctx context.Context, c *Commit, off int64, b []byte) error {
+	n := int64(len(b))
+	rc, err := p.st.GetRange(ctx, c.SegmentKey, c.SegmentOffset+off, n)
+	if err != nil {
+		return fmt.Errorf("read segment %s: %w", c.SegmentKey, err)
+	}
+	defer rc.Close()
+	k, err := io.ReadFull(rc, b)
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return fmt.Errorf("segment %s: %w", c.SegmentKey, corruptf("truncated: %d of %d bytes at %d", k, n, off))
+	}
+	if err != nil {
+		return fmt.Errorf("read segment %s: %w", c.SegmentKey, err)
+	}
+	return nil
 }
 
 // ReadIndex reads the commit's segment index with one ranged GET and checks
@@ -360,11 +388,57 @@ func CheckIndex(c *Commit, ix *Index) error {
 
 // ReadBlock reads and decodes one block of the commit's segment.
 func (p *PartitionLog) ReadBlock(ctx context.Context, c *Commit, bi BlockInfo) ([]Record, error) {
+	return p.readBlockInto(ctx, nil, c, bi)
+}
+
+// BlockBuffers supplies the buffers ScanBuffered reads and decompresses
+// blocks into, e.g. recycled ones.
+type BlockBuffers interface {
+	// Get returns a buffer of length n (its contents are overwritten).
+	Get(n int) []byte
+	// Put takes back a buffer from Get that no record aliases (a
+	// compressed block's stored bytes, or the buffers of a block that
+	// failed to read or decode).
+	Put(b []byte)
+}
+
+// readBlockBuffered is readBlockInto with the block's buffers from bufs.
+// It returns the buffer the records alias (ScanItem.Buffer).
+func (p *PartitionLog) readBlockBuffered(ctx context.Context, recs []Record, bufs BlockBuffers, c *Commit, bi BlockInfo) ([]Record, []byte, error) {
+	if bi.Length < blockHeaderSize || bi.Length > blockHeaderSize+MaxBlockPayload {
+		return nil, nil, fmt.Errorf("segment %s: %w", c.SegmentKey, corruptf("block at byte %d: length %d out of range", bi.Position, bi.Length))
+	}
+	raw := bufs.Get(int(bi.Length))
+	if err := p.readRangeInto(ctx, c, bi.Position, raw); err != nil {
+		bufs.Put(raw)
+		return nil, nil, err
+	}
+	var out []byte
+	recs, inRaw, err := decodeBlock(recs, raw, bi, func(n int) []byte {
+		out = bufs.Get(n)
+		return out
+	})
+	if err != nil {
+		bufs.Put(raw)
+		if out != nil {
+			bufs.Put(out)
+		}
+		return nil, nil, fmt.Errorf("segment %s: %w", c.SegmentKey, err)
+	}
+	if inRaw {
+		return recs, raw, nil
+	}
+	bufs.Put(raw)
+	return recs, out, nil
+}
+
+// readBlockInto is ReadBlock decoding into recs (DecodeBlockInto).
+func (p *PartitionLog) readBlockInto(ctx context.Context, recs []Record, c *Commit, bi BlockInfo) ([]Record, error) {
 	b, err := p.readRange(ctx, c, bi.Position, bi.Length)
 	if err != nil {
 		return nil, err
 	}
-	recs, err := DecodeBlock(b, bi)
+	recs, err = DecodeBlockInto(recs, b, bi)
 	if err != nil {
 		return nil, fmt.Errorf("segment %s: %w", c.SegmentKey, err)
 	}

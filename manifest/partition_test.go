@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/filestore"
@@ -169,6 +170,57 @@ func TestPartitionChain(t *testing.T) {
 	if len(seen) != 27 {
 		t.Fatalf("scan saw %d offsets", len(seen))
 	}
+
+	// ScanReusing yields what Scan does (its Record structs are reused
+	// from block to block: copied here before the callback returns).
+	collect := func(scan func(context.Context, int64, int64, func(ScanItem) error) error) (recs []Record, gaps []Gap) {
+		err := scan(ctx, 0, -1, func(it ScanItem) error {
+			if it.Record != nil {
+				recs = append(recs, *it.Record)
+			} else {
+				gaps = append(gaps, it.Gap)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs, gaps
+	}
+	wantRecs, wantGaps := collect(p.Scan)
+	gotRecs, gotGaps := collect(p.ScanReusing)
+	if len(wantRecs) < 50 || !reflect.DeepEqual(gotRecs, wantRecs) || !reflect.DeepEqual(gotGaps, wantGaps) {
+		t.Fatalf("ScanReusing differs from Scan:\n%+v %+v\n%+v %+v", gotRecs, gotGaps, wantRecs, wantGaps)
+	}
+	// ScanBuffered too; every buffer it gets is put back or handed out
+	// with the records that alias it.
+	bufs := &countingBuffers{out: map[*byte]bool{}}
+	var handed [][]byte
+	gotRecs, gotGaps = collect(func(ctx context.Context, from, to int64, fn func(ScanItem) error) error {
+		return p.ScanBuffered(ctx, from, to, bufs, func(it ScanItem) error {
+			if it.Record != nil {
+				if len(it.Buffer) == 0 || !bufs.out[&it.Buffer[0]] {
+					t.Fatalf("record %d: buffer not from the BlockBuffers", it.Record.Offset)
+				}
+				if v := it.Record.Value; len(v) > 0 && !aliases(it.Buffer, v) {
+					t.Fatalf("record %d: value does not alias its buffer", it.Record.Offset)
+				}
+				if len(handed) == 0 || &handed[len(handed)-1][0] != &it.Buffer[0] {
+					handed = append(handed, it.Buffer)
+				}
+			}
+			return fn(it)
+		})
+	})
+	if !reflect.DeepEqual(gotRecs, wantRecs) || !reflect.DeepEqual(gotGaps, wantGaps) {
+		t.Fatalf("ScanBuffered differs from Scan:\n%+v %+v\n%+v %+v", gotRecs, gotGaps, wantRecs, wantGaps)
+	}
+	for _, b := range handed {
+		delete(bufs.out, &b[0])
+	}
+	if len(bufs.out) != 0 {
+		t.Fatalf("%d buffers neither put back nor handed out with records", len(bufs.out))
+	}
 }
 
 func TestFencing(t *testing.T) {
@@ -260,4 +312,28 @@ func TestCatalogAtOrBefore(t *testing.T) {
 			t.Fatalf("GroupsAt(%d) = %+v, %v", tc.at, got, err)
 		}
 	}
+}
+
+// countingBuffers is a BlockBuffers that hands out fresh buffers and
+// tracks those not put back.
+type countingBuffers struct{ out map[*byte]bool }
+
+func (c *countingBuffers) Get(n int) []byte {
+	b := make([]byte, n)
+	c.out[&b[0]] = true
+	return b
+}
+
+func (c *countingBuffers) Put(b []byte) {
+	if !c.out[&b[0]] {
+		panic("Put of a buffer not from Get")
+	}
+	delete(c.out, &b[0])
+}
+
+// aliases reports whether v lies within b.
+func aliases(b, v []byte) bool {
+	start, end := uintptr(unsafe.Pointer(&b[0])), uintptr(unsafe.Pointer(&b[0]))+uintptr(len(b))
+	p := uintptr(unsafe.Pointer(&v[0]))
+	return p >= start && p < end
 }

@@ -14,6 +14,10 @@ type ScanItem struct {
 	Record *Record
 	Gap    Gap
 	Commit *Commit // the commit the item belongs to
+	// Buffer is, with ScanBuffered, the buffer (from its BlockBuffers) the
+	// record's bytes alias: the caller gives it back with Put once done
+	// with every record of it. Records of one block share it.
+	Buffer []byte
 }
 
 // errStopScan ends a scan early without an error.
@@ -27,6 +31,36 @@ var StopScan = errStopScan
 // with one LIST, then reads one commit, one index and the needed blocks at a
 // time, so memory is bounded by one block. Gaps are clipped to the range.
 func (p *PartitionLog) Scan(ctx context.Context, from, to int64, fn func(ScanItem) error) error {
+	return p.scan(ctx, from, to, nil, fn)
+}
+
+// ScanReusing is Scan for a caller that is done with each record when fn
+// returns: the Record structs are reused from block to block (one slice
+// per scan instead of one per block), so a *Record handed to fn is valid
+// only until fn returns. The byte slices it holds (key, value, header
+// values) stay valid: they alias the block's own buffer, which is never
+// reused.
+func (p *PartitionLog) ScanReusing(ctx context.Context, from, to int64, fn func(ScanItem) error) error {
+	return p.scan(ctx, from, to, &scanBufs{}, fn)
+}
+
+// ScanBuffered is ScanReusing with every block read (and decompressed)
+// into buffers from bufs; each record's ScanItem.Buffer is the buffer its
+// bytes alias, which the caller Puts back once done with all its records
+// (one that is never put back is simply garbage).
+func (p *PartitionLog) ScanBuffered(ctx context.Context, from, to int64, bufs BlockBuffers, fn func(ScanItem) error) error {
+	return p.scan(ctx, from, to, &scanBufs{bufs: bufs}, fn)
+}
+
+// scanBufs are a scan's reused Record structs and its block buffers.
+type scanBufs struct {
+	recs []Record
+	bufs BlockBuffers // nil: fresh buffers
+}
+
+// scan is Scan; a non-nil reuse holds the Record slice blocks are decoded
+// into and the block buffers.
+func (p *PartitionLog) scan(ctx context.Context, from, to int64, reuse *scanBufs, fn func(ScanItem) error) error {
 	if from < 0 {
 		from = 0
 	}
@@ -38,7 +72,7 @@ func (p *PartitionLog) Scan(ctx context.Context, from, to int64, fn func(ScanIte
 		return err
 	}
 	for {
-		if err := p.scanCommit(ctx, c, from, to, fn); err != nil {
+		if err := p.scanCommit(ctx, c, from, to, reuse, fn); err != nil {
 			if errors.Is(err, errStopScan) {
 				return nil
 			}
@@ -58,7 +92,7 @@ func (p *PartitionLog) Scan(ctx context.Context, from, to int64, fn func(ScanIte
 	}
 }
 
-func (p *PartitionLog) scanCommit(ctx context.Context, c *Commit, from, to int64, fn func(ScanItem) error) error {
+func (p *PartitionLog) scanCommit(ctx context.Context, c *Commit, from, to int64, reuse *scanBufs, fn func(ScanItem) error) error {
 	ix, err := p.ReadIndex(ctx, c)
 	if err != nil {
 		return err
@@ -96,9 +130,21 @@ func (p *PartitionLog) scanCommit(ctx context.Context, c *Commit, from, to int64
 		return nil
 	}
 	for ; bi < len(ix.Blocks) && ix.Blocks[bi].FirstOffset <= last; bi++ {
-		recs, err := p.ReadBlock(ctx, c, ix.Blocks[bi])
+		var recs []Record
+		var buffer []byte
+		switch {
+		case reuse == nil:
+			recs, err = p.ReadBlock(ctx, c, ix.Blocks[bi])
+		case reuse.bufs == nil:
+			recs, err = p.readBlockInto(ctx, reuse.recs, c, ix.Blocks[bi])
+		default:
+			recs, buffer, err = p.readBlockBuffered(ctx, reuse.recs, reuse.bufs, c, ix.Blocks[bi])
+		}
 		if err != nil {
 			return err
+		}
+		if reuse != nil {
+			reuse.recs = recs
 		}
 		for j := range recs {
 			r := &recs[j]
@@ -115,7 +161,7 @@ func (p *PartitionLog) scanCommit(ctx context.Context, c *Commit, from, to int64
 			if r.Offset < from {
 				continue
 			}
-			if err := fn(ScanItem{Record: r, Commit: c}); err != nil {
+			if err := fn(ScanItem{Record: r, Commit: c, Buffer: buffer}); err != nil {
 				return err
 			}
 		}

@@ -177,27 +177,43 @@ func CheckSegmentHeader(b []byte) error {
 // payload, exactly bi.Length bytes) and returns its records, which alias a
 // fresh buffer. It checks the records against bi.
 func DecodeBlock(b []byte, bi BlockInfo) ([]Record, error) {
+	return DecodeBlockInto(nil, b, bi)
+}
+
+// DecodeBlockInto is DecodeBlock decoding into recs[:0] (grown when too
+// short): a caller done with one block's Record structs reuses them for the
+// next. The byte slices of the records alias a fresh buffer, as with
+// DecodeBlock.
+func DecodeBlockInto(recs []Record, b []byte, bi BlockInfo) ([]Record, error) {
+	recs, _, err := decodeBlock(recs, b, bi, nil)
+	return recs, err
+}
+
+// decodeBlock is DecodeBlockInto; a non-nil alloc supplies the buffer a
+// compressed block is decompressed into. inB reports whether the records
+// alias b (an uncompressed block) rather than that buffer.
+func decodeBlock(recs []Record, b []byte, bi BlockInfo, alloc func(n int) []byte) (_ []Record, inB bool, _ error) {
 	if int64(len(b)) != bi.Length || len(b) < blockHeaderSize {
-		return nil, corruptf("block at byte %d: %d bytes, index says %d", bi.Position, len(b), bi.Length)
+		return nil, false, corruptf("block at byte %d: %d bytes, index says %d", bi.Position, len(b), bi.Length)
 	}
 	le := binary.LittleEndian
 	codec := Codec(b[0])
 	if b[1]|b[2]|b[3] != 0 {
-		return nil, corruptf("block at byte %d: reserved bytes set", bi.Position)
+		return nil, false, corruptf("block at byte %d: reserved bytes set", bi.Position)
 	}
 	n, ulen, slen, sum := int64(le.Uint32(b[4:])), le.Uint32(b[8:]), le.Uint32(b[12:]), le.Uint32(b[16:])
 	stored := b[blockHeaderSize:]
 	if int64(slen) != int64(len(stored)) {
-		return nil, corruptf("block at byte %d: stored length %d, have %d bytes", bi.Position, slen, len(stored))
+		return nil, false, corruptf("block at byte %d: stored length %d, have %d bytes", bi.Position, slen, len(stored))
 	}
 	if got := crc32c(stored); got != sum {
-		return nil, corruptf("block at byte %d: CRC32C %08x, stored %08x", bi.Position, got, sum)
+		return nil, false, corruptf("block at byte %d: CRC32C %08x, stored %08x", bi.Position, got, sum)
 	}
 	if n != bi.Records {
-		return nil, corruptf("block at byte %d: %d records, index says %d", bi.Position, n, bi.Records)
+		return nil, false, corruptf("block at byte %d: %d records, index says %d", bi.Position, n, bi.Records)
 	}
 	if ulen > MaxBlockPayload {
-		return nil, corruptf("block at byte %d: payload of %d bytes exceeds the limit", bi.Position, ulen)
+		return nil, false, corruptf("block at byte %d: payload of %d bytes exceeds the limit", bi.Position, ulen)
 	}
 	var payload []byte
 	switch codec {
@@ -205,54 +221,72 @@ func DecodeBlock(b []byte, bi BlockInfo) ([]Record, error) {
 		payload = stored
 	case CodecZstd:
 		var err error
-		payload, err = zstdDecoder().DecodeAll(stored, make([]byte, 0, ulen))
+		payload, err = zstdDecoder().DecodeAll(stored, newPayload(alloc, ulen)[:0])
 		if err != nil {
-			return nil, corruptf("block at byte %d: zstd: %v", bi.Position, err)
+			return nil, false, corruptf("block at byte %d: zstd: %v", bi.Position, err)
 		}
 	case CodecS2:
 		dl, err := s2.DecodedLen(stored)
 		if err != nil {
-			return nil, corruptf("block at byte %d: s2: %v", bi.Position, err)
+			return nil, false, corruptf("block at byte %d: s2: %v", bi.Position, err)
 		}
 		if dl != int(ulen) {
-			return nil, corruptf("block at byte %d: s2 payload of %d bytes, header says %d", bi.Position, dl, ulen)
+			return nil, false, corruptf("block at byte %d: s2 payload of %d bytes, header says %d", bi.Position, dl, ulen)
 		}
-		if payload, err = s2.Decode(make([]byte, ulen), stored); err != nil {
-			return nil, corruptf("block at byte %d: s2: %v", bi.Position, err)
+		if payload, err = s2.Decode(newPayload(alloc, ulen), stored); err != nil {
+			return nil, false, corruptf("block at byte %d: s2: %v", bi.Position, err)
 		}
 	default:
-		return nil, corruptf("block at byte %d: unknown codec %d", bi.Position, codec)
+		return nil, false, corruptf("block at byte %d: unknown codec %d", bi.Position, codec)
 	}
 	if uint32(len(payload)) != ulen {
-		return nil, corruptf("block at byte %d: payload is %d bytes, header says %d", bi.Position, len(payload), ulen)
+		return nil, false, corruptf("block at byte %d: payload is %d bytes, header says %d", bi.Position, len(payload), ulen)
 	}
-	recs, err := DecodeRecords(payload, bi.FirstOffset, n)
+	recs, err := DecodeRecordsInto(recs, payload, bi.FirstOffset, n)
 	if err != nil {
-		return nil, fmt.Errorf("block at byte %d: %w", bi.Position, err)
+		return nil, false, fmt.Errorf("block at byte %d: %w", bi.Position, err)
 	}
 	last := recs[len(recs)-1]
 	if last.Offset != bi.LastOffset {
-		return nil, corruptf("block at byte %d: last offset %d, index says %d", bi.Position, last.Offset, bi.LastOffset)
+		return nil, false, corruptf("block at byte %d: last offset %d, index says %d", bi.Position, last.Offset, bi.LastOffset)
 	}
 	minTs, maxTs := recs[0].Timestamp, recs[0].Timestamp
 	for i := range recs {
 		minTs, maxTs = min(minTs, recs[i].Timestamp), max(maxTs, recs[i].Timestamp)
 	}
 	if minTs != bi.MinTimestamp || maxTs != bi.MaxTimestamp {
-		return nil, corruptf("block at byte %d: timestamps %d..%d, index says %d..%d", bi.Position, minTs, maxTs, bi.MinTimestamp, bi.MaxTimestamp)
+		return nil, false, corruptf("block at byte %d: timestamps %d..%d, index says %d..%d", bi.Position, minTs, maxTs, bi.MinTimestamp, bi.MaxTimestamp)
 	}
-	return recs, nil
+	return recs, codec == CodecNone, nil
+}
+
+// newPayload returns a buffer of n bytes for a decompressed payload: from
+// alloc when given, else a fresh one.
+func newPayload(alloc func(n int) []byte, n uint32) []byte {
+	if alloc != nil {
+		return alloc(int(n))
+	}
+	return make([]byte, n)
 }
 
 // DecodeRecords decodes exactly n records from an uncompressed block
 // payload whose first record has offset base. Offsets must be strictly
 // increasing and the payload fully consumed.
 func DecodeRecords(payload []byte, base int64, n int64) ([]Record, error) {
+	return DecodeRecordsInto(nil, payload, base, n)
+}
+
+// DecodeRecordsInto is DecodeRecords decoding into recs[:0], grown when
+// shorter than n (every field of every record is set).
+func DecodeRecordsInto(recs []Record, payload []byte, base int64, n int64) ([]Record, error) {
 	if n < 1 || n > int64(len(payload)) {
 		return nil, corruptf("record count %d does not fit %d payload bytes", n, len(payload))
 	}
 	d := decoder{b: payload}
-	recs := make([]Record, n)
+	if int64(cap(recs)) < n {
+		recs = make([]Record, n)
+	}
+	recs = recs[:n]
 	prev := int64(-1)
 	for i := range recs {
 		d.record(&recs[i], base)

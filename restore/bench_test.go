@@ -253,7 +253,7 @@ func timePlain(tb testing.TB, st store.Store, addrs []string, parts int32, dst s
 }
 
 // benchDecode reads every record of "tp" from st as the restore's lanes do
-// (manifest Scan, one goroutine per partition) and discards it.
+// (manifest ScanReusing, one goroutine per partition) and discards it.
 func benchDecode(b testing.TB, st store.Store, parts int32, total int64) cost {
 	b.Helper()
 	var n atomic.Int64
@@ -269,7 +269,7 @@ func benchDecode(b testing.TB, st store.Store, parts int32, total int64) cost {
 			go func() {
 				defer wg.Done()
 				var k int64
-				errs <- a.Partition("tp", manifest.TopicID{0xbe, 0x7c}, p).Scan(context.Background(), 0, -1, func(it manifest.ScanItem) error {
+				errs <- a.Partition("tp", manifest.TopicID{0xbe, 0x7c}, p).ScanReusing(context.Background(), 0, -1, func(it manifest.ScanItem) error {
 					if it.Record != nil {
 						k++
 					}

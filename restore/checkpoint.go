@@ -51,8 +51,8 @@ func (lr *laneRun) snapshot(done bool) *checkpoint {
 	c.Done = done
 	c.Targets = append([]targetState(nil), lr.state.Targets...)
 	for i := range c.Targets {
-		if e := lr.lastRec[c.Targets[i].Partition]; e != nil {
-			c.Targets[i].LastHash = target.RecordHash(e.rec, !lr.logAppend)
+		if pa := lr.acks[c.Targets[i].Partition]; pa != nil && pa.last != nil {
+			c.Targets[i].LastHash = target.RecordHash(pa.last.rec, !lr.logAppend)
 		}
 	}
 	c.Maps = make([]PartitionMap, len(lr.state.Maps))

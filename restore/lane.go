@@ -17,10 +17,11 @@ import (
 	"github.com/kbackup/kbackup/manifest"
 )
 
-// batch is a run of records of one lane source, in offset order.
+// batch is a run of records of one lane source, in offset order, as
+// entries with their franz-go records (converted by the reader).
 type batch struct {
 	src   int
-	recs  []*manifest.Record
+	ents  []*entry
 	bytes int64
 }
 
@@ -32,7 +33,8 @@ type entry struct {
 	size   int64
 	rec    *kgo.Record
 	slab   *slab
-	tgt    int64 // target offset, once acknowledged
+	blk    *blockBuf // the archive block the record's bytes alias
+	tgt    int64     // target offset, once acknowledged
 	done   bool
 	failed bool
 }
@@ -49,9 +51,9 @@ const slotsPerSlab = 96
 // slab holds the entries of slotsPerSlab consecutive records of a lane.
 // Slabs are recycled (slabPool) once none of their entries is referenced:
 // refs starts at slotsPerSlab+1; every entry applied to the acknowledged
-// state releases one, the producer releases its unused slots plus one when
-// it is done with the slab, and lastRec pins the slab of each partition's
-// last record. Entries that never complete (a failure) keep their slab out
+// state releases one, the reader (which fills the slabs) releases its
+// unused slots plus one when it is done with the slab, and partAck.last pins
+// the slab of each partition's last record. Entries that never complete (a failure) keep their slab out
 // of the pool; the garbage collector takes it then.
 type slab struct {
 	slots [slotsPerSlab]entrySlot
@@ -66,11 +68,100 @@ func (s *slab) release(n int32) {
 	}
 }
 
+// blockBuf is the buffer of an archive block (manifest.ScanBuffered) that
+// the franz-go records of its entries alias. It is recycled (blockPool)
+// once no entry references it: refs starts at blockHold while the reader
+// hands out the block's records; when the reader moves on it takes
+// blockHold back minus the number of entries it made, every entry applied
+// to the acknowledged state releases one, and partAck.last pins the block
+// of each partition's last record (checkpoints hash it). Entries that
+// never complete keep their block out of the pool (the garbage collector
+// takes it then).
+type blockBuf struct {
+	b    []byte
+	refs atomic.Int64
+}
+
+const blockHold = 1 << 40
+
+var blockPool sync.Pool // of *blockBuf
+
+func (bb *blockBuf) release(n int64) {
+	if bb != nil && bb.refs.Add(-n) == 0 {
+		blockPool.Put(bb)
+	}
+}
+
+// blockBuffers is a lane reader's manifest.BlockBuffers: buffers from
+// blockPool. out holds the ones handed to the scan and not yet put back
+// or claimed (at most a block's two).
+type blockBuffers struct {
+	out []*blockBuf
+}
+
+func (s *blockBuffers) Get(n int) []byte {
+	bb, _ := blockPool.Get().(*blockBuf)
+	if bb == nil || cap(bb.b) < n {
+		bb = &blockBuf{b: make([]byte, n)}
+	}
+	bb.b = bb.b[:n]
+	s.out = append(s.out, bb)
+	return bb.b
+}
+
+func (s *blockBuffers) Put(b []byte) {
+	for i, bb := range s.out {
+		if &bb.b[0] == &b[0] {
+			s.out = append(s.out[:i], s.out[i+1:]...)
+			blockPool.Put(bb)
+			return
+		}
+	}
+}
+
+// claim returns the blockBuf of b, a buffer records alias (with refs at
+// blockHold). The other buffers handed out before it belong to blocks none
+// of whose records were wanted: they go back to the pool.
+func (s *blockBuffers) claim(b []byte) *blockBuf {
+	var found *blockBuf
+	for _, bb := range s.out {
+		if &bb.b[0] == &b[0] {
+			found = bb
+		} else {
+			blockPool.Put(bb)
+		}
+	}
+	clear(s.out)
+	s.out = s.out[:0]
+	if found == nil { // cannot happen: ScanBuffered hands out its buffers only
+		found = &blockBuf{b: b}
+	}
+	found.refs.Store(blockHold)
+	return found
+}
+
+// done puts back the buffers no record aliases (the scan ended).
+func (s *blockBuffers) done() {
+	for _, bb := range s.out {
+		blockPool.Put(bb)
+	}
+	clear(s.out)
+	s.out = s.out[:0]
+}
+
 // entryOf returns the entry of a record handed to the producer: the
 // record is the rec field of an entrySlot (the produce promise gets the
 // record back, so no closure is allocated per record).
 func entryOf(r *kgo.Record) *entry {
 	return &(*entrySlot)(unsafe.Add(unsafe.Pointer(r), -int(unsafe.Offsetof(entrySlot{}.rec)))).e
+}
+
+// partAck is a target partition's acknowledged state: its targetState
+// and its last acknowledged entry (which pins its slab: checkpoints hash
+// the record).
+type partAck struct {
+	ts   *targetState
+	last *entry
 }
 
 // laneRun executes one lane: a reader goroutine scans the archive ahead of
@@ -92,7 +183,11 @@ type laneRun struct {
 	head     int
 	state    checkpoint // the acknowledged prefix
 	tgt      map[int32]*targetState
-	lastRec  map[int32]*entry
+	// acks holds, per target partition, its state and last acknowledged
+	// entry; cur is the one of the last entry popLocked applied (lanes
+	// mostly write one partition: no map operation per record).
+	acks map[int32]*partAck
+	cur  *partAck
 	// interleaved marks partitions where another producer's records were
 	// seen between the lane's own (only with Append).
 	interleaved map[int32]bool
@@ -123,7 +218,7 @@ type laneRun struct {
 
 func newLaneRun(rn *runner, l *lane, logAppend bool, nparts int32) *laneRun {
 	lr := &laneRun{rn: rn, l: l, logAppend: logAppend, nparts: nparts, tgt: map[int32]*targetState{},
-		lastRec: map[int32]*entry{}, interleaved: map[int32]bool{}, skip: map[int32]int64{}, expect: map[int32]string{}}
+		acks: map[int32]*partAck{}, interleaved: map[int32]bool{}, skip: map[int32]int64{}, expect: map[int32]string{}}
 	lr.cond = sync.NewCond(&lr.mu)
 	lr.promise = lr.ack
 	if l.targetPartition < 0 {
@@ -199,7 +294,9 @@ func (lr *laneRun) start(ctx context.Context) (done bool, err error) {
 	}
 	lr.state = *l.ckpt
 	for i := range lr.state.Targets {
-		lr.tgt[lr.state.Targets[i].Partition] = &lr.state.Targets[i]
+		ts := &lr.state.Targets[i]
+		lr.tgt[ts.Partition] = ts
+		lr.acks[ts.Partition] = &partAck{ts: ts}
 	}
 	for i := range lr.state.Targets {
 		ts := &lr.state.Targets[i]
@@ -306,11 +403,33 @@ func (lr *laneRun) run(ctx context.Context) error {
 var finalCheckpointRetry = retry.Policy{Backoff: retry.Backoff{Initial: 200 * time.Millisecond, Max: 400 * time.Millisecond}, Attempts: 3,
 	Retryable: func(err error) bool { return !errors.Is(err, lease.ErrLost) }}
 
-// read scans the lane's sources from the resume point and sends batches.
+// read scans the lane's sources from the resume point and sends batches
+// of entries: each record is converted to its franz-go record here, right
+// after its block was decoded (ScanBuffered: the archive's Record structs
+// are reused from block to block, the blocks' buffers are recycled once
+// their records were acknowledged, the franz-go records live in slabs).
 func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out chan<- batch) error {
 	defer close(out)
+	var cur *slab
+	next := 0
+	var bufs blockBuffers
+	var blk *blockBuf
+	var blkEntries int64
+	endBlock := func() {
+		if blk != nil {
+			blk.release(blockHold - blkEntries)
+			blk, blkEntries = nil, 0
+		}
+	}
+	defer func() {
+		if cur != nil {
+			cur.release(int32(slotsPerSlab-next) + 1)
+		}
+		endBlock()
+		bufs.done()
+	}()
 	send := func(b batch) error {
-		if len(b.recs) == 0 {
+		if len(b.ents) == 0 {
 			return nil
 		}
 		select {
@@ -320,6 +439,7 @@ func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out c
 			return ctx.Err()
 		}
 	}
+	topic := lr.l.targetTopic
 	for i := startIdx; i < len(lr.l.sources); i++ {
 		s := lr.l.sources[i]
 		from := s.from
@@ -332,11 +452,16 @@ func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out c
 		b := batch{src: i}
 		var last time.Time
 		var prev *manifest.Record
-		err := s.log.Scan(ctx, from, s.to, func(it manifest.ScanItem) error {
+		err := s.log.ScanBuffered(ctx, from, s.to, &bufs, func(it manifest.ScanItem) error {
 			r := it.Record
 			if r == nil {
 				return nil
 			}
+			if blk == nil || &blk.b[0] != &it.Buffer[0] {
+				endBlock()
+				blk = bufs.claim(it.Buffer)
+			}
+			blkEntries++
 			// Records of one block are consecutive in one slice; a record
 			// that does not follow the previous one in memory starts a new
 			// block. A pause before it means Scan waited for the store:
@@ -345,22 +470,37 @@ func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out c
 			// block, not per record.)
 			if prev == nil || uintptr(unsafe.Pointer(r)) != uintptr(unsafe.Pointer(prev))+unsafe.Sizeof(*r) {
 				now := time.Now()
-				if len(b.recs) > 0 && now.Sub(last) > time.Millisecond {
+				if len(b.ents) > 0 && now.Sub(last) > time.Millisecond {
 					if err := send(b); err != nil {
 						return err
 					}
-					b = batch{src: i, recs: make([]*manifest.Record, 0, cap(b.recs))}
+					b = batch{src: i, ents: make([]*entry, 0, cap(b.ents))}
 				}
 				last = now
 			}
 			prev = r
-			b.recs = append(b.recs, r)
-			b.bytes += target.RecordSize(r)
-			if b.bytes >= target.BatchBytes || len(b.recs) >= 8192 {
+			if cur == nil || next == slotsPerSlab {
+				if cur != nil {
+					cur.release(1)
+				}
+				cur, next = slabPool.Get().(*slab), 0
+				cur.refs.Store(slotsPerSlab + 1)
+			}
+			sl := &cur.slots[next]
+			next++
+			kr := &sl.rec
+			target.FillKgo(kr, r, topic)
+			p := lr.assign(i, kr)
+			kr.Partition = p
+			size := target.RecordSize(r)
+			sl.e = entry{src: i, off: r.Offset, part: p, size: size, rec: kr, slab: cur, blk: blk}
+			b.ents = append(b.ents, &sl.e)
+			b.bytes += size
+			if b.bytes >= target.BatchBytes || len(b.ents) >= 8192 {
 				if err := send(b); err != nil {
 					return err
 				}
-				b = batch{src: i, recs: make([]*manifest.Record, 0, len(b.recs))}
+				b = batch{src: i, ents: make([]*entry, 0, len(b.ents))}
 				last = time.Now()
 			}
 			return nil

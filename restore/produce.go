@@ -16,52 +16,35 @@ import (
 
 // produceAll produces every record of the batches, skipping (and
 // verifying) the ones a resumed lane finds already in the target. The
-// entries and franz-go records of a batch are allocated together, and the
 // in-flight accounting takes the lane's lock once per chunk of records,
 // not once per record.
 func (lr *laneRun) produceAll(ctx context.Context, batches <-chan batch) error {
-	var ready []*entry // produced in order, in runs (produceChunk); reused
-	var cur *slab
-	next := 0
-	defer func() {
-		if cur != nil {
-			cur.release(int32(slotsPerSlab-next) + 1)
-		}
-	}()
+	var ready []*entry // a resumed lane's batch without the skipped records; reused
 	for b := range batches {
-		ready = ready[:0]
-		for _, r := range b.recs {
-			if cur == nil || next == slotsPerSlab {
-				if cur != nil {
-					cur.release(1)
+		ents := b.ents
+		if lr.skipping() {
+			ready = ready[:0]
+			for _, e := range b.ents {
+				p := e.part
+				k := lr.skip[p]
+				if k == 0 {
+					ready = append(ready, e)
+					continue
 				}
-				cur, next = slabPool.Get().(*slab), 0
-				cur.refs.Store(slotsPerSlab + 1)
-			}
-			sl := &cur.slots[next]
-			next++
-			kr := &sl.rec
-			target.FillKgo(kr, r, lr.l.targetTopic)
-			p := lr.assign(b.src, kr)
-			kr.Partition = p
-			e := &sl.e
-			*e = entry{src: b.src, off: r.Offset, part: p, size: target.RecordSize(r), rec: kr, slab: cur}
-			if k := lr.skip[p]; k > 0 {
 				if err := lr.produceChunk(ctx, ready); err != nil {
 					return err
 				}
 				ready = ready[:0]
 				lr.skip[p] = k - 1
-				if k == 1 && target.RecordHash(kr, !lr.logAppend) != lr.expect[p] {
+				if k == 1 && target.RecordHash(e.rec, !lr.logAppend) != lr.expect[p] {
 					return fmt.Errorf("target %s/%d: the last record after the checkpoint is not source %s offset %d, the record this restore would have written there (another producer wrote into the target?); restore with a new --restore-id",
-						lr.l.targetTopic, p, lr.l.sources[b.src].log, r.Offset)
+						lr.l.targetTopic, p, lr.l.sources[b.src].log, e.off)
 				}
 				lr.skipped(e)
-				continue
 			}
-			ready = append(ready, e)
+			ents = ready
 		}
-		if err := lr.produceChunk(ctx, ready); err != nil {
+		if err := lr.produceChunk(ctx, ents); err != nil {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
@@ -69,6 +52,17 @@ func (lr *laneRun) produceAll(ctx context.Context, batches <-chan batch) error {
 		}
 	}
 	return nil
+}
+
+// skipping reports whether records remain to be skipped (a resumed lane
+// found records after its checkpoint in the target).
+func (lr *laneRun) skipping() bool {
+	for _, k := range lr.skip {
+		if k > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // skipped accounts a record found already in the target as acknowledged
@@ -174,7 +168,12 @@ func (lr *laneRun) popLocked() {
 		if !e.done || e.failed {
 			break
 		}
-		ts := lr.tgt[e.part]
+		pa := lr.cur
+		if pa == nil || pa.ts.Partition != e.part {
+			pa = lr.acks[e.part]
+			lr.cur = pa
+		}
+		ts := pa.ts
 		if e.tgt != ts.End && !lr.foreignWrite(e, ts.End) {
 			e.failed = true // the acknowledged prefix ends before it
 			break
@@ -186,14 +185,36 @@ func (lr *laneRun) popLocked() {
 		st.Records++
 		st.Bytes += e.size
 		ts.End = e.tgt + 1
-		// The partition's last record pins its slab (checkpoints hash it);
-		// the entry itself is done with.
-		e.slab.refs.Add(1)
-		if old := lr.lastRec[e.part]; old != nil {
-			old.slab.release(1)
+		// The partition's last record pins its slab and its archive block
+		// (checkpoints hash it); the entry itself is done with. Within one
+		// slab (block) the pin moves and the entry's own reference goes:
+		// one atomic operation. (old's fields are read before its slab can
+		// be recycled.)
+		old := pa.last
+		var oldSlab *slab
+		var oldBlk *blockBuf
+		if old != nil {
+			oldSlab, oldBlk = old.slab, old.blk
 		}
-		lr.lastRec[e.part] = e
-		e.slab.release(1)
+		if oldBlk == e.blk {
+			e.blk.release(1)
+		} else {
+			if e.blk != nil {
+				e.blk.refs.Add(1)
+			}
+			oldBlk.release(1)
+			e.blk.release(1)
+		}
+		if oldSlab == e.slab {
+			e.slab.release(1)
+		} else {
+			e.slab.refs.Add(1)
+			if oldSlab != nil {
+				oldSlab.release(1)
+			}
+			e.slab.release(1)
+		}
+		pa.last = e
 		if lr.l.targetPartition >= 0 {
 			m := &st.Maps[e.src]
 			m.add(e.off, e.tgt)
