@@ -24,6 +24,7 @@ import (
 	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
+	"github.com/kbackup/kbackup/store/filestore"
 	"github.com/kbackup/kbackup/store/s3store"
 	"github.com/kbackup/kbackup/store/storefault"
 	"github.com/kbackup/kbackup/testenv"
@@ -370,9 +371,9 @@ func TestRestoreRealKafka(t *testing.T) {
 // alone (benchDecode). Per archive codec (zstd, none) it logs the client
 // CPU ratio restore / (producer + decode) — this process's CPU time; the
 // broker's is in its JVM — and the throughput ratio restore / producer,
-// plus every round (restore round 0 is the process's first restore:
-// docs/PERFORMANCE.md, "First run"). Each side runs twice, in opposite
-// orders, into topics created beforehand. It measures; it asserts only
+// plus every round. Each side runs twice, in opposite orders, into topics
+// created beforehand, after one unmeasured round of each (steady state;
+// TestRestoreFirstRun measures a first run). It measures; it asserts only
 // that every side completed.
 func realThroughput(t *testing.T, k2 *testenv.Kafka) {
 	const parts = 4
@@ -388,12 +389,18 @@ func realThroughput(t *testing.T, k2 *testenv.Kafka) {
 			t.Logf("delete %s: %v", topic, err)
 		}
 	}
-	// A cold broker (JIT) would favour whatever runs second.
+	// A cold broker (JIT) would favour whatever runs second, and a
+	// process's first restore costs more (TestRestoreFirstRun): one
+	// unmeasured round of each side first.
 	warm, _ := newStore(t)
-	synthArchive(t, warm, "tp", parts, size/4, 200, 4<<20, 1<<20, manifest.CodecZstd)
+	warmTotal := synthArchive(t, warm, "tp", parts, size/2, 200, 4<<20, 1<<20, manifest.CodecZstd) * parts
 	k2.CreateTopic(t, "warm-up", parts, 1, nil)
 	timePlain(t, warm, k2.Brokers(), parts, "warm-up")
 	drop("warm-up")
+	k2.CreateTopic(t, "warm-up-restore", parts, 1, nil)
+	timeRestore(t, realOpts(t, warm, k2.Brokers(), "tp", "warm-up-restore"), warmTotal)
+	drop("warm-up-restore")
+	benchDecode(t, warm, parts, warmTotal)
 	for _, codec := range []manifest.Codec{manifest.CodecZstd, manifest.CodecNone} {
 		st, _ := newStore(t)
 		total := synthArchive(t, st, "tp", parts, size, 200, 4<<20, 1<<20, codec) * parts
@@ -429,6 +436,64 @@ func realThroughput(t *testing.T, k2 *testenv.Kafka) {
 			codec, total, m*1e6/restore.wall.Seconds(), m*1e6/plain.wall.Seconds(), plain.wall.Seconds()/restore.wall.Seconds())
 		t.Logf("real Kafka, archive %s: client CPU per million records: restore %.3f s, plain producer %.3f s, decode alone %.3f s: cpu-ratio %.2f (restore / (producer + decode))",
 			codec, restore.cpu.Seconds()/m, plain.cpu.Seconds()/m, decode.cpu.Seconds()/m, restore.cpu.Seconds()/(plain.cpu+decode.cpu).Seconds())
+	}
+}
+
+// TestRestoreFirstRun reproduces "a restore's first run after start is
+// slower than the next identical one" (docs/PERFORMANCE.md, "First run"):
+// against a freshly started single broker it runs the kbackup binary three
+// times, then the restore in this process twice, each into a new topic the
+// restore creates, and logs each run's wall time, the client's CPU time
+// and the broker's (its JVM process). It measures; it asserts only that
+// every run completed.
+func TestRestoreFirstRun(t *testing.T) {
+	k := testenv.StartKafka(t, testenv.KafkaOptions{Brokers: 1})
+	bin := testenv.KbackupBinary(t)
+	size := int64(160 << 20)
+	if testenv.RaceEnabled() {
+		size /= 10
+	}
+	dir := t.TempDir()
+	st, err := filestore.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := synthArchive(t, st, "tp", 4, size, 200, 4<<20, 1<<20, manifest.CodecZstd) * 4
+	pid := k.Cluster().Pid(k.Cluster().BrokerIDs()[0])
+	brokerCPU := func() time.Duration {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+		var utime, stime int64
+		if len(f) > 12 {
+			fmt.Sscan(f[11], &utime)
+			fmt.Sscan(f[12], &stime)
+		}
+		return time.Duration(utime+stime) * 10 * time.Millisecond // clock ticks (USER_HZ 100)
+	}
+	for i := 0; i < 3; i++ {
+		dst := fmt.Sprintf("first-run-cli-%d", i)
+		b0, start := brokerCPU(), time.Now()
+		cmd := exec.Command(bin, "restore", "--brokers", k.BrokerList(), "--store", "file://"+dir, "--topics", "tp",
+			"--rename", "tp="+dst, "--replication-factor", "1", "--log-level", "warn")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("kbackup restore: %v", err)
+		}
+		ps := cmd.ProcessState
+		t.Logf("kbackup process %d (restore into new topic %s): wall %s, client CPU %s, broker CPU %s", i, dst,
+			time.Since(start).Round(time.Millisecond), (ps.UserTime() + ps.SystemTime()).Round(time.Millisecond), (brokerCPU() - b0).Round(time.Millisecond))
+	}
+	for i := 0; i < 2; i++ {
+		dst := fmt.Sprintf("first-run-inproc-%d", i)
+		o := realOpts(t, st, k.Brokers(), "tp", dst)
+		o.CheckpointInterval = 0 // the default
+		b0 := brokerCPU()
+		c := timeRestore(t, o, total)
+		t.Logf("restore %d in this process (into new topic %s): wall %s, client CPU %s, broker CPU %s", i, dst,
+			c.wall.Round(time.Millisecond), c.cpu.Round(time.Millisecond), (brokerCPU() - b0).Round(time.Millisecond))
 	}
 }
 
