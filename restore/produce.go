@@ -21,7 +21,7 @@ import (
 func (lr *laneRun) produceAll(ctx context.Context, batches <-chan batch) error {
 	var ready []*entry // a resumed lane's batch without the skipped records; reused
 	for b := range batches {
-		ents := b.ents
+		ents, bytes := b.ents, b.bytes
 		if lr.skipping() {
 			ready = ready[:0]
 			for _, e := range b.ents {
@@ -31,7 +31,7 @@ func (lr *laneRun) produceAll(ctx context.Context, batches <-chan batch) error {
 					ready = append(ready, e)
 					continue
 				}
-				if err := lr.produceChunk(ctx, ready); err != nil {
+				if err := lr.produceChunk(ctx, ready, -1); err != nil {
 					return err
 				}
 				ready = ready[:0]
@@ -42,9 +42,9 @@ func (lr *laneRun) produceAll(ctx context.Context, batches <-chan batch) error {
 				}
 				lr.skipped(e)
 			}
-			ents = ready
+			ents, bytes = ready, -1
 		}
-		if err := lr.produceChunk(ctx, ents); err != nil {
+		if err := lr.produceChunk(ctx, ents, bytes); err != nil {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
@@ -89,12 +89,19 @@ func (lr *laneRun) queuedFor(p int32) int64 {
 
 // produceChunk hands ents to the producer in order, in runs that keep the
 // lane's unacknowledged bytes within MaxInFlightBytes (a run holds at
-// least one record).
-func (lr *laneRun) produceChunk(ctx context.Context, ents []*entry) error {
+// least one record). bytes is the sum of their sizes (-1: unknown); a
+// chunk whose size is known and within the limit waits for room for all of
+// it and goes as one run (its entries are not read under the lock).
+func (lr *laneRun) produceChunk(ctx context.Context, ents []*entry, bytes int64) error {
 	limit := lr.rn.o.MaxInFlightBytes
 	for len(ents) > 0 {
+		whole := lr.warmed && bytes >= 0 && bytes <= limit
+		need := ents[0].size
+		if whole {
+			need = bytes
+		}
 		lr.mu.Lock()
-		for lr.err == nil && lr.inflight > 0 && lr.inflight+ents[0].size > limit {
+		for lr.err == nil && lr.inflight > 0 && lr.inflight+need > limit {
 			lr.waiters++
 			lr.cond.Wait()
 			lr.waiters--
@@ -105,11 +112,18 @@ func (lr *laneRun) produceChunk(ctx context.Context, ents []*entry) error {
 			return err
 		}
 		n := 0
-		for n < len(ents) && (n == 0 || lr.inflight+ents[n].size <= limit && lr.warmed) {
-			e := ents[n]
-			lr.inflight += e.size
-			lr.queue = append(lr.queue, e)
-			n++
+		if whole {
+			n = len(ents)
+			lr.inflight += bytes
+			lr.queue = append(lr.queue, ents...)
+		} else {
+			for n < len(ents) && (n == 0 || lr.inflight+ents[n].size <= limit && lr.warmed) {
+				e := ents[n]
+				lr.inflight += e.size
+				lr.queue = append(lr.queue, e)
+				n++
+			}
+			bytes = -1 // the rest goes record by record
 		}
 		lr.pending += n
 		lr.mu.Unlock()
