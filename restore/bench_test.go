@@ -118,7 +118,10 @@ func synthArchive(tb testing.TB, st store.Store, topic string, parts int32, tota
 //   - ratio: restore throughput / plain producer throughput (wall clock,
 //     noisy on a shared machine), target >= 0.8 from an uncompressed
 //     archive;
-//   - the CPU seconds per million records of each side.
+//   - the CPU seconds per million records of each side;
+//   - cpu-ratio-warm: the same for a restore that directly follows
+//     another one (its buffer pools and heap warm, as in a long restore
+//     after its first hundred megabytes), against the same baseline.
 //
 // Each iteration runs every side twice, in opposite orders (restore,
 // producer, decode; then decode, producer, restore), into fresh target
@@ -155,8 +158,12 @@ func BenchmarkRestoreThroughput(b *testing.B) {
 					}
 				}
 			}
+			b.StopTimer()
+			benchRestore(b, st, addrs, parts, total, "warm-restore-0")
+			warm := benchRestore(b, st, addrs, parts, total, "warm-restore-1")
 			m := float64(restore.n) * float64(total) / 1e6 // million records per side
 			b.ReportMetric(restore.cpu.Seconds()/(plain.cpu+decode.cpu).Seconds(), "cpu-ratio")
+			b.ReportMetric(warm.cpu.Seconds()/(plain.cpu+decode.cpu).Seconds()*float64(restore.n), "cpu-ratio-warm")
 			b.ReportMetric(plain.wall.Seconds()/restore.wall.Seconds(), "ratio")
 			b.ReportMetric(restore.cpu.Seconds()/m, "restore-cpu-s/Mrec")
 			b.ReportMetric(plain.cpu.Seconds()/m, "producer-cpu-s/Mrec")
