@@ -79,7 +79,7 @@ func BenchmarkArchiveThroughput(b *testing.B) {
 	}
 }
 
-// BenchmarkArchiveCost measures the design's archive targets in one run,
+// BenchmarkArchiveEfficiency measures the design's archive targets in one run,
 // as ratios, on the data of BenchmarkArchiveThroughput (150 MB): client
 // CPU-seconds per GB of records of `kbackup archive --once` (the built
 // binary, a child process) against a plain franz-go consumer reading and
@@ -94,7 +94,7 @@ func BenchmarkArchiveThroughput(b *testing.B) {
 // KBACKUP_BENCH_LARGE=1 moves 600 MB instead: the archiver's fixed costs
 // (start, catalog, first touch of its larger working set) weigh less, as in
 // a real catch-up.
-func BenchmarkArchiveCost(b *testing.B) {
+func BenchmarkArchiveEfficiency(b *testing.B) {
 	c := newCluster(b)
 	createTopic(b, c, "cost", 4, nil)
 	n, size := 300_000, 500

@@ -362,7 +362,7 @@ func realThroughput(t *testing.T, k *testenv.Kafka) {
 	t.Logf("--compression s2: plain consumer %.0f MB/s, archive %.0f MB/s: ratio %.2f; archiver CPU per GB %.2f s",
 		mbps(c), mbps(a), mbps(a)/mbps(c), cpuS2.Seconds()/(float64(payload)/1e9))
 	// The built binary and a plain consumer as child processes: their own
-	// CPU and peak RSS (BenchmarkArchiveCost on real Kafka).
+	// CPU and peak RSS (BenchmarkArchiveEfficiency on real Kafka).
 	for _, codec := range []string{"zstd", "none"} {
 		t.Log(compareCost(t, k.Brokers(), topic, n, payload, blocks, codec, 2))
 	}
