@@ -137,18 +137,27 @@ func storedSegmentBytes(tb testing.TB, st storeT) int64 {
 	return n
 }
 
-// consumeAll reads n records from topic with a plain consumer (no group,
-// read_committed, from the start) and drops them.
-func consumeAll(tb testing.TB, brokers []string, topic string, n int) {
+// plainConsumer returns a plain consumer of topic (no group,
+// read_committed, from the start) and a context that ends after two
+// minutes; done closes both (a consumer left open keeps fetching, and its
+// CPU would count against whatever is measured next).
+func plainConsumer(tb testing.TB, brokers []string, topic string) (cl *kgo.Client, ctx context.Context, done func()) {
 	tb.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	return cl, ctx, func() { cancel(); cl.Close() }
+}
+
+// consumeAll reads n records from topic with a plain consumer (no group,
+// read_committed, from the start) and drops them.
+func consumeAll(tb testing.TB, brokers []string, topic string, n int) {
+	tb.Helper()
+	cl, ctx, done := plainConsumer(tb, brokers, topic)
+	defer done()
 	got := 0
 	for got < n {
 		fs := cl.PollFetches(ctx)

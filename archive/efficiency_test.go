@@ -1,7 +1,6 @@
 package archive
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -135,14 +134,8 @@ func archiverProc(tb testing.TB, brokers []string, topic, dir, codec string, ext
 // bytes: the bytes the codec compresses in an archive of the topic.
 func blockPayloads(tb testing.TB, brokers []string, topic string, n, blockSize int) [][]byte {
 	tb.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	cl, ctx, done := plainConsumer(tb, brokers, topic)
+	defer done()
 	open := map[int32][]manifest.Record{}
 	size := map[int32]int{}
 	var out [][]byte
