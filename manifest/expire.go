@@ -60,6 +60,11 @@ type Expiry struct {
 	// Created is true when this call created Marker (false: it existed, or
 	// another expirer created the same one first, or DryRun).
 	Created bool
+	// HeadPastRetention is set when every record of the partition, the
+	// head commit's too, is older than the age limit: the head commit is
+	// kept all the same (the archiver resumes from it), so the partition
+	// keeps those records until a newer commit follows.
+	HeadPastRetention bool
 }
 
 // Expired reports whether the call moved the archive start.
@@ -100,7 +105,8 @@ func (p *PartitionLog) Expire(ctx context.Context, o ExpireOptions) (Expiry, err
 	if err != nil || head == nil {
 		return e, err
 	}
-	start, reason, err := p.retentionStart(ctx, o.Retention, o.Now, cur, head)
+	start, reason, headPast, err := p.retentionStart(ctx, o.Retention, o.Now, cur, head)
+	e.HeadPastRetention = headPast
 	if err == nil && start <= e.OldStart {
 		return e, nil
 	}
@@ -113,7 +119,7 @@ func (p *PartitionLog) Expire(ctx context.Context, o ExpireOptions) (Expiry, err
 		// and deleted the commits it was reading: then there is nothing
 		// left for this one to do.
 		if now, lerr := p.LoadStart(ctx); lerr == nil && now.StartOffset() > e.OldStart && (start <= now.StartOffset() || m == nil) {
-			return Expiry{OldStart: now.StartOffset(), Start: now.StartOffset(), Marker: now}, nil
+			return Expiry{OldStart: now.StartOffset(), Start: now.StartOffset(), Marker: now, HeadPastRetention: headPast}, nil
 		}
 		return e, err
 	}
@@ -165,28 +171,32 @@ func (p *PartitionLog) Expire(ctx context.Context, o ExpireOptions) (Expiry, err
 
 // retentionStart returns the archive start r asks for (at most the head's
 // start) and its reason; the current start when r expires nothing more.
-func (p *PartitionLog) retentionStart(ctx context.Context, r Retention, now time.Time, cur *ArchiveStart, head *Commit) (int64, string, error) {
-	start, reason := cur.StartOffset(), ""
+// headPast reports that the age limit would expire the head commit too.
+func (p *PartitionLog) retentionStart(ctx context.Context, r Retention, now time.Time, cur *ArchiveStart, head *Commit) (start int64, reason string, headPast bool, err error) {
+	start = cur.StartOffset()
 	if r.Age > 0 {
 		cutoff := now.Add(-r.Age).UnixMilli()
 		s, err := p.ageStart(ctx, cutoff, cur, head)
 		if err != nil {
-			return 0, "", err
+			return 0, "", false, err
 		}
 		if s > start {
 			start, reason = s, ReasonRetentionAge
 		}
+		// The running maximum of the head is the largest timestamp of the
+		// partition: below the cutoff, every record is past the limit.
+		headPast = head.Records > 0 && head.RunningMaxTimestamp < cutoff
 	}
 	if r.Bytes > 0 {
 		s, err := p.bytesStart(ctx, head.TotalBytes-r.Bytes, cur, head)
 		if err != nil {
-			return 0, "", err
+			return 0, "", false, err
 		}
 		if s > start {
 			start, reason = s, ReasonRetentionBytes
 		}
 	}
-	return start, reason, nil
+	return start, reason, headPast, nil
 }
 
 // ageStart: the first commit whose running maximum timestamp reaches the

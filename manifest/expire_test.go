@@ -228,7 +228,7 @@ func TestExpireBySizeAndHead(t *testing.T) {
 	// Keep the bytes of the last two commits exactly: start 80.
 	keep := cs[9].TotalBytes - cs[7].TotalBytes
 	e, err := p.Expire(ctx, ExpireOptions{Retention: Retention{Bytes: keep}})
-	if err != nil || e.Start != 80 || e.Reason != ReasonRetentionBytes {
+	if err != nil || e.Start != 80 || e.Reason != ReasonRetentionBytes || e.HeadPastRetention {
 		t.Fatalf("size expiry %+v %v", e, err)
 	}
 	// One byte more to keep: commit 7 stays.
@@ -238,8 +238,13 @@ func TestExpireBySizeAndHead(t *testing.T) {
 	}
 	// Both limits: the larger start wins; everything is old, but the head stays.
 	e, err = p.Expire(ctx, ExpireOptions{Retention: Retention{Age: time.Hour, Bytes: 1 << 40}, Now: time.UnixMilli(100 * dayMs)})
-	if err != nil || e.Start != 90 || e.Reason != ReasonRetentionAge || e.OldStart != 80 {
+	if err != nil || e.Start != 90 || e.Reason != ReasonRetentionAge || e.OldStart != 80 || !e.HeadPastRetention {
 		t.Fatalf("everything old: %+v %v", e, err)
+	}
+	// Again: nothing more expires, and the head is still reported as kept
+	// past the retention.
+	if e, err := p.Expire(ctx, ExpireOptions{Retention: Retention{Age: time.Hour}, Now: time.UnixMilli(100 * dayMs)}); err != nil || e.Expired() || !e.HeadPastRetention {
+		t.Fatalf("everything old, again: %+v %v", e, err)
 	}
 	// A size that keeps nothing: still the head.
 	if e, err := p.Expire(ctx, ExpireOptions{Retention: Retention{Bytes: 1}}); err != nil || e.Expired() || e.Start != 90 {

@@ -187,7 +187,7 @@ func writeExpireText(w io.Writer, dryRun bool, res *archive.ExpireResult) error 
 	if dryRun {
 		would = "would "
 	}
-	var expired, records, objects, bytes int64
+	var expired, records, objects, bytes, headPast int64
 	for i := range res.Partitions {
 		p := &res.Partitions[i]
 		name := partName(p)
@@ -209,6 +209,9 @@ func writeExpireText(w io.Writer, dryRun bool, res *archive.ExpireResult) error 
 			fmt.Fprintf(w, "%sdelete %s below offset %d: %d segments (%s), %d commit entries, %d time keys, %d superseded markers\n",
 				would, name, d.Below, d.Segments, units.Bytes(d.SegmentBytes), d.Commits, d.TimeKeys, d.Markers)
 		}
+		if p.Expiry.HeadPastRetention {
+			headPast++
+		}
 		if d := &p.Deletion; d.Pending > 0 {
 			fmt.Fprintf(w, "keep %s below offset %d until %s (grace period)\n", name, d.Pending, logrange.FormatTime(d.PendingUntil))
 		}
@@ -217,6 +220,9 @@ func writeExpireText(w io.Writer, dryRun bool, res *archive.ExpireResult) error 
 		len(res.Partitions), expired, records, objects, units.Bytes(bytes), res.Failed())
 	if dryRun {
 		line += " (dry run: nothing written)"
+	}
+	if headPast > 0 {
+		line += fmt.Sprintf("\nexpire: %d partitions hold only records older than the retention in their newest commit, which never expires (the archiver resumes from it): they expire once a newer commit follows", headPast)
 	}
 	_, err := fmt.Fprintln(w, line)
 	return err
@@ -254,6 +260,9 @@ type expirePartition struct {
 	ExpiredRecords int64  `json:"expired_records"`
 	ExpiredBytes   int64  `json:"expired_bytes"`
 	ExpiredCommits int64  `json:"expired_commits"`
+	// HeadPastRetention: every record of the newest commit is older than
+	// the age limit, and it is kept (the newest commit never expires).
+	HeadPastRetention bool `json:"head_past_retention"`
 	// RecoverableFromMs is the oldest recoverable time after the pass.
 	RecoverableFromMs *int64        `json:"recoverable_from_ms"`
 	Deleted           expireDeleted `json:"deleted"`
@@ -280,6 +289,7 @@ func expireDocFor(storeURL string, dryRun bool, res *archive.ExpireResult) expir
 		e, d := &p.Expiry, &p.Deletion
 		dp := expirePartition{Topic: p.Topic, TopicID: p.TopicID.String(), Partition: p.Partition, Current: p.Current,
 			OldStart: e.OldStart, ArchiveStart: e.Start, Reason: e.Reason, ExpiredRecords: e.Records, ExpiredBytes: e.Bytes, ExpiredCommits: e.Commits,
+			HeadPastRetention: e.HeadPastRetention,
 			Deleted: expireDeleted{Below: d.Below, Segments: d.Segments, Bytes: d.SegmentBytes, Commits: d.Commits, TimeKeys: d.TimeKeys,
 				Markers: d.Markers, PendingBelow: d.Pending, PendingUntilMs: d.PendingUntil}}
 		if p.Retention.Age > 0 {
