@@ -263,7 +263,8 @@ func run(ctx context.Context, opts Options, mode string, cycle Cycle) (*Summary,
 	t, err := target.Connect(ctx, o.KafkaOpts,
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(2*time.Millisecond),
-		kgo.RequiredAcks(kgo.AllISRAcks()))
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RetryBackoffFn(target.RetryBackoff))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", mode, err)
 	}

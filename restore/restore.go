@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -152,7 +151,7 @@ func open(ctx context.Context, o *Options) (*runner, error) {
 		kgo.MaxBufferedRecords(1<<20),
 		kgo.MaxBufferedBytes(int(min(int64(o.Concurrency)*o.MaxInFlightBytes+(64<<20), math.MaxInt32))),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.RetryBackoffFn(produceRetryBackoff))
+		kgo.RetryBackoffFn(target.RetryBackoff))
 	if err != nil {
 		return nil, err
 	}
@@ -164,21 +163,6 @@ func open(ctx context.Context, o *Options) (*runner, error) {
 		Skew: o.MaxClockSkew, Now: o.Now, Log: o.Logger}
 	rn.untrack = lease.Track(rn.leases.Me)
 	return rn, nil
-}
-
-// produceRetryBackoff is the restore client's backoff between retries of
-// a request: 20 ms doubling up to 2 s, ±20% jitter. franz-go's default
-// starts at 250 ms, which a restore's first producer on a freshly started
-// broker always waited once: the broker answers the first InitProducerID
-// with COORDINATOR_LOAD_IN_PROGRESS while it obtains a block of producer
-// ids from the controller, a matter of milliseconds (docs/PERFORMANCE.md,
-// "First run").
-func produceRetryBackoff(fails int) time.Duration {
-	d := 2 * time.Second
-	if fails < 7 {
-		d = 20 * time.Millisecond << max(fails-1, 0)
-	}
-	return d - d/5 + time.Duration(rand.Int64N(int64(d/5)*2+1))
 }
 
 // close ends what open started.

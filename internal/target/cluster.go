@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -34,6 +35,21 @@ type Cluster struct {
 	// Topics holds the partition count of every existing topic (as of
 	// Connect, and of the topics created since).
 	Topics map[string]int32
+}
+
+// RetryBackoff is the backoff between retries of a writer's requests
+// (kgo.RetryBackoffFn for restore and replay): 20 ms doubling up to 2 s,
+// ±20% jitter. franz-go's default starts at 250 ms, which a first producer
+// on a freshly started broker always waited once: the broker answers the
+// first InitProducerID with COORDINATOR_LOAD_IN_PROGRESS while it obtains
+// a block of producer ids from the controller, a matter of milliseconds
+// (docs/PERFORMANCE.md, "First run").
+func RetryBackoff(fails int) time.Duration {
+	d := 2 * time.Second
+	if fails < 7 {
+		d = 20 * time.Millisecond << max(fails-1, 0)
+	}
+	return d - d/5 + time.Duration(rand.Int64N(int64(d/5)*2+1))
 }
 
 // Connect connects to the cluster with the connection options opts plus
