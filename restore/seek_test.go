@@ -2,12 +2,12 @@ package restore
 
 import (
 	"context"
-
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/manifest"
+	"github.com/kbackup/kbackup/store"
 )
 
 // TestSeekRequests: a point-in-time restore in the middle of a partition
@@ -19,30 +19,16 @@ func TestSeekRequests(t *testing.T) {
 	t.Parallel()
 	inner, _ := newStore(t)
 	perPart := synthArchive(t, inner, "pit", 1, 4<<20, 1000, 1<<20, 64<<10, manifest.CodecNone)
-	st := &countingStore{Store: inner}
-	c := newCluster(t)
-	mid := 1_700_000_000_000 + perPart/2
-	o := Options{Store: st, StateStore: inner, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)},
-		Topics: mustSel(t, "pit"), Rename: map[string]string{"pit": "x"}, ID: "x", Logger: testLogger(t)}
-	o.Range.FromTime, o.Range.HasFromTime = mid, true
-	o.Range.ToTime, o.Range.HasToTime = mid+50, true
-	sum := run(t, o)
-	if sum.Records != 51 {
-		t.Fatalf("restored %d records, want 51", sum.Records)
-	}
-	if n := st.n.Load(); n > 18 {
+	all, _ := archived(t, inner, "pit", 0)
+	if n := seekRequests(t, inner, all, 1_700_000_000_000+perPart/2); n > 18 {
 		t.Fatalf("%d archive requests for one seek, want <= 18", n)
 	}
-	got := readTopic(t, c, "x")[0]
-	all, _ := archived(t, inner, "pit", 0)
-	from, to := mid, mid+50
-	sameContent(t, "x/0", selectSlow(all, &from, &to), got)
 }
 
-// TestSeekRequestsAfterExpiry: after the archive's first half expired (an
-// archive-start marker, everything below it deleted), a point-in-time
-// restore in the middle of what is left costs as few requests as on a
-// fresh archive plus the archive start's LIST and GET.
+// TestSeekRequestsAfterExpiry: after the archive's first quarter expired
+// (an archive-start marker, everything below it deleted), a point-in-time
+// restore in what is left costs as few requests as on a fresh archive
+// plus the archive start's LIST and GET.
 func TestSeekRequestsAfterExpiry(t *testing.T) {
 	t.Parallel()
 	inner, _ := newStore(t)
@@ -62,9 +48,20 @@ func TestSeekRequestsAfterExpiry(t *testing.T) {
 	if err != nil || del.Segments == 0 {
 		t.Fatalf("delete: %+v, %v", del, err)
 	}
+	n := seekRequests(t, inner, all, 1_700_000_000_000+perPart*3/4)
+	if n > 20 {
+		t.Fatalf("%d archive requests for one seek after an expiry, want <= 20", n)
+	}
+	t.Logf("%d archive requests for one seek after an expiry (start %d)", n, exp.Start)
+}
+
+// seekRequests restores topic pit's records with timestamps in [mid,
+// mid+50] (51 records) into a new cluster, checks them against all (what
+// was archived) and returns the archive requests it took.
+func seekRequests(t *testing.T, inner store.Store, all []rec, mid int64) int64 {
+	t.Helper()
 	st := &countingStore{Store: inner}
 	c := newCluster(t)
-	mid := 1_700_000_000_000 + perPart*3/4
 	o := Options{Store: st, StateStore: inner, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)},
 		Topics: mustSel(t, "pit"), Rename: map[string]string{"pit": "x"}, ID: "x", Logger: testLogger(t)}
 	o.Range.FromTime, o.Range.HasFromTime = mid, true
@@ -73,12 +70,8 @@ func TestSeekRequestsAfterExpiry(t *testing.T) {
 	if sum.Records != 51 {
 		t.Fatalf("restored %d records, want 51", sum.Records)
 	}
-	if n := st.n.Load(); n > 20 {
-		t.Fatalf("%d archive requests for one seek after an expiry, want <= 20", n)
-	} else {
-		t.Logf("%d archive requests for one seek after an expiry (start %d)", n, exp.Start)
-	}
-	got := readTopic(t, c, "x")[0]
+	n := st.n.Load()
 	from, to := mid, mid+50
-	sameContent(t, "x/0", selectSlow(all, &from, &to), got)
+	sameContent(t, "x/0", selectSlow(all, &from, &to), readTopic(t, c, "x")[0])
+	return n
 }
