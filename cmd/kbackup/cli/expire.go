@@ -169,6 +169,13 @@ func runExpire(c *cli.Context) error {
 	return nil
 }
 
+// byThisPass reports whether this pass moved the partition's archive start
+// (created its marker, or would in a dry run), rather than finding that
+// another pass running at the same time had just done so.
+func byThisPass(e *manifest.Expiry, dryRun bool) bool {
+	return e.Expired() && (dryRun || e.Created)
+}
+
 // writerName names this expirer in the markers.
 func writerName() string { return "kbackup " + Version + " expire" }
 
@@ -194,7 +201,9 @@ func writeExpireText(w io.Writer, dryRun bool, res *archive.ExpireResult) error 
 		if p.Err != nil {
 			fmt.Fprintf(w, "FAILED %s: %s\n", name, oneLine(p.Err.Error()))
 		}
-		if e := &p.Expiry; e.Expired() {
+		if e := &p.Expiry; e.Expired() && !byThisPass(e, dryRun) {
+			fmt.Fprintf(w, "expire %s: archive start %d -> %d (%s): created meanwhile by another expiry pass\n", name, e.OldStart, e.Start, e.Reason)
+		} else if e.Expired() {
 			expired++
 			records += e.Records
 			fmt.Fprintf(w, "%sexpire %s: archive start %d -> %d (%s): %d records, %s", would, name, e.OldStart, e.Start, e.Reason, e.Records, units.Bytes(e.Bytes))
@@ -263,6 +272,10 @@ type expirePartition struct {
 	// HeadPastRetention: every record of the newest commit is older than
 	// the age limit, and it is kept (the newest commit never expires).
 	HeadPastRetention bool `json:"head_past_retention"`
+	// ByThisPass is false when the archive start moved but another expiry
+	// pass running at the same time created the marker (the totals count
+	// only this pass's expiries).
+	ByThisPass bool `json:"by_this_pass"`
 	// RecoverableFromMs is the oldest recoverable time after the pass.
 	RecoverableFromMs *int64        `json:"recoverable_from_ms"`
 	Deleted           expireDeleted `json:"deleted"`
@@ -306,7 +319,8 @@ func expireDocFor(storeURL string, dryRun bool, res *archive.ExpireResult) expir
 		if p.Err != nil {
 			dp.Error = ptr(oneLine(p.Err.Error()))
 		}
-		if e.Expired() {
+		dp.ByThisPass = byThisPass(e, dryRun)
+		if dp.ByThisPass {
 			doc.ExpiredPartitions++
 			doc.ExpiredRecords += e.Records
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/kbackup/kbackup/archive"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store/filestore"
 )
@@ -244,5 +245,34 @@ func TestArchiveRetentionFlags(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Fatalf("archive --help lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestExpireReportsConcurrentPass: when another expiry pass created the
+// marker first (Expiry.Created false), the text and --json say so and the
+// totals do not count the partition as expired by this pass.
+func TestExpireReportsConcurrentPass(t *testing.T) {
+	t.Parallel()
+	res := &archive.ExpireResult{Partitions: []archive.PartitionExpiry{
+		{Topic: "a", Partition: 0, Current: true, Expiry: manifest.Expiry{OldStart: 0, Start: 3, Reason: manifest.ReasonRetentionAge, Records: 3, Created: false, Marker: &manifest.ArchiveStart{Start: 3}}},
+		{Topic: "b", Partition: 0, Current: true, Expiry: manifest.Expiry{OldStart: 0, Start: 5, Reason: manifest.ReasonRetentionAge, Records: 5, Created: true, Marker: &manifest.ArchiveStart{Start: 5}}},
+	}}
+	var b strings.Builder
+	if err := writeExpireText(&b, false, res); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if !strings.Contains(out, "expire a/0: archive start 0 -> 3 (retention-age): created meanwhile by another expiry pass\n") ||
+		!strings.Contains(out, "expire b/0: archive start 0 -> 5 (retention-age): 5 records") ||
+		!strings.Contains(out, "expire: 2 partitions, 1 expired (5 records)") {
+		t.Fatalf("text:\n%s", out)
+	}
+	doc := expireDocFor("file:///x", false, res)
+	if doc.ExpiredPartitions != 1 || doc.ExpiredRecords != 5 || doc.Partitions[0].ByThisPass || !doc.Partitions[1].ByThisPass {
+		t.Fatalf("json: %+v", doc)
+	}
+	// A dry run creates nothing: what it would expire is its own.
+	if d := expireDocFor("file:///x", true, res); d.ExpiredPartitions != 2 || !d.Partitions[0].ByThisPass {
+		t.Fatalf("dry run json: %+v", d)
 	}
 }
