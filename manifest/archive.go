@@ -131,6 +131,7 @@ type Archive struct {
 	rootMu   sync.Mutex
 	root     Root // as read by Open (FormatVersion raised by UpgradeRoot)
 	writable bool // ProbeConditionalCreate passed (Init, ensureWritable)
+	wal      walCache
 }
 
 // ensureWritable runs the conditional-create probe once before the first
@@ -166,9 +167,16 @@ func (a *Archive) FormatVersion() int {
 // ProbeConditionalCreate on the store first. No archiver of version 1 may
 // be running when an archive is upgraded (docs/OPERATIONS.md, "Retention").
 func (a *Archive) UpgradeRoot(ctx context.Context) error {
+	return a.UpgradeRootTo(ctx, ExpiryFormatVersion)
+}
+
+// UpgradeRootTo is UpgradeRoot to version v: ExpiryFormatVersion before
+// the first archive-start marker, PackedFormatVersion before the first
+// claim. The root marker never goes down.
+func (a *Archive) UpgradeRootTo(ctx context.Context, v int) error {
 	a.rootMu.Lock()
 	defer a.rootMu.Unlock()
-	if a.root.FormatVersion >= FormatVersion {
+	if a.root.FormatVersion >= v {
 		return nil
 	}
 	// Read it again: another writer may have upgraded it since Open.
@@ -180,11 +188,11 @@ func (a *Archive) UpgradeRoot(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", RootKey, err)
 	}
-	if r.FormatVersion < FormatVersion {
-		r.FormatVersion = FormatVersion
+	if r.FormatVersion < v {
+		r.FormatVersion = v
 		body := encodeJSON(r)
 		if err := a.st.Put(ctx, RootKey, bytes.NewReader(body), int64(len(body)), store.PutOptions{}); err != nil {
-			return fmt.Errorf("upgrade %s to format version %d: %w", RootKey, FormatVersion, err)
+			return fmt.Errorf("upgrade %s to format version %d: %w", RootKey, v, err)
 		}
 	}
 	a.root = *r

@@ -157,7 +157,7 @@ func (c *Commit) validate() error {
 		return bad("negative partition")
 	case c.Seq < 0 || c.Start < 0 || c.End < c.Start || c.End == math.MaxInt64:
 		return bad("range %d..%d (seq %d) invalid", c.Start, c.End, c.Seq)
-	case err != nil || k.Kind != KeySegment || k.Topic != c.Topic || k.TopicID != c.TopicID || k.Partition != c.Partition:
+	case err != nil || k.Kind != KeyFlush && (k.Kind != KeySegment || k.Topic != c.Topic || k.TopicID != c.TopicID || k.Partition != c.Partition):
 		return bad("segment key %q does not belong to it", c.SegmentKey)
 	case c.SegmentOffset < 0 || c.SegmentSize < segHeaderSize+footerSize || c.SegmentOffset > math.MaxInt64-c.SegmentSize:
 		return bad("segment byte range %d+%d invalid", c.SegmentOffset, c.SegmentSize)

@@ -16,9 +16,17 @@ import (
 )
 
 // FormatVersion is the newest archive format version: the root marker's
-// version of an archive with archive-start markers (expiry). This package
-// reads archives of versions MinFormatVersion..FormatVersion.
-const FormatVersion = 2
+// version of an archive with packed flush objects and claims (docs/FORMAT.md
+// §12). This package reads archives of versions
+// MinFormatVersion..FormatVersion.
+const FormatVersion = PackedFormatVersion
+
+// Root marker versions: ExpiryFormatVersion once an archive has an
+// archive-start marker, PackedFormatVersion once it has a claim.
+const (
+	ExpiryFormatVersion = 2
+	PackedFormatVersion = 3
+)
 
 // MinFormatVersion is the oldest archive format version this package reads.
 // A version-1 archive continues as version 2 without a rewrite: the first

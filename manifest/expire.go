@@ -101,7 +101,7 @@ func (p *PartitionLog) Expire(ctx context.Context, o ExpireOptions) (Expiry, err
 	if o.Retention.IsZero() {
 		return e, nil
 	}
-	head, err := p.Head(ctx)
+	head, err := p.CompactedHead(ctx) // a tail (version 3) is never expired: only compacted commits
 	if err != nil || head == nil {
 		return e, err
 	}

@@ -140,6 +140,12 @@ const (
 	KeyCatalog
 	// KeyStart is an archive-start marker (format version 2).
 	KeyStart
+	// KeyClaim is a partition's ownership claim (format version 3).
+	KeyClaim
+	// KeyFlush is a writer's flush object (format version 3).
+	KeyFlush
+	// KeyTailIndex is a writer's tail index (format version 3).
+	KeyTailIndex
 )
 
 // Key is a parsed archive key. Fields not used by its Kind are zero.
@@ -154,6 +160,9 @@ type Key struct {
 	RunMax    int64  // time
 	Catalog   string // catalog kind
 	Time      int64  // catalog capture time (ms)
+	Epoch     int64  // claim
+	Writer    string // flush object, tail index
+	Seq       int64  // flush object, tail index
 }
 
 // String re-encodes the key; ParseKey(k.String()) == k for every parsed k.
@@ -173,6 +182,12 @@ func (k Key) String() string {
 		return CatalogKey(k.Catalog, k.Time)
 	case KeyStart:
 		return StartKey(PartitionPrefix(k.Topic, k.TopicID, k.Partition), k.Start)
+	case KeyClaim:
+		return ClaimKey(PartitionPrefix(k.Topic, k.TopicID, k.Partition), k.Epoch)
+	case KeyFlush:
+		return FlushKey(k.Writer, k.Seq)
+	case KeyTailIndex:
+		return TailIndexKey(k.Writer, k.Seq)
 	}
 	return ""
 }
@@ -229,6 +244,9 @@ func ParseKey(key string) (Key, error) {
 		}
 		return Key{Kind: KeyCatalog, Catalog: parts[1], Time: Invert(inv)}, nil
 	}
+	if parts[0]+"/" == WALPrefix {
+		return parseWALKey(key, parts)
+	}
 	if parts[0] != "topics" || len(parts) < 4 {
 		return bad("not a kbackup archive key")
 	}
@@ -263,6 +281,12 @@ func ParseKey(key string) (Key, error) {
 			return bad("bad commit name")
 		}
 		k.Kind, k.Start = KeyCommit, Invert(inv)
+	case "claims":
+		inv, ok := parseOffset19(name)
+		if !ok || Invert(inv) < 1 {
+			return bad("bad claim name")
+		}
+		k.Kind, k.Epoch = KeyClaim, Invert(inv)
 	case "start":
 		inv, ok := parseOffset19(name)
 		if !ok {
@@ -290,5 +314,28 @@ func ParseKey(key string) (Key, error) {
 	default:
 		return bad("unknown partition object")
 	}
+	return k, nil
+}
+
+// parseWALKey parses wal/<writer>/<inv-seq>.kwal and
+// wal/<writer>/tail/<inv-seq>.ktix.
+func parseWALKey(key string, parts []string) (Key, error) {
+	bad := func(why string) (Key, error) { return Key{}, fmt.Errorf("key %q: %s", key, why) }
+	if len(parts) < 3 || !ValidWriterID(parts[1]) {
+		return bad("bad writer id")
+	}
+	k := Key{Writer: parts[1]}
+	name, suffix := parts[2], ".kwal"
+	k.Kind = KeyFlush
+	if len(parts) == 4 && parts[2] == "tail" {
+		name, suffix, k.Kind = parts[3], ".ktix", KeyTailIndex
+	} else if len(parts) != 3 {
+		return bad("wrong depth")
+	}
+	inv, ok := parseOffset19(strings.TrimSuffix(name, suffix))
+	if !ok || !strings.HasSuffix(name, suffix) || inv == 0 {
+		return bad("bad flush object or tail index name")
+	}
+	k.Seq = Invert(inv)
 	return k, nil
 }

@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -31,6 +32,10 @@ type PartitionLog struct {
 	prefix    string
 	arch      *Archive
 
+	tailMu     sync.Mutex
+	tail       *tailView // see tailView
+	tailLoaded bool
+
 	startMu     sync.Mutex
 	start       *ArchiveStart // see ArchiveStart
 	startLoaded bool
@@ -55,6 +60,9 @@ func (p *PartitionLog) readCommit(ctx context.Context, key string, start int64) 
 	if c.Topic != p.Topic || c.TopicID != p.TopicID || c.Partition != p.Partition || c.Start != start {
 		return nil, fmt.Errorf("commit %s: %w", key, corruptf("holds %s/%d@%d", c.Topic, c.Partition, c.Start))
 	}
+	if k, _ := ParseKey(c.SegmentKey); k.Kind != KeySegment {
+		return nil, fmt.Errorf("commit %s: %w", key, corruptf("names %s, not a segment", c.SegmentKey))
+	}
 	return c, nil
 }
 
@@ -73,7 +81,35 @@ func (p *PartitionLog) firstAfter(ctx context.Context, prefix, marker string) (s
 
 // Head returns the partition's latest commit, or nil if it has none. One
 // LIST and one GET, whatever the archive size.
+//
+// In a format-version-3 archive the head may be the newest entry of the
+// partition's uncompacted tail (docs/FORMAT.md §12.4): that adds the newest
+// claim (LIST, GET), its writer's newest tail index (LIST, two ranged GETs)
+// and the tables of the writer's flush objects after it.
 func (p *PartitionLog) Head(ctx context.Context) (*Commit, error) {
+	c, err := p.compactedHead(ctx)
+	if err != nil || !p.packed() {
+		return c, err
+	}
+	v, err := p.tailView(ctx, true)
+	if err != nil || v.newest() == nil || c != nil && v.newest().End <= c.End {
+		return c, err
+	}
+	e, err := p.readEntry(ctx, v, *v.newest())
+	if err != nil {
+		return nil, err
+	}
+	return e.commit, nil
+}
+
+// CompactedHead is the head of the partition's compacted chain (its
+// commits/ entries), nil if it has none: the Head of a version-1 or -2
+// archive.
+func (p *PartitionLog) CompactedHead(ctx context.Context) (*Commit, error) {
+	return p.compactedHead(ctx)
+}
+
+func (p *PartitionLog) compactedHead(ctx context.Context) (*Commit, error) {
 	key, err := p.firstAfter(ctx, p.prefix+"commits/", "")
 	if err != nil || key == "" {
 		return nil, err
@@ -88,7 +124,58 @@ func (p *PartitionLog) Head(ctx context.Context) (*Commit, error) {
 // CommitAt returns the commit whose range starts exactly at start (one GET),
 // or an error wrapping store.ErrNotFound.
 func (p *PartitionLog) CommitAt(ctx context.Context, start int64) (*Commit, error) {
-	return p.readCommit(ctx, CommitKey(p.prefix, start), start)
+	c, err := p.readCommit(ctx, CommitKey(p.prefix, start), start)
+	if err == nil || !errors.Is(err, store.ErrNotFound) || !p.packed() {
+		return c, err
+	}
+	tc, terr := p.tailLookup(ctx, start)
+	if terr != nil {
+		return nil, terr
+	}
+	if tc == nil || tc.Start != start {
+		return nil, err
+	}
+	return tc, nil
+}
+
+// tailView returns the partition's tail as last found, or finds it anew
+// (refresh, or never found): nil without claims.
+func (p *PartitionLog) tailView(ctx context.Context, refresh bool) (*tailView, error) {
+	p.tailMu.Lock()
+	defer p.tailMu.Unlock()
+	if p.tailLoaded && !refresh {
+		return p.tail, nil
+	}
+	v, err := p.loadTail(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.tail != nil && v != nil {
+		// Entries already read stay valid: keep them.
+		for k, e := range p.tail.byRef {
+			v.byRef[k] = e
+		}
+	}
+	p.tail, p.tailLoaded = v, true
+	return v, nil
+}
+
+// tailLookup returns the tail entry holding offset (finding the tail anew
+// once if the tail as last found ends before it), or nil.
+func (p *PartitionLog) tailLookup(ctx context.Context, offset int64) (*Commit, error) {
+	for _, refresh := range []bool{false, true} {
+		v, err := p.tailView(ctx, refresh)
+		if err != nil || v == nil {
+			return nil, err
+		}
+		p.tailMu.Lock()
+		c, err := p.tailFind(ctx, v, offset)
+		p.tailMu.Unlock()
+		if err != nil || c != nil {
+			return c, err
+		}
+	}
+	return nil, nil
 }
 
 // Find returns the commit whose range contains offset: one LIST (the first
@@ -122,7 +209,7 @@ func (p *PartitionLog) find(ctx context.Context, offset int64) (*Commit, error) 
 		return nil, err
 	}
 	if key == "" {
-		return nil, fmt.Errorf("%s offset %d: %w (nothing archived)", p, offset, ErrOutOfRange)
+		return p.findTail(ctx, offset, -1)
 	}
 	k, err := ParseKey(key)
 	if err != nil || k.Kind != KeyCommit {
@@ -133,9 +220,26 @@ func (p *PartitionLog) find(ctx context.Context, offset int64) (*Commit, error) 
 		return nil, err
 	}
 	if !c.Covers(offset) {
-		return nil, fmt.Errorf("%s offset %d: %w (archive ends at %d)", p, offset, ErrOutOfRange, c.End)
+		return p.findTail(ctx, offset, c.End)
 	}
 	return c, nil
+}
+
+// findTail is find for an offset above the compacted chain's end.
+func (p *PartitionLog) findTail(ctx context.Context, offset, end int64) (*Commit, error) {
+	if p.packed() {
+		c, err := p.tailLookup(ctx, offset)
+		if err != nil || c != nil {
+			return c, err
+		}
+		if v, err := p.tailView(ctx, false); err == nil && v.newest() != nil {
+			end = max(end, v.newest().End)
+		}
+	}
+	if end < 0 {
+		return nil, fmt.Errorf("%s offset %d: %w (nothing archived)", p, offset, ErrOutOfRange)
+	}
+	return nil, fmt.Errorf("%s offset %d: %w (archive ends at %d)", p, offset, ErrOutOfRange, end)
 }
 
 // FindTime returns the first commit holding a record with timestamp >= ts
@@ -161,7 +265,29 @@ func (p *PartitionLog) FindTime(ctx context.Context, ts int64, after bool) (*Com
 	if st != nil && st.Below.RunningMaxTimestamp != nil && ts <= *st.Below.RunningMaxTimestamp {
 		return nil, p.expired(st, what)
 	}
-	return p.findTime(ctx, ts)
+	c, err := p.findTime(ctx, ts)
+	if err == nil || !errors.Is(err, ErrOutOfRange) || !p.packed() {
+		return c, err
+	}
+	floor := int64(-1)
+	if h, herr := p.compactedHead(ctx); herr != nil {
+		return nil, herr
+	} else if h != nil {
+		floor = h.End
+	}
+	for _, refresh := range []bool{false, true} {
+		v, verr := p.tailView(ctx, refresh)
+		if verr != nil || v == nil {
+			return nil, cmp.Or(verr, err)
+		}
+		p.tailMu.Lock()
+		tc, terr := p.tailFindTime(ctx, v, ts, floor)
+		p.tailMu.Unlock()
+		if terr != nil || tc != nil {
+			return tc, terr
+		}
+	}
+	return nil, err
 }
 
 // Append commits a finished segment after head (nil for the first commit):

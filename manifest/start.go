@@ -265,7 +265,7 @@ func (p *PartitionLog) ArchiveStart(ctx context.Context) (*ArchiveStart, error) 
 	if ok {
 		return s, nil
 	}
-	if p.arch != nil && p.arch.FormatVersion() < FormatVersion {
+	if p.arch != nil && p.arch.FormatVersion() < ExpiryFormatVersion {
 		// A version-1 archive has no marker (the first one upgrades the
 		// root before it is created): no request.
 		p.startMu.Lock()

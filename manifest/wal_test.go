@@ -1,0 +1,384 @@
+package manifest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/kbackup/kbackup/store/storefault"
+)
+
+// simWriter is a packed writer of the format's rules (§12.3), driven by
+// tests: it claims partitions, adds one segment per partition and flush,
+// and writes a tail index every indexEvery flushes.
+type simWriter struct {
+	t          *testing.T
+	a          *Archive
+	id         string
+	seq        int64
+	indexEvery int64
+	parts      map[*PartitionLog]*simPart
+}
+
+type simPart struct {
+	epoch int64
+	head  *Commit
+	tail  PartitionTail
+}
+
+func newSimWriter(t *testing.T, a *Archive) *simWriter {
+	return &simWriter{t: t, a: a, id: NewWriterID(), indexEvery: 10, parts: map[*PartitionLog]*simPart{}}
+}
+
+// claim takes p over: the next epoch, the tail as a reader finds it.
+func (w *simWriter) claim(p *PartitionLog) error {
+	ctx := context.Background()
+	epoch := int64(1)
+	if c, err := p.NewestClaim(ctx); err != nil {
+		return err
+	} else if c != nil {
+		epoch = c.Epoch + 1
+	}
+	ch, err := p.CompactedHead(ctx)
+	if err != nil {
+		return err
+	}
+	end := int64(-1)
+	if ch != nil {
+		end = ch.End
+	}
+	sp := &simPart{epoch: epoch, head: ch}
+	refs, commits, err := p.TailEntries(ctx, end)
+	if err != nil {
+		return err
+	}
+	for _, r := range refs {
+		sp.tail.Append(r)
+	}
+	if len(commits) > 0 {
+		sp.head = commits[len(commits)-1]
+	}
+	start := int64(0)
+	if sp.head != nil {
+		start = sp.head.End + 1
+	}
+	if err := p.CreateClaim(ctx, &Claim{Epoch: epoch, Writer: w.id, Start: start, CreatedMs: 1, Tail: sp.tail.Refs()}); err != nil {
+		return err
+	}
+	w.parts[p] = sp
+	return nil
+}
+
+// flush commits recs[p] (records from the partition's end on; holes become
+// compaction gaps, up to ends[p]) for each partition in one flush object.
+func (w *simWriter) flush(ends map[*PartitionLog]int64, recs map[*PartitionLog][]Record) {
+	w.t.Helper()
+	ctx := context.Background()
+	fb, err := NewFlushBuilder(w.id, w.seq)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	type added struct {
+		sp  *simPart
+		c   *Commit
+		ref EntryRef
+	}
+	var done []added
+	for p, end := range ends {
+		sp := w.parts[p]
+		start := int64(0)
+		if sp.head != nil {
+			start = sp.head.End + 1
+		}
+		seg, info := buildSegment(w.t, start, end, recs[p], GapCompacted, SegmentOptions{Codec: CodecZstd, BlockSize: 200})
+		c, ref, err := fb.Add(sp.epoch, sp.head, sp.tail.Newest(), p.Topic, p.TopicID, p.Partition, bytes.NewReader(seg), info, 1)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		done = append(done, added{sp, c, ref})
+	}
+	if err := w.a.PutFlush(ctx, fb); err != nil {
+		w.t.Fatal(err)
+	}
+	for _, d := range done {
+		d.sp.head = d.c
+		d.sp.tail.Append(d.ref)
+	}
+	if w.seq%w.indexEvery == w.indexEvery-1 {
+		w.index()
+	}
+	w.seq++
+}
+
+func (w *simWriter) index() {
+	w.t.Helper()
+	ti := &TailIndex{Writer: w.id, Seq: w.seq}
+	for p, sp := range w.parts {
+		if r := sp.tail.Refs(); r != nil {
+			ti.Partitions = append(ti.Partitions, TailPartition{TopicID: p.TopicID, Partition: p.Partition, Epoch: sp.epoch, Refs: *r})
+		}
+	}
+	if err := w.a.PutTailIndex(context.Background(), ti); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func scanAll(t *testing.T, p *PartitionLog) ([]Record, []Gap) {
+	t.Helper()
+	var recs []Record
+	var gaps []Gap
+	err := p.Scan(context.Background(), 0, -1, func(it ScanItem) error {
+		if it.Record == nil {
+			gaps = append(gaps, it.Gap)
+		} else {
+			recs = append(recs, *it.Record)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs, gaps
+}
+
+// TestPackedTail: three partitions written by one packed writer over 45
+// flushes (one idle in most of them); every offset, time and the head are
+// found through claims, the tail index and the walk back, and a scan reads
+// exactly what was written.
+func TestPackedTail(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, st := newTestArchive(t)
+	id := TopicID{7}
+	if err := a.EnsureTopic(ctx, "orders", id, 1); err != nil {
+		t.Fatal(err)
+	}
+	w := newSimWriter(t, a)
+	var ps []*PartitionLog
+	for i := int32(0); i < 3; i++ {
+		p := a.Partition("orders", id, i)
+		if err := w.claim(p); err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	want := map[*PartitionLog][]Record{}
+	next := map[*PartitionLog]int64{}
+	for f := 0; f < 45; f++ {
+		ends, recs := map[*PartitionLog]int64{}, map[*PartitionLog][]Record{}
+		for i, p := range ps {
+			if i == 2 && f%7 != 3 {
+				continue // mostly idle
+			}
+			from, to := next[p], next[p]+int64(3+f%5)
+			r := mkRecs(from, to, func(o int64) int64 { return 1000 + o*10 })
+			if f%4 == 1 {
+				r = r[1:] // a compaction gap
+			}
+			ends[p], recs[p] = to, r
+			want[p] = append(want[p], r...)
+			next[p] = to + 1
+		}
+		w.flush(ends, recs)
+	}
+	for _, p := range ps {
+		a2, err := Open(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := a2.Partition(p.Topic, p.TopicID, p.Partition)
+		h, err := r.Head(ctx)
+		if err != nil || h == nil || h.End != next[p]-1 {
+			t.Fatalf("%s head: %+v %v, want end %d", p, h, err, next[p]-1)
+		}
+		got, _ := scanAll(t, r)
+		if !reflect.DeepEqual(normalize(got), normalize(want[p])) {
+			t.Fatalf("%s: scan read %d records, want %d", p, len(got), len(want[p]))
+		}
+		for o := int64(0); o < next[p]; o++ {
+			c, err := r.Find(ctx, o)
+			if err != nil || !c.Covers(o) {
+				t.Fatalf("%s find %d: %+v %v", p, o, c, err)
+			}
+		}
+		if _, err := r.Find(ctx, next[p]); !errors.Is(err, ErrOutOfRange) {
+			t.Fatalf("%s find past the end: %v", p, err)
+		}
+		for i := 0; i < len(want[p]); i += max(1, len(want[p])/10) {
+			rec := want[p][i]
+			c, err := r.FindTime(ctx, rec.Timestamp, false)
+			if err != nil || !c.Covers(rec.Offset) {
+				t.Fatalf("%s find time %d (offset %d): %+v %v", p, rec.Timestamp, rec.Offset, c, err)
+			}
+		}
+	}
+	// A seek from a fresh reader costs a handful of requests.
+	fs := storefault.New(st, 1)
+	a3, err := Open(ctx, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := fs.Calls()
+	r := a3.Partition("orders", id, 0)
+	if _, err := r.Find(ctx, next[ps[0]]/2); err != nil {
+		t.Fatal(err)
+	}
+	n := fs.Calls() - before
+	t.Logf("seek in the tail: %d requests", n)
+	if n > 30 {
+		t.Fatalf("a seek in the tail took %d requests", n)
+	}
+}
+
+// flushRange has w commit offsets from..to of p (all records) in one flush
+// object of its own, and returns the records.
+func (w *simWriter) flushRange(p *PartitionLog, from, to int64) []Record {
+	r := mkRecs(from, to, func(o int64) int64 { return 5000 + o })
+	w.flush(map[*PartitionLog]int64{p: to}, map[*PartitionLog][]Record{p: r})
+	return r
+}
+
+// TestPackedHandover: writer 1 commits, writer 2 claims the partition (the
+// next epoch, carrying writer 1's tail), writer 1 (paused, unaware) keeps
+// committing: its later entries are void; writer 1 then claims it back.
+// Readers see each offset once, from the writer that held it.
+func TestPackedHandover(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, st := newTestArchive(t)
+	id := TopicID{3}
+	if err := a.EnsureTopic(ctx, "pay", id, 1); err != nil {
+		t.Fatal(err)
+	}
+	p := a.Partition("pay", id, 0)
+	w1, w2 := newSimWriter(t, a), newSimWriter(t, a)
+	if err := w1.claim(p); err != nil {
+		t.Fatal(err)
+	}
+	var want []Record
+	next := int64(0)
+	for i := 0; i < 23; i++ {
+		want = append(want, w1.flushRange(p, next, next+4)...)
+		next += 5
+	}
+	if err := w2.claim(p); err != nil {
+		t.Fatal(err)
+	}
+	// Writer 1's late commits: its own keys, epoch 1, void.
+	for i := 0; i < 12; i++ {
+		w1.flushRange(p, next+int64(i)*5, next+int64(i)*5+4)
+	}
+	for i := 0; i < 17; i++ {
+		want = append(want, w2.flushRange(p, next, next+2)...)
+		next += 3
+	}
+	check := func(what string) {
+		t.Helper()
+		a2, err := Open(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := a2.Partition("pay", id, 0)
+		h, err := r.Head(ctx)
+		if err != nil || h == nil || h.End != next-1 {
+			t.Fatalf("%s: head %+v %v, want end %d", what, h, err, next-1)
+		}
+		got, gaps := scanAll(t, r)
+		if !reflect.DeepEqual(normalize(got), normalize(want)) || len(gaps) != 0 {
+			t.Fatalf("%s: scan read %d records and %d gaps, want %d records", what, len(got), len(gaps), len(want))
+		}
+	}
+	check("after the handover")
+	// Writer 1 learns of the claim (ErrFenced on a stale claim) and claims
+	// the partition back: the next epoch.
+	if err := p.CreateClaim(ctx, &Claim{Epoch: 2, Writer: w1.id, Start: next}); !errors.Is(err, ErrFenced) {
+		t.Fatalf("a claim of a taken epoch: %v", err)
+	}
+	if err := w1.claim(p); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		want = append(want, w1.flushRange(p, next, next+6)...)
+		next += 7
+	}
+	check("after the claim back")
+}
+
+// TestPackedCompaction: the tail is compacted in pieces into the version-1
+// chain while the writer goes on; readers read the same records at every
+// step, the tail shrinks, and a second compactor of the same start is
+// fenced.
+func TestPackedCompaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, st := newTestArchive(t)
+	id := TopicID{4}
+	if err := a.EnsureTopic(ctx, "c", id, 1); err != nil {
+		t.Fatal(err)
+	}
+	p := a.Partition("c", id, 0)
+	w := newSimWriter(t, a)
+	if err := w.claim(p); err != nil {
+		t.Fatal(err)
+	}
+	var want []Record
+	next := int64(0)
+	write := func(n int) {
+		for i := 0; i < n; i++ {
+			r := mkRecs(next, next+3, func(o int64) int64 { return 100 + o })
+			if i%3 == 0 {
+				r = r[:2] // a gap at the end, merged with the next entry's? no: next starts with a record
+			}
+			w.flush(map[*PartitionLog]int64{p: next + 3}, map[*PartitionLog][]Record{p: r})
+			want = append(want, r...)
+			next += 4
+		}
+	}
+	write(30)
+	for round := 0; round < 3; round++ {
+		head, err := p.CompactedHead(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end := int64(-1)
+		if head != nil {
+			end = head.End
+		}
+		_, commits, err := p.TailEntries(ctx, end)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(commits) * 2 / 3
+		c, err := p.Compact(ctx, head, commits[:n], "compactor", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Compact(ctx, head, commits[:n/2], "other", 1); !errors.Is(err, ErrFenced) {
+			t.Fatalf("second compactor of the same start: %v", err)
+		}
+		if c.End != commits[n-1].End || c.Records == 0 {
+			t.Fatalf("compacted %+v", c)
+		}
+		w.parts[p].tail.TrimTo(c.End)
+		write(7)
+		a2, err := Open(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := a2.Partition("c", id, 0)
+		got, _ := scanAll(t, r)
+		if !reflect.DeepEqual(normalize(got), normalize(want)) {
+			t.Fatalf("round %d: scan read %d records, want %d", round, len(got), len(want))
+		}
+		for o := int64(0); o < next; o++ {
+			if c, err := r.Find(ctx, o); err != nil || !c.Covers(o) {
+				t.Fatalf("round %d find %d: %v", round, o, err)
+			}
+		}
+		if h, err := r.Head(ctx); err != nil || h.End != next-1 {
+			t.Fatalf("round %d head: %v", round, err)
+		}
+	}
+}

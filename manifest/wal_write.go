@@ -1,0 +1,282 @@
+package manifest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+
+	"github.com/kbackup/kbackup/store"
+)
+
+// FlushBuilder assembles one flush object (docs/FORMAT.md §12.2): per
+// partition its segment body followed by its entry, then the table and
+// trailer. Creating the object (PutFlush) commits every entry at once.
+type FlushBuilder struct {
+	writer string
+	seq    int64
+	key    string
+	pieces []io.Reader
+	pos    int64
+	rows   []FlushRow
+	seen   map[[20]byte]bool
+}
+
+// NewFlushBuilder starts the flush object seq of writer.
+func NewFlushBuilder(writer string, seq int64) (*FlushBuilder, error) {
+	if !ValidWriterID(writer) || seq < 0 || seq == math.MaxInt64 {
+		return nil, fmt.Errorf("flush object %q/%d: invalid writer or seq", writer, seq)
+	}
+	return &FlushBuilder{writer: writer, seq: seq, key: FlushKey(writer, seq), seen: map[[20]byte]bool{}}, nil
+}
+
+// Key is the flush object's key.
+func (b *FlushBuilder) Key() string { return b.key }
+
+// Len is the number of entries added.
+func (b *FlushBuilder) Len() int { return len(b.rows) }
+
+// Size is the object's size so far (without the table).
+func (b *FlushBuilder) Size() int64 { return b.pos }
+
+// Add appends a partition's next segment under claim epoch: after prev (the
+// partition's current head, compacted or in the tail; nil for its first
+// commit) and prevRef (where prev is when it is a tail entry, nil when the
+// tail is empty). seg is the segment's bytes (a *SegmentBody or []byte).
+// It returns the entry's commit and ref: they count once PutFlush succeeds.
+func (b *FlushBuilder) Add(epoch int64, prev *Commit, prevRef *EntryRef, topic string, id TopicID, partition int32,
+	seg io.Reader, info SegmentInfo, nowMs int64) (*Commit, EntryRef, error) {
+	var k [20]byte
+	copy(k[:], id[:])
+	k[16], k[17], k[18], k[19] = byte(partition>>24), byte(partition>>16), byte(partition>>8), byte(partition)
+	if b.seen[k] {
+		return nil, EntryRef{}, fmt.Errorf("flush object %s: %s/%d added twice", b.key, topic, partition)
+	}
+	if epoch < 1 {
+		return nil, EntryRef{}, fmt.Errorf("flush object %s: epoch %d invalid", b.key, epoch)
+	}
+	c, err := Next(prev, topic, id, partition, b.key, info, b.writer, nowMs)
+	if err != nil {
+		return nil, EntryRef{}, err
+	}
+	c.SegmentOffset = b.pos
+	entry, err := AppendEntry(nil, prevRef, c)
+	if err != nil {
+		return nil, EntryRef{}, err
+	}
+	ref := EntryRef{Writer: b.writer, Seq: b.seq, Pos: b.pos + info.Size, Len: int64(len(entry)),
+		Start: c.Start, End: c.End, RunMax: c.RunningMaxTimestamp}
+	b.pieces = append(b.pieces, seg, bytes.NewReader(entry))
+	b.pos += info.Size + int64(len(entry))
+	b.rows = append(b.rows, FlushRow{TopicID: id, Partition: partition, Epoch: epoch, Ref: ref})
+	b.seen[k] = true
+	return c, ref, nil
+}
+
+// Finish returns the object's bytes as a reader and its size.
+func (b *FlushBuilder) Finish() (io.Reader, int64, error) {
+	t := &FlushTable{Writer: b.writer, Seq: b.seq, TablePos: b.pos, Rows: b.rows}
+	table, err := AppendFlushTable(nil, t)
+	if err != nil {
+		return nil, 0, fmt.Errorf("flush object %s: %w", b.key, err)
+	}
+	return io.MultiReader(append(b.pieces, bytes.NewReader(table))...), b.pos + int64(len(table)), nil
+}
+
+// PutFlush creates the flush object with create-if-absent: the commit point
+// of all its entries. ErrFenced if the key exists (the writer id is not
+// unique: never with NewWriterID).
+func (a *Archive) PutFlush(ctx context.Context, b *FlushBuilder) error {
+	if err := a.ensureWritable(ctx); err != nil {
+		return err
+	}
+	r, size, err := b.Finish()
+	if err != nil {
+		return err
+	}
+	if err := a.st.Put(ctx, b.key, r, size, store.PutOptions{IfNotExists: true}); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return fmt.Errorf("flush object %s: %w", b.key, ErrFenced)
+		}
+		return fmt.Errorf("put flush object %s: %w", b.key, err)
+	}
+	return nil
+}
+
+// CreateClaim creates the claim c of the partition with create-if-absent,
+// after upgrading the archive to format version 3. ErrFenced if another
+// writer created that epoch first.
+func (p *PartitionLog) CreateClaim(ctx context.Context, c *Claim) error {
+	c.FormatVersion = claimVersion
+	if err := c.validate(); err != nil {
+		return err
+	}
+	if err := p.arch.ensureWritable(ctx); err != nil {
+		return err
+	}
+	if err := p.arch.UpgradeRootTo(ctx, PackedFormatVersion); err != nil {
+		return err
+	}
+	body := EncodeClaim(c)
+	key := ClaimKey(p.prefix, c.Epoch)
+	if err := p.st.Put(ctx, key, bytes.NewReader(body), int64(len(body)), store.PutOptions{IfNotExists: true}); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return fmt.Errorf("claim %s: %w", key, ErrFenced)
+		}
+		return fmt.Errorf("create claim %s: %w", key, err)
+	}
+	return nil
+}
+
+// PutTailIndex writes a writer's tail index (create-if-absent; an existing
+// one of the same seq is the same index written before a crash).
+func (a *Archive) PutTailIndex(ctx context.Context, t *TailIndex) error {
+	b, err := EncodeTailIndex(t)
+	if err != nil {
+		return err
+	}
+	key := TailIndexKey(t.Writer, t.Seq)
+	if err := a.st.Put(ctx, key, bytes.NewReader(b), int64(len(b)), store.PutOptions{IfNotExists: true}); err != nil && !errors.Is(err, store.ErrExists) {
+		return fmt.Errorf("put tail index %s: %w", key, err)
+	}
+	return nil
+}
+
+// PartitionTail is a writer's view of one partition's uncompacted tail:
+// the refs it puts in claims and tail indexes. The zero value is an empty
+// tail.
+type PartitionTail struct {
+	entries []EntryRef // every entry, ascending; trimmed on compaction
+}
+
+// Append records a new entry (its commit succeeded).
+func (t *PartitionTail) Append(r EntryRef) { t.entries = append(t.entries, r) }
+
+// Newest is the last entry, or nil.
+func (t *PartitionTail) Newest() *EntryRef {
+	if len(t.entries) == 0 {
+		return nil
+	}
+	return &t.entries[len(t.entries)-1]
+}
+
+// Entries returns the entries, oldest first.
+func (t *PartitionTail) Entries() []EntryRef { return t.entries }
+
+// Len is the number of entries.
+func (t *PartitionTail) Len() int { return len(t.entries) }
+
+// TrimTo drops the entries ending at or below end (compacted).
+func (t *PartitionTail) TrimTo(end int64) {
+	i := 0
+	for i < len(t.entries) && t.entries[i].End <= end {
+		i++
+	}
+	t.entries = append(t.entries[:0], t.entries[i:]...)
+}
+
+// Refs returns the refs of a claim or tail index, nil for an empty tail.
+func (t *PartitionTail) Refs() *TailRefs {
+	if len(t.entries) == 0 {
+		return nil
+	}
+	r := &TailRefs{Newest: t.entries[len(t.entries)-1]}
+	for i := 0; i < len(t.entries)-1; i += TailSparseEvery {
+		r.Sparse = append(r.Sparse, t.entries[i])
+	}
+	return r
+}
+
+// TailEntries returns every entry of the partition's tail above the
+// compacted chain, oldest first, as a reader finds them (walking back from
+// the newest): what a new owner carries into its claim and what compaction
+// reads. compactedEnd is the compacted head's end (-1 for none).
+func (p *PartitionLog) TailEntries(ctx context.Context, compactedEnd int64) ([]EntryRef, []*Commit, error) {
+	v, err := p.tailView(ctx, true)
+	if err != nil || v.newest() == nil || v.newest().End <= compactedEnd {
+		return nil, nil, err
+	}
+	p.tailMu.Lock()
+	defer p.tailMu.Unlock()
+	path, err := p.walkBack(ctx, v, *v.newest(), func(c *Commit) bool { return c.Start <= compactedEnd+1 })
+	if err != nil {
+		return nil, nil, err
+	}
+	refs := make([]EntryRef, 0, len(path))
+	commits := make([]*Commit, 0, len(path))
+	for i := len(path) - 1; i >= 0; i-- {
+		if path[i].commit.End <= compactedEnd {
+			continue
+		}
+		refs = append(refs, path[i].ref)
+		commits = append(commits, path[i].commit)
+	}
+	if commits[0].Start != compactedEnd+1 {
+		return nil, nil, fmt.Errorf("%s: %w", p, corruptf("tail starts at %d, the compacted chain ends at %d", commits[0].Start, compactedEnd))
+	}
+	return refs, commits, nil
+}
+
+// Compact rewrites tail entries into the compacted chain (docs/FORMAT.md
+// §12.5): it reads the entries' segment bodies (commits, consecutive, the
+// first starting right after head, the compacted head), concatenates their
+// blocks into one version-1 segment and appends it after head (segment,
+// commit entry with create-if-absent: the commit point, time key). It
+// returns ErrFenced when another compactor committed that start first.
+func (p *PartitionLog) Compact(ctx context.Context, head *Commit, commits []*Commit, writer string, nowMs int64) (*Commit, error) {
+	if len(commits) == 0 {
+		return nil, fmt.Errorf("%s: nothing to compact", p)
+	}
+	start := int64(0)
+	if head != nil {
+		start = head.End + 1
+	}
+	parts := make([]SegmentPart, len(commits))
+	for i, c := range commits {
+		if c.Start != start {
+			return nil, fmt.Errorf("%s: tail entry %d..%d does not follow %d", p, c.Start, c.End, start-1)
+		}
+		seg, err := p.readRange(ctx, c, 0, c.SegmentSize)
+		if err != nil {
+			return nil, err
+		}
+		if got := crc32c(seg); got != c.SegmentCRC32C {
+			return nil, fmt.Errorf("%s: %w", c.SegmentKey, corruptf("segment %d..%d checksum %08x, entry says %08x", c.Start, c.End, got, c.SegmentCRC32C))
+		}
+		ixb := seg[c.IndexPosition : c.IndexPosition+c.IndexLength]
+		ix, err := DecodeIndex(ixb)
+		if err != nil {
+			return nil, fmt.Errorf("%s@%d: %w", c.SegmentKey, c.SegmentOffset, err)
+		}
+		if err := CheckIndex(c, ix); err != nil {
+			return nil, fmt.Errorf("%s@%d: %w", c.SegmentKey, c.SegmentOffset, err)
+		}
+		parts[i] = SegmentPart{Start: c.Start, End: c.End, Segment: seg, Index: ix}
+		start = c.End + 1
+	}
+	seg, info, err := ConcatSegments(parts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: compact %d..%d: %w", p, parts[0].Start, start-1, err)
+	}
+	return p.Append(ctx, head, seg, info, writer, nowMs)
+}
+
+// ReadEntries reads the commits of tail entries the writer knows the refs
+// of (one ranged GET each), checking each follows the one before.
+func (p *PartitionLog) ReadEntries(ctx context.Context, refs []EntryRef) ([]*Commit, error) {
+	v := &tailView{cache: map[int64]*tailEntry{}, byRef: map[string]*tailEntry{}}
+	out := make([]*Commit, len(refs))
+	for i, r := range refs {
+		e, err := p.readEntry(ctx, v, r)
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 && e.commit.Start != out[i-1].End+1 {
+			return nil, fmt.Errorf("%s: %w", p, corruptf("tail entry %d..%d follows %d..%d", e.commit.Start, e.commit.End, out[i-1].Start, out[i-1].End))
+		}
+		out[i] = e.commit
+	}
+	return out, nil
+}
