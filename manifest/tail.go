@@ -295,6 +295,18 @@ func (v *tailView) newest() *EntryRef {
 	return &v.anchors[len(v.anchors)-1]
 }
 
+// TailEntryError is a failure to read or link one tail entry: Key is the
+// flush object holding it. Its message is Err's (which names the object).
+type TailEntryError struct {
+	Key string
+	Pos int64
+	Err error
+}
+
+func (e *TailEntryError) Error() string { return e.Err.Error() }
+
+func (e *TailEntryError) Unwrap() error { return e.Err }
+
 // readEntry reads one entry (one ranged GET, cached in the view) and checks
 // it is an entry of the partition; a ref with End >= 0 must match it.
 func (p *PartitionLog) readEntry(ctx context.Context, v *tailView, ref EntryRef) (*tailEntry, error) {
@@ -304,15 +316,16 @@ func (p *PartitionLog) readEntry(ctx context.Context, v *tailView, ref EntryRef)
 	}
 	b, err := readAt(ctx, p.st, ref.Key(), ref.Pos, ref.Len)
 	if err != nil {
-		return nil, err
+		return nil, &TailEntryError{Key: ref.Key(), Pos: ref.Pos, Err: err}
 	}
 	prev, c, err := DecodeEntry(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", id, err)
+		return nil, &TailEntryError{Key: ref.Key(), Pos: ref.Pos, Err: fmt.Errorf("%s: %w", id, err)}
 	}
 	if c.Topic != p.Topic || c.TopicID != p.TopicID || c.Partition != p.Partition || c.SegmentKey != ref.Key() ||
 		c.SegmentOffset+c.SegmentSize > ref.Pos || (ref.End >= 0 && (c.Start != ref.Start || c.End != ref.End)) {
-		return nil, fmt.Errorf("%s: %w", id, corruptf("entry holds %s/%d %d..%d in %s", c.Topic, c.Partition, c.Start, c.End, c.SegmentKey))
+		return nil, &TailEntryError{Key: ref.Key(), Pos: ref.Pos,
+			Err: fmt.Errorf("%s: %w", id, corruptf("entry holds %s/%d %d..%d in %s", c.Topic, c.Partition, c.Start, c.End, c.SegmentKey))}
 	}
 	ref.Start, ref.End, ref.RunMax = c.Start, c.End, c.RunningMaxTimestamp
 	e := &tailEntry{ref: ref, prev: prev, commit: c}
@@ -353,7 +366,8 @@ func (p *PartitionLog) walkBack(ctx context.Context, v *tailView, ref EntryRef, 
 		}
 		if len(path) > 0 && e.commit.End != path[len(path)-1].commit.Start-1 {
 			last := path[len(path)-1].commit
-			return nil, fmt.Errorf("%s: %w", p, corruptf("tail entry %d..%d follows %d..%d", last.Start, last.End, e.commit.Start, e.commit.End))
+			return nil, &TailEntryError{Key: e.ref.Key(), Pos: e.ref.Pos,
+				Err: fmt.Errorf("%s: %w", p, corruptf("tail entry %d..%d follows %d..%d (%s@%d)", last.Start, last.End, e.commit.Start, e.commit.End, e.ref.Key(), e.ref.Pos))}
 		}
 		path = append(path, e)
 		if stop(e.commit) || e.prev == nil {

@@ -172,7 +172,14 @@ const DefaultVerifyConcurrency = 8
 //   - reports every gap with its reason (DATA-LOSS gaps are problems);
 //   - checks the time index: every commit whose running maximum timestamp
 //     rose has its time key, and no time key lacks its commit;
-//   - reports orphan segments (referenced by no commit) as warnings.
+//   - reports orphan segments (referenced by no commit) as warnings;
+//   - in a format-version-3 archive, verifies the tail after the compacted
+//     chain (docs/FORMAT.md §12.4): every entry reachable from the newest
+//     claim is checked like a commit (its link to the previous one, its
+//     segment body inside its flush object) and counted, and the head is
+//     the tail's newest entry. An unreadable tail is a problem naming the
+//     object. Flush objects (wal/) are not partitions' objects: never
+//     reported as orphans.
 //
 // Memory is bounded by one block and one listing page per partition being
 // verified, plus one head commit per partition for the completeness check. Verify returns an error only when it cannot proceed (the topic

@@ -241,7 +241,7 @@ func (v *partitionVerifier) run(ctx context.Context) (*Commit, error) {
 			prev = v.startPrev(c)
 		}
 		v.res.Commits++
-		v.checkLink(prev, c)
+		v.checkLink(prev, c, CommitKey(v.p.prefix, c.Start))
 		if err := v.checkTimeKey(ctx, times, prev, c, start == headStart); err != nil {
 			return err
 		}
@@ -259,6 +259,10 @@ func (v *partitionVerifier) run(ctx context.Context) (*Commit, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The uncompacted tail (format version 3) continues the chain.
+	if head, err = v.verifyTail(ctx, head, headStart); err != nil {
+		return nil, err
+	}
 	// Everything left in the listings after the head is unreferenced.
 	if err := v.drainSegments(ctx, segs, math.MaxInt64); err != nil {
 		return nil, err
@@ -274,18 +278,21 @@ func (v *partitionVerifier) run(ctx context.Context) (*Commit, error) {
 	return head, nil
 }
 
-// checkLink checks c against the previous commit of the chain (nil: c is
-// the first commit, or follows a hole and cannot be checked).
-func (v *partitionVerifier) checkLink(prev, c *Commit) {
-	key := CommitKey(v.p.prefix, c.Start)
-	if prev == nil && c.Start != 0 {
-		return
-	}
-	info := SegmentInfo{Start: c.Start, End: c.End, Records: c.Records, FirstOffset: c.FirstOffset,
+// commitInfo is the SegmentInfo c was made from.
+func commitInfo(c *Commit) SegmentInfo {
+	return SegmentInfo{Start: c.Start, End: c.End, Records: c.Records, FirstOffset: c.FirstOffset,
 		LastOffset: c.LastOffset, MinTimestamp: c.MinTimestamp, MaxTimestamp: c.MaxTimestamp,
 		Size: c.SegmentSize, IndexPosition: c.IndexPosition, IndexLength: c.IndexLength,
 		CRC32C: c.SegmentCRC32C, GapOffsets: c.GapOffsets}
-	want, err := Next(prev, c.Topic, c.TopicID, c.Partition, c.SegmentKey, info, c.Writer, c.CommittedAt)
+}
+
+// checkLink checks c (named key) against the previous commit of the chain (nil: c is
+// the first commit, or follows a hole and cannot be checked).
+func (v *partitionVerifier) checkLink(prev, c *Commit, key string) {
+	if prev == nil && c.Start != 0 {
+		return
+	}
+	want, err := Next(prev, c.Topic, c.TopicID, c.Partition, c.SegmentKey, commitInfo(c), c.Writer, c.CommittedAt)
 	if err != nil {
 		v.finding(SeverityProblem, key, c.Start, c.End, "commit does not follow the previous one: %v", err)
 		return

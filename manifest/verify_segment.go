@@ -14,7 +14,9 @@ import (
 
 // checkSegment verifies c's segment: size, CRC32C, header, index, every
 // block and the footer, reading it once as a stream. size is the object's
-// size (-1 unknown), found whether it exists.
+// size (-1 unknown), found whether it exists. The segment is bytes
+// [SegmentOffset, SegmentOffset+SegmentSize) of the object: all of a
+// segment object, a body of a flush object.
 func (v *partitionVerifier) checkSegment(ctx context.Context, c *Commit, size int64, found bool) error {
 	key := c.SegmentKey
 	problem := func(format string, args ...any) {
@@ -27,7 +29,10 @@ func (v *partitionVerifier) checkSegment(ctx context.Context, c *Commit, size in
 	if size < 0 {
 		return nil // stat failed, reported
 	}
-	if want := c.SegmentOffset + c.SegmentSize; size < want || (c.SegmentOffset == 0 && size != want) {
+	// A tail entry's segment is a byte range of its flush object (§12.2),
+	// which holds more: only a segment object must be exactly the segment.
+	k, _ := ParseKey(key)
+	if want := c.SegmentOffset + c.SegmentSize; size < want || (k.Kind != KeyFlush && size != want) {
 		problem("segment is %d bytes, the commit says %d (truncated or overwritten)", size, want)
 		return nil
 	}
