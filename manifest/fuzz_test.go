@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math"
 	"reflect"
@@ -113,8 +114,19 @@ func FuzzParseKey(f *testing.F) {
 	for _, k := range []string{RootKey, TopicMarkerKey("t", id), CommitKey(pp, 0), CommitKey(pp, math.MaxInt64-1),
 		TimeKey(pp, math.MinInt64, 5), TimeKey(pp, -1, 0), SegmentKey(pp, 0, 99, "0123456789abcdef"),
 		CatalogKey(CatalogTopics, 1700000000000), CatalogKey(CatalogGroups, 0), "topics/x", "catalog/other/1.json",
-		StartKey(pp, 1), StartKey(pp, math.MaxInt64-1), pp + "start/x"} {
+		StartKey(pp, 1), StartKey(pp, math.MaxInt64-1), pp + "start/x",
+		ClaimKey(pp, 1), ClaimKey(pp, math.MaxInt64-1), pp + "claims/x", FlushKey("0123456789abcdef", 0),
+		FlushKey("fedcba9876543210", math.MaxInt64-1), TailIndexKey("0123456789abcdef", 9), "wal/0123456789abcdef/x.kwal",
+		"wal/0123456789abcdef/tail/x.ktix", "wal/0123456789ABCDEF/0000000000000000001.kwal"} {
 		f.Add(k)
+	}
+	// The version-3 keys round-trip through their parsed form.
+	for _, k := range []Key{{Kind: KeyClaim, Topic: "a.b-c_d", TopicID: id, Partition: 12, Epoch: 3},
+		{Kind: KeyFlush, Writer: "0123456789abcdef", Seq: 5}, {Kind: KeyTailIndex, Writer: "0123456789abcdef", Seq: 0}} {
+		got, err := ParseKey(k.String())
+		if err != nil || got != k {
+			f.Fatalf("ParseKey(%q) = %+v, %v; want %+v", k.String(), got, err, k)
+		}
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		k, err := ParseKey(s)
@@ -184,4 +196,216 @@ func FuzzDecodeArchiveStart(f *testing.F) {
 			t.Fatalf("accepted an inconsistent marker: %+v", m)
 		}
 	})
+}
+
+// Version-3 decoders (docs/FORMAT.md §12). Seeds are built by the encoders.
+
+// fuzzRef is a valid entry ref of writer w.
+func fuzzRef(w string, seq, pos, start, end, runMax int64) EntryRef {
+	return EntryRef{Writer: w, Seq: seq, Pos: pos, Len: 300, Start: start, End: end, RunMax: runMax}
+}
+
+// FuzzDecodeFlushTable: an accepted table (b is the whole object) re-encodes
+// to exactly b's last bytes, and its rows are sorted, unique, valid refs of
+// the table's writer and seq lying before the table.
+func FuzzDecodeFlushTable(f *testing.F) {
+	w := "0123456789abcdef"
+	t1 := &FlushTable{Writer: w, Seq: 7, TablePos: 5000, Rows: []FlushRow{
+		{TopicID: TopicID{2}, Partition: 0, Epoch: 1, Ref: fuzzRef(w, 7, 100, 0, 9, 1700000000000)},
+		{TopicID: TopicID{1}, Partition: 3, Epoch: 4, Ref: fuzzRef(w, 7, 1000, 50, 50, math.MinInt64)},
+		{TopicID: TopicID{2}, Partition: 1, Epoch: math.MaxInt64, Ref: fuzzRef(w, 7, 4700, 10, math.MaxInt64-1, -1)},
+	}}
+	for _, t := range []*FlushTable{t1, {Writer: w, Seq: 0, TablePos: 0}} {
+		b, err := AppendFlushTable(make([]byte, t.TablePos), t)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		checkFlushTable(t, b)
+		// With the checksum made right, so that mutations reach the checks
+		// behind it.
+		if len(b) >= flushTrailerSize {
+			le := binary.LittleEndian
+			if n := FlushTableLen(int(le.Uint32(b[len(b)-32:]))); n <= int64(len(b)) {
+				c := bytes.Clone(b)
+				le.PutUint32(c[len(c)-8:], crc32c(c[int64(len(c))-n:len(c)-8]))
+				checkFlushTable(t, c)
+			}
+		}
+	})
+}
+
+func checkFlushTable(t *testing.T, b []byte) {
+	t.Helper()
+	tb, err := DecodeFlushTable(b, int64(len(b)))
+	checkErr(t, err)
+	if err != nil {
+		return
+	}
+	n := FlushTableLen(len(tb.Rows))
+	if tb.TablePos+n != int64(len(b)) {
+		t.Fatalf("table at %d with %d rows in %d bytes", tb.TablePos, len(tb.Rows), len(b))
+	}
+	for i := range tb.Rows {
+		r := &tb.Rows[i]
+		if err := r.Ref.validate(); err != nil || r.Ref.Writer != tb.Writer || r.Ref.Seq != tb.Seq ||
+			r.Ref.Pos+r.Ref.Len > tb.TablePos || r.Partition < 0 || r.Epoch < 1 ||
+			i > 0 && !rowLess(&tb.Rows[i-1], r.TopicID, r.Partition) {
+			t.Fatalf("accepted an invalid row %d: %+v (%v)", i, r, err)
+		}
+		if got := tb.Row(r.TopicID, r.Partition); got != r {
+			t.Fatalf("Row does not find row %d", i)
+		}
+	}
+	re, err := AppendFlushTable(nil, tb)
+	if err != nil || !bytes.Equal(re, b[int64(len(b))-n:]) {
+		t.Fatalf("re-encoding differs: %v", err)
+	}
+}
+
+// FuzzDecodeTailIndex: a header and sections that decode re-encode
+// (EncodeTailIndex) to exactly the bytes they came from; every section's
+// refs are valid.
+func FuzzDecodeTailIndex(f *testing.F) {
+	w, w2 := "0123456789abcdef", "fedcba9876543210"
+	ti := &TailIndex{Writer: w, Seq: 41, Partitions: []TailPartition{
+		{TopicID: TopicID{3}, Partition: 2, Epoch: 2, Refs: TailRefs{Newest: fuzzRef(w, 41, 900, 40, 49, 5),
+			Sparse: []EntryRef{fuzzRef(w2, 3, 0, 0, 9, 1), fuzzRef(w, 30, 10, 20, 29, 3)}}},
+		{TopicID: TopicID{1}, Partition: 0, Epoch: 1, Refs: TailRefs{Newest: fuzzRef(w, 40, 0, 0, 0, math.MinInt64)}},
+	}}
+	for _, t := range []*TailIndex{ti, {Writer: w2, Seq: 0}} {
+		b, err := EncodeTailIndex(t)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		checkTailIndex(t, b)
+		// With the checksums made right.
+		n, err := TailHeaderLen(b)
+		if err != nil || n > int64(len(b)) {
+			return
+		}
+		le := binary.LittleEndian
+		c := bytes.Clone(b)
+		for i := int64(0); tailHeaderSize+(i+1)*tailRowSize <= n-4; i++ {
+			row := c[tailHeaderSize+i*tailRowSize:]
+			pos, l := le.Uint64(row[28:]), le.Uint64(row[36:])
+			if l >= 4 && pos <= uint64(len(c)) && l <= uint64(len(c))-pos {
+				sec := c[pos : pos+l]
+				le.PutUint32(sec[l-4:], crc32c(sec[:l-4]))
+			}
+		}
+		le.PutUint32(c[n-4:], crc32c(c[:n-4]))
+		checkTailIndex(t, c)
+	})
+}
+
+func checkTailIndex(t *testing.T, b []byte) {
+	t.Helper()
+	if _, err := TailHeaderLen(b); err != nil {
+		checkErr(t, err)
+		return
+	}
+	h, err := DecodeTailHeader(b)
+	checkErr(t, err)
+	if err != nil {
+		return
+	}
+	idx := &TailIndex{Writer: h.Writer, Seq: h.Seq}
+	end, _ := TailHeaderLen(b)
+	for _, r := range h.Rows {
+		if r.Pos+r.Len > int64(len(b)) {
+			return // a section beyond the input
+		}
+		refs, err := DecodeTailSection(b[r.Pos : r.Pos+r.Len])
+		checkErr(t, err)
+		if err != nil {
+			return
+		}
+		if err := refs.validate(); err != nil {
+			t.Fatalf("accepted invalid refs: %v", err)
+		}
+		idx.Partitions = append(idx.Partitions, TailPartition{TopicID: r.TopicID, Partition: r.Partition, Epoch: r.Epoch, Refs: refs})
+		end = r.Pos + r.Len
+	}
+	re, err := EncodeTailIndex(idx)
+	if err != nil || !bytes.Equal(re, b[:end]) {
+		t.Fatalf("re-encoding differs: %v", err)
+	}
+}
+
+// FuzzDecodeClaim: an accepted claim is valid and re-encodes to a claim
+// that decodes to the same value (JSON: the bytes need not be canonical).
+func FuzzDecodeClaim(f *testing.F) {
+	w := "0123456789abcdef"
+	for _, c := range []*Claim{
+		{FormatVersion: 3, Epoch: 2, Writer: w, Start: 1200, CreatedMs: 1700000000000,
+			Tail: &TailRefs{Newest: fuzzRef(w, 41, 1234, 1190, 1199, 1700000000000), Sparse: []EntryRef{fuzzRef(w, 1, 0, 0, 9, 5)}}},
+		{FormatVersion: 3, Epoch: 1, Writer: w, Start: 0},
+	} {
+		f.Add(EncodeClaim(c))
+	}
+	f.Add([]byte(`{"format_version":3,"epoch":1,"writer":"0123456789abcdef","start":5,"created_ms":0,"tail":{"newest":{"writer":"0123456789abcdef","seq":0,"pos":0,"len":200,"start":0,"end":4,"run_max":0},"sparse":null}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := DecodeClaim(b)
+		checkErr(t, err)
+		if err != nil {
+			return
+		}
+		if err := c.validate(); err != nil {
+			t.Fatalf("accepted an invalid claim: %v", err)
+		}
+		again, err := DecodeClaim(EncodeClaim(c))
+		if err != nil || !reflect.DeepEqual(again, c) {
+			t.Fatalf("re-encoding does not round-trip: %v\n%+v\n%+v", err, c, again)
+		}
+	})
+}
+
+// FuzzDecodeEntry: an accepted flush entry re-encodes (AppendEntry) to
+// exactly the input, and its commit is valid.
+func FuzzDecodeEntry(f *testing.F) {
+	_, info := buildSegment(f, 0, 12, adversarial(0), GapCompacted, DefaultSegmentOptions())
+	w := "0123456789abcdef"
+	id := TopicID{0xab, 1}
+	c, err := Next(nil, "orders.v1", id, 3, FlushKey(w, 5), info, w, 1700000000000)
+	if err != nil {
+		f.Fatal(err)
+	}
+	c.SegmentOffset = 4096
+	for _, prev := range []*EntryRef{nil, {Writer: "fedcba9876543210", Seq: 4, Pos: 77, Len: 350}} {
+		b, err := AppendEntry(nil, prev, c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		checkEntry(t, b)
+		if len(b) >= entryPrefixSize+4 { // with the commit's checksum made right
+			c := bytes.Clone(b)
+			binary.LittleEndian.PutUint32(c[len(c)-4:], crc32c(c[entryPrefixSize:len(c)-4]))
+			checkEntry(t, c)
+		}
+	})
+}
+
+func checkEntry(t *testing.T, b []byte) {
+	t.Helper()
+	prev, c, err := DecodeEntry(b)
+	checkErr(t, err)
+	if err != nil {
+		return
+	}
+	if err := c.validate(); err != nil {
+		t.Fatalf("accepted an invalid commit: %v", err)
+	}
+	re, err := AppendEntry(nil, prev, c)
+	if err != nil || !bytes.Equal(re, b) {
+		t.Fatalf("re-encoding differs: %v", err)
+	}
 }
