@@ -27,6 +27,7 @@ type Archiver struct {
 	adm      *kadm.Client
 	member   *membership
 	writerID string
+	pk       *packedState // packed layout only
 
 	parts   map[tp]*partState
 	topics  map[string]topicInfo // selected topics as last seen in metadata
@@ -154,7 +155,12 @@ func New(opts Options) (*Archiver, error) {
 	}
 	m := newMetrics(opts.Registerer)
 	m.bufferedMax.Set(float64(opts.MaxBufferedBytes))
+	var pk *packedState
+	if opts.Layout == LayoutPacked {
+		pk = newPackedState()
+	}
 	return &Archiver{
+		pk:       pk,
 		opts:     opts,
 		m:        m,
 		writerID: id,
@@ -186,6 +192,12 @@ func (a *Archiver) Run(ctx context.Context) error {
 	var err error
 	if a.arch, err = manifest.Init(ctx, a.opts.Store, a.opts.Version, a.opts.Now().UnixMilli()); err != nil {
 		return err
+	}
+	if v := a.arch.FormatVersion(); v >= manifest.PackedFormatVersion && !a.packed() {
+		// Its partitions are claimed: an archiver that does not claim
+		// would commit beside the packed archivers instead of fencing them.
+		return fmt.Errorf("%w: the archive in %s uses the packed layout (format version %d): archive it with --layout %s",
+			ErrLayout, a.opts.Store, v, LayoutPacked)
 	}
 	isolation := kgo.ReadCommitted()
 	if a.opts.ReadUncommitted {
@@ -327,8 +339,8 @@ func (a *Archiver) housekeeping(ctx context.Context) {
 	now := a.opts.Now()
 	var total int64
 	for _, ps := range a.parts {
-		if ps.open != nil && now.Sub(ps.openSince) >= a.opts.FlushInterval {
-			ps.seal()
+		if ps.open != nil && now.Sub(ps.openSince) >= a.opts.FlushInterval && !a.packed() {
+			ps.seal() // the packed layout seals every partition at each flush (packedTick)
 		}
 		if ps.open != nil && a.opts.Once && ps.target >= 0 && ps.next >= ps.target {
 			ps.seal()
@@ -346,6 +358,10 @@ func (a *Archiver) housekeeping(ctx context.Context) {
 		if ps.hwm > 0 {
 			a.m.lagRecords.WithLabelValues(l...).Set(float64(max(0, ps.hwm-ps.committedNext())))
 		}
+	}
+	if a.packed() {
+		a.packedTick(ctx, a.opts.Once && a.onceSealed())
+		a.packedHousekeeping(ctx, now)
 	}
 	a.m.buffered.Set(float64(total))
 	a.enforceMemory(total)
@@ -434,6 +450,9 @@ func (a *Archiver) shutdown() error {
 	}
 	for {
 		pending := 0
+		if a.packed() {
+			a.packedTick(ctx, true)
+		}
 		for _, ps := range a.parts {
 			a.kick(ctx, ps)
 			if !ps.idle() {
@@ -444,9 +463,15 @@ func (a *Archiver) shutdown() error {
 			a.opts.Logger.Info("stopped: everything fetched is committed")
 			return nil
 		}
+		var packed chan packedResult
+		if a.pk != nil {
+			packed = a.pk.results
+		}
 		select {
 		case r := <-a.results:
 			a.applyResult(ctx, r)
+		case r := <-packed:
+			a.applyPacked(ctx, r)
 		case <-time.After(100 * time.Millisecond):
 		case <-ctx.Done():
 			return fmt.Errorf("shutdown: %d partitions still had uncommitted segments after %s (they are fetched again on restart)", pending, a.opts.ShutdownTimeout)
@@ -465,10 +490,21 @@ func (a *Archiver) drainInflight(d time.Duration) {
 		if !busy {
 			return
 		}
+		var packed chan packedResult
+		if a.pk != nil {
+			packed = a.pk.results
+		}
 		select {
 		case r := <-a.results:
 			if ps := a.parts[r.tp]; ps != nil && r.gen == ps.gen {
 				ps.inflight = false
+			}
+		case r := <-packed:
+			a.pk.inflight = false
+			for _, it := range r.items {
+				if ps := a.parts[it.tp]; ps != nil && it.gen == ps.gen {
+					ps.inflight = false
+				}
 			}
 		case <-deadline:
 			return

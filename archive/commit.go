@@ -37,6 +37,9 @@ type commitResult struct {
 
 // kick starts the next commit of ps if none is in flight.
 func (a *Archiver) kick(ctx context.Context, ps *partState) {
+	if a.packed() {
+		return // one flush object for all partitions: packedTick
+	}
 	if ps.inflight || len(ps.queue) == 0 || a.opts.Now().Before(ps.retryAt) {
 		return
 	}

@@ -349,7 +349,8 @@ func TestArchiverChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers)}, Store: st, FlushInterval: 50 * time.Millisecond})
+	a, err := New(Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers)}, Store: st, FlushInterval: 50 * time.Millisecond,
+		Layout: os.Getenv("KBACKUP_CHILD_LAYOUT"), CompactAfter: 300 * time.Millisecond, CompactGrace: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

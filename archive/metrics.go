@@ -44,6 +44,8 @@ type metrics struct {
 	commitSeconds  prometheus.Histogram     // segment+commit+time key latency
 	storeErrors    *prometheus.CounterVec   // failed store operations by op
 	fenced         prometheus.Counter       // commits refused because another writer committed first
+	compactions    prometheus.Counter       // packed layout: tail compactions committed
+	compactedBytes prometheus.Counter       // packed layout: tail bytes compacted
 	buffered       prometheus.Gauge         // bytes held in open and sealed segments
 	bufferedMax    prometheus.Gauge         // the bound on buffered (MaxBufferedBytes)
 	partitions     prometheus.Gauge         // partitions owned
@@ -79,6 +81,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Failed store operations by operation."}, []string{"op"}),
 		fenced: prometheus.NewCounter(prometheus.CounterOpts{Name: "kbackup_archive_fenced_total",
 			Help: "Commits refused because another archiver committed the range first."}),
+		compactions: prometheus.NewCounter(prometheus.CounterOpts{Name: "kbackup_archive_compactions_total",
+			Help: "Packed layout: partition tails compacted into segments."}),
+		compactedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "kbackup_archive_compacted_bytes_total",
+			Help: "Packed layout: bytes of flush-object entries compacted into segments."}),
 		buffered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kbackup_archive_buffered_bytes",
 			Help: "Bytes held in memory in open and sealed segments."}),
 		bufferedMax: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kbackup_archive_max_buffered_bytes",
@@ -96,7 +102,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.archivedOffset, m.lagRecords, m.lagSeconds, m.earliestTs, m.latestTs, m.records, m.bytes,
 			m.segments, m.gapOffsets, m.commitSeconds, m.storeErrors, m.fenced, m.buffered, m.bufferedMax, m.partitions, m.recordLag,
-			m.expiredOffsets, m.archiveStart)
+			m.expiredOffsets, m.archiveStart, m.compactions, m.compactedBytes)
 	}
 	return m
 }

@@ -122,6 +122,24 @@ type Options struct {
 	// manifest.DefaultExpiryGrace (1h); negative = none.
 	ExpiryGrace time.Duration
 
+	// Layout is how commits are written: LayoutSegments ("segments", the
+	// default when ""): per partition and flush a segment, a commit entry
+	// and a time key (format version 1); LayoutPacked ("packed"): one flush
+	// object per flush for every owned partition, claims, tail indexes and
+	// compaction into per-partition segments (format version 3,
+	// docs/FORMAT.md §12). Packed costs a bounded number of store requests
+	// whatever the partition count.
+	Layout string
+	// CompactBytes and CompactAfter (packed layout): a partition's tail is
+	// compacted into one segment once it holds CompactBytes of segments or
+	// its oldest entry is CompactAfter old. 0 = 64 MiB and 1h.
+	CompactBytes int64
+	CompactAfter time.Duration
+	// CompactGrace (packed layout) is how long a flush object whose entries
+	// are all compacted stays readable before it is deleted (restores that
+	// planned before the compaction). 0 = 1h; negative = none.
+	CompactGrace time.Duration
+
 	// WriterID names this archiver in commit entries. "" = hostname/pid.
 	WriterID string
 	// Version is recorded in the archive root marker. "" = "kbackup".
@@ -177,6 +195,22 @@ func (o *Options) setDefaults() error {
 	}
 	if o.OnceCommitAttempts <= 0 {
 		o.OnceCommitAttempts = DefaultOnceAttempts
+	}
+	switch o.Layout {
+	case "":
+		o.Layout = LayoutSegments
+	case LayoutSegments, LayoutPacked:
+	default:
+		return fmt.Errorf("archive: layout %q is not %q or %q", o.Layout, LayoutSegments, LayoutPacked)
+	}
+	if o.CompactBytes <= 0 {
+		o.CompactBytes = DefaultCompactBytes
+	}
+	if o.CompactAfter <= 0 {
+		o.CompactAfter = DefaultCompactAfter
+	}
+	if o.CompactGrace == 0 {
+		o.CompactGrace = DefaultCompactGrace
 	}
 	if o.RetentionInterval <= 0 {
 		o.RetentionInterval = DefaultRetentionInterval

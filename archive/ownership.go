@@ -209,6 +209,10 @@ type loadResult struct {
 	head  *manifest.Commit
 	start *manifest.ArchiveStart
 	err   error
+	// packed layout
+	chead *manifest.Commit
+	tail  manifest.PartitionTail
+	epoch int64
 }
 
 // loadHead reads the partition's head (and repairs its time key) off the
@@ -216,8 +220,10 @@ type loadResult struct {
 func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 	a.sem <- struct{}{}
 	defer func() { <-a.sem }()
-	var head *manifest.Commit
+	var head, chead *manifest.Commit
 	var start *manifest.ArchiveStart
+	var tail manifest.PartitionTail
+	var epoch int64
 	policy := storeRetry
 	if a.opts.Once {
 		policy.Attempts = a.opts.OnceCommitAttempts
@@ -228,6 +234,14 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 	}
 	err := retry.Do(ctx, policy, func(ctx context.Context) error {
 		if err := a.ensureTopic(ctx, ps.tp.topic, ps.id); err != nil {
+			return err
+		}
+		if a.packed() {
+			var err error
+			if head, chead, tail, epoch, err = a.claimPartition(ctx, ps); err != nil {
+				return err
+			}
+			start, err = ps.log.ArchiveStart(ctx)
 			return err
 		}
 		h, err := ps.log.Head(ctx)
@@ -245,7 +259,7 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 		return nil
 	})
 	select {
-	case a.loaded <- loadResult{tp: ps.tp, gen: gen, head: head, start: start, err: err}:
+	case a.loaded <- loadResult{tp: ps.tp, gen: gen, head: head, start: start, err: err, chead: chead, tail: tail, epoch: epoch}:
 		a.wake()
 	case <-ctx.Done():
 	}
@@ -265,6 +279,10 @@ func (a *Archiver) drainResults(ctx context.Context) {
 			a.applyLoad(l)
 		case r := <-a.expiries:
 			a.applyExpiry(r)
+		case r := <-a.packedResults():
+			a.applyPacked(ctx, r)
+		case r := <-a.compactResults():
+			a.applyCompaction(ctx, r)
 		default:
 			if freed {
 				// Commit slots were freed: start the commits that waited
@@ -320,6 +338,7 @@ func (a *Archiver) applyLoad(l loadResult) {
 		return
 	}
 	ps.head, ps.start = l.head, l.start
+	ps.chead, ps.ptail, ps.epoch, ps.tailBytes, ps.tailSince = l.chead, l.tail, l.epoch, 0, a.opts.Now()
 	ps.next = ps.committedNext()
 	ps.ready = true
 	ps.open, ps.queue = nil, nil

@@ -64,6 +64,14 @@ type partState struct {
 	hwm        int64 // last high watermark (or LSO) seen in a fetch
 	target     int64 // Once: stop when next >= target; -1 none
 	lossTotal  int64
+
+	// packed layout
+	epoch      int64                  // the claim this archiver holds; 0 before
+	ptail      manifest.PartitionTail // entries above the compacted chain
+	chead      *manifest.Commit       // compacted head
+	compacting bool
+	tailBytes  int64     // segment bytes in ptail
+	tailSince  time.Time // when ptail's oldest entry (or the oldest since a compaction) was committed
 }
 
 // buffered is the memory held by the partition's segments.

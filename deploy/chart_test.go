@@ -255,7 +255,8 @@ func TestChartEverything(t *testing.T) {
 	c := d.Spec.Template.Spec.Containers[0]
 	for _, a := range []string{"--group=", "--groups=billing|shipping", "--flush-interval=5s", "--segment-bytes=16MiB", "--compression=s2",
 		"--max-buffered-bytes=512MiB", "--catalog-interval=10m", "--refresh-interval=1m", "--read-uncommitted", "--writer-id=prod",
-		"--retention=30d", "--retention=audit.*=365d", "--retention-bytes=2TiB", "--retention-interval=30m", "--grace=2h"} {
+		"--retention=30d", "--retention=audit.*=365d", "--retention-bytes=2TiB", "--retention-interval=30m", "--grace=2h",
+		"--layout=packed", "--compact-bytes=128MiB", "--compact-after=90m", "--compact-grace=30m"} {
 		if !slices.Contains(c.Args, a) {
 			t.Errorf("archiver args %q lack %s", c.Args, a)
 		}

@@ -102,6 +102,22 @@ var specs = map[string]blockSpec{
 	// rendered) share the selection through the group; payments gets
 	// records only they can have archived.
 	"OPERATIONS.md#archiver-values": {},
+	// The packed layout: caught up (verify --brokers, which reads the
+	// tails), stopped by SIGTERM, every record once; format version 3.
+	"OPERATIONS.md#packed": {
+		before: func(e *docEnv) {
+			e.produce("orders.us", 2, 40, time.Date(2026, 11, 20, 14, 0, 0, 0, time.UTC), time.Second)
+		},
+		after: func(e *docEnv, r *blockRun) {
+			for _, t := range []string{"orders.eu", "orders.us"} {
+				e.exact("s3://backups/prod-kafka-packed", t)
+			}
+			ls := e.kbackup("ls", "--store", e.sub("s3://backups/prod-kafka-packed"), "--json")
+			if ls.code != 0 || !strings.Contains(ls.stdout, `"format_version": 3`) {
+				e.t.Fatalf("ls of the packed archive: exit %d\n%s%s", ls.code, ls.stdout, ls.stderr)
+			}
+		},
+	},
 	"OPERATIONS.md#archiver-install": {
 		before: func(e *docEnv) {
 			e.produce("payments", 2, 50, time.Date(2026, 11, 20, 14, 10, 0, 0, time.UTC), time.Second)

@@ -60,10 +60,17 @@ func TestSeekRequestsAfterExpiry(t *testing.T) {
 // was archived) and returns the archive requests it took.
 func seekRequests(t *testing.T, inner store.Store, all []rec, mid int64) int64 {
 	t.Helper()
+	return seekRequestsAs(t, inner, all, mid, "x")
+}
+
+// seekRequestsAs is seekRequests with restore id id (a second restore of
+// the same store needs its own: the first one's state says it is done).
+func seekRequestsAs(t *testing.T, inner store.Store, all []rec, mid int64, id string) int64 {
+	t.Helper()
 	st := &countingStore{Store: inner}
 	c := newCluster(t)
 	o := Options{Store: st, StateStore: inner, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)},
-		Topics: mustSel(t, "pit"), Rename: map[string]string{"pit": "x"}, ID: "x", Logger: testLogger(t)}
+		Topics: mustSel(t, "pit"), Rename: map[string]string{"pit": "x"}, ID: id, Logger: testLogger(t)}
 	o.Range.FromTime, o.Range.HasFromTime = mid, true
 	o.Range.ToTime, o.Range.HasToTime = mid+50, true
 	sum := run(t, o)

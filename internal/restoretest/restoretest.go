@@ -27,8 +27,18 @@ import (
 // seeks something to skip). topics nil archives every non-internal topic.
 func ArchiveOnce(t testing.TB, brokers []string, st store.Store, topics *topicsel.Selector, blockBytes, segmentBytes int) {
 	t.Helper()
-	a, err := archive.New(archive.Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Store: st, Once: true,
-		Logger: kfaketest.Logger(t), WriterID: "test", Topics: topics, BlockBytes: blockBytes, SegmentBytes: segmentBytes})
+	ArchiveOnceWith(t, brokers, st, func(o *archive.Options) {
+		o.Topics, o.BlockBytes, o.SegmentBytes = topics, blockBytes, segmentBytes
+	})
+}
+
+// ArchiveOnceWith is ArchiveOnce with options set by mod.
+func ArchiveOnceWith(t testing.TB, brokers []string, st store.Store, mod func(*archive.Options)) {
+	t.Helper()
+	o := archive.Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Store: st, Once: true,
+		Logger: kfaketest.Logger(t), WriterID: "test"}
+	mod(&o)
+	a, err := archive.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

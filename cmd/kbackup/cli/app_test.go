@@ -14,8 +14,8 @@ func TestVersion(t *testing.T) {
 	t.Parallel()
 	out, errOut, code := runCLI(t, nil, "version")
 	want := "kbackup " + Version + "\nbuilt with " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH +
-		"\narchive format version 2\n"
-	if code != 0 || errOut != "" || out != want || manifest.FormatVersion != 2 {
+		"\narchive format version 3\n"
+	if code != 0 || errOut != "" || out != want || manifest.FormatVersion != 3 {
 		t.Fatalf("exit %d stdout %q stderr %q", code, out, errOut)
 	}
 }

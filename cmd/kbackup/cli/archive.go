@@ -48,6 +48,11 @@ func archiveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "refresh-interval", Value: archive.DefaultRefreshInterval, Usage: "discover new topics and partitions this often"},
 			&cli.StringFlag{Name: "listen", Usage: "serve /metrics, /healthz and /readyz on `ADDR` (e.g. :9464)"},
 			&cli.StringFlag{Name: "writer-id", Usage: "`NAME` of this archiver in commit entries (default: host/pid)"},
+			&cli.StringFlag{Name: "layout", Value: archive.LayoutSegments,
+				Usage: "`LAYOUT` of commits: segments (per partition and flush a segment, a commit entry and a time key) or packed (one flush object per flush for all owned partitions, compacted into segments later: store requests do not grow with partitions; format version 3)"},
+			&cli.StringFlag{Name: "compact-bytes", Value: units.FormatSize(archive.DefaultCompactBytes), Usage: "with --layout packed: compact a partition's tail into one segment once it holds this `SIZE`"},
+			&cli.DurationFlag{Name: "compact-after", Value: archive.DefaultCompactAfter, Usage: "with --layout packed: compact a partition's tail at the latest this long after its oldest entry"},
+			&cli.DurationFlag{Name: "compact-grace", Value: archive.DefaultCompactGrace, Usage: "with --layout packed: delete a compacted flush object once it is this old (readers in flight); 0s deletes at once"},
 			jsonFlag(),
 		), append(retentionFlags(),
 			&cli.DurationFlag{Name: "retention-interval", Value: archive.DefaultRetentionInterval,
@@ -80,6 +85,18 @@ func runArchive(c *cli.Context) error {
 	if _, err := manifest.ParseCodec(o.Compression); err != nil {
 		return usagef(c, "--compression: %v", err)
 	}
+	switch o.Layout = c.String("layout"); o.Layout {
+	case archive.LayoutSegments, archive.LayoutPacked:
+	default:
+		return usagef(c, "--layout %q: want %s or %s", o.Layout, archive.LayoutSegments, archive.LayoutPacked)
+	}
+	o.CompactAfter, o.CompactGrace = c.Duration("compact-after"), c.Duration("compact-grace")
+	if o.CompactAfter <= 0 {
+		return usagef(c, "--compact-after must be positive")
+	}
+	if o.CompactGrace <= 0 {
+		o.CompactGrace = -1 // at once
+	}
 	if o.Topics, err = selection(c); err != nil {
 		return err
 	}
@@ -101,7 +118,8 @@ func runArchive(c *cli.Context) error {
 	for _, f := range []struct {
 		name string
 		dst  func(int64)
-	}{{"segment-bytes", func(v int64) { o.SegmentBytes = int(v) }}, {"max-buffered-bytes", func(v int64) { o.MaxBufferedBytes = v }}} {
+	}{{"segment-bytes", func(v int64) { o.SegmentBytes = int(v) }}, {"max-buffered-bytes", func(v int64) { o.MaxBufferedBytes = v }},
+		{"compact-bytes", func(v int64) { o.CompactBytes = v }}} {
 		if v := c.String(f.name); v != "" {
 			n, err := units.ParseSize(v)
 			if err != nil || n < 1<<10 {

@@ -110,7 +110,7 @@ func TestVersionFlagAndJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &v); err != nil || code != 0 {
 		t.Fatalf("version --json: %d %v\n%s", code, err, out)
 	}
-	if v.Schema != "kbackup.version/v1" || v.Version != Version || v.GoVersion != runtime.Version() || v.FormatVersion != 2 {
+	if v.Schema != "kbackup.version/v1" || v.Version != Version || v.GoVersion != runtime.Version() || v.FormatVersion != 3 {
 		t.Fatalf("version --json: %+v", v)
 	}
 }

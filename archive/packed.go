@@ -1,0 +1,516 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kbackup/kbackup/manifest"
+	"github.com/kbackup/kbackup/store"
+)
+
+// This file: the packed layout (docs/FORMAT.md §12). One flush object per
+// flush interval commits the sealed segments of every owned partition;
+// claims fence ownership; a tail index every TailIndexEvery flushes; the
+// owner compacts each partition's tail into the version-1 chain and deletes
+// its own flush objects once everything in them is compacted.
+
+// Layouts (Options.Layout).
+const (
+	LayoutSegments = "segments"
+	LayoutPacked   = "packed"
+)
+
+// Defaults of the packed layout.
+const (
+	DefaultCompactBytes = 64 << 20
+	DefaultCompactAfter = 2 * time.Hour
+	DefaultCompactGrace = time.Hour
+	// TailIndexEvery is how many flush objects a writer commits between
+	// two tail indexes: a reader reads at most about as many flush tables
+	// after the newest tail index.
+	TailIndexEvery = 10
+	// compactConcurrency bounds concurrent compactions (each holds the
+	// bodies of one partition's compacted range in memory).
+	compactConcurrency = 2
+)
+
+func (a *Archiver) packed() bool { return a.opts.Layout == LayoutPacked }
+
+// ErrLayout: the archive was written in the packed layout and the archiver
+// was started with the segments layout.
+var ErrLayout = errors.New("wrong layout")
+
+// packedState is the writer's state of the packed layout (loop-owned).
+type packedState struct {
+	writer   string // random per process (a restart is a new writer)
+	seq      int64  // next flush object
+	inflight bool
+	last     time.Time // start of the last flush
+	flushes  int64     // committed flush objects
+	// live counts, per own flush object, the entries not yet compacted;
+	// objects at 0 are deleted at their due time (after the grace).
+	live      map[int64]int
+	deleteDue map[int64]time.Time
+	indexPrev int64 // seq of the previous tail index (-1 none), deleted when superseded
+	indexes   []int64
+	results   chan packedResult
+	compacts  chan compactResult
+	cslots    chan struct{}
+}
+
+// packedItem is one partition's segment in a flush.
+type packedItem struct {
+	tp     tp
+	gen    int
+	seg    *sealed
+	commit *manifest.Commit
+	ref    manifest.EntryRef
+}
+
+// packedResult is a finished flush attempt.
+type packedResult struct {
+	seq   int64
+	items []packedItem
+	err   error
+	dur   time.Duration
+}
+
+// compactResult is a finished compaction of one partition.
+type compactResult struct {
+	tp     tp
+	gen    int
+	commit *manifest.Commit
+	refs   []manifest.EntryRef // the entries compacted
+	bytes  int64
+	err    error
+	lost   bool // a newer claim exists: the partition is someone else's
+}
+
+func newPackedState() *packedState {
+	return &packedState{writer: manifest.NewWriterID(), live: map[int64]int{}, deleteDue: map[int64]time.Time{},
+		indexPrev: -1, results: make(chan packedResult, 4), compacts: make(chan compactResult, 64),
+		cslots: make(chan struct{}, compactConcurrency)}
+}
+
+// claimPartition takes ps over in the packed layout (format rule 12): the
+// next epoch after the newest claim, starting after the head it read, with
+// the tail it found. It returns the head (a tail entry or the compacted
+// head), the compacted head, the tail and the epoch.
+func (a *Archiver) claimPartition(ctx context.Context, ps *partState) (head, chead *manifest.Commit, tail manifest.PartitionTail, epoch int64, err error) {
+	c, err := ps.log.NewestClaim(ctx)
+	if err != nil {
+		return nil, nil, tail, 0, err
+	}
+	epoch = 1
+	if c != nil {
+		epoch = c.Epoch + 1
+	}
+	if chead, err = ps.log.CompactedHead(ctx); err != nil {
+		return nil, nil, tail, 0, err
+	}
+	if err = ps.log.RepairHead(ctx, chead); err != nil {
+		return nil, nil, tail, 0, err
+	}
+	end := int64(-1)
+	if chead != nil {
+		end = chead.End
+	}
+	refs, commits, err := ps.log.TailEntries(ctx, end)
+	if err != nil {
+		return nil, nil, tail, 0, err
+	}
+	head = chead
+	for _, r := range refs {
+		tail.Append(r)
+	}
+	if len(commits) > 0 {
+		head = commits[len(commits)-1]
+	}
+	start := int64(0)
+	if head != nil {
+		start = head.End + 1
+	}
+	err = ps.log.CreateClaim(ctx, &manifest.Claim{Epoch: epoch, Writer: a.pk.writer, Start: start,
+		CreatedMs: a.opts.Now().UnixMilli(), Tail: tail.Refs()})
+	if err != nil {
+		return nil, nil, tail, 0, err // ErrFenced: another writer claimed it first; the retry reads again
+	}
+	return head, chead, tail, epoch, nil
+}
+
+// packedTick starts a flush when one is due: the flush interval passed
+// since the last one, or enough is sealed, or force (shutdown, Once).
+func (a *Archiver) packedTick(ctx context.Context, force bool) {
+	pk := a.pk
+	if pk.inflight {
+		return
+	}
+	now := a.opts.Now()
+	due := force || now.Sub(pk.last) >= a.opts.FlushInterval
+	var queued int64
+	for _, ps := range a.parts {
+		for _, s := range ps.queue {
+			queued += s.size
+		}
+	}
+	if !due && queued < int64(a.opts.SegmentBytes) {
+		return
+	}
+	var items []packedItem
+	for _, ps := range a.parts {
+		if !ps.ready || ps.epoch == 0 {
+			continue
+		}
+		if due && ps.open != nil {
+			ps.seal()
+		}
+		if len(ps.queue) == 0 || ps.inflight {
+			continue
+		}
+		ps.inflight = true
+		items = append(items, packedItem{tp: ps.tp, gen: ps.gen, seg: ps.queue[0]})
+	}
+	if due {
+		pk.last = now
+	}
+	if len(items) == 0 {
+		return
+	}
+	pk.inflight = true
+	seq := pk.seq
+	pk.seq++ // never reused, whatever the outcome
+	// What the builder needs of each partition, read on the loop.
+	type input struct {
+		ps    *partState
+		head  *manifest.Commit
+		prev  *manifest.EntryRef
+		epoch int64
+	}
+	ins := make([]input, len(items))
+	for i, it := range items {
+		ps := a.parts[it.tp]
+		var prev *manifest.EntryRef
+		if n := ps.ptail.Newest(); n != nil {
+			p := *n
+			prev = &p
+		}
+		ins[i] = input{ps: ps, head: ps.head, prev: prev, epoch: ps.epoch}
+	}
+	nowMs := now.UnixMilli()
+	go func() {
+		start := time.Now()
+		r := packedResult{seq: seq, items: items}
+		defer func() {
+			r.dur = time.Since(start)
+			a.pk.results <- r
+			a.wake()
+		}()
+		fb, err := manifest.NewFlushBuilder(pk.writer, seq)
+		if err != nil {
+			r.err = err
+			return
+		}
+		for i := range items {
+			it := &r.items[i]
+			if it.seg.w != nil {
+				it.seg.body, it.seg.info = it.seg.w.FinishBody()
+				it.seg.w = nil
+			}
+			in := ins[i]
+			c, ref, err := fb.Add(in.epoch, in.head, in.prev, it.tp.topic, in.ps.id, it.tp.partition, it.seg.body.Reader(), it.seg.info, nowMs)
+			if err != nil {
+				r.err = fmt.Errorf("%s: %w", it.tp, err)
+				return
+			}
+			it.commit, it.ref = c, ref
+		}
+		err = a.arch.PutFlush(ctx, fb)
+		if err != nil && !errors.Is(err, manifest.ErrFenced) {
+			// The outcome of a failed PUT is unknown: look.
+			if _, serr := a.opts.Store.Stat(ctx, fb.Key()); serr == nil {
+				err = nil
+			} else if !errors.Is(serr, store.ErrNotFound) {
+				err = fmt.Errorf("%w (and whether it landed is unknown: %v)", err, serr)
+			}
+		}
+		r.err = err
+	}()
+}
+
+// applyPacked applies a finished flush.
+func (a *Archiver) applyPacked(ctx context.Context, r packedResult) {
+	pk := a.pk
+	pk.inflight = false
+	if r.err != nil {
+		a.m.storeErrors.WithLabelValues("commit").Inc()
+		a.opts.Logger.Warn("flush object failed, will retry", "seq", r.seq, "partitions", len(r.items), "err", r.err)
+		for _, it := range r.items {
+			if ps := a.parts[it.tp]; ps != nil && ps.gen == it.gen {
+				ps.inflight = false
+				ps.failures++
+				if errors.Is(r.err, store.ErrPermanent) || (a.opts.Once && ps.failures >= a.opts.OnceCommitAttempts) {
+					a.fatal = fmt.Errorf("commit flush object %d: %w", r.seq, r.err)
+				}
+			}
+		}
+		if errors.Is(r.err, manifest.ErrFenced) {
+			a.fatal = fmt.Errorf("flush object %d exists: writer id %s is not unique: %w", r.seq, pk.writer, r.err)
+		}
+		return
+	}
+	pk.flushes++
+	a.m.commitSeconds.Observe(r.dur.Seconds())
+	pk.live[r.seq] = len(r.items)
+	for _, it := range r.items {
+		ps := a.parts[it.tp]
+		if ps == nil || ps.gen != it.gen {
+			continue // released meanwhile: its entry stays counted (the next owner's claim carries it)
+		}
+		ps.inflight = false
+		ps.failures = 0
+		ps.head = it.commit
+		if ps.ptail.Len() == 0 {
+			ps.tailSince = a.opts.Now()
+		}
+		ps.ptail.Append(it.ref)
+		ps.tailBytes += it.commit.SegmentSize
+		ps.queue = ps.queue[1:]
+		if it.seg.body != nil {
+			it.seg.body.Release()
+		}
+		a.committed(ps, commitResult{tp: it.tp, gen: it.gen, seg: it.seg, commit: it.commit, dur: r.dur})
+	}
+	if pk.flushes%TailIndexEvery == 0 {
+		a.writeTailIndex(ctx, r.seq)
+	}
+}
+
+// writeTailIndex writes the tail index after flush object seq (off the
+// loop) and deletes the one before the previous: a reader that listed the
+// previous one may still read it.
+func (a *Archiver) writeTailIndex(ctx context.Context, seq int64) {
+	ti := &manifest.TailIndex{Writer: a.pk.writer, Seq: seq}
+	for _, ps := range a.parts {
+		if refs := ps.ptail.Refs(); refs != nil && ps.epoch > 0 {
+			ti.Partitions = append(ti.Partitions, manifest.TailPartition{TopicID: ps.id, Partition: ps.tp.partition, Epoch: ps.epoch, Refs: *refs})
+		}
+	}
+	old := a.pk.indexes
+	if len(old) > 1 {
+		a.pk.indexes = append([]int64{}, old[len(old)-1:]...)
+		old = old[:len(old)-1]
+	} else {
+		old = nil
+	}
+	a.pk.indexes = append(a.pk.indexes, seq)
+	go func() {
+		if err := a.arch.PutTailIndex(ctx, ti); err != nil {
+			a.m.storeErrors.WithLabelValues("tail_index").Inc()
+			a.opts.Logger.Warn("tail index failed (readers read more flush tables until the next one)", "seq", seq, "err", err)
+			return
+		}
+		for _, s := range old {
+			if err := a.opts.Store.Delete(ctx, manifest.TailIndexKey(a.pk.writer, s)); err != nil {
+				a.opts.Logger.Warn("deleting a superseded tail index failed", "seq", s, "err", err)
+			}
+		}
+	}()
+}
+
+// packedHousekeeping starts due compactions and flush object deletions.
+func (a *Archiver) packedHousekeeping(ctx context.Context, now time.Time) {
+	pk := a.pk
+	for _, ps := range a.parts {
+		if !ps.ready || ps.compacting || ps.removing || ps.ptail.Len() == 0 {
+			continue
+		}
+		if ps.tailBytes < a.opts.CompactBytes && now.Sub(ps.tailSince) < a.opts.CompactAfter {
+			continue
+		}
+		select {
+		case pk.cslots <- struct{}{}:
+		default:
+			return
+		}
+		ps.compacting = true
+		a.startCompaction(ctx, ps)
+	}
+	for seq, due := range pk.deleteDue {
+		if now.Before(due) {
+			continue
+		}
+		delete(pk.deleteDue, seq)
+		key := manifest.FlushKey(pk.writer, seq)
+		go func() {
+			if err := a.opts.Store.Delete(ctx, key); err != nil {
+				a.opts.Logger.Warn("deleting a compacted flush object failed (left for a later run)", "key", key, "err", err)
+			}
+		}()
+	}
+}
+
+// startCompaction compacts ps's tail as it stands (off the loop).
+func (a *Archiver) startCompaction(ctx context.Context, ps *partState) {
+	refs := append([]manifest.EntryRef{}, ps.ptail.Entries()...)
+	chead, epoch, gen, log, t := ps.chead, ps.epoch, ps.gen, ps.log, ps.tp
+	writer := a.writerID
+	nowMs := a.opts.Now().UnixMilli()
+	go func() {
+		defer func() { <-a.pk.cslots }()
+		r := compactResult{tp: t, gen: gen, refs: refs}
+		defer func() {
+			a.pk.compacts <- r
+			a.wake()
+		}()
+		commits, err := log.ReadEntries(ctx, refs)
+		if err != nil {
+			r.err = err
+			return
+		}
+		// Fencing (format rule 14): only the holder of the newest claim
+		// compacts.
+		if _, err := log.ReadClaim(ctx, epoch+1); err == nil {
+			r.lost = true
+			return
+		} else if !errors.Is(err, store.ErrNotFound) {
+			r.err = err
+			return
+		}
+		c, err := log.Compact(ctx, chead, commits, writer, nowMs)
+		switch {
+		case c != nil:
+			// Committed (err: only the time key failed; the next
+			// claim's RepairHead, or verify's warning, covers it).
+			if err != nil {
+				a.m.storeErrors.WithLabelValues("time_index").Inc()
+			}
+		case errors.Is(err, manifest.ErrFenced):
+			// The commit at that start exists: an earlier attempt of ours
+			// whose outcome was unknown, or another compactor of the same
+			// entries. Continue after it if it covers whole entries.
+			h, herr := log.CompactedHead(ctx)
+			if herr != nil {
+				r.err = herr
+				return
+			}
+			n := 0
+			for n < len(refs) && h != nil && refs[n].End <= h.End {
+				n++
+			}
+			if n == 0 || refs[n-1].End != h.End {
+				r.err = fmt.Errorf("%w (the compacted head %v does not end at an entry's end)", err, h)
+				return
+			}
+			c, commits, r.refs = h, commits[:n], refs[:n]
+		default:
+			r.err = err
+			return
+		}
+		r.commit = c
+		for _, c := range commits {
+			r.bytes += c.SegmentSize
+		}
+	}()
+}
+
+// applyCompaction applies a finished compaction.
+func (a *Archiver) applyCompaction(ctx context.Context, r compactResult) {
+	ps := a.parts[r.tp]
+	if ps != nil && ps.gen == r.gen {
+		ps.compacting = false
+	}
+	switch {
+	case r.lost:
+		// Another archiver claimed it since (two standalone archivers, or
+		// this one was paused while the group moved the partition): what
+		// this one committed since is void. Claim it again from what the
+		// store holds; the group's next rebalance settles who keeps it.
+		a.m.fenced.Inc()
+		a.opts.Logger.Warn("partition claimed by another archiver meanwhile: claiming it again from the archive's end",
+			"topic", r.tp.topic, "partition", r.tp.partition)
+		if ps != nil && ps.gen == r.gen && !ps.removing {
+			a.reclaim(ctx, ps)
+		}
+		return
+	case r.err != nil:
+		a.m.storeErrors.WithLabelValues("compact").Inc()
+		if errors.Is(r.err, manifest.ErrFenced) {
+			a.m.fenced.Inc()
+		}
+		a.opts.Logger.Warn("compaction failed, will retry", "topic", r.tp.topic, "partition", r.tp.partition, "err", r.err)
+		return
+	}
+	a.m.compactions.Inc()
+	a.m.compactedBytes.Add(float64(r.bytes))
+	a.opts.Logger.Debug("tail compacted", "topic", r.tp.topic, "partition", r.tp.partition,
+		"start", r.commit.Start, "end", r.commit.End, "entries", len(r.refs), "bytes", r.commit.SegmentSize)
+	// The flush objects of the compacted entries: ours are deleted once all
+	// their entries are compacted (after the grace, format rule 15).
+	for _, ref := range r.refs {
+		if ref.Writer != a.pk.writer {
+			continue
+		}
+		if n, ok := a.pk.live[ref.Seq]; ok {
+			if n <= 1 {
+				delete(a.pk.live, ref.Seq)
+				a.pk.deleteDue[ref.Seq] = a.opts.Now().Add(max(0, a.opts.CompactGrace))
+			} else {
+				a.pk.live[ref.Seq] = n - 1
+			}
+		}
+	}
+	if ps == nil || ps.gen != r.gen {
+		return
+	}
+	ps.chead = r.commit
+	ps.ptail.TrimTo(r.commit.End)
+	ps.tailBytes = max(0, ps.tailBytes-r.bytes)
+	if ps.ptail.Len() > 0 {
+		ps.tailSince = a.opts.Now()
+	}
+}
+
+// packedIdleWait is how long shutdown waits for a compaction in flight.
+const packedIdleWait = 10 * time.Second
+
+// packedBusy reports whether a flush is in flight.
+func (a *Archiver) packedBusy() bool { return a.pk != nil && a.pk.inflight }
+
+// packedResults and compactResults are the packed layout's result channels
+// (nil, never ready, in the segments layout).
+func (a *Archiver) packedResults() chan packedResult {
+	if a.pk == nil {
+		return nil
+	}
+	return a.pk.results
+}
+
+func (a *Archiver) compactResults() chan compactResult {
+	if a.pk == nil {
+		return nil
+	}
+	return a.pk.compacts
+}
+
+// onceSealed reports, with Once, whether every partition reached its
+// target (then the last flush need not wait for the interval).
+func (a *Archiver) onceSealed() bool {
+	for _, ps := range a.parts {
+		if !ps.ready || ps.target >= 0 && ps.next < ps.target {
+			return false
+		}
+	}
+	return true
+}
+
+// reclaim drops what is buffered for ps and loads (claims) it again.
+func (a *Archiver) reclaim(ctx context.Context, ps *partState) {
+	ps.gen = nextGen()
+	ps.open, ps.queue, ps.failures, ps.retryAt, ps.inflight = nil, nil, 0, time.Time{}, false
+	ps.ready, ps.epoch = false, 0
+	delete(a.seeks, ps.tp)
+	a.cl.RemoveConsumePartitions(map[string][]int32{ps.tp.topic: {ps.tp.partition}})
+	go a.loadHead(ctx, ps, ps.gen)
+}

@@ -1,0 +1,226 @@
+package archive
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbackup/kbackup/manifest"
+	"github.com/kbackup/kbackup/store"
+	"github.com/kbackup/kbackup/store/filestore"
+	"github.com/kbackup/kbackup/store/storefault"
+)
+
+func packed(o *Options) { o.Layout = LayoutPacked }
+
+// keysUnder counts the keys under prefix, and those containing sub.
+func keysUnder(t testing.TB, st store.Store, prefix, sub string) (n, withSub int) {
+	t.Helper()
+	err := st.List(context.Background(), store.ListOptions{Prefix: prefix}, func(e store.ListEntry) error {
+		n++
+		if strings.Contains(e.Key, sub) {
+			withSub++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, withSub
+}
+
+// TestPackedOnce: --once in the packed layout archives exactly what a
+// read_committed consumer reads, with one flush object per flush for all
+// partitions, claims, and a rerun that adds and duplicates nothing.
+func TestPackedOnce(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "p", 6, nil)
+	cl := newClient(t, c, kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	for i := 0; i < 300; i++ {
+		produce(t, cl, &kgo.Record{Topic: "p", Key: []byte(strconv.Itoa(i)), Value: []byte("v" + strconv.Itoa(i)),
+			Headers: []kgo.RecordHeader{{Key: "h", Value: nil}}})
+	}
+	st := newStore(t)
+	runOnce(t, c, st, packed)
+	checkExact(t, c, st, "p")
+	flushes, _ := keysUnder(t, st, manifest.WALPrefix, "")
+	if flushes == 0 || flushes > 6 {
+		t.Fatalf("%d flush objects for 6 partitions archived at once", flushes)
+	}
+	if _, claims := keysUnder(t, st, manifest.TopicsPrefix, "/claims/"); claims != 6 {
+		t.Fatalf("%d claims, want one per partition", claims)
+	}
+	a := openArchive(t, st)
+	if a.FormatVersion() != manifest.PackedFormatVersion {
+		t.Fatalf("root format version %d", a.FormatVersion())
+	}
+	before := heads(t, a, "p")
+	runOnce(t, c, st, packed)
+	if after := heads(t, a, "p"); !equalHeads(before, after) {
+		t.Fatalf("idle --once changed heads: %v -> %v", before, after)
+	}
+	for i := 0; i < 60; i++ {
+		produce(t, cl, &kgo.Record{Topic: "p", Value: []byte("more")})
+	}
+	runOnce(t, c, st, packed)
+	checkExact(t, c, st, "p")
+	// The segments layout continues a packed archive (its compacted chain
+	// ends below the tail: it resumes from the tail's end, claims nothing).
+}
+
+// TestPackedContinuous: a continuous packed archiver compacts tails while
+// records flow and deletes its compacted flush objects; the archive equals
+// the log, and most of it is compacted.
+func TestPackedContinuous(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "q", 4, nil)
+	st := newStore(t)
+	p := startProducer(t, c, "q", 20)
+	stop := startArchiver(t, c, st, func(o *Options) {
+		packed(o)
+		o.FlushInterval = 50 * time.Millisecond
+		o.CompactAfter = 400 * time.Millisecond
+		o.CompactGrace = -1
+	})
+	time.Sleep(4 * time.Second)
+	p.Stop(t)
+	time.Sleep(time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, c, st, "q")
+	_, commits := keysUnder(t, st, manifest.TopicsPrefix, "/commits/")
+	if commits == 0 {
+		t.Fatal("nothing compacted")
+	}
+	n, tails := keysUnder(t, st, manifest.WALPrefix, "/tail/")
+	if tails == 0 {
+		t.Fatal("no tail index written")
+	}
+	t.Logf("%d compacted commits, %d flush objects and tail indexes left", commits, n)
+	// Flush objects of compacted entries were deleted: what is left is
+	// bounded by the tail since the last compaction, not by the run.
+	if n-tails > 200 {
+		t.Fatalf("%d flush objects left after compaction", n-tails)
+	}
+	runOnce(t, c, st, packed)
+	checkExact(t, c, st, "q")
+}
+
+// TestPackedConcurrentArchivers: two packed archivers on the same
+// partitions (standalone, as a paused replica waking up, and as group
+// members): claims fence them, the archive equals the log.
+func TestPackedConcurrentArchivers(t *testing.T) {
+	t.Parallel()
+	for _, group := range []string{"", "archivers"} {
+		t.Run("group="+group, func(t *testing.T) {
+			t.Parallel()
+			c := newCluster(t)
+			createTopic(t, c, "two", 3, nil)
+			st := newStore(t)
+			p := startProducer(t, c, "two", 10)
+			var stops []func() error
+			for i := 0; i < 2; i++ {
+				stops = append(stops, startArchiver(t, c, st, func(o *Options) {
+					packed(o)
+					o.Group, o.WriterID = group, "w"+strconv.Itoa(i)
+					o.FlushInterval = 50 * time.Millisecond
+					o.CompactAfter = 300 * time.Millisecond
+				}))
+			}
+			time.Sleep(3 * time.Second)
+			p.Stop(t)
+			time.Sleep(500 * time.Millisecond)
+			var wg sync.WaitGroup
+			for _, stop := range stops {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := stop(); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			runOnce(t, c, st, packed)
+			checkExact(t, c, st, "two")
+		})
+	}
+}
+
+// TestPackedStoreFaults: a store failing a fifth of its calls (some after
+// the write landed) leaves the packed archive equal to the log.
+func TestPackedStoreFaults(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "f", 4, nil)
+	inner := newStore(t)
+	faulty := storefault.New(inner, 11)
+	faulty.SetFailRate(0.2, 0.3)
+	faulty.SetMaxDelay(20 * time.Millisecond)
+	p := startProducer(t, c, "f", 20)
+	stop := startArchiver(t, c, faulty, func(o *Options) {
+		packed(o)
+		o.CompactAfter = 500 * time.Millisecond
+	})
+	time.Sleep(4 * time.Second)
+	p.Stop(t)
+	time.Sleep(time.Second)
+	if err := stop(); err != nil {
+		t.Logf("shutdown under faults: %v (allowed: the next run resumes)", err)
+	}
+	if faulty.Faults() == 0 {
+		t.Fatal("no faults were injected")
+	}
+	runOnce(t, c, inner, packed)
+	checkExact(t, c, inner, "f")
+}
+
+// TestPackedKillResume: packed archiver processes SIGKILLed at random
+// instants (mid-flush, mid-compaction) while data flows, then resumed:
+// nothing missing, nothing duplicated.
+func TestPackedKillResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "k", 3, nil)
+	dir := t.TempDir()
+	st, err := filestore.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProducer(t, c, "k", 10)
+	for i := 0; i < 6; i++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestArchiverChild$")
+		cmd.Env = append(os.Environ(), "KBACKUP_CHILD_BROKERS="+c.ListenAddrs()[0], "KBACKUP_CHILD_STORE="+dir,
+			"KBACKUP_CHILD_LAYOUT="+LayoutPacked)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(700+i*300) * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+	}
+	p.Stop(t)
+	runOnce(t, c, st, packed)
+	checkExact(t, c, st, "k")
+	if n := archivedRecords(t, st, "k"); n == 0 {
+		t.Fatal("nothing archived")
+	}
+	if _, commits := keysUnder(t, st, manifest.TopicsPrefix, "/commits/"); commits == 0 {
+		t.Fatal("the children compacted nothing")
+	}
+}
