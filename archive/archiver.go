@@ -157,7 +157,7 @@ func New(opts Options) (*Archiver, error) {
 	m.bufferedMax.Set(float64(opts.MaxBufferedBytes))
 	var pk *packedState
 	if opts.Layout == LayoutPacked {
-		pk = newPackedState()
+		pk = newPackedState(opts.Now())
 	}
 	return &Archiver{
 		pk:       pk,

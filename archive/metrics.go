@@ -46,6 +46,7 @@ type metrics struct {
 	fenced         prometheus.Counter       // commits refused because another writer committed first
 	compactions    prometheus.Counter       // packed layout: tail compactions committed
 	compactedBytes prometheus.Counter       // packed layout: tail bytes compacted
+	walDeleted     prometheus.Counter       // packed layout: flush objects deleted
 	buffered       prometheus.Gauge         // bytes held in open and sealed segments
 	bufferedMax    prometheus.Gauge         // the bound on buffered (MaxBufferedBytes)
 	partitions     prometheus.Gauge         // partitions owned
@@ -85,6 +86,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Packed layout: partition tails compacted into segments."}),
 		compactedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "kbackup_archive_compacted_bytes_total",
 			Help: "Packed layout: bytes of flush-object entries compacted into segments."}),
+		walDeleted: prometheus.NewCounter(prometheus.CounterOpts{Name: "kbackup_archive_flush_objects_deleted_total",
+			Help: "Packed layout: flush objects deleted once every entry in them was compacted or void (this archiver's own, and stopped archivers')."}),
 		buffered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kbackup_archive_buffered_bytes",
 			Help: "Bytes held in memory in open and sealed segments."}),
 		bufferedMax: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kbackup_archive_max_buffered_bytes",
@@ -102,7 +105,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.archivedOffset, m.lagRecords, m.lagSeconds, m.earliestTs, m.latestTs, m.records, m.bytes,
 			m.segments, m.gapOffsets, m.commitSeconds, m.storeErrors, m.fenced, m.buffered, m.bufferedMax, m.partitions, m.recordLag,
-			m.expiredOffsets, m.archiveStart, m.compactions, m.compactedBytes)
+			m.expiredOffsets, m.archiveStart, m.compactions, m.compactedBytes, m.walDeleted)
 	}
 	return m
 }

@@ -174,6 +174,9 @@ func (a *Archiver) stopPartition(ctx context.Context, ps *partState) {
 	if ps.idle() {
 		delete(a.parts, ps.tp)
 		a.m.partitionReleased(ps.tp.topic, ps.tp.partition)
+		if a.packed() {
+			a.handOver(ps)
+		}
 		a.opts.Logger.Info("partition released", "topic", ps.tp.topic, "partition", ps.tp.partition, "archived_to", ps.committedNext())
 		if !a.holdsTopic(ps.tp.topic) {
 			a.opts.Logger.Info("stopped archiving topic", "topic", ps.tp.topic)
@@ -283,6 +286,8 @@ func (a *Archiver) drainResults(ctx context.Context) {
 			a.applyPacked(ctx, r)
 		case r := <-a.compactResults():
 			a.applyCompaction(ctx, r)
+		case ends := <-a.handedResults():
+			a.applyHanded(ends)
 		default:
 			if freed {
 				// Commit slots were freed: start the commits that waited

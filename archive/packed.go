@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/kbackup/kbackup/manifest"
@@ -53,16 +54,28 @@ type packedState struct {
 	// objects at 0 are deleted at their due time (after the grace).
 	live      map[int64]int
 	deleteDue map[int64]time.Time
-	indexPrev int64 // seq of the previous tail index (-1 none), deleted when superseded
-	indexes   []int64
-	results   chan packedResult
-	compacts  chan compactResult
-	cslots    chan struct{}
+	// handed are, per own flush object, the entries of partitions this
+	// archiver released before compacting them (their next owner
+	// compacts them): the object waits until their compacted ends pass
+	// them, checked every --compact-after (checkHanded).
+	handed            map[int64][]handedEntry
+	lastHanded        time.Time
+	checkingHandedOff atomic.Bool
+	handedEnds        chan map[string]int64
+	indexPrev         int64 // seq of the previous tail index (-1 none), deleted when superseded
+	indexes           []int64
+	results           chan packedResult
+	compacts          chan compactResult
+	cslots            chan struct{}
+	started           time.Time
+	lastClean         time.Time
+	cleaning          atomic.Bool
 }
 
 // packedItem is one partition's segment in a flush.
 type packedItem struct {
 	tp     tp
+	id     manifest.TopicID
 	gen    int
 	seg    *sealed
 	commit *manifest.Commit
@@ -88,8 +101,9 @@ type compactResult struct {
 	lost   bool // a newer claim exists: the partition is someone else's
 }
 
-func newPackedState() *packedState {
-	return &packedState{writer: manifest.NewWriterID(), live: map[int64]int{}, deleteDue: map[int64]time.Time{},
+func newPackedState(now time.Time) *packedState {
+	return &packedState{writer: manifest.NewWriterID(), live: map[int64]int{}, deleteDue: map[int64]time.Time{}, started: now,
+		handed: map[int64][]handedEntry{}, handedEnds: make(chan map[string]int64, 1),
 		indexPrev: -1, results: make(chan packedResult, 4), compacts: make(chan compactResult, 64),
 		cslots: make(chan struct{}, compactConcurrency)}
 }
@@ -170,7 +184,7 @@ func (a *Archiver) packedTick(ctx context.Context, force bool) {
 			continue
 		}
 		ps.inflight = true
-		items = append(items, packedItem{tp: ps.tp, gen: ps.gen, seg: ps.queue[0]})
+		items = append(items, packedItem{tp: ps.tp, id: ps.id, gen: ps.gen, seg: ps.queue[0]})
 	}
 	if due {
 		pk.last = now
@@ -266,7 +280,11 @@ func (a *Archiver) applyPacked(ctx context.Context, r packedResult) {
 	for _, it := range r.items {
 		ps := a.parts[it.tp]
 		if ps == nil || ps.gen != it.gen {
-			continue // released meanwhile: its entry stays counted (the next owner's claim carries it)
+			// Released (or claimed again) meanwhile: the entry is the next
+			// owner's to compact (if its claim carries it) or void.
+			pk.handed[r.seq] = append(pk.handed[r.seq], handedEntry{log: a.arch.Partition(it.tp.topic, it.id, it.tp.partition), end: it.ref.End})
+			a.entryDone(r.seq)
+			continue
 		}
 		ps.inflight = false
 		ps.failures = 0
@@ -346,9 +364,55 @@ func (a *Archiver) packedHousekeeping(ctx context.Context, now time.Time) {
 		go func() {
 			if err := a.opts.Store.Delete(ctx, key); err != nil {
 				a.opts.Logger.Warn("deleting a compacted flush object failed (left for a later run)", "key", key, "err", err)
+				return
 			}
+			a.m.walDeleted.Inc()
 		}()
 	}
+	a.maybeCleanWAL(ctx, now)
+	a.checkHanded(ctx, now)
+}
+
+// maybeCleanWAL runs, every --compact-after, the cleaning of stopped
+// writers' flush objects (manifest.CleanWAL) on the one archiver of the
+// group that owns partition 0 of the first archived topic (any archiver
+// may: deleting is idempotent; one is enough).
+func (a *Archiver) maybeCleanWAL(ctx context.Context, now time.Time) {
+	pk := a.pk
+	since := pk.started
+	if pk.lastClean.After(since) {
+		since = pk.lastClean
+	}
+	if a.opts.Once || now.Sub(since) < a.opts.CompactAfter || pk.cleaning.Load() {
+		return
+	}
+	first := ""
+	for t := range a.topics {
+		if first == "" || t < first {
+			first = t
+		}
+	}
+	if ps := a.parts[tp{first, 0}]; ps == nil || !ps.ready {
+		return
+	}
+	pk.lastClean = now
+	pk.cleaning.Store(true)
+	go func() {
+		defer pk.cleaning.Store(false)
+		res, err := a.arch.CleanWAL(ctx, manifest.CleanOptions{Self: pk.writer, Idle: a.opts.CompactAfter + max(0, a.opts.CompactGrace), Now: a.opts.Now})
+		if err != nil {
+			if ctx.Err() == nil {
+				a.m.storeErrors.WithLabelValues("clean_wal").Inc()
+				a.opts.Logger.Warn("cleaning stopped archivers' flush objects failed (the next pass continues)", "err", err)
+			}
+			return
+		}
+		a.m.walDeleted.Add(float64(res.FlushObjects))
+		if res.FlushObjects > 0 || res.KeptObjects > 0 {
+			a.opts.Logger.Info("flush objects of stopped archivers cleaned", "writers", res.Writers, "deleted", res.FlushObjects,
+				"kept_until_compacted", res.KeptObjects, "tail_indexes_deleted", res.TailIndexes)
+		}
+	}()
 }
 
 // startCompaction compacts ps's tail as it stands (off the loop).
@@ -449,16 +513,8 @@ func (a *Archiver) applyCompaction(ctx context.Context, r compactResult) {
 	// The flush objects of the compacted entries: ours are deleted once all
 	// their entries are compacted (after the grace, format rule 15).
 	for _, ref := range r.refs {
-		if ref.Writer != a.pk.writer {
-			continue
-		}
-		if n, ok := a.pk.live[ref.Seq]; ok {
-			if n <= 1 {
-				delete(a.pk.live, ref.Seq)
-				a.pk.deleteDue[ref.Seq] = a.opts.Now().Add(max(0, a.opts.CompactGrace))
-			} else {
-				a.pk.live[ref.Seq] = n - 1
-			}
+		if ref.Writer == a.pk.writer {
+			a.entryDone(ref.Seq)
 		}
 	}
 	if ps == nil || ps.gen != r.gen {
@@ -513,4 +569,108 @@ func (a *Archiver) reclaim(ctx context.Context, ps *partState) {
 	delete(a.seeks, ps.tp)
 	a.cl.RemoveConsumePartitions(map[string][]int32{ps.tp.topic: {ps.tp.partition}})
 	go a.loadHead(ctx, ps, ps.gen)
+}
+
+// handedEntry is an entry of a released partition in an own flush object.
+type handedEntry struct {
+	log *manifest.PartitionLog
+	end int64
+}
+
+// entryDone notes that an entry of own flush object seq is compacted (or
+// handed over): the object is deleted after the grace once none is left.
+func (a *Archiver) entryDone(seq int64) {
+	pk := a.pk
+	n, ok := pk.live[seq]
+	if !ok {
+		return
+	}
+	if n > 1 {
+		pk.live[seq] = n - 1
+		return
+	}
+	delete(pk.live, seq)
+	if len(pk.handed[seq]) == 0 {
+		pk.deleteDue[seq] = a.opts.Now().Add(max(0, a.opts.CompactGrace))
+	}
+}
+
+// handOver notes the uncompacted own entries of a released partition:
+// their objects wait for the next owner's compaction (checkHanded).
+func (a *Archiver) handOver(ps *partState) {
+	for _, ref := range ps.ptail.Entries() {
+		if ref.Writer != a.pk.writer {
+			continue
+		}
+		a.pk.handed[ref.Seq] = append(a.pk.handed[ref.Seq], handedEntry{log: ps.log, end: ref.End})
+		a.entryDone(ref.Seq)
+	}
+}
+
+// checkHanded, every --compact-after, reads the compacted heads of the
+// partitions whose entries wait in own flush objects (one LIST and GET each)
+// and releases the objects whose entries are all compacted.
+func (a *Archiver) checkHanded(ctx context.Context, now time.Time) {
+	pk := a.pk
+	if len(pk.handed) == 0 || now.Sub(pk.lastHanded) < a.opts.CompactAfter || pk.checkingHandedOff.Load() {
+		return
+	}
+	pk.lastHanded = now
+	pk.checkingHandedOff.Store(true)
+	logs := map[string]*manifest.PartitionLog{}
+	for _, hs := range pk.handed {
+		for _, h := range hs {
+			logs[h.log.Prefix()] = h.log
+		}
+	}
+	go func() {
+		defer pk.checkingHandedOff.Store(false)
+		ends := map[string]int64{}
+		for k, l := range logs {
+			h, err := l.CompactedHead(ctx)
+			if err != nil {
+				a.opts.Logger.Warn("reading the compacted head of a released partition failed (checked again later)", "partition", l.String(), "err", err)
+				continue
+			}
+			if h != nil {
+				ends[k] = h.End
+			}
+		}
+		select {
+		case pk.handedEnds <- ends:
+			a.wake()
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// applyHanded releases the flush objects whose handed-over entries are
+// compacted by now.
+func (a *Archiver) applyHanded(ends map[string]int64) {
+	pk := a.pk
+	for seq, hs := range pk.handed {
+		left := hs[:0]
+		for _, h := range hs {
+			if end, ok := ends[h.log.Prefix()]; !ok || end < h.end {
+				left = append(left, h)
+			}
+		}
+		if len(left) > 0 {
+			pk.handed[seq] = left
+			continue
+		}
+		delete(pk.handed, seq)
+		if _, ok := pk.live[seq]; !ok {
+			pk.deleteDue[seq] = a.opts.Now().Add(max(0, a.opts.CompactGrace))
+		}
+	}
+}
+
+// handedResults is the channel of checkHanded's results (nil, never
+// ready, in the segments layout).
+func (a *Archiver) handedResults() chan map[string]int64 {
+	if a.pk == nil {
+		return nil
+	}
+	return a.pk.handedEnds
 }

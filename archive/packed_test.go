@@ -223,4 +223,85 @@ func TestPackedKillResume(t *testing.T) {
 	if _, commits := keysUnder(t, st, manifest.TopicsPrefix, "/commits/"); commits == 0 {
 		t.Fatal("the children compacted nothing")
 	}
+	// A continuous archiver compacts what the dead ones left and deletes
+	// their flush objects (it owns k/0: it cleans).
+	before := writersWithFlushes(t, st)
+	stop := startArchiver(t, c, st, func(o *Options) {
+		packed(o)
+		o.CompactAfter, o.CompactGrace = 300*time.Millisecond, -1
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for writersWithFlushes(t, st) > 1 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := writersWithFlushes(t, st); n > 1 {
+		t.Fatalf("%d writers still have flush objects (%d before the cleaning archiver)", n, before)
+	}
+	checkExact(t, c, st, "k")
+}
+
+// writersWithFlushes counts the writers with flush objects in st.
+func writersWithFlushes(t testing.TB, st store.Store) int {
+	t.Helper()
+	w := map[string]bool{}
+	err := st.List(context.Background(), store.ListOptions{Prefix: manifest.WALPrefix}, func(e store.ListEntry) error {
+		if k, err := manifest.ParseKey(e.Key); err == nil && k.Kind == manifest.KeyFlush {
+			w[k.Writer] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(w)
+}
+
+// TestPackedRebalanceDeletes: partitions move between two packed
+// archivers of a group while records flow; the entries each left behind are
+// compacted by the next owner, and every flush object is deleted once all
+// its entries are compacted — also those holding a moved partition's.
+func TestPackedRebalanceDeletes(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "r", 4, nil)
+	st := newStore(t)
+	p := startProducer(t, c, "r", 10)
+	opts := func(o *Options) {
+		packed(o)
+		o.Group, o.FlushInterval = "movers", 50*time.Millisecond
+		o.CompactAfter, o.CompactGrace = 300*time.Millisecond, -1
+	}
+	stopA := startArchiver(t, c, st, opts)
+	time.Sleep(1500 * time.Millisecond)
+	stopB := startArchiver(t, c, st, opts)
+	time.Sleep(4 * time.Second)
+	p.Stop(t)
+	flushes := func() int {
+		n := 0
+		_ = st.List(context.Background(), store.ListOptions{Prefix: manifest.WALPrefix}, func(e store.ListEntry) error {
+			if k, err := manifest.ParseKey(e.Key); err == nil && k.Kind == manifest.KeyFlush {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for flushes() > 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	left := flushes()
+	for _, stop := range []func() error{stopA, stopB} {
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left > 0 {
+		t.Fatalf("%d flush objects left once everything was compacted", left)
+	}
+	runOnce(t, c, st, packed)
+	checkExact(t, c, st, "r")
 }

@@ -202,7 +202,7 @@ func FuzzDecodeArchiveStart(f *testing.F) {
 
 // fuzzRef is a valid entry ref of writer w.
 func fuzzRef(w string, seq, pos, start, end, runMax int64) EntryRef {
-	return EntryRef{Writer: w, Seq: seq, Pos: pos, Len: 300, Start: start, End: end, RunMax: runMax}
+	return EntryRef{Writer: w, Seq: seq, Pos: pos, Len: 400, Start: start, End: end, RunMax: runMax}
 }
 
 // FuzzDecodeFlushTable: an accepted table (b is the whole object) re-encodes
@@ -213,7 +213,7 @@ func FuzzDecodeFlushTable(f *testing.F) {
 	t1 := &FlushTable{Writer: w, Seq: 7, TablePos: 5000, Rows: []FlushRow{
 		{TopicID: TopicID{2}, Partition: 0, Epoch: 1, Ref: fuzzRef(w, 7, 100, 0, 9, 1700000000000)},
 		{TopicID: TopicID{1}, Partition: 3, Epoch: 4, Ref: fuzzRef(w, 7, 1000, 50, 50, math.MinInt64)},
-		{TopicID: TopicID{2}, Partition: 1, Epoch: math.MaxInt64, Ref: fuzzRef(w, 7, 4700, 10, math.MaxInt64-1, -1)},
+		{TopicID: TopicID{2}, Partition: 1, Epoch: math.MaxInt64 - 1, Ref: fuzzRef(w, 7, 4600, 10, math.MaxInt64-1, -1)},
 	}}
 	for _, t := range []*FlushTable{t1, {Writer: w, Seq: 0, TablePos: 0}} {
 		b, err := AppendFlushTable(make([]byte, t.TablePos), t)
@@ -251,7 +251,7 @@ func checkFlushTable(t *testing.T, b []byte) {
 	for i := range tb.Rows {
 		r := &tb.Rows[i]
 		if err := r.Ref.validate(); err != nil || r.Ref.Writer != tb.Writer || r.Ref.Seq != tb.Seq ||
-			r.Ref.Pos+r.Ref.Len > tb.TablePos || r.Partition < 0 || r.Epoch < 1 ||
+			r.Ref.Pos+r.Ref.Len > tb.TablePos || r.Partition < 0 || r.Epoch < 1 || r.Epoch == math.MaxInt64 ||
 			i > 0 && !rowLess(&tb.Rows[i-1], r.TopicID, r.Partition) {
 			t.Fatalf("accepted an invalid row %d: %+v (%v)", i, r, err)
 		}

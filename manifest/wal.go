@@ -104,7 +104,7 @@ func (r EntryRef) validate() error {
 		return corruptf("entry ref: writer %q invalid", r.Writer)
 	case r.Seq < 0 || r.Seq == math.MaxInt64:
 		return corruptf("entry ref: seq %d invalid", r.Seq)
-	case r.Pos < 0 || r.Len < commitFixedSize || r.Len > math.MaxUint32 || r.Pos > math.MaxInt64-r.Len:
+	case r.Pos < 0 || r.Len < entryPrefixSize+commitFixedSize || r.Len > math.MaxUint32 || r.Pos > math.MaxInt64-r.Len:
 		return corruptf("entry ref: byte range %d+%d invalid", r.Pos, r.Len)
 	case r.Start < 0 || r.End < r.Start || r.End == math.MaxInt64:
 		return corruptf("entry ref: range %d..%d invalid", r.Start, r.End)
@@ -273,7 +273,7 @@ func DecodeFlushTable(b []byte, size int64) (*FlushTable, error) {
 		if err := r.Ref.validate(); err != nil {
 			return nil, fmt.Errorf("flush object row %d: %w", i, err)
 		}
-		if r.Partition < 0 || r.Epoch < 1 || r.Ref.Pos+r.Ref.Len > t.TablePos {
+		if r.Partition < 0 || r.Epoch < 1 || r.Epoch == math.MaxInt64 || r.Ref.Pos+r.Ref.Len > t.TablePos {
 			return nil, corruptf("flush object row %d: partition %d, epoch %d or entry %d+%d invalid", i, r.Partition, r.Epoch, r.Ref.Pos, r.Ref.Len)
 		}
 		if i > 0 && !rowLess(&t.Rows[i-1], r.TopicID, r.Partition) {
@@ -321,8 +321,8 @@ func (t *TailRefs) validate() error {
 		if i > 0 && r.Start <= t.Sparse[i-1].End {
 			return corruptf("sparse refs out of order at %d", i)
 		}
-		if r.Start > t.Newest.Start {
-			return corruptf("sparse ref %d after the newest entry", i)
+		if r.End >= t.Newest.Start {
+			return corruptf("sparse ref %d not before the newest entry", i)
 		}
 	}
 	return nil
@@ -507,7 +507,7 @@ func DecodeTailHeader(b []byte) (*TailIndexHeader, error) {
 		r.Partition = int32(le.Uint32(p[16:]))
 		r.Epoch = int64(le.Uint64(p[20:]))
 		r.Pos, r.Len = int64(le.Uint64(p[28:])), int64(le.Uint64(p[36:]))
-		if r.Partition < 0 || r.Epoch < 1 || r.Pos != pos || r.Len < 4+refSize+4 || (r.Len-8)%refSize != 0 || r.Len > math.MaxInt32 {
+		if r.Partition < 0 || r.Epoch < 1 || r.Epoch == math.MaxInt64 || r.Pos != pos || r.Len < 4+refSize+4 || (r.Len-8)%refSize != 0 || r.Len > math.MaxInt32 {
 			return nil, corruptf("tail index row %d invalid", i)
 		}
 		if i > 0 {
