@@ -2,6 +2,7 @@ package archive
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"strconv"
@@ -213,6 +214,7 @@ func TestPackedKillResume(t *testing.T) {
 		time.Sleep(time.Duration(700+i*300) * time.Millisecond)
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		_ = cmd.Wait()
+		noProblems(t, st) // the archive verifies at every point
 	}
 	p.Stop(t)
 	runOnce(t, c, st, packed)
@@ -304,4 +306,25 @@ func TestPackedRebalanceDeletes(t *testing.T) {
 	}
 	runOnce(t, c, st, packed)
 	checkExact(t, c, st, "r")
+}
+
+// noProblems fails the test if verify finds a problem in st (warnings,
+// such as a killed compactor's orphan segment, are allowed).
+func noProblems(t testing.TB, st store.Store) {
+	t.Helper()
+	a, err := manifest.Open(context.Background(), st)
+	if errors.Is(err, manifest.ErrNoArchive) {
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Verify(context.Background(), manifest.VerifyOptions{}, func(f manifest.Finding) {
+		if f.Severity == manifest.SeverityProblem {
+			t.Errorf("verify: %v", f)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -2,11 +2,13 @@ package manifest
 
 import (
 	"context"
+	"os"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/kbackup/kbackup/store"
+	"github.com/kbackup/kbackup/store/filestore"
 )
 
 // TestCleanWAL: the flush objects of a writer that stopped are deleted
@@ -143,4 +145,83 @@ func countKeys(t *testing.T, st store.Store, prefix string) (int, error) {
 		t.Fatal(err)
 	}
 	return n, nil
+}
+
+// TestV1ArchivePacked: an archive written by the version-1 code
+// (testdata/v1-archive) is extended by a packed writer (claims, flush
+// objects: the root becomes version 3), read across the compacted chain
+// and the tail, compacted, expired and cleaned, and verifies clean at
+// every step.
+func TestV1ArchivePacked(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("testdata/v1-archive")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := filestore.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Open(ctx, st)
+	if err != nil || a.FormatVersion() != 1 {
+		t.Fatalf("open: %v", err)
+	}
+	const base = int64(1700000000000)
+	ts := func(o int64) int64 { return base + (o/10)*dayMs + o }
+	id := TopicID{0x0e, 0x01}
+	p := a.Partition("orders", id, 0)
+	w := newSimWriter(t, a)
+	if err := w.claim(p); err != nil {
+		t.Fatal(err)
+	}
+	if sp := w.parts[p]; sp.head == nil || sp.head.End != 39 || sp.tail.Len() != 0 {
+		t.Fatalf("claim after the v1 chain: %+v", sp)
+	}
+	for o := int64(40); o < 100; o += 5 {
+		w.flush(map[*PartitionLog]int64{p: o + 4}, map[*PartitionLog][]Record{p: mkRecs(o, o+4, ts)})
+	}
+	scanOK := func(what string, from int64) {
+		t.Helper()
+		a2, err := Open(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a2.FormatVersion() != PackedFormatVersion {
+			t.Fatalf("%s: root version %d", what, a2.FormatVersion())
+		}
+		n := from
+		if err := a2.Partition("orders", id, 0).Scan(ctx, from, -1, func(it ScanItem) error {
+			if it.Record == nil || it.Record.Offset != n || it.Record.Timestamp != ts(n) {
+				t.Fatalf("%s: record %d: %+v", what, n, it)
+			}
+			n++
+			return nil
+		}); err != nil || n != 100 {
+			t.Fatalf("%s: scan ended at %d, %v", what, n, err)
+		}
+		verifyClean(t, a2)
+	}
+	scanOK("extended", 0)
+	head, _ := p.CompactedHead(ctx)
+	_, commits, err := p.TailEntries(ctx, head.End)
+	if err != nil || len(commits) != 12 {
+		t.Fatalf("tail: %d entries, %v", len(commits), err)
+	}
+	if _, err := p.Compact(ctx, head, commits[:8], "compactor", 1); err != nil {
+		t.Fatal(err)
+	}
+	scanOK("compacted", 0)
+	e, err := p.Expire(ctx, ExpireOptions{Retention: Retention{Age: 2 * 24 * time.Hour}, Now: time.UnixMilli(base + 3*dayMs + 20)})
+	if err != nil || e.Start != 20 {
+		t.Fatalf("expire %+v %v", e, err)
+	}
+	if _, err := p.DeleteExpired(ctx, DeleteOptions{Grace: -1}); err != nil {
+		t.Fatal(err)
+	}
+	scanOK("expired", 20)
+	if res, err := a.CleanWAL(ctx, CleanOptions{}); err != nil || res.FlushObjects != 8 || res.KeptObjects != 4 {
+		t.Fatalf("clean: %+v %v", res, err)
+	}
+	scanOK("cleaned", 20)
 }
