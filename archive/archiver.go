@@ -193,6 +193,11 @@ func (a *Archiver) Run(ctx context.Context) error {
 	if a.arch, err = manifest.Init(ctx, a.opts.Store, a.opts.Version, a.opts.Now().UnixMilli()); err != nil {
 		return err
 	}
+	if a.opts.Layout == LayoutAuto {
+		if err := a.resolveLayout(ctx); err != nil {
+			return err
+		}
+	}
 	if v := a.arch.FormatVersion(); v >= manifest.PackedFormatVersion && !a.packed() {
 		// Its partitions are claimed: an archiver that does not claim
 		// would commit beside the packed archivers instead of fencing them.

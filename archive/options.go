@@ -199,9 +199,9 @@ func (o *Options) setDefaults() error {
 	switch o.Layout {
 	case "":
 		o.Layout = LayoutSegments
-	case LayoutSegments, LayoutPacked:
+	case LayoutSegments, LayoutPacked, LayoutAuto:
 	default:
-		return fmt.Errorf("archive: layout %q is not %q or %q", o.Layout, LayoutSegments, LayoutPacked)
+		return fmt.Errorf("archive: layout %q is not %q, %q or %q", o.Layout, LayoutAuto, LayoutSegments, LayoutPacked)
 	}
 	if o.CompactBytes <= 0 {
 		o.CompactBytes = DefaultCompactBytes

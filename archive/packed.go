@@ -21,6 +21,11 @@ import (
 const (
 	LayoutSegments = "segments"
 	LayoutPacked   = "packed"
+	// LayoutAuto is packed for a new archive (no topic archived yet) or
+	// one already packed, segments for an existing archive written in the
+	// segments layout (format version 1 or 2): starting a new kbackup on
+	// an archive never changes its layout.
+	LayoutAuto = "auto"
 )
 
 // Defaults of the packed layout.
@@ -673,4 +678,25 @@ func (a *Archiver) handedResults() chan map[string]int64 {
 		return nil
 	}
 	return a.pk.handedEnds
+}
+
+// resolveLayout turns LayoutAuto into the layout the archive has: packed
+// when it is packed already or holds no topic yet, segments otherwise.
+func (a *Archiver) resolveLayout(ctx context.Context) error {
+	layout := LayoutPacked
+	if a.arch.FormatVersion() < manifest.PackedFormatVersion {
+		topics, err := a.arch.Topics(ctx)
+		if err != nil {
+			return err
+		}
+		if len(topics) > 0 {
+			layout = LayoutSegments
+		}
+	}
+	a.opts.Layout = layout
+	if layout == LayoutPacked && a.pk == nil {
+		a.pk = newPackedState(a.opts.Now())
+	}
+	a.opts.Logger.Info("layout", "layout", layout, "format_version", a.arch.FormatVersion())
+	return nil
 }

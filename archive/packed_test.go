@@ -328,3 +328,45 @@ func noProblems(t testing.TB, st store.Store) {
 		t.Fatal(err)
 	}
 }
+
+// TestLayoutAuto: auto packs a new archive and keeps packing it, keeps an
+// archive written in segments in segments (a new kbackup never changes an
+// archive's layout), and the segments layout is refused on a packed one.
+func TestLayoutAuto(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "a", 2, nil)
+	cl := newClient(t, c)
+	for i := 0; i < 20; i++ {
+		produce(t, cl, &kgo.Record{Topic: "a", Value: []byte(strconv.Itoa(i))})
+	}
+	auto := func(o *Options) { o.Layout = LayoutAuto }
+	claims := func(st store.Store) int {
+		_, n := keysUnder(t, st, manifest.TopicsPrefix, "/claims/")
+		return n
+	}
+	fresh := newStore(t)
+	runOnce(t, c, fresh, auto)
+	if claims(fresh) != 2 || openArchive(t, fresh).FormatVersion() != manifest.PackedFormatVersion {
+		t.Fatalf("auto on a new archive: %d claims, version %d", claims(fresh), openArchive(t, fresh).FormatVersion())
+	}
+	old := newStore(t)
+	runOnce(t, c, old, nil) // segments
+	for i := 0; i < 5; i++ {
+		produce(t, cl, &kgo.Record{Topic: "a", Value: []byte("more")})
+	}
+	runOnce(t, c, old, auto)
+	runOnce(t, c, fresh, auto)
+	if claims(old) != 0 || openArchive(t, old).FormatVersion() != 1 {
+		t.Fatalf("auto on a segments archive: %d claims, version %d", claims(old), openArchive(t, old).FormatVersion())
+	}
+	checkExact(t, c, old, "a")
+	checkExact(t, c, fresh, "a")
+	a, err := New(Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Store: fresh, Once: true, Layout: LayoutSegments})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Run(context.Background()); !errors.Is(err, ErrLayout) || !strings.Contains(err.Error(), "--layout packed") {
+		t.Fatalf("segments on a packed archive: %v", err)
+	}
+}
