@@ -136,16 +136,14 @@ func (a *Archiver) claimPartition(ctx context.Context, ps *partState) (head, che
 	if chead != nil {
 		end = chead.End
 	}
-	refs, commits, err := ps.log.TailEntries(ctx, end)
+	refs, newest, err := ps.log.TailAnchors(ctx, end)
 	if err != nil {
 		return nil, nil, tail, 0, err
 	}
 	head = chead
-	for _, r := range refs {
-		tail.Append(r)
-	}
-	if len(commits) > 0 {
-		head = commits[len(commits)-1]
+	tail.Inherit(refs)
+	if newest != nil {
+		head = newest
 	}
 	start := int64(0)
 	if head != nil {
@@ -294,11 +292,12 @@ func (a *Archiver) applyPacked(ctx context.Context, r packedResult) {
 		ps.inflight = false
 		ps.failures = 0
 		ps.head = it.commit
-		if ps.ptail.Len() == 0 {
+		if ps.ptail.Empty() {
 			ps.tailSince = a.opts.Now()
 		}
 		ps.ptail.Append(it.ref)
 		ps.tailBytes += it.commit.SegmentSize
+		ps.own.add(r.seq, it.ref.End)
 		ps.queue = ps.queue[1:]
 		if it.seg.body != nil {
 			it.seg.body.Release()
@@ -346,7 +345,7 @@ func (a *Archiver) writeTailIndex(ctx context.Context, seq int64) {
 func (a *Archiver) packedHousekeeping(ctx context.Context, now time.Time) {
 	pk := a.pk
 	for _, ps := range a.parts {
-		if !ps.ready || ps.compacting || ps.removing || ps.ptail.Len() == 0 {
+		if !ps.ready || ps.compacting || ps.removing || ps.ptail.Empty() {
 			continue
 		}
 		if ps.tailBytes < a.opts.CompactBytes && now.Sub(ps.tailSince) < a.opts.CompactAfter {
@@ -422,22 +421,36 @@ func (a *Archiver) maybeCleanWAL(ctx context.Context, now time.Time) {
 
 // startCompaction compacts ps's tail as it stands (off the loop).
 func (a *Archiver) startCompaction(ctx context.Context, ps *partState) {
-	refs := append([]manifest.EntryRef{}, ps.ptail.Entries()...)
+	newest := *ps.ptail.Newest()
 	chead, epoch, gen, log, t := ps.chead, ps.epoch, ps.gen, ps.log, ps.tp
+	after := int64(-1)
+	if chead != nil {
+		after = chead.End
+	}
+	limit := a.opts.CompactBytes
 	writer := a.writerID
 	nowMs := a.opts.Now().UnixMilli()
 	go func() {
 		defer func() { <-a.pk.cslots }()
-		r := compactResult{tp: t, gen: gen, refs: refs}
+		r := compactResult{tp: t, gen: gen}
 		defer func() {
 			a.pk.compacts <- r
 			a.wake()
 		}()
-		commits, err := log.ReadEntries(ctx, refs)
+		refs, commits, err := log.EntriesAfter(ctx, newest, after)
 		if err != nil {
 			r.err = err
 			return
 		}
+		// At most --compact-bytes per segment (at least one entry): a
+		// long tail (inherited after an outage) compacts in several.
+		n, size := 1, commits[0].SegmentSize
+		for n < len(commits) && size+commits[n].SegmentSize <= limit {
+			size += commits[n].SegmentSize
+			n++
+		}
+		refs, commits = refs[:n], commits[:n]
+		r.refs = refs
 		// Fencing (format rule 14): only the holder of the newest claim
 		// compacts.
 		if _, err := log.ReadClaim(ctx, epoch+1); err == nil {
@@ -517,9 +530,11 @@ func (a *Archiver) applyCompaction(ctx context.Context, r compactResult) {
 		"start", r.commit.Start, "end", r.commit.End, "entries", len(r.refs), "bytes", r.commit.SegmentSize)
 	// The flush objects of the compacted entries: ours are deleted once all
 	// their entries are compacted (after the grace, format rule 15).
+	var ownMax int64 = -1
 	for _, ref := range r.refs {
 		if ref.Writer == a.pk.writer {
 			a.entryDone(ref.Seq)
+			ownMax = max(ownMax, ref.Seq)
 		}
 	}
 	if ps == nil || ps.gen != r.gen {
@@ -527,8 +542,9 @@ func (a *Archiver) applyCompaction(ctx context.Context, r compactResult) {
 	}
 	ps.chead = r.commit
 	ps.ptail.TrimTo(r.commit.End)
+	ps.own.dropThrough(ownMax)
 	ps.tailBytes = max(0, ps.tailBytes-r.bytes)
-	if ps.ptail.Len() > 0 {
+	if !ps.ptail.Empty() {
 		ps.tailSince = a.opts.Now()
 	}
 }
@@ -603,12 +619,47 @@ func (a *Archiver) entryDone(seq int64) {
 // handOver notes the uncompacted own entries of a released partition:
 // their objects wait for the next owner's compaction (checkHanded).
 func (a *Archiver) handOver(ps *partState) {
-	for _, ref := range ps.ptail.Entries() {
-		if ref.Writer != a.pk.writer {
-			continue
+	ps.own.each(func(seq int64) {
+		a.pk.handed[seq] = append(a.pk.handed[seq], handedEntry{log: ps.log, end: ps.own.maxEnd})
+		a.entryDone(seq)
+	})
+	ps.own = ownSeqs{}
+}
+
+// ownSeqs are the seqs of this archiver's flush objects holding a
+// partition's uncompacted entries, as runs of consecutive seqs (a busy
+// partition has an entry in every flush), and the end of the newest.
+type ownSeqs struct {
+	runs   [][2]int64
+	maxEnd int64
+}
+
+func (o *ownSeqs) add(seq, end int64) {
+	if n := len(o.runs); n > 0 && o.runs[n-1][1] == seq-1 {
+		o.runs[n-1][1] = seq
+	} else {
+		o.runs = append(o.runs, [2]int64{seq, seq})
+	}
+	o.maxEnd = max(o.maxEnd, end)
+}
+
+// dropThrough forgets the seqs up to seq (their entries are compacted).
+func (o *ownSeqs) dropThrough(seq int64) {
+	i := 0
+	for i < len(o.runs) && o.runs[i][1] <= seq {
+		i++
+	}
+	o.runs = append(o.runs[:0], o.runs[i:]...)
+	if len(o.runs) > 0 && o.runs[0][0] <= seq {
+		o.runs[0][0] = seq + 1
+	}
+}
+
+func (o *ownSeqs) each(fn func(seq int64)) {
+	for _, r := range o.runs {
+		for s := r[0]; s <= r[1]; s++ {
+			fn(s)
 		}
-		a.pk.handed[ref.Seq] = append(a.pk.handed[ref.Seq], handedEntry{log: ps.log, end: ref.End})
-		a.entryDone(ref.Seq)
 	}
 }
 

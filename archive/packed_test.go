@@ -370,3 +370,40 @@ func TestLayoutAuto(t *testing.T) {
 		t.Fatalf("segments on a packed archive: %v", err)
 	}
 }
+
+// TestPackedCompactsInheritedTail: a tail left by earlier writers (25
+// --once runs, nothing compacted) is claimed with its anchors only, then
+// compacted by the next archiver in pieces of at most --compact-bytes.
+func TestPackedCompactsInheritedTail(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "i", 1, nil)
+	cl := newClient(t, c)
+	st := newStore(t)
+	for run := 0; run < 25; run++ {
+		for i := 0; i < 10; i++ {
+			produce(t, cl, &kgo.Record{Topic: "i", Value: make([]byte, 500)})
+		}
+		runOnce(t, c, st, packed)
+	}
+	if _, commits := keysUnder(t, st, manifest.TopicsPrefix, "/commits/"); commits != 0 {
+		t.Fatalf("--once compacted: %d commit entries", commits)
+	}
+	stop := startArchiver(t, c, st, func(o *Options) {
+		packed(o)
+		o.CompactAfter, o.CompactGrace, o.CompactBytes = 100*time.Millisecond, -1, 1000
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for writersWithFlushes(t, st) > 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, commits := keysUnder(t, st, manifest.TopicsPrefix, "/commits/")
+	if commits < 3 {
+		t.Fatalf("%d compacted segments for 25 inherited entries in pieces of 1000 bytes", commits)
+	}
+	checkExact(t, c, st, "i")
+	noProblems(t, st)
+}

@@ -72,6 +72,7 @@ type partState struct {
 	compacting bool
 	tailBytes  int64     // segment bytes in ptail
 	tailSince  time.Time // when ptail's oldest entry (or the oldest since a compaction) was committed
+	own        ownSeqs   // own flush objects holding its uncompacted entries
 }
 
 // buffered is the memory held by the partition's segments.

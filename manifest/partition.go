@@ -150,12 +150,6 @@ func (p *PartitionLog) tailView(ctx context.Context, refresh bool) (*tailView, e
 	if err != nil {
 		return nil, err
 	}
-	if p.tail != nil && v != nil {
-		// Entries already read stay valid: keep them.
-		for k, e := range p.tail.byRef {
-			v.byRef[k] = e
-		}
-	}
 	p.tail, p.tailLoaded = v, true
 	return v, nil
 }

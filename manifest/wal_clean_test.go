@@ -175,7 +175,7 @@ func TestV1ArchivePacked(t *testing.T) {
 	if err := w.claim(p); err != nil {
 		t.Fatal(err)
 	}
-	if sp := w.parts[p]; sp.head == nil || sp.head.End != 39 || sp.tail.Len() != 0 {
+	if sp := w.parts[p]; sp.head == nil || sp.head.End != 39 || !sp.tail.Empty() {
 		t.Fatalf("claim after the v1 chain: %+v", sp)
 	}
 	for o := int64(40); o < 100; o += 5 {

@@ -50,15 +50,13 @@ func (w *simWriter) claim(p *PartitionLog) error {
 		end = ch.End
 	}
 	sp := &simPart{epoch: epoch, head: ch}
-	refs, commits, err := p.TailEntries(ctx, end)
+	refs, newest, err := p.TailAnchors(ctx, end)
 	if err != nil {
 		return err
 	}
-	for _, r := range refs {
-		sp.tail.Append(r)
-	}
-	if len(commits) > 0 {
-		sp.head = commits[len(commits)-1]
+	sp.tail.Inherit(refs)
+	if newest != nil {
+		sp.head = newest
 	}
 	start := int64(0)
 	if sp.head != nil {

@@ -144,77 +144,124 @@ func (a *Archive) PutTailIndex(ctx context.Context, t *TailIndex) error {
 	return nil
 }
 
-// PartitionTail is a writer's view of one partition's uncompacted tail:
-// the refs it puts in claims and tail indexes. The zero value is an empty
-// tail.
+// PartitionTail is a writer's compact view of one partition's uncompacted
+// tail: the anchors it puts in claims and tail indexes (every
+// TailSparseEvery-th entry it appended, those it inherited) and the newest
+// entry. Memory is bounded by the anchors, not by the entries. The zero
+// value is an empty tail.
 type PartitionTail struct {
-	entries []EntryRef // every entry, ascending; trimmed on compaction
+	anchors []EntryRef // ascending by start, below newest
+	newest  *EntryRef
+	n       int // entries appended since the last anchor
 }
 
 // Append records a new entry (its commit succeeded).
-func (t *PartitionTail) Append(r EntryRef) { t.entries = append(t.entries, r) }
-
-// Newest is the last entry, or nil.
-func (t *PartitionTail) Newest() *EntryRef {
-	if len(t.entries) == 0 {
-		return nil
+func (t *PartitionTail) Append(r EntryRef) {
+	if t.newest != nil {
+		if t.n++; t.n >= TailSparseEvery || len(t.anchors) == 0 {
+			t.anchors, t.n = append(t.anchors, *t.newest), 0
+		}
 	}
-	return &t.entries[len(t.entries)-1]
+	t.newest = &r
 }
 
-// Entries returns the entries, oldest first.
-func (t *PartitionTail) Entries() []EntryRef { return t.entries }
+// Inherit starts the tail from refs found by a reader (TailAnchors), nil
+// for an empty tail.
+func (t *PartitionTail) Inherit(refs *TailRefs) {
+	*t = PartitionTail{}
+	if refs == nil {
+		return
+	}
+	t.anchors = append([]EntryRef{}, refs.Sparse...)
+	n := refs.Newest
+	t.newest, t.n = &n, TailSparseEvery-1 // the next Append makes it an anchor
+}
 
-// Len is the number of entries.
-func (t *PartitionTail) Len() int { return len(t.entries) }
+// Newest is the last entry, or nil.
+func (t *PartitionTail) Newest() *EntryRef { return t.newest }
+
+// Empty reports whether the tail has no entry.
+func (t *PartitionTail) Empty() bool { return t.newest == nil }
 
 // TrimTo drops the entries ending at or below end (compacted).
 func (t *PartitionTail) TrimTo(end int64) {
+	if t.newest != nil && t.newest.End <= end {
+		*t = PartitionTail{}
+		return
+	}
 	i := 0
-	for i < len(t.entries) && t.entries[i].End <= end {
+	for i < len(t.anchors) && t.anchors[i].End <= end {
 		i++
 	}
-	t.entries = append(t.entries[:0], t.entries[i:]...)
+	t.anchors = append(t.anchors[:0], t.anchors[i:]...)
 }
 
 // Refs returns the refs of a claim or tail index, nil for an empty tail.
 func (t *PartitionTail) Refs() *TailRefs {
-	if len(t.entries) == 0 {
+	if t.newest == nil {
 		return nil
 	}
-	r := &TailRefs{Newest: t.entries[len(t.entries)-1]}
-	for i := 0; i < len(t.entries)-1; i += TailSparseEvery {
-		r.Sparse = append(r.Sparse, t.entries[i])
-	}
-	return r
+	return &TailRefs{Newest: *t.newest, Sparse: append([]EntryRef(nil), t.anchors...)}
 }
 
-// TailEntries returns every entry of the partition's tail above the
-// compacted chain, oldest first, as a reader finds them (walking back from
-// the newest): what a new owner carries into its claim and what compaction
-// reads. compactedEnd is the compacted head's end (-1 for none).
-func (p *PartitionLog) TailEntries(ctx context.Context, compactedEnd int64) ([]EntryRef, []*Commit, error) {
+// TailAnchors returns what a reader finds of the partition's tail above
+// compactedEnd (the compacted head's end, -1 for none): its anchors (the
+// newest entry and the sparse refs below it) and the newest entry's commit;
+// nil, nil for an empty tail. A handful of requests, whatever the tail's
+// length: what a new owner carries into its claim.
+func (p *PartitionLog) TailAnchors(ctx context.Context, compactedEnd int64) (*TailRefs, *Commit, error) {
 	v, err := p.tailView(ctx, true)
 	if err != nil || v.newest() == nil || v.newest().End <= compactedEnd {
 		return nil, nil, err
 	}
 	p.tailMu.Lock()
 	defer p.tailMu.Unlock()
-	path, err := p.walkBack(ctx, v, *v.newest(), func(c *Commit) bool { return c.Start <= compactedEnd+1 })
+	e, err := p.readEntry(ctx, v, *v.newest())
+	if err != nil {
+		return nil, nil, err
+	}
+	refs := &TailRefs{Newest: e.ref}
+	for _, a := range v.anchors[:len(v.anchors)-1] {
+		if a.End > compactedEnd {
+			refs.Sparse = append(refs.Sparse, a)
+		}
+	}
+	return refs, e.commit, nil
+}
+
+// TailEntries returns every entry of the partition's tail above the
+// compacted chain, oldest first, as a reader finds them (walking back from
+// the newest). compactedEnd is the compacted head's end (-1 for none).
+func (p *PartitionLog) TailEntries(ctx context.Context, compactedEnd int64) ([]EntryRef, []*Commit, error) {
+	v, err := p.tailView(ctx, true)
+	if err != nil || v.newest() == nil || v.newest().End <= compactedEnd {
+		return nil, nil, err
+	}
+	return p.EntriesAfter(ctx, *v.newest(), compactedEnd)
+}
+
+// EntriesAfter walks back from the entry newest (one ranged GET per entry,
+// no listing) to the entry starting at after+1 and returns the entries
+// from there to newest, oldest first: what compaction reads.
+func (p *PartitionLog) EntriesAfter(ctx context.Context, newest EntryRef, after int64) ([]EntryRef, []*Commit, error) {
+	// A view of its own: what it reads is not kept (a long-running writer
+	// calls it once per compaction).
+	v := &tailView{cache: map[int64]*tailEntry{}, byRef: map[string]*tailEntry{}}
+	path, err := p.walkBack(ctx, v, newest, func(c *Commit) bool { return c.Start <= after+1 })
 	if err != nil {
 		return nil, nil, err
 	}
 	refs := make([]EntryRef, 0, len(path))
 	commits := make([]*Commit, 0, len(path))
 	for i := len(path) - 1; i >= 0; i-- {
-		if path[i].commit.End <= compactedEnd {
+		if path[i].commit.End <= after {
 			continue
 		}
 		refs = append(refs, path[i].ref)
 		commits = append(commits, path[i].commit)
 	}
-	if commits[0].Start != compactedEnd+1 {
-		return nil, nil, fmt.Errorf("%s: %w", p, corruptf("tail starts at %d, the compacted chain ends at %d", commits[0].Start, compactedEnd))
+	if len(commits) == 0 || commits[0].Start != after+1 {
+		return nil, nil, fmt.Errorf("%s: %w", p, corruptf("tail reached from %s@%d does not start right after the compacted chain's end %d", newest.Key(), newest.Pos, after))
 	}
 	return refs, commits, nil
 }
@@ -261,22 +308,4 @@ func (p *PartitionLog) Compact(ctx context.Context, head *Commit, commits []*Com
 		return nil, fmt.Errorf("%s: compact %d..%d: %w", p, parts[0].Start, start-1, err)
 	}
 	return p.Append(ctx, head, seg, info, writer, nowMs)
-}
-
-// ReadEntries reads the commits of tail entries the writer knows the refs
-// of (one ranged GET each), checking each follows the one before.
-func (p *PartitionLog) ReadEntries(ctx context.Context, refs []EntryRef) ([]*Commit, error) {
-	v := &tailView{cache: map[int64]*tailEntry{}, byRef: map[string]*tailEntry{}}
-	out := make([]*Commit, len(refs))
-	for i, r := range refs {
-		e, err := p.readEntry(ctx, v, r)
-		if err != nil {
-			return nil, err
-		}
-		if i > 0 && e.commit.Start != out[i-1].End+1 {
-			return nil, fmt.Errorf("%s: %w", p, corruptf("tail entry %d..%d follows %d..%d", e.commit.Start, e.commit.End, out[i-1].Start, out[i-1].End))
-		}
-		out[i] = e.commit
-	}
-	return out, nil
 }
