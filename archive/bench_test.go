@@ -47,16 +47,23 @@ func fillTopic(tb testing.TB, cl *kgo.Client, topic string, n, size int) int64 {
 // data in one run, a plain franz-go consumer that reads everything and
 // discards it with `archive --once` into a local directory. The metric
 // "ratio" is archiver throughput / consumer throughput (target >= 0.8),
-// per block codec (--compression; zstd is the default). "stored-ratio" is
-// record bytes / stored segment bytes.
+// per block codec (--compression; zstd is the default) and, with zstd, in
+// the packed layout (--layout packed: the default of new archives; nothing
+// is compacted within a --once run). "stored-ratio" is record bytes /
+// stored segment (or flush object) bytes.
 func BenchmarkArchiveThroughput(b *testing.B) {
 	c := newCluster(b)
 	createTopic(b, c, "bench", 4, nil)
 	cl := newClient(b, c, kgo.ProducerBatchMaxBytes(1<<20))
 	const n, size = 300_000, 500
 	bytes := fillTopic(b, cl, "bench", n, size)
-	for _, codec := range []string{"zstd", "s2", "none"} {
-		b.Run("compression="+codec, func(b *testing.B) {
+	for _, v := range []struct{ codec, layout string }{{"zstd", LayoutSegments}, {"s2", LayoutSegments}, {"none", LayoutSegments}, {"zstd", LayoutPacked}} {
+		codec := v.codec
+		name := "compression=" + codec
+		if v.layout == LayoutPacked {
+			name += ",layout=packed"
+		}
+		b.Run(name, func(b *testing.B) {
 			b.SetBytes(bytes)
 			var plain, arch time.Duration
 			var stored int64
@@ -67,7 +74,7 @@ func BenchmarkArchiveThroughput(b *testing.B) {
 
 				st := newStore(b)
 				start = time.Now()
-				runOnce(b, c, st, func(o *Options) { o.Compression = codec })
+				runOnce(b, c, st, func(o *Options) { o.Compression, o.Layout = codec, v.layout })
 				arch += time.Since(start)
 				stored = storedSegmentBytes(b, st)
 			}
@@ -126,7 +133,7 @@ func storedSegmentBytes(tb testing.TB, st storeT) int64 {
 	tb.Helper()
 	var n int64
 	err := st.List(context.Background(), store.ListOptions{}, func(e store.ListEntry) error {
-		if strings.HasSuffix(e.Key, ".kseg") {
+		if strings.HasSuffix(e.Key, ".kseg") || strings.HasSuffix(e.Key, ".kwal") {
 			n += e.Size
 		}
 		return nil

@@ -1,0 +1,363 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kbackup/kbackup/manifest"
+	"github.com/kbackup/kbackup/store"
+)
+
+// This file: the packed layout's compaction (docs/FORMAT.md §12.5 rules 14
+// and 15): tails compacted into segments, and flush objects deleted once
+// every entry in them is compacted or void — this archiver's own, those it
+// handed over in a rebalance, and stopped archivers' (CleanWAL).
+
+// packedHousekeeping starts due compactions and flush object deletions.
+func (a *Archiver) packedHousekeeping(ctx context.Context, now time.Time) {
+	pk := a.pk
+	for _, ps := range a.parts {
+		if !ps.ready || ps.compacting || ps.removing || ps.ptail.Empty() {
+			continue
+		}
+		if ps.tailBytes < a.opts.CompactBytes && now.Sub(ps.tailSince) < a.opts.CompactAfter {
+			continue
+		}
+		select {
+		case pk.cslots <- struct{}{}:
+		default:
+			return
+		}
+		ps.compacting = true
+		a.startCompaction(ctx, ps)
+	}
+	for seq, due := range pk.deleteDue {
+		if now.Before(due) {
+			continue
+		}
+		delete(pk.deleteDue, seq)
+		key := manifest.FlushKey(pk.writer, seq)
+		go func() {
+			if err := a.opts.Store.Delete(ctx, key); err != nil {
+				a.opts.Logger.Warn("deleting a compacted flush object failed (left for a later run)", "key", key, "err", err)
+				return
+			}
+			a.m.walDeleted.Inc()
+		}()
+	}
+	a.maybeCleanWAL(ctx, now)
+	a.checkHanded(ctx, now)
+}
+
+// maybeCleanWAL runs, every --compact-after, the cleaning of stopped
+// writers' flush objects (manifest.CleanWAL) on the one archiver of the
+// group that owns partition 0 of the first archived topic (any archiver
+// may: deleting is idempotent; one is enough).
+func (a *Archiver) maybeCleanWAL(ctx context.Context, now time.Time) {
+	pk := a.pk
+	since := pk.started
+	if pk.lastClean.After(since) {
+		since = pk.lastClean
+	}
+	if a.opts.Once || now.Sub(since) < a.opts.CompactAfter || pk.cleaning.Load() {
+		return
+	}
+	first := ""
+	for t := range a.topics {
+		if first == "" || t < first {
+			first = t
+		}
+	}
+	if ps := a.parts[tp{first, 0}]; ps == nil || !ps.ready {
+		return
+	}
+	pk.lastClean = now
+	pk.cleaning.Store(true)
+	go func() {
+		defer pk.cleaning.Store(false)
+		res, err := a.arch.CleanWAL(ctx, manifest.CleanOptions{Self: pk.writer, Idle: a.opts.CompactAfter + max(0, a.opts.CompactGrace), Now: a.opts.Now})
+		if err != nil {
+			if ctx.Err() == nil {
+				a.m.storeErrors.WithLabelValues("clean_wal").Inc()
+				a.opts.Logger.Warn("cleaning stopped archivers' flush objects failed (the next pass continues)", "err", err)
+			}
+			return
+		}
+		a.m.walDeleted.Add(float64(res.FlushObjects))
+		if res.FlushObjects > 0 || res.KeptObjects > 0 {
+			a.opts.Logger.Info("flush objects of stopped archivers cleaned", "writers", res.Writers, "deleted", res.FlushObjects,
+				"kept_until_compacted", res.KeptObjects, "tail_indexes_deleted", res.TailIndexes)
+		}
+	}()
+}
+
+// startCompaction compacts ps's tail as it stands (off the loop).
+func (a *Archiver) startCompaction(ctx context.Context, ps *partState) {
+	newest := *ps.ptail.Newest()
+	chead, epoch, gen, log, t := ps.chead, ps.epoch, ps.gen, ps.log, ps.tp
+	after := int64(-1)
+	if chead != nil {
+		after = chead.End
+	}
+	limit := a.opts.CompactBytes
+	writer := a.writerID
+	nowMs := a.opts.Now().UnixMilli()
+	go func() {
+		defer func() { <-a.pk.cslots }()
+		r := compactResult{tp: t, gen: gen}
+		defer func() {
+			a.pk.compacts <- r
+			a.wake()
+		}()
+		refs, commits, err := log.EntriesAfter(ctx, newest, after)
+		if err != nil {
+			r.err = err
+			return
+		}
+		// At most --compact-bytes per segment (at least one entry): a
+		// long tail (inherited after an outage) compacts in several.
+		n, size := 1, commits[0].SegmentSize
+		for n < len(commits) && size+commits[n].SegmentSize <= limit {
+			size += commits[n].SegmentSize
+			n++
+		}
+		refs, commits = refs[:n], commits[:n]
+		r.refs = refs
+		// Fencing (format rule 14): only the holder of the newest claim
+		// compacts.
+		if _, err := log.ReadClaim(ctx, epoch+1); err == nil {
+			r.lost = true
+			return
+		} else if !errors.Is(err, store.ErrNotFound) {
+			r.err = err
+			return
+		}
+		c, err := log.Compact(ctx, chead, commits, writer, nowMs)
+		switch {
+		case c != nil:
+			// Committed (err: only the time key failed; the next
+			// claim's RepairHead, or verify's warning, covers it).
+			if err != nil {
+				a.m.storeErrors.WithLabelValues("time_index").Inc()
+			}
+		case errors.Is(err, manifest.ErrFenced):
+			// The commit at that start exists: an earlier attempt of ours
+			// whose outcome was unknown, or another compactor of the same
+			// entries. Continue after it if it covers whole entries.
+			h, herr := log.CompactedHead(ctx)
+			if herr != nil {
+				r.err = herr
+				return
+			}
+			n := 0
+			for n < len(refs) && h != nil && refs[n].End <= h.End {
+				n++
+			}
+			if n == 0 || refs[n-1].End != h.End {
+				r.err = fmt.Errorf("%w (the compacted head %v does not end at an entry's end)", err, h)
+				return
+			}
+			c, commits, r.refs = h, commits[:n], refs[:n]
+		default:
+			r.err = err
+			return
+		}
+		r.commit = c
+		for _, c := range commits {
+			r.bytes += c.SegmentSize
+		}
+	}()
+}
+
+// applyCompaction applies a finished compaction.
+func (a *Archiver) applyCompaction(ctx context.Context, r compactResult) {
+	ps := a.parts[r.tp]
+	if ps != nil && ps.gen == r.gen {
+		ps.compacting = false
+	}
+	switch {
+	case r.lost:
+		// Another archiver claimed it since (two standalone archivers, or
+		// this one was paused while the group moved the partition): what
+		// this one committed since is void. Claim it again from what the
+		// store holds; the group's next rebalance settles who keeps it.
+		a.m.fenced.Inc()
+		a.opts.Logger.Warn("partition claimed by another archiver meanwhile: claiming it again from the archive's end",
+			"topic", r.tp.topic, "partition", r.tp.partition)
+		if ps != nil && ps.gen == r.gen && !ps.removing {
+			a.reclaim(ctx, ps)
+		}
+		return
+	case r.err != nil:
+		a.m.storeErrors.WithLabelValues("compact").Inc()
+		if errors.Is(r.err, manifest.ErrFenced) {
+			a.m.fenced.Inc()
+		}
+		a.opts.Logger.Warn("compaction failed, will retry", "topic", r.tp.topic, "partition", r.tp.partition, "err", r.err)
+		return
+	}
+	a.m.compactions.Inc()
+	a.m.compactedBytes.Add(float64(r.bytes))
+	a.opts.Logger.Debug("tail compacted", "topic", r.tp.topic, "partition", r.tp.partition,
+		"start", r.commit.Start, "end", r.commit.End, "entries", len(r.refs), "bytes", r.commit.SegmentSize)
+	// The flush objects of the compacted entries: ours are deleted once all
+	// their entries are compacted (after the grace, format rule 15).
+	var ownMax int64 = -1
+	for _, ref := range r.refs {
+		if ref.Writer == a.pk.writer {
+			a.entryDone(ref.Seq)
+			ownMax = max(ownMax, ref.Seq)
+		}
+	}
+	if ps == nil || ps.gen != r.gen {
+		return
+	}
+	ps.chead = r.commit
+	ps.ptail.TrimTo(r.commit.End)
+	ps.own.dropThrough(ownMax)
+	ps.tailBytes = max(0, ps.tailBytes-r.bytes)
+	if !ps.ptail.Empty() {
+		ps.tailSince = a.opts.Now()
+	}
+}
+
+// handedEntry is an entry of a released partition in an own flush object.
+type handedEntry struct {
+	log *manifest.PartitionLog
+	end int64
+}
+
+// entryDone notes that an entry of own flush object seq is compacted (or
+// handed over): the object is deleted after the grace once none is left.
+func (a *Archiver) entryDone(seq int64) {
+	pk := a.pk
+	n, ok := pk.live[seq]
+	if !ok {
+		return
+	}
+	if n > 1 {
+		pk.live[seq] = n - 1
+		return
+	}
+	delete(pk.live, seq)
+	if len(pk.handed[seq]) == 0 {
+		pk.deleteDue[seq] = a.opts.Now().Add(max(0, a.opts.CompactGrace))
+	}
+}
+
+// handOver notes the uncompacted own entries of a released partition:
+// their objects wait for the next owner's compaction (checkHanded).
+func (a *Archiver) handOver(ps *partState) {
+	ps.own.each(func(seq int64) {
+		a.pk.handed[seq] = append(a.pk.handed[seq], handedEntry{log: ps.log, end: ps.own.maxEnd})
+		a.entryDone(seq)
+	})
+	ps.own = ownSeqs{}
+}
+
+// ownSeqs are the seqs of this archiver's flush objects holding a
+// partition's uncompacted entries, as runs of consecutive seqs (a busy
+// partition has an entry in every flush), and the end of the newest.
+type ownSeqs struct {
+	runs   [][2]int64
+	maxEnd int64
+}
+
+func (o *ownSeqs) add(seq, end int64) {
+	if n := len(o.runs); n > 0 && o.runs[n-1][1] == seq-1 {
+		o.runs[n-1][1] = seq
+	} else {
+		o.runs = append(o.runs, [2]int64{seq, seq})
+	}
+	o.maxEnd = max(o.maxEnd, end)
+}
+
+// dropThrough forgets the seqs up to seq (their entries are compacted).
+func (o *ownSeqs) dropThrough(seq int64) {
+	i := 0
+	for i < len(o.runs) && o.runs[i][1] <= seq {
+		i++
+	}
+	o.runs = append(o.runs[:0], o.runs[i:]...)
+	if len(o.runs) > 0 && o.runs[0][0] <= seq {
+		o.runs[0][0] = seq + 1
+	}
+}
+
+func (o *ownSeqs) each(fn func(seq int64)) {
+	for _, r := range o.runs {
+		for s := r[0]; s <= r[1]; s++ {
+			fn(s)
+		}
+	}
+}
+
+// checkHanded, every --compact-after, reads the compacted heads of the
+// partitions whose entries wait in own flush objects (one LIST and GET each)
+// and releases the objects whose entries are all compacted.
+func (a *Archiver) checkHanded(ctx context.Context, now time.Time) {
+	pk := a.pk
+	if len(pk.handed) == 0 || now.Sub(pk.lastHanded) < a.opts.CompactAfter || pk.checkingHandedOff.Load() {
+		return
+	}
+	pk.lastHanded = now
+	pk.checkingHandedOff.Store(true)
+	logs := map[string]*manifest.PartitionLog{}
+	for _, hs := range pk.handed {
+		for _, h := range hs {
+			logs[h.log.Prefix()] = h.log
+		}
+	}
+	go func() {
+		defer pk.checkingHandedOff.Store(false)
+		ends := map[string]int64{}
+		for k, l := range logs {
+			h, err := l.CompactedHead(ctx)
+			if err != nil {
+				a.opts.Logger.Warn("reading the compacted head of a released partition failed (checked again later)", "partition", l.String(), "err", err)
+				continue
+			}
+			if h != nil {
+				ends[k] = h.End
+			}
+		}
+		select {
+		case pk.handedEnds <- ends:
+			a.wake()
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// applyHanded releases the flush objects whose handed-over entries are
+// compacted by now.
+func (a *Archiver) applyHanded(ends map[string]int64) {
+	pk := a.pk
+	for seq, hs := range pk.handed {
+		left := hs[:0]
+		for _, h := range hs {
+			if end, ok := ends[h.log.Prefix()]; !ok || end < h.end {
+				left = append(left, h)
+			}
+		}
+		if len(left) > 0 {
+			pk.handed[seq] = left
+			continue
+		}
+		delete(pk.handed, seq)
+		if _, ok := pk.live[seq]; !ok {
+			pk.deleteDue[seq] = a.opts.Now().Add(max(0, a.opts.CompactGrace))
+		}
+	}
+}
+
+// handedResults is the channel of checkHanded's results (nil, never
+// ready, in the segments layout).
+func (a *Archiver) handedResults() chan map[string]int64 {
+	if a.pk == nil {
+		return nil
+	}
+	return a.pk.handedEnds
+}
