@@ -196,11 +196,13 @@ func TestBrokerFaultsChangeNothing(t *testing.T) {
 
 // TestConcurrentArchiversFence: two standalone archivers (as if a paused
 // replica woke up) and two group members all archive the same partitions
-// at once: fencing leaves one clean archive.
+// at once, in both layouts (packed: claims fence, compaction runs):
+// fencing leaves one clean archive.
 func TestConcurrentArchiversFence(t *testing.T) {
 	t.Parallel()
-	for _, group := range []string{"", "archivers"} {
-		t.Run("group="+group, func(t *testing.T) {
+	for _, v := range []struct{ group, layout string }{{"", LayoutSegments}, {"archivers", LayoutSegments}, {"", LayoutPacked}, {"archivers", LayoutPacked}} {
+		group := v.group
+		t.Run("group="+group+",layout="+v.layout, func(t *testing.T) {
 			t.Parallel()
 			c := newCluster(t)
 			createTopic(t, c, "two", 3, nil)
@@ -211,6 +213,7 @@ func TestConcurrentArchiversFence(t *testing.T) {
 				stops = append(stops, startArchiver(t, c, st, func(o *Options) {
 					o.Group, o.WriterID = group, "w"+strconv.Itoa(i)
 					o.FlushInterval = 50 * time.Millisecond
+					o.Layout, o.CompactAfter = v.layout, 300*time.Millisecond
 				}))
 			}
 			time.Sleep(3 * time.Second)
@@ -227,7 +230,7 @@ func TestConcurrentArchiversFence(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			runOnce(t, c, st, nil)
+			runOnce(t, c, st, func(o *Options) { o.Layout = v.layout })
 			checkExact(t, c, st, "two")
 		})
 	}

@@ -228,48 +228,7 @@ func TestArchiveRealKafka(t *testing.T) {
 		}
 	})
 
-	t.Run("archiver-sigkill-repeatedly", func(t *testing.T) {
-		dir := t.TempDir()
-		st, err := filestore.New(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		topic := testenv.TopicName(t, "sigkill")
-		k.CreateTopic(t, topic, 3, 3, nil)
-		cl := k.Client(t, kgo.DefaultProduceTopic(topic))
-		stopProducing := make(chan struct{})
-		done := make(chan int)
-		go func() {
-			n := 0
-			for {
-				select {
-				case <-stopProducing:
-					done <- n
-					return
-				case <-time.After(5 * time.Millisecond):
-				}
-				if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: []byte(fmt.Sprint(n))}).FirstErr(); err == nil {
-					n++
-				}
-			}
-		}()
-		for i := 0; i < 4; i++ {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestArchiverChild$")
-			cmd.Env = append(os.Environ(), "KBACKUP_CHILD_BROKERS="+brokers[0], "KBACKUP_CHILD_STORE="+dir)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(time.Duration(2000+i*700) * time.Millisecond)
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			_ = cmd.Wait()
-		}
-		close(stopProducing)
-		if n := <-done; n == 0 {
-			t.Fatal("nothing produced")
-		}
-		realOnce(t, k, st, topic)
-		archiveEqualsConsumer(t, k, st, topic)
-	})
+	t.Run("archiver-sigkill-repeatedly", func(t *testing.T) { sigkillRepeatedly(t, k, LayoutSegments) })
 
 	// The packed layout on real Kafka and MinIO (conditional creates and
 	// ranged reads of flush objects on S3): a continuous archiver that
@@ -318,48 +277,7 @@ func TestArchiveRealKafka(t *testing.T) {
 		}
 	})
 
-	t.Run("packed-archiver-sigkill-repeatedly", func(t *testing.T) {
-		dir := t.TempDir()
-		st, err := filestore.New(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		topic := testenv.TopicName(t, "psigkill")
-		k.CreateTopic(t, topic, 3, 3, nil)
-		cl := k.Client(t, kgo.DefaultProduceTopic(topic))
-		stopProducing := make(chan struct{})
-		done := make(chan int)
-		go func() {
-			n := 0
-			for {
-				select {
-				case <-stopProducing:
-					done <- n
-					return
-				case <-time.After(5 * time.Millisecond):
-				}
-				if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: []byte(fmt.Sprint(n))}).FirstErr(); err == nil {
-					n++
-				}
-			}
-		}()
-		for i := 0; i < 4; i++ {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestArchiverChild$")
-			cmd.Env = append(os.Environ(), "KBACKUP_CHILD_BROKERS="+brokers[0], "KBACKUP_CHILD_STORE="+dir, "KBACKUP_CHILD_LAYOUT="+LayoutPacked)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(time.Duration(2000+i*700) * time.Millisecond)
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			_ = cmd.Wait()
-		}
-		close(stopProducing)
-		if n := <-done; n == 0 {
-			t.Fatal("nothing produced")
-		}
-		realOnceLayout(t, k, st, LayoutPacked, topic)
-		archiveEqualsConsumer(t, k, st, topic)
-	})
+	t.Run("packed-archiver-sigkill-repeatedly", func(t *testing.T) { sigkillRepeatedly(t, k, LayoutPacked) })
 
 	t.Run("throughput-vs-plain-consumer", func(t *testing.T) { realThroughput(t, k) })
 }
@@ -586,4 +504,52 @@ func toTestenvHeaders(hs []manifest.Header) []testenv.Header {
 		out[i] = testenv.Header{Key: h.Key, Value: h.Value}
 	}
 	return out
+}
+
+// sigkillRepeatedly SIGKILLs archiver processes (TestArchiverChild) of the
+// layout four times while records flow into a 3-partition topic, then
+// archives the rest with --once: the archive equals the independent
+// client's read, offset for offset.
+func sigkillRepeatedly(t *testing.T, k *testenv.Kafka, layout string) {
+	brokers := k.Brokers()
+	dir := t.TempDir()
+	st, err := filestore.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := testenv.TopicName(t, "sigkill")
+	k.CreateTopic(t, topic, 3, 3, nil)
+	cl := k.Client(t, kgo.DefaultProduceTopic(topic))
+	stopProducing := make(chan struct{})
+	done := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stopProducing:
+				done <- n
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: []byte(fmt.Sprint(n))}).FirstErr(); err == nil {
+				n++
+			}
+		}
+	}()
+	for i := 0; i < 4; i++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestArchiverChild$")
+		cmd.Env = append(os.Environ(), "KBACKUP_CHILD_BROKERS="+brokers[0], "KBACKUP_CHILD_STORE="+dir, "KBACKUP_CHILD_LAYOUT="+layout)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(2000+i*700) * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+	}
+	close(stopProducing)
+	if n := <-done; n == 0 {
+		t.Fatal("nothing produced")
+	}
+	realOnceLayout(t, k, st, layout, topic)
+	archiveEqualsConsumer(t, k, st, topic)
 }

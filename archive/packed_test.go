@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -116,47 +115,6 @@ func TestPackedContinuous(t *testing.T) {
 	}
 	runOnce(t, c, st, packed)
 	checkExact(t, c, st, "q")
-}
-
-// TestPackedConcurrentArchivers: two packed archivers on the same
-// partitions (standalone, as a paused replica waking up, and as group
-// members): claims fence them, the archive equals the log.
-func TestPackedConcurrentArchivers(t *testing.T) {
-	t.Parallel()
-	for _, group := range []string{"", "archivers"} {
-		t.Run("group="+group, func(t *testing.T) {
-			t.Parallel()
-			c := newCluster(t)
-			createTopic(t, c, "two", 3, nil)
-			st := newStore(t)
-			p := startProducer(t, c, "two", 10)
-			var stops []func() error
-			for i := 0; i < 2; i++ {
-				stops = append(stops, startArchiver(t, c, st, func(o *Options) {
-					packed(o)
-					o.Group, o.WriterID = group, "w"+strconv.Itoa(i)
-					o.FlushInterval = 50 * time.Millisecond
-					o.CompactAfter = 300 * time.Millisecond
-				}))
-			}
-			time.Sleep(3 * time.Second)
-			p.Stop(t)
-			time.Sleep(500 * time.Millisecond)
-			var wg sync.WaitGroup
-			for _, stop := range stops {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					if err := stop(); err != nil {
-						t.Error(err)
-					}
-				}()
-			}
-			wg.Wait()
-			runOnce(t, c, st, packed)
-			checkExact(t, c, st, "two")
-		})
-	}
 }
 
 // TestPackedStoreFaults: a store failing a fifth of its calls (some after

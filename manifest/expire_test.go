@@ -456,18 +456,7 @@ func TestExpireCrashAtEveryStoreCall(t *testing.T) {
 func TestV1ArchiveContinues(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dir := t.TempDir()
-	if err := os.CopyFS(dir, os.DirFS("testdata/v1-archive")); err != nil {
-		t.Fatal(err)
-	}
-	st, err := filestore.New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := Open(ctx, st)
-	if err != nil || a.FormatVersion() != 1 {
-		t.Fatalf("open: %v (version %d)", err, a.FormatVersion())
-	}
+	st, a := v1Fixture(t)
 	verifyClean(t, a)
 	const base, day = int64(1700000000000), dayMs
 	ts := func(o int64) int64 { return base + (o/10)*day + o }
@@ -526,4 +515,23 @@ func TestV1ArchiveContinues(t *testing.T) {
 		p1.ExpiredGapOffsets[GapCompacted] != 2 || p1.GapOffsets != [NumGapReasons]int64{} {
 		t.Fatalf("summary %+v\n%+v", p0, p1)
 	}
+}
+
+// v1Fixture copies the archive written by the version-1 code
+// (testdata/v1-archive) to a temporary directory and opens it.
+func v1Fixture(t *testing.T) (store.Store, *Archive) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("testdata/v1-archive")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := filestore.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Open(context.Background(), st)
+	if err != nil || a.FormatVersion() != 1 {
+		t.Fatalf("open: %v", err)
+	}
+	return st, a
 }

@@ -52,18 +52,7 @@ func (f *tailFixture) write(n int) {
 func (f *tailFixture) compact(t *testing.T, n int) {
 	t.Helper()
 	ctx := context.Background()
-	head, err := f.p.CompactedHead(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	end := int64(-1)
-	if head != nil {
-		end = head.End
-	}
-	_, commits, err := f.p.TailEntries(ctx, end)
-	if err != nil {
-		t.Fatal(err)
-	}
+	head, _, commits := tailOf(t, f.p)
 	c, err := f.p.Compact(ctx, head, commits[:min(n, len(commits))], "compactor", 1)
 	if err != nil {
 		t.Fatal(err)
@@ -80,19 +69,7 @@ func (f *tailFixture) tailEntries(t *testing.T) ([]EntryRef, []*Commit) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := a.Partition(f.p.Topic, f.p.TopicID, f.p.Partition)
-	head, err := p.CompactedHead(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	end := int64(-1)
-	if head != nil {
-		end = head.End
-	}
-	refs, commits, err := p.TailEntries(ctx, end)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, refs, commits := tailOf(t, a.Partition(f.p.Topic, f.p.TopicID, f.p.Partition))
 	return refs, commits
 }
 

@@ -2,13 +2,11 @@ package manifest
 
 import (
 	"context"
-	"os"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/kbackup/kbackup/store"
-	"github.com/kbackup/kbackup/store/filestore"
 )
 
 // TestCleanWAL: the flush objects of a writer that stopped are deleted
@@ -96,18 +94,7 @@ func TestCleanWAL(t *testing.T) {
 	// q entry above q's compacted end stay.
 	compact := func(x *PartitionLog, n int) {
 		t.Helper()
-		head, err := x.CompactedHead(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		end := int64(-1)
-		if head != nil {
-			end = head.End
-		}
-		_, commits, err := x.TailEntries(ctx, end)
-		if err != nil {
-			t.Fatal(err)
-		}
+		head, _, commits := tailOf(t, x)
 		if n > len(commits) || n < 0 {
 			n = len(commits)
 		}
@@ -155,18 +142,7 @@ func countKeys(t *testing.T, st store.Store, prefix string) (int, error) {
 func TestV1ArchivePacked(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dir := t.TempDir()
-	if err := os.CopyFS(dir, os.DirFS("testdata/v1-archive")); err != nil {
-		t.Fatal(err)
-	}
-	st, err := filestore.New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := Open(ctx, st)
-	if err != nil || a.FormatVersion() != 1 {
-		t.Fatalf("open: %v", err)
-	}
+	st, a := v1Fixture(t)
 	const base = int64(1700000000000)
 	ts := func(o int64) int64 { return base + (o/10)*dayMs + o }
 	id := TopicID{0x0e, 0x01}
@@ -203,10 +179,9 @@ func TestV1ArchivePacked(t *testing.T) {
 		verifyClean(t, a2)
 	}
 	scanOK("extended", 0)
-	head, _ := p.CompactedHead(ctx)
-	_, commits, err := p.TailEntries(ctx, head.End)
-	if err != nil || len(commits) != 12 {
-		t.Fatalf("tail: %d entries, %v", len(commits), err)
+	head, _, commits := tailOf(t, p)
+	if len(commits) != 12 {
+		t.Fatalf("tail: %d entries", len(commits))
 	}
 	if _, err := p.Compact(ctx, head, commits[:8], "compactor", 1); err != nil {
 		t.Fatal(err)

@@ -123,6 +123,26 @@ func (w *simWriter) index() {
 	}
 }
 
+// tailOf returns p's compacted head (nil for none) and the commits of its
+// tail as a reader finds them.
+func tailOf(t *testing.T, p *PartitionLog) (*Commit, []EntryRef, []*Commit) {
+	t.Helper()
+	ctx := context.Background()
+	head, err := p.CompactedHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := int64(-1)
+	if head != nil {
+		end = head.End
+	}
+	refs, commits, err := p.TailEntries(ctx, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return head, refs, commits
+}
+
 func scanAll(t *testing.T, p *PartitionLog) ([]Record, []Gap) {
 	t.Helper()
 	var recs []Record
@@ -336,18 +356,7 @@ func TestPackedCompaction(t *testing.T) {
 	}
 	write(30)
 	for round := 0; round < 3; round++ {
-		head, err := p.CompactedHead(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		end := int64(-1)
-		if head != nil {
-			end = head.End
-		}
-		_, commits, err := p.TailEntries(ctx, end)
-		if err != nil {
-			t.Fatal(err)
-		}
+		head, _, commits := tailOf(t, p)
 		n := len(commits) * 2 / 3
 		c, err := p.Compact(ctx, head, commits[:n], "compactor", 1)
 		if err != nil {
