@@ -127,28 +127,34 @@ func checkExact(t testing.TB, c *kfake.Cluster, st store.Store, topic string) {
 
 // TestStoreFaultsChangeNothing: a store failing a fifth of its calls (some
 // after the write landed, so the outcome is unknown) and slow calls leave
-// the archive exactly equal to the log.
+// the archive exactly equal to the log, in both layouts (packed: flush
+// objects, claims, compactions and deletions under faults).
 func TestStoreFaultsChangeNothing(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
-	createTopic(t, c, "f", 4, nil)
-	inner := newStore(t)
-	faulty := storefault.New(inner, 7)
-	faulty.SetFailRate(0.2, 0.3)
-	faulty.SetMaxDelay(20 * time.Millisecond)
-	p := startProducer(t, c, "f", 20)
-	stop := startArchiver(t, c, faulty, nil)
-	time.Sleep(3 * time.Second)
-	p.Stop(t)
-	time.Sleep(time.Second)
-	if err := stop(); err != nil {
-		t.Logf("shutdown under faults: %v (allowed: the next run resumes)", err)
+	for _, layout := range []string{LayoutSegments, LayoutPacked} {
+		t.Run("layout="+layout, func(t *testing.T) {
+			t.Parallel()
+			c := newCluster(t)
+			createTopic(t, c, "f", 4, nil)
+			inner := newStore(t)
+			faulty := storefault.New(inner, 7)
+			faulty.SetFailRate(0.2, 0.3)
+			faulty.SetMaxDelay(20 * time.Millisecond)
+			p := startProducer(t, c, "f", 20)
+			stop := startArchiver(t, c, faulty, func(o *Options) { o.Layout, o.CompactAfter = layout, 500*time.Millisecond })
+			time.Sleep(3 * time.Second)
+			p.Stop(t)
+			time.Sleep(time.Second)
+			if err := stop(); err != nil {
+				t.Logf("shutdown under faults: %v (allowed: the next run resumes)", err)
+			}
+			if faulty.Faults() == 0 {
+				t.Fatal("no faults were injected")
+			}
+			runOnce(t, c, inner, func(o *Options) { o.Layout = layout })
+			checkExact(t, c, inner, "f")
+		})
 	}
-	if faulty.Faults() == 0 {
-		t.Fatal("no faults were injected")
-	}
-	runOnce(t, c, inner, nil)
-	checkExact(t, c, inner, "f")
 }
 
 // TestBrokerFaultsChangeNothing: fetch and metadata errors injected into

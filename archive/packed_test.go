@@ -16,7 +16,6 @@ import (
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/filestore"
-	"github.com/kbackup/kbackup/store/storefault"
 )
 
 func packed(o *Options) { o.Layout = LayoutPacked }
@@ -115,34 +114,6 @@ func TestPackedContinuous(t *testing.T) {
 	}
 	runOnce(t, c, st, packed)
 	checkExact(t, c, st, "q")
-}
-
-// TestPackedStoreFaults: a store failing a fifth of its calls (some after
-// the write landed) leaves the packed archive equal to the log.
-func TestPackedStoreFaults(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t)
-	createTopic(t, c, "f", 4, nil)
-	inner := newStore(t)
-	faulty := storefault.New(inner, 11)
-	faulty.SetFailRate(0.2, 0.3)
-	faulty.SetMaxDelay(20 * time.Millisecond)
-	p := startProducer(t, c, "f", 20)
-	stop := startArchiver(t, c, faulty, func(o *Options) {
-		packed(o)
-		o.CompactAfter = 500 * time.Millisecond
-	})
-	time.Sleep(4 * time.Second)
-	p.Stop(t)
-	time.Sleep(time.Second)
-	if err := stop(); err != nil {
-		t.Logf("shutdown under faults: %v (allowed: the next run resumes)", err)
-	}
-	if faulty.Faults() == 0 {
-		t.Fatal("no faults were injected")
-	}
-	runOnce(t, c, inner, packed)
-	checkExact(t, c, inner, "f")
 }
 
 // TestPackedKillResume: packed archiver processes SIGKILLed at random
