@@ -126,16 +126,19 @@ func (a *Archiver) startCompaction(ctx context.Context, ps *partState) {
 		refs, commits = refs[:n], commits[:n]
 		r.refs = refs
 		// Fencing (format rule 14): only the holder of the newest claim
-		// compacts.
-		if _, err := log.ReadClaim(ctx, epoch+1); err == nil {
+		// compacts; checked right before the writes.
+		c, err := log.CompactChecked(ctx, chead, commits, writer, nowMs, func(ctx context.Context) error {
+			if _, err := log.ReadClaim(ctx, epoch+1); err == nil {
+				return errLost
+			} else if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			return nil
+		})
+		switch {
+		case errors.Is(err, errLost):
 			r.lost = true
 			return
-		} else if !errors.Is(err, store.ErrNotFound) {
-			r.err = err
-			return
-		}
-		c, err := log.Compact(ctx, chead, commits, writer, nowMs)
-		switch {
 		case c != nil:
 			// Committed (err: only the time key failed; the next
 			// claim's RepairHead, or verify's warning, covers it).
@@ -145,7 +148,9 @@ func (a *Archiver) startCompaction(ctx context.Context, ps *partState) {
 		case errors.Is(err, manifest.ErrFenced):
 			// The commit at that start exists: an earlier attempt of ours
 			// whose outcome was unknown, or another compactor of the same
-			// entries. Continue after it if it covers whole entries.
+			// entries (one that lost its claim while compacting may have
+			// ended inside an entry: the next compaction rewrites that
+			// entry's rest). Continue after it.
 			h, herr := log.CompactedHead(ctx)
 			if herr != nil {
 				r.err = herr
@@ -155,8 +160,8 @@ func (a *Archiver) startCompaction(ctx context.Context, ps *partState) {
 			for n < len(refs) && h != nil && refs[n].End <= h.End {
 				n++
 			}
-			if n == 0 || refs[n-1].End != h.End {
-				r.err = fmt.Errorf("%w (the compacted head %v does not end at an entry's end)", err, h)
+			if h == nil || h.End < after+1 {
+				r.err = fmt.Errorf("%w (but the compacted head %v did not move)", err, h)
 				return
 			}
 			c, commits, r.refs = h, commits[:n], refs[:n]
@@ -361,3 +366,6 @@ func (a *Archiver) handedResults() chan map[string]int64 {
 	}
 	return a.pk.handedEnds
 }
+
+// errLost: a newer claim of the partition exists.
+var errLost = errors.New("partition claimed by another archiver")

@@ -132,10 +132,25 @@ func (p *PartitionLog) CommitAt(ctx context.Context, start int64) (*Commit, erro
 	if terr != nil {
 		return nil, terr
 	}
-	if tc == nil || tc.Start != start {
+	if tc == nil || tc.Start > start {
 		return nil, err
 	}
+	if tc.Start < start {
+		// A tail entry straddling the compacted chain's end (a compaction
+		// raced a change of owner, docs/FORMAT.md §12.4) is the next
+		// commit after it; anywhere else it is not the commit at start.
+		if prev, perr := p.find(ctx, start-1); perr != nil || prev.End != start-1 || !isCompacted(prev) {
+			return nil, err
+		}
+	}
 	return tc, nil
+}
+
+// isCompacted reports whether c is a commit of the compacted chain (not a
+// tail entry).
+func isCompacted(c *Commit) bool {
+	k, err := ParseKey(c.SegmentKey)
+	return err == nil && k.Kind == KeySegment
 }
 
 // tailView returns the partition's tail as last found, or finds it anew

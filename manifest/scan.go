@@ -88,6 +88,9 @@ func (p *PartitionLog) scan(ctx context.Context, from, to int64, reuse *scanBufs
 			}
 			return err
 		}
+		// A tail entry may start below it (it straddles the compacted end,
+		// docs/FORMAT.md §12.4): its offsets up to c.End were read already.
+		from = max(from, c.End+1)
 		c = next
 	}
 }

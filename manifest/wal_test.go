@@ -389,3 +389,87 @@ func TestPackedCompaction(t *testing.T) {
 		}
 	}
 }
+
+// TestPackedStraddle: a compactor that lost its claim while compacting (it
+// passed its claim check just before the next owner claimed) commits
+// entries the next owner's claim voided, ending inside one of the new
+// owner's entries. Readers read every offset once (the compacted chain up
+// to its end, the rest of the straddling entry after it), verify warns, and
+// the owner's next compaction rewrites the rest of that entry.
+func TestPackedStraddle(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, st := newTestArchive(t)
+	id := TopicID{8}
+	if err := a.EnsureTopic(ctx, "s", id, 1); err != nil {
+		t.Fatal(err)
+	}
+	p := a.Partition("s", id, 0)
+	w1, w2 := newSimWriter(t, a), newSimWriter(t, a)
+	if err := w1.claim(p); err != nil {
+		t.Fatal(err)
+	}
+	rec := func(from, to int64) []Record { return mkRecs(from, to, func(o int64) int64 { return 700 + o }) }
+	for o := int64(0); o < 40; o += 5 {
+		w1.flush(map[*PartitionLog]int64{p: o + 4}, map[*PartitionLog][]Record{p: rec(o, o+4)})
+	}
+	if err := w2.claim(p); err != nil { // start 40
+		t.Fatal(err)
+	}
+	for o := int64(40); o < 50; o += 5 { // w1's void entries
+		w1.flush(map[*PartitionLog]int64{p: o + 4}, map[*PartitionLog][]Record{p: rec(o, o+4)})
+	}
+	for _, r := range [][2]int64{{40, 42}, {43, 47}, {48, 55}} {
+		w2.flush(map[*PartitionLog]int64{p: r[1]}, map[*PartitionLog][]Record{p: rec(r[0], r[1])})
+	}
+	// w1 compacts what it wrote, void entries included: 0..49.
+	_, commits, err := p.EntriesAfter(ctx, *w1.parts[p].tail.Newest(), -1)
+	if err != nil || len(commits) != 10 {
+		t.Fatalf("w1's entries: %d, %v", len(commits), err)
+	}
+	if c, err := p.Compact(ctx, nil, commits, "w1", 1); err != nil || c.End != 49 {
+		t.Fatalf("zombie compaction: %+v %v", c, err)
+	}
+	want := rec(0, 55)
+	check := func(what string, warnings int) {
+		t.Helper()
+		a2, err := Open(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := a2.Partition("s", id, 0)
+		got, gaps := scanAll(t, r)
+		if !reflect.DeepEqual(normalize(got), normalize(want)) || len(gaps) != 0 {
+			t.Fatalf("%s: %d records, %d gaps, want %d records", what, len(got), len(gaps), len(want))
+		}
+		for o := int64(0); o <= 55; o++ {
+			if c, err := r.Find(ctx, o); err != nil || !c.Covers(o) {
+				t.Fatalf("%s: find %d: %v", what, o, err)
+			}
+		}
+		var ws []string
+		if _, err := a2.Verify(ctx, VerifyOptions{}, func(f Finding) {
+			if f.Severity == SeverityProblem {
+				t.Errorf("%s: verify: %v", what, f)
+			}
+			if f.Severity == SeverityWarning {
+				ws = append(ws, f.String())
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(ws) != warnings {
+			t.Fatalf("%s: warnings %q, want %d", what, ws, warnings)
+		}
+	}
+	check("straddling", 1)
+	// w2 compacts its tail: the straddling entry's rest is rewritten.
+	head, _, commits := tailOf(t, p)
+	if head.End != 49 || len(commits) != 1 || commits[0].Start != 48 {
+		t.Fatalf("w2's tail after the zombie's compaction: head %d, %d entries", head.End, len(commits))
+	}
+	if c, err := p.Compact(ctx, head, commits, "w2", 1); err != nil || c.Start != 50 || c.End != 55 {
+		t.Fatalf("compacting the straddling entry: %+v %v", c, err)
+	}
+	check("compacted", 0)
+}

@@ -260,7 +260,9 @@ func (p *PartitionLog) EntriesAfter(ctx context.Context, newest EntryRef, after 
 		refs = append(refs, path[i].ref)
 		commits = append(commits, path[i].commit)
 	}
-	if len(commits) == 0 || commits[0].Start != after+1 {
+	// The first entry starts right after the compacted end, or straddles it
+	// (a compaction raced a change of owner, §12.4).
+	if len(commits) == 0 || commits[0].Start > after+1 {
 		return nil, nil, fmt.Errorf("%s: %w", p, corruptf("tail reached from %s@%d does not start right after the compacted chain's end %d", newest.Key(), newest.Pos, after))
 	}
 	return refs, commits, nil
@@ -273,6 +275,15 @@ func (p *PartitionLog) EntriesAfter(ctx context.Context, newest EntryRef, after 
 // commit entry with create-if-absent: the commit point, time key). It
 // returns ErrFenced when another compactor committed that start first.
 func (p *PartitionLog) Compact(ctx context.Context, head *Commit, commits []*Commit, writer string, nowMs int64) (*Commit, error) {
+	return p.CompactChecked(ctx, head, commits, writer, nowMs, nil)
+}
+
+// CompactChecked is Compact with check called right before the segment and
+// commit entry are written (after the entries are read and concatenated):
+// an error from it stops the compaction. The archiver checks there that no
+// newer claim exists, keeping the window in which a compactor that lost its
+// partition can still commit as short as one request.
+func (p *PartitionLog) CompactChecked(ctx context.Context, head *Commit, commits []*Commit, writer string, nowMs int64, check func(context.Context) error) (*Commit, error) {
 	if len(commits) == 0 {
 		return nil, fmt.Errorf("%s: nothing to compact", p)
 	}
@@ -282,6 +293,18 @@ func (p *PartitionLog) Compact(ctx context.Context, head *Commit, commits []*Com
 	}
 	parts := make([]SegmentPart, len(commits))
 	for i, c := range commits {
+		if i == 0 && c.Start < start && c.End >= start {
+			// It straddles the compacted end: rewrite its offsets from
+			// start on (its blocks below start hold offsets compacted
+			// already).
+			part, err := p.trimmedPart(ctx, c, start)
+			if err != nil {
+				return nil, err
+			}
+			parts[i] = part
+			start = c.End + 1
+			continue
+		}
 		if c.Start != start {
 			return nil, fmt.Errorf("%s: tail entry %d..%d does not follow %d", p, c.Start, c.End, start-1)
 		}
@@ -307,5 +330,32 @@ func (p *PartitionLog) Compact(ctx context.Context, head *Commit, commits []*Com
 	if err != nil {
 		return nil, fmt.Errorf("%s: compact %d..%d: %w", p, parts[0].Start, start-1, err)
 	}
+	if check != nil {
+		if err := check(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return p.Append(ctx, head, seg, info, writer, nowMs)
+}
+
+// trimmedPart re-encodes the records and gaps of c from offset from on as a
+// segment of their own (the one case where compaction decodes: a tail entry
+// straddling the compacted end).
+func (p *PartitionLog) trimmedPart(ctx context.Context, c *Commit, from int64) (SegmentPart, error) {
+	w := NewSegmentWriter(from, DefaultSegmentOptions())
+	err := p.scanCommit(ctx, c, from, c.End, nil, func(it ScanItem) error {
+		if it.Record != nil {
+			return w.Append(it.Record)
+		}
+		return w.AddGap(it.Gap.To, it.Gap.Reason)
+	})
+	if err != nil {
+		return SegmentPart{}, fmt.Errorf("%s: rewrite %d..%d of %s: %w", p, from, c.End, c.SegmentKey, err)
+	}
+	seg, info := w.Finish()
+	ix, err := DecodeIndex(seg[info.IndexPosition : info.IndexPosition+info.IndexLength])
+	if err != nil {
+		return SegmentPart{}, err
+	}
+	return SegmentPart{Start: from, End: c.End, Segment: seg, Index: ix}, nil
 }
