@@ -365,3 +365,23 @@ func TestArchiverChild(t *testing.T) {
 	}
 	_ = a.Run(context.Background()) // runs until killed
 }
+
+// TestGroupFindsNewTopics: archivers of a group started before a topic
+// exists archive it soon after it is created (within the metadata refresh
+// of the membership client, not franz-go's default 5 minutes).
+func TestGroupFindsNewTopics(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	st := newStore(t)
+	stop := startArchiver(t, c, st, func(o *Options) { o.Group = "late-topics" })
+	time.Sleep(time.Second)
+	createTopic(t, c, "late", 2, nil)
+	cl := newClient(t, c)
+	for i := 0; i < 10; i++ {
+		produce(t, cl, &kgo.Record{Topic: "late", Value: []byte{byte(i)}})
+	}
+	waitArchived(t, st, "late", 10)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -52,6 +52,11 @@ func startMembership(opts Options, patterns []string, lg *slog.Logger) (*members
 		kgo.HeartbeatInterval(groupSessionTimeout/10),
 		kgo.ConsumeRegex(),
 		kgo.ConsumeTopics(patterns...),
+		// A topic created after the archivers started joins the group's
+		// subscription at the next metadata refresh: as often as the
+		// archiver looks for topics (franz-go's default is 5 minutes, during
+		// which nobody would archive it).
+		kgo.MetadataMaxAge(max(opts.RefreshInterval, 10*time.Second)),
 		kgo.DisableAutoCommit(),
 		kgo.FetchMaxBytes(1024), kgo.FetchMaxPartitionBytes(1024),
 		kgo.OnPartitionsAssigned(m.assignedFn),
