@@ -19,7 +19,7 @@ import (
 func (a *Archiver) packedHousekeeping(ctx context.Context, now time.Time) {
 	pk := a.pk
 	for _, ps := range a.parts {
-		if !ps.ready || ps.compacting || ps.removing || ps.ptail.Empty() {
+		if !ps.ready || ps.compacting || ps.removing || ps.ptail.Empty() || now.Before(ps.compactRetryAt) {
 			continue
 		}
 		if ps.tailBytes < a.opts.CompactBytes && now.Sub(ps.tailSince) < a.opts.CompactAfter {
@@ -200,6 +200,10 @@ func (a *Archiver) applyCompaction(ctx context.Context, r compactResult) {
 		if errors.Is(r.err, manifest.ErrFenced) {
 			a.m.fenced.Inc()
 		}
+		if ps != nil && ps.gen == r.gen {
+			ps.compactFailures++
+			ps.compactRetryAt = a.opts.Now().Add(storeBackoff.Delay(ps.compactFailures + 1))
+		}
 		a.opts.Logger.Warn("compaction failed, will retry", "topic", r.tp.topic, "partition", r.tp.partition, "err", r.err)
 		return
 	}
@@ -219,7 +223,7 @@ func (a *Archiver) applyCompaction(ctx context.Context, r compactResult) {
 	if ps == nil || ps.gen != r.gen {
 		return
 	}
-	ps.chead = r.commit
+	ps.chead, ps.compactFailures = r.commit, 0
 	ps.ptail.TrimTo(r.commit.End)
 	ps.own.dropThrough(ownMax)
 	ps.tailBytes = max(0, ps.tailBytes-r.bytes)

@@ -73,6 +73,9 @@ type partState struct {
 	tailBytes  int64     // segment bytes in ptail
 	tailSince  time.Time // when ptail's oldest entry (or the oldest since a compaction) was committed
 	own        ownSeqs   // own flush objects holding its uncompacted entries
+
+	compactFailures int       // consecutive failed compactions
+	compactRetryAt  time.Time // no compaction before (backoff after a failure)
 }
 
 // buffered is the memory held by the partition's segments.
