@@ -24,7 +24,9 @@ const (
 	// LayoutAuto is packed for a new archive (no topic archived yet) or
 	// one already packed, segments for an existing archive written in the
 	// segments layout (format version 1 or 2): starting a new kbackup on
-	// an archive never changes its layout.
+	// an archive never changes its layout. With Once a new archive gets the
+	// segments layout: compaction runs in the continuous archiver only, so
+	// an archive written by --once runs alone would never be compacted.
 	LayoutAuto = "auto"
 )
 
@@ -387,7 +389,7 @@ func (a *Archiver) resolveLayout(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if len(topics) > 0 {
+		if len(topics) > 0 || a.opts.Once {
 			layout = LayoutSegments
 		}
 	}

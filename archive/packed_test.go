@@ -258,9 +258,10 @@ func noProblems(t testing.TB, st store.Store) {
 	}
 }
 
-// TestLayoutAuto: auto packs a new archive and keeps packing it, keeps an
-// archive written in segments in segments (a new kbackup never changes an
-// archive's layout), and the segments layout is refused on a packed one.
+// TestLayoutAuto: auto packs a new archive archived continuously and keeps
+// packing it (--once too), keeps an archive written in segments (or first
+// by --once) in segments (a new kbackup never changes an archive's layout),
+// and the segments layout is refused on a packed one.
 func TestLayoutAuto(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
@@ -274,8 +275,19 @@ func TestLayoutAuto(t *testing.T) {
 		_, n := keysUnder(t, st, manifest.TopicsPrefix, "/claims/")
 		return n
 	}
+	// --once on a new archive: segments (nothing would compact it).
+	onceNew := newStore(t)
+	runOnce(t, c, onceNew, auto)
+	if claims(onceNew) != 0 || openArchive(t, onceNew).FormatVersion() != 1 {
+		t.Fatalf("auto --once on a new archive: %d claims", claims(onceNew))
+	}
+	// A continuous archiver on a new archive: packed.
 	fresh := newStore(t)
-	runOnce(t, c, fresh, auto)
+	stop := startArchiver(t, c, fresh, auto)
+	waitArchived(t, fresh, "a", 20)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 	if claims(fresh) != 2 || openArchive(t, fresh).FormatVersion() != manifest.PackedFormatVersion {
 		t.Fatalf("auto on a new archive: %d claims, version %d", claims(fresh), openArchive(t, fresh).FormatVersion())
 	}

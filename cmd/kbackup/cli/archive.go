@@ -49,7 +49,7 @@ func archiveCommand() *cli.Command {
 			&cli.StringFlag{Name: "listen", Usage: "serve /metrics, /healthz and /readyz on `ADDR` (e.g. :9464)"},
 			&cli.StringFlag{Name: "writer-id", Usage: "`NAME` of this archiver in commit entries (default: host/pid)"},
 			&cli.StringFlag{Name: "layout", Value: archive.LayoutAuto,
-				Usage: "`LAYOUT` of commits: packed (one flush object per flush for all owned partitions, compacted into segments later: store requests do not grow with partitions; format version 3), segments (per partition and flush a segment, a commit entry and a time key; format version 1), or auto: packed for a new or packed archive, segments for an archive written in segments"},
+				Usage: "`LAYOUT` of commits: packed (one flush object per flush for all owned partitions, compacted into segments later: store requests do not grow with partitions; format version 3), segments (per partition and flush a segment, a commit entry and a time key; format version 1), or auto: packed for a new or packed archive, segments for an archive written in segments or new under --once (only the continuous archiver compacts)"},
 			&cli.StringFlag{Name: "compact-bytes", Value: units.FormatSize(archive.DefaultCompactBytes), Usage: "with --layout packed: compact a partition's tail into one segment once it holds this `SIZE`"},
 			&cli.DurationFlag{Name: "compact-after", Value: archive.DefaultCompactAfter, Usage: "with --layout packed: compact a partition's tail at the latest this long after its oldest entry"},
 			&cli.DurationFlag{Name: "compact-grace", Value: archive.DefaultCompactGrace, Usage: "with --layout packed: delete a compacted flush object once it is this old (readers in flight); 0s deletes at once"},
