@@ -249,6 +249,9 @@ func (a *Archiver) Run(ctx context.Context) error {
 		"topics", len(a.topics), "writer", a.writerID)
 
 	err = a.loop(ctx)
+	if err == nil && a.opts.Once && a.packed() && ctx.Err() == nil {
+		a.compactOnce(ctx)
+	}
 	if err == nil && a.opts.Once {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		err = a.captureCatalog(cctx, a.opts.Now())

@@ -18,20 +18,8 @@ import (
 // packedHousekeeping starts due compactions and flush object deletions.
 func (a *Archiver) packedHousekeeping(ctx context.Context, now time.Time) {
 	pk := a.pk
-	for _, ps := range a.parts {
-		if !ps.ready || ps.compacting || ps.removing || ps.ptail.Empty() || now.Before(ps.compactRetryAt) {
-			continue
-		}
-		if ps.tailBytes < a.opts.CompactBytes && now.Sub(ps.tailSince) < a.opts.CompactAfter {
-			continue
-		}
-		select {
-		case pk.cslots <- struct{}{}:
-		default:
-			return
-		}
-		ps.compacting = true
-		a.startCompaction(ctx, ps)
+	if !a.opts.Once { // --once compacts at its end (compactOnce), its own entries included
+		a.startDueCompactions(ctx, now)
 	}
 	for seq, due := range pk.deleteDue {
 		if now.Before(due) {
@@ -49,6 +37,95 @@ func (a *Archiver) packedHousekeeping(ctx context.Context, now time.Time) {
 	}
 	a.maybeCleanWAL(ctx, now)
 	a.checkHanded(ctx, now)
+}
+
+// compactDue reports whether ps's tail is due for compaction: it holds
+// --compact-bytes, or its oldest entry is --compact-after old.
+func (a *Archiver) compactDue(ps *partState, now time.Time) bool {
+	if !ps.ready || ps.compacting || ps.removing || ps.lostOnce || ps.ptail.Empty() || now.Before(ps.compactRetryAt) {
+		return false
+	}
+	return ps.tailBytes >= a.opts.CompactBytes || now.Sub(ps.tailSince) >= a.opts.CompactAfter
+}
+
+// startDueCompactions starts the due compactions that free slots allow.
+func (a *Archiver) startDueCompactions(ctx context.Context, now time.Time) {
+	for _, ps := range a.parts {
+		if !a.compactDue(ps, now) {
+			continue
+		}
+		select {
+		case a.pk.cslots <- struct{}{}:
+		default:
+			return
+		}
+		ps.compacting = true
+		a.startCompaction(ctx, ps)
+	}
+}
+
+// compactOnce ends a --once run in the packed layout: it compacts the
+// tails that are due (by --compact-bytes, or by the age of their oldest
+// entry, inherited ones included: tails written by earlier runs) and, if
+// it compacted any, deletes the flush objects of stopped writers whose
+// entries are all compacted (CleanWAL). So an archive kept by --once runs
+// is compacted too, one step every --compact-after. A compaction that
+// fails is retried up to the commit attempts of --once and then left to
+// the next run: the records are committed in the tail either way.
+func (a *Archiver) compactOnce(ctx context.Context) {
+	pk := a.pk
+	compacted, failed := 0, 0
+	for ctx.Err() == nil {
+		now := a.opts.Now()
+		a.startDueCompactions(ctx, now)
+		running := 0
+		var retryAt time.Time
+		for _, ps := range a.parts {
+			if ps.compacting {
+				running++
+			} else if ps.compactFailures > 0 && ps.compactFailures < a.opts.OnceCommitAttempts && !ps.lostOnce && !ps.ptail.Empty() &&
+				(retryAt.IsZero() || ps.compactRetryAt.Before(retryAt)) {
+				retryAt = ps.compactRetryAt
+			}
+		}
+		if running == 0 && retryAt.IsZero() {
+			break
+		}
+		var wait <-chan time.Time
+		if running == 0 {
+			wait = time.After(max(0, retryAt.Sub(now)))
+		}
+		select {
+		case r := <-pk.compacts:
+			a.applyCompaction(ctx, r)
+			switch {
+			case r.lost || r.err != nil:
+				failed++
+			default:
+				compacted++
+			}
+		case <-wait:
+		case <-ctx.Done():
+		}
+	}
+	if compacted == 0 && failed == 0 {
+		return
+	}
+	a.opts.Logger.Info("due tails compacted", "compactions", compacted, "failed", failed)
+	if compacted == 0 || ctx.Err() != nil {
+		return
+	}
+	res, err := a.arch.CleanWAL(ctx, manifest.CleanOptions{Self: pk.writer, Idle: a.opts.CompactAfter + max(0, a.opts.CompactGrace), Now: a.opts.Now})
+	if err != nil {
+		a.m.storeErrors.WithLabelValues("clean_wal").Inc()
+		a.opts.Logger.Warn("cleaning stopped archivers' flush objects failed (the next run continues)", "err", err)
+		return
+	}
+	a.m.walDeleted.Add(float64(res.FlushObjects))
+	if res.FlushObjects > 0 || res.KeptObjects > 0 {
+		a.opts.Logger.Info("flush objects of stopped archivers cleaned", "writers", res.Writers, "deleted", res.FlushObjects,
+			"kept_until_compacted", res.KeptObjects, "tail_indexes_deleted", res.TailIndexes)
+	}
 }
 
 // maybeCleanWAL runs, every --compact-after, the cleaning of stopped
@@ -123,6 +200,9 @@ func (a *Archiver) startCompaction(ctx context.Context, ps *partState) {
 			size += commits[n].SegmentSize
 			n++
 		}
+		if n < len(commits) {
+			r.restSince = time.UnixMilli(commits[n].CommittedAt)
+		}
 		refs, commits = refs[:n], commits[:n]
 		r.refs = refs
 		// Fencing (format rule 14): only the holder of the newest claim
@@ -189,6 +269,15 @@ func (a *Archiver) applyCompaction(ctx context.Context, r compactResult) {
 		// this one committed since is void. Claim it again from what the
 		// store holds; the group's next rebalance settles who keeps it.
 		a.m.fenced.Inc()
+		if a.opts.Once {
+			// The run has archived its range: leave the partition to the
+			// other archiver.
+			a.opts.Logger.Warn("partition claimed by another archiver meanwhile: not compacting it", "topic", r.tp.topic, "partition", r.tp.partition)
+			if ps != nil && ps.gen == r.gen {
+				ps.lostOnce = true
+			}
+			return
+		}
 		a.opts.Logger.Warn("partition claimed by another archiver meanwhile: claiming it again from the archive's end",
 			"topic", r.tp.topic, "partition", r.tp.partition)
 		if ps != nil && ps.gen == r.gen && !ps.removing {
@@ -228,7 +317,12 @@ func (a *Archiver) applyCompaction(ctx context.Context, r compactResult) {
 	ps.own.dropThrough(ownMax)
 	ps.tailBytes = max(0, ps.tailBytes-r.bytes)
 	if !ps.ptail.Empty() {
+		// The rest is dated by its oldest entry: one left out by the size
+		// bound, or else one appended while this compaction ran.
 		ps.tailSince = a.opts.Now()
+		if !r.restSince.IsZero() && r.restSince.Before(ps.tailSince) {
+			ps.tailSince = r.restSince
+		}
 	}
 }
 

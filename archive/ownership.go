@@ -207,15 +207,12 @@ func (a *Archiver) ensureTopic(ctx context.Context, topic string, id manifest.To
 
 // loadResult is a loaded head, delivered to the loop.
 type loadResult struct {
-	tp    tp
-	gen   int
-	head  *manifest.Commit
-	start *manifest.ArchiveStart
-	err   error
-	// packed layout
-	chead *manifest.Commit
-	tail  manifest.PartitionTail
-	epoch int64
+	tp      tp
+	gen     int
+	head    *manifest.Commit
+	start   *manifest.ArchiveStart
+	err     error
+	claimed claimed // packed layout
 }
 
 // loadHead reads the partition's head (and repairs its time key) off the
@@ -223,10 +220,9 @@ type loadResult struct {
 func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 	a.sem <- struct{}{}
 	defer func() { <-a.sem }()
-	var head, chead *manifest.Commit
+	var head *manifest.Commit
 	var start *manifest.ArchiveStart
-	var tail manifest.PartitionTail
-	var epoch int64
+	var cl claimed
 	policy := storeRetry
 	if a.opts.Once {
 		policy.Attempts = a.opts.OnceCommitAttempts
@@ -241,9 +237,10 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 		}
 		if a.packed() {
 			var err error
-			if head, chead, tail, epoch, err = a.claimPartition(ctx, ps); err != nil {
+			if cl, err = a.claimPartition(ctx, ps); err != nil {
 				return err
 			}
+			head = cl.head
 			start, err = ps.log.ArchiveStart(ctx)
 			return err
 		}
@@ -262,7 +259,7 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 		return nil
 	})
 	select {
-	case a.loaded <- loadResult{tp: ps.tp, gen: gen, head: head, start: start, err: err, chead: chead, tail: tail, epoch: epoch}:
+	case a.loaded <- loadResult{tp: ps.tp, gen: gen, head: head, start: start, err: err, claimed: cl}:
 		a.wake()
 	case <-ctx.Done():
 	}
@@ -343,7 +340,10 @@ func (a *Archiver) applyLoad(l loadResult) {
 		return
 	}
 	ps.head, ps.start = l.head, l.start
-	ps.chead, ps.ptail, ps.epoch, ps.tailBytes, ps.tailSince = l.chead, l.tail, l.epoch, 0, a.opts.Now()
+	ps.chead, ps.ptail, ps.epoch, ps.tailBytes, ps.tailSince = l.claimed.chead, l.claimed.tail, l.claimed.epoch, 0, l.claimed.since
+	if ps.tailSince.IsZero() || ps.tailSince.After(a.opts.Now()) {
+		ps.tailSince = a.opts.Now()
+	}
 	ps.next = ps.committedNext()
 	ps.ready = true
 	ps.open, ps.queue = nil, nil

@@ -25,8 +25,10 @@ const (
 	// one already packed, segments for an existing archive written in the
 	// segments layout (format version 1 or 2): starting a new kbackup on
 	// an archive never changes its layout. With Once a new archive gets the
-	// segments layout: compaction runs in the continuous archiver only, so
-	// an archive written by --once runs alone would never be compacted.
+	// segments layout: --once compacts at its end only the tails that are
+	// --compact-after old, so what a cron job writes into a new archive
+	// would not become expirable (retention acts on compacted data) until a
+	// later run, which is not what retention examples of --once expect.
 	LayoutAuto = "auto"
 )
 
@@ -106,6 +108,9 @@ type compactResult struct {
 	bytes  int64
 	err    error
 	lost   bool // a newer claim exists: the partition is someone else's
+	// restSince is when the oldest entry left out by the size bound was
+	// committed (zero if none was).
+	restSince time.Time
 }
 
 func newPackedState(now time.Time) *packedState {
@@ -115,48 +120,71 @@ func newPackedState(now time.Time) *packedState {
 		cslots: make(chan struct{}, compactConcurrency)}
 }
 
+// claimed is what claimPartition found and claimed.
+type claimed struct {
+	head  *manifest.Commit // a tail entry or the compacted head
+	chead *manifest.Commit // the compacted head
+	tail  manifest.PartitionTail
+	epoch int64
+	// since is when the tail's oldest known entry was committed (zero for
+	// an empty tail): an inherited tail is due for compaction by its age,
+	// not by when it was inherited (restarts more often than
+	// --compact-after would otherwise keep it from ever compacting).
+	since time.Time
+}
+
 // claimPartition takes ps over in the packed layout (format rule 12): the
 // next epoch after the newest claim, starting after the head it read, with
-// the tail it found. It returns the head (a tail entry or the compacted
-// head), the compacted head, the tail and the epoch.
-func (a *Archiver) claimPartition(ctx context.Context, ps *partState) (head, chead *manifest.Commit, tail manifest.PartitionTail, epoch int64, err error) {
+// the tail it found.
+func (a *Archiver) claimPartition(ctx context.Context, ps *partState) (claimed, error) {
+	var cl claimed
 	c, err := ps.log.NewestClaim(ctx)
 	if err != nil {
-		return nil, nil, tail, 0, err
+		return cl, err
 	}
-	epoch = 1
+	cl.epoch = 1
 	if c != nil {
-		epoch = c.Epoch + 1
+		cl.epoch = c.Epoch + 1
 	}
-	if chead, err = ps.log.CompactedHead(ctx); err != nil {
-		return nil, nil, tail, 0, err
+	if cl.chead, err = ps.log.CompactedHead(ctx); err != nil {
+		return cl, err
 	}
-	if err = ps.log.RepairHead(ctx, chead); err != nil {
-		return nil, nil, tail, 0, err
+	if err = ps.log.RepairHead(ctx, cl.chead); err != nil {
+		return cl, err
 	}
 	end := int64(-1)
-	if chead != nil {
-		end = chead.End
+	if cl.chead != nil {
+		end = cl.chead.End
 	}
 	refs, newest, err := ps.log.TailAnchors(ctx, end)
 	if err != nil {
-		return nil, nil, tail, 0, err
+		return cl, err
 	}
-	head = chead
-	tail.Inherit(refs)
+	cl.head = cl.chead
+	cl.tail.Inherit(refs)
 	if newest != nil {
-		head = newest
+		cl.head = newest
+		// Date the tail by its oldest anchor (an inherited tail's anchors
+		// are at most TailSparseEvery entries apart, the first one near
+		// its start): one ranged GET.
+		oldest := newest
+		if len(refs.Sparse) > 0 {
+			if oldest, err = ps.log.EntryCommit(ctx, refs.Sparse[0]); err != nil {
+				return cl, err
+			}
+		}
+		cl.since = time.UnixMilli(oldest.CommittedAt)
 	}
 	start := int64(0)
-	if head != nil {
-		start = head.End + 1
+	if cl.head != nil {
+		start = cl.head.End + 1
 	}
-	err = ps.log.CreateClaim(ctx, &manifest.Claim{Epoch: epoch, Writer: a.pk.writer, Start: start,
-		CreatedMs: a.opts.Now().UnixMilli(), Tail: tail.Refs()})
+	err = ps.log.CreateClaim(ctx, &manifest.Claim{Epoch: cl.epoch, Writer: a.pk.writer, Start: start,
+		CreatedMs: a.opts.Now().UnixMilli(), Tail: cl.tail.Refs()})
 	if err != nil {
-		return nil, nil, tail, 0, err // ErrFenced: another writer claimed it first; the retry reads again
+		return cl, err // ErrFenced: another writer claimed it first; the retry reads again
 	}
-	return head, chead, tail, epoch, nil
+	return cl, nil
 }
 
 // packedTick starts a flush when one is due: the flush interval passed

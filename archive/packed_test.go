@@ -348,3 +348,117 @@ func TestPackedCompactsInheritedTail(t *testing.T) {
 	checkExact(t, c, st, "i")
 	noProblems(t, st)
 }
+
+// TestPackedOnceCompacts: --once runs alone keep a packed archive
+// compacted: a run compacts the tails whose oldest entry (written by an
+// earlier run) is --compact-after old, and then deletes the flush objects
+// of stopped writers whose entries are all compacted. A continuous
+// archiver dates an inherited tail by its oldest entry too: restarted more
+// often than --compact-after, it still compacts.
+func TestPackedOnceCompacts(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "oc", 3, nil)
+	cl := newClient(t, c, kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	n := 0
+	more := func(k int) {
+		for i := 0; i < k; i++ {
+			produce(t, cl, &kgo.Record{Topic: "oc", Key: []byte(strconv.Itoa(n)), Value: []byte("v")})
+			n++
+		}
+	}
+	st := newStore(t)
+	// at runs an archiver whose clock is d ahead.
+	at := func(d time.Duration) func(*Options) {
+		return func(o *Options) {
+			packed(o)
+			o.CompactAfter, o.CompactGrace = time.Hour, 10*time.Minute
+			o.Now = func() time.Time { return time.Now().Add(d) }
+		}
+	}
+	// count returns the compacted commits and the writers with flush
+	// objects (a run may write more than one).
+	count := func() (commits, writers int) {
+		_, commits = keysUnder(t, st, manifest.TopicsPrefix, "/commits/")
+		ws := map[string]bool{}
+		err := st.List(context.Background(), store.ListOptions{Prefix: manifest.WALPrefix}, func(e store.ListEntry) error {
+			if !strings.Contains(e.Key, "/tail/") {
+				ws[strings.Split(strings.TrimPrefix(e.Key, manifest.WALPrefix), "/")[0]] = true
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return commits, len(ws)
+	}
+	compactedEnds := func() map[int32]int64 {
+		ctx := context.Background()
+		a := openArchive(t, st)
+		incs, err := a.Incarnations(ctx, "oc")
+		if err != nil || len(incs) != 1 {
+			t.Fatal(incs, err)
+		}
+		ends := map[int32]int64{}
+		for p := int32(0); p < 3; p++ {
+			h, err := a.Partition("oc", incs[0].TopicID, p).CompactedHead(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ends[p] = -1
+			if h != nil {
+				ends[p] = h.End
+			}
+		}
+		return ends
+	}
+	step := func(name string, d time.Duration, wantCommits, wantWriters int) {
+		t.Helper()
+		more(30)
+		runOnce(t, c, st, at(d))
+		checkExact(t, c, st, "oc")
+		noProblems(t, st)
+		if commits, writers := count(); commits != wantCommits || writers != wantWriters {
+			t.Fatalf("%s: %d compacted commits and flush objects of %d writers, want %d and %d", name, commits, writers, wantCommits, wantWriters)
+		}
+	}
+	// A: fresh tails, nothing due.
+	step("run A", 0, 0, 1)
+	// B, 2 h later: A's entries are due; each partition's whole tail (A's
+	// and B's entries) becomes one segment; A's flush object (a stopped
+	// writer's, all compacted, idle beyond --compact-after + grace) goes.
+	step("run B", 2*time.Hour, 3, 1)
+	for p, end := range compactedEnds() {
+		if end != 19 {
+			t.Fatalf("partition %d compacted through %d, want 19 (the whole tail)", p, end)
+		}
+	}
+	// C, at once: its own entries are fresh.
+	step("run C", 2*time.Hour, 3, 2)
+	// D, 2 h after C: C's entries are due; B's and C's objects go.
+	step("run D", 4*time.Hour, 6, 1)
+	// E writes a fresh tail; a continuous archiver started 2 h later
+	// compacts the inherited tail at once (by its age), not after
+	// --compact-after from its start.
+	step("run E", 4*time.Hour, 6, 2)
+	stop := startArchiver(t, c, st, func(o *Options) {
+		at(6 * time.Hour)(o)
+		o.FlushInterval = 50 * time.Millisecond
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if commits, _ := count(); commits == 9 {
+			break
+		}
+		if time.Now().After(deadline) {
+			commits, _ := count()
+			t.Fatalf("the continuous archiver did not compact the inherited tails: %d compacted commits", commits)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, c, st, "oc")
+	noProblems(t, st)
+}

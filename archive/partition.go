@@ -76,6 +76,7 @@ type partState struct {
 
 	compactFailures int       // consecutive failed compactions
 	compactRetryAt  time.Time // no compaction before (backoff after a failure)
+	lostOnce        bool      // Once: another archiver claimed it while compacting
 }
 
 // buffered is the memory held by the partition's segments.

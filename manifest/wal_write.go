@@ -204,6 +204,16 @@ func (t *PartitionTail) Refs() *TailRefs {
 	return &TailRefs{Newest: *t.newest, Sparse: append([]EntryRef(nil), t.anchors...)}
 }
 
+// EntryCommit reads the commit of one tail entry of the partition (one
+// ranged GET), checking that the entry is the partition's.
+func (p *PartitionLog) EntryCommit(ctx context.Context, ref EntryRef) (*Commit, error) {
+	e, err := p.readEntry(ctx, &tailView{cache: map[int64]*tailEntry{}, byRef: map[string]*tailEntry{}}, ref)
+	if err != nil {
+		return nil, err
+	}
+	return e.commit, nil
+}
+
 // TailAnchors returns what a reader finds of the partition's tail above
 // compactedEnd (the compacted head's end, -1 for none): its anchors (the
 // newest entry and the sparse refs below it) and the newest entry's commit;
