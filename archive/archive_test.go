@@ -258,3 +258,46 @@ func TestOnceRetriesOffsetNotAvailable(t *testing.T) {
 	got, _ := readArchive(t, st, "na")
 	sameRecords(t, "na", readCommitted(t, c, "na"), got)
 }
+
+// TestMemoryBoundBetweenTicks: --max-buffered-bytes holds between two
+// housekeeping ticks too. A fast cluster delivers far more than the bound
+// in one 250 ms tick; the bound used to be checked only at ticks, so the
+// archiver buffered (and the open segments grew to) all of it.
+func TestMemoryBoundBetweenTicks(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "mem", 4, nil)
+	n := fillTopic(t, newClient(t, c, kgo.ProducerBatchMaxBytes(1<<20)), "mem", 40_000, 500)
+	st := newStore(t)
+	const bound = 2 << 20
+	runOnce(t, c, st, func(o *Options) {
+		o.Compression = "none" // segments hold what was buffered, uncompressed
+		o.MaxBufferedBytes = bound
+	})
+	checkExact(t, c, st, "mem")
+	a := openArchive(t, st)
+	incs, err := a.Incarnations(context.Background(), "mem")
+	if err != nil || len(incs) != 1 {
+		t.Fatal(incs, err)
+	}
+	var largest int64
+	for p := int32(0); p < 4; p++ {
+		log := a.Partition("mem", incs[0].TopicID, p)
+		head, err := log.Head(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for start := int64(0); start <= head.End; {
+			c, err := log.CommitAt(context.Background(), start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			largest, start = max(largest, c.SegmentSize), c.End+1
+		}
+	}
+	// One poll's worth over the bound at most (4 partitions × 512 KiB).
+	if limit := int64(bound + 4*DefaultFetchMaxPartitionBytes + 64<<10); largest > limit {
+		t.Fatalf("a segment of %d bytes with --max-buffered-bytes %d (%d bytes archived): the bound did not hold between ticks", largest, bound, n)
+	}
+	t.Logf("largest segment %d bytes, bound %d, %d bytes archived", largest, bound, n)
+}

@@ -35,6 +35,10 @@ type Archiver struct {
 	loaded  chan loadResult
 	sem     chan struct{}
 	paused  bool
+	// buffered is the bytes buffered at the last housekeeping plus those
+	// fetched since: fetches between two ticks check the memory bound with
+	// it (a fast cluster fills hundreds of megabytes in one tick).
+	buffered int64
 
 	onceTargets map[tp]int64 // Once: end offsets seen at start
 	onceStarts  map[tp]int64 // Once: log start offsets seen at start
@@ -286,6 +290,9 @@ func (a *Archiver) loop(ctx context.Context) error {
 		cancel()
 		a.handleFetches(ctx, fetches)
 		a.drainResults(ctx)
+		if a.paused {
+			a.checkMemory() // resume as soon as commits freed enough
+		}
 		select {
 		case <-tick.C:
 			a.housekeeping(ctx)
@@ -326,7 +333,9 @@ func (a *Archiver) handleFetches(ctx context.Context, fetches kgo.Fetches) {
 		if len(f.Records) == 0 {
 			return
 		}
+		before := ps.buffered()
 		loss, err := ps.appendFetch(a, &f.FetchPartition, now)
+		a.buffered += ps.buffered() - before
 		if loss > 0 {
 			ps.lossTotal += loss
 		}
@@ -339,6 +348,19 @@ func (a *Archiver) handleFetches(ctx context.Context, fetches kgo.Fetches) {
 		}
 		a.kick(ctx, ps)
 	})
+	if !a.paused && a.buffered > a.opts.MaxBufferedBytes {
+		a.checkMemory()
+	}
+}
+
+// checkMemory enforces the memory bound on the exact total buffered.
+func (a *Archiver) checkMemory() {
+	var total int64
+	for _, ps := range a.parts {
+		total += ps.buffered()
+	}
+	a.buffered = total
+	a.enforceMemory(total)
 }
 
 // housekeeping runs every tick: roll aged segments, enforce the memory
@@ -372,6 +394,7 @@ func (a *Archiver) housekeeping(ctx context.Context) {
 		a.packedHousekeeping(ctx, now)
 	}
 	a.m.buffered.Set(float64(total))
+	a.buffered = total
 	a.enforceMemory(total)
 	if now.Sub(a.lastRefresh) >= a.opts.RefreshInterval && !a.opts.Once {
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
