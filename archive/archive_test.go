@@ -265,6 +265,15 @@ func TestOnceRetriesOffsetNotAvailable(t *testing.T) {
 // archiver buffered (and the open segments grew to) all of it.
 func TestMemoryBoundBetweenTicks(t *testing.T) {
 	t.Parallel()
+	for _, layout := range []string{LayoutSegments, LayoutPacked} {
+		t.Run(layout, func(t *testing.T) {
+			t.Parallel()
+			testMemoryBound(t, layout)
+		})
+	}
+}
+
+func testMemoryBound(t *testing.T, layout string) {
 	c := newCluster(t)
 	createTopic(t, c, "mem", 4, nil)
 	n := fillTopic(t, newClient(t, c, kgo.ProducerBatchMaxBytes(1<<20)), "mem", 40_000, 500)
@@ -273,6 +282,7 @@ func TestMemoryBoundBetweenTicks(t *testing.T) {
 	runOnce(t, c, st, func(o *Options) {
 		o.Compression = "none" // segments hold what was buffered, uncompressed
 		o.MaxBufferedBytes = bound
+		o.Layout = layout
 	})
 	checkExact(t, c, st, "mem")
 	a := openArchive(t, st)

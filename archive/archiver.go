@@ -292,6 +292,9 @@ func (a *Archiver) loop(ctx context.Context) error {
 		a.drainResults(ctx)
 		if a.paused {
 			a.checkMemory() // resume as soon as commits freed enough
+			if a.paused && a.packed() {
+				a.packedTick(ctx, false) // the next flush of what the pause sealed, without waiting for a tick
+			}
 		}
 		select {
 		case <-tick.C:
