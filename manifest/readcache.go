@@ -18,7 +18,9 @@ import (
 // request.
 //
 // Only what cannot change is cached, as the key layout tells (ParseKey):
-// byte ranges of commit entries and segments (immutable once written), and
+// byte ranges of commit entries, segments and flush objects (immutable once
+// written; a flush object deleted after its compaction was still what the
+// cache holds), and
 // non-empty single-key listings of a partition's commits/ or time/ keys
 // after a marker (Find and FindTime: later commits sort before the commit
 // or after the time key found, so the answer stays the same). Entries
@@ -46,10 +48,10 @@ func NewReadCache(st store.Store) *ReadCache {
 }
 
 // immutableKind returns the kind of key when it names an object that never
-// changes once written (a commit entry or a segment).
+// changes once written (a commit entry, a segment or a flush object).
 func immutableKind(key string) (KeyKind, bool) {
 	k, err := ParseKey(key)
-	if err != nil || k.Kind != KeyCommit && k.Kind != KeySegment {
+	if err != nil || k.Kind != KeyCommit && k.Kind != KeySegment && k.Kind != KeyFlush {
 		return 0, false
 	}
 	return k.Kind, true

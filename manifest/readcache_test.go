@@ -62,6 +62,9 @@ func TestReadCacheDecides(t *testing.T) {
 	for key, want := range map[string]bool{
 		CommitKey(part, 5):                         true,
 		SegmentKey(part, 0, 9, "0123456789abcdef"): true,
+		FlushKey("0123456789abcdef", 3):            true,
+		TailIndexKey("0123456789abcdef", 3):        false,
+		ClaimKey(part, 2):                          false,
 		TimeKey(part, 1, 5):                        false,
 		TopicMarkerKey("t", TopicID{1}):            false,
 		CatalogKey(CatalogTopics, 7):               false,

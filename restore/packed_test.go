@@ -90,7 +90,7 @@ func TestPackedSeeks(t *testing.T) {
 	}
 	expired := seekRequestsAs(t, st, all, mid, "expired")
 	t.Logf("archive requests for one seek: fresh %d, compacted %d, after expiry %d", fresh, compacted, expired)
-	if fresh > 40 || compacted > 25 || expired > 27 {
-		t.Fatalf("archive requests for one seek: fresh %d (want <= 40), compacted %d (<= 25), after expiry %d (<= 27)", fresh, compacted, expired)
+	if fresh > 32 || compacted > 25 || expired > 27 {
+		t.Fatalf("archive requests for one seek: fresh %d (want <= 32), compacted %d (<= 25), after expiry %d (<= 27)", fresh, compacted, expired)
 	}
 }
