@@ -73,7 +73,6 @@ func (a *Archiver) startDueCompactions(ctx context.Context, now time.Time) {
 // fails is retried up to the commit attempts of --once and then left to
 // the next run: the records are committed in the tail either way.
 func (a *Archiver) compactOnce(ctx context.Context) {
-	pk := a.pk
 	compacted, failed := 0, 0
 	for ctx.Err() == nil {
 		now := a.opts.Now()
@@ -96,7 +95,7 @@ func (a *Archiver) compactOnce(ctx context.Context) {
 			wait = time.After(max(0, retryAt.Sub(now)))
 		}
 		select {
-		case r := <-pk.compacts:
+		case r := <-a.pk.compacts:
 			a.applyCompaction(ctx, r)
 			switch {
 			case r.lost || r.err != nil:
@@ -115,10 +114,18 @@ func (a *Archiver) compactOnce(ctx context.Context) {
 	if compacted == 0 || ctx.Err() != nil {
 		return
 	}
-	res, err := a.arch.CleanWAL(ctx, manifest.CleanOptions{Self: pk.writer, Idle: a.opts.CompactAfter + max(0, a.opts.CompactGrace), Now: a.opts.Now})
+	a.cleanWAL(ctx)
+}
+
+// cleanWAL deletes the flush objects of stopped writers whose entries are
+// all compacted or void (manifest.CleanWAL).
+func (a *Archiver) cleanWAL(ctx context.Context) {
+	res, err := a.arch.CleanWAL(ctx, manifest.CleanOptions{Self: a.pk.writer, Idle: a.opts.CompactAfter + max(0, a.opts.CompactGrace), Now: a.opts.Now})
 	if err != nil {
-		a.m.storeErrors.WithLabelValues("clean_wal").Inc()
-		a.opts.Logger.Warn("cleaning stopped archivers' flush objects failed (the next run continues)", "err", err)
+		if ctx.Err() == nil {
+			a.m.storeErrors.WithLabelValues("clean_wal").Inc()
+			a.opts.Logger.Warn("cleaning stopped archivers' flush objects failed (the next pass continues)", "err", err)
+		}
 		return
 	}
 	a.m.walDeleted.Add(float64(res.FlushObjects))
@@ -154,19 +161,7 @@ func (a *Archiver) maybeCleanWAL(ctx context.Context, now time.Time) {
 	pk.cleaning.Store(true)
 	go func() {
 		defer pk.cleaning.Store(false)
-		res, err := a.arch.CleanWAL(ctx, manifest.CleanOptions{Self: pk.writer, Idle: a.opts.CompactAfter + max(0, a.opts.CompactGrace), Now: a.opts.Now})
-		if err != nil {
-			if ctx.Err() == nil {
-				a.m.storeErrors.WithLabelValues("clean_wal").Inc()
-				a.opts.Logger.Warn("cleaning stopped archivers' flush objects failed (the next pass continues)", "err", err)
-			}
-			return
-		}
-		a.m.walDeleted.Add(float64(res.FlushObjects))
-		if res.FlushObjects > 0 || res.KeptObjects > 0 {
-			a.opts.Logger.Info("flush objects of stopped archivers cleaned", "writers", res.Writers, "deleted", res.FlushObjects,
-				"kept_until_compacted", res.KeptObjects, "tail_indexes_deleted", res.TailIndexes)
-		}
+		a.cleanWAL(ctx)
 	}()
 }
 
