@@ -336,6 +336,12 @@ func (a *Archiver) handleFetches(ctx context.Context, fetches kgo.Fetches) {
 		if len(f.Records) == 0 {
 			return
 		}
+		if a.opts.Once && ps.next >= ps.target {
+			// Past the end offset seen at start: what producers write
+			// meanwhile is the next run's. Appending it would keep the
+			// partition from ever being idle (onceDone) under load.
+			return
+		}
 		before := ps.buffered()
 		loss, err := ps.appendFetch(a, &f.FetchPartition, now)
 		a.buffered += ps.buffered() - before

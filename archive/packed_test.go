@@ -462,3 +462,39 @@ func TestPackedOnceCompacts(t *testing.T) {
 	checkExact(t, c, st, "oc")
 	noProblems(t, st)
 }
+
+// TestOnceEndsUnderLoad: --once stops at the end offsets it saw at start
+// while producers keep writing, in both layouts. In the packed layout it
+// used to go on forever, one record per flush object: records past the
+// target kept arriving, so its partitions were never idle at once.
+func TestOnceEndsUnderLoad(t *testing.T) {
+	t.Parallel()
+	for _, layout := range []string{LayoutPacked, LayoutSegments} {
+		t.Run(string(layout), func(t *testing.T) {
+			t.Parallel()
+			c := newCluster(t)
+			createTopic(t, c, "u", 2, nil)
+			p := startProducer(t, c, "u", 1)
+			time.Sleep(300 * time.Millisecond)
+			st := newStore(t)
+			o := Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Store: st, Once: true,
+				Logger: testLogger(t), WriterID: "test", Layout: layout}
+			a, err := New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			start := time.Now()
+			if err := a.Run(ctx); err != nil || ctx.Err() != nil {
+				t.Fatalf("archive --once under load: %v (ran %s)", err, time.Since(start))
+			}
+			if n, _ := keysUnder(t, st, manifest.WALPrefix, ""); n > 4 {
+				t.Errorf("%d flush objects for one --once run of 2 partitions", n)
+			}
+			p.Stop(t)
+			runOnce(t, c, st, func(o *Options) { o.Layout = layout })
+			checkExact(t, c, st, "u")
+		})
+	}
+}
