@@ -535,3 +535,34 @@ func v1Fixture(t *testing.T) (store.Store, *Archive) {
 	}
 	return st, a
 }
+
+// TestDeleteExpiredDryRunCounts: a dry run counts what the real deletion
+// deletes (it counted each commit entry twice: once with its segment and
+// again as a commit entry left below the start, which it still is).
+func TestDeleteExpiredDryRunCounts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, _ := newExpiryFixture(t)
+	_, p := openPartition(t, st)
+	if e, err := p.Expire(ctx, ExpireOptions{Retention: Retention{Age: 108 * time.Hour}, Now: time.UnixMilli(10 * dayMs)}); err != nil || e.Start != 60 {
+		t.Fatalf("expire %+v %v", e, err)
+	}
+	before := keys(t, st)
+	dry, err := p.DeleteExpired(ctx, DeleteOptions{Grace: -1, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(before, keys(t, st)) {
+		t.Fatal("a dry run deleted")
+	}
+	real, err := p.DeleteExpired(ctx, DeleteOptions{Grace: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if real.Commits != 6 || real.Segments != 6 || real.TimeKeys != 6 {
+		t.Fatalf("deletion %+v", real)
+	}
+	if dry != real {
+		t.Fatalf("dry run %+v, real %+v", dry, real)
+	}
+}
