@@ -498,3 +498,33 @@ func TestOnceEndsUnderLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestPackedRestartsCompact: an archiver restarted more often than
+// --compact-after still compacts the tail it inherits once its oldest entry
+// is that old (the age used to restart at every claim: restarts more
+// frequent than --compact-after meant nothing was ever compacted).
+func TestPackedRestartsCompact(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "r", 2, nil)
+	st := newStore(t)
+	p := startProducer(t, c, "r", 1)
+	for i := 0; i < 6; i++ {
+		stop := startArchiver(t, c, st, func(o *Options) {
+			packed(o)
+			o.Group = ""
+			o.FlushInterval = 50 * time.Millisecond
+			o.CompactAfter = 1500 * time.Millisecond
+		})
+		time.Sleep(700 * time.Millisecond)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Stop(t)
+	if _, commits := keysUnder(t, st, manifest.TopicsPrefix, "/commits/"); commits == 0 {
+		t.Fatal("six runs of 0.7 s with --compact-after 1.5 s compacted nothing")
+	}
+	runOnce(t, c, st, packed)
+	checkExact(t, c, st, "r")
+}
