@@ -20,6 +20,7 @@ func (a *Archiver) packedHousekeeping(ctx context.Context, now time.Time) {
 	pk := a.pk
 	if !a.opts.Once { // --once compacts at its end (compactOnce), its own entries included
 		a.startDueCompactions(ctx, now)
+		a.startClaimChecks(ctx, now)
 	}
 	for seq, due := range pk.deleteDue {
 		if now.Before(due) {
@@ -273,11 +274,7 @@ func (a *Archiver) applyCompaction(ctx context.Context, r compactResult) {
 			}
 			return
 		}
-		a.opts.Logger.Warn("partition claimed by another archiver meanwhile: claiming it again from the archive's end",
-			"topic", r.tp.topic, "partition", r.tp.partition)
-		if ps != nil && ps.gen == r.gen && !ps.removing {
-			a.reclaim(ctx, ps)
-		}
+		a.claimLost(ctx, ps, r.tp, r.gen)
 		return
 	case r.err != nil:
 		a.m.storeErrors.WithLabelValues("compact").Inc()
@@ -462,3 +459,86 @@ func (a *Archiver) handedResults() chan map[string]int64 {
 
 // errLost: a newer claim of the partition exists.
 var errLost = errors.New("partition claimed by another archiver")
+
+// claimCheck is a finished check of one partition's claim.
+type claimCheck struct {
+	tp   tp
+	gen  int
+	lost bool
+	err  error
+}
+
+// startClaimChecks starts the claim checks that are due (one GET each of
+// the claim after this archiver's: ReadClaim(epoch+1)), at most
+// claimCheckConcurrency at once. Only partitions that committed an entry
+// since their last check are due: an idle partition makes no request (and
+// writes nothing that a newer claim would void).
+func (a *Archiver) startClaimChecks(ctx context.Context, now time.Time) {
+	if a.opts.ClaimCheckInterval <= 0 {
+		return
+	}
+	for _, ps := range a.parts {
+		if !ps.ready || ps.epoch == 0 || ps.removing || ps.claimChecking || !ps.flushedSince || ps.claimCheckAt.IsZero() || now.Before(ps.claimCheckAt) {
+			continue
+		}
+		select {
+		case a.pk.checkSlots <- struct{}{}:
+		default:
+			return
+		}
+		ps.claimChecking, ps.flushedSince = true, false
+		log, epoch, r := ps.log, ps.epoch, claimCheck{tp: ps.tp, gen: ps.gen}
+		go func() {
+			defer func() { <-a.pk.checkSlots }()
+			_, err := log.ReadClaim(ctx, epoch+1)
+			switch {
+			case err == nil:
+				r.lost = true
+			case !errors.Is(err, store.ErrNotFound):
+				r.err = err
+			}
+			a.pk.checks <- r // buffered for every slot: never blocks
+			a.wake()
+		}()
+	}
+}
+
+// applyClaimCheck applies a finished claim check.
+func (a *Archiver) applyClaimCheck(ctx context.Context, r claimCheck) {
+	ps := a.parts[r.tp]
+	if ps == nil || ps.gen != r.gen {
+		return
+	}
+	ps.claimChecking = false
+	ps.claimCheckAt = a.opts.Now().Add(a.opts.ClaimCheckInterval)
+	switch {
+	case r.lost:
+		a.m.fenced.Inc()
+		a.claimLost(ctx, ps, r.tp, r.gen)
+	case r.err != nil:
+		a.m.storeErrors.WithLabelValues("claim_check").Inc()
+		a.opts.Logger.Warn("checking the partition's claim failed (checked again later)", "topic", r.tp.topic, "partition", r.tp.partition, "err", r.err)
+	}
+}
+
+// claimLost handles a partition another archiver claimed since this one
+// did (a standalone archiver beside a group, two groups on one archive, or
+// this one paused while the group moved the partition): what this one
+// committed since is void. It claims the partition again from what the
+// store holds; the group's next rebalance settles who keeps it.
+func (a *Archiver) claimLost(ctx context.Context, ps *partState, t tp, gen int) {
+	a.opts.Logger.Warn("partition claimed by another archiver meanwhile: claiming it again from the archive's end (archivers of one archive belong in one --group)",
+		"topic", t.topic, "partition", t.partition)
+	if ps != nil && ps.gen == gen && !ps.removing {
+		a.reclaim(ctx, ps)
+	}
+}
+
+// claimChecks is the channel of finished claim checks (nil, never ready,
+// in the segments layout).
+func (a *Archiver) claimChecks() chan claimCheck {
+	if a.pk == nil {
+		return nil
+	}
+	return a.pk.checks
+}

@@ -139,6 +139,15 @@ type Options struct {
 	// are all compacted stays readable before it is deleted (restores that
 	// planned before the compaction). 0 = 1h; negative = none.
 	CompactGrace time.Duration
+	// ClaimCheckInterval (packed layout, continuous archiver) is how often
+	// each owned partition's claim is checked: one GET of the next epoch's
+	// claim, spread over the interval. An archiver outside this one's group
+	// (a standalone run beside a group, a second group) that claims a
+	// partition is noticed within it, instead of at the next compaction
+	// only (--compact-after): until then this archiver's entries for the
+	// partition are void and its archive does not advance. 0 = 10m;
+	// negative = only at compactions.
+	ClaimCheckInterval time.Duration
 
 	// WriterID names this archiver in commit entries. "" = hostname/pid.
 	WriterID string
@@ -211,6 +220,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.CompactGrace == 0 {
 		o.CompactGrace = DefaultCompactGrace
+	}
+	if o.ClaimCheckInterval == 0 {
+		o.ClaimCheckInterval = DefaultClaimCheckInterval
 	}
 	if o.RetentionInterval <= 0 {
 		o.RetentionInterval = DefaultRetentionInterval

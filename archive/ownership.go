@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"sort"
 	"strconv"
@@ -285,6 +286,8 @@ func (a *Archiver) drainResults(ctx context.Context) {
 			a.applyCompaction(ctx, r)
 		case ends := <-a.handedResults():
 			a.applyHanded(ends)
+		case r := <-a.claimChecks():
+			a.applyClaimCheck(ctx, r)
 		default:
 			if freed {
 				// Commit slots were freed: start the commits that waited
@@ -343,6 +346,12 @@ func (a *Archiver) applyLoad(l loadResult) {
 	ps.chead, ps.ptail, ps.epoch, ps.tailBytes, ps.tailSince = l.claimed.chead, l.claimed.tail, l.claimed.epoch, 0, l.claimed.since
 	if ps.tailSince.IsZero() || ps.tailSince.After(a.opts.Now()) {
 		ps.tailSince = a.opts.Now()
+	}
+	if a.pk != nil && a.opts.ClaimCheckInterval > 0 {
+		// Spread over the interval: partitions claimed together are not
+		// checked together.
+		iv := a.opts.ClaimCheckInterval
+		ps.claimCheckAt = a.opts.Now().Add(iv/2 + rand.N(iv/2+1))
 	}
 	ps.next = ps.committedNext()
 	ps.ready = true

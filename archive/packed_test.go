@@ -528,3 +528,34 @@ func TestPackedRestartsCompact(t *testing.T) {
 	runOnce(t, c, st, packed)
 	checkExact(t, c, st, "r")
 }
+
+// TestPackedClaimCheck: an archiver outside the running one's group (here
+// a standalone --once run beside a standalone continuous archiver) claims
+// its partitions; the continuous archiver's later entries are void. Its
+// periodic claim check notices within --claim-check-interval, it claims
+// the partitions back and the archive advances again, long before the next
+// compaction (an hour here) would have told it.
+func TestPackedClaimCheck(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "cc", 2, nil)
+	st := newStore(t)
+	p := startProducer(t, c, "cc", 5)
+	stop := startArchiver(t, c, st, func(o *Options) {
+		packed(o)
+		o.FlushInterval = 50 * time.Millisecond
+		o.CompactAfter = time.Hour
+		o.ClaimCheckInterval = 300 * time.Millisecond
+	})
+	waitArchived(t, st, "cc", 100)
+	runOnce(t, c, st, packed) // claims both partitions
+	waitArchived(t, st, "cc", archivedRecords(t, st, "cc")+300)
+	p.Stop(t)
+	time.Sleep(500 * time.Millisecond)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	runOnce(t, c, st, packed)
+	checkExact(t, c, st, "cc")
+	noProblems(t, st)
+}

@@ -52,6 +52,7 @@ func archiveCommand() *cli.Command {
 				Usage: "`LAYOUT` of commits: packed (one flush object per flush for all owned partitions, compacted into segments later: store requests do not grow with partitions; format version 3), segments (per partition and flush a segment, a commit entry and a time key; format version 1), or auto: packed for a new or packed archive, segments for an archive written in segments or new under --once (only the continuous archiver compacts)"},
 			&cli.StringFlag{Name: "compact-bytes", Value: units.FormatSize(archive.DefaultCompactBytes), Usage: "with --layout packed: compact a partition's tail into one segment once it holds this `SIZE`"},
 			&cli.DurationFlag{Name: "compact-after", Value: archive.DefaultCompactAfter, Usage: "with --layout packed: compact a partition's tail at the latest this long after its oldest entry"},
+			&cli.DurationFlag{Name: "claim-check-interval", Value: archive.DefaultClaimCheckInterval, Usage: "with --layout packed: check each owned partition's claim this often (an archiver outside this --group that took it is noticed then, not at the next compaction); 0s checks only at compactions"},
 			&cli.DurationFlag{Name: "compact-grace", Value: archive.DefaultCompactGrace, Usage: "with --layout packed: delete a compacted flush object once it is this old (readers in flight); 0s deletes at once"},
 			jsonFlag(),
 		), append(retentionFlags(),
@@ -96,6 +97,9 @@ func runArchive(c *cli.Context) error {
 	}
 	if o.CompactGrace <= 0 {
 		o.CompactGrace = -1 // at once
+	}
+	if o.ClaimCheckInterval = c.Duration("claim-check-interval"); o.ClaimCheckInterval <= 0 {
+		o.ClaimCheckInterval = -1 // at compactions only
 	}
 	if o.Topics, err = selection(c); err != nil {
 		return err
