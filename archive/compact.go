@@ -265,9 +265,9 @@ func (a *Archiver) applyCompaction(ctx context.Context, r compactResult) {
 		// this one committed since is void. Claim it again from what the
 		// store holds; the group's next rebalance settles who keeps it.
 		a.m.fenced.Inc()
-		if a.opts.Once {
-			// The run has archived its range: leave the partition to the
-			// other archiver.
+		if a.opts.Once || ps != nil && ps.gen == r.gen && ps.removing {
+			// The run has archived its range (or the partition is being
+			// released): leave the partition to the other archiver.
 			a.opts.Logger.Warn("partition claimed by another archiver meanwhile: not compacting it", "topic", r.tp.topic, "partition", r.tp.partition)
 			if ps != nil && ps.gen == r.gen {
 				ps.lostOnce = true
@@ -459,6 +459,36 @@ func (a *Archiver) handedResults() chan map[string]int64 {
 
 // errLost: a newer claim of the partition exists.
 var errLost = errors.New("partition claimed by another archiver")
+
+// compactOrphan compacts the tail of a partition whose topic was deleted
+// (or re-created), whatever its age: no archiver will own that incarnation
+// again, so nobody else would, and flush objects holding its entries would
+// stay forever, beyond retention. It reports true once the partition can
+// be released: its tail is compacted, or another archiver claimed it, or
+// compactions failed orphanCompactAttempts times (then the tail stays as
+// it is, readable, and a warning says so).
+func (a *Archiver) compactOrphan(ctx context.Context, ps *partState) bool {
+	switch {
+	case ps.ptail.Empty() || ps.lostOnce:
+		return true
+	case ps.compactFailures >= orphanCompactAttempts:
+		a.opts.Logger.Warn("the deleted topic's uncompacted tail stays in flush objects (compaction kept failing)",
+			"topic", ps.tp.topic, "partition", ps.tp.partition, "attempts", ps.compactFailures)
+		return true
+	case ps.compacting || a.opts.Now().Before(ps.compactRetryAt):
+		return false
+	}
+	select {
+	case a.pk.cslots <- struct{}{}:
+		ps.compacting = true
+		a.startCompaction(ctx, ps)
+	default:
+	}
+	return false
+}
+
+// orphanCompactAttempts bounds the compactions of a deleted topic's tail.
+const orphanCompactAttempts = 5
 
 // claimCheck is a finished check of one partition's claim.
 type claimCheck struct {

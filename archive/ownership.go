@@ -173,6 +173,9 @@ func (a *Archiver) stopPartition(ctx context.Context, ps *partState) {
 	}
 	a.kick(ctx, ps)
 	if ps.idle() {
+		if a.packed() && !ps.ptail.Empty() && a.topicGone(ps) && !a.compactOrphan(ctx, ps) {
+			return // its tail is being compacted
+		}
 		delete(a.parts, ps.tp)
 		a.m.partitionReleased(ps.tp.topic, ps.tp.partition)
 		if a.packed() {
@@ -183,6 +186,13 @@ func (a *Archiver) stopPartition(ctx context.Context, ps *partState) {
 			a.opts.Logger.Info("stopped archiving topic", "topic", ps.tp.topic)
 		}
 	}
+}
+
+// topicGone reports whether ps's topic incarnation was deleted (or the
+// topic re-created with a new id).
+func (a *Archiver) topicGone(ps *partState) bool {
+	ti, ok := a.topics[ps.tp.topic]
+	return !ok || ti.id != ps.id
 }
 
 // ensureTopic writes a topic incarnation's marker once per process.

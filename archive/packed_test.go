@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/manifest"
@@ -557,5 +558,67 @@ func TestPackedClaimCheck(t *testing.T) {
 	}
 	runOnce(t, c, st, packed)
 	checkExact(t, c, st, "cc")
+	noProblems(t, st)
+}
+
+// TestPackedDeletedTopicCompacted: a deleted topic's uncompacted tail is
+// compacted when its partitions are released, whatever its age: no archiver
+// will own that incarnation again, and flush objects holding its entries
+// would otherwise stay forever, beyond retention.
+func TestPackedDeletedTopicCompacted(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "gone", 3, nil)
+	createTopic(t, c, "stays", 1, nil)
+	cl := newClient(t, c, kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	for i := 0; i < 60; i++ {
+		produce(t, cl, &kgo.Record{Topic: "gone", Value: []byte(strconv.Itoa(i))})
+	}
+	produce(t, cl, &kgo.Record{Topic: "stays", Value: []byte("s")})
+	st := newStore(t)
+	stop := startArchiver(t, c, st, func(o *Options) {
+		packed(o)
+		o.FlushInterval = 50 * time.Millisecond
+		o.CompactAfter, o.CompactGrace = time.Hour, -1
+	})
+	waitArchived(t, st, "gone", 60)
+	waitArchived(t, st, "stays", 1)
+	if _, commits := keysUnder(t, st, manifest.TopicsPrefix, "/commits/"); commits != 0 {
+		t.Fatalf("%d compacted commits before the deletion", commits)
+	}
+	want := readCommitted(t, c, "gone")
+	if _, err := kadm.NewClient(cl).DeleteTopics(context.Background(), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, gone := keysUnder(t, st, manifest.TopicsPrefix+"gone/", "/commits/")
+		if gone == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the deleted topic's 3 partitions compacted", gone)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The deleted topic's records, compacted, are what the log held; the
+	// other topic's tail is not due and stays.
+	got, _ := readArchive(t, st, "gone")
+	for p, recs := range want {
+		if len(got[p]) != len(recs) {
+			t.Fatalf("partition %d: %d records archived, the log had %d", p, len(got[p]), len(recs))
+		}
+		for i := range recs {
+			if string(got[p][i].Value) != string(recs[i].Value) || got[p][i].Offset != recs[i].Offset {
+				t.Fatalf("partition %d record %d: %+v, want %+v", p, i, got[p][i], recs[i])
+			}
+		}
+	}
+	if _, stays := keysUnder(t, st, manifest.TopicsPrefix+"stays/", "/commits/"); stays != 0 {
+		t.Fatalf("the remaining topic's fresh tail was compacted (%d commits)", stays)
+	}
 	noProblems(t, st)
 }

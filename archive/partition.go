@@ -76,7 +76,7 @@ type partState struct {
 
 	compactFailures int       // consecutive failed compactions
 	compactRetryAt  time.Time // no compaction before (backoff after a failure)
-	lostOnce        bool      // Once: another archiver claimed it while compacting
+	lostOnce        bool      // Once or removing: another archiver claimed it while compacting
 	claimCheckAt    time.Time // the next claim check (packed, continuous)
 	claimChecking   bool
 	flushedSince    bool // an entry was committed since the last claim check (idle partitions are not checked)
