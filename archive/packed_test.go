@@ -425,10 +425,33 @@ func TestPackedOnceCompacts(t *testing.T) {
 	}
 	// A: fresh tails, nothing due.
 	step("run A", 0, 0, 1)
+	// Expiry does not touch a tail, and says so.
+	tailOnly := func() int {
+		res, err := Expire(context.Background(), openArchive(t, st), ExpireOptions{Policy: RetentionPolicy{Age: time.Millisecond}, Grace: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, p := range res.Partitions {
+			if p.Expiry.Expired() || p.Err != nil {
+				t.Fatalf("expiry of a tail: %+v", p)
+			}
+			if p.Expiry.TailOnly {
+				n++
+			}
+		}
+		return n
+	}
+	if n := tailOnly(); n != 3 {
+		t.Fatalf("%d partitions reported as tail only, want 3", n)
+	}
 	// B, 2 h later: A's entries are due; each partition's whole tail (A's
 	// and B's entries) becomes one segment; A's flush object (a stopped
 	// writer's, all compacted, idle beyond --compact-after + grace) goes.
 	step("run B", 2*time.Hour, 3, 1)
+	if n := tailOnly(); n != 0 {
+		t.Fatalf("%d partitions reported as tail only after their compaction", n)
+	}
 	for p, end := range compactedEnds() {
 		if end != 19 {
 			t.Fatalf("partition %d compacted through %d, want 19 (the whole tail)", p, end)

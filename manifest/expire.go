@@ -65,6 +65,10 @@ type Expiry struct {
 	// kept all the same (the archiver resumes from it), so the partition
 	// keeps those records until a newer commit follows.
 	HeadPastRetention bool
+	// TailOnly is set when the partition (packed layout) holds records
+	// only in its uncompacted tail: expiry acts on compacted commits, so
+	// nothing of it can expire before its first compaction.
+	TailOnly bool
 }
 
 // Expired reports whether the call moved the archive start.
@@ -103,6 +107,14 @@ func (p *PartitionLog) Expire(ctx context.Context, o ExpireOptions) (Expiry, err
 	}
 	head, err := p.CompactedHead(ctx) // a tail (version 3) is never expired: only compacted commits
 	if err != nil || head == nil {
+		if err == nil && p.packed() {
+			// Say why nothing expires (a few requests, only for partitions
+			// with nothing compacted).
+			var v *tailView
+			if v, err = p.tailView(ctx, true); err == nil {
+				e.TailOnly = v.newest() != nil
+			}
+		}
 		return e, err
 	}
 	start, reason, headPast, err := p.retentionStart(ctx, o.Retention, o.Now, cur, head)

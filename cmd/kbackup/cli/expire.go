@@ -194,7 +194,7 @@ func writeExpireText(w io.Writer, dryRun bool, res *archive.ExpireResult) error 
 	if dryRun {
 		would = "would "
 	}
-	var expired, records, objects, bytes, headPast int64
+	var expired, records, objects, bytes, headPast, tailOnly int64
 	for i := range res.Partitions {
 		p := &res.Partitions[i]
 		name := partName(p)
@@ -221,6 +221,9 @@ func writeExpireText(w io.Writer, dryRun bool, res *archive.ExpireResult) error 
 		if p.Expiry.HeadPastRetention {
 			headPast++
 		}
+		if p.Expiry.TailOnly {
+			tailOnly++
+		}
 		if d := &p.Deletion; d.Pending > 0 {
 			fmt.Fprintf(w, "keep %s below offset %d until %s (grace period)\n", name, d.Pending, logrange.FormatTime(d.PendingUntil))
 		}
@@ -232,6 +235,9 @@ func writeExpireText(w io.Writer, dryRun bool, res *archive.ExpireResult) error 
 	}
 	if headPast > 0 {
 		line += fmt.Sprintf("\nexpire: %d partitions hold only records older than the retention in their newest commit, which never expires (the archiver resumes from it): they expire once a newer commit follows", headPast)
+	}
+	if tailOnly > 0 {
+		line += fmt.Sprintf("\nexpire: %d partitions hold records only in their uncompacted tail (packed layout), which expiry does not touch: they can expire once compacted (--compact-bytes or --compact-after of the archiver)", tailOnly)
 	}
 	_, err := fmt.Fprintln(w, line)
 	return err
@@ -272,6 +278,9 @@ type expirePartition struct {
 	// HeadPastRetention: every record of the newest commit is older than
 	// the age limit, and it is kept (the newest commit never expires).
 	HeadPastRetention bool `json:"head_past_retention"`
+	// TailOnly: the partition (packed layout) holds records only in its
+	// uncompacted tail, which expiry does not touch.
+	TailOnly bool `json:"tail_only"`
 	// ByThisPass is false when the archive start moved but another expiry
 	// pass running at the same time created the marker (the totals count
 	// only this pass's expiries).
@@ -302,7 +311,7 @@ func expireDocFor(storeURL string, dryRun bool, res *archive.ExpireResult) expir
 		e, d := &p.Expiry, &p.Deletion
 		dp := expirePartition{Topic: p.Topic, TopicID: p.TopicID.String(), Partition: p.Partition, Current: p.Current,
 			OldStart: e.OldStart, ArchiveStart: e.Start, Reason: e.Reason, ExpiredRecords: e.Records, ExpiredBytes: e.Bytes, ExpiredCommits: e.Commits,
-			HeadPastRetention: e.HeadPastRetention,
+			HeadPastRetention: e.HeadPastRetention, TailOnly: e.TailOnly,
 			Deleted: expireDeleted{Below: d.Below, Segments: d.Segments, Bytes: d.SegmentBytes, Commits: d.Commits, TimeKeys: d.TimeKeys,
 				Markers: d.Markers, PendingBelow: d.Pending, PendingUntilMs: d.PendingUntil}}
 		if p.Retention.Age > 0 {
