@@ -527,7 +527,7 @@ func (a *Archiver) startClaimChecks(ctx context.Context, now time.Time) {
 			case !errors.Is(err, store.ErrNotFound):
 				r.err = err
 			}
-			a.pk.checks <- r // buffered for every slot: never blocks
+			a.pk.checks <- r // the loop drains it
 			a.wake()
 		}()
 	}

@@ -123,7 +123,7 @@ func newPackedState(now time.Time) *packedState {
 	return &packedState{writer: manifest.NewWriterID(), live: map[int64]int{}, deleteDue: map[int64]time.Time{}, started: now,
 		handed: map[int64][]handedEntry{}, handedEnds: make(chan map[string]int64, 1),
 		indexPrev: -1, results: make(chan packedResult, 4), compacts: make(chan compactResult, 64),
-		cslots: make(chan struct{}, compactConcurrency), checks: make(chan claimCheck, claimCheckConcurrency), checkSlots: make(chan struct{}, claimCheckConcurrency)}
+		cslots: make(chan struct{}, compactConcurrency), checks: make(chan claimCheck, 64), checkSlots: make(chan struct{}, claimCheckConcurrency)}
 }
 
 // claimed is what claimPartition found and claimed.
