@@ -172,14 +172,19 @@ func (a *Archiver) claimPartition(ctx context.Context, ps *partState) (claimed, 
 		cl.head = newest
 		// Date the tail by its oldest anchor (an inherited tail's anchors
 		// are at most TailSparseEvery entries apart, the first one near
-		// its start): one ranged GET.
+		// its start): one ranged GET. Only a schedule depends on it: if
+		// it cannot be read, the tail counts from now (compaction reads
+		// the entries anyway, and reports what is wrong with them).
 		oldest := newest
 		if len(refs.Sparse) > 0 {
 			if oldest, err = ps.log.EntryCommit(ctx, refs.Sparse[0]); err != nil {
-				return cl, err
+				a.opts.Logger.Warn("reading the inherited tail's oldest entry failed: its age counts from now", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
+				oldest = nil
 			}
 		}
-		cl.since = time.UnixMilli(oldest.CommittedAt)
+		if oldest != nil {
+			cl.since = time.UnixMilli(oldest.CommittedAt)
+		}
 	}
 	start := int64(0)
 	if cl.head != nil {
