@@ -17,9 +17,13 @@ INTEGRATION_TIMEOUT ?= 45m
 # One package at a time: each may start a 3-broker cluster (2 cores in CI).
 INTEGRATION_P      ?= 1
 INTEGRATION_FLAGS  ?=
-# Packages with //go:build integration test files (others have nothing extra to run).
-INTEGRATION_PKGS   ?= $(shell grep -rlE --include='*_test.go' '^//go:build.*\bintegration\b' . 2>/dev/null \
-                        | xargs -r -n1 dirname | sort -u)
+# Test files with //go:build integration, their packages (others have nothing
+# extra to run) and their top-level tests. `make integration` runs only those
+# tests: the packages' unit tests are the same code (no non-test file carries
+# the tag) and `make test` runs them, with -race too.
+INTEGRATION_FILES  := $(shell grep -rlE --include='*_test.go' '^//go:build.*\bintegration\b' . 2>/dev/null)
+INTEGRATION_PKGS   ?= $(shell printf '%s\n' $(INTEGRATION_FILES) | xargs -r -n1 dirname | sort -u)
+INTEGRATION_RUN    ?= ^($(shell grep -hoE '^func Test[A-Za-z0-9_]*' $(INTEGRATION_FILES) /dev/null | cut -c6- | sort -u | paste -sd'|' -))$$
 
 export KBACKUP_CACHE KBACKUP_KAFKA_VERSIONS
 
@@ -36,7 +40,7 @@ testenv-down:
 
 integration:
 	@test -n "$(INTEGRATION_PKGS)" || { echo "integration: no integration test packages found"; exit 1; }
-	$(GO) test -race -tags integration -count=1 -p $(INTEGRATION_P) -timeout $(INTEGRATION_TIMEOUT) $(INTEGRATION_FLAGS) $(filter-out ./docs,$(INTEGRATION_PKGS))
+	$(GO) test -race -tags integration -count=1 -p $(INTEGRATION_P) -timeout $(INTEGRATION_TIMEOUT) -run '$(INTEGRATION_RUN)' $(INTEGRATION_FLAGS) $(filter-out ./docs,$(INTEGRATION_PKGS))
 	@$(MAKE) --no-print-directory integration-docs
 
 # The docs-as-tests suite (docs/TESTING.md): every marked example of README.md
