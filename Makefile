@@ -22,11 +22,16 @@ lint:
 	$(GO) vet $(PKGS)
 
 # A short run of every fuzz target (go test runs one target per invocation).
+# The targets are read from each package's test files (go list applies the
+# build constraints), not with `go test -list`, which links a test binary
+# of every package only to list them (94 s -> 53 s for FUZZTIME=2000x on 2 cores).
 fuzz:
-	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	@set -e; list=$$($(GO) list -f '{{$$d := .Dir}}{{.ImportPath}}{{range .TestGoFiles}} {{$$d}}/{{.}}{{end}}{{range .XTestGoFiles}} {{$$d}}/{{.}}{{end}}' $(PKGS)); \
+	printf '%s\n' "$$list" | while read -r pkg files; do \
+	  [ -n "$$files" ] || continue; \
+	  for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]*' $$files | cut -c6-); do \
 	    echo "== fuzz $$pkg $$f ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg </dev/null; \
 	  done; \
 	done
 

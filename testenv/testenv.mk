@@ -17,9 +17,13 @@ INTEGRATION_TIMEOUT ?= 45m
 # One package at a time: each may start a 3-broker cluster (2 cores in CI).
 INTEGRATION_P      ?= 1
 INTEGRATION_FLAGS  ?=
-# Packages with //go:build integration test files (others have nothing extra to run).
-INTEGRATION_PKGS   ?= $(shell grep -rlE --include='*_test.go' '^//go:build.*\bintegration\b' . 2>/dev/null \
-                        | xargs -r -n1 dirname | sort -u)
+# Test files with //go:build integration, their packages (others have nothing
+# extra to run) and their top-level tests. `make integration` runs only those
+# tests: the packages' unit tests are the same code (no non-test file carries
+# the tag) and `make test` runs them, with -race too.
+INTEGRATION_FILES  := $(shell grep -rlE --include='*_test.go' '^//go:build.*\bintegration\b' . 2>/dev/null)
+INTEGRATION_PKGS   ?= $(shell printf '%s\n' $(INTEGRATION_FILES) | xargs -r -n1 dirname | sort -u)
+INTEGRATION_RUN    ?= ^($(shell grep -hoE '^func Test[A-Za-z0-9_]*' $(INTEGRATION_FILES) /dev/null | cut -c6- | sort -u | paste -sd'|' -))$$
 
 export KBACKUP_CACHE KBACKUP_KAFKA_VERSIONS
 
@@ -36,7 +40,7 @@ testenv-down:
 
 integration:
 	@test -n "$(INTEGRATION_PKGS)" || { echo "integration: no integration test packages found"; exit 1; }
-	$(GO) test -race -tags integration -count=1 -p $(INTEGRATION_P) -timeout $(INTEGRATION_TIMEOUT) $(INTEGRATION_FLAGS) $(filter-out ./docs,$(INTEGRATION_PKGS))
+	$(GO) test -race -tags integration -count=1 -p $(INTEGRATION_P) -timeout $(INTEGRATION_TIMEOUT) -run '$(INTEGRATION_RUN)' $(INTEGRATION_FLAGS) $(filter-out ./docs,$(INTEGRATION_PKGS))
 	@$(MAKE) --no-print-directory integration-docs
 
 # The docs-as-tests suite (docs/TESTING.md): every marked example of README.md
@@ -46,7 +50,7 @@ DOCS_LOG ?= $(or $(TMPDIR),/tmp)/kbackup-integration-docs.log
 integration-docs:
 	@echo "go test -tags integration -run TestDocs ./docs (log: $(DOCS_LOG))"
 	@$(GO) test -race -tags integration -count=1 -timeout 30m -v -run '^TestDocs$$' $(INTEGRATION_FLAGS) ./docs > $(DOCS_LOG) 2>&1; rc=$$?; \
-	  if [ $$rc -ne 0 ]; then cat $(DOCS_LOG); else grep -E '^(--- |ok|PASS)|running .* block|docs as tests:' $(DOCS_LOG); fi; \
+	  if [ $$rc -ne 0 ]; then cat $(DOCS_LOG); else grep -E '^(--- |ok|PASS)|running .* block|docs as tests:|make test: not run again' $(DOCS_LOG); fi; \
 	  grep -E '^(ok|FAIL)\s' $(DOCS_LOG); exit $$rc
 
 # The real-cluster Kafka tests again on the 4.x line, and the operators'
