@@ -235,14 +235,23 @@ func TestArchivePacked(t *testing.T) {
 		}
 	}
 	check("after --once", 20)
+	// Nothing is compacted yet: expire says why it expires nothing.
+	out, errOut, code := runCLI(t, nil, "expire", "--store", url, "--retention", "1s", "--grace", "0s", "--log-level", "error")
+	if code != 0 || !strings.Contains(out, "0 expired") || !strings.Contains(out, "3 partitions hold records only in their uncompacted tail") {
+		t.Fatalf("expire of an uncompacted packed archive: exit %d\n%s%s", code, out, errOut)
+	}
+	out, _, code = runCLI(t, nil, "expire", "--store", url, "--retention", "1s", "--grace", "0s", "--json", "--log-level", "error")
+	if code != 0 || strings.Count(out, `"tail_only": true`) != 3 {
+		t.Fatalf("expire --json of an uncompacted packed archive: exit %d\n%s", code, out)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errb strings.Builder
+	var sout, errb strings.Builder
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"kbackup", "archive", "--layout", "packed", "--brokers", brokers, "--store", url,
 			"--flush-interval", "200ms", "--compact-after", "1s", "--compact-grace", "0s", "--log-level", "error"},
-			&out, &errb, func(string) (string, bool) { return "", false })
+			&sout, &errb, func(string) (string, bool) { return "", false })
 	}()
 	produceN(t, cl, 30)
 	time.Sleep(4 * time.Second) // flushed, compacted
