@@ -271,6 +271,13 @@ func (a *Archiver) selectedPatterns() []string { return a.opts.Topics.Patterns()
 func (a *Archiver) loop(ctx context.Context) error {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	defer func() {
+		// What was not committed is fetched again by the next run: discard
+		// the objects of segments streamed to the store.
+		for _, ps := range a.parts {
+			ps.discard()
+		}
+	}()
 	for {
 		if ctx.Err() != nil {
 			return a.shutdown()

@@ -94,6 +94,7 @@ func (a *Archiver) applyResult(ctx context.Context, r commitResult) {
 	switch {
 	case r.commit != nil:
 		ps.head = r.commit
+		ps.holdNext = false
 		ps.queue = ps.queue[1:]
 		if r.seg.body != nil {
 			r.seg.body.Release() // written: its buffers serve later segments
@@ -109,6 +110,15 @@ func (a *Archiver) applyResult(ctx context.Context, r commitResult) {
 		a.opts.Logger.Warn("another archiver committed this range first: resuming after its commit",
 			"topic", r.tp.topic, "partition", r.tp.partition, "start", r.seg.start)
 		a.resync(ctx, ps, r.newHead, r.headErr)
+	case errors.Is(r.err, manifest.ErrSegmentLost):
+		// The segment streamed to the store could not be completed: its
+		// records are fetched again from the last commit, into a segment
+		// held in memory this time (committed with the usual retries).
+		a.m.storeErrors.WithLabelValues("commit").Inc()
+		a.opts.Logger.Warn("writing a segment failed: archiving its records again", "topic", r.tp.topic, "partition", r.tp.partition,
+			"start", r.seg.start, "err", r.err)
+		ps.holdNext = true
+		a.resync(ctx, ps, ps.head, nil)
 	default:
 		ps.failures++
 		a.m.storeErrors.WithLabelValues("commit").Inc()
@@ -160,11 +170,17 @@ func (a *Archiver) committed(ps *partState, r commitResult) {
 // resync drops everything buffered for ps and resumes consuming after head.
 func (a *Archiver) resync(ctx context.Context, ps *partState, head *manifest.Commit, headErr error) {
 	ps.gen = nextGen()
-	ps.open, ps.queue, ps.failures, ps.retryAt = nil, nil, 0, time.Time{}
+	ps.discard()
+	ps.failures, ps.retryAt = 0, time.Time{}
 	if headErr != nil {
 		ps.ready = false
 		go a.loadHead(ctx, ps, ps.gen)
 		return
+	}
+	if head != nil && (ps.head == nil || head.Start != ps.head.Start) {
+		// A head found in the store: another writer's commit, or ours
+		// whose response was lost before its time-index key was written.
+		ps.needRepair = true
 	}
 	ps.head = head
 	ps.next = ps.committedNext()

@@ -93,6 +93,12 @@ type Options struct {
 	MaxBufferedBytes int64
 	// CommitConcurrency bounds concurrent segment commits. 0 = 16.
 	CommitConcurrency int
+	// HoldSegments keeps every segment in memory until it is committed. By
+	// default (segments layout) a segment of more than one block streams
+	// to a store that can stage objects (store.Stager: the local directory
+	// store) as its blocks close, so the archiver holds about one block
+	// per busy partition instead of whole segments.
+	HoldSegments bool
 	// RefreshInterval is how often topics and partitions are rediscovered.
 	// 0 = 30s.
 	RefreshInterval time.Duration

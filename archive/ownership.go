@@ -365,7 +365,7 @@ func (a *Archiver) applyLoad(l loadResult) {
 	}
 	ps.next = ps.committedNext()
 	ps.ready = true
-	ps.open, ps.queue = nil, nil
+	ps.discard()
 	a.updateHeadMetrics(ps)
 	if a.opts.Once {
 		ps.target = a.onceTargets[ps.tp]

@@ -413,7 +413,8 @@ func (a *Archiver) onceSealed() bool {
 // reclaim drops what is buffered for ps and loads (claims) it again.
 func (a *Archiver) reclaim(ctx context.Context, ps *partState) {
 	ps.gen = nextGen()
-	ps.open, ps.queue, ps.failures, ps.retryAt, ps.inflight = nil, nil, 0, time.Time{}, false
+	ps.discard()
+	ps.failures, ps.retryAt, ps.inflight = 0, time.Time{}, false
 	ps.ready, ps.epoch = false, 0
 	// Checks and compactions in flight belong to the old generation (their
 	// results are dropped); the new claim starts its own.

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/manifest"
+	"github.com/kbackup/kbackup/store"
 )
 
 // tp names a partition.
@@ -25,9 +27,10 @@ func (t tp) String() string { return t.topic + "/" + strconv.Itoa(int(t.partitio
 type sealed struct {
 	w         *manifest.SegmentWriter // until finished
 	body      *manifest.SegmentBody   // after finished
+	staged    store.Staged            // streamed (Options.HoldSegments off): its object, for discard
 	info      manifest.SegmentInfo
 	start     int64
-	size      int64     // uncompressed bytes held, for the memory bound
+	size      int64     // uncompressed bytes held in memory, for the memory bound
 	firstSeen time.Time // when its oldest record was fetched
 	firstTs   int64     // CreateTime of its first and last records, for the lag histogram
 	lastTs    int64
@@ -80,13 +83,14 @@ type partState struct {
 	claimCheckAt    time.Time // the next claim check (packed, continuous)
 	claimChecking   bool
 	flushedSince    bool // an entry was committed since the last claim check (idle partitions are not checked)
+	holdNext        bool // a streamed segment was lost: hold the next ones in memory until a commit succeeds
 }
 
 // buffered is the memory held by the partition's segments.
 func (ps *partState) buffered() int64 {
 	var n int64
 	if ps.open != nil {
-		n += int64(ps.open.Size())
+		n += int64(ps.open.Held())
 	}
 	for _, s := range ps.queue {
 		n += s.size
@@ -110,7 +114,14 @@ func (ps *partState) committedNext() int64 {
 // writer returns the open segment, starting one at next if needed.
 func (ps *partState) writer(a *Archiver, now time.Time) *manifest.SegmentWriter {
 	if ps.open == nil {
-		ps.open = manifest.NewSegmentWriter(ps.next, manifest.SegmentOptions{Codec: a.opts.codec, BlockSize: a.opts.BlockBytes})
+		opts := manifest.SegmentOptions{Codec: a.opts.codec, BlockSize: a.opts.BlockBytes}
+		if sg, ok := a.opts.Store.(store.Stager); ok && !a.opts.HoldSegments && !a.packed() && !ps.holdNext {
+			// Stream a large segment to the store as it is built instead of
+			// holding it until it is sealed.
+			prefix := ps.log.Prefix() + "segments/"
+			opts.Stage = func() (store.Staged, error) { return sg.Stage(context.Background(), prefix) }
+		}
+		ps.open = manifest.NewSegmentWriter(ps.next, opts)
 		ps.openSince = now
 		ps.openHasTs = false
 	}
@@ -122,9 +133,24 @@ func (ps *partState) seal() {
 	if ps.open == nil {
 		return
 	}
-	ps.queue = append(ps.queue, &sealed{w: ps.open, start: ps.open.Start(), size: int64(ps.open.Size()), firstSeen: ps.openSince,
+	ps.queue = append(ps.queue, &sealed{w: ps.open, staged: ps.open.Staged(), start: ps.open.Start(), size: int64(ps.open.Held()), firstSeen: ps.openSince,
 		firstTs: ps.openFirstTs, lastTs: ps.openLastTs, hasTs: ps.openHasTs})
 	ps.open = nil
+}
+
+// discard drops the open and sealed segments, discarding the objects of
+// streamed ones (an abort is a no-op for one already published, and makes
+// a commit in flight fail with manifest.ErrSegmentLost).
+func (ps *partState) discard() {
+	if ps.open != nil {
+		ps.open.Abort()
+	}
+	for _, s := range ps.queue {
+		if s.staged != nil {
+			s.staged.Abort()
+		}
+	}
+	ps.open, ps.queue = nil, nil
 }
 
 // classifyGap names why Kafka did not return offsets [from, to], given the

@@ -310,25 +310,68 @@ func (p *PartitionLog) Append(ctx context.Context, head *Commit, seg []byte, inf
 
 // AppendBody is Append of a segment held as a SegmentBody (as
 // SegmentWriter.FinishBody returns it), written without assembling it.
+//
+// A streamed body (SegmentBody.Streamed) is published under its key
+// instead; an attempt after a failed one reuses the key it was published
+// under. If its staged object is incomplete or its publishing failed, the
+// segment's bytes are gone and the error wraps ErrSegmentLost: the caller
+// must build the segment again from its records.
 func (p *PartitionLog) AppendBody(ctx context.Context, head *Commit, seg *SegmentBody, info SegmentInfo, writer string, nowMs int64) (*Commit, error) {
-	return p.appendSegment(ctx, head, seg.Reader(), seg.Size(), info, writer, nowMs)
+	if !seg.Streamed() {
+		return p.appendSegment(ctx, head, seg.Reader(), seg.Size(), info, writer, nowMs)
+	}
+	write := func(key string) error {
+		if seg.streamErr != nil {
+			seg.staged.Abort()
+			return fmt.Errorf("write segment %s: %w: %w", key, ErrSegmentLost, seg.streamErr)
+		}
+		if err := seg.staged.Publish(ctx, key, store.PutOptions{IfNotExists: true}); err != nil {
+			// The outcome may be unknown (a lost response): look.
+			if oi, serr := p.st.Stat(ctx, key); serr != nil || oi.Size != seg.size || errors.Is(err, store.ErrAborted) {
+				return fmt.Errorf("write segment %s: %w: %w", key, ErrSegmentLost, err)
+			}
+		}
+		seg.key = key
+		return nil
+	}
+	if seg.key != "" { // published by an earlier attempt
+		write = func(string) error { return nil }
+	}
+	return p.commitSegment(ctx, head, info, writer, nowMs, seg.key, write)
 }
 
+// ErrSegmentLost: a streamed segment's staged object could not be
+// completed or published, so its bytes are gone.
+var ErrSegmentLost = errors.New("the streamed segment is lost: archive its records again")
+
 func (p *PartitionLog) appendSegment(ctx context.Context, head *Commit, seg io.Reader, size int64, info SegmentInfo, writer string, nowMs int64) (*Commit, error) {
-	var nonce [8]byte
-	if _, err := rand.Read(nonce[:]); err != nil {
-		return nil, fmt.Errorf("segment nonce: %w", err)
+	return p.commitSegment(ctx, head, info, writer, nowMs, "", func(segKey string) error {
+		// The nonce makes the key ours alone: ErrExists can only mean a
+		// retried PUT whose first attempt landed.
+		err := p.st.Put(ctx, segKey, seg, size, store.PutOptions{IfNotExists: true})
+		if err != nil && !errors.Is(err, store.ErrExists) {
+			return fmt.Errorf("write segment %s: %w", segKey, err)
+		}
+		return nil
+	})
+}
+
+// commitSegment writes a segment with write under segKey (a new key with a
+// nonce if ""), then its commit entry and time-index key.
+func (p *PartitionLog) commitSegment(ctx context.Context, head *Commit, info SegmentInfo, writer string, nowMs int64, segKey string, write func(segKey string) error) (*Commit, error) {
+	if segKey == "" {
+		var nonce [8]byte
+		if _, err := rand.Read(nonce[:]); err != nil {
+			return nil, fmt.Errorf("segment nonce: %w", err)
+		}
+		segKey = SegmentKey(p.prefix, info.Start, info.End, hex.EncodeToString(nonce[:]))
 	}
-	segKey := SegmentKey(p.prefix, info.Start, info.End, hex.EncodeToString(nonce[:]))
 	c, err := Next(head, p.Topic, p.TopicID, p.Partition, segKey, info, writer, nowMs)
 	if err != nil {
 		return nil, err
 	}
-	// The nonce makes the key ours alone: ErrExists can only mean a retried
-	// PUT whose first attempt landed.
-	err = p.st.Put(ctx, segKey, seg, size, store.PutOptions{IfNotExists: true})
-	if err != nil && !errors.Is(err, store.ErrExists) {
-		return nil, fmt.Errorf("write segment %s: %w", segKey, err)
+	if err := write(segKey); err != nil {
+		return nil, err
 	}
 	body := AppendCommit(nil, c)
 	key := CommitKey(p.prefix, c.Start)

@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/s2"
+
+	"github.com/kbackup/kbackup/store"
 )
 
 // SegmentOptions tune a SegmentWriter. The zero value means zstd with 1 MiB
@@ -22,6 +24,15 @@ type SegmentOptions struct {
 	// BlockSize is the uncompressed payload size at which a block is closed.
 	// 0 means 1 MiB.
 	BlockSize int
+	// Stage, when set, streams the segment instead of holding it: when its
+	// second block starts, the writer stages an object (store.Stager) and
+	// from then on writes each closed block to it as soon as it is
+	// compressed, in order, and lets go of its memory. FinishBody writes
+	// the index and footer; the body it returns is published under its key
+	// by PartitionLog.AppendBody (Finish and SegmentBody.Bytes do not
+	// apply). A segment of one block is never staged, and if Stage fails
+	// the segment is held in memory as without it.
+	Stage func() (store.Staged, error)
 }
 
 // DefaultSegmentOptions is zstd with 1 MiB blocks.
@@ -45,6 +56,16 @@ type SegmentWriter struct {
 	pooled  [][]byte // uncompressed (CodecNone) full-size blocks, for SegmentBody.Release
 	pending sync.WaitGroup
 	rawSize int
+
+	// streaming (Stage): the staged object, the closed blocks written to
+	// it so far, its length and CRC32C so far, the raw bytes let go of, and
+	// the first write error (the segment is then lost: ErrSegmentLost).
+	stream    store.Staged
+	written   int
+	streamPos int64
+	streamCRC uint32
+	streamRaw int
+	streamErr error
 
 	// the open block
 	payload  []byte
@@ -77,9 +98,25 @@ func (w *SegmentWriter) Start() int64 { return w.start }
 // Records is the number of records appended so far.
 func (w *SegmentWriter) Records() int64 { return w.records }
 
-// Size is the uncompressed size of the records appended so far: the memory
-// the writer holds, and what segment rolling by size counts.
+// Size is the uncompressed size of the records appended so far: what
+// segment rolling by size counts.
 func (w *SegmentWriter) Size() int { return w.rawSize + len(w.payload) }
+
+// Held is the uncompressed size of the records the writer holds in memory:
+// Size less what was streamed (Stage).
+func (w *SegmentWriter) Held() int { return w.Size() - w.streamRaw }
+
+// Staged is the object the segment streams to (Stage), nil while (or if)
+// it is held in memory.
+func (w *SegmentWriter) Staged() store.Staged { return w.stream }
+
+// Abort discards a staged segment's object (Stage); the writer must not be
+// used afterwards. A writer holding the segment in memory needs no Abort.
+func (w *SegmentWriter) Abort() {
+	if w.stream != nil {
+		w.stream.Abort()
+	}
+}
 
 // Append adds r, whose offset must equal Next(). The record's byte slices
 // are copied into the block buffer.
@@ -147,6 +184,9 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	if w.cur.Records == 0 {
 		return
 	}
+	if !final && w.stream == nil && w.opts.Stage != nil && len(w.closed) == 0 {
+		w.startStream()
+	}
 	w.runMax = max(w.runMax, w.cur.MaxTimestamp)
 	w.cur.RunningMaxTimestamp = w.runMax
 	w.index.Blocks = append(w.index.Blocks, w.cur)
@@ -155,18 +195,22 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	w.rawSize += len(w.payload)
 	if w.opts.Codec != CodecNone {
 		raw, codec, full := w.payload, w.opts.Codec, w.fullBlockCap()
+		cb.done = make(chan struct{})
 		compressSlots <- struct{}{} // blocks the appender while every core compresses: backpressure
 		w.pending.Add(1)
 		go func() {
-			defer func() { <-compressSlots; w.pending.Done() }()
+			defer func() { close(cb.done); <-compressSlots; w.pending.Done() }()
 			cb.stored = compressBlock(codec, raw)
 			cb.crc = crc32c(cb.stored) // here too: off the appender
 			putBlockBuf(raw, full)     // only the stored bytes stay
 		}()
-	} else if cap(w.payload) == w.fullBlockCap() {
+	} else if w.stream == nil && cap(w.payload) == w.fullBlockCap() {
 		w.pooled = append(w.pooled, w.payload)
 	}
 	w.cur = BlockInfo{}
+	if w.stream != nil {
+		w.drain(false)
+	}
 	if final {
 		w.payload = nil
 		return
@@ -175,6 +219,89 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	// size up front instead of growing (and copying) it by doubling. The
 	// first block of a segment starts small, so idle partitions hold little.
 	w.payload = getBlockBuf(w.fullBlockCap())
+}
+
+// startStream stages the segment's object and writes its header. If
+// staging fails the segment stays in memory.
+func (w *SegmentWriter) startStream() {
+	st, err := w.opts.Stage()
+	if err != nil {
+		return
+	}
+	w.stream = st
+	w.streamPos = 0
+	w.writeStream(segmentHeader(), false, 0)
+}
+
+// segmentHeader is the segment header: magic, format version, reserved.
+func segmentHeader() []byte {
+	h := make([]byte, 0, segHeaderSize)
+	h = append(h, segMagic[:]...)
+	h = binary.LittleEndian.AppendUint16(h, objectVersion)
+	return binary.LittleEndian.AppendUint16(h, 0)
+}
+
+// appendBlockHeader appends the header of a block of records with rawLen
+// uncompressed bytes stored as stored (CRC32C crc) under codec.
+func appendBlockHeader(b []byte, codec Codec, records int64, rawLen int, stored []byte, crc uint32) []byte {
+	b = append(b, byte(codec), 0, 0, 0)
+	b = binary.LittleEndian.AppendUint32(b, uint32(records))
+	b = binary.LittleEndian.AppendUint32(b, uint32(rawLen))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(stored)))
+	return binary.LittleEndian.AppendUint32(b, crc)
+}
+
+// writeStream writes p to the staged object and adds it to the segment's
+// CRC32C: combined from pcrc when known (a large block), else computed.
+// After the first error nothing more is written.
+func (w *SegmentWriter) writeStream(p []byte, known bool, pcrc uint32) {
+	if known && len(p) >= 512<<10 {
+		w.streamCRC = crc32cCombine(w.streamCRC, pcrc, int64(len(p)))
+	} else {
+		w.streamCRC = crc32.Update(w.streamCRC, castagnoli, p)
+	}
+	w.streamPos += int64(len(p))
+	if w.streamErr != nil {
+		return
+	}
+	if _, err := w.stream.Write(p); err != nil {
+		w.streamErr = err
+	}
+}
+
+// drain writes the closed blocks not yet written, in order, as far as
+// their compression has finished (wait: all of them), and lets go of them.
+func (w *SegmentWriter) drain(wait bool) {
+	var hdr [blockHeaderSize]byte
+	for w.written < len(w.closed) {
+		cb := w.closed[w.written]
+		if cb.done != nil {
+			if wait {
+				<-cb.done
+			} else {
+				select {
+				case <-cb.done:
+				default:
+					return
+				}
+			}
+		}
+		b := cb.stored
+		if w.opts.Codec == CodecNone {
+			cb.crc = crc32c(b)
+		}
+		bl := &w.index.Blocks[w.written]
+		bl.Position = w.streamPos
+		bl.Length = int64(blockHeaderSize + len(b))
+		w.writeStream(appendBlockHeader(hdr[:0], w.opts.Codec, bl.Records, cb.rawLen, b, cb.crc), false, 0)
+		w.writeStream(b, true, cb.crc)
+		if w.opts.Codec == CodecNone {
+			putBlockBuf(b, w.fullBlockCap())
+		}
+		w.streamRaw += cb.rawLen
+		cb.stored = nil
+		w.written++
+	}
 }
 
 // grow makes room for need bytes in the open block. A segment's first block
@@ -295,7 +422,8 @@ func putScratch(b []byte) {
 type closedBlock struct {
 	rawLen int
 	stored []byte
-	crc    uint32 // CRC32C of stored
+	crc    uint32        // CRC32C of stored
+	done   chan struct{} // closed when compressed (nil: CodecNone, stored as it is)
 }
 
 // compressSlots bounds concurrent block compressions process-wide to the
@@ -342,12 +470,12 @@ func (w *SegmentWriter) FinishBody() (*SegmentBody, SegmentInfo) {
 		info.GapOffsets[g.Reason] += g.Len()
 	}
 	w.pending.Wait()
+	if w.stream != nil {
+		return w.finishStream(info)
+	}
 	// One buffer for the segment header and every block header, then the
 	// stored blocks in place, then one for the index and footer.
-	heads := make([]byte, 0, segHeaderSize+len(w.closed)*blockHeaderSize)
-	heads = append(heads, segMagic[:]...)
-	heads = binary.LittleEndian.AppendUint16(heads, objectVersion)
-	heads = binary.LittleEndian.AppendUint16(heads, 0)
+	heads := append(make([]byte, 0, segHeaderSize+len(w.closed)*blockHeaderSize), segmentHeader()...)
 	body := &SegmentBody{pieces: make([][]byte, 0, 2*len(w.closed)+2)}
 	pos := int64(segHeaderSize)
 	prev := 0
@@ -359,11 +487,7 @@ func (w *SegmentWriter) FinishBody() (*SegmentBody, SegmentInfo) {
 		bl := &w.index.Blocks[i]
 		bl.Position = pos
 		bl.Length = int64(blockHeaderSize + len(b))
-		heads = append(heads, byte(w.opts.Codec), 0, 0, 0)
-		heads = binary.LittleEndian.AppendUint32(heads, uint32(bl.Records))
-		heads = binary.LittleEndian.AppendUint32(heads, uint32(cb.rawLen))
-		heads = binary.LittleEndian.AppendUint32(heads, uint32(len(b)))
-		heads = binary.LittleEndian.AppendUint32(heads, cb.crc)
+		heads = appendBlockHeader(heads, w.opts.Codec, bl.Records, cb.rawLen, b, cb.crc)
 		body.pieces = append(body.pieces, heads[prev:len(heads):len(heads)], b)
 		prev = len(heads)
 		pos += bl.Length
@@ -395,21 +519,52 @@ func (w *SegmentWriter) FinishBody() (*SegmentBody, SegmentInfo) {
 	return body, info
 }
 
-// SegmentBody is a finished segment held as the pieces it was built from.
-// It is immutable: every Reader reads it from the start.
+// finishStream ends a streamed segment (FinishBody with Stage): the blocks
+// not yet written, then the index and footer.
+func (w *SegmentWriter) finishStream(info SegmentInfo) (*SegmentBody, SegmentInfo) {
+	w.drain(true)
+	info.IndexPosition = w.streamPos
+	tail := AppendIndex(make([]byte, 0, indexHeaderSize+8+len(w.index.Blocks)*blockEntrySize+len(w.index.Gaps)*gapEntrySize+footerSize), &w.index)
+	info.IndexLength = int64(len(tail))
+	tail = AppendFooter(tail, Footer{IndexPosition: info.IndexPosition, IndexLength: info.IndexLength})
+	w.writeStream(tail, false, 0)
+	info.Size, info.CRC32C = w.streamPos, w.streamCRC
+	body := &SegmentBody{size: w.streamPos, staged: w.stream, streamErr: w.streamErr}
+	if w.streamErr == nil && w.stream.Size() != w.streamPos {
+		body.streamErr = fmt.Errorf("staged %d bytes, want %d", w.stream.Size(), w.streamPos)
+	}
+	w.closed, w.payload = nil, nil
+	return body, info
+}
+
+// SegmentBody is a finished segment held as the pieces it was built from,
+// or, streamed (SegmentOptions.Stage), as a staged object to publish. It
+// is immutable: every Reader reads it from the start.
 type SegmentBody struct {
 	pieces    [][]byte
 	size      int64
 	pooled    [][]byte
 	pooledCap int
+
+	staged    store.Staged // streamed: the object to publish
+	streamErr error        // streamed: why the staged object is incomplete
+	key       string       // streamed: the key it was published under
 }
 
-// Release hands the body's buffers back for reuse by later segments. The
-// body and every reader of it must not be used afterwards; a body that is
-// never released is simply garbage collected.
+// Streamed reports whether the body is a staged object (SegmentOptions.Stage)
+// rather than bytes in memory: only AppendBody can write it.
+func (b *SegmentBody) Streamed() bool { return b.staged != nil }
+
+// Release hands the body's buffers back for reuse by later segments, and
+// discards a staged object that was not published. The body and every
+// reader of it must not be used afterwards; a body that is never released
+// is simply garbage collected (but a staged one leaves its object).
 func (b *SegmentBody) Release() {
 	for _, p := range b.pooled {
 		putBlockBuf(p, b.pooledCap)
+	}
+	if b.staged != nil {
+		b.staged.Abort()
 	}
 	b.pieces, b.pooled, b.size = nil, nil, 0
 }

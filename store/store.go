@@ -95,6 +95,36 @@ type Store interface {
 	String() string
 }
 
+// Stager is implemented by stores that can take an object's bytes while
+// they are produced, before its key is known, and publish them under a key
+// at the end: the archiver streams a large segment into one instead of
+// holding it in memory until it is sealed (the segment's key names its last
+// offset). It is optional; a store without it gets whole objects by Put.
+type Stager interface {
+	// Stage starts an object to be published under a key beginning with
+	// prefix (a hint: a directory store creates its temporary file there,
+	// so that publishing is a link in the same directory).
+	Stage(ctx context.Context, prefix string) (Staged, error)
+}
+
+// Staged is an object being written. Write appends to it; Publish makes
+// what was written the object at key, atomically and durably, as Put does;
+// Abort discards it. After Publish (whatever its outcome) or Abort, the
+// staged bytes are gone: a failed Publish must be redone from the data.
+// It is safe for concurrent use: Abort may be called while another
+// goroutine writes or publishes, which then fails.
+type Staged interface {
+	io.Writer
+	// Size is the number of bytes written so far.
+	Size() int64
+	Publish(ctx context.Context, key string, opts PutOptions) error
+	// Abort discards the staged bytes; it does nothing after Publish.
+	Abort()
+}
+
+// ErrAborted: a Staged was written or published after Abort.
+var ErrAborted = errors.New("staged object aborted")
+
 // Get reads the whole object at key into memory. Use it for small objects
 // (manifests, indexes, catalog captures) only.
 func Get(ctx context.Context, s Store, key string) ([]byte, error) {

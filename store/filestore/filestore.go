@@ -20,12 +20,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/kbackup/kbackup/store"
 )
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store  = (*Store)(nil)
+	_ store.Stager = (*Store)(nil)
+)
 
 // Permissions of what the store creates: archived records are private.
 const (
@@ -105,6 +109,23 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 	if err := copyExact(ctx, tmp, r, size); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
+	committed = true // publish removes the temporary file, whatever happens
+	return s.publish(ctx, tmp, final, key, opts)
+}
+
+// publish makes the temporary file tmp (written, still open) the object
+// key at path final: fsync, then link(2) (IfNotExists) or rename(2), then
+// fsync of the directory. tmp is closed and gone afterwards, whatever the
+// outcome.
+func (s *Store) publish(ctx context.Context, tmp *os.File, final, key string, opts store.PutOptions) error {
+	tmpName := tmp.Name()
+	published := false
+	defer func() {
+		if !published {
+			tmp.Close()
+			os.Remove(tmpName)
+		}
+	}()
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("put %s: sync: %w", key, err)
 	}
@@ -114,10 +135,18 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
+	dir := filepath.Dir(final)
+	if filepath.Dir(tmpName) != dir {
+		// A staged object published under another prefix than its hint:
+		// its directories may be missing.
+		if err := s.mkdirs(dir); err != nil {
+			return fmt.Errorf("put %s: %w", key, err)
+		}
+	}
 	if opts.IfNotExists {
 		err := os.Link(tmpName, final)
 		os.Remove(tmpName)
-		committed = true
+		published = true
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("put %s: %w", key, store.ErrExists)
 		}
@@ -128,7 +157,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 		if err := os.Rename(tmpName, final); err != nil {
 			return fmt.Errorf("put %s: %w", key, err)
 		}
-		committed = true
+		published = true
 	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("put %s: sync directory: %w", key, err)
@@ -333,4 +362,83 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		}
 	}
 	return nil
+}
+
+// Stage implements store.Stager: the bytes go to a temporary file in the
+// directory of prefix (named like Put's, so List never returns it), which
+// Publish fsyncs and links or renames to the key. A process killed before
+// Publish or Abort leaves the temporary file behind, as a killed Put does.
+func (s *Store) Stage(ctx context.Context, prefix string) (store.Staged, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("stage %s: %w", prefix, err)
+	}
+	dir, base := s.root, "staged"
+	if prefix != "" {
+		if err := store.ValidateKey(strings.TrimSuffix(prefix, "/")); err != nil {
+			return nil, fmt.Errorf("stage %s: %w", prefix, err)
+		}
+		p := s.path(prefix)
+		if strings.HasSuffix(prefix, "/") {
+			dir = p
+		} else {
+			dir, base = filepath.Dir(p), filepath.Base(p)
+		}
+	}
+	f, err := s.createTemp(dir, base)
+	if err != nil {
+		return nil, fmt.Errorf("stage %s: %w", prefix, err)
+	}
+	return &staged{s: s, f: f}, nil
+}
+
+// staged is a store.Staged on a temporary file.
+type staged struct {
+	s    *Store
+	mu   sync.Mutex
+	f    *os.File // nil once published or aborted
+	size int64
+	err  error // why f is nil
+}
+
+func (st *staged) Write(p []byte) (int, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.f == nil {
+		return 0, st.err
+	}
+	n, err := st.f.Write(p)
+	st.size += int64(n)
+	return n, err
+}
+
+func (st *staged) Size() int64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.size
+}
+
+func (st *staged) Publish(ctx context.Context, key string, opts store.PutOptions) error {
+	if err := store.ValidateKey(key); err != nil {
+		st.Abort()
+		return err
+	}
+	st.mu.Lock()
+	f, err := st.f, st.err
+	st.f, st.err = nil, fmt.Errorf("staged object already published as %s", key)
+	st.mu.Unlock()
+	if f == nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return st.s.publish(ctx, f, st.s.path(key), key, opts)
+}
+
+func (st *staged) Abort() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.f == nil {
+		return
+	}
+	st.f.Close()
+	os.Remove(st.f.Name())
+	st.f, st.err = nil, store.ErrAborted
 }

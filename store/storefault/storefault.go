@@ -39,7 +39,10 @@ type Store struct {
 	faults   atomic.Int64
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store  = (*Store)(nil)
+	_ store.Stager = (*Store)(nil)
+)
 
 // New wraps inner; seed makes the fault sequence reproducible.
 func New(inner store.Store, seed uint64) *Store {
@@ -166,3 +169,54 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 
 // String implements store.Store.
 func (s *Store) String() string { return "faulty(" + s.inner.String() + ")" }
+
+// Stage implements store.Stager when the inner store does (else it fails,
+// and writers hold their objects in memory). Stage and Publish are calls
+// like the others (they fail, are delayed, freeze); a write to a staged
+// object fails once the store is frozen, as a killed process's would.
+func (s *Store) Stage(ctx context.Context, prefix string) (store.Staged, error) {
+	sg, ok := s.inner.(store.Stager)
+	if !ok {
+		return nil, fmt.Errorf("stage %s: %s cannot stage objects", prefix, s.inner)
+	}
+	if _, err := s.before(ctx, "stage", prefix); err != nil {
+		return nil, err
+	}
+	st, err := sg.Stage(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	return &staged{s: s, inner: st}, nil
+}
+
+type staged struct {
+	s     *Store
+	inner store.Staged
+}
+
+func (st *staged) Write(p []byte) (int, error) {
+	if st.s.frozen.Load() {
+		return 0, fmt.Errorf("write staged object: store frozen: %w", ErrInjected)
+	}
+	return st.inner.Write(p)
+}
+
+func (st *staged) Size() int64 { return st.inner.Size() }
+
+func (st *staged) Abort() { st.inner.Abort() }
+
+func (st *staged) Publish(ctx context.Context, key string, opts store.PutOptions) error {
+	failAfter, err := st.s.before(ctx, "publish", key)
+	if err != nil {
+		st.inner.Abort()
+		return err
+	}
+	if err := st.inner.Publish(ctx, key, opts); err != nil {
+		return err
+	}
+	if failAfter {
+		st.s.faults.Add(1)
+		return fmt.Errorf("publish %s: response lost: %w", key, ErrInjected)
+	}
+	return nil
+}

@@ -65,6 +65,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store, opts ...Option) 
 		{"NestedKeys", testNestedKeys},
 		{"Canceled", testCanceled},
 		{"AtomicOverwrite", testAtomicOverwrite},
+		{"Staged", testStaged},
 	}
 	if c.largeSize > 0 {
 		size := c.largeSize
@@ -269,5 +270,110 @@ func testReaderError(t *testing.T, s store.Store, p string) {
 	}
 	if _, err := s.Stat(t.Context(), key); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("after failed Put, Stat err = %v, want ErrNotFound", err)
+	}
+}
+
+// stagedKeys returns every key under p.
+func stagedKeys(t *testing.T, s store.Store, p string) []string {
+	t.Helper()
+	var keys []string
+	for _, e := range listAll(t, s, store.ListOptions{Prefix: p}) {
+		keys = append(keys, e.Key)
+	}
+	return keys
+}
+
+// testStaged: a store.Stager publishes exactly what was written, never
+// shows a staged object before Publish, keeps IfNotExists's fencing, and
+// leaves nothing after Abort. Stores without Stager skip it.
+func testStaged(t *testing.T, s store.Store, p string) {
+	sg, ok := s.(store.Stager)
+	if !ok {
+		t.Skip("the store does not implement store.Stager")
+	}
+	ctx := t.Context()
+	stage := func(prefix string) store.Staged {
+		t.Helper()
+		st, err := sg.Stage(ctx, prefix)
+		if err != nil {
+			t.Fatalf("Stage(%q): %v", prefix, err)
+		}
+		return st
+	}
+	data := randomBytes(t, 300<<10)
+	st := stage(p + "seg/")
+	for off := 0; off < len(data); off += 70 << 10 {
+		if _, err := st.Write(data[off:min(off+70<<10, len(data))]); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		if keys := stagedKeys(t, s, p); len(keys) != 0 {
+			t.Fatalf("a staged object is listed before Publish: %q", keys)
+		}
+	}
+	if st.Size() != int64(len(data)) {
+		t.Fatalf("Size = %d, want %d", st.Size(), len(data))
+	}
+	key := p + "seg/a"
+	if err := st.Publish(ctx, key, store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	if got := get(t, s, key); !bytes.Equal(got, data) {
+		t.Fatalf("published %d bytes, want the %d written", len(got), len(data))
+	}
+	if _, err := st.Write([]byte("x")); err == nil {
+		t.Error("Write after Publish succeeded")
+	}
+	if err := st.Publish(ctx, p+"seg/again", store.PutOptions{}); err == nil {
+		t.Error("a second Publish succeeded")
+	}
+	st.Abort() // a no-op after Publish
+	if got := get(t, s, key); !bytes.Equal(got, data) {
+		t.Fatal("Abort after Publish changed the object")
+	}
+
+	// IfNotExists fences: the existing object stays.
+	st = stage(p + "seg/")
+	st.Write([]byte("other"))
+	if err := st.Publish(ctx, key, store.PutOptions{IfNotExists: true}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("Publish over an existing key with IfNotExists: %v, want ErrExists", err)
+	}
+	if got := get(t, s, key); !bytes.Equal(got, data) {
+		t.Fatal("a fenced Publish changed the existing object")
+	}
+	// Without it, it overwrites; under another prefix than the hint, and
+	// empty, it works too.
+	st = stage(p + "seg/")
+	st.Write([]byte("new"))
+	if err := st.Publish(ctx, key, store.PutOptions{}); err != nil {
+		t.Fatalf("Publish overwrite: %v", err)
+	}
+	if got := get(t, s, key); string(got) != "new" {
+		t.Fatalf("overwrite published %q", got)
+	}
+	st = stage(p + "seg/")
+	if err := st.Publish(ctx, p+"elsewhere/deep/b", store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatalf("Publish elsewhere: %v", err)
+	}
+	if got := get(t, s, p+"elsewhere/deep/b"); len(got) != 0 {
+		t.Fatalf("empty staged object published as %d bytes", len(got))
+	}
+
+	// Abort leaves nothing, and the staged object is dead.
+	st = stage(p + "seg/")
+	st.Write(data)
+	st.Abort()
+	if _, err := st.Write([]byte("x")); !errors.Is(err, store.ErrAborted) {
+		t.Errorf("Write after Abort: %v, want ErrAborted", err)
+	}
+	if err := st.Publish(ctx, p+"seg/c", store.PutOptions{}); !errors.Is(err, store.ErrAborted) {
+		t.Errorf("Publish after Abort: %v, want ErrAborted", err)
+	}
+	if keys := stagedKeys(t, s, p); len(keys) != 2 {
+		t.Errorf("after Abort the keys are %q, want only the two published", keys)
+	}
+	// An invalid key is refused.
+	st = stage(p + "seg/")
+	if err := st.Publish(ctx, p+"bad key", store.PutOptions{}); err == nil {
+		t.Error("Publish under an invalid key succeeded")
 	}
 }

@@ -1,0 +1,208 @@
+package manifest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/kbackup/kbackup/store"
+)
+
+// memStaged is a store.Staged in memory that can fail its writes.
+type memStaged struct {
+	mu        sync.Mutex
+	buf       bytes.Buffer
+	failAfter int // fail every write after this many bytes (<0: never)
+	aborted   bool
+	published string
+}
+
+func (m *memStaged) Write(p []byte) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.aborted {
+		return 0, store.ErrAborted
+	}
+	if m.failAfter >= 0 && m.buf.Len()+len(p) > m.failAfter {
+		return 0, errors.New("disk full")
+	}
+	return m.buf.Write(p)
+}
+
+func (m *memStaged) Size() int64 { m.mu.Lock(); defer m.mu.Unlock(); return int64(m.buf.Len()) }
+func (m *memStaged) Abort()      { m.mu.Lock(); defer m.mu.Unlock(); m.aborted = true }
+func (m *memStaged) Publish(context.Context, string, store.PutOptions) error {
+	return errors.New("not used here")
+}
+
+// streamRecords is records of about size bytes each at offsets from base,
+// with a hole (a gap) in the middle.
+func streamRecords(base int64, n, size int) []Record {
+	recs := make([]Record, 0, n)
+	for i := range n {
+		off := base + int64(i)
+		if i > n/2 {
+			off += 5
+		}
+		recs = append(recs, Record{Offset: off, Timestamp: 1700000000000 + int64(i%17)*1000, Key: []byte(fmt.Sprint("k", i)),
+			Value: bytes.Repeat([]byte{byte(i)}, size+i%13), Headers: []Header{{Key: "h", Value: []byte{byte(i)}}}, ProducerID: -1, ProducerEpoch: -1, LeaderEpoch: 1})
+	}
+	return recs
+}
+
+func buildStreamed(t *testing.T, codec Codec, block int, recs []Record, stage func() (store.Staged, error)) (*SegmentWriter, int) {
+	t.Helper()
+	w := NewSegmentWriter(recs[0].Offset, SegmentOptions{Codec: codec, BlockSize: block, Stage: stage})
+	maxHeld := 0
+	for i := range recs {
+		if recs[i].Offset > w.Next() {
+			if err := w.AddGap(recs[i].Offset-1, GapTransaction); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Append(&recs[i]); err != nil {
+			t.Fatal(err)
+		}
+		maxHeld = max(maxHeld, w.Held())
+	}
+	return w, maxHeld
+}
+
+// TestSegmentStream: a segment streamed to a staged object (Stage) is the
+// same bytes, summary, CRC32C and index as the one held in memory, for
+// every codec and block count; the writer lets go of what it streamed; a
+// segment of one block is not staged; a failed write or stage is reported
+// as a lost segment, never as a short one.
+func TestSegmentStream(t *testing.T) {
+	t.Parallel()
+	for _, codec := range []Codec{CodecNone, CodecZstd, CodecS2} {
+		for _, n := range []int{1, 3, 40, 400} {
+			recs := streamRecords(100, n, 900)
+			held, _ := buildStreamed(t, codec, 8<<10, recs, nil)
+			want, wantInfo := held.Finish()
+			var st *memStaged
+			w, maxHeld := buildStreamed(t, codec, 8<<10, recs, func() (store.Staged, error) {
+				st = &memStaged{failAfter: -1}
+				return st, nil
+			})
+			body, info := w.FinishBody()
+			if info != wantInfo {
+				t.Fatalf("%s/%d: streamed info %+v, want %+v", codec, n, info, wantInfo)
+			}
+			if wantInfo.Blocks <= 1 {
+				if st != nil || body.Streamed() || !bytes.Equal(body.Bytes(), want) {
+					t.Fatalf("%s/%d: a one-block segment was staged", codec, n)
+				}
+				continue
+			}
+			if st == nil || !body.Streamed() || body.Size() != int64(len(want)) {
+				t.Fatalf("%s/%d: not streamed (%v) or size %d, want %d", codec, n, st == nil, body.Size(), len(want))
+			}
+			if !bytes.Equal(st.buf.Bytes(), want) {
+				t.Fatalf("%s/%d: the staged bytes differ from the segment held in memory", codec, n)
+			}
+			if _, got, err := decodeSegment(st.buf.Bytes()); err != nil || len(got) != n {
+				t.Fatalf("%s/%d: decode: %d records, %v", codec, n, len(got), err)
+			}
+			// Uncompressed: the open block and the one closing (compressed
+			// blocks wait, in order, for a slower compression: no bound
+			// that holds under any scheduling). All of it when finished.
+			if codec == CodecNone && maxHeld > 3*(8<<10) {
+				t.Errorf("%s/%d: the writer held %d bytes at most, want two blocks (8 KiB)", codec, n, maxHeld)
+			}
+			if w.Held() != 0 {
+				t.Errorf("%s/%d: the writer holds %d bytes after FinishBody", codec, n, w.Held())
+			}
+			body.Release()
+			if !st.aborted {
+				t.Errorf("%s/%d: Release of an unpublished streamed body did not abort it", codec, n)
+			}
+		}
+	}
+
+	// Failures: a write error anywhere, or an aborted stage, loses the
+	// segment: publishing it reports ErrSegmentLost and writes nothing.
+	a, st := newTestArchive(t)
+	p := a.Partition("t", TopicID{1}, 0)
+	recs := streamRecords(0, 300, 900)
+	for _, fail := range []int{0, 5, 20000, 200000} {
+		w, _ := buildStreamed(t, CodecZstd, 8<<10, recs, func() (store.Staged, error) { return &memStaged{failAfter: fail}, nil })
+		body, info := w.FinishBody()
+		if _, err := p.AppendBody(t.Context(), nil, body, info, "w", 1); !errors.Is(err, ErrSegmentLost) {
+			t.Fatalf("write failing after %d bytes: AppendBody %v, want ErrSegmentLost", fail, err)
+		}
+	}
+	w, _ := buildStreamed(t, CodecNone, 8<<10, recs[:100], func() (store.Staged, error) { return &memStaged{failAfter: -1}, nil })
+	w.Abort()
+	body, info := w.FinishBody()
+	if _, err := p.AppendBody(t.Context(), nil, body, info, "w", 1); !errors.Is(err, ErrSegmentLost) {
+		t.Fatalf("aborted: AppendBody %v, want ErrSegmentLost", err)
+	}
+	if h, err := p.Head(t.Context()); err != nil || h != nil {
+		t.Fatalf("after lost segments the head is %+v, %v: want none", h, err)
+	}
+	// Stage failing: held in memory, committed as usual.
+	w, _ = buildStreamed(t, CodecZstd, 8<<10, recs, func() (store.Staged, error) { return nil, errors.New("too many open files") })
+	body, info = w.FinishBody()
+	if body.Streamed() {
+		t.Fatal("streamed although Stage failed")
+	}
+	if _, err := p.AppendBody(t.Context(), nil, body, info, "w", 1); err != nil {
+		t.Fatal(err)
+	}
+	_ = st
+}
+
+// TestSegmentStreamPublish: a streamed segment goes through a real store's
+// Stager into the partition log, and an AppendBody retried after its
+// commit entry failed reuses the published segment.
+func TestSegmentStreamPublish(t *testing.T) {
+	t.Parallel()
+	a, st := newTestArchive(t)
+	if err := a.EnsureTopic(t.Context(), "t", TopicID{1}, 1); err != nil {
+		t.Fatal(err)
+	}
+	p := a.Partition("t", TopicID{1}, 0)
+	sg := st.(store.Stager)
+	recs := streamRecords(0, 200, 700)
+	w, _ := buildStreamed(t, CodecS2, 16<<10, recs, func() (store.Staged, error) { return sg.Stage(t.Context(), p.Prefix()+"segments/") })
+	body, info := w.FinishBody()
+	if !body.Streamed() {
+		t.Fatal("not streamed")
+	}
+	// A retry after a commit entry whose outcome was unknown (here: it
+	// landed, then is removed to let the retry write it again) commits
+	// the segment already published, not a second copy.
+	c, err := p.AppendBody(t.Context(), nil, body, info, "w", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Delete(t.Context(), CommitKey(p.Prefix(), c.Start)); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := p.AppendBody(t.Context(), nil, body, info, "w", 2)
+	if err != nil || c2.SegmentKey != c.SegmentKey {
+		t.Fatalf("retried AppendBody: %v, segment %q, want the published %q", err, c2.SegmentKey, c.SegmentKey)
+	}
+	var got []Record
+	if err := p.Scan(t.Context(), 0, info.End, func(it ScanItem) error {
+		if it.Record != nil {
+			got = append(got, *it.Record)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(recs) {
+		t.Fatalf("scanned %d records, want %d", len(got), len(recs))
+	}
+	for i := range recs {
+		if got[i].Offset != recs[i].Offset || !bytes.Equal(got[i].Value, recs[i].Value) || !bytes.Equal(got[i].Key, recs[i].Key) {
+			t.Fatalf("record %d differs", i)
+		}
+	}
+	verifyClean(t, a)
+}
