@@ -100,7 +100,8 @@ func BenchmarkArchiveThroughput(b *testing.B) {
 // which goes first; the metrics are over all rounds (peak RSS: the highest).
 // KBACKUP_BENCH_LARGE=1 moves 600 MB instead: the archiver's fixed costs
 // (start, catalog, first touch of its larger working set) weigh less, as in
-// a real catch-up.
+// a real catch-up. KBACKUP_BENCH_LAYOUT=packed archives in the packed
+// layout (a new archive of `archive --once` is in segments).
 func BenchmarkArchiveEfficiency(b *testing.B) {
 	c := newCluster(b)
 	createTopic(b, c, "cost", 4, nil)
@@ -112,12 +113,16 @@ func BenchmarkArchiveEfficiency(b *testing.B) {
 	brokers := c.ListenAddrs()
 	blocks := blockPayloads(b, brokers, "cost", n, DefaultBlockBytes)
 	testenv.KbackupBinary(b) // built before the first round
+	var extra []string
+	if l := os.Getenv("KBACKUP_BENCH_LAYOUT"); l != "" {
+		extra = []string{"--layout", l}
+	}
 	for _, codec := range []string{"zstd", "s2", "none"} {
 		b.Run("compression="+codec, func(b *testing.B) {
 			b.SetBytes(bytes)
 			r := costReport{codec: codec, bytes: bytes}
 			for b.Loop() {
-				one := compareCost(b, brokers, "cost", n, bytes, blocks, codec, 2)
+				one := compareCost(b, brokers, "cost", n, bytes, blocks, codec, 2, extra...)
 				r.runs += one.runs
 				r.consumer, r.archiver = r.consumer.add(one.consumer), r.archiver.add(one.archiver)
 				r.codecCPU += one.codecCPU

@@ -27,7 +27,7 @@ func (t tp) String() string { return t.topic + "/" + strconv.Itoa(int(t.partitio
 type sealed struct {
 	w         *manifest.SegmentWriter // until finished
 	body      *manifest.SegmentBody   // after finished
-	staged    store.Staged            // streamed (Options.HoldSegments off): its object, for discard
+	writer    *manifest.SegmentWriter // the writer (kept after finished), for Abort
 	info      manifest.SegmentInfo
 	start     int64
 	size      int64     // uncompressed bytes held in memory, for the memory bound
@@ -133,7 +133,7 @@ func (ps *partState) seal() {
 	if ps.open == nil {
 		return
 	}
-	ps.queue = append(ps.queue, &sealed{w: ps.open, staged: ps.open.Staged(), start: ps.open.Start(), size: int64(ps.open.Held()), firstSeen: ps.openSince,
+	ps.queue = append(ps.queue, &sealed{w: ps.open, writer: ps.open, start: ps.open.Start(), size: int64(ps.open.Held()), firstSeen: ps.openSince,
 		firstTs: ps.openFirstTs, lastTs: ps.openLastTs, hasTs: ps.openHasTs})
 	ps.open = nil
 }
@@ -146,9 +146,7 @@ func (ps *partState) discard() {
 		ps.open.Abort()
 	}
 	for _, s := range ps.queue {
-		if s.staged != nil {
-			s.staged.Abort()
-		}
+		s.writer.Abort()
 	}
 	ps.open, ps.queue = nil, nil
 }

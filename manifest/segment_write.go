@@ -9,6 +9,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/s2"
 
@@ -57,15 +58,8 @@ type SegmentWriter struct {
 	pending sync.WaitGroup
 	rawSize int
 
-	// streaming (Stage): the staged object, the closed blocks written to
-	// it so far, its length and CRC32C so far, the raw bytes let go of, and
-	// the first write error (the segment is then lost: ErrSegmentLost).
-	stream    store.Staged
-	written   int
-	streamPos int64
-	streamCRC uint32
-	streamRaw int
-	streamErr error
+	// stream writes the closed blocks to the staged object (Stage).
+	stream *streamer
 
 	// the open block
 	payload  []byte
@@ -104,17 +98,20 @@ func (w *SegmentWriter) Size() int { return w.rawSize + len(w.payload) }
 
 // Held is the uncompressed size of the records the writer holds in memory:
 // Size less what was streamed (Stage).
-func (w *SegmentWriter) Held() int { return w.Size() - w.streamRaw }
+func (w *SegmentWriter) Held() int {
+	if w.stream == nil {
+		return w.Size()
+	}
+	return w.Size() - int(w.stream.raw.Load())
+}
 
-// Staged is the object the segment streams to (Stage), nil while (or if)
-// it is held in memory.
-func (w *SegmentWriter) Staged() store.Staged { return w.stream }
-
-// Abort discards a staged segment's object (Stage); the writer must not be
-// used afterwards. A writer holding the segment in memory needs no Abort.
+// Abort discards a staged segment's object (Stage) and stops writing it;
+// FinishBody then reports the segment lost. It may be called from another
+// goroutine than the writer's (once the writer is sealed: FinishBody may
+// be running). A writer holding the segment in memory needs no Abort.
 func (w *SegmentWriter) Abort() {
 	if w.stream != nil {
-		w.stream.Abort()
+		w.stream.abort()
 	}
 }
 
@@ -190,7 +187,7 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	w.runMax = max(w.runMax, w.cur.MaxTimestamp)
 	w.cur.RunningMaxTimestamp = w.runMax
 	w.index.Blocks = append(w.index.Blocks, w.cur)
-	cb := &closedBlock{rawLen: len(w.payload), stored: w.payload}
+	cb := &closedBlock{rawLen: len(w.payload), stored: w.payload, records: w.cur.Records}
 	w.closed = append(w.closed, cb)
 	w.rawSize += len(w.payload)
 	if w.opts.Codec != CodecNone {
@@ -209,7 +206,7 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	}
 	w.cur = BlockInfo{}
 	if w.stream != nil {
-		w.drain(false)
+		w.stream.send(cb)
 	}
 	if final {
 		w.payload = nil
@@ -221,16 +218,90 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	w.payload = getBlockBuf(w.fullBlockCap())
 }
 
-// startStream stages the segment's object and writes its header. If
+// startStream stages the segment's object and starts writing it. If
 // staging fails the segment stays in memory.
 func (w *SegmentWriter) startStream() {
 	st, err := w.opts.Stage()
 	if err != nil {
 		return
 	}
-	w.stream = st
-	w.streamPos = 0
-	w.writeStream(segmentHeader(), false, 0)
+	w.stream = &streamer{st: st, codec: w.opts.Codec, full: w.fullBlockCap(),
+		blocks: make(chan *closedBlock, 2), quit: make(chan struct{}), done: make(chan struct{})}
+	go w.stream.run()
+}
+
+// streamer writes a segment's closed blocks, in order, to its staged
+// object on a goroutine of its own (the appender goes on meanwhile), and
+// lets go of each once written. The channel's small buffer bounds what
+// waits: a slow disk slows the appender down.
+type streamer struct {
+	st     store.Staged
+	codec  Codec
+	full   int // full block buffer capacity, to recycle uncompressed blocks
+	blocks chan *closedBlock
+	quit   chan struct{} // closed by abort
+	once   sync.Once
+	done   chan struct{} // closed when run returns
+	raw    atomic.Int64  // uncompressed bytes written and let go of
+	// owned by run until done
+	pos int64
+	crc uint32
+	err error // the first write error: the segment is lost
+}
+
+// send hands a closed block to the streamer (nothing after an abort).
+func (s *streamer) send(cb *closedBlock) {
+	select {
+	case s.blocks <- cb:
+	case <-s.quit:
+	}
+}
+
+func (s *streamer) abort() {
+	s.once.Do(func() {
+		s.st.Abort()
+		close(s.quit)
+	})
+}
+
+func (s *streamer) run() {
+	defer close(s.done)
+	var hdr [blockHeaderSize]byte
+	s.write(segmentHeader(), false, 0)
+	for {
+		var cb *closedBlock
+		select {
+		case b, ok := <-s.blocks:
+			if !ok {
+				return
+			}
+			cb = b
+		case <-s.quit:
+			s.err = store.ErrAborted
+			return
+		}
+		if cb.done != nil {
+			<-cb.done
+		}
+		b := cb.stored
+		if s.codec == CodecNone {
+			cb.crc = crc32c(b)
+		}
+		cb.pos, cb.length = s.pos, int64(blockHeaderSize+len(b))
+		s.write(appendBlockHeader(hdr[:0], s.codec, cb.records, cb.rawLen, b, cb.crc), false, 0)
+		s.write(b, true, cb.crc)
+		if s.codec == CodecNone {
+			putBlockBuf(b, s.full)
+		}
+		cb.stored = nil
+		s.raw.Add(int64(cb.rawLen))
+	}
+}
+
+// finish waits for every block sent to be written.
+func (s *streamer) finish() {
+	close(s.blocks)
+	<-s.done
 }
 
 // segmentHeader is the segment header: magic, format version, reserved.
@@ -251,56 +322,21 @@ func appendBlockHeader(b []byte, codec Codec, records int64, rawLen int, stored 
 	return binary.LittleEndian.AppendUint32(b, crc)
 }
 
-// writeStream writes p to the staged object and adds it to the segment's
+// write writes p to the staged object and adds it to the segment's
 // CRC32C: combined from pcrc when known (a large block), else computed.
 // After the first error nothing more is written.
-func (w *SegmentWriter) writeStream(p []byte, known bool, pcrc uint32) {
+func (s *streamer) write(p []byte, known bool, pcrc uint32) {
 	if known && len(p) >= 512<<10 {
-		w.streamCRC = crc32cCombine(w.streamCRC, pcrc, int64(len(p)))
+		s.crc = crc32cCombine(s.crc, pcrc, int64(len(p)))
 	} else {
-		w.streamCRC = crc32.Update(w.streamCRC, castagnoli, p)
+		s.crc = crc32.Update(s.crc, castagnoli, p)
 	}
-	w.streamPos += int64(len(p))
-	if w.streamErr != nil {
+	s.pos += int64(len(p))
+	if s.err != nil {
 		return
 	}
-	if _, err := w.stream.Write(p); err != nil {
-		w.streamErr = err
-	}
-}
-
-// drain writes the closed blocks not yet written, in order, as far as
-// their compression has finished (wait: all of them), and lets go of them.
-func (w *SegmentWriter) drain(wait bool) {
-	var hdr [blockHeaderSize]byte
-	for w.written < len(w.closed) {
-		cb := w.closed[w.written]
-		if cb.done != nil {
-			if wait {
-				<-cb.done
-			} else {
-				select {
-				case <-cb.done:
-				default:
-					return
-				}
-			}
-		}
-		b := cb.stored
-		if w.opts.Codec == CodecNone {
-			cb.crc = crc32c(b)
-		}
-		bl := &w.index.Blocks[w.written]
-		bl.Position = w.streamPos
-		bl.Length = int64(blockHeaderSize + len(b))
-		w.writeStream(appendBlockHeader(hdr[:0], w.opts.Codec, bl.Records, cb.rawLen, b, cb.crc), false, 0)
-		w.writeStream(b, true, cb.crc)
-		if w.opts.Codec == CodecNone {
-			putBlockBuf(b, w.fullBlockCap())
-		}
-		w.streamRaw += cb.rawLen
-		cb.stored = nil
-		w.written++
+	if _, err := s.st.Write(p); err != nil {
+		s.err = err
 	}
 }
 
@@ -424,6 +460,10 @@ type closedBlock struct {
 	stored []byte
 	crc    uint32        // CRC32C of stored
 	done   chan struct{} // closed when compressed (nil: CodecNone, stored as it is)
+	// streamed (Stage): the block's records, and its place in the segment
+	// once written
+	records     int64
+	pos, length int64
 }
 
 // compressSlots bounds concurrent block compressions process-wide to the
@@ -522,16 +562,20 @@ func (w *SegmentWriter) FinishBody() (*SegmentBody, SegmentInfo) {
 // finishStream ends a streamed segment (FinishBody with Stage): the blocks
 // not yet written, then the index and footer.
 func (w *SegmentWriter) finishStream(info SegmentInfo) (*SegmentBody, SegmentInfo) {
-	w.drain(true)
-	info.IndexPosition = w.streamPos
+	s := w.stream
+	s.finish()
+	for i, cb := range w.closed {
+		w.index.Blocks[i].Position, w.index.Blocks[i].Length = cb.pos, cb.length
+	}
+	info.IndexPosition = s.pos
 	tail := AppendIndex(make([]byte, 0, indexHeaderSize+8+len(w.index.Blocks)*blockEntrySize+len(w.index.Gaps)*gapEntrySize+footerSize), &w.index)
 	info.IndexLength = int64(len(tail))
 	tail = AppendFooter(tail, Footer{IndexPosition: info.IndexPosition, IndexLength: info.IndexLength})
-	w.writeStream(tail, false, 0)
-	info.Size, info.CRC32C = w.streamPos, w.streamCRC
-	body := &SegmentBody{size: w.streamPos, staged: w.stream, streamErr: w.streamErr}
-	if w.streamErr == nil && w.stream.Size() != w.streamPos {
-		body.streamErr = fmt.Errorf("staged %d bytes, want %d", w.stream.Size(), w.streamPos)
+	s.write(tail, false, 0)
+	info.Size, info.CRC32C = s.pos, s.crc
+	body := &SegmentBody{size: s.pos, staged: s.st, streamErr: s.err}
+	if s.err == nil && s.st.Size() != s.pos {
+		body.streamErr = fmt.Errorf("staged %d bytes, want %d", s.st.Size(), s.pos)
 	}
 	w.closed, w.payload = nil, nil
 	return body, info

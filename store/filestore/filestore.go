@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/kbackup/kbackup/store"
 )
@@ -41,8 +42,14 @@ const (
 // Store is a store.Store on a local directory. It is safe for concurrent
 // use, also by several processes on the same directory.
 type Store struct {
-	root string
+	root  string
+	swept sync.Map // directories whose stale temporary files were removed (Stage)
 }
+
+// staleTemp is the age from which a temporary file is a dead process's
+// leftover: a live Put or staged object is written within seconds (a
+// segment rolls at the flush interval).
+const staleTemp = time.Hour
 
 // New opens the store rooted at the absolute directory root. root is
 // created if missing, but its parent must exist (a typo does not grow a
@@ -367,7 +374,9 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // Stage implements store.Stager: the bytes go to a temporary file in the
 // directory of prefix (named like Put's, so List never returns it), which
 // Publish fsyncs and links or renames to the key. A process killed before
-// Publish or Abort leaves the temporary file behind, as a killed Put does.
+// Publish or Abort leaves the temporary file behind, as a killed Put does:
+// the first Stage in a directory by a process removes the temporary files
+// there older than an hour.
 func (s *Store) Stage(ctx context.Context, prefix string) (store.Staged, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("stage %s: %w", prefix, err)
@@ -388,7 +397,28 @@ func (s *Store) Stage(ctx context.Context, prefix string) (store.Staged, error) 
 	if err != nil {
 		return nil, fmt.Errorf("stage %s: %w", prefix, err)
 	}
+	if _, done := s.swept.LoadOrStore(dir, true); !done {
+		sweepTemps(dir, time.Now().Add(-staleTemp))
+	}
 	return &staged{s: s, f: f}, nil
+}
+
+// sweepTemps removes the temporary files in dir last written before
+// cutoff: what killed processes left (a staged segment, a Put), which no
+// reader sees but which take space. Best effort.
+func sweepTemps(dir string, cutoff time.Time) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.Contains(e.Name(), tmpMark) || e.IsDir() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.ModTime().Before(cutoff) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // staged is a store.Staged on a temporary file.

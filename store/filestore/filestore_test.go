@@ -3,10 +3,12 @@ package filestore_test
 import (
 	"bytes"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/filestore"
@@ -173,4 +175,43 @@ func FuzzValidateKey(f *testing.F) {
 			t.Fatalf("List(prefix %q) found=%v err=%v", key, found, err)
 		}
 	})
+}
+
+// TestStageSweepsStaleTemps: the first Stage in a directory removes the
+// temporary files a killed process left there an hour or more ago, and
+// keeps younger ones (a live writer's) and every key.
+func TestStageSweepsStaleTemps(t *testing.T) {
+	s, err := filestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := s.Put(ctx, "p/segments/a", strings.NewReader("x"), 1, store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(s.Root(), "p", "segments")
+	old, young := filepath.Join(dir, "staged~1.tmp"), filepath.Join(dir, "b~2.tmp")
+	for _, f := range []string{old, young} {
+		if err := os.WriteFile(f, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(old, past, past); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Stage(ctx, "p/segments/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Abort()
+	if _, err := os.Stat(old); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the stale temporary file is still there: %v", err)
+	}
+	if _, err := os.Stat(young); err != nil {
+		t.Errorf("a young temporary file was removed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a")); err != nil {
+		t.Errorf("a key was removed: %v", err)
+	}
 }
