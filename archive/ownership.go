@@ -139,7 +139,7 @@ func (a *Archiver) reconcile(ctx context.Context) {
 		if a.parts[k] != nil {
 			continue
 		}
-		if purge[k.topic] && a.holdsTopic(k.topic) {
+		if purge[k.topic] && a.holdsOther(k.topic, ti.id) {
 			continue // the old incarnation is still flushing
 		}
 		if !a.holdsTopic(k.topic) || started[k.topic] != nil {
@@ -177,6 +177,17 @@ func (a *Archiver) revokedListed(want map[tp]topicInfo) bool {
 			continue
 		}
 		if ti, ok := a.topics[k.topic]; ok && ti.id == ps.id {
+			return true
+		}
+	}
+	return false
+}
+
+// holdsOther reports whether a partition of another incarnation of topic
+// than id is still held (not the new incarnation's, started just before).
+func (a *Archiver) holdsOther(topic string, id manifest.TopicID) bool {
+	for k, ps := range a.parts {
+		if k.topic == topic && ps.id != id {
 			return true
 		}
 	}

@@ -1,12 +1,15 @@
 package archive
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -698,4 +701,69 @@ func TestPackedDeletedTopicCompactedGroup(t *testing.T) {
 		}
 	}
 	noProblems(t, st)
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRecreatedTopicStartsEveryPartition: when a topic is deleted and
+// re-created under the same name, the new incarnation's partitions start
+// together once the old incarnation's are released, and the "archiving
+// topic" line names them all (a started new partition was taken for an old
+// one still flushing: the others started a reconcile later, unlogged).
+func TestRecreatedTopicStartsEveryPartition(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "re", 3, nil)
+	cl := newClient(t, c, kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	for i := 0; i < 30; i++ {
+		produce(t, cl, &kgo.Record{Topic: "re", Value: []byte(strconv.Itoa(i))})
+	}
+	st := newStore(t)
+	var logs lockedBuffer
+	stop := startArchiver(t, c, st, func(o *Options) {
+		packed(o)
+		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+		o.FlushInterval = 50 * time.Millisecond
+		o.CompactAfter, o.CompactGrace = time.Hour, -1
+	})
+	waitArchived(t, st, "re", 30)
+	if _, err := kadm.NewClient(cl).DeleteTopics(context.Background(), "re"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	createTopic(t, c, "re", 3, nil)
+	cl2 := newClient(t, c, kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	for i := 0; i < 30; i++ {
+		produce(t, cl2, &kgo.Record{Topic: "re", Value: []byte("new" + strconv.Itoa(i))})
+	}
+	waitIncarnations(t, st, "re", 2)
+	waitArchived(t, st, "re", 30)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"archiving topic"`) {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 2 || !strings.Contains(lines[1], `"partitions":"[0 1 2]"`) {
+		t.Fatalf("archiving topic lines, want the new incarnation's with every partition:\n%s", strings.Join(lines, "\n"))
+	}
 }
