@@ -767,3 +767,54 @@ func TestRecreatedTopicStartsEveryPartition(t *testing.T) {
 		t.Fatalf("archiving topic lines, want the new incarnation's with every partition:\n%s", strings.Join(lines, "\n"))
 	}
 }
+
+// TestPackedDeletedTopicLostClaimIsLoud: an archiver outside the group (a
+// standalone --once) claims a partition, the owner keeps committing void
+// entries until it notices, and the topic is deleted before it does: the
+// records committed since that claim cannot be fetched again and are lost.
+// That loss must not be silent: the owner logs it at error level.
+func TestPackedDeletedTopicLostClaimIsLoud(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "doomed", 1, nil)
+	cl := newClient(t, c)
+	for i := 0; i < 10; i++ {
+		produce(t, cl, &kgo.Record{Topic: "doomed", Value: []byte(strconv.Itoa(i))})
+	}
+	st := newStore(t)
+	var logs lockedBuffer
+	stop := startArchiver(t, c, st, func(o *Options) {
+		packed(o)
+		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+		o.FlushInterval = 50 * time.Millisecond
+		o.CompactAfter, o.CompactGrace = time.Hour, -1
+		o.ClaimCheckInterval = -1 // notices the outside claim only at compaction
+	})
+	waitArchived(t, st, "doomed", 10)
+	runOnce(t, c, st, func(o *Options) { packed(o); o.WriterID = "outside" })
+	for i := 10; i < 20; i++ {
+		produce(t, cl, &kgo.Record{Topic: "doomed", Value: []byte(strconv.Itoa(i))})
+	}
+	time.Sleep(time.Second) // the owner commits them, void
+	if _, err := kadm.NewClient(cl).DeleteTopics(context.Background(), "doomed"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(logs.String(), `"msg":"partition released"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("partition not released:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := readArchive(t, st, "doomed")
+	t.Logf("archived %d of 20 records of the deleted topic", len(got[0]))
+	if len(got[0]) == 20 {
+		return // nothing lost (not this bug's path)
+	}
+	if !strings.Contains(logs.String(), `"level":"ERROR"`) {
+		t.Fatalf("%d of 20 records of the deleted topic archived, and no error logged:\n%s", len(got[0]), logs.String())
+	}
+}
