@@ -46,7 +46,8 @@ type Archiver struct {
 	lastRefresh    time.Time
 	lastCatalog    time.Time
 	catalogDue     bool
-	catalogRunning atomic.Bool // a capture goroutine is running
+	catalogRunning atomic.Bool    // a capture goroutine is running
+	catalogWG      sync.WaitGroup // Run waits for it before returning
 	lastExpiry     time.Time
 	expiryRunning  atomic.Bool       // an expiry pass is running
 	expiries       chan ExpireResult // finished expiry passes, for the loop
@@ -253,6 +254,9 @@ func (a *Archiver) Run(ctx context.Context) error {
 		"topics", len(a.topics), "writer", a.writerID)
 
 	err = a.loop(ctx)
+	// A catalog capture in flight (off the loop) ends before Run returns:
+	// nothing writes to the store afterwards.
+	a.catalogWG.Wait()
 	if err == nil && a.opts.Once && a.packed() && ctx.Err() == nil {
 		a.compactOnce(ctx)
 	}
@@ -424,7 +428,9 @@ func (a *Archiver) housekeeping(ctx context.Context) {
 		// Off the loop: listing many groups' offsets must not delay fetching
 		// and commits (archive lag).
 		a.lastCatalog, a.catalogDue = now, false
+		a.catalogWG.Add(1)
 		go func() {
+			defer a.catalogWG.Done()
 			defer a.catalogRunning.Store(false)
 			cctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()

@@ -271,6 +271,7 @@ func (a *Archiver) applyCompaction(ctx context.Context, r compactResult) {
 			a.opts.Logger.Warn("partition claimed by another archiver meanwhile: not compacting it", "topic", r.tp.topic, "partition", r.tp.partition)
 			if ps != nil && ps.gen == r.gen {
 				ps.lostOnce = true
+				a.lostDeleted(ps)
 			}
 			return
 		}
@@ -557,11 +558,27 @@ func (a *Archiver) applyClaimCheck(ctx context.Context, r claimCheck) {
 // committed since is void. It claims the partition again from what the
 // store holds; the group's next rebalance settles who keeps it.
 func (a *Archiver) claimLost(ctx context.Context, ps *partState, t tp, gen int) {
+	if ps != nil && ps.gen == gen && ps.removing {
+		a.lostDeleted(ps)
+	}
 	a.opts.Logger.Warn("partition claimed by another archiver meanwhile: claiming it again from the archive's end (archivers of one archive belong in one --group)",
 		"topic", t.topic, "partition", t.partition)
 	if ps != nil && ps.gen == gen && !ps.removing {
 		a.reclaim(ctx, ps)
 	}
+}
+
+// lostDeleted reports, at error level, a partition of a deleted topic
+// that another archiver claimed before this one released it: what this one
+// committed since that claim is void, and the records cannot be fetched
+// again. Known loss (no gap records it): make it loud.
+func (a *Archiver) lostDeleted(ps *partState) {
+	if a.opts.Once || !a.topicGone(ps) {
+		return
+	}
+	a.opts.Logger.Error("deleted topic's partition was claimed by another archiver before this one released it: "+
+		"any records this archiver committed since that claim are lost (compare kbackup ls of the incarnation with archived_to)",
+		"topic", ps.tp.topic, "topic_id", ps.id.String(), "partition", ps.tp.partition, "archived_to", ps.committedNext())
 }
 
 // claimChecks is the channel of finished claim checks (nil, never ready,

@@ -3,9 +3,11 @@ package archive
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -383,5 +385,50 @@ func TestGroupFindsNewTopics(t *testing.T) {
 	waitArchived(t, st, "late", 10)
 	if err := stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// slowCatalogStore delays catalog writes and notes any that lands after
+// the archiver's Run returned.
+type slowCatalogStore struct {
+	store.Store
+	started chan struct{}
+	once    sync.Once
+	stopped atomic.Bool
+	late    atomic.Int32
+}
+
+func (s *slowCatalogStore) Put(ctx context.Context, key string, r io.Reader, size int64, opts store.PutOptions) error {
+	if strings.HasPrefix(key, "catalog/") {
+		s.once.Do(func() { close(s.started) })
+		time.Sleep(300 * time.Millisecond)
+		if s.stopped.Load() {
+			s.late.Add(1)
+		}
+	}
+	return s.Store.Put(ctx, key, r, size, opts)
+}
+
+// TestRunWaitsForCatalogCapture: the continuous archiver's Run returns only
+// after a catalog capture in flight (it runs off the loop) has ended, so
+// nothing writes to the store after Run returned.
+func TestRunWaitsForCatalogCapture(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "cat", 1, nil)
+	st := &slowCatalogStore{Store: newStore(t), started: make(chan struct{})}
+	stop := startArchiver(t, c, st, nil)
+	select {
+	case <-st.started:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no catalog capture")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	st.stopped.Store(true)
+	time.Sleep(time.Second)
+	if n := st.late.Load(); n > 0 {
+		t.Fatalf("%d catalog writes after Run returned", n)
 	}
 }

@@ -41,6 +41,14 @@ const groupSessionTimeout = 10 * time.Second
 // hold the shutdown past a Deployment's grace period.
 const leaveWait = 5 * time.Second
 
+// groupMetadataMaxAge is how often the group client refreshes metadata.
+func groupMetadataMaxAge(opts Options) time.Duration {
+	if opts.groupMetadataMaxAge > 0 {
+		return opts.groupMetadataMaxAge
+	}
+	return max(opts.RefreshInterval, 10*time.Second)
+}
+
 func startMembership(opts Options, patterns []string, lg *slog.Logger) (*membership, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &membership{log: lg, cancel: cancel, cur: map[string]map[int32]bool{}, held: map[tp]bool{}}
@@ -56,7 +64,8 @@ func startMembership(opts Options, patterns []string, lg *slog.Logger) (*members
 		// subscription at the next metadata refresh: as often as the
 		// archiver looks for topics (franz-go's default is 5 minutes, during
 		// which nobody would archive it).
-		kgo.MetadataMaxAge(max(opts.RefreshInterval, 10*time.Second)),
+		kgo.MetadataMaxAge(groupMetadataMaxAge(opts)),
+		kgo.MetadataMinAge(min(5*time.Second, groupMetadataMaxAge(opts))),
 		kgo.DisableAutoCommit(),
 		kgo.FetchMaxBytes(1024), kgo.FetchMaxPartitionBytes(1024),
 		kgo.OnPartitionsAssigned(m.assignedFn),

@@ -68,6 +68,10 @@ type Options struct {
 	// there). "" means standalone: this archiver owns every selected
 	// partition. Ignored with Once (always standalone).
 	Group string
+	// groupMetadataMaxAge overrides the group client's metadata refresh
+	// interval (tests: the group noticing a topic change before the
+	// archiver's own refresh). 0: max(RefreshInterval, 10s).
+	groupMetadataMaxAge time.Duration
 
 	// ReadUncommitted archives records of aborted and open transactions
 	// too. The zero value (false) is read_committed: aborted records are not

@@ -101,6 +101,19 @@ func (a *Archiver) owned() map[tp]topicInfo {
 // reconcile starts partitions newly owned and stops those no longer owned.
 func (a *Archiver) reconcile(ctx context.Context) {
 	want := a.owned()
+	if a.revokedListed(want) {
+		// The group's client refreshes metadata on its own schedule and
+		// may revoke a deleted topic's partitions before this archiver's
+		// refresh saw the deletion: look now, so that a deleted
+		// incarnation's tail is compacted before its partitions are
+		// released (compactOrphan) rather than handed over to nobody.
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := a.refreshTopics(rctx); err != nil {
+			a.opts.Logger.Warn("topic refresh failed", "err", err)
+		}
+		cancel()
+		want = a.owned()
+	}
 	var remove []*partState
 	for k, ps := range a.parts {
 		ti, ok := want[k]
@@ -126,7 +139,7 @@ func (a *Archiver) reconcile(ctx context.Context) {
 		if a.parts[k] != nil {
 			continue
 		}
-		if purge[k.topic] && a.holdsTopic(k.topic) {
+		if purge[k.topic] && a.holdsOther(k.topic, ti.id) {
 			continue // the old incarnation is still flushing
 		}
 		if !a.holdsTopic(k.topic) || started[k.topic] != nil {
@@ -150,6 +163,35 @@ func (a *Archiver) reconcile(ctx context.Context) {
 		}
 		a.member.report(held)
 	}
+}
+
+// revokedListed reports whether the group took a partition away (packed
+// layout, not yet stopping, holding an uncompacted tail) whose topic
+// incarnation this archiver still lists.
+func (a *Archiver) revokedListed(want map[tp]topicInfo) bool {
+	if a.member == nil || !a.packed() {
+		return false
+	}
+	for k, ps := range a.parts {
+		if _, ok := want[k]; ok || ps.removing || ps.ptail.Empty() {
+			continue
+		}
+		if ti, ok := a.topics[k.topic]; ok && ti.id == ps.id {
+			return true
+		}
+	}
+	return false
+}
+
+// holdsOther reports whether a partition of another incarnation of topic
+// than id is still held (not the new incarnation's, started just before).
+func (a *Archiver) holdsOther(topic string, id manifest.TopicID) bool {
+	for k, ps := range a.parts {
+		if k.topic == topic && ps.id != id {
+			return true
+		}
+	}
+	return false
 }
 
 // holdsTopic reports whether any partition of topic is still held.
@@ -181,7 +223,8 @@ func (a *Archiver) stopPartition(ctx context.Context, ps *partState) {
 		if a.packed() {
 			a.handOver(ps)
 		}
-		a.opts.Logger.Info("partition released", "topic", ps.tp.topic, "partition", ps.tp.partition, "archived_to", ps.committedNext())
+		a.opts.Logger.Info("partition released", "topic", ps.tp.topic, "partition", ps.tp.partition, "archived_to", ps.committedNext(),
+			"topic_deleted", a.topicGone(ps))
 		if !a.holdsTopic(ps.tp.topic) {
 			a.opts.Logger.Info("stopped archiving topic", "topic", ps.tp.topic)
 		}
