@@ -265,6 +265,9 @@ func (a *Archiver) applyCompaction(ctx context.Context, r compactResult) {
 		// this one committed since is void. Claim it again from what the
 		// store holds; the group's next rebalance settles who keeps it.
 		a.m.fenced.Inc()
+		if ps != nil && ps.gen == r.gen && a.salvageDeleted(ctx, ps) {
+			return
+		}
 		if a.opts.Once || ps != nil && ps.gen == r.gen && ps.removing {
 			// The run has archived its range (or the partition is being
 			// released): leave the partition to the other archiver.
@@ -472,6 +475,8 @@ func (a *Archiver) compactOrphan(ctx context.Context, ps *partState) bool {
 	switch {
 	case ps.ptail.Empty() || ps.lostOnce:
 		return true
+	case !ps.ready || ps.epoch == 0:
+		return false // being claimed
 	case ps.compactFailures >= orphanCompactAttempts:
 		a.opts.Logger.Warn("the deleted topic's uncompacted tail stays in flush objects (compaction kept failing)",
 			"topic", ps.tp.topic, "partition", ps.tp.partition, "attempts", ps.compactFailures)
@@ -559,6 +564,9 @@ func (a *Archiver) applyClaimCheck(ctx context.Context, r claimCheck) {
 // store holds; the group's next rebalance settles who keeps it.
 func (a *Archiver) claimLost(ctx context.Context, ps *partState, t tp, gen int) {
 	if ps != nil && ps.gen == gen && ps.removing {
+		if a.salvageDeleted(ctx, ps) {
+			return
+		}
 		a.lostDeleted(ps)
 	}
 	a.opts.Logger.Warn("partition claimed by another archiver meanwhile: claiming it again from the archive's end (archivers of one archive belong in one --group)",
@@ -567,6 +575,31 @@ func (a *Archiver) claimLost(ctx context.Context, ps *partState, t tp, gen int) 
 		a.reclaim(ctx, ps)
 	}
 }
+
+// salvageDeleted claims a deleted topic's partition again after another
+// archiver's claim voided what this one committed since: Kafka cannot
+// return those records any more, so the new claim recommits them from the
+// void entries (reclaim, manifest.Salvage) before the tail is compacted and
+// the partition released. False if that does not apply or was tried
+// salvageAttempts times.
+func (a *Archiver) salvageDeleted(ctx context.Context, ps *partState) bool {
+	if a.opts.Once || !ps.removing || !a.topicGone(ps) || ps.ptail.Empty() || ps.salvageTries >= salvageAttempts {
+		return false
+	}
+	ps.salvageTries++
+	if n := ps.ptail.Newest(); ps.salvageFrom == nil || n.End > ps.salvageFrom.End {
+		ref := *n
+		ps.salvageFrom = &ref
+	}
+	a.opts.Logger.Warn("deleted topic's partition claimed by another archiver before its release: claiming it again to recommit what this archiver committed since",
+		"topic", ps.tp.topic, "partition", ps.tp.partition, "attempt", ps.salvageTries)
+	a.reclaim(ctx, ps)
+	return true
+}
+
+// salvageAttempts bounds the reclaims of a deleted topic's partition to
+// recommit its void entries.
+const salvageAttempts = 3
 
 // lostDeleted reports, at error level, a partition of a deleted topic
 // that another archiver claimed before this one released it: what this one

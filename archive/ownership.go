@@ -214,6 +214,15 @@ func (a *Archiver) stopPartition(ctx context.Context, ps *partState) {
 		a.cl.RemoveConsumePartitions(map[string][]int32{ps.tp.topic: {ps.tp.partition}})
 	}
 	a.kick(ctx, ps)
+	if ps.salvageFrom != nil {
+		// Claimed again to recommit its void entries (salvageDeleted), a
+		// segment's worth per claim: wait for the claim and the flush, then
+		// claim it again for the next piece.
+		if ps.ready && ps.idle() {
+			a.reclaim(ctx, ps)
+		}
+		return
+	}
 	if ps.idle() {
 		if a.packed() && !ps.ptail.Empty() && a.topicGone(ps) && !a.compactOrphan(ctx, ps) {
 			return // its tail is being compacted
@@ -267,6 +276,9 @@ type loadResult struct {
 	start   *manifest.ArchiveStart
 	err     error
 	claimed claimed // packed layout
+	// salvage holds the records of the void entries after salvageFrom
+	// that the claim's chain lacks (nil: none, or they could not be read)
+	salvage *manifest.SegmentWriter
 }
 
 // loadHead reads the partition's head (and repairs its time key) off the
@@ -285,6 +297,8 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 		a.m.storeErrors.WithLabelValues("load_head").Inc()
 		a.opts.Logger.Warn("reading partition head failed, retrying", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
 	}
+	salvageFrom := ps.salvageFrom // set by the loop before this goroutine
+	var salvage *manifest.SegmentWriter
 	err := retry.Do(ctx, policy, func(ctx context.Context) error {
 		if err := a.ensureTopic(ctx, ps.tp.topic, ps.id); err != nil {
 			return err
@@ -312,8 +326,22 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 		head, start = h, st
 		return nil
 	})
+	if err == nil && salvageFrom != nil && a.packed() {
+		after := int64(-1)
+		if head != nil {
+			after = head.End
+		}
+		var serr error
+		// At most a segment at a time (memory): the next claim goes on.
+		salvage, serr = ps.log.Salvage(ctx, *salvageFrom, after, manifest.SegmentOptions{Codec: a.opts.codec, BlockSize: a.opts.BlockBytes}, a.opts.SegmentBytes)
+		if serr != nil {
+			// Kafka still has them unless the topic was deleted.
+			a.opts.Logger.Warn("reading the entries another archiver's claim voided failed: fetching their records again",
+				"topic", ps.tp.topic, "partition", ps.tp.partition, "err", serr)
+		}
+	}
 	select {
-	case a.loaded <- loadResult{tp: ps.tp, gen: gen, head: head, start: start, err: err, claimed: cl}:
+	case a.loaded <- loadResult{tp: ps.tp, gen: gen, head: head, start: start, err: err, claimed: cl, salvage: salvage}:
 		a.wake()
 	case <-ctx.Done():
 	}
@@ -409,7 +437,24 @@ func (a *Archiver) applyLoad(l loadResult) {
 	ps.next = ps.committedNext()
 	ps.ready = true
 	ps.discard()
+	if w := l.salvage; w != nil && w.Next() > ps.next {
+		// The void entries' records, recommitted under this claim by the
+		// next flush; fetching resumes after them.
+		ps.queue = append(ps.queue, &sealed{w: w, writer: w, start: w.Start(), size: int64(w.Held()), firstSeen: a.opts.Now()})
+		a.opts.Logger.Info("recommitting what this archiver committed under the claim it lost", "topic", ps.tp.topic, "partition", ps.tp.partition,
+			"from", w.Start(), "to", w.Next()-1)
+		ps.next = w.Next()
+	}
+	if from := ps.salvageFrom; from != nil && (l.salvage == nil || ps.next > from.End) {
+		ps.salvageFrom = nil // all recommitted once this is flushed, or the void entries could not be read
+		if l.salvage == nil && ps.next <= from.End {
+			a.lostDeleted(ps)
+		}
+	}
 	a.updateHeadMetrics(ps)
+	if ps.removing {
+		return // a deleted topic's partition, claimed again to recommit its void entries: nothing to fetch
+	}
 	if a.opts.Once {
 		ps.target = a.onceTargets[ps.tp]
 		// A log with no records left between our position and its end

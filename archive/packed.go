@@ -410,7 +410,9 @@ func (a *Archiver) onceSealed() bool {
 	return true
 }
 
-// reclaim drops what is buffered for ps and loads (claims) it again.
+// reclaim drops what is buffered for ps and loads (claims) it again (with
+// salvageFrom set, the new claim first recommits the void entries' records
+// from the store).
 func (a *Archiver) reclaim(ctx context.Context, ps *partState) {
 	ps.gen = nextGen()
 	ps.discard()

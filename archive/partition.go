@@ -84,6 +84,11 @@ type partState struct {
 	claimChecking   bool
 	flushedSince    bool // an entry was committed since the last claim check (idle partitions are not checked)
 	holdNext        bool // a streamed segment was lost: hold the next ones in memory until a commit succeeds
+	// salvageFrom (packed): the newest entry this archiver committed
+	// before another archiver's claim voided it; the next claim recommits
+	// the void entries' records from the store (manifest.Salvage).
+	salvageFrom  *manifest.EntryRef
+	salvageTries int // a deleted topic's partition reclaimed to salvage its void entries
 }
 
 // buffered is the memory held by the partition's segments.
