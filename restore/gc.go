@@ -1,0 +1,120 @@
+package restore
+
+import (
+	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+)
+
+// The garbage collector's pace while a restore runs (docs/PERFORMANCE.md,
+// "Restore"). A restore's heap grows from a few megabytes to its working
+// set (the lanes' read-ahead and in-flight records, bounded by the
+// options) and allocates a franz-go batch, promise and request buffers per
+// produce request on the way. At GOGC=100 the collector runs every time
+// the heap doubles: 3–5 collections per restore while the heap grows, each
+// marking the in-flight entries, and the cold restore of a process cost
+// 20–40% more CPU than a warm one. The restore's memory is bounded anyway,
+// so the collector may as well let the heap grow to that bound before it
+// runs: the heap goal is kept at about the bound while the live heap is
+// below half of it, and is GOGC=100's (twice the live heap) above. The
+// peak heap is then about max(bound, 2 × live), never above what GOGC=100
+// reaches once the working set is full.
+
+// GCBound is the heap size below which TuneGC lets a restore with options
+// o grow before the garbage collector runs: the restore's memory bound
+// (Concurrency × (ReadAhead × 1 MiB + MaxInFlightBytes), plus 16 MiB of
+// planning reads) and 16 MiB for the rest of the process.
+func GCBound(o Options) uint64 {
+	c, ra, mif := o.Concurrency, o.ReadAhead, o.MaxInFlightBytes
+	if c <= 0 {
+		c = DefaultConcurrency
+	}
+	if ra <= 0 {
+		ra = DefaultReadAhead
+	}
+	if mif <= 0 {
+		mif = DefaultMaxInFlightBytes
+	}
+	return uint64(c)*(uint64(ra)<<20+uint64(mif)) + 32<<20
+}
+
+// TuneGC paces the garbage collector for a restore with options o until
+// stop is called (see above): the kbackup restore command runs every
+// restore with it. It changes the process's GC percent (debug.SetGCPercent)
+// after every collection and puts the previous value back at stop. It does
+// nothing when the operator set GOGC or GOMEMLIMIT in the environment
+// (their setting is kept), and only one tuning is active at a time (a
+// second TuneGC while one runs does nothing).
+func TuneGC(o Options) (stop func()) {
+	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
+		return func() {}
+	}
+	gcTuning.Lock()
+	defer gcTuning.Unlock()
+	if gcTuning.active != nil {
+		return func() {}
+	}
+	t := &gcTuner{bound: GCBound(o), sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	t.prev = debug.SetGCPercent(t.percent())
+	gcTuning.active = t
+	t.arm()
+	return func() {
+		gcTuning.Lock()
+		defer gcTuning.Unlock()
+		if gcTuning.active == t {
+			gcTuning.active = nil
+			debug.SetGCPercent(t.prev)
+		}
+	}
+}
+
+var gcTuning struct {
+	sync.Mutex
+	active *gcTuner
+}
+
+type gcTuner struct {
+	bound  uint64
+	prev   int
+	sample []metrics.Sample
+}
+
+// gcSentinel is garbage as soon as it is armed: its cleanup runs after
+// the next collection (large enough not to be a tiny allocation, which
+// shares a block with others and may be freed late).
+type gcSentinel struct {
+	_ [32]byte
+}
+
+// arm runs t.retune after the next collection.
+func (t *gcTuner) arm() {
+	runtime.AddCleanup(new(gcSentinel), (*gcTuner).retune, t)
+}
+
+// retune sets the GC percent for the live heap the last collection found,
+// then waits for the next one (until the tuning stops).
+func (t *gcTuner) retune() {
+	gcTuning.Lock()
+	defer gcTuning.Unlock()
+	if gcTuning.active != t {
+		return
+	}
+	debug.SetGCPercent(t.percent())
+	t.arm()
+}
+
+// percent is the GC percent that puts the heap goal at about the bound
+// while the live heap is below half of it, and 100 above.
+func (t *gcTuner) percent() int {
+	metrics.Read(t.sample)
+	live := uint64(1 << 20)
+	if v := t.sample[0].Value; v.Kind() == metrics.KindUint64 {
+		live = max(v.Uint64(), live)
+	}
+	if 2*live >= t.bound {
+		return 100
+	}
+	return int(100 * (t.bound - live) / live)
+}
