@@ -56,7 +56,7 @@ func TuneGC(o Options) (stop func()) {
 	if gcTuning.active != nil {
 		return func() {}
 	}
-	t := &gcTuner{bound: GCBound(o), sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	t := &gcTuner{bound: GCBound(o), sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}}
 	t.prev = debug.SetGCPercent(t.percent())
 	gcTuning.active = t
 	t.arm()
@@ -106,15 +106,25 @@ func (t *gcTuner) retune() {
 }
 
 // percent is the GC percent that puts the heap goal at about the bound
-// while the live heap is below half of it, and 100 above.
+// while the live heap is under half of it, and 100 above. Go's heap goal
+// is live + (live + stacks + globals) × percent/100, and at least 4 MiB ×
+// percent/100 (the heap minimum, which also sets the goal before the first
+// collection): both are kept at the bound.
 func (t *gcTuner) percent() int {
 	metrics.Read(t.sample)
-	live := uint64(1 << 20)
-	if v := t.sample[0].Value; v.Kind() == metrics.KindUint64 {
-		live = max(v.Uint64(), live)
+	var v [3]uint64
+	for i, s := range t.sample {
+		if s.Value.Kind() == metrics.KindUint64 {
+			v[i] = s.Value.Uint64()
+		}
 	}
+	live, scan := v[0], v[0]+v[1]+v[2]
 	if 2*live >= t.bound {
 		return 100
 	}
-	return int(100 * (t.bound - live) / live)
+	p := uint64(100) * t.bound / (4 << 20)
+	if scan > 0 {
+		p = min(p, 100*(t.bound-live)/scan)
+	}
+	return int(max(p, 100))
 }

@@ -48,8 +48,12 @@ func TestTuneGC(t *testing.T) {
 	}
 	runtime.GC()
 	stop := TuneGC(o) // bound 52 MiB
-	// A small live heap: the goal is about the bound, far above 2x live.
+	// A small live heap: the goal is about the bound, far above 2x live,
+	// and so is Go's heap minimum (4 MiB × percent/100).
 	waitGCPercent(t, "> 150 with a small live heap", func(p int) bool { return p > 150 })
+	if p := gcPercent(); p > 100*52/4 {
+		t.Fatalf("GC percent %d puts the heap minimum above the bound", p)
+	}
 	// A second tuning while one runs changes nothing.
 	before := gcPercent()
 	TuneGC(Options{Concurrency: 100})()
