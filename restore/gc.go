@@ -13,19 +13,21 @@ import (
 // set (the lanes' read-ahead and in-flight records, bounded by the
 // options) and allocates a franz-go batch, promise and request buffers per
 // produce request on the way. At GOGC=100 the collector runs every time
-// the heap doubles: 3–5 collections per restore while the heap grows, each
-// marking the in-flight entries, and the cold restore of a process cost
-// 20–40% more CPU than a warm one. The restore's memory is bounded anyway,
-// so the collector may as well let the heap grow to that bound before it
-// runs: the heap goal is kept at about the bound while the live heap is
-// below half of it, and is GOGC=100's (twice the live heap) above. The
-// peak heap is then about max(bound, 2 × live), never above what GOGC=100
-// reaches once the working set is full.
+// the heap doubles: 5–9 collections while the heap grows, each marking the
+// in-flight entries with write barriers on, and the cold restore of a
+// process cost 20–40% more CPU than a warm one. GOGC=100 lets the heap of
+// a full working set reach twice the restore's memory bound anyway, so
+// the collector may as well let the heap grow that far before it runs:
+// the heap goal is kept at about twice the bound while the live heap is
+// below it, and is GOGC=100's (twice the live heap) above. The peak heap
+// is then about max(2 × bound, 2 × live): what GOGC=100 reaches once the
+// working set is full.
 
 // GCBound is the heap size below which TuneGC lets a restore with options
-// o grow before the garbage collector runs: the restore's memory bound
-// (Concurrency × (ReadAhead × 1 MiB + MaxInFlightBytes), plus 16 MiB of
-// planning reads) and 16 MiB for the rest of the process.
+// o grow before the garbage collector runs: twice the restore's memory
+// bound (Concurrency × (ReadAhead × 1 MiB + MaxInFlightBytes)), plus 32 MiB
+// for planning reads (16 MiB) and the rest of the process; 224 MiB at
+// defaults.
 func GCBound(o Options) uint64 {
 	c, ra, mif := o.Concurrency, o.ReadAhead, o.MaxInFlightBytes
 	if c <= 0 {
@@ -37,7 +39,7 @@ func GCBound(o Options) uint64 {
 	if mif <= 0 {
 		mif = DefaultMaxInFlightBytes
 	}
-	return uint64(c)*(uint64(ra)<<20+uint64(mif)) + 32<<20
+	return 2*uint64(c)*(uint64(ra)<<20+uint64(mif)) + 32<<20
 }
 
 // TuneGC paces the garbage collector for a restore with options o until

@@ -40,18 +40,18 @@ func TestTuneGC(t *testing.T) {
 	t.Setenv("GOMEMLIMIT", "")
 	defer debug.SetGCPercent(debug.SetGCPercent(150))
 	o := Options{Concurrency: 2, ReadAhead: 2, MaxInFlightBytes: 8 << 20}
-	if got, want := GCBound(o), uint64(2*(2<<20+8<<20)+32<<20); got != want {
+	if got, want := GCBound(o), uint64(2*2*(2<<20+8<<20)+32<<20); got != want {
 		t.Fatalf("GCBound = %d, want %d", got, want)
 	}
-	if got, want := GCBound(Options{}), uint64(8*(4<<20+8<<20)+32<<20); got != want {
+	if got, want := GCBound(Options{}), uint64(2*8*(4<<20+8<<20)+32<<20); got != want {
 		t.Fatalf("GCBound(defaults) = %d, want %d", got, want)
 	}
 	runtime.GC()
-	stop := TuneGC(o) // bound 52 MiB
+	stop := TuneGC(o) // bound 72 MiB
 	// A small live heap: the goal is about the bound, far above 2x live,
 	// and so is Go's heap minimum (4 MiB × percent/100).
 	waitGCPercent(t, "> 150 with a small live heap", func(p int) bool { return p > 150 })
-	if p := gcPercent(); p > 100*52/4 {
+	if p := gcPercent(); p > 100*72/4 {
 		t.Fatalf("GC percent %d puts the heap minimum above the bound", p)
 	}
 	// A second tuning while one runs changes nothing.
