@@ -204,10 +204,12 @@ func benchRestore(b testing.TB, st store.Store, addrs []string, parts int32, tot
 	return c
 }
 
-// timeRestore measures the restore o, which must restore total records.
+// timeRestore measures the restore o, which must restore total records,
+// run as the kbackup restore command runs it (with TuneGC).
 func timeRestore(tb testing.TB, o Options, total int64) cost {
 	tb.Helper()
 	return measure(func() {
+		defer TuneGC(o)()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		sum, err := Run(ctx, o)

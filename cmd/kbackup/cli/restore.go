@@ -260,7 +260,12 @@ func runRestore(c *cli.Context) error {
 	if isTerminal(s.stderr) {
 		o.Progress = s.stderr
 	}
+	// The restore's heap is bounded: let it grow to the bound before the
+	// garbage collector runs (restore.TuneGC; GOGC or GOMEMLIMIT in the
+	// environment take precedence).
+	stopGC := restore.TuneGC(o)
 	sum, err := restore.Run(c.Context, o)
+	stopGC()
 	if sum != nil {
 		var werr error
 		switch {
