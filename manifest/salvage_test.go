@@ -13,16 +13,7 @@ import (
 func TestSalvage(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	a, _ := newTestArchive(t)
-	id := TopicID{9}
-	if err := a.EnsureTopic(ctx, "s", id, 1); err != nil {
-		t.Fatal(err)
-	}
-	p := a.Partition("s", id, 0)
-	w1, w2 := newSimWriter(t, a), newSimWriter(t, a)
-	if err := w1.claim(p); err != nil {
-		t.Fatal(err)
-	}
+	_, _, p, w1, w2 := simHandover(t, "s", TopicID{9})
 	// Records with holes: every flush commits up to end, holes are
 	// compaction gaps.
 	var void []Record

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/storefault"
 )
 
@@ -252,6 +253,22 @@ func TestPackedTail(t *testing.T) {
 
 // flushRange has w commit offsets from..to of p (all records) in one flush
 // object of its own, and returns the records.
+// simHandover is a new archive with one partition of topic (incarnation
+// id) and two simulated writers, the first of which has claimed it.
+func simHandover(t *testing.T, topic string, id TopicID) (*Archive, store.Store, *PartitionLog, *simWriter, *simWriter) {
+	t.Helper()
+	a, st := newTestArchive(t)
+	if err := a.EnsureTopic(context.Background(), topic, id, 1); err != nil {
+		t.Fatal(err)
+	}
+	p := a.Partition(topic, id, 0)
+	w1, w2 := newSimWriter(t, a), newSimWriter(t, a)
+	if err := w1.claim(p); err != nil {
+		t.Fatal(err)
+	}
+	return a, st, p, w1, w2
+}
+
 func (w *simWriter) flushRange(p *PartitionLog, from, to int64) []Record {
 	r := mkRecs(from, to, func(o int64) int64 { return 5000 + o })
 	w.flush(map[*PartitionLog]int64{p: to}, map[*PartitionLog][]Record{p: r})
@@ -265,16 +282,8 @@ func (w *simWriter) flushRange(p *PartitionLog, from, to int64) []Record {
 func TestPackedHandover(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	a, st := newTestArchive(t)
 	id := TopicID{3}
-	if err := a.EnsureTopic(ctx, "pay", id, 1); err != nil {
-		t.Fatal(err)
-	}
-	p := a.Partition("pay", id, 0)
-	w1, w2 := newSimWriter(t, a), newSimWriter(t, a)
-	if err := w1.claim(p); err != nil {
-		t.Fatal(err)
-	}
+	_, st, p, w1, w2 := simHandover(t, "pay", id)
 	var want []Record
 	next := int64(0)
 	for i := 0; i < 23; i++ {
