@@ -174,7 +174,7 @@ func (a *Archiver) resync(ctx context.Context, ps *partState, head *manifest.Com
 	ps.failures, ps.retryAt = 0, time.Time{}
 	if headErr != nil {
 		ps.ready = false
-		go a.loadHead(ctx, ps, ps.gen)
+		go a.loadHead(ctx, ps, ps.gen, nil)
 		return
 	}
 	if head != nil && (ps.head == nil || head.Start != ps.head.Start) {

@@ -149,7 +149,7 @@ func (a *Archiver) reconcile(ctx context.Context) {
 			log: a.arch.Partition(k.topic, ti.id, k.partition)}
 		a.parts[k] = ps
 		a.m.partitionStarted(k.topic, k.partition)
-		go a.loadHead(ctx, ps, ps.gen)
+		go a.loadHead(ctx, ps, ps.gen, nil)
 	}
 	for _, t := range slices.Sorted(maps.Keys(started)) {
 		ps := started[t]
@@ -282,8 +282,10 @@ type loadResult struct {
 }
 
 // loadHead reads the partition's head (and repairs its time key) off the
-// loop goroutine; the loop then starts consuming at head.End+1.
-func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
+// loop goroutine; the loop then starts consuming at head.End+1. With
+// salvageFrom (packed, a reclaim after a lost claim) it also reads the
+// void entries' records the new chain lacks (manifest.Salvage).
+func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int, salvageFrom *manifest.EntryRef) {
 	a.sem <- struct{}{}
 	defer func() { <-a.sem }()
 	var head *manifest.Commit
@@ -297,7 +299,6 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int) {
 		a.m.storeErrors.WithLabelValues("load_head").Inc()
 		a.opts.Logger.Warn("reading partition head failed, retrying", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
 	}
-	salvageFrom := ps.salvageFrom // set by the loop before this goroutine
 	var salvage *manifest.SegmentWriter
 	err := retry.Do(ctx, policy, func(ctx context.Context) error {
 		if err := a.ensureTopic(ctx, ps.tp.topic, ps.id); err != nil {

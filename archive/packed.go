@@ -423,7 +423,7 @@ func (a *Archiver) reclaim(ctx context.Context, ps *partState) {
 	ps.compacting, ps.claimChecking = false, false
 	delete(a.seeks, ps.tp)
 	a.cl.RemoveConsumePartitions(map[string][]int32{ps.tp.topic: {ps.tp.partition}})
-	go a.loadHead(ctx, ps, ps.gen)
+	go a.loadHead(ctx, ps, ps.gen, ps.salvageFrom)
 }
 
 // resolveLayout turns LayoutAuto into the layout the archive has: packed
