@@ -134,7 +134,59 @@ func (a *Archiver) cleanWAL(ctx context.Context) {
 		a.opts.Logger.Info("flush objects of stopped archivers cleaned", "writers", res.Writers, "deleted", res.FlushObjects,
 			"kept_until_compacted", res.KeptObjects, "tail_indexes_deleted", res.TailIndexes)
 	}
+	if len(res.Kept) > 0 && !a.opts.Once {
+		select {
+		case a.pk.kept <- res.Kept: // the loop adopts deleted topics' partitions among them
+			a.wake()
+		default:
+		}
+	}
 }
+
+// keptPartitions is the channel of cleanWAL's kept partitions (nil, never
+// ready, in the segments layout).
+func (a *Archiver) keptPartitions() chan []manifest.KeptPartition {
+	if a.pk == nil {
+		return nil
+	}
+	return a.pk.kept
+}
+
+// adoptOrphans takes the partitions, among those whose tails keep stopped
+// writers' flush objects, whose topic incarnation no longer exists (the
+// topic was deleted while no archiver owned it, or its owner died before
+// compacting): nobody would compact their tails, and the flush objects
+// holding them would stay forever, beyond retention. Each is claimed,
+// compacted (compactOrphan) and released like a deleted topic's partition
+// this archiver owned; at most maxAdopted at a time.
+func (a *Archiver) adoptOrphans(ctx context.Context, kept []manifest.KeptPartition) {
+	adopted := 0
+	for _, ps := range a.parts {
+		if ps.adopted {
+			adopted++
+		}
+	}
+	for _, k := range kept {
+		if adopted >= maxAdopted {
+			return
+		}
+		t := tp{k.Topic, k.Partition}
+		if ti, ok := a.topics[k.Topic]; ok && ti.id == k.TopicID || a.parts[t] != nil {
+			continue // a live incarnation (its owner compacts it), or the key is busy: a later pass
+		}
+		ps := &partState{tp: t, id: k.TopicID, target: -1, gen: nextGen(), log: a.arch.Partition(k.Topic, k.TopicID, k.Partition),
+			removing: true, adopted: true}
+		a.parts[t] = ps
+		a.m.partitionStarted(k.Topic, k.Partition)
+		adopted++
+		a.opts.Logger.Info("compacting the uncompacted tail of a deleted topic's partition that no archiver owns",
+			"topic", k.Topic, "topic_id", k.TopicID.String(), "partition", k.Partition)
+		go a.loadHead(ctx, ps, ps.gen, nil)
+	}
+}
+
+// maxAdopted bounds the deleted topics' partitions adopted at once.
+const maxAdopted = 64
 
 // maybeCleanWAL runs, every --compact-after, the cleaning of stopped
 // writers' flush objects (manifest.CleanWAL) on the one archiver of the

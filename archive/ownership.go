@@ -214,6 +214,9 @@ func (a *Archiver) stopPartition(ctx context.Context, ps *partState) {
 		a.cl.RemoveConsumePartitions(map[string][]int32{ps.tp.topic: {ps.tp.partition}})
 	}
 	a.kick(ctx, ps)
+	if ps.adopted && !ps.ready {
+		return // adopted (adoptOrphans): wait for its claim
+	}
 	if ps.salvageFrom != nil {
 		// Claimed again to recommit its void entries (salvageDeleted), a
 		// segment's worth per claim: wait for the claim and the flush, then
@@ -366,6 +369,8 @@ func (a *Archiver) drainResults(ctx context.Context) {
 			a.applyPacked(ctx, r)
 		case r := <-a.compactResults():
 			a.applyCompaction(ctx, r)
+		case kept := <-a.keptPartitions():
+			a.adoptOrphans(ctx, kept)
 		case ends := <-a.handedResults():
 			a.applyHanded(ends)
 		case r := <-a.claimChecks():

@@ -85,6 +85,7 @@ type packedState struct {
 	started           time.Time
 	lastClean         time.Time
 	cleaning          atomic.Bool
+	kept              chan []manifest.KeptPartition // partitions whose tails kept stopped writers' flush objects (cleanWAL)
 }
 
 // packedItem is one partition's segment in a flush.
@@ -123,7 +124,8 @@ func newPackedState(now time.Time) *packedState {
 	return &packedState{writer: manifest.NewWriterID(), live: map[int64]int{}, deleteDue: map[int64]time.Time{}, started: now,
 		handed: map[int64][]handedEntry{}, handedEnds: make(chan map[string]int64, 1),
 		indexPrev: -1, results: make(chan packedResult, 4), compacts: make(chan compactResult, 64),
-		cslots: make(chan struct{}, compactConcurrency), checks: make(chan claimCheck, 64), checkSlots: make(chan struct{}, claimCheckConcurrency)}
+		cslots: make(chan struct{}, compactConcurrency), checks: make(chan claimCheck, 64), checkSlots: make(chan struct{}, claimCheckConcurrency),
+		kept: make(chan []manifest.KeptPartition, 1)}
 }
 
 // claimed is what claimPartition found and claimed.

@@ -811,3 +811,78 @@ func testDeletedTopicSalvaged(t *testing.T, segBytes int) {
 		t.Fatalf("compacted head %+v, %v: want the tail compacted to offset 19", h, err)
 	}
 }
+
+// TestPackedOrphanTailAdopted: a topic deleted while no archiver ran keeps
+// its uncompacted tail, and the flush objects holding it, with nobody to
+// compact it. The archiver that cleans stopped writers' flush objects
+// adopts such partitions: claims them, compacts their tails and releases
+// them; the flush objects are then deleted by the next cleaning.
+func TestPackedOrphanTailAdopted(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "orphan", 2, nil)
+	createTopic(t, c, "alive", 1, nil)
+	cl := newClient(t, c, kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	for i := 0; i < 40; i++ {
+		produce(t, cl, &kgo.Record{Topic: "orphan", Value: []byte(strconv.Itoa(i))})
+	}
+	produce(t, cl, &kgo.Record{Topic: "alive", Value: []byte("a")})
+	st := newStore(t)
+	// The first archiver leaves uncompacted tails and stops.
+	stop := startArchiver(t, c, st, func(o *Options) {
+		packed(o)
+		o.FlushInterval = 50 * time.Millisecond
+		o.CompactAfter, o.CompactGrace = time.Hour, -1
+	})
+	waitArchived(t, st, "orphan", 40)
+	waitArchived(t, st, "alive", 1)
+	want := readCommitted(t, c, "orphan")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kadm.NewClient(cl).DeleteTopics(context.Background(), "orphan"); err != nil {
+		t.Fatal(err)
+	}
+	if _, commits := keysUnder(t, st, manifest.TopicsPrefix+"orphan/", "/commits/"); commits != 0 {
+		t.Fatalf("%d compacted commits before the adoption", commits)
+	}
+	// The second one never sees the topic; it cleans stopped writers' flush
+	// objects soon (a short --compact-after) and adopts the orphaned tails.
+	var logs lockedBuffer
+	stop = startArchiver(t, c, st, func(o *Options) {
+		packed(o)
+		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+		o.FlushInterval = 50 * time.Millisecond
+		o.CompactAfter, o.CompactGrace = 500*time.Millisecond, -1
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, compacted := keysUnder(t, st, manifest.TopicsPrefix+"orphan/", "/commits/")
+		wal, _ := keysUnder(t, st, manifest.WALPrefix, "")
+		if compacted == 2 && strings.Count(logs.String(), `"msg":"partition released"`) >= 2 && wal <= 2 {
+			break // the other writer's objects are gone (at most our own live ones remain)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the orphaned topic's 2 partitions compacted, %d objects under wal/:\n%s", compacted, wal, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "compacting the uncompacted tail of a deleted topic's partition that no archiver owns") {
+		t.Fatalf("no adoption logged:\n%s", logs.String())
+	}
+	got, _ := readArchive(t, st, "orphan")
+	for p, recs := range want {
+		if len(got[p]) != len(recs) {
+			t.Fatalf("partition %d: %d records archived, the log had %d", p, len(got[p]), len(recs))
+		}
+		for i := range recs {
+			if string(got[p][i].Value) != string(recs[i].Value) || got[p][i].Offset != recs[i].Offset {
+				t.Fatalf("partition %d record %d: %+v, want %+v", p, i, got[p][i], recs[i])
+			}
+		}
+	}
+	noProblems(t, st)
+}

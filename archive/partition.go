@@ -88,7 +88,8 @@ type partState struct {
 	// before another archiver's claim voided it; the next claim recommits
 	// the void entries' records from the store (manifest.Salvage).
 	salvageFrom  *manifest.EntryRef
-	salvageTries int // a deleted topic's partition reclaimed to salvage its void entries
+	salvageTries int  // a deleted topic's partition reclaimed to salvage its void entries
+	adopted      bool // a deleted topic's partition taken only to compact its tail (adoptOrphans)
 }
 
 // buffered is the memory held by the partition's segments.

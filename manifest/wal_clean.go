@@ -1,9 +1,11 @@
 package manifest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/kbackup/kbackup/store"
@@ -29,6 +31,17 @@ type CleanResult struct {
 	TailIndexes  int // tail indexes deleted with the last flush object of their writer
 	KeptObjects  int // flush objects kept: an entry is neither compacted nor void
 	EmptyWriters int // writers left with no flush object
+	// Kept names the partitions of the entries that kept objects (neither
+	// compacted nor void): their tails wait for a compaction, by their
+	// owner or, for a deleted topic's, by an archiver that adopts them.
+	Kept []KeptPartition
+}
+
+// KeptPartition is a partition incarnation whose tail keeps flush objects.
+type KeptPartition struct {
+	Topic     string
+	TopicID   TopicID
+	Partition int32
 }
 
 // CleanWAL deletes the flush objects of writers that stopped (docs/FORMAT.md
@@ -53,7 +66,7 @@ func (a *Archive) CleanWAL(ctx context.Context, o CleanOptions) (CleanResult, er
 	if err != nil {
 		return res, err
 	}
-	c := &cleaner{a: a, ends: map[string]int64{}, claims: map[string]*Claim{}}
+	c := &cleaner{a: a, ends: map[string]int64{}, claims: map[string]*Claim{}, kept: map[KeptPartition]bool{}}
 	for _, id := range writers {
 		if id == o.Self || !ValidWriterID(id) {
 			continue
@@ -80,6 +93,13 @@ func (a *Archive) CleanWAL(ctx context.Context, o CleanOptions) (CleanResult, er
 			return res, err
 		}
 	}
+	for k := range c.kept {
+		res.Kept = append(res.Kept, k)
+	}
+	sort.Slice(res.Kept, func(i, j int) bool {
+		x, y := res.Kept[i], res.Kept[j]
+		return x.Topic < y.Topic || x.Topic == y.Topic && (bytes.Compare(x.TopicID[:], y.TopicID[:]) < 0 || x.TopicID == y.TopicID && x.Partition < y.Partition)
+	})
 	return res, nil
 }
 
@@ -88,6 +108,7 @@ type cleaner struct {
 	topics map[TopicID]string // incarnation -> topic name, read once per pass
 	ends   map[string]int64   // partition prefix -> compacted end (-1 none)
 	claims map[string]*Claim  // partition prefix + epoch -> claim (nil: none)
+	kept   map[KeptPartition]bool
 }
 
 // writer cleans one stopped writer's flush objects, then its tail indexes
@@ -143,7 +164,7 @@ func (c *cleaner) writer(ctx context.Context, id string, o CleanOptions, res *Cl
 }
 
 // deletable reports whether every entry of the flush object is compacted
-// or void.
+// or void, and notes the partitions of those that are not.
 func (c *cleaner) deletable(ctx context.Context, e store.ListEntry) (bool, error) {
 	t, err := c.a.ReadFlushTable(ctx, e.Key, e.Size)
 	if errors.Is(err, store.ErrNotFound) {
@@ -152,13 +173,20 @@ func (c *cleaner) deletable(ctx context.Context, e store.ListEntry) (bool, error
 	if err != nil {
 		return false, err
 	}
+	all := true
 	for _, r := range t.Rows {
 		dead, err := c.rowDead(ctx, r)
-		if err != nil || !dead {
+		if err != nil {
 			return false, err
 		}
+		if !dead {
+			all = false
+			if topic, _ := c.topicOf(ctx, r.TopicID); topic != "" {
+				c.kept[KeptPartition{Topic: topic, TopicID: r.TopicID, Partition: r.Partition}] = true
+			}
+		}
 	}
-	return true, nil
+	return all, nil
 }
 
 func (c *cleaner) rowDead(ctx context.Context, r FlushRow) (bool, error) {

@@ -83,7 +83,8 @@ func TestCleanWAL(t *testing.T) {
 		}
 	}
 	// Nothing compacted: only the void flushes (all their rows void) go.
-	if res := clean(true); res.FlushObjects != 3 || res.KeptObjects != 25 {
+	if res := clean(true); res.FlushObjects != 3 || res.KeptObjects != 25 ||
+		!reflect.DeepEqual(res.Kept, []KeptPartition{{"w", id, 0}, {"w", id, 1}}) {
 		t.Fatalf("dry run before compaction: %+v", res)
 	}
 	if res := clean(false); res.FlushObjects != 3 || res.TailIndexes != 0 {
@@ -104,7 +105,8 @@ func TestCleanWAL(t *testing.T) {
 	}
 	compact(p, -1)
 	compact(q, 10)
-	if res := clean(false); res.FlushObjects != 10 || res.KeptObjects != 15 || res.TailIndexes != 0 {
+	if res := clean(false); res.FlushObjects != 10 || res.KeptObjects != 15 || res.TailIndexes != 0 ||
+		!reflect.DeepEqual(res.Kept, []KeptPartition{{"w", id, 1}}) {
 		t.Fatalf("after compacting p and part of q: %+v", res)
 	}
 	checkReads("after the first clean")
