@@ -651,16 +651,7 @@ func testDeletedTopicCompacted(t *testing.T, group string) {
 	// The deleted topic's records, compacted, are what the log held; the
 	// other topic's tail is not due and stays.
 	got, _ := readArchive(t, st, "gone")
-	for p, recs := range want {
-		if len(got[p]) != len(recs) {
-			t.Fatalf("partition %d: %d records archived, the log had %d", p, len(got[p]), len(recs))
-		}
-		for i := range recs {
-			if string(got[p][i].Value) != string(recs[i].Value) || got[p][i].Offset != recs[i].Offset {
-				t.Fatalf("partition %d record %d: %+v, want %+v", p, i, got[p][i], recs[i])
-			}
-		}
-	}
+	sameOffsetsValues(t, want, got)
 	if _, stays := keysUnder(t, st, manifest.TopicsPrefix+"stays/", "/commits/"); stays != 0 {
 		t.Fatalf("the remaining topic's fresh tail was compacted (%d commits)", stays)
 	}
@@ -874,6 +865,14 @@ func TestPackedOrphanTailAdopted(t *testing.T) {
 		t.Fatalf("no adoption logged:\n%s", logs.String())
 	}
 	got, _ := readArchive(t, st, "orphan")
+	sameOffsetsValues(t, want, got)
+	noProblems(t, st)
+}
+
+// sameOffsetsValues fails the test unless got holds, partition by
+// partition, the records of want at the same offsets with the same values.
+func sameOffsetsValues(t *testing.T, want, got map[int32][]consumed) {
+	t.Helper()
 	for p, recs := range want {
 		if len(got[p]) != len(recs) {
 			t.Fatalf("partition %d: %d records archived, the log had %d", p, len(got[p]), len(recs))
@@ -884,5 +883,4 @@ func TestPackedOrphanTailAdopted(t *testing.T) {
 			}
 		}
 	}
-	noProblems(t, st)
 }
