@@ -46,9 +46,11 @@ type Store struct {
 	swept sync.Map // directories whose stale temporary files were removed (Stage)
 }
 
-// staleTemp is the age from which a temporary file is a dead process's
-// leftover: a live Put or staged object is written within seconds (a
-// segment rolls at the flush interval).
+// staleTemp is the age from which a temporary file may be a dead process's
+// leftover: a live Put is written within seconds, a staged segment rolls
+// at the flush interval. A live writer's file can be older than that (a
+// quiet partition's segment with --flush-interval above an hour): its
+// writer holds an flock on it, and the sweep skips locked files.
 const staleTemp = time.Hour
 
 // New opens the store rooted at the absolute directory root. root is
@@ -184,6 +186,7 @@ func (s *Store) createTemp(dir, base string) (*os.File, error) {
 		var f *os.File
 		f, err = os.CreateTemp(dir, base+tmpMark+"*.tmp")
 		if err == nil {
+			lockTemp(f)
 			return f, nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -376,7 +379,8 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // Publish fsyncs and links or renames to the key. A process killed before
 // Publish or Abort leaves the temporary file behind, as a killed Put does:
 // the first Stage in a directory by a process removes the temporary files
-// there older than an hour.
+// there older than an hour that no live process holds locked (every
+// temporary file is flocked by its writer while open).
 func (s *Store) Stage(ctx context.Context, prefix string) (store.Staged, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("stage %s: %w", prefix, err)
@@ -416,7 +420,7 @@ func sweepTemps(dir string, cutoff time.Time) {
 			continue
 		}
 		if fi, err := e.Info(); err == nil && fi.ModTime().Before(cutoff) {
-			os.Remove(filepath.Join(dir, e.Name()))
+			removeIfUnused(filepath.Join(dir, e.Name()))
 		}
 	}
 }

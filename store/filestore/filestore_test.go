@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -213,5 +214,70 @@ func TestStageSweepsStaleTemps(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "a")); err != nil {
 		t.Errorf("a key was removed: %v", err)
+	}
+}
+
+// TestStageSweepKeepsLiveStaged: a staged object whose writer is alive is
+// not swept however old it is (a quiet partition's segment under a flush
+// interval above an hour): another store on the same directory (another
+// archiver) starting then leaves it, and it publishes.
+func TestStageSweepKeepsLiveStaged(t *testing.T) {
+	if runtime.GOOS != "linux" && runtime.GOOS != "darwin" && !strings.HasSuffix(runtime.GOOS, "bsd") {
+		t.Skip("flock-based liveness only where flock exists")
+	}
+	root := t.TempDir()
+	ctx := t.Context()
+	writer, err := filestore.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := writer.Stage(ctx, "p/segments/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Abort()
+	if _, err := live.Write([]byte("first block")); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "p", "segments")
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("staged files: %v %v", ents, err)
+	}
+	livePath := filepath.Join(dir, ents[0].Name())
+	dead := filepath.Join(dir, "staged~dead.tmp") // a killed writer's: no lock
+	if err := os.WriteFile(dead, []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	past := time.Now().Add(-3 * time.Hour)
+	for _, f := range []string{livePath, dead} {
+		if err := os.Chtimes(f, past, past); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other, err := filestore.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := other.Stage(ctx, "p/segments/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Abort()
+	if _, err := os.Stat(dead); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the dead writer's temporary file is still there: %v", err)
+	}
+	if _, err := os.Stat(livePath); err != nil {
+		t.Fatalf("the live writer's staged file was swept: %v", err)
+	}
+	if _, err := live.Write([]byte(", second block")); err != nil {
+		t.Fatal(err)
+	}
+	if err := live.Publish(ctx, "p/segments/s1", store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatalf("publish after another store's sweep: %v", err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "s1"))
+	if err != nil || string(got) != "first block, second block" {
+		t.Fatalf("published %q, %v", got, err)
 	}
 }
