@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/kbackup/kbackup/internal/kfaketest"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
+	"github.com/kbackup/kbackup/store/storefault"
 )
 
 // TestOnceFidelity: every codec, null/empty keys and values, duplicate and
@@ -311,4 +314,89 @@ func testMemoryBound(t *testing.T, layout string) {
 		t.Fatalf("a segment of %d bytes with --max-buffered-bytes %d (%d bytes archived): the bound did not hold between ticks", largest, bound, n)
 	}
 	t.Logf("largest segment %d bytes, bound %d, %d bytes archived", largest, bound, n)
+}
+
+// TestMemoryBoundStreamed: --max-buffered-bytes with streamed segments
+// (segments layout, local directory store: a segment's blocks go to a
+// staged file as they close). The archiver counts only the blocks it still
+// holds, so segments grow past the bound while what it holds stays under
+// it: sampled from its status (the exact total, computed at every
+// housekeeping), never more than one poll over the bound. The staged
+// writes are slowed, so blocks queue behind them and the bound is reached.
+func TestMemoryBoundStreamed(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "mem", 4, nil)
+	n := fillTopic(t, newClient(t, c, kgo.ProducerBatchMaxBytes(1<<20)), "mem", 60_000, 500)
+	fst := storefault.New(newStore(t), 1)
+	fst.SetStagedWriteDelay(20 * time.Millisecond)
+	var st store.Store = fst
+	const bound = 1 << 20
+	var logs lockedBuffer
+	a, err := New(Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Store: st, Once: true,
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil)), WriterID: "test", Layout: LayoutSegments,
+		Compression: "none", MaxBufferedBytes: bound, BlockBytes: 128 << 10,
+		FlushInterval: time.Minute}) // segments roll at the end, or at the bound if it sealed them
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			if b := a.Status().Buffered; b > peak.Load() {
+				peak.Store(b)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	err = a.Run(ctx)
+	close(stop)
+	<-sampled
+	if err != nil {
+		t.Fatalf("archive --once: %v", err)
+	}
+	checkExact(t, c, st, "mem")
+	var largest, segments, total int64
+	ar := openArchive(t, st)
+	incs, err := ar.Incarnations(context.Background(), "mem")
+	if err != nil || len(incs) != 1 {
+		t.Fatal(incs, err)
+	}
+	for p := int32(0); p < 4; p++ {
+		log := ar.Partition("mem", incs[0].TopicID, p)
+		head, err := log.Head(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for start := int64(0); start <= head.End; {
+			c, err := log.CommitAt(context.Background(), start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			largest, start = max(largest, c.SegmentSize), c.End+1
+			segments, total = segments+1, total+c.SegmentSize
+		}
+	}
+	limit := int64(bound + 4*DefaultFetchMaxPartitionBytes + 64<<10) // one poll over the bound
+	if peak.Load() > limit {
+		t.Fatalf("held %d bytes with --max-buffered-bytes %d", peak.Load(), bound)
+	}
+	if !strings.Contains(logs.String(), `"msg":"memory bound reached`) {
+		t.Fatalf("the bound was never reached (peak held %d): the test did not exercise it", peak.Load())
+	}
+	// The segments were streamed: a segment counted whole could never
+	// grow past the limit (the bound would seal it).
+	if largest <= limit {
+		t.Fatalf("largest segment %d bytes, limit %d: the segments were not streamed", largest, limit)
+	}
+	t.Logf("peak held %d bytes, bound %d, largest segment %d bytes, %d segments of %d bytes on average, %d bytes archived", peak.Load(), bound, largest, segments, total/segments, n)
 }

@@ -27,6 +27,9 @@ type Store struct {
 	rng      *rand.Rand
 	failRate float64       // share of calls that fail
 	maxDelay time.Duration // each call sleeps up to this long
+	// writeDelay slows every Write to a staged object by this much (a
+	// slow disk or link under a streamed segment).
+	writeDelay atomic.Int64
 	// putFailAfter: a failing Put fails after writing (the outcome is
 	// unknown to the caller) with this probability.
 	putFailAfter float64
@@ -63,6 +66,9 @@ func (s *Store) SetMaxDelay(d time.Duration) {
 	s.maxDelay = d
 	s.mu.Unlock()
 }
+
+// SetStagedWriteDelay slows every Write to a staged object by d.
+func (s *Store) SetStagedWriteDelay(d time.Duration) { s.writeDelay.Store(int64(d)) }
 
 // Freeze makes every later call fail without touching the inner store, as
 // if the process had been killed at this instant.
@@ -197,6 +203,9 @@ type staged struct {
 func (st *staged) Write(p []byte) (int, error) {
 	if st.s.frozen.Load() {
 		return 0, fmt.Errorf("write staged object: store frozen: %w", ErrInjected)
+	}
+	if d := time.Duration(st.s.writeDelay.Load()); d > 0 {
+		time.Sleep(d)
 	}
 	return st.inner.Write(p)
 }
