@@ -412,6 +412,7 @@ func (a *Archiver) housekeeping(ctx context.Context) {
 	if a.packed() {
 		a.packedTick(ctx, a.opts.Once && a.onceSealed())
 		a.packedHousekeeping(ctx, now)
+		a.reclaimDue(ctx, now)
 	}
 	a.m.buffered.Set(float64(total))
 	a.buffered = total

@@ -621,11 +621,21 @@ func (a *Archiver) claimLost(ctx context.Context, ps *partState, t tp, gen int) 
 		}
 		a.lostDeleted(ps)
 	}
+	if ps == nil || ps.gen != gen || ps.removing {
+		a.opts.Logger.Warn("partition claimed by another archiver meanwhile", "topic", t.topic, "partition", t.partition)
+		return
+	}
+	if a.opts.Group != "" && !a.opts.Once {
+		// Perhaps this archiver is the one the group replaced: give it a
+		// session timeout to hear so before claiming (reclaimLater).
+		a.opts.Logger.Warn("partition claimed by another archiver meanwhile: claiming it again from the archive's end unless the group revokes it first (archivers of one archive belong in one --group)",
+			"topic", t.topic, "partition", t.partition, "after", a.opts.reclaimDelay)
+		a.reclaimLater(ps, a.opts.reclaimDelay)
+		return
+	}
 	a.opts.Logger.Warn("partition claimed by another archiver meanwhile: claiming it again from the archive's end (archivers of one archive belong in one --group)",
 		"topic", t.topic, "partition", t.partition)
-	if ps != nil && ps.gen == gen && !ps.removing {
-		a.reclaim(ctx, ps)
-	}
+	a.reclaim(ctx, ps)
 }
 
 // salvageDeleted claims a deleted topic's partition again after another

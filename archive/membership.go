@@ -36,6 +36,11 @@ const revokeWait = 15 * time.Second
 // (group.min.session.timeout.ms).
 const groupSessionTimeout = 10 * time.Second
 
+// defaultReclaimDelay is how long a group member waits before claiming
+// again a partition whose claim it lost (reclaimLater): a session timeout
+// and a few heartbeats, by when a member the group replaced has heard so.
+const defaultReclaimDelay = groupSessionTimeout + 3*groupSessionTimeout/10
+
 // leaveWait bounds the group leave when the archiver stops: a rebalance in
 // progress (waiting for a dead member's session to expire) would otherwise
 // hold the shutdown past a Deployment's grace period.

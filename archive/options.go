@@ -172,6 +172,11 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Now returns the current time. nil = time.Now.
 	Now func() time.Time
+
+	// reclaimDelay (group members) is how long after losing a partition's
+	// claim the archiver claims it again (reclaimLater). 0 =
+	// defaultReclaimDelay; tests set it.
+	reclaimDelay time.Duration
 }
 
 func (o *Options) setDefaults() error {
@@ -231,6 +236,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.CompactGrace == 0 {
 		o.CompactGrace = DefaultCompactGrace
+	}
+	if o.reclaimDelay <= 0 {
+		o.reclaimDelay = defaultReclaimDelay
 	}
 	if o.ClaimCheckInterval == 0 {
 		o.ClaimCheckInterval = DefaultClaimCheckInterval

@@ -416,6 +416,39 @@ func (a *Archiver) onceSealed() bool {
 // salvageFrom set, the new claim first recommits the void entries' records
 // from the store).
 func (a *Archiver) reclaim(ctx context.Context, ps *partState) {
+	a.stopForReclaim(ps)
+	go a.loadHead(ctx, ps, ps.gen, ps.salvageFrom)
+}
+
+// reclaimLater is reclaim after delay: the partition stops now (what it
+// would commit under the lost claim is void anyway) and is claimed again
+// by the housekeeping once the delay passed, if it is still this
+// archiver's then. A group member that lost a claim may be the zombie: an
+// archiver paused past its session, which the group already replaced and
+// which has not heard so yet. Claiming at once would void the new owner's
+// commits until that owner's next claim check; within a session timeout
+// the zombie learns of the rebalance, the group revokes the partition and
+// the reclaim never happens.
+func (a *Archiver) reclaimLater(ps *partState, delay time.Duration) {
+	a.stopForReclaim(ps)
+	ps.reclaimAt = a.opts.Now().Add(delay)
+}
+
+// reclaimDue starts the deferred reclaims that are due (housekeeping).
+func (a *Archiver) reclaimDue(ctx context.Context, now time.Time) {
+	for _, ps := range a.parts {
+		if !ps.reclaimAt.IsZero() && !now.Before(ps.reclaimAt) {
+			ps.reclaimAt = time.Time{}
+			a.opts.Logger.Info("claiming the partition again", "topic", ps.tp.topic, "partition", ps.tp.partition)
+			go a.loadHead(ctx, ps, ps.gen, ps.salvageFrom)
+		}
+	}
+}
+
+// stopForReclaim drops the partition's state under its lost claim: a new
+// generation, nothing buffered or in flight, not fetched.
+func (a *Archiver) stopForReclaim(ps *partState) {
+	ps.reclaimAt = time.Time{}
 	ps.gen = nextGen()
 	ps.discard()
 	ps.failures, ps.retryAt, ps.inflight = 0, time.Time{}, false
@@ -425,7 +458,6 @@ func (a *Archiver) reclaim(ctx context.Context, ps *partState) {
 	ps.compacting, ps.claimChecking = false, false
 	delete(a.seeks, ps.tp)
 	a.cl.RemoveConsumePartitions(map[string][]int32{ps.tp.topic: {ps.tp.partition}})
-	go a.loadHead(ctx, ps, ps.gen, ps.salvageFrom)
 }
 
 // resolveLayout turns LayoutAuto into the layout the archive has: packed

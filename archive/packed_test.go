@@ -3,6 +3,7 @@ package archive
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -883,4 +884,67 @@ func sameOffsetsValues(t *testing.T, want, got map[int32][]consumed) {
 			}
 		}
 	}
+}
+
+// TestPackedGroupReclaimDeferred: a group member whose claim check finds a
+// newer claim (here a standalone run's) stops the partition and claims it
+// again only after a delay (a session timeout by default): if it is a
+// zombie the group already replaced, it hears so meanwhile and never
+// voids the new owner's commits. Nothing is lost or duplicated either way.
+func TestPackedGroupReclaimDeferred(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "zg", 1, nil)
+	st := newStore(t)
+	p := startProducer(t, c, "zg", 5)
+	const delay = 2 * time.Second
+	var logs lockedBuffer
+	stop := startArchiver(t, c, st, func(o *Options) {
+		packed(o)
+		o.Group = "zg-group"
+		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+		o.FlushInterval = 50 * time.Millisecond
+		o.CompactAfter = time.Hour
+		o.ClaimCheckInterval = 300 * time.Millisecond
+		o.reclaimDelay = delay
+	})
+	waitArchived(t, st, "zg", 100)
+	runOnce(t, c, st, packed) // claims the partition
+	deadline := time.Now().Add(30 * time.Second)
+	var lost, again time.Time
+	for again.IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lost claim was not noticed and claimed again:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+		for _, l := range strings.Split(logs.String(), "\n") {
+			var e struct {
+				Time time.Time `json:"time"`
+				Msg  string    `json:"msg"`
+			}
+			if json.Unmarshal([]byte(l), &e) != nil {
+				continue
+			}
+			switch {
+			case lost.IsZero() && strings.HasPrefix(e.Msg, "partition claimed by another archiver meanwhile: claiming it again from the archive's end unless the group revokes it first"):
+				lost = e.Time
+			case !lost.IsZero() && e.Msg == "claiming the partition again":
+				again = e.Time
+			case strings.HasPrefix(e.Msg, "partition claimed by another archiver meanwhile: claiming it again from the archive's end ("):
+				t.Fatalf("a group member claimed again at once:\n%s", logs.String())
+			}
+		}
+	}
+	if waited := again.Sub(lost); waited < delay {
+		t.Fatalf("claimed again %v after losing the claim, want >= %v", waited, delay)
+	}
+	waitArchived(t, st, "zg", archivedRecords(t, st, "zg")+100) // archiving again
+	p.Stop(t)
+	time.Sleep(500 * time.Millisecond)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	runOnce(t, c, st, packed)
+	checkExact(t, c, st, "zg")
+	noProblems(t, st)
 }

@@ -81,6 +81,7 @@ type partState struct {
 	compactRetryAt  time.Time // no compaction before (backoff after a failure)
 	lostOnce        bool      // Once or removing: another archiver claimed it while compacting
 	claimCheckAt    time.Time // the next claim check (packed, continuous)
+	reclaimAt       time.Time // a deferred reclaim after a lost claim (group member): due then; zero none
 	claimChecking   bool
 	flushedSince    bool // an entry was committed since the last claim check (idle partitions are not checked)
 	holdNext        bool // a streamed segment was lost: hold the next ones in memory until a commit succeeds
