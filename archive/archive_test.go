@@ -289,26 +289,7 @@ func testMemoryBound(t *testing.T, layout string) {
 		o.Layout = layout
 	})
 	checkExact(t, c, st, "mem")
-	a := openArchive(t, st)
-	incs, err := a.Incarnations(context.Background(), "mem")
-	if err != nil || len(incs) != 1 {
-		t.Fatal(incs, err)
-	}
-	var largest int64
-	for p := int32(0); p < 4; p++ {
-		log := a.Partition("mem", incs[0].TopicID, p)
-		head, err := log.Head(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for start := int64(0); start <= head.End; {
-			c, err := log.CommitAt(context.Background(), start)
-			if err != nil {
-				t.Fatal(err)
-			}
-			largest, start = max(largest, c.SegmentSize), c.End+1
-		}
-	}
+	largest, _, _ := segmentSizes(t, st, "mem", 4)
 	// One poll's worth over the bound at most (4 partitions × 512 KiB).
 	if limit := int64(bound + 4*DefaultFetchMaxPartitionBytes + 64<<10); largest > limit {
 		t.Fatalf("a segment of %d bytes with --max-buffered-bytes %d (%d bytes archived): the bound did not hold between ticks", largest, bound, n)
@@ -365,27 +346,7 @@ func TestMemoryBoundStreamed(t *testing.T) {
 		t.Fatalf("archive --once: %v", err)
 	}
 	checkExact(t, c, st, "mem")
-	var largest, segments, total int64
-	ar := openArchive(t, st)
-	incs, err := ar.Incarnations(context.Background(), "mem")
-	if err != nil || len(incs) != 1 {
-		t.Fatal(incs, err)
-	}
-	for p := int32(0); p < 4; p++ {
-		log := ar.Partition("mem", incs[0].TopicID, p)
-		head, err := log.Head(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for start := int64(0); start <= head.End; {
-			c, err := log.CommitAt(context.Background(), start)
-			if err != nil {
-				t.Fatal(err)
-			}
-			largest, start = max(largest, c.SegmentSize), c.End+1
-			segments, total = segments+1, total+c.SegmentSize
-		}
-	}
+	largest, segments, total := segmentSizes(t, st, "mem", 4)
 	limit := int64(bound + 4*DefaultFetchMaxPartitionBytes + 64<<10) // one poll over the bound
 	if peak.Load() > limit {
 		t.Fatalf("held %d bytes with --max-buffered-bytes %d", peak.Load(), bound)
@@ -399,4 +360,33 @@ func TestMemoryBoundStreamed(t *testing.T) {
 		t.Fatalf("largest segment %d bytes, limit %d: the segments were not streamed", largest, limit)
 	}
 	t.Logf("peak held %d bytes, bound %d, largest segment %d bytes, %d segments of %d bytes on average, %d bytes archived", peak.Load(), bound, largest, segments, total/segments, n)
+}
+
+// segmentSizes walks the commits of partitions 0..partitions-1 of topic's
+// only incarnation: the largest segment, the number of segments and their
+// total size.
+func segmentSizes(t *testing.T, st store.Store, topic string, partitions int32) (largest, segments, total int64) {
+	t.Helper()
+	ctx := context.Background()
+	a := openArchive(t, st)
+	incs, err := a.Incarnations(ctx, topic)
+	if err != nil || len(incs) != 1 {
+		t.Fatal(incs, err)
+	}
+	for p := range partitions {
+		log := a.Partition(topic, incs[0].TopicID, p)
+		head, err := log.Head(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for start := int64(0); start <= head.End; {
+			c, err := log.CommitAt(ctx, start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			largest, start = max(largest, c.SegmentSize), c.End+1
+			segments, total = segments+1, total+c.SegmentSize
+		}
+	}
+	return largest, segments, total
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/manifest"
@@ -578,13 +579,20 @@ func TestPackedClaimCheck(t *testing.T) {
 	waitArchived(t, st, "cc", 100)
 	runOnce(t, c, st, packed) // claims both partitions
 	waitArchived(t, st, "cc", archivedRecords(t, st, "cc")+300)
+	stopThenCheck(t, c, st, "cc", p, stop)
+}
+
+// stopThenCheck stops the producer, then the archiver; a packed --once run
+// archives the rest; the archive must equal the topic and verify.
+func stopThenCheck(t *testing.T, c *kfake.Cluster, st store.Store, topic string, p *producer, stop func() error) {
+	t.Helper()
 	p.Stop(t)
 	time.Sleep(500 * time.Millisecond)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	runOnce(t, c, st, packed)
-	checkExact(t, c, st, "cc")
+	checkExact(t, c, st, topic)
 	noProblems(t, st)
 }
 
@@ -939,12 +947,5 @@ func TestPackedGroupReclaimDeferred(t *testing.T) {
 		t.Fatalf("claimed again %v after losing the claim, want >= %v", waited, delay)
 	}
 	waitArchived(t, st, "zg", archivedRecords(t, st, "zg")+100) // archiving again
-	p.Stop(t)
-	time.Sleep(500 * time.Millisecond)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	runOnce(t, c, st, packed)
-	checkExact(t, c, st, "zg")
-	noProblems(t, st)
+	stopThenCheck(t, c, st, "zg", p, stop)
 }
