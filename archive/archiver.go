@@ -258,7 +258,10 @@ func (a *Archiver) Run(ctx context.Context) error {
 	// nothing writes to the store afterwards.
 	a.catalogWG.Wait()
 	if err == nil && a.opts.Once && a.packed() && ctx.Err() == nil {
-		a.compactOnce(ctx)
+		err = a.onceCheckClaims(ctx)
+		if err == nil {
+			a.compactOnce(ctx)
+		}
 	}
 	if err == nil && a.opts.Once {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)

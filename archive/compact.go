@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/kbackup/kbackup/manifest"
@@ -683,4 +686,74 @@ func (a *Archiver) claimChecks() chan claimCheck {
 		return nil
 	}
 	return a.pk.checks
+}
+
+// onceCheckClaims ends a packed --once run: per partition, one GET of the
+// claim after the run's. If another archiver claimed the partition during
+// the run, what the run committed since does not count (format rule 12);
+// the archive then holds what the other archiver's chain holds. The run
+// fails, naming them, for the partitions whose archive ends below the run's
+// end offsets: a run that reported success would leave those records to
+// nobody if the other archiver stopped (a second --once, killed). A rerun
+// archives them. The partitions found claimed are not compacted.
+func (a *Archiver) onceCheckClaims(ctx context.Context) error {
+	var short []string
+	for _, k := range slices.SortedFunc(maps.Keys(a.parts), func(x, y tp) int { return strings.Compare(x.String(), y.String()) }) {
+		ps := a.parts[k]
+		if ps.epoch == 0 || ps.target < 0 {
+			continue
+		}
+		c, err := ps.log.ReadClaim(ctx, ps.epoch+1)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("checking the claim of %s: %w", ps.tp, err)
+		}
+		ps.lostOnce = true
+		end, err := a.archivedEnd(ctx, ps)
+		if err != nil {
+			return fmt.Errorf("%s, claimed by %s during this run: reading its archive's end: %w", ps.tp, c.Writer, err)
+		}
+		if end >= ps.target {
+			// What this run committed after that claim is void, but the
+			// archive reaches the run's end offsets anyway. Typically the group's next owner, claiming after this run's
+			// last commit.
+			a.opts.Logger.Info("partition claimed by another archiver since this run claimed it: the archive holds everything this run archived",
+				"topic", ps.tp.topic, "partition", ps.tp.partition, "writer", c.Writer, "archived_to", end)
+			continue
+		}
+		a.m.fenced.Inc()
+		a.opts.Logger.Warn("partition claimed by another archiver during this run: what this run committed since does not count",
+			"topic", ps.tp.topic, "partition", ps.tp.partition, "writer", c.Writer, "archived_to", end, "run_target", ps.target)
+		short = append(short, fmt.Sprintf("%s (archived to offset %d of %d)", ps.tp, end, ps.target))
+	}
+	if len(short) > 0 {
+		return fmt.Errorf("another archiver claimed %d partition(s) during this run and the archive holds less than this run archived: %s; "+
+			"run all archivers of an archive in one --group; if the other archiver is still running it archives the rest, otherwise run again: %w",
+			len(short), strings.Join(short, ", "), manifest.ErrFenced)
+	}
+	return nil
+}
+
+// archivedEnd is the next offset after what the archive holds of ps's
+// partition now, by the newest claim's chain: its newest tail entry, or
+// the compacted head.
+func (a *Archiver) archivedEnd(ctx context.Context, ps *partState) (int64, error) {
+	chead, err := ps.log.CompactedHead(ctx)
+	if err != nil {
+		return 0, err
+	}
+	end := int64(-1)
+	if chead != nil {
+		end = chead.End
+	}
+	_, newest, err := ps.log.TailAnchors(ctx, end)
+	if err != nil {
+		return 0, err
+	}
+	if newest != nil {
+		end = newest.End
+	}
+	return end + 1, nil
 }

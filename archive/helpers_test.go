@@ -174,6 +174,14 @@ func sameRecords(t testing.TB, topic string, want, got map[int32][]consumed) {
 // runOnce runs an archiver with Once and fails the test on error.
 func runOnce(t testing.TB, c *kfake.Cluster, st store.Store, mod func(*Options)) {
 	t.Helper()
+	if err := runOnceErr(t, c, st, mod); err != nil {
+		t.Fatalf("archive --once: %v", err)
+	}
+}
+
+// runOnceErr is runOnce returning the run's error.
+func runOnceErr(t testing.TB, c *kfake.Cluster, st store.Store, mod func(*Options)) error {
+	t.Helper()
 	o := Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Store: st, Once: true,
 		Logger: testLogger(t), WriterID: "test"}
 	if mod != nil {
@@ -185,9 +193,7 @@ func runOnce(t testing.TB, c *kfake.Cluster, st store.Store, mod func(*Options))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := a.Run(ctx); err != nil {
-		t.Fatalf("archive --once: %v", err)
-	}
+	return a.Run(ctx)
 }
 
 func randBytes(r *rand.Rand, n int) []byte {

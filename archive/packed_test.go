@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -577,7 +578,11 @@ func TestPackedClaimCheck(t *testing.T) {
 		o.ClaimCheckInterval = 300 * time.Millisecond
 	})
 	waitArchived(t, st, "cc", 100)
-	runOnce(t, c, st, packed) // claims both partitions
+	// Claims both partitions. The continuous archiver may notice and claim
+	// them back before the run ends: the run then fails, saying so.
+	if err := runOnceErr(t, c, st, packed); err != nil && !errors.Is(err, manifest.ErrFenced) {
+		t.Fatalf("archive --once: %v", err)
+	}
 	waitArchived(t, st, "cc", archivedRecords(t, st, "cc")+300)
 	stopThenCheck(t, c, st, "cc", p, stop)
 }
@@ -948,4 +953,73 @@ func TestPackedGroupReclaimDeferred(t *testing.T) {
 	}
 	waitArchived(t, st, "zg", archivedRecords(t, st, "zg")+100) // archiving again
 	stopThenCheck(t, c, st, "zg", p, stop)
+}
+
+// claimOnFirstFlush is a store that, before the first flush object is
+// created, lets claim run: another archiver's claim landing mid-run.
+type claimOnFirstFlush struct {
+	store.Store
+	once  sync.Once
+	claim func()
+}
+
+func (s *claimOnFirstFlush) Put(ctx context.Context, key string, r io.Reader, size int64, opts store.PutOptions) error {
+	if strings.HasSuffix(key, ".kwal") {
+		s.once.Do(s.claim)
+	}
+	return s.Store.Put(ctx, key, r, size, opts)
+}
+
+// TestPackedOnceLostClaimFails: a packed --once run whose partition another
+// archiver claimed during the run (here before its first flush, by a run
+// that then stopped) committed nothing that counts: it fails, naming the
+// partition and how far the archive reaches, instead of reporting success.
+// A rerun archives everything.
+func TestPackedOnceLostClaimFails(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "lc", 1, nil)
+	cl := newClient(t, c)
+	for i := range 50 {
+		produce(t, cl, &kgo.Record{Topic: "lc", Value: []byte(strconv.Itoa(i))})
+	}
+	base := newStore(t)
+	ctx := context.Background()
+	st := &claimOnFirstFlush{Store: base}
+	st.claim = func() {
+		a := openArchive(t, base)
+		incs, err := a.Incarnations(ctx, "lc")
+		if err != nil || len(incs) != 1 {
+			t.Error(incs, err)
+			return
+		}
+		log := a.Partition("lc", incs[0].TopicID, 0)
+		newest, err := log.NewestClaim(ctx)
+		if err != nil || newest == nil {
+			t.Error("no claim before the first flush", err)
+			return
+		}
+		if err := log.CreateClaim(ctx, &manifest.Claim{Epoch: newest.Epoch + 1, Writer: manifest.NewWriterID(), Start: 0, CreatedMs: time.Now().UnixMilli()}); err != nil {
+			t.Error(err)
+		}
+	}
+	var logs lockedBuffer
+	o := Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Store: st, Once: true, Layout: LayoutPacked,
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil)), WriterID: "test"}
+	a, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	err = a.Run(rctx)
+	if err == nil || !errors.Is(err, manifest.ErrFenced) || !strings.Contains(err.Error(), "lc/0 (archived to offset 0 of 50)") {
+		t.Fatalf("a --once run whose claim was taken before it committed anything returned %v", err)
+	}
+	if n := archivedRecords(t, base, "lc"); n != 0 {
+		t.Fatalf("%d records count after the run lost its claim, want 0", n)
+	}
+	runOnce(t, c, base, packed)
+	checkExact(t, c, base, "lc")
+	noProblems(t, base)
 }
