@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -195,11 +196,19 @@ func measure(f func()) cost {
 // for the plain producer) into the cluster at addrs.
 func benchRestore(b testing.TB, st store.Store, addrs []string, parts int32, total int64, dst string) cost {
 	b.Helper()
+	return benchRestoreWith(b, st, addrs, parts, total, dst, func(*Options) {})
+}
+
+// benchRestoreWith is benchRestore with the options changed by set.
+func benchRestoreWith(b testing.TB, st store.Store, addrs []string, parts int32, total int64, dst string, set func(*Options)) cost {
+	b.Helper()
 	adm := benchAdmin(b, addrs)
 	defer adm.Close()
 	benchCreate(b, adm, dst, parts)
-	c := timeRestore(b, Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(addrs...)},
-		Topics: mustSel(b, "tp"), Rename: map[string]string{"tp": dst}, ID: dst, Logger: testLogger(b)}, total)
+	o := Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(addrs...)},
+		Topics: mustSel(b, "tp"), Rename: map[string]string{"tp": dst}, ID: dst, Logger: testLogger(b)}
+	set(&o)
+	c := timeRestore(b, o, total)
 	benchDelete(b, adm, dst)
 	return c
 }
@@ -346,8 +355,22 @@ func benchDelete(b testing.TB, adm *kadm.Client, topic string) {
 // when this process dies).
 func kfakeProcess(tb testing.TB) []string {
 	tb.Helper()
+	addrs, _ := kfakeProcessDelayed(tb)
+	return addrs
+}
+
+// kfakeProcessDelayed is kfakeProcess with, in the child process, a
+// testenv.LatencyProxy per broker and one-way delay given: via[delay] maps
+// each broker address to its proxy with that delay (for
+// testenv.Redirect). The proxies' CPU is the child's, not the client's.
+func kfakeProcessDelayed(tb testing.TB, delays ...time.Duration) (addrs []string, via map[time.Duration]map[string]string) {
+	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKfakeProcessChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "KBACKUP_KFAKE_CHILD=1")
+	var ds []string
+	for _, d := range delays {
+		ds = append(ds, d.String())
+	}
+	cmd.Env = append(os.Environ(), "KBACKUP_KFAKE_CHILD=1", "KBACKUP_KFAKE_DELAYS="+strings.Join(ds, ","))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -364,15 +387,28 @@ func kfakeProcess(tb testing.TB) []string {
 		stdin.Close()
 		_ = cmd.Wait()
 	})
+	via = make(map[time.Duration]map[string]string)
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
+		if proxy, ok := strings.CutPrefix(sc.Text(), "kfake proxy "); ok {
+			// "<delay> <broker> <proxy>"
+			f := strings.Fields(proxy)
+			d, err := time.ParseDuration(f[0])
+			if len(f) != 3 || err != nil {
+				tb.Fatalf("kfake child: bad proxy line %q", sc.Text())
+			}
+			if via[d] == nil {
+				via[d] = make(map[string]string)
+			}
+			via[d][f[1]] = f[2]
+		}
 		if addrs, ok := strings.CutPrefix(sc.Text(), "kfake listening on "); ok {
 			go func() { _, _ = io.Copy(io.Discard, stdout) }()
-			return strings.Split(addrs, ",")
+			return strings.Split(addrs, ","), via
 		}
 	}
 	tb.Fatalf("the kfake child process did not start: %v", sc.Err())
-	return nil
+	return nil, nil
 }
 
 // TestKfakeProcessChild is kfakeProcess's child: it serves a kfake cluster
@@ -386,6 +422,22 @@ func TestKfakeProcessChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	if ds := os.Getenv("KBACKUP_KFAKE_DELAYS"); ds != "" {
+		for _, f := range strings.Split(ds, ",") {
+			d, err := time.ParseDuration(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range c.ListenAddrs() {
+				p, err := testenv.NewLatencyProxy(a, d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer p.Close()
+				fmt.Printf("kfake proxy %s %s %s\n", d, a, p.Addr())
+			}
+		}
+	}
 	fmt.Printf("kfake listening on %s\n", strings.Join(c.ListenAddrs(), ","))
 	_, _ = io.Copy(io.Discard, os.Stdin)
 }
@@ -460,3 +512,80 @@ func BenchmarkPointInTimeSeek(b *testing.B) {
 }
 
 var restoreBenchBytes int64 = 160 << 20
+
+// BenchmarkRestoreWindowLatency asks whether a smaller MaxInFlightBytes
+// caps a restore's throughput on a link with latency (docs/PERFORMANCE.md,
+// "Restore"): it restores the same archive (160 MB of 200-byte records,
+// zstd, 1 MiB blocks) into kfake through testenv.LatencyProxy (in kfake's
+// child process; the restore's client dials the proxy for every broker
+// address, so every request and response crosses the delay) with windows
+// of 2, 4, 8 and 16 MiB per lane, at round-trip times of 10 and 50 ms, on 4
+// partitions (4 lanes) and on 1. Each iteration runs every window twice
+// per RTT, in opposite orders. Reported per sub-benchmark:
+//
+//   - ratio-XMiB: throughput with X MiB / throughput with 8 MiB (wall
+//     clock, same run);
+//   - cpu-s/Mrec-XMiB: restore client CPU per million records;
+//   - MB/s-8MiB: the 8 MiB window's throughput.
+func BenchmarkRestoreWindowLatency(b *testing.B) {
+	rtts := []time.Duration{10 * time.Millisecond, 50 * time.Millisecond}
+	var delays []time.Duration
+	for _, r := range rtts {
+		delays = append(delays, r/2)
+	}
+	addrs, via := kfakeProcessDelayed(b, delays...)
+	windows := []int64{2 << 20, 4 << 20, 8 << 20, 16 << 20} // 16: does 8 cap it?
+	round := 0
+	for _, parts := range []int32{4, 1} {
+		st, _ := newStore(b)
+		perPart := synthArchive(b, st, "tp", parts, restoreBenchBytes, 200, 4<<20, 1<<20, manifest.CodecZstd)
+		total := perPart * int64(parts)
+		for _, rtt := range rtts {
+			b.Run(fmt.Sprintf("parts=%d/rtt=%s", parts, rtt), func(b *testing.B) {
+				to := via[rtt/2]
+				if len(to) != len(addrs) {
+					b.Fatalf("no proxy for every broker at RTT %s: %v", rtt, to)
+				}
+				redirect := testenv.Redirect(to)
+				dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+					if _, ok := to[addr]; !ok {
+						return nil, fmt.Errorf("dial %s: not a proxied broker", addr)
+					}
+					return redirect(ctx, network, addr)
+				}
+				restore := func(w int64) cost {
+					round++ // restore ids and topics unique in the run
+					return benchRestoreWith(b, st, addrs, parts, total, fmt.Sprintf("w%d-%d", w>>20, round), func(o *Options) {
+						o.KafkaOpts = append(o.KafkaOpts, kgo.Dialer(dial))
+						o.MaxInFlightBytes = w
+					})
+				}
+				restore(8 << 20) // unmeasured
+				costs := make(map[int64]*cost)
+				for _, w := range windows {
+					costs[w] = new(cost)
+				}
+				for b.Loop() {
+					for i := range windows {
+						w := windows[i]
+						costs[w].add(restore(w))
+					}
+					for i := range windows {
+						w := windows[len(windows)-1-i]
+						costs[w].add(restore(w))
+					}
+				}
+				base := costs[8<<20]
+				for _, w := range windows {
+					c := costs[w]
+					m := float64(c.n) * float64(total) / 1e6
+					b.ReportMetric(c.cpu.Seconds()/m, fmt.Sprintf("cpu-s/Mrec-%dMiB", w>>20))
+					if w != 8<<20 {
+						b.ReportMetric(base.wall.Seconds()/c.wall.Seconds(), fmt.Sprintf("ratio-%dMiB", w>>20))
+					}
+				}
+				b.ReportMetric(float64(base.n)*float64(restoreBenchBytes)/1e6/base.wall.Seconds(), "MB/s-8MiB")
+			})
+		}
+	}
+}

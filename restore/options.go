@@ -57,7 +57,10 @@ const (
 	// produce requests per broker in flight, one batch of at most 1 MiB
 	// per partition in each) plus the batch being filled. More only waits
 	// in the producer's buffer, costing memory and CPU (garbage-collector
-	// marking, cache misses), not throughput (docs/PERFORMANCE.md).
+	// marking, cache misses), not throughput; less caps a lane's throughput
+	// on a link with latency: at 10–50 ms RTT 2 MiB ran at 0.32–0.63 and
+	// 4 MiB at 0.67–0.96 of this window's speed, 16 MiB no faster
+	// (BenchmarkRestoreWindowLatency, docs/PERFORMANCE.md).
 	DefaultMaxInFlightBytes = 8 << 20
 	// DefaultCheckpointInterval is Options.CheckpointInterval's zero value.
 	DefaultCheckpointInterval = 2 * time.Second
