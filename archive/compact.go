@@ -717,8 +717,8 @@ func (a *Archiver) onceCheckClaims(ctx context.Context) error {
 		}
 		if end >= ps.target {
 			// What this run committed after that claim is void, but the
-			// archive reaches the run's end offsets anyway. Typically the group's next owner, claiming after this run's
-			// last commit.
+			// archive reaches the run's end offsets anyway. Typically the
+			// group's next owner, claiming after this run's last commit.
 			a.opts.Logger.Info("partition claimed by another archiver since this run claimed it: the archive holds everything this run archived",
 				"topic", ps.tp.topic, "partition", ps.tp.partition, "writer", c.Writer, "archived_to", end)
 			continue
