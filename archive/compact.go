@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kbackup/kbackup/internal/retry"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 )
@@ -703,15 +704,23 @@ func (a *Archiver) onceCheckClaims(ctx context.Context) error {
 		if ps.epoch == 0 || ps.target < 0 {
 			continue
 		}
-		c, err := ps.log.ReadClaim(ctx, ps.epoch+1)
+		var c *manifest.Claim
+		err := retry.Do(ctx, onceCheckRetry, func(ctx context.Context) (err error) {
+			c, err = ps.log.ReadClaim(ctx, ps.epoch+1)
+			return err
+		})
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("checking the claim of %s: %w", ps.tp, err)
+			return fmt.Errorf("checking the claim of %s (everything was committed; whether another archiver's claim voids some of it is unknown: run again): %w", ps.tp, err)
 		}
 		ps.lostOnce = true
-		end, err := a.archivedEnd(ctx, ps)
+		var end int64
+		err = retry.Do(ctx, onceCheckRetry, func(ctx context.Context) (err error) {
+			end, err = a.archivedEnd(ctx, ps)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("%s, claimed by %s during this run: reading its archive's end: %w", ps.tp, c.Writer, err)
 		}
@@ -735,6 +744,16 @@ func (a *Archiver) onceCheckClaims(ctx context.Context) error {
 	}
 	return nil
 }
+
+// onceCheckRetry retries the reads of onceCheckClaims: a store error at
+// the end of a run that committed everything would otherwise fail it.
+// Missing objects, corrupt ones and permanent errors are answers, not
+// failures to retry.
+var onceCheckRetry = retry.Policy{Backoff: retry.Backoff{Initial: 200 * time.Millisecond, Max: 2 * time.Second}, Attempts: 5,
+	Retryable: func(err error) bool {
+		return !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrPermanent) && !errors.Is(err, manifest.ErrCorrupt) &&
+			!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+	}}
 
 // archivedEnd is the next offset after what the archive holds of ps's
 // partition now, by the newest claim's chain: its newest tail entry, or

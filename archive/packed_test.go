@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/filestore"
+	"github.com/kbackup/kbackup/store/storefault"
 )
 
 func packed(o *Options) { o.Layout = LayoutPacked }
@@ -1021,5 +1023,49 @@ func TestPackedOnceLostClaimFails(t *testing.T) {
 	}
 	runOnce(t, c, base, packed)
 	checkExact(t, c, base, "lc")
+	noProblems(t, base)
+}
+
+// failClaimReads fails the first n GETs of claims made after the first
+// flush object was written: in a --once run, the end-of-run claim check's.
+type failClaimReads struct {
+	store.Store
+	flushed atomic.Bool
+	n       atomic.Int64
+}
+
+func (s *failClaimReads) Put(ctx context.Context, key string, r io.Reader, size int64, opts store.PutOptions) error {
+	if strings.HasSuffix(key, ".kwal") {
+		s.flushed.Store(true)
+	}
+	return s.Store.Put(ctx, key, r, size, opts)
+}
+
+func (s *failClaimReads) GetRange(ctx context.Context, key string, off, length int64) (io.ReadCloser, error) {
+	if s.flushed.Load() && strings.Contains(key, "/claims/") && s.n.Add(-1) >= 0 {
+		return nil, storefault.ErrInjected
+	}
+	return s.Store.GetRange(ctx, key, off, length)
+}
+
+// TestPackedOnceClaimCheckRetries: the end-of-run claim check of a packed
+// --once run retries a failed read instead of failing a run that archived
+// everything.
+func TestPackedOnceClaimCheckRetries(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "cr", 2, nil)
+	cl := newClient(t, c)
+	for i := range 40 {
+		produce(t, cl, &kgo.Record{Topic: "cr", Key: []byte(strconv.Itoa(i)), Value: []byte(strconv.Itoa(i))})
+	}
+	base := newStore(t)
+	st := &failClaimReads{Store: base}
+	st.n.Store(3)
+	runOnce(t, c, st, packed)
+	if left := st.n.Load(); left > 0 {
+		t.Fatalf("the claim check read no claim after the flush (%d injected faults left)", left)
+	}
+	checkExact(t, c, base, "cr")
 	noProblems(t, base)
 }
