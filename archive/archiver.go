@@ -557,7 +557,7 @@ func (a *Archiver) drainInflight(d time.Duration) {
 				ps.inflight = false
 			}
 		case r := <-packed:
-			a.pk.inflight = false
+			a.pk.resolved(r)
 			for _, it := range r.items {
 				if ps := a.parts[it.tp]; ps != nil && it.gen == ps.gen {
 					ps.inflight = false

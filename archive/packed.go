@@ -48,6 +48,15 @@ const (
 	compactConcurrency = 2
 	// claimCheckConcurrency bounds concurrent claim checks.
 	claimCheckConcurrency = 4
+	// packedStageAfter is how many blocks a partition's segment holds in
+	// memory before it is streamed to a staged object of its own (with a
+	// store that stages: a local directory). Such a segment becomes a
+	// flush object of its own, at least this many blocks large (4 MiB at
+	// the default block size, so at most one PUT per 4 MiB of a busy
+	// partition); smaller ones share the flush object.
+	packedStageAfter = 4
+	// maxStreamedFlushes bounds the streamed flush objects in flight.
+	maxStreamedFlushes = 4
 )
 
 func (a *Archiver) packed() bool { return a.opts.Layout == LayoutPacked }
@@ -58,9 +67,17 @@ var ErrLayout = errors.New("wrong layout")
 
 // packedState is the writer's state of the packed layout (loop-owned).
 type packedState struct {
-	writer   string // random per process (a restart is a new writer)
-	seq      int64  // next flush object
-	inflight bool
+	writer string // random per process (a restart is a new writer)
+	seq    int64  // next flush object
+	// shared is set while the flush object shared by the partitions
+	// holding their segments in memory is in flight (one at a time);
+	// flushing holds the seqs of every flush object in flight, streamed
+	// ones (a partition's staged segment alone) included.
+	shared   bool
+	flushing map[int64]bool
+	// indexDue: a tail index is due, written once no flush object below
+	// the newest committed one is in flight.
+	indexDue bool
 	last     time.Time // start of the last flush
 	flushes  int64     // committed flush objects
 	// live counts, per own flush object, the entries not yet compacted;
@@ -100,10 +117,11 @@ type packedItem struct {
 
 // packedResult is a finished flush attempt.
 type packedResult struct {
-	seq   int64
-	items []packedItem
-	err   error
-	dur   time.Duration
+	seq    int64
+	items  []packedItem
+	shared bool // the shared flush object (else a streamed segment's own)
+	err    error
+	dur    time.Duration
 }
 
 // compactResult is a finished compaction of one partition.
@@ -123,7 +141,7 @@ type compactResult struct {
 func newPackedState(now time.Time) *packedState {
 	return &packedState{writer: manifest.NewWriterID(), live: map[int64]int{}, deleteDue: map[int64]time.Time{}, started: now,
 		handed: map[int64][]handedEntry{}, handedEnds: make(chan map[string]int64, 1),
-		indexPrev: -1, results: make(chan packedResult, 4), compacts: make(chan compactResult, 64),
+		indexPrev: -1, flushing: map[int64]bool{}, results: make(chan packedResult, 1+maxStreamedFlushes), compacts: make(chan compactResult, 64),
 		cslots: make(chan struct{}, compactConcurrency), checks: make(chan claimCheck, 64), checkSlots: make(chan struct{}, claimCheckConcurrency),
 		kept: make(chan []manifest.KeptPartition, 1)}
 }
@@ -201,24 +219,30 @@ func (a *Archiver) claimPartition(ctx context.Context, ps *partState) (claimed, 
 }
 
 // packedTick starts a flush when one is due: the flush interval passed
-// since the last one, or enough is sealed, or force (shutdown, Once).
+// since the last one, or enough is sealed, or force (shutdown, Once). The
+// partitions whose segments are held in memory share one flush object (one
+// in flight at a time); a sealed segment that was streamed to a staged
+// object (a busy partition, with a store that stages) is completed into a
+// flush object of its own at once, beside it.
 func (a *Archiver) packedTick(ctx context.Context, force bool) {
 	pk := a.pk
-	if pk.inflight {
-		return
-	}
 	now := a.opts.Now()
-	due := force || now.Sub(pk.last) >= a.opts.FlushInterval
+	due := !pk.shared && (force || now.Sub(pk.last) >= a.opts.FlushInterval)
 	var queued int64
 	for _, ps := range a.parts {
 		for _, s := range ps.queue {
 			queued += s.size
 		}
 	}
-	if !due && queued < int64(a.opts.SegmentBytes) {
-		return
+	take := due || !pk.shared && queued >= int64(a.opts.SegmentBytes)
+	if due {
+		pk.last = now
 	}
 	var items []packedItem
+	streams := len(pk.flushing)
+	if pk.shared {
+		streams--
+	}
 	for _, ps := range a.parts {
 		if !ps.ready || ps.epoch == 0 {
 			continue
@@ -229,18 +253,33 @@ func (a *Archiver) packedTick(ctx context.Context, force bool) {
 		if len(ps.queue) == 0 || ps.inflight {
 			continue
 		}
-		ps.inflight = true
-		items = append(items, packedItem{tp: ps.tp, id: ps.id, gen: ps.gen, seg: ps.queue[0]})
+		it := packedItem{tp: ps.tp, id: ps.id, gen: ps.gen, seg: ps.queue[0]}
+		if it.seg.streamed() {
+			if streams < maxStreamedFlushes {
+				streams++
+				ps.inflight = true
+				a.startFlush(ctx, []packedItem{it}, false, now)
+			}
+			continue
+		}
+		if take {
+			ps.inflight = true
+			items = append(items, it)
+		}
 	}
-	if due {
-		pk.last = now
+	if len(items) > 0 {
+		a.startFlush(ctx, items, true, now)
 	}
-	if len(items) == 0 {
-		return
-	}
-	pk.inflight = true
+}
+
+// startFlush writes the next flush object with items (off the loop); its
+// result comes back on pk.results.
+func (a *Archiver) startFlush(ctx context.Context, items []packedItem, shared bool, now time.Time) {
+	pk := a.pk
 	seq := pk.seq
 	pk.seq++ // never reused, whatever the outcome
+	pk.flushing[seq] = true
+	pk.shared = pk.shared || shared
 	// What the builder needs of each partition, read on the loop.
 	type input struct {
 		ps    *partState
@@ -261,7 +300,7 @@ func (a *Archiver) packedTick(ctx context.Context, force bool) {
 	nowMs := now.UnixMilli()
 	go func() {
 		start := time.Now()
-		r := packedResult{seq: seq, items: items}
+		r := packedResult{seq: seq, items: items, shared: shared}
 		defer func() {
 			r.dur = time.Since(start)
 			a.pk.results <- r
@@ -279,16 +318,21 @@ func (a *Archiver) packedTick(ctx context.Context, force bool) {
 				it.seg.w = nil
 			}
 			in := ins[i]
-			c, ref, err := fb.Add(in.epoch, in.head, in.prev, it.tp.topic, in.ps.id, it.tp.partition, it.seg.body.Reader(), it.seg.info, nowMs)
+			c, ref, err := fb.AddBody(in.epoch, in.head, in.prev, it.tp.topic, in.ps.id, it.tp.partition, it.seg.body, it.seg.info, nowMs)
 			if err != nil {
+				if it.seg.body.Streamed() {
+					it.seg.body.Release() // its bytes cannot be committed: archived again
+					err = fmt.Errorf("%w: %w", manifest.ErrSegmentLost, err)
+				}
 				r.err = fmt.Errorf("%s: %w", it.tp, err)
 				return
 			}
 			it.commit, it.ref = c, ref
 		}
 		err = a.arch.PutFlush(ctx, fb)
-		if err != nil && !errors.Is(err, manifest.ErrFenced) {
-			// The outcome of a failed PUT is unknown: look.
+		if err != nil && !errors.Is(err, manifest.ErrFenced) && !fb.Streamed() {
+			// The outcome of a failed PUT is unknown: look. (A streamed
+			// object's publishing looked already.)
 			if _, serr := a.opts.Store.Stat(ctx, fb.Key()); serr == nil {
 				err = nil
 			} else if !errors.Is(serr, store.ErrNotFound) {
@@ -302,9 +346,24 @@ func (a *Archiver) packedTick(ctx context.Context, force bool) {
 // applyPacked applies a finished flush.
 func (a *Archiver) applyPacked(ctx context.Context, r packedResult) {
 	pk := a.pk
-	pk.inflight = false
+	pk.resolved(r)
 	if r.err != nil {
 		a.m.storeErrors.WithLabelValues("commit").Inc()
+		if errors.Is(r.err, manifest.ErrSegmentLost) {
+			// A streamed segment's staged bytes are gone: its records are
+			// fetched again from the partition's head, into segments held
+			// in memory until a flush succeeds.
+			a.opts.Logger.Warn("writing a flush object failed: archiving its records again", "seq", r.seq, "err", r.err)
+			for _, it := range r.items {
+				if ps := a.parts[it.tp]; ps != nil && ps.gen == it.gen {
+					ps.inflight = false
+					ps.holdNext = true
+					a.resync(ctx, ps, ps.head, nil)
+				}
+			}
+			a.writeDueTailIndex(ctx)
+			return
+		}
 		a.opts.Logger.Warn("flush object failed, will retry", "seq", r.seq, "partitions", len(r.items), "err", r.err)
 		for _, it := range r.items {
 			if ps := a.parts[it.tp]; ps != nil && ps.gen == it.gen {
@@ -318,6 +377,7 @@ func (a *Archiver) applyPacked(ctx context.Context, r packedResult) {
 		if errors.Is(r.err, manifest.ErrFenced) {
 			a.fatal = fmt.Errorf("flush object %d exists: writer id %s is not unique: %w", r.seq, pk.writer, r.err)
 		}
+		a.writeDueTailIndex(ctx)
 		return
 	}
 	pk.flushes++
@@ -334,6 +394,7 @@ func (a *Archiver) applyPacked(ctx context.Context, r packedResult) {
 		}
 		ps.inflight = false
 		ps.failures = 0
+		ps.holdNext = false
 		ps.head = it.commit
 		if ps.ptail.Empty() {
 			ps.tailSince = a.opts.Now()
@@ -349,8 +410,45 @@ func (a *Archiver) applyPacked(ctx context.Context, r packedResult) {
 		a.committed(ps, commitResult{tp: it.tp, gen: it.gen, seg: it.seg, commit: it.commit, dur: r.dur})
 	}
 	if pk.flushes%TailIndexEvery == 0 {
-		a.writeTailIndex(ctx, r.seq)
+		pk.indexDue = true
 	}
+	a.writeDueTailIndex(ctx)
+}
+
+// resolved records that flush object r.seq is no longer in flight.
+func (pk *packedState) resolved(r packedResult) {
+	delete(pk.flushing, r.seq)
+	if r.shared {
+		pk.shared = false
+	}
+}
+
+// writeDueTailIndex writes a due tail index once it can be exact: a tail
+// index at seq S tells readers to skip the flush objects up to S, so none
+// of those may still be in flight (format rule 13). It is written after
+// the newest committed flush object below every one in flight.
+func (a *Archiver) writeDueTailIndex(ctx context.Context) {
+	pk := a.pk
+	if !pk.indexDue {
+		return
+	}
+	at := pk.seq - 1 // the newest flush object started
+	for seq := range pk.flushing {
+		at = min(at, seq-1)
+	}
+	if at < 0 || at <= pk.indexedSeq() {
+		return
+	}
+	pk.indexDue = false
+	a.writeTailIndex(ctx, at)
+}
+
+// indexedSeq is the seq of the newest tail index written (-1 for none).
+func (pk *packedState) indexedSeq() int64 {
+	if len(pk.indexes) == 0 {
+		return -1
+	}
+	return pk.indexes[len(pk.indexes)-1]
 }
 
 // writeTailIndex writes the tail index after flush object seq (off the

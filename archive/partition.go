@@ -37,6 +37,9 @@ type sealed struct {
 	hasTs     bool
 }
 
+// streamed reports whether the segment is streamed to a staged object.
+func (s *sealed) streamed() bool { return s.writer != nil && s.writer.Streaming() }
+
 // partState is one owned partition. The run loop goroutine owns it; commit
 // goroutines only read the sealed segment and head they are handed.
 type partState struct {
@@ -122,10 +125,17 @@ func (ps *partState) committedNext() int64 {
 func (ps *partState) writer(a *Archiver, now time.Time) *manifest.SegmentWriter {
 	if ps.open == nil {
 		opts := manifest.SegmentOptions{Codec: a.opts.codec, BlockSize: a.opts.BlockBytes}
-		if sg, ok := a.opts.Store.(store.Stager); ok && !a.opts.HoldSegments && !a.packed() && !ps.holdNext {
+		if sg, ok := a.opts.Store.(store.Stager); ok && !a.opts.HoldSegments && !ps.holdNext {
 			// Stream a large segment to the store as it is built instead of
-			// holding it until it is sealed.
+			// holding it until it is sealed. In the packed layout it
+			// becomes a flush object of its own (packedTick), so only a
+			// segment of several blocks is staged: the partitions that
+			// receive little share one flush object.
 			prefix := ps.log.Prefix() + "segments/"
+			if a.packed() {
+				prefix = manifest.FlushPrefix(a.pk.writer)
+				opts.StageAfter = packedStageAfter
+			}
 			opts.Stage = func() (store.Staged, error) { return sg.Stage(context.Background(), prefix) }
 		}
 		ps.open = manifest.NewSegmentWriter(ps.next, opts)

@@ -25,16 +25,33 @@ import (
 // store that freezes mid-run as a killed process would: the archive equals
 // the log, verify is clean, and no staged object is left behind by a run
 // that ended.
+//
+// In the packed layout a segment of more than packedStageAfter blocks is
+// streamed the same way and becomes a flush object of its own.
 func TestStreamedSegments(t *testing.T) {
 	t.Parallel()
+	for _, layout := range []string{LayoutSegments, LayoutPacked} {
+		t.Run(layout, func(t *testing.T) {
+			t.Parallel()
+			testStreamedSegments(t, layout)
+		})
+	}
+}
+
+func testStreamedSegments(t *testing.T, layout string) {
 	c := newCluster(t)
 	createTopic(t, c, "st", 4, nil)
 	fillTopic(t, newClient(t, c, kgo.ProducerBatchMaxBytes(64<<10)), "st", 20_000, 500)
 	fsStore, dir := kfaketest.Store(t)
 	inner := &countingStager{Store: fsStore, sg: fsStore}
 	mod := func(o *Options) {
-		o.Layout, o.Compression = LayoutSegments, "none"
+		o.Layout, o.Compression = layout, "none"
 		o.BlockBytes, o.SegmentBytes = 16<<10, 64<<10
+		if layout == LayoutPacked {
+			// Segments of up to 16 blocks: some are streamed (more than
+			// packedStageAfter blocks), some not.
+			o.SegmentBytes = 256 << 10
+		}
 		o.KafkaOpts = append(o.KafkaOpts, kgo.FetchMaxPartitionBytes(32<<10)) // many segments
 	}
 
@@ -70,6 +87,16 @@ func TestStreamedSegments(t *testing.T) {
 	checkExact(t, c, inner, "st")
 	noProblems(t, inner)
 
+	if layout == LayoutPacked {
+		// Streaming happened: flush objects published from staged objects,
+		// none left staged.
+		if inner.publishedFlushes.Load() == 0 {
+			t.Fatalf("%d staged, %d published, none as a flush object: nothing was streamed", inner.stages.Load(), inner.published.Load())
+		}
+		t.Logf("%d objects staged, %d flush objects published, %d failed to publish; %d faults injected", inner.stages.Load(), inner.publishedFlushes.Load(), inner.failed.Load(), faulty.Faults())
+		noStaged(t, dir)
+		return
+	}
 	// Streaming happened: segments of many blocks, none left staged.
 	arch := openArchive(t, inner)
 	incs, err := arch.Incarnations(t.Context(), "st")
@@ -98,6 +125,12 @@ func TestStreamedSegments(t *testing.T) {
 		t.Fatalf("%d segments of several blocks, %d staged, %d published: nothing was streamed", multi, inner.stages.Load(), inner.published.Load())
 	}
 	t.Logf("%d segments of several blocks; %d objects staged, %d published, %d failed to publish; %d faults injected", multi, inner.stages.Load(), inner.published.Load(), inner.failed.Load(), faulty.Faults())
+	noStaged(t, dir)
+}
+
+// noStaged fails if a staged object is left in dir.
+func noStaged(t *testing.T, dir string) {
+	t.Helper()
 	var staged []string
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && strings.Contains(d.Name(), "~") {
@@ -117,6 +150,7 @@ type countingStager struct {
 	store.Store
 	sg                        store.Stager
 	stages, published, failed atomic.Int64
+	publishedFlushes          atomic.Int64 // published under a flush object's key
 	failEvery                 atomic.Int64 // > 0: publishing n fails when n % failEvery == 1 (before), 2 (after)
 	n                         atomic.Int64
 }
@@ -151,6 +185,9 @@ func (s *countedStaged) Publish(ctx context.Context, key string, opts store.PutO
 	}
 	if err == nil {
 		s.c.published.Add(1)
+		if strings.HasSuffix(key, ".kwal") {
+			s.c.publishedFlushes.Add(1)
+		}
 	} else {
 		s.c.failed.Add(1)
 	}

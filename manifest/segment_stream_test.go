@@ -55,7 +55,13 @@ func streamRecords(base int64, n, size int) []Record {
 
 func buildStreamed(t *testing.T, codec Codec, block int, recs []Record, stage func() (store.Staged, error)) (*SegmentWriter, int) {
 	t.Helper()
-	w := NewSegmentWriter(recs[0].Offset, SegmentOptions{Codec: codec, BlockSize: block, Stage: stage})
+	return buildStreamedAfter(t, codec, block, 1, recs, stage)
+}
+
+// buildStreamedAfter is buildStreamed staging after stageAfter blocks.
+func buildStreamedAfter(t *testing.T, codec Codec, block, stageAfter int, recs []Record, stage func() (store.Staged, error)) (*SegmentWriter, int) {
+	t.Helper()
+	w := NewSegmentWriter(recs[0].Offset, SegmentOptions{Codec: codec, BlockSize: block, Stage: stage, StageAfter: stageAfter})
 	maxHeld := 0
 	for i := range recs {
 		if recs[i].Offset > w.Next() {
@@ -79,47 +85,49 @@ func buildStreamed(t *testing.T, codec Codec, block int, recs []Record, stage fu
 func TestSegmentStream(t *testing.T) {
 	t.Parallel()
 	for _, codec := range []Codec{CodecNone, CodecZstd, CodecS2} {
-		for _, n := range []int{1, 3, 40, 400} {
-			recs := streamRecords(100, n, 900)
-			held, _ := buildStreamed(t, codec, 8<<10, recs, nil)
-			want, wantInfo := held.Finish()
-			var st *memStaged
-			w, maxHeld := buildStreamed(t, codec, 8<<10, recs, func() (store.Staged, error) {
-				st = &memStaged{failAfter: -1}
-				return st, nil
-			})
-			body, info := w.FinishBody()
-			if info != wantInfo {
-				t.Fatalf("%s/%d: streamed info %+v, want %+v", codec, n, info, wantInfo)
-			}
-			if wantInfo.Blocks <= 1 {
-				if st != nil || body.Streamed() || !bytes.Equal(body.Bytes(), want) {
-					t.Fatalf("%s/%d: a one-block segment was staged", codec, n)
+		for _, n := range []int{1, 3, 30, 40, 400} {
+			for _, after := range []int{0, 1, 3} {
+				recs := streamRecords(100, n, 900)
+				held, _ := buildStreamed(t, codec, 8<<10, recs, nil)
+				want, wantInfo := held.Finish()
+				var st *memStaged
+				w, maxHeld := buildStreamedAfter(t, codec, 8<<10, after, recs, func() (store.Staged, error) {
+					st = &memStaged{failAfter: -1}
+					return st, nil
+				})
+				body, info := w.FinishBody()
+				if info != wantInfo {
+					t.Fatalf("%s/%d: streamed info %+v, want %+v", codec, n, info, wantInfo)
 				}
-				continue
-			}
-			if st == nil || !body.Streamed() || body.Size() != int64(len(want)) {
-				t.Fatalf("%s/%d: not streamed (%v) or size %d, want %d", codec, n, st == nil, body.Size(), len(want))
-			}
-			if !bytes.Equal(st.buf.Bytes(), want) {
-				t.Fatalf("%s/%d: the staged bytes differ from the segment held in memory", codec, n)
-			}
-			if _, got, err := decodeSegment(st.buf.Bytes()); err != nil || len(got) != n {
-				t.Fatalf("%s/%d: decode: %d records, %v", codec, n, len(got), err)
-			}
-			// Uncompressed: the open block, the two the streamer's channel
-			// holds and the one it writes (compressed blocks also wait, in
-			// order, for a slower compression: no bound that holds under
-			// any scheduling). Nothing when finished.
-			if codec == CodecNone && maxHeld > 5*(8<<10) {
-				t.Errorf("%s/%d: the writer held %d bytes at most, want four blocks (8 KiB) at most", codec, n, maxHeld)
-			}
-			if w.Held() != 0 {
-				t.Errorf("%s/%d: the writer holds %d bytes after FinishBody", codec, n, w.Held())
-			}
-			body.Release()
-			if !st.aborted {
-				t.Errorf("%s/%d: Release of an unpublished streamed body did not abort it", codec, n)
+				if wantInfo.Blocks <= max(after, 1) {
+					if st != nil || body.Streamed() || !bytes.Equal(body.Bytes(), want) {
+						t.Fatalf("%s/%d: a segment of %d blocks was staged after %d", codec, n, wantInfo.Blocks, after)
+					}
+					continue
+				}
+				if st == nil || !body.Streamed() || body.Size() != int64(len(want)) {
+					t.Fatalf("%s/%d: not streamed (%v) or size %d, want %d", codec, n, st == nil, body.Size(), len(want))
+				}
+				if !bytes.Equal(st.buf.Bytes(), want) {
+					t.Fatalf("%s/%d: the staged bytes differ from the segment held in memory", codec, n)
+				}
+				if _, got, err := decodeSegment(st.buf.Bytes()); err != nil || len(got) != n {
+					t.Fatalf("%s/%d: decode: %d records, %v", codec, n, len(got), err)
+				}
+				// Uncompressed: the open block, the two the streamer's channel
+				// holds and the one it writes (compressed blocks also wait, in
+				// order, for a slower compression: no bound that holds under
+				// any scheduling). Nothing when finished.
+				if codec == CodecNone && maxHeld > (max(after, 1)+4)*(8<<10) {
+					t.Errorf("%s/%d: the writer held %d bytes at most, want %d blocks (8 KiB) at most", codec, n, maxHeld, max(after, 1)+4)
+				}
+				if w.Held() != 0 {
+					t.Errorf("%s/%d: the writer holds %d bytes after FinishBody", codec, n, w.Held())
+				}
+				body.Release()
+				if !st.aborted {
+					t.Errorf("%s/%d: Release of an unpublished streamed body did not abort it", codec, n)
+				}
 			}
 		}
 	}

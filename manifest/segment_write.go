@@ -34,6 +34,10 @@ type SegmentOptions struct {
 	// apply). A segment of one block is never staged, and if Stage fails
 	// the segment is held in memory as without it.
 	Stage func() (store.Staged, error)
+	// StageAfter is how many blocks a segment holds in memory before it is
+	// staged (with Stage): when block StageAfter+1 starts, the blocks
+	// closed so far are written first. 0 means 1.
+	StageAfter int
 }
 
 // DefaultSegmentOptions is zstd with 1 MiB blocks.
@@ -104,6 +108,10 @@ func (w *SegmentWriter) Held() int {
 	}
 	return w.Size() - int(w.stream.raw.Load())
 }
+
+// Streaming reports whether the segment is being streamed to a staged
+// object (Stage): FinishBody will return a streamed body.
+func (w *SegmentWriter) Streaming() bool { return w.stream != nil }
 
 // Abort discards a staged segment's object (Stage) and stops writing it;
 // FinishBody then reports the segment lost. It may be called from another
@@ -181,8 +189,17 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	if w.cur.Records == 0 {
 		return
 	}
-	if !final && w.stream == nil && w.opts.Stage != nil && len(w.closed) == 0 {
+	stageAfter := max(w.opts.StageAfter, 1)
+	if !final && w.stream == nil && w.opts.Stage != nil && len(w.closed) == stageAfter-1 {
 		w.startStream()
+		if w.stream != nil {
+			// The blocks held so far go first, in order; the streamer
+			// recycles uncompressed ones once written.
+			for _, cb := range w.closed {
+				w.stream.send(cb)
+			}
+			w.pooled = nil
+		}
 	}
 	w.runMax = max(w.runMax, w.cur.MaxTimestamp)
 	w.cur.RunningMaxTimestamp = w.runMax

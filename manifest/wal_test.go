@@ -482,3 +482,171 @@ func TestPackedStraddle(t *testing.T) {
 	}
 	check("compacted", 0)
 }
+
+// flushStreamed commits recs (from p's end to end) in a flush object of its
+// own built in the segment's staged object (AddBody), the segment staged
+// after stageAfter blocks of 4 KiB; abort aborts the segment before it is
+// finished, as a reclaim does. It returns PutFlush's error.
+func (w *simWriter) flushStreamed(p *PartitionLog, end int64, recs []Record, stageAfter int, abort bool) error {
+	w.t.Helper()
+	sp := w.parts[p]
+	start := int64(0)
+	if sp.head != nil {
+		start = sp.head.End + 1
+	}
+	sg := w.a.st.(store.Stager)
+	stage := func() (store.Staged, error) { return sg.Stage(context.Background(), "wal/"+w.id+"/") }
+	sw := NewSegmentWriter(start, SegmentOptions{Codec: CodecZstd, BlockSize: 4 << 10, Stage: stage, StageAfter: stageAfter})
+	for i := range recs {
+		if recs[i].Offset > sw.Next() {
+			if err := sw.AddGap(recs[i].Offset-1, GapCompacted); err != nil {
+				w.t.Fatal(err)
+			}
+		}
+		if err := sw.Append(&recs[i]); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	if !sw.Streaming() {
+		w.t.Fatalf("%d records in 4 KiB blocks not streamed", len(recs))
+	}
+	if abort {
+		sw.Abort()
+	}
+	body, info := sw.FinishBody()
+	if info.End != end {
+		w.t.Fatalf("segment ends at %d, want %d", info.End, end)
+	}
+	fb, err := NewFlushBuilder(w.id, w.seq)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.seq++
+	c, ref, err := fb.AddBody(sp.epoch, sp.head, sp.tail.Newest(), p.Topic, p.TopicID, p.Partition, body, info, 1)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if !fb.Streamed() {
+		w.t.Fatal("a flush object of a streamed segment is not built in its staged object")
+	}
+	if _, _, err := fb.Add(sp.epoch, c, &ref, p.Topic, p.TopicID, p.Partition+1, bytes.NewReader(nil), info, 1); err == nil {
+		w.t.Fatal("a second entry was added to a flush object built in a staged segment")
+	}
+	if err := w.a.PutFlush(context.Background(), fb); err != nil {
+		return err
+	}
+	sp.head = c
+	sp.tail.Append(ref)
+	return nil
+}
+
+// TestPackedStreamedFlush: a partition's segment streamed to a staged
+// object (staged after its third block) becomes a flush object of its own
+// between ordinary ones: readers find every record through it, compaction
+// reads it, verify accepts it. A streamed segment cannot join an object
+// that has entries; a lost staged segment commits nothing, and one whose
+// key exists is fenced.
+func TestPackedStreamedFlush(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, st := newTestArchive(t)
+	id := TopicID{9}
+	if err := a.EnsureTopic(ctx, "big", id, 2); err != nil {
+		t.Fatal(err)
+	}
+	w := newSimWriter(t, a)
+	p0, p1 := a.Partition("big", id, 0), a.Partition("big", id, 1)
+	for _, p := range []*PartitionLog{p0, p1} {
+		if err := w.claim(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts := func(o int64) int64 { return 1000 + o }
+	var want []Record
+	r := mkRecs(0, 9, ts)
+	want = append(want, r...)
+	w.flush(map[*PartitionLog]int64{p0: 9, p1: 4}, map[*PartitionLog][]Record{p0: r, p1: mkRecs(0, 4, ts)})
+	big := streamRecords(10, 400, 300)
+	want = append(want, big...)
+	if err := w.flushStreamed(p0, 414, big, 3, false); err != nil {
+		t.Fatal(err)
+	}
+	r = mkRecs(415, 424, ts)
+	want = append(want, r...)
+	w.flush(map[*PartitionLog]int64{p0: 424}, map[*PartitionLog][]Record{p0: r})
+
+	// A streamed body cannot follow another entry.
+	sw := NewSegmentWriter(0, SegmentOptions{Codec: CodecNone, BlockSize: 1 << 10, Stage: func() (store.Staged, error) { return st.(store.Stager).Stage(ctx, "") }})
+	for _, rec := range mkRecs(0, 19, ts) {
+		rec.Value = bytes.Repeat([]byte{1}, 300)
+		if err := sw.Append(&rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body, info := sw.FinishBody()
+	fb, err := NewFlushBuilder(w.id, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg, sinfo := buildSegment(t, 0, 6, mkRecs(0, 6, ts), GapCompacted, DefaultSegmentOptions())
+	if _, _, err := fb.Add(1, nil, nil, "big", id, 1, bytes.NewReader(seg), sinfo, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := fb.AddBody(1, nil, nil, "big", id, 0, body, info, 1); err == nil {
+		t.Fatal("a streamed segment was added after another entry")
+	}
+	body.Release()
+
+	// A lost staged segment (aborted, as a reclaim does) commits nothing.
+	lostKey := FlushKey(w.id, w.seq)
+	if err := w.flushStreamed(p0, 629, streamRecords(425, 200, 300), 1, true); !errors.Is(err, ErrSegmentLost) {
+		t.Fatalf("a flush of an aborted streamed segment returned %v, want ErrSegmentLost", err)
+	}
+	if _, err := st.Stat(ctx, lostKey); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the lost flush object exists (%v)", err)
+	}
+	// An existing key: fenced.
+	if err := st.Put(ctx, FlushKey(w.id, w.seq), bytes.NewReader([]byte("x")), 1, store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.flushStreamed(p0, 629, streamRecords(425, 200, 300), 1, false); !errors.Is(err, ErrFenced) {
+		t.Fatalf("a flush onto an existing key returned %v, want ErrFenced", err)
+	}
+	if err := st.Delete(ctx, FlushKey(w.id, w.seq-1)); err != nil {
+		t.Fatal(err)
+	}
+
+	check := func(what string, entries int) {
+		t.Helper()
+		a, err := Open(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p0 := a.Partition(p0.Topic, p0.TopicID, p0.Partition)
+		got, _ := scanAll(t, p0)
+		if len(got) != len(want) {
+			t.Fatalf("%s: read %d records, want %d", what, len(got), len(want))
+		}
+		for i := range got {
+			if got[i].Offset != want[i].Offset || !bytes.Equal(got[i].Value, want[i].Value) || got[i].Timestamp != want[i].Timestamp {
+				t.Fatalf("%s: record %d: %+v, want %+v", what, i, got[i], want[i])
+			}
+		}
+		if _, refs, _ := tailOf(t, p0); len(refs) != entries {
+			t.Fatalf("%s: tail of %d entries, want %d", what, len(refs), entries)
+		}
+		if _, err := a.Verify(ctx, VerifyOptions{}, func(f Finding) {
+			if f.Severity != SeverityInfo {
+				t.Errorf("%s: verify: %v", what, f)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("fresh", 3)
+	head, _, commits := tailOf(t, p0)
+	if _, err := p0.Compact(ctx, head, commits, w.id, 1); err != nil {
+		t.Fatal(err)
+	}
+	check("compacted", 0)
+}

@@ -22,6 +22,9 @@ type FlushBuilder struct {
 	pos    int64
 	rows   []FlushRow
 	seen   map[[20]byte]bool
+	// staged is the streamed segment body the object is built in (AddBody):
+	// the object's only entry, whose body is already in its staged object.
+	staged *SegmentBody
 }
 
 // NewFlushBuilder starts the flush object seq of writer.
@@ -48,6 +51,9 @@ func (b *FlushBuilder) Size() int64 { return b.pos }
 // It returns the entry's commit and ref: they count once PutFlush succeeds.
 func (b *FlushBuilder) Add(epoch int64, prev *Commit, prevRef *EntryRef, topic string, id TopicID, partition int32,
 	seg io.Reader, info SegmentInfo, nowMs int64) (*Commit, EntryRef, error) {
+	if b.staged != nil {
+		return nil, EntryRef{}, fmt.Errorf("flush object %s: built in a streamed segment's staged object: it holds one entry", b.key)
+	}
 	var k [20]byte
 	copy(k[:], id[:])
 	k[16], k[17], k[18], k[19] = byte(partition>>24), byte(partition>>16), byte(partition>>8), byte(partition)
@@ -75,6 +81,36 @@ func (b *FlushBuilder) Add(epoch int64, prev *Commit, prevRef *EntryRef, topic s
 	return c, ref, nil
 }
 
+// AddBody is Add of a segment held as a SegmentBody. A streamed body
+// (SegmentBody.Streamed) can only be the object's first and only entry:
+// the object is then built in the body's staged object, after the segment
+// (PutFlush publishes it), so the segment's bytes are never held in
+// memory or copied.
+func (b *FlushBuilder) AddBody(epoch int64, prev *Commit, prevRef *EntryRef, topic string, id TopicID, partition int32,
+	body *SegmentBody, info SegmentInfo, nowMs int64) (*Commit, EntryRef, error) {
+	if !body.Streamed() {
+		return b.Add(epoch, prev, prevRef, topic, id, partition, body.Reader(), info, nowMs)
+	}
+	if len(b.rows) > 0 {
+		return nil, EntryRef{}, fmt.Errorf("flush object %s: a streamed segment must be its only entry", b.key)
+	}
+	if info.Size != body.size {
+		return nil, EntryRef{}, fmt.Errorf("flush object %s: streamed segment of %d bytes, its summary says %d", b.key, body.size, info.Size)
+	}
+	c, ref, err := b.Add(epoch, prev, prevRef, topic, id, partition, bytes.NewReader(nil), info, nowMs)
+	if err != nil {
+		return nil, EntryRef{}, err
+	}
+	b.pieces = b.pieces[1:] // the segment is in the staged object already
+	b.staged = body
+	return c, ref, nil
+}
+
+// Streamed reports whether the object is built in a streamed segment's
+// staged object (AddBody): a failed PutFlush then lost the segment's bytes
+// (ErrSegmentLost) and cannot be retried.
+func (b *FlushBuilder) Streamed() bool { return b.staged != nil }
+
 // Finish returns the object's bytes as a reader and its size.
 func (b *FlushBuilder) Finish() (io.Reader, int64, error) {
 	t := &FlushTable{Writer: b.writer, Seq: b.seq, TablePos: b.pos, Rows: b.rows}
@@ -96,6 +132,9 @@ func (a *Archive) PutFlush(ctx context.Context, b *FlushBuilder) error {
 	if err != nil {
 		return err
 	}
+	if b.staged != nil {
+		return a.publishFlush(ctx, b, r, size)
+	}
 	if err := a.st.Put(ctx, b.key, r, size, store.PutOptions{IfNotExists: true}); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return fmt.Errorf("flush object %s: %w", b.key, ErrFenced)
@@ -103,6 +142,40 @@ func (a *Archive) PutFlush(ctx context.Context, b *FlushBuilder) error {
 		return fmt.Errorf("put flush object %s: %w", b.key, err)
 	}
 	return nil
+}
+
+// publishFlush completes a flush object built in a streamed segment's
+// staged object (AddBody): it appends rest (the entry, table and trailer)
+// and publishes it with create-if-absent. Whatever the outcome the staged
+// bytes are gone: an error wraps ErrFenced if the key exists, else
+// ErrSegmentLost unless the object is found whole under its key.
+func (a *Archive) publishFlush(ctx context.Context, b *FlushBuilder, rest io.Reader, size int64) error {
+	body := b.staged
+	st := body.staged
+	if body.streamErr != nil {
+		st.Abort()
+		return fmt.Errorf("flush object %s: %w: %w", b.key, ErrSegmentLost, body.streamErr)
+	}
+	if _, err := io.Copy(st, rest); err != nil {
+		st.Abort()
+		return fmt.Errorf("flush object %s: %w: %w", b.key, ErrSegmentLost, err)
+	}
+	if st.Size() != size {
+		st.Abort()
+		return fmt.Errorf("flush object %s: %w: staged %d bytes, want %d", b.key, ErrSegmentLost, st.Size(), size)
+	}
+	err := st.Publish(ctx, b.key, store.PutOptions{IfNotExists: true})
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, store.ErrExists) {
+		return fmt.Errorf("flush object %s: %w", b.key, ErrFenced)
+	}
+	// The outcome may be unknown (a lost response): look.
+	if oi, serr := a.st.Stat(ctx, b.key); serr == nil && oi.Size == size && !errors.Is(err, store.ErrAborted) {
+		return nil
+	}
+	return fmt.Errorf("publish flush object %s: %w: %w", b.key, ErrSegmentLost, err)
 }
 
 // CreateClaim creates the claim c of the partition with create-if-absent,
