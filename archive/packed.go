@@ -428,19 +428,24 @@ func (pk *packedState) resolved(r packedResult) {
 // of those may still be in flight (format rule 13). It is written after
 // the newest committed flush object below every one in flight.
 func (a *Archiver) writeDueTailIndex(ctx context.Context) {
-	pk := a.pk
-	if !pk.indexDue {
-		return
+	if at, ok := a.pk.dueIndexSeq(); ok {
+		a.pk.indexDue = false
+		a.writeTailIndex(ctx, at)
 	}
-	at := pk.seq - 1 // the newest flush object started
+}
+
+// dueIndexSeq is the seq at which a due tail index can be written now: the
+// newest flush object started, or the one below the oldest in flight, if
+// above the last tail index's.
+func (pk *packedState) dueIndexSeq() (int64, bool) {
+	if !pk.indexDue {
+		return 0, false
+	}
+	at := pk.seq - 1
 	for seq := range pk.flushing {
 		at = min(at, seq-1)
 	}
-	if at < 0 || at <= pk.indexedSeq() {
-		return
-	}
-	pk.indexDue = false
-	a.writeTailIndex(ctx, at)
+	return at, at >= 0 && at > pk.indexedSeq()
 }
 
 // indexedSeq is the seq of the newest tail index written (-1 for none).

@@ -1069,3 +1069,43 @@ func TestPackedOnceClaimCheckRetries(t *testing.T) {
 	checkExact(t, c, base, "cr")
 	noProblems(t, base)
 }
+
+// TestDueIndexSeq: a due tail index is written at a seq below every flush
+// object in flight (readers skip the objects up to its seq), and after the
+// last one.
+func TestDueIndexSeq(t *testing.T) {
+	t.Parallel()
+	pk := newPackedState(time.Now())
+	if _, ok := pk.dueIndexSeq(); ok {
+		t.Fatal("an index not due can be written")
+	}
+	pk.indexDue = true
+	if _, ok := pk.dueIndexSeq(); ok {
+		t.Fatal("an index can be written before any flush object")
+	}
+	pk.seq = 10 // 0..9 started
+	for _, tc := range []struct {
+		flushing []int64
+		indexed  []int64
+		at       int64
+		ok       bool
+	}{
+		{nil, nil, 9, true},
+		{[]int64{9}, nil, 8, true},
+		{[]int64{7, 9}, nil, 6, true},
+		{[]int64{0, 5}, nil, 0, false},
+		{[]int64{7}, []int64{6}, 0, false},
+		{[]int64{8}, []int64{6}, 7, true},
+		{nil, []int64{9}, 0, false},
+	} {
+		pk.flushing = map[int64]bool{}
+		for _, s := range tc.flushing {
+			pk.flushing[s] = true
+		}
+		pk.indexes = tc.indexed
+		at, ok := pk.dueIndexSeq()
+		if ok != tc.ok || ok && at != tc.at {
+			t.Errorf("in flight %v, indexed %v: %d %v, want %d %v", tc.flushing, tc.indexed, at, ok, tc.at, tc.ok)
+		}
+	}
+}
