@@ -957,6 +957,108 @@ func TestPackedGroupReclaimDeferred(t *testing.T) {
 	stopThenCheck(t, c, st, "zg", p, stop)
 }
 
+// logLines decodes a JSON log's lines (message, partition, time).
+func logLines(b *lockedBuffer) []logLine {
+	var out []logLine
+	for _, l := range strings.Split(b.String(), "\n") {
+		var e logLine
+		if json.Unmarshal([]byte(l), &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+type logLine struct {
+	Time      time.Time `json:"time"`
+	Msg       string    `json:"msg"`
+	Partition *int32    `json:"partition"`
+}
+
+// TestPackedGroupReclaimRevoked is the point of the zombie guard: a group
+// member that lost its claims waits before claiming again, and when the
+// group moves a partition to another member meanwhile (here a second
+// member joining), the wait ends there: the first member never claims that
+// partition again, so the new owner's claim stands; the partition it kept
+// it claims again after the wait. Nothing is lost or duplicated.
+func TestPackedGroupReclaimRevoked(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "zr", 2, nil)
+	st := newStore(t)
+	p := startProducer(t, c, "zr", 5)
+	const delay = 8 * time.Second
+	var logsA, logsB lockedBuffer
+	mod := func(logs *lockedBuffer) func(*Options) {
+		return func(o *Options) {
+			packed(o)
+			o.Group = "zr-group"
+			o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+			o.FlushInterval = 50 * time.Millisecond
+			o.CompactAfter = time.Hour
+			o.ClaimCheckInterval = 300 * time.Millisecond
+			o.reclaimDelay = delay
+		}
+	}
+	stopA := startArchiver(t, c, st, mod(&logsA))
+	waitArchived(t, st, "zr", 100)
+	runOnce(t, c, st, packed) // claims both partitions
+	waitFor := func(what string, d time.Duration, ok func([]logLine) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(d); !ok(logLines(&logsA)); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %v:\n%s", what, d, logsA.String())
+			}
+		}
+	}
+	count := func(ls []logLine, prefix string) (n int, parts []int32) {
+		for _, e := range ls {
+			if strings.HasPrefix(e.Msg, prefix) && e.Partition != nil {
+				n++
+				parts = append(parts, *e.Partition)
+			}
+		}
+		return n, parts
+	}
+	const lostMsg, againMsg, releasedMsg = "partition claimed by another archiver meanwhile: claiming it again from the archive's end unless the group revokes it first", "claiming the partition again", "partition released"
+	waitFor("both lost claims noticed", 30*time.Second, func(ls []logLine) bool { n, _ := count(ls, lostMsg); return n == 2 })
+	lostAt := time.Now()
+	stopB := startArchiver(t, c, st, mod(&logsB))
+	var moved int32
+	waitFor("a partition moved to the second member", delay, func(ls []logLine) bool {
+		n, parts := count(ls, releasedMsg)
+		if n > 0 {
+			moved = parts[0]
+		}
+		return n > 0
+	})
+	if took := time.Since(lostAt); took >= delay {
+		t.Fatalf("the rebalance took %v, longer than the reclaim delay (%v): the test proves nothing", took, delay)
+	} else {
+		t.Logf("partition %d moved %v after the claims were lost", moved, took.Round(time.Millisecond))
+	}
+	waitFor("the kept partition claimed again", delay+10*time.Second, func(ls []logLine) bool { n, _ := count(ls, againMsg); return n > 0 })
+	time.Sleep(time.Until(lostAt.Add(delay + time.Second)))
+	if _, parts := count(logLines(&logsA), againMsg); len(parts) != 1 || parts[0] == moved {
+		t.Fatalf("claimed again %v, want only the partition kept (not %d):\n%s", parts, moved, logsA.String())
+	}
+	arch := openArchive(t, st)
+	incs, err := arch.Incarnations(context.Background(), "zr")
+	if err != nil || len(incs) != 1 {
+		t.Fatal(incs, err)
+	}
+	// Claims of the moved partition: the first member's, the --once run's,
+	// the second member's; a reclaim by the first would be a fourth.
+	if cl, err := arch.Partition("zr", incs[0].TopicID, moved).NewestClaim(context.Background()); err != nil || cl == nil || cl.Epoch != 3 {
+		t.Fatalf("newest claim of the moved partition %d: %+v %v, want epoch 3 (the second member's)", moved, cl, err)
+	}
+	waitArchived(t, st, "zr", archivedRecords(t, st, "zr")+100) // both archiving
+	if err := stopB(); err != nil {
+		t.Fatal(err)
+	}
+	stopThenCheck(t, c, st, "zr", p, stopA)
+}
+
 // claimOnFirstFlush is a store that, before the first flush object is
 // created, lets claim run: another archiver's claim landing mid-run.
 type claimOnFirstFlush struct {
