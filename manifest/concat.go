@@ -35,6 +35,18 @@ type SegmentPart struct {
 // CRC32C of its stored bytes: a corrupt block is refused rather than given a
 // fresh segment checksum. Errors about the parts' data wrap ErrCorrupt.
 func ConcatSegments(parts []SegmentPart) ([]byte, SegmentInfo, error) {
+	body, info, err := ConcatSegmentsBody(parts)
+	if err != nil {
+		return nil, SegmentInfo{}, err
+	}
+	return body.Bytes(), info, nil
+}
+
+// ConcatSegmentsBody is ConcatSegments returning the segment as a body
+// whose blocks are the parts' own bytes (not copied: the parts must not
+// change while it is read), so a compaction holds its input once, not
+// twice.
+func ConcatSegmentsBody(parts []SegmentPart) (*SegmentBody, SegmentInfo, error) {
 	if len(parts) == 0 {
 		return nil, SegmentInfo{}, errors.New("concatenate segments: no parts")
 	}
@@ -62,11 +74,14 @@ func ConcatSegments(parts []SegmentPart) ([]byte, SegmentInfo, error) {
 	ix := Index{Blocks: make([]BlockInfo, 0, nBlocks), Gaps: make([]Gap, 0, nGaps)}
 	info := SegmentInfo{Start: parts[0].Start, End: parts[len(parts)-1].End, FirstOffset: -1, LastOffset: -1}
 	idxSize := int64(indexHeaderSize + 8 + nBlocks*blockEntrySize + nGaps*gapEntrySize)
-	out := make([]byte, 0, size+idxSize+footerSize)
-	out = append(out, segMagic[:]...)
-	out = binary.LittleEndian.AppendUint16(out, objectVersion)
-	out = binary.LittleEndian.AppendUint16(out, 0)
-	crc := crc32c(out)
+	head := make([]byte, 0, segHeaderSize)
+	head = append(head, segMagic[:]...)
+	head = binary.LittleEndian.AppendUint16(head, objectVersion)
+	head = binary.LittleEndian.AppendUint16(head, 0)
+	crc := crc32c(head)
+	body := &SegmentBody{pieces: make([][]byte, 0, len(parts)+2)}
+	body.pieces = append(body.pieces, head)
+	pos := int64(len(head)) // the output's length so far
 	runMax := int64(math.MinInt64)
 	minTs, maxTs := int64(math.MaxInt64), int64(math.MinInt64)
 	for i := range parts {
@@ -77,11 +92,11 @@ func ConcatSegments(parts []SegmentPart) ([]byte, SegmentInfo, error) {
 			if err != nil {
 				return nil, SegmentInfo{}, fmt.Errorf("concatenate segments: part %d (offsets %d..%d) block %d: %w", i, p.Start, p.End, j, err)
 			}
-			bl.Position = int64(len(out))
+			bl.Position = pos
 			runMax = max(runMax, bl.MaxTimestamp)
 			bl.RunningMaxTimestamp = runMax
 			ix.Blocks = append(ix.Blocks, bl)
-			out = append(out, blk...)
+			pos += int64(len(blk))
 			// The stored bytes were just checksummed: combine their CRC
 			// rather than read large ones again (as FinishBody does).
 			crc = crc32.Update(crc, castagnoli, blk[:blockHeaderSize])
@@ -98,6 +113,11 @@ func ConcatSegments(parts []SegmentPart) ([]byte, SegmentInfo, error) {
 			info.LastOffset = bl.LastOffset
 			minTs, maxTs = min(minTs, bl.MinTimestamp), max(maxTs, bl.MaxTimestamp)
 		}
+		if n := len(p.Index.Blocks); n > 0 {
+			// A part's blocks are contiguous (checkPart): one piece.
+			first, last := p.Index.Blocks[0], p.Index.Blocks[n-1]
+			body.pieces = append(body.pieces, p.Segment[first.Position:last.Position+last.Length:last.Position+last.Length])
+		}
 		for _, g := range p.Index.Gaps {
 			// Only a part's edge gaps can touch the previous part's: merge
 			// them so the gap table stays canonical.
@@ -113,16 +133,21 @@ func ConcatSegments(parts []SegmentPart) ([]byte, SegmentInfo, error) {
 		info.MinTimestamp, info.MaxTimestamp = minTs, maxTs
 	}
 	info.Blocks = len(ix.Blocks)
-	info.IndexPosition = int64(len(out))
-	out = AppendIndex(out, &ix)
-	info.IndexLength = int64(len(out)) - info.IndexPosition
-	out = AppendFooter(out, Footer{IndexPosition: info.IndexPosition, IndexLength: info.IndexLength})
-	crc = crc32.Update(crc, castagnoli, out[info.IndexPosition:])
-	info.Size, info.CRC32C = int64(len(out)), crc
+	info.IndexPosition = pos
+	tail := AppendIndex(make([]byte, 0, idxSize+footerSize), &ix)
+	info.IndexLength = int64(len(tail))
+	tail = AppendFooter(tail, Footer{IndexPosition: info.IndexPosition, IndexLength: info.IndexLength})
+	crc = crc32.Update(crc, castagnoli, tail)
+	body.pieces = append(body.pieces, tail)
+	body.size = pos + int64(len(tail))
+	info.Size, info.CRC32C = body.size, crc
+	if body.size != size+int64(len(tail)) {
+		return nil, SegmentInfo{}, fmt.Errorf("concatenate segments %d..%d: %d bytes of blocks, the indexes say %d", info.Start, info.End, pos, size)
+	}
 
 	// Check the result as a reader will: the parts were checked, so this
 	// fails only if concatenating broke an invariant.
-	dec, err := DecodeIndex(out[info.IndexPosition : info.IndexPosition+info.IndexLength])
+	dec, err := DecodeIndex(tail[:info.IndexLength])
 	if err == nil {
 		err = CheckIndex(&Commit{Start: info.Start, End: info.End, Records: info.Records, GapOffsets: info.GapOffsets,
 			IndexPosition: info.IndexPosition}, dec)
@@ -130,7 +155,7 @@ func ConcatSegments(parts []SegmentPart) ([]byte, SegmentInfo, error) {
 	if err != nil {
 		return nil, SegmentInfo{}, fmt.Errorf("concatenate segments %d..%d: result: %w", info.Start, info.End, err)
 	}
-	return out, info, nil
+	return body, info, nil
 }
 
 // checkPart checks a part as a reader checks a segment against its commit

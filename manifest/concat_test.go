@@ -3,9 +3,11 @@ package manifest
 import (
 	"bytes"
 	"errors"
+	"io"
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"slices"
 	"testing"
 )
@@ -544,4 +546,44 @@ func FuzzConcatSegments(f *testing.F) {
 			t.Fatalf("records differ: %d, parts hold %d", len(got), len(want))
 		}
 	})
+}
+
+// TestConcatSegmentsBodyNoCopy: the concatenated body is the parts' own
+// blocks, not a copy (a compaction holds its input once), and reads as
+// the bytes ConcatSegments returns.
+func TestConcatSegmentsBodyNoCopy(t *testing.T) {
+	var tps []testPart
+	start := int64(0)
+	for range 4 {
+		recs := mkRecs(start, start+1999, func(o int64) int64 { return o })
+		for i := range recs {
+			recs[i].Value = bytes.Repeat([]byte{7}, 500)
+		}
+		tp := makePart(t, start, recOps(recs), SegmentOptions{Codec: CodecNone, BlockSize: 64 << 10})
+		tps = append(tps, tp)
+		start = tp.info.End + 1
+	}
+	parts := segParts(tps)
+	var in int
+	for _, p := range parts {
+		in += len(p.Segment)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	body, info, err := ConcatSegmentsBody(parts)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(in/20) {
+		t.Fatalf("concatenating %d bytes allocated %d bytes: copied", in, alloc)
+	}
+	want, wantInfo, err := ConcatSegments(parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(body.Reader())
+	if err != nil || !bytes.Equal(got, want) || info != wantInfo || body.Size() != int64(len(want)) {
+		t.Fatalf("the body reads %d bytes (%v), want ConcatSegments' %d; info %+v, want %+v", len(got), err, len(want), info, wantInfo)
+	}
 }

@@ -409,7 +409,7 @@ func (p *PartitionLog) CompactChecked(ctx context.Context, head *Commit, commits
 		parts[i] = SegmentPart{Start: c.Start, End: c.End, Segment: seg, Index: ix}
 		start = c.End + 1
 	}
-	seg, info, err := ConcatSegments(parts)
+	body, info, err := ConcatSegmentsBody(parts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: compact %d..%d: %w", p, parts[0].Start, start-1, err)
 	}
@@ -418,7 +418,7 @@ func (p *PartitionLog) CompactChecked(ctx context.Context, head *Commit, commits
 			return nil, err
 		}
 	}
-	return p.Append(ctx, head, seg, info, writer, nowMs)
+	return p.AppendBody(ctx, head, body, info, writer, nowMs)
 }
 
 // trimmedPart re-encodes the records and gaps of c from offset from on as a
