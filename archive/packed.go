@@ -43,8 +43,9 @@ const (
 	// two tail indexes: a reader reads at most about as many flush tables
 	// after the newest tail index.
 	TailIndexEvery = 10
-	// compactConcurrency bounds concurrent compactions (each holds the
-	// bodies of one partition's compacted range in memory).
+	// compactConcurrency bounds concurrent compactions (each copies one
+	// partition's range, a block at a time; with S3, through a multipart
+	// part buffer).
 	compactConcurrency = 2
 	// claimCheckConcurrency bounds concurrent claim checks.
 	claimCheckConcurrency = 4

@@ -3,6 +3,7 @@ package manifest
 import (
 	"bytes"
 	"errors"
+	"hash/crc32"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -548,42 +549,82 @@ func FuzzConcatSegments(f *testing.F) {
 	})
 }
 
-// TestConcatSegmentsBodyNoCopy: the concatenated body is the parts' own
-// blocks, not a copy (a compaction holds its input once), and reads as
-// the bytes ConcatSegments returns.
-func TestConcatSegmentsBodyNoCopy(t *testing.T) {
+// TestConcatStreamed: parts read as they are copied (a compaction's input
+// in the store) concatenate to the same bytes and summary as parts in
+// memory, holding about one block; a corrupt block or header, a wrong
+// segment checksum or a truncated part ends the reading with ErrCorrupt.
+func TestConcatStreamed(t *testing.T) {
 	var tps []testPart
 	start := int64(0)
-	for range 4 {
+	for i := range 4 {
 		recs := mkRecs(start, start+1999, func(o int64) int64 { return o })
 		for i := range recs {
 			recs[i].Value = bytes.Repeat([]byte{7}, 500)
+		}
+		if i == 2 {
+			recs = recs[3:] // a gap at a part's edge
 		}
 		tp := makePart(t, start, recOps(recs), SegmentOptions{Codec: CodecNone, BlockSize: 64 << 10})
 		tps = append(tps, tp)
 		start = tp.info.End + 1
 	}
-	parts := segParts(tps)
-	var in int
-	for _, p := range parts {
-		in += len(p.Segment)
+	want, wantInfo, err := ConcatSegments(segParts(tps))
+	if err != nil {
+		t.Fatal(err)
 	}
+	streamed := func(mod func(i int, seg []byte) []byte, crcDelta uint32) []SegmentPart {
+		var ps []SegmentPart
+		for i, tp := range tps {
+			seg := slices.Clone(tp.part.Segment)
+			if mod != nil {
+				seg = mod(i, seg)
+			}
+			ps = append(ps, SegmentPart{Start: tp.part.Start, End: tp.part.End, Index: tp.part.Index,
+				Tail: tp.part.Segment[tp.info.IndexPosition:], Size: tp.info.Size, CRC32C: tp.info.CRC32C + crcDelta, CheckCRC: true,
+				Open: func() (io.ReadCloser, error) {
+					return io.NopCloser(bytes.NewReader(seg[:min(int64(len(seg)), tp.info.IndexPosition)])), nil
+				}})
+		}
+		return ps
+	}
+	var in int64
+	for _, tp := range tps {
+		in += tp.info.Size
+	}
+	ps := streamed(nil, 0)
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	body, info, err := ConcatSegmentsBody(parts)
-	runtime.ReadMemStats(&after)
+	c, err := NewConcat(ps)
 	if err != nil {
 		t.Fatal(err)
+	}
+	h := crc32.New(castagnoli)
+	n, err := io.Copy(h, c)
+	runtime.ReadMemStats(&after)
+	if err != nil || n != int64(len(want)) || h.Sum32() != wantInfo.CRC32C {
+		t.Fatalf("streamed concatenation: %d bytes (%v), want %d with ConcatSegments' checksum", n, err, len(want))
 	}
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(in/20) {
-		t.Fatalf("concatenating %d bytes allocated %d bytes: copied", in, alloc)
+		t.Fatalf("concatenating %d bytes allocated %d bytes: more than about a block", in, alloc)
 	}
-	want, wantInfo, err := ConcatSegments(parts)
-	if err != nil {
-		t.Fatal(err)
+	if info, err := c.Info(); err != nil || info != wantInfo {
+		t.Fatalf("streamed info %+v (%v), want %+v", info, err, wantInfo)
 	}
-	got, err := io.ReadAll(body.Reader())
-	if err != nil || !bytes.Equal(got, want) || info != wantInfo || body.Size() != int64(len(want)) {
-		t.Fatalf("the body reads %d bytes (%v), want ConcatSegments' %d; info %+v, want %+v", len(got), err, len(want), info, wantInfo)
+	for name, ps := range map[string][]SegmentPart{
+		"block":     streamed(func(i int, seg []byte) []byte { seg[tps[i].part.Index.Blocks[1].Position+100] ^= 1; return seg }, 0),
+		"header":    streamed(func(i int, seg []byte) []byte { seg[0] ^= 1; return seg }, 0),
+		"checksum":  streamed(nil, 1),
+		"truncated": streamed(func(i int, seg []byte) []byte { return seg[:tps[i].part.Index.Blocks[2].Position+5] }, 0),
+	} {
+		c, err := NewConcat(ps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, c); !errors.Is(err, ErrCorrupt) || !errors.Is(c.Err(), ErrCorrupt) {
+			t.Fatalf("%s: reading returned %v (Err %v), want ErrCorrupt", name, err, c.Err())
+		}
+		if _, err := c.Info(); err == nil {
+			t.Fatalf("%s: Info after a failed read", name)
+		}
 	}
 }

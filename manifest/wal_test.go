@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kbackup/kbackup/store"
@@ -649,4 +651,81 @@ func TestPackedStreamedFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("compacted", 0)
+}
+
+// TestCompactStreamedFailures: compaction copies the entries' blocks as it
+// reads them; a corrupt block ends it with ErrCorrupt before anything is
+// committed or left behind, and so does a failing check (a newer claim),
+// which now runs after the segment is written and before its commit entry.
+func TestCompactStreamedFailures(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, st := newTestArchive(t)
+	id := TopicID{5}
+	if err := a.EnsureTopic(ctx, "cf", id, 1); err != nil {
+		t.Fatal(err)
+	}
+	p := a.Partition("cf", id, 0)
+	w := newSimWriter(t, a)
+	if err := w.claim(p); err != nil {
+		t.Fatal(err)
+	}
+	next := int64(0)
+	for range 6 {
+		r := mkRecs(next, next+9, func(o int64) int64 { return 100 + o })
+		w.flush(map[*PartitionLog]int64{p: next + 9}, map[*PartitionLog][]Record{p: r})
+		next += 10
+	}
+	keys := func() int {
+		n := 0
+		if err := st.List(ctx, store.ListOptions{Prefix: p.Prefix()}, func(e store.ListEntry) error {
+			if !strings.Contains(e.Key, "/claims/") {
+				n++
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := keys()
+	head, _, commits := tailOf(t, p)
+	c := commits[2]
+	orig, err := store.Get(ctx, st, c.SegmentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(b []byte) {
+		t.Helper()
+		if err := st.Delete(ctx, c.SegmentKey); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Put(ctx, c.SegmentKey, bytes.NewReader(b), int64(len(b)), store.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad := slices.Clone(orig)
+	bad[c.SegmentOffset+c.IndexPosition-1] ^= 1 // the last block's last byte
+	put(bad)
+	if _, err := p.Compact(ctx, head, commits, "compactor", 1); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("compacting a corrupt entry: %v, want ErrCorrupt", err)
+	}
+	if n := keys(); n != before {
+		t.Fatalf("%d keys after a failed compaction, %d before", n, before)
+	}
+	put(orig)
+	lost := errors.New("a newer claim exists")
+	if _, err := p.CompactChecked(ctx, head, commits, "compactor", 1, func(context.Context) error { return lost }); !errors.Is(err, lost) {
+		t.Fatalf("compacting with a failing check: %v", err)
+	}
+	if n := keys(); n != before {
+		t.Fatalf("%d keys after a compaction stopped by its check, %d before", n, before)
+	}
+	cm, err := p.Compact(ctx, head, commits, "compactor", 1)
+	if err != nil || cm.End != next-1 {
+		t.Fatalf("compaction: %+v %v", cm, err)
+	}
+	if got, _ := scanAll(t, p); len(got) != int(next) {
+		t.Fatalf("read %d records after compaction, want %d", len(got), next)
+	}
 }

@@ -3,6 +3,8 @@ package manifest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -355,15 +357,18 @@ func (p *PartitionLog) EntriesAfter(ctx context.Context, newest EntryRef, after 
 // §12.5): it reads the entries' segment bodies (commits, consecutive, the
 // first starting right after head, the compacted head), concatenates their
 // blocks into one version-1 segment and appends it after head (segment,
-// commit entry with create-if-absent: the commit point, time key). It
-// returns ErrFenced when another compactor committed that start first.
+// commit entry with create-if-absent: the commit point, time key). The
+// blocks are copied as they are read (Concat: one block in memory, each
+// checked, and each entry's body against its CRC32C); a corrupt one stops
+// the compaction before its commit entry. It returns ErrFenced when
+// another compactor committed that start first.
 func (p *PartitionLog) Compact(ctx context.Context, head *Commit, commits []*Commit, writer string, nowMs int64) (*Commit, error) {
 	return p.CompactChecked(ctx, head, commits, writer, nowMs, nil)
 }
 
-// CompactChecked is Compact with check called right before the segment and
-// commit entry are written (after the entries are read and concatenated):
-// an error from it stops the compaction. The archiver checks there that no
+// CompactChecked is Compact with check called right before the commit
+// entry is written (after the segment is): an error from it stops the
+// compaction, and the segment is deleted. The archiver checks there that no
 // newer claim exists, keeping the window in which a compactor that lost its
 // partition can still commit as short as one request.
 func (p *PartitionLog) CompactChecked(ctx context.Context, head *Commit, commits []*Commit, writer string, nowMs int64, check func(context.Context) error) (*Commit, error) {
@@ -391,34 +396,66 @@ func (p *PartitionLog) CompactChecked(ctx context.Context, head *Commit, commits
 		if c.Start != start {
 			return nil, fmt.Errorf("%s: tail entry %d..%d does not follow %d", p, c.Start, c.End, start-1)
 		}
-		seg, err := p.readRange(ctx, c, 0, c.SegmentSize)
+		// The index and footer now; the header and blocks as they are
+		// copied (checked block by block, and the whole segment against
+		// its entry's CRC32C).
+		if c.IndexPosition < segHeaderSize || c.IndexPosition > c.SegmentSize-footerSize {
+			return nil, fmt.Errorf("%s@%d: %w", c.SegmentKey, c.SegmentOffset, corruptf("entry %d..%d: index at %d of %d bytes", c.Start, c.End, c.IndexPosition, c.SegmentSize))
+		}
+		tail, err := p.readRange(ctx, c, c.IndexPosition, c.SegmentSize-c.IndexPosition)
 		if err != nil {
 			return nil, err
 		}
-		if got := crc32c(seg); got != c.SegmentCRC32C {
-			return nil, fmt.Errorf("%s: %w", c.SegmentKey, corruptf("segment %d..%d checksum %08x, entry says %08x", c.Start, c.End, got, c.SegmentCRC32C))
-		}
-		ixb := seg[c.IndexPosition : c.IndexPosition+c.IndexLength]
-		ix, err := DecodeIndex(ixb)
+		ix, err := DecodeIndex(tail[:min(int64(len(tail)), c.IndexLength)])
 		if err != nil {
 			return nil, fmt.Errorf("%s@%d: %w", c.SegmentKey, c.SegmentOffset, err)
 		}
 		if err := CheckIndex(c, ix); err != nil {
 			return nil, fmt.Errorf("%s@%d: %w", c.SegmentKey, c.SegmentOffset, err)
 		}
-		parts[i] = SegmentPart{Start: c.Start, End: c.End, Segment: seg, Index: ix}
+		parts[i] = SegmentPart{Start: c.Start, End: c.End, Index: ix, Tail: tail, Size: c.SegmentSize, CRC32C: c.SegmentCRC32C, CheckCRC: true,
+			Open: func() (io.ReadCloser, error) {
+				rc, err := p.st.GetRange(ctx, c.SegmentKey, c.SegmentOffset, c.IndexPosition)
+				if err != nil {
+					return nil, fmt.Errorf("read segment %s: %w", c.SegmentKey, err)
+				}
+				return rc, nil
+			}}
 		start = c.End + 1
 	}
-	body, info, err := ConcatSegmentsBody(parts)
+	cc, err := NewConcat(parts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: compact %d..%d: %w", p, parts[0].Start, start-1, err)
 	}
-	if check != nil {
-		if err := check(ctx); err != nil {
-			return nil, err
-		}
+	defer cc.Close()
+	return p.appendConcat(ctx, head, cc, writer, nowMs, check)
+}
+
+// appendConcat writes the segment cc produces as it is read (a new key with
+// a nonce), then, after check, its commit entry and time key. If reading
+// fails (a corrupt part), the segment is not written; if check fails, or
+// another writer committed that start first, it is deleted.
+func (p *PartitionLog) appendConcat(ctx context.Context, head *Commit, cc *Concat, writer string, nowMs int64, check func(context.Context) error) (*Commit, error) {
+	var nonce [8]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return nil, fmt.Errorf("segment nonce: %w", err)
 	}
-	return p.AppendBody(ctx, head, body, info, writer, nowMs)
+	segKey := SegmentKey(p.prefix, cc.info.Start, cc.info.End, hex.EncodeToString(nonce[:]))
+	if err := p.st.Put(ctx, segKey, cc, cc.Size(), store.PutOptions{IfNotExists: true}); err != nil {
+		if cerr := cc.Err(); cerr != nil {
+			err = cerr // the reason, not how the store reports a failed body
+		}
+		return nil, fmt.Errorf("%s: compact %d..%d: write segment %s: %w", p, cc.info.Start, cc.info.End, segKey, err)
+	}
+	info, err := cc.Info()
+	if err == nil && check != nil {
+		err = check(ctx)
+	}
+	if err != nil {
+		_ = p.st.Delete(ctx, segKey) // ours, never referenced; best effort (verify reports leftovers)
+		return nil, err
+	}
+	return p.commitSegment(ctx, head, info, writer, nowMs, segKey, func(string) error { return nil })
 }
 
 // trimmedPart re-encodes the records and gaps of c from offset from on as a
