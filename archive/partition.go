@@ -133,7 +133,11 @@ func (ps *partState) writer(a *Archiver, now time.Time) *manifest.SegmentWriter 
 			// receive little share one flush object.
 			prefix := ps.log.Prefix() + "segments/"
 			if a.packed() {
-				prefix = manifest.FlushPrefix(a.pk.writer)
+				// In wal/, shared by every writer, not wal/<writer>/: a
+				// killed writer's staged files are then swept by the next
+				// writer that stages (a writer directory is never staged in
+				// again).
+				prefix = manifest.WALPrefix
 				opts.StageAfter = packedStageAfter
 			}
 			opts.Stage = func() (store.Staged, error) { return sg.Stage(context.Background(), prefix) }

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/internal/kfaketest"
+	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/storefault"
 )
@@ -93,6 +94,10 @@ func testStreamedSegments(t *testing.T, layout string) {
 		if inner.publishedFlushes.Load() == 0 {
 			t.Fatalf("%d staged, %d published, none as a flush object: nothing was streamed", inner.stages.Load(), inner.published.Load())
 		}
+		// Staged in wal/, which every writer stages in (and sweeps).
+		if inner.walStages.Load() != inner.stages.Load() {
+			t.Fatalf("%d objects staged, %d of them in %s", inner.stages.Load(), inner.walStages.Load(), manifest.WALPrefix)
+		}
 		t.Logf("%d objects staged, %d flush objects published, %d failed to publish; %d faults injected", inner.stages.Load(), inner.publishedFlushes.Load(), inner.failed.Load(), faulty.Faults())
 		noStaged(t, dir)
 		return
@@ -151,6 +156,7 @@ type countingStager struct {
 	sg                        store.Stager
 	stages, published, failed atomic.Int64
 	publishedFlushes          atomic.Int64 // published under a flush object's key
+	walStages                 atomic.Int64 // staged in wal/ (packed layout)
 	failEvery                 atomic.Int64 // > 0: publishing n fails when n % failEvery == 1 (before), 2 (after)
 	n                         atomic.Int64
 }
@@ -161,6 +167,9 @@ func (c *countingStager) Stage(ctx context.Context, prefix string) (store.Staged
 		return nil, err
 	}
 	c.stages.Add(1)
+	if prefix == manifest.WALPrefix {
+		c.walStages.Add(1)
+	}
 	return &countedStaged{Staged: st, c: c}, nil
 }
 
