@@ -393,9 +393,12 @@ func kfakeProcessDelayed(tb testing.TB, delays ...time.Duration) (addrs []string
 		if proxy, ok := strings.CutPrefix(sc.Text(), "kfake proxy "); ok {
 			// "<delay> <broker> <proxy>"
 			f := strings.Fields(proxy)
-			d, err := time.ParseDuration(f[0])
-			if len(f) != 3 || err != nil {
+			if len(f) != 3 {
 				tb.Fatalf("kfake child: bad proxy line %q", sc.Text())
+			}
+			d, err := time.ParseDuration(f[0])
+			if err != nil {
+				tb.Fatalf("kfake child: bad proxy line %q: %v", sc.Text(), err)
 			}
 			if via[d] == nil {
 				via[d] = make(map[string]string)
