@@ -336,8 +336,10 @@ func (a *Archiver) loadHead(ctx context.Context, ps *partState, gen int, salvage
 			after = head.End
 		}
 		var serr error
-		// At most a segment at a time (memory): the next claim goes on.
-		salvage, serr = ps.log.Salvage(ctx, *salvageFrom, after, manifest.SegmentOptions{Codec: a.opts.codec, BlockSize: a.opts.BlockBytes}, a.opts.SegmentBytes)
+		// At most a segment at a time, and a quarter of the memory bound
+		// (it is held before the bound counts it): the next claim goes on.
+		limit := min(int64(a.opts.SegmentBytes), max(a.opts.MaxBufferedBytes/4, 1))
+		salvage, serr = ps.log.Salvage(ctx, *salvageFrom, after, manifest.SegmentOptions{Codec: a.opts.codec, BlockSize: a.opts.BlockBytes}, int(limit))
 		if serr != nil {
 			// Kafka still has them unless the topic was deleted.
 			a.opts.Logger.Warn("reading the entries another archiver's claim voided failed: fetching their records again",

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -748,16 +749,17 @@ func TestRecreatedTopicStartsEveryPartition(t *testing.T) {
 // without a gap.
 func TestPackedDeletedTopicLostClaimSalvaged(t *testing.T) {
 	t.Parallel()
-	// With tiny segments the recommit takes several claims, a segment each.
-	for _, segBytes := range []int{0, 60} {
-		t.Run("segment-bytes="+strconv.Itoa(segBytes), func(t *testing.T) {
+	// With tiny segments, or a tiny memory bound (a quarter of which a
+	// piece may hold), the recommit takes several claims, a piece each.
+	for _, tc := range []struct{ segBytes, maxBuffered int }{{0, 0}, {60, 0}, {0, 240}} {
+		t.Run(fmt.Sprintf("segment-bytes=%d,max-buffered-bytes=%d", tc.segBytes, tc.maxBuffered), func(t *testing.T) {
 			t.Parallel()
-			testDeletedTopicSalvaged(t, segBytes)
+			testDeletedTopicSalvaged(t, tc.segBytes, tc.maxBuffered)
 		})
 	}
 }
 
-func testDeletedTopicSalvaged(t *testing.T, segBytes int) {
+func testDeletedTopicSalvaged(t *testing.T, segBytes, maxBuffered int) {
 	c := newCluster(t)
 	createTopic(t, c, "doomed", 1, nil)
 	cl := newClient(t, c)
@@ -773,6 +775,7 @@ func testDeletedTopicSalvaged(t *testing.T, segBytes int) {
 		o.CompactAfter, o.CompactGrace = time.Hour, -1
 		o.ClaimCheckInterval = -1 // notices the outside claim only at compaction
 		o.SegmentBytes = segBytes
+		o.MaxBufferedBytes = int64(maxBuffered)
 	})
 	waitArchived(t, st, "doomed", 10)
 	runOnce(t, c, st, func(o *Options) { packed(o); o.WriterID = "outside" })
@@ -803,7 +806,7 @@ func testDeletedTopicSalvaged(t *testing.T, segBytes int) {
 		}
 	}
 	pieces := strings.Count(logs.String(), "recommitting what this archiver committed under the claim it lost")
-	if pieces == 0 || segBytes > 0 && pieces < 2 || strings.Contains(logs.String(), `"level":"ERROR"`) {
+	if pieces == 0 || (segBytes > 0 || maxBuffered > 0) && pieces < 2 || strings.Contains(logs.String(), `"level":"ERROR"`) {
 		t.Fatalf("the void entries were recommitted in %d pieces, or an error was logged:\n%s", pieces, logs.String())
 	}
 	noProblems(t, st)
