@@ -103,6 +103,12 @@ type Summary struct {
 	// (manifest.GapReason's String: "DATA-LOSS", "compacted", ...).
 	Gaps     map[string]int64
 	Duration time.Duration // from Run's start to now, or to its end
+	// Superseded counts the records this run committed (packed --once) in
+	// entries that another archiver's later claim voided: they are not in
+	// Records (nor their segments, bytes and gaps in the other counts); the
+	// archive holds those offsets through that archiver's chain, or the
+	// run failed naming them.
+	Superseded int64
 }
 
 // DataLoss is the number of offsets this run recorded as DATA-LOSS gaps.
@@ -136,6 +142,23 @@ func (a *Archiver) addToSummary(c *manifest.Commit) {
 				a.summary.Gaps = map[string]int64{}
 			}
 			a.summary.Gaps[manifest.GapReason(reason).String()] += n
+		}
+	}
+}
+
+// supersede takes commits (voided by a later claim) out of the summary.
+func (a *Archiver) supersede(commits []*manifest.Commit) {
+	a.statusMu.Lock()
+	defer a.statusMu.Unlock()
+	for _, c := range commits {
+		a.summary.Records -= c.Records
+		a.summary.Superseded += c.Records
+		a.summary.Segments--
+		a.summary.Bytes -= c.SegmentSize
+		for reason, n := range c.GapOffsets {
+			if n > 0 {
+				a.summary.Gaps[manifest.GapReason(reason).String()] -= n
+			}
 		}
 	}
 }

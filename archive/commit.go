@@ -147,6 +147,9 @@ func (a *Archiver) committed(ps *partState, r commitResult) {
 	a.m.bytes.WithLabelValues(ps.tp.topic).Add(float64(c.SegmentSize))
 	a.m.segments.WithLabelValues(ps.tp.topic).Inc()
 	a.addToSummary(c)
+	if a.opts.Once && a.packed() {
+		ps.runCommits = append(ps.runCommits, c)
+	}
 	for reason, n := range c.GapOffsets {
 		if n > 0 {
 			a.m.gapOffsets.WithLabelValues(ps.tp.topic, strconv.Itoa(int(ps.tp.partition)), manifest.GapReason(reason).String()).Add(float64(n))

@@ -716,6 +716,14 @@ func (a *Archiver) onceCheckClaims(ctx context.Context) error {
 			return fmt.Errorf("checking the claim of %s (everything was committed; whether another archiver's claim voids some of it is unknown: run again): %w", ps.tp, err)
 		}
 		ps.lostOnce = true
+		// The run's commits at or above the claim's start are void.
+		var void []*manifest.Commit
+		for _, rc := range ps.runCommits {
+			if rc.Start >= c.Start {
+				void = append(void, rc)
+			}
+		}
+		a.supersede(void)
 		var end int64
 		err = retry.Do(ctx, onceCheckRetry, func(ctx context.Context) (err error) {
 			end, err = a.archivedEnd(ctx, ps)

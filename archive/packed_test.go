@@ -1126,6 +1126,10 @@ func TestPackedOnceLostClaimFails(t *testing.T) {
 	if n := archivedRecords(t, base, "lc"); n != 0 {
 		t.Fatalf("%d records count after the run lost its claim, want 0", n)
 	}
+	// Its summary says so: none of its records count.
+	if sum := a.Summary(); sum.Records != 0 || sum.Superseded != 50 || sum.Segments != 0 || sum.Bytes != 0 {
+		t.Fatalf("summary %+v: want 0 records (50 superseded), 0 segments, 0 bytes", sum)
+	}
 	runOnce(t, c, base, packed)
 	checkExact(t, c, base, "lc")
 	noProblems(t, base)

@@ -83,11 +83,15 @@ type partState struct {
 	compactFailures int       // consecutive failed compactions
 	compactRetryAt  time.Time // no compaction before (backoff after a failure)
 	lostOnce        bool      // Once or removing: another archiver claimed it while compacting
-	claimCheckAt    time.Time // the next claim check (packed, continuous)
-	reclaimAt       time.Time // a deferred reclaim after a lost claim (group member): due then; zero none
-	claimChecking   bool
-	flushedSince    bool // an entry was committed since the last claim check (idle partitions are not checked)
-	holdNext        bool // a streamed segment was lost: hold the next ones in memory until a commit succeeds
+	// runCommits are the commits of this run (packed layout, Once only):
+	// the end-of-run claim check takes those a later claim voided out of
+	// the summary.
+	runCommits    []*manifest.Commit
+	claimCheckAt  time.Time // the next claim check (packed, continuous)
+	reclaimAt     time.Time // a deferred reclaim after a lost claim (group member): due then; zero none
+	claimChecking bool
+	flushedSince  bool // an entry was committed since the last claim check (idle partitions are not checked)
+	holdNext      bool // a streamed segment was lost: hold the next ones in memory until a commit succeeds
 	// salvageFrom (packed): the newest entry this archiver committed
 	// before another archiver's claim voided it; the next claim recommits
 	// the void entries' records from the store (manifest.Salvage).

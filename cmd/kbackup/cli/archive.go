@@ -198,6 +198,9 @@ type archiveSummaryDoc struct {
 	Bytes      int64            `json:"bytes"`
 	GapOffsets map[string]int64 `json:"gap_offsets"` // by reason, every reason present
 	DurationMs int64            `json:"duration_ms"`
+	// SupersededRecords: committed in entries another archiver's later
+	// claim voided (packed layout); not in Records.
+	SupersededRecords int64 `json:"superseded_records"`
 }
 
 // printArchiveSummary prints what a run archived: one line, or a JSON
@@ -214,9 +217,14 @@ func printArchiveSummary(w io.Writer, sum archive.Summary, asJSON bool) error {
 	}
 	if asJSON {
 		return writeJSON(w, archiveSummaryDoc{Schema: "kbackup.archive-summary/v1", Topics: sum.Topics, Partitions: sum.Partitions,
-			Records: sum.Records, Segments: sum.Segments, Bytes: sum.Bytes, GapOffsets: gaps, DurationMs: sum.Duration.Milliseconds()})
+			Records: sum.Records, Segments: sum.Segments, Bytes: sum.Bytes, GapOffsets: gaps, DurationMs: sum.Duration.Milliseconds(),
+			SupersededRecords: sum.Superseded})
 	}
-	_, err := fmt.Fprintf(w, "archived %d topics, %d partitions: %d records, %s in %d segments; gap offsets: %s; took %s\n",
-		sum.Topics, sum.Partitions, sum.Records, units.Bytes(sum.Bytes), sum.Segments, strings.Join(gapText, " "), sum.Duration.Round(time.Millisecond))
+	superseded := ""
+	if sum.Superseded > 0 {
+		superseded = fmt.Sprintf("; %d more records committed in entries another archiver's later claim voided (the archive holds them through its chain)", sum.Superseded)
+	}
+	_, err := fmt.Fprintf(w, "archived %d topics, %d partitions: %d records, %s in %d segments; gap offsets: %s%s; took %s\n",
+		sum.Topics, sum.Partitions, sum.Records, units.Bytes(sum.Bytes), sum.Segments, strings.Join(gapText, " "), superseded, sum.Duration.Round(time.Millisecond))
 	return err
 }

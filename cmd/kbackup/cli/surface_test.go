@@ -12,6 +12,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/urfave/cli/v2"
+
+	"github.com/kbackup/kbackup/archive"
 )
 
 // allCommands walks the command tree with each command's top-level name.
@@ -234,5 +236,30 @@ func TestCatTimeForms(t *testing.T) {
 	_, errOut, code := runCLI(t, nil, "cat", "--store", f.url, "--topic", "orders", "--from", "yesterday")
 	if code != ExitUsage || !strings.Contains(errOut, "relative to now") {
 		t.Fatalf("cat --from yesterday: exit %d %s", code, errOut)
+	}
+}
+
+// TestArchiveSummarySuperseded: records a run committed in entries another
+// archiver's later claim voided are reported apart from the records it
+// archived, in the line and in --json.
+func TestArchiveSummarySuperseded(t *testing.T) {
+	sum := archive.Summary{Topics: 1, Partitions: 2, Records: 10, Segments: 1, Bytes: 100, Superseded: 40}
+	var line, doc bytes.Buffer
+	if err := printArchiveSummary(&line, sum, false); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(line.String(), ": 10 records,") || !strings.Contains(line.String(), "; 40 more records committed in entries another archiver's later claim voided") {
+		t.Fatalf("summary line %q", line.String())
+	}
+	if err := printArchiveSummary(&doc, sum, true); err != nil {
+		t.Fatal(err)
+	}
+	var d archiveSummaryDoc
+	if err := json.Unmarshal(doc.Bytes(), &d); err != nil || d.Records != 10 || d.SupersededRecords != 40 {
+		t.Fatalf("summary document %s (%v)", doc.String(), err)
+	}
+	line.Reset()
+	if err := printArchiveSummary(&line, archive.Summary{Records: 3}, false); err != nil || strings.Contains(line.String(), "voided") {
+		t.Fatalf("summary line without superseded records %q (%v)", line.String(), err)
 	}
 }
