@@ -917,15 +917,7 @@ func TestPackedGroupReclaimDeferred(t *testing.T) {
 	p := startProducer(t, c, "zg", 5)
 	const delay = 2 * time.Second
 	var logs lockedBuffer
-	stop := startArchiver(t, c, st, func(o *Options) {
-		packed(o)
-		o.Group = "zg-group"
-		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
-		o.FlushInterval = 50 * time.Millisecond
-		o.CompactAfter = time.Hour
-		o.ClaimCheckInterval = 300 * time.Millisecond
-		o.reclaimDelay = delay
-	})
+	stop := startArchiver(t, c, st, zombieGuardOptions("zg-group", &logs, delay))
 	waitArchived(t, st, "zg", 100)
 	runOnce(t, c, st, packed) // claims the partition
 	deadline := time.Now().Add(30 * time.Second)
@@ -935,18 +927,11 @@ func TestPackedGroupReclaimDeferred(t *testing.T) {
 			t.Fatalf("the lost claim was not noticed and claimed again:\n%s", logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
-		for _, l := range strings.Split(logs.String(), "\n") {
-			var e struct {
-				Time time.Time `json:"time"`
-				Msg  string    `json:"msg"`
-			}
-			if json.Unmarshal([]byte(l), &e) != nil {
-				continue
-			}
+		for _, e := range logLines(&logs) {
 			switch {
-			case lost.IsZero() && strings.HasPrefix(e.Msg, "partition claimed by another archiver meanwhile: claiming it again from the archive's end unless the group revokes it first"):
+			case lost.IsZero() && strings.HasPrefix(e.Msg, lostClaimMsg):
 				lost = e.Time
-			case !lost.IsZero() && e.Msg == "claiming the partition again":
+			case !lost.IsZero() && e.Msg == reclaimMsg:
 				again = e.Time
 			case strings.HasPrefix(e.Msg, "partition claimed by another archiver meanwhile: claiming it again from the archive's end ("):
 				t.Fatalf("a group member claimed again at once:\n%s", logs.String())
@@ -958,6 +943,26 @@ func TestPackedGroupReclaimDeferred(t *testing.T) {
 	}
 	waitArchived(t, st, "zg", archivedRecords(t, st, "zg")+100) // archiving again
 	stopThenCheck(t, c, st, "zg", p, stop)
+}
+
+// The log messages of a group member's lost claim and deferred reclaim.
+const (
+	lostClaimMsg = "partition claimed by another archiver meanwhile: claiming it again from the archive's end unless the group revokes it first"
+	reclaimMsg   = "claiming the partition again"
+)
+
+// zombieGuardOptions: a packed group member logging JSON to logs, checking
+// its claims often and claiming a lost partition again after delay.
+func zombieGuardOptions(group string, logs *lockedBuffer, delay time.Duration) func(*Options) {
+	return func(o *Options) {
+		packed(o)
+		o.Group = group
+		o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+		o.FlushInterval = 50 * time.Millisecond
+		o.CompactAfter = time.Hour
+		o.ClaimCheckInterval = 300 * time.Millisecond
+		o.reclaimDelay = delay
+	}
 }
 
 // logLines decodes a JSON log's lines (message, partition, time).
@@ -992,18 +997,7 @@ func TestPackedGroupReclaimRevoked(t *testing.T) {
 	p := startProducer(t, c, "zr", 5)
 	const delay = 8 * time.Second
 	var logsA, logsB lockedBuffer
-	mod := func(logs *lockedBuffer) func(*Options) {
-		return func(o *Options) {
-			packed(o)
-			o.Group = "zr-group"
-			o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
-			o.FlushInterval = 50 * time.Millisecond
-			o.CompactAfter = time.Hour
-			o.ClaimCheckInterval = 300 * time.Millisecond
-			o.reclaimDelay = delay
-		}
-	}
-	stopA := startArchiver(t, c, st, mod(&logsA))
+	stopA := startArchiver(t, c, st, zombieGuardOptions("zr-group", &logsA, delay))
 	waitArchived(t, st, "zr", 100)
 	runOnce(t, c, st, packed) // claims both partitions
 	waitFor := func(what string, d time.Duration, ok func([]logLine) bool) {
@@ -1023,13 +1017,12 @@ func TestPackedGroupReclaimRevoked(t *testing.T) {
 		}
 		return n, parts
 	}
-	const lostMsg, againMsg, releasedMsg = "partition claimed by another archiver meanwhile: claiming it again from the archive's end unless the group revokes it first", "claiming the partition again", "partition released"
-	waitFor("both lost claims noticed", 30*time.Second, func(ls []logLine) bool { n, _ := count(ls, lostMsg); return n == 2 })
+	waitFor("both lost claims noticed", 30*time.Second, func(ls []logLine) bool { n, _ := count(ls, lostClaimMsg); return n == 2 })
 	lostAt := time.Now()
-	stopB := startArchiver(t, c, st, mod(&logsB))
+	stopB := startArchiver(t, c, st, zombieGuardOptions("zr-group", &logsB, delay))
 	var moved int32
 	waitFor("a partition moved to the second member", delay, func(ls []logLine) bool {
-		n, parts := count(ls, releasedMsg)
+		n, parts := count(ls, "partition released")
 		if n > 0 {
 			moved = parts[0]
 		}
@@ -1040,9 +1033,9 @@ func TestPackedGroupReclaimRevoked(t *testing.T) {
 	} else {
 		t.Logf("partition %d moved %v after the claims were lost", moved, took.Round(time.Millisecond))
 	}
-	waitFor("the kept partition claimed again", delay+10*time.Second, func(ls []logLine) bool { n, _ := count(ls, againMsg); return n > 0 })
+	waitFor("the kept partition claimed again", delay+10*time.Second, func(ls []logLine) bool { n, _ := count(ls, reclaimMsg); return n > 0 })
 	time.Sleep(time.Until(lostAt.Add(delay + time.Second)))
-	if _, parts := count(logLines(&logsA), againMsg); len(parts) != 1 || parts[0] == moved {
+	if _, parts := count(logLines(&logsA), reclaimMsg); len(parts) != 1 || parts[0] == moved {
 		t.Fatalf("claimed again %v, want only the partition kept (not %d):\n%s", parts, moved, logsA.String())
 	}
 	arch := openArchive(t, st)
