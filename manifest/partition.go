@@ -360,11 +360,10 @@ func (p *PartitionLog) appendSegment(ctx context.Context, head *Commit, seg io.R
 // nonce if ""), then its commit entry and time-index key.
 func (p *PartitionLog) commitSegment(ctx context.Context, head *Commit, info SegmentInfo, writer string, nowMs int64, segKey string, write func(segKey string) error) (*Commit, error) {
 	if segKey == "" {
-		var nonce [8]byte
-		if _, err := rand.Read(nonce[:]); err != nil {
-			return nil, fmt.Errorf("segment nonce: %w", err)
+		var err error
+		if segKey, err = p.newSegmentKey(info); err != nil {
+			return nil, err
 		}
-		segKey = SegmentKey(p.prefix, info.Start, info.End, hex.EncodeToString(nonce[:]))
 	}
 	c, err := Next(head, p.Topic, p.TopicID, p.Partition, segKey, info, writer, nowMs)
 	if err != nil {
@@ -393,6 +392,16 @@ func (p *PartitionLog) commitSegment(ctx context.Context, head *Commit, info Seg
 		return c, err
 	}
 	return c, nil
+}
+
+// newSegmentKey is a new key for a segment of info's range: a random
+// nonce makes it this writer's alone.
+func (p *PartitionLog) newSegmentKey(info SegmentInfo) (string, error) {
+	var nonce [8]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return "", fmt.Errorf("segment nonce: %w", err)
+	}
+	return SegmentKey(p.prefix, info.Start, info.End, hex.EncodeToString(nonce[:])), nil
 }
 
 // writeTimeKey writes c's time-index key if its running max rose above prev's.

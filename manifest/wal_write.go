@@ -3,8 +3,6 @@ package manifest
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -436,11 +434,10 @@ func (p *PartitionLog) CompactChecked(ctx context.Context, head *Commit, commits
 // fails (a corrupt part), the segment is not written; if check fails, or
 // another writer committed that start first, it is deleted.
 func (p *PartitionLog) appendConcat(ctx context.Context, head *Commit, cc *Concat, writer string, nowMs int64, check func(context.Context) error) (*Commit, error) {
-	var nonce [8]byte
-	if _, err := rand.Read(nonce[:]); err != nil {
-		return nil, fmt.Errorf("segment nonce: %w", err)
+	segKey, err := p.newSegmentKey(cc.info)
+	if err != nil {
+		return nil, err
 	}
-	segKey := SegmentKey(p.prefix, cc.info.Start, cc.info.End, hex.EncodeToString(nonce[:]))
 	if err := p.st.Put(ctx, segKey, cc, cc.Size(), store.PutOptions{IfNotExists: true}); err != nil {
 		if cerr := cc.Err(); cerr != nil {
 			err = cerr // the reason, not how the store reports a failed body
