@@ -107,6 +107,17 @@ type Stager interface {
 	Stage(ctx context.Context, prefix string) (Staged, error)
 }
 
+// KeyedStager is implemented by stores that can take an object's bytes
+// while they are produced when its key is known before the first byte (an
+// object store's multipart upload goes to its key from the start). The
+// packed layout's flush object of one busy partition (its key names a seq
+// the writer reserves when staging starts) is streamed through it. The
+// Staged it returns publishes only under key. It is optional, and a store
+// that implements Stager is staged through that instead.
+type KeyedStager interface {
+	StageAt(ctx context.Context, key string) (Staged, error)
+}
+
 // Staged is an object being written. Write appends to it; Publish makes
 // what was written the object at key, atomically and durably, as Put does;
 // Abort discards it. After Publish (whatever its outcome) or Abort, the

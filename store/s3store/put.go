@@ -38,6 +38,12 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 	if err := readExact(r, buf, true); err != nil {
 		return fmt.Errorf("put %s: %w", s.url(key), err)
 	}
+	return s.putObject(ctx, key, buf, opts)
+}
+
+// putObject writes buf as the object at key with one PutObject.
+func (s *Store) putObject(ctx context.Context, key string, buf []byte, opts store.PutOptions) error {
+	size := int64(len(buf))
 	in := &s3.PutObjectInput{
 		Bucket:        aws.String(s.bucket),
 		Key:           aws.String(s.objectKey(key)),
@@ -90,6 +96,33 @@ func readExact(r io.Reader, buf []byte, last bool) error {
 // becomes visible.
 func (s *Store) putMultipart(ctx context.Context, key string, r io.Reader, size int64, opts store.PutOptions) (err error) {
 	partSize := max(s.partSize, (size+maxParts-1)/maxParts)
+	uploadID, err := s.createUpload(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			err = s.abortUpload(ctx, key, uploadID, err)
+		}
+	}()
+	buf := make([]byte, min(partSize, size))
+	var parts []types.CompletedPart
+	for off, num := int64(0), int32(1); off < size; off, num = off+partSize, num+1 {
+		n := min(partSize, size-off)
+		if err := readExact(r, buf[:n], off+n == size); err != nil {
+			return fmt.Errorf("put %s: %w", s.url(key), err)
+		}
+		part, err := s.uploadPart(ctx, key, uploadID, num, buf[:n])
+		if err != nil {
+			return err
+		}
+		parts = append(parts, part)
+	}
+	return s.completeUpload(ctx, key, uploadID, parts, opts)
+}
+
+// createUpload starts a multipart upload to key.
+func (s *Store) createUpload(ctx context.Context, key string) (*string, error) {
 	create := &s3.CreateMultipartUploadInput{
 		Bucket: aws.String(s.bucket),
 		Key:    aws.String(s.objectKey(key)),
@@ -105,53 +138,34 @@ func (s *Store) putMultipart(ctx context.Context, key string, r io.Reader, size 
 	}
 	out, err := s.client.CreateMultipartUpload(ctx, create)
 	if err != nil {
-		return s.wrap("put (create multipart upload)", key, err)
+		return nil, s.wrap("put (create multipart upload)", key, err)
 	}
-	uploadID := out.UploadId
-	defer func() {
-		if err == nil {
-			return
-		}
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
-		defer cancel()
-		_, aerr := s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
-			Bucket:   aws.String(s.bucket),
-			Key:      aws.String(s.objectKey(key)),
-			UploadId: uploadID,
-		})
-		if aerr != nil {
-			err = fmt.Errorf("%w (and aborting the multipart upload failed: %v)", err, aerr)
-		}
-	}()
+	return out.UploadId, nil
+}
 
-	buf := make([]byte, min(partSize, size))
-	var parts []types.CompletedPart
-	for off, num := int64(0), int32(1); off < size; off, num = off+partSize, num+1 {
-		n := min(partSize, size-off)
-		if err := readExact(r, buf[:n], off+n == size); err != nil {
-			return fmt.Errorf("put %s: %w", s.url(key), err)
-		}
-		in := &s3.UploadPartInput{
-			Bucket:        aws.String(s.bucket),
-			Key:           aws.String(s.objectKey(key)),
-			UploadId:      uploadID,
-			PartNumber:    aws.Int32(num),
-			Body:          bytes.NewReader(buf[:n]),
-			ContentLength: aws.Int64(n),
-		}
-		if s.checksums {
-			in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
-		}
-		po, err := s.client.UploadPart(ctx, in)
-		if err != nil {
-			return s.wrap(fmt.Sprintf("put (part %d)", num), key, err)
-		}
-		parts = append(parts, types.CompletedPart{
-			PartNumber:    aws.Int32(num),
-			ETag:          po.ETag,
-			ChecksumCRC32: po.ChecksumCRC32,
-		})
+// uploadPart uploads part num of an upload from buf.
+func (s *Store) uploadPart(ctx context.Context, key string, uploadID *string, num int32, buf []byte) (types.CompletedPart, error) {
+	in := &s3.UploadPartInput{
+		Bucket:        aws.String(s.bucket),
+		Key:           aws.String(s.objectKey(key)),
+		UploadId:      uploadID,
+		PartNumber:    aws.Int32(num),
+		Body:          bytes.NewReader(buf),
+		ContentLength: aws.Int64(int64(len(buf))),
 	}
+	if s.checksums {
+		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32
+	}
+	po, err := s.client.UploadPart(ctx, in)
+	if err != nil {
+		return types.CompletedPart{}, s.wrap(fmt.Sprintf("put (part %d)", num), key, err)
+	}
+	return types.CompletedPart{PartNumber: aws.Int32(num), ETag: po.ETag, ChecksumCRC32: po.ChecksumCRC32}, nil
+}
+
+// completeUpload completes an upload of parts: the object appears (with
+// IfNotExists, only if key does not exist: else ErrExists).
+func (s *Store) completeUpload(ctx context.Context, key string, uploadID *string, parts []types.CompletedPart, opts store.PutOptions) error {
 	complete := &s3.CompleteMultipartUploadInput{
 		Bucket:          aws.String(s.bucket),
 		Key:             aws.String(s.objectKey(key)),
@@ -165,4 +179,20 @@ func (s *Store) putMultipart(ctx context.Context, key string, r io.Reader, size 
 		return s.wrap("put (complete multipart upload)", key, err)
 	}
 	return nil
+}
+
+// abortUpload aborts an upload that failed with err (even when ctx is
+// done) and returns err, noting a failed abort.
+func (s *Store) abortUpload(ctx context.Context, key string, uploadID *string, err error) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
+	defer cancel()
+	_, aerr := s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+		Bucket:   aws.String(s.bucket),
+		Key:      aws.String(s.objectKey(key)),
+		UploadId: uploadID,
+	})
+	if aerr != nil {
+		return fmt.Errorf("%w (and aborting the multipart upload failed: %v)", err, aerr)
+	}
+	return err
 }

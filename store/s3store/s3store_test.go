@@ -324,3 +324,134 @@ func TestConnectionResetRetried(t *testing.T) {
 		t.Fatalf("Get = %q, %v", got, err)
 	}
 }
+
+// stageHook counts the multipart requests a staged object makes and fails
+// the part numbered failPart (0: none).
+type stageHook struct {
+	creates, parts, completes, aborts, puts atomic.Int64
+	failPart                                int64
+}
+
+func (h *stageHook) hook(w http.ResponseWriter, r *http.Request) bool {
+	q := r.URL.Query()
+	switch {
+	case r.Method == http.MethodPost && q.Has("uploads"):
+		h.creates.Add(1)
+	case r.Method == http.MethodPut && q.Has("partNumber"):
+		if n := h.parts.Add(1); n == h.failPart {
+			s3fake.WriteError(w, 500, "InternalError", "injected")
+			return true
+		}
+	case r.Method == http.MethodPost && q.Has("uploadId"):
+		h.completes.Add(1)
+	case r.Method == http.MethodDelete && q.Has("uploadId"):
+		h.aborts.Add(1)
+	case r.Method == http.MethodPut:
+		h.puts.Add(1)
+	}
+	return false
+}
+
+func newStageStore(t *testing.T) (*s3store.Store, *stageHook) {
+	t.Helper()
+	srv, o := s3fake.Start(t, "b")
+	o.PartSize = testPartSize
+	o.MaxRetries = -1
+	s, err := s3store.New(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &stageHook{}
+	srv.SetHook(h.hook)
+	return s, h
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5 s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestStageAtStreams: a staged object's full parts are uploaded while it is
+// written (the bytes are not held until Publish), an object smaller than a
+// part is one PutObject, and an Abort aborts the upload.
+func TestStageAtStreams(t *testing.T) {
+	ctx := t.Context()
+	s, h := newStageStore(t)
+	st, err := s.StageAt(ctx, "wal/one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("0123456789abcdef"), 4*testPartSize/16+7)
+	if _, err := st.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	// Four full parts were handed over; the uploader holds at most one.
+	waitFor(t, "three parts uploaded before Publish", func() bool { return h.parts.Load() >= 3 })
+	if h.completes.Load() != 0 {
+		t.Fatal("completed before Publish")
+	}
+	if err := st.Publish(ctx, "wal/one", store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.Get(ctx, s, "wal/one"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("published object: %d bytes, err %v; want %d bytes", len(got), err, len(data))
+	}
+	if c, p, d := h.creates.Load(), h.parts.Load(), h.completes.Load(); c != 1 || p != 5 || d != 1 {
+		t.Errorf("requests: %d creates, %d parts, %d completes; want 1, 5, 1", c, p, d)
+	}
+
+	// Less than a part: one PUT, no multipart upload.
+	h.creates.Store(0)
+	st, _ = s.StageAt(ctx, "wal/small")
+	st.Write(data[:testPartSize-1])
+	if err := st.Publish(ctx, "wal/small", store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatal(err)
+	}
+	if h.creates.Load() != 0 || h.puts.Load() != 1 {
+		t.Errorf("a staged object smaller than a part: %d multipart uploads, %d PUTs; want 0, 1", h.creates.Load(), h.puts.Load())
+	}
+
+	// Abort aborts the upload; nothing is left.
+	st, _ = s.StageAt(ctx, "wal/two")
+	st.Write(data)
+	waitFor(t, "a part uploaded", func() bool { return h.parts.Load() >= 6 })
+	st.Abort()
+	waitFor(t, "the upload aborted", func() bool { return h.aborts.Load() == 1 })
+	if _, err := s.Stat(ctx, "wal/two"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("after Abort, Stat: %v, want ErrNotFound", err)
+	}
+}
+
+// TestStageAtPartFailure: a part that fails makes the object lost: a later
+// Write or the Publish fails, the upload is aborted, nothing is published.
+func TestStageAtPartFailure(t *testing.T) {
+	ctx := t.Context()
+	s, h := newStageStore(t)
+	h.failPart = 2
+	st, err := s.StageAt(ctx, "wal/lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("x"), 3*testPartSize)
+	var werr error
+	for off := 0; off < len(data) && werr == nil; off += 4096 {
+		_, werr = st.Write(data[off : off+4096])
+	}
+	perr := st.Publish(ctx, "wal/lost", store.PutOptions{IfNotExists: true})
+	if perr == nil {
+		t.Fatalf("Publish after a failed part succeeded (Write: %v)", werr)
+	}
+	waitFor(t, "the upload aborted", func() bool { return h.aborts.Load() == 1 })
+	if h.completes.Load() != 0 {
+		t.Error("the upload was completed")
+	}
+	if _, err := s.Stat(ctx, "wal/lost"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Stat: %v, want ErrNotFound", err)
+	}
+}

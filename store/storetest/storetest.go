@@ -66,6 +66,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store, opts ...Option) 
 		{"Canceled", testCanceled},
 		{"AtomicOverwrite", testAtomicOverwrite},
 		{"Staged", testStaged},
+		{"KeyedStaged", func(t *testing.T, s store.Store, p string) { testKeyedStaged(t, s, p, c.largeSize) }},
 	}
 	if c.largeSize > 0 {
 		size := c.largeSize
@@ -375,5 +376,112 @@ func testStaged(t *testing.T, s store.Store, p string) {
 	st = stage(p + "seg/")
 	if err := st.Publish(ctx, p+"bad key", store.PutOptions{}); err == nil {
 		t.Error("Publish under an invalid key succeeded")
+	}
+}
+
+// testKeyedStaged: a store.KeyedStager publishes exactly what was written
+// under the key it was staged for (and under no other), never shows it
+// before Publish, keeps IfNotExists's fencing whether or not the bytes
+// filled a part, and leaves nothing after Abort. large (the store's
+// multipart threshold, if it has one) sizes the big objects. Stores
+// without KeyedStager skip it.
+func testKeyedStaged(t *testing.T, s store.Store, p string, large int64) {
+	ks, ok := s.(store.KeyedStager)
+	if !ok {
+		t.Skip("the store does not implement store.KeyedStager")
+	}
+	ctx := t.Context()
+	stage := func(key string) store.Staged {
+		t.Helper()
+		st, err := ks.StageAt(ctx, key)
+		if err != nil {
+			t.Fatalf("StageAt(%q): %v", key, err)
+		}
+		return st
+	}
+	write := func(st store.Staged, data []byte) {
+		t.Helper()
+		for off := 0; off < len(data); off += 70 << 10 {
+			if _, err := st.Write(data[off:min(off+70<<10, len(data))]); err != nil {
+				t.Fatalf("Write: %v", err)
+			}
+		}
+	}
+	data := randomBytes(t, int(max(large, 300<<10)))
+	key := p + "wal/a"
+	st := stage(key)
+	write(st, data)
+	if keys := stagedKeys(t, s, p); len(keys) != 0 {
+		t.Fatalf("a staged object is listed before Publish: %q", keys)
+	}
+	if st.Size() != int64(len(data)) {
+		t.Fatalf("Size = %d, want %d", st.Size(), len(data))
+	}
+	if err := st.Publish(ctx, key, store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	if got := get(t, s, key); !bytes.Equal(got, data) {
+		t.Fatalf("published %d bytes, want the %d written", len(got), len(data))
+	}
+	if _, err := st.Write([]byte("x")); err == nil {
+		t.Error("Write after Publish succeeded")
+	}
+	if err := st.Publish(ctx, key, store.PutOptions{}); err == nil {
+		t.Error("a second Publish succeeded")
+	}
+	st.Abort() // a no-op after Publish
+	if got := get(t, s, key); !bytes.Equal(got, data) {
+		t.Fatal("Abort after Publish changed the object")
+	}
+
+	// IfNotExists fences, small or large: the existing object stays.
+	for _, other := range [][]byte{[]byte("other"), data[:len(data)-1]} {
+		st = stage(key)
+		write(st, other)
+		if err := st.Publish(ctx, key, store.PutOptions{IfNotExists: true}); !errors.Is(err, store.ErrExists) {
+			t.Fatalf("Publish of %d bytes over an existing key with IfNotExists: %v, want ErrExists", len(other), err)
+		}
+		if got := get(t, s, key); !bytes.Equal(got, data) {
+			t.Fatal("a fenced Publish changed the existing object")
+		}
+	}
+	// Without it, it overwrites; empty works too.
+	st = stage(key)
+	st.Write([]byte("new"))
+	if err := st.Publish(ctx, key, store.PutOptions{}); err != nil {
+		t.Fatalf("Publish overwrite: %v", err)
+	}
+	if got := get(t, s, key); string(got) != "new" {
+		t.Fatalf("overwrite published %q", got)
+	}
+	st = stage(p + "wal/empty")
+	if err := st.Publish(ctx, p+"wal/empty", store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatalf("Publish empty: %v", err)
+	}
+	if got := get(t, s, p+"wal/empty"); len(got) != 0 {
+		t.Fatalf("empty staged object published as %d bytes", len(got))
+	}
+	// Only under its key.
+	st = stage(p + "wal/b")
+	write(st, data)
+	if err := st.Publish(ctx, p+"wal/c", store.PutOptions{}); err == nil {
+		t.Error("Publish under another key than staged succeeded")
+	}
+
+	// Abort leaves nothing, and the staged object is dead.
+	st = stage(p + "wal/d")
+	write(st, data)
+	st.Abort()
+	if _, err := st.Write([]byte("x")); !errors.Is(err, store.ErrAborted) {
+		t.Errorf("Write after Abort: %v, want ErrAborted", err)
+	}
+	if err := st.Publish(ctx, p+"wal/d", store.PutOptions{}); !errors.Is(err, store.ErrAborted) {
+		t.Errorf("Publish after Abort: %v, want ErrAborted", err)
+	}
+	if keys := stagedKeys(t, s, p); len(keys) != 2 {
+		t.Errorf("after Abort the keys are %q, want only the two published", keys)
+	}
+	if _, err := ks.StageAt(ctx, p+"bad key"); err == nil {
+		t.Error("StageAt an invalid key succeeded")
 	}
 }

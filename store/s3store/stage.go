@@ -1,0 +1,247 @@
+package s3store
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/kbackup/kbackup/store"
+)
+
+// maxStagePart caps a staged object's part size (PartSize, if smaller, is
+// used): a staged object holds at most two parts in memory, the one being
+// uploaded and the one filling.
+const maxStagePart = 8 << 20
+
+var _ store.KeyedStager = (*Store)(nil)
+
+// StageAt implements store.KeyedStager with a multipart upload to key,
+// created when the first part is full: each full part is uploaded in the
+// background while the next one fills, so the writer is slowed down only
+// when it writes faster than the store takes the parts. Publish uploads
+// the rest as the last part and completes the upload (with If-None-Match
+// for IfNotExists); an object that never filled a part is written with
+// one PutObject instead. Abort cancels the uploads and aborts the
+// multipart upload. Once Publish has begun it owns the object: an Abort
+// then does nothing, and Publish reports the outcome. A process killed
+// before Publish or Abort leaves an incomplete multipart upload, invisible
+// to readers and listings, which the bucket's lifecycle rule for
+// incomplete multipart uploads removes (docs/OPERATIONS.md).
+//
+// Write is for one goroutine at a time; Size and Abort may be called from
+// others.
+func (s *Store) StageAt(ctx context.Context, key string) (store.Staged, error) {
+	if err := store.ValidateKey(key); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("stage %s: %w", s.url(key), err)
+	}
+	upCtx, cancel := context.WithCancel(ctx)
+	return &staged{s: s, key: key, ctx: upCtx, cancel: cancel, partSize: int(min(s.partSize, maxStagePart)),
+		parts: make(chan []byte), quit: make(chan struct{}), upDone: make(chan struct{}), free: make(chan []byte, 1)}, nil
+}
+
+// staged is a store.Staged on a multipart upload.
+type staged struct {
+	s        *Store
+	key      string
+	ctx      context.Context // the uploads'; canceled by Abort
+	cancel   context.CancelFunc
+	partSize int
+
+	parts  chan []byte   // full parts to the uploader; closed by Publish
+	quit   chan struct{} // closed by Abort
+	upDone chan struct{} // closed when the uploader returns
+	free   chan []byte   // an uploaded part's buffer, for the next
+
+	mu      sync.Mutex
+	state   int // stageOpen, stagePublished or stageAborted
+	fill    []byte
+	size    int64
+	started bool  // the uploader runs
+	upErr   error // the uploader's first error: the object is lost
+
+	// the uploader's, read by Publish after upDone
+	uploadID *string
+	done     []types.CompletedPart
+}
+
+const (
+	stageOpen = iota
+	stagePublished
+	stageAborted
+)
+
+func (st *staged) stateErr() error {
+	switch {
+	case st.state == stageAborted:
+		return fmt.Errorf("put %s: %w", st.s.url(st.key), store.ErrAborted)
+	case st.state == stagePublished:
+		return fmt.Errorf("put %s: staged object already published", st.s.url(st.key))
+	case st.upErr != nil:
+		return st.upErr
+	}
+	return nil
+}
+
+func (st *staged) Write(p []byte) (int, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := 0
+	for len(p) > 0 {
+		if err := st.stateErr(); err != nil {
+			return n, err
+		}
+		if st.fill == nil {
+			select {
+			case b := <-st.free:
+				st.fill = b[:0]
+			default:
+				st.fill = make([]byte, 0, st.partSize)
+			}
+		}
+		k := min(len(p), st.partSize-len(st.fill))
+		st.fill = append(st.fill, p[:k]...)
+		p, n, st.size = p[k:], n+k, st.size+int64(k)
+		if len(st.fill) < st.partSize {
+			continue
+		}
+		full := st.fill
+		st.fill = nil
+		if !st.started {
+			st.started = true
+			go st.upload()
+		}
+		// Hand the part over without the lock: Abort and Size go on.
+		st.mu.Unlock()
+		select {
+		case st.parts <- full:
+		case <-st.quit:
+		}
+		st.mu.Lock()
+	}
+	return n, nil
+}
+
+func (st *staged) Size() int64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.size
+}
+
+// upload creates the multipart upload and uploads the parts handed to it,
+// in order, until Publish closes parts (it leaves the upload to Publish)
+// or Abort closes quit (it aborts the upload). After an error it only
+// drains the parts.
+func (st *staged) upload() {
+	defer close(st.upDone)
+	var failed error
+	for num := int32(1); ; {
+		var buf []byte
+		select {
+		case b, ok := <-st.parts:
+			if !ok {
+				if failed != nil && st.uploadID != nil {
+					_ = st.s.abortUpload(st.ctx, st.key, st.uploadID, failed)
+				}
+				return
+			}
+			buf = b
+		case <-st.quit:
+			if st.uploadID != nil {
+				_ = st.s.abortUpload(st.ctx, st.key, st.uploadID, store.ErrAborted)
+			}
+			return
+		}
+		if failed == nil {
+			failed = st.uploadOne(num, buf)
+			num++
+			if failed != nil {
+				st.mu.Lock()
+				st.upErr = failed
+				st.mu.Unlock()
+			}
+		}
+		select {
+		case st.free <- buf:
+		default:
+		}
+	}
+}
+
+// uploadOne uploads part num (creating the upload first for part 1).
+func (st *staged) uploadOne(num int32, buf []byte) error {
+	if st.uploadID == nil {
+		id, err := st.s.createUpload(st.ctx, st.key)
+		if err != nil {
+			return err
+		}
+		st.uploadID = id
+	}
+	part, err := st.s.uploadPart(st.ctx, st.key, st.uploadID, num, buf)
+	if err != nil {
+		return err
+	}
+	st.done = append(st.done, part)
+	return nil
+}
+
+func (st *staged) Publish(ctx context.Context, key string, opts store.PutOptions) error {
+	if err := store.ValidateKey(key); err != nil {
+		st.Abort()
+		return err
+	}
+	if key != st.key {
+		st.Abort()
+		return fmt.Errorf("put %s: the object was staged for %s", st.s.url(key), st.s.url(st.key))
+	}
+	st.mu.Lock()
+	if st.state != stageOpen {
+		err := st.stateErr()
+		st.mu.Unlock()
+		return err
+	}
+	st.state = stagePublished
+	fill, started := st.fill, st.started
+	st.fill = nil
+	st.mu.Unlock()
+	defer st.cancel()
+	if !started {
+		// Less than a part: one PutObject.
+		return st.s.putObject(ctx, key, fill, opts)
+	}
+	if len(fill) > 0 {
+		st.parts <- fill // the uploader drains until parts is closed
+	}
+	close(st.parts)
+	<-st.upDone
+	st.mu.Lock()
+	upErr := st.upErr
+	st.mu.Unlock()
+	if upErr != nil {
+		return upErr // the uploader aborted the upload
+	}
+	if err := st.s.completeUpload(ctx, key, st.uploadID, st.done, opts); err != nil {
+		// Fenced (ErrExists), or failed: the upload goes. (If a lost
+		// response hid a completion, the abort finds no upload; the
+		// caller looks for the object.)
+		return st.s.abortUpload(ctx, key, st.uploadID, err)
+	}
+	return nil
+}
+
+func (st *staged) Abort() {
+	st.mu.Lock()
+	if st.state != stageOpen {
+		st.mu.Unlock()
+		return
+	}
+	st.state = stageAborted
+	st.fill = nil
+	st.mu.Unlock()
+	st.cancel()
+	close(st.quit)
+}
