@@ -305,7 +305,7 @@ func (a *Archiver) loop(ctx context.Context) error {
 		// What was not committed is fetched again by the next run: discard
 		// the objects of segments streamed to the store.
 		for _, ps := range a.parts {
-			ps.discard()
+			a.discard(ps)
 		}
 	}()
 	for {

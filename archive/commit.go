@@ -173,7 +173,7 @@ func (a *Archiver) committed(ps *partState, r commitResult) {
 // resync drops everything buffered for ps and resumes consuming after head.
 func (a *Archiver) resync(ctx context.Context, ps *partState, head *manifest.Commit, headErr error) {
 	ps.gen = nextGen()
-	ps.discard()
+	a.discard(ps)
 	ps.failures, ps.retryAt = 0, time.Time{}
 	if headErr != nil {
 		ps.ready = false

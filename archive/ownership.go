@@ -444,7 +444,7 @@ func (a *Archiver) applyLoad(l loadResult) {
 	}
 	ps.next = ps.committedNext()
 	ps.ready = true
-	ps.discard()
+	a.discard(ps)
 	if w := l.salvage; w != nil && w.Next() > ps.next {
 		// The void entries' records, recommitted under this claim by the
 		// next flush; fetching resumes after them.

@@ -73,7 +73,9 @@ type packedState struct {
 	// shared is set while the flush object shared by the partitions
 	// holding their segments in memory is in flight (one at a time);
 	// flushing holds the seqs of every flush object in flight, streamed
-	// ones (a partition's staged segment alone) included.
+	// ones (a partition's staged segment alone) included, and those
+	// reserved for segments being streamed to a keyed staged object
+	// (stageFlush): true once the flush started, false while reserved.
 	shared   bool
 	flushing map[int64]bool
 	// indexDue: a tail index is due, written once no flush object below
@@ -255,6 +257,13 @@ func (a *Archiver) packedTick(ctx context.Context, force bool) {
 			continue
 		}
 		it := packedItem{tp: ps.tp, id: ps.id, gen: ps.gen, seg: ps.queue[0]}
+		if it.seg.res.ok {
+			// Its seq was reserved (and counted in streams) when staging
+			// began.
+			ps.inflight = true
+			a.startFlush(ctx, []packedItem{it}, false, now)
+			continue
+		}
 		if it.seg.streamed() {
 			if streams < maxStreamedFlushes {
 				streams++
@@ -273,12 +282,66 @@ func (a *Archiver) packedTick(ctx context.Context, force bool) {
 	}
 }
 
-// startFlush writes the next flush object with items (off the loop); its
-// result comes back on pk.results.
+// stageFlush stages the flush object of ps's open segment with a store
+// that stages only by key (S3: a multipart upload to the key from the
+// first part on). It reserves the object's seq now, so the partition's
+// earlier segments must all have a seq already (committed or in flight):
+// its entries must be in ascending seqs (format rule 13; if the one in
+// flight fails and is retried under a newer seq, this segment is lost at
+// its flush and fetched again). At most maxStreamedFlushes are staged or
+// streamed at once (each holds up to two parts in memory). An error keeps
+// the segment in memory, as without staging.
+func (a *Archiver) stageFlush(ps *partState, ks store.KeyedStager) (store.Staged, error) {
+	pk := a.pk
+	streams := len(pk.flushing)
+	if pk.shared {
+		streams--
+	}
+	switch {
+	case streams >= maxStreamedFlushes:
+		return nil, errors.New("streamed flush objects at their bound")
+	case len(ps.queue) > 1 || len(ps.queue) == 1 && !ps.inflight:
+		return nil, errors.New("an earlier segment has no flush object yet")
+	case ps.openRes.ok:
+		return nil, errors.New("staged already")
+	}
+	seq := pk.seq
+	st, err := ks.StageAt(context.Background(), manifest.FlushKey(pk.writer, seq))
+	if err != nil {
+		return nil, err
+	}
+	pk.seq++ // never reused, whatever the outcome
+	pk.flushing[seq] = false
+	ps.openRes = reservation{seq: seq, ok: true}
+	return st, nil
+}
+
+// discard drops ps's segments (partState.discard) and releases the flush
+// object seqs reserved for them whose flush did not start: no tail index
+// waits for those (they are never created).
+func (a *Archiver) discard(ps *partState) {
+	res := ps.discard()
+	if a.pk == nil {
+		return
+	}
+	for _, seq := range res {
+		if started, ok := a.pk.flushing[seq]; ok && !started {
+			delete(a.pk.flushing, seq)
+		}
+	}
+}
+
+// startFlush writes the next flush object with items (off the loop), or
+// the one reserved for a streamed segment (one item); its result comes
+// back on pk.results.
 func (a *Archiver) startFlush(ctx context.Context, items []packedItem, shared bool, now time.Time) {
 	pk := a.pk
 	seq := pk.seq
-	pk.seq++ // never reused, whatever the outcome
+	if res := items[0].seg.res; res.ok && !shared {
+		seq = res.seq
+	} else {
+		pk.seq++ // never reused, whatever the outcome
+	}
 	pk.flushing[seq] = true
 	pk.shared = pk.shared || shared
 	// What the builder needs of each partition, read on the loop.
@@ -554,7 +617,7 @@ func (a *Archiver) reclaimDue(ctx context.Context, now time.Time) {
 func (a *Archiver) stopForReclaim(ps *partState) {
 	ps.reclaimAt = time.Time{}
 	ps.gen = nextGen()
-	ps.discard()
+	a.discard(ps)
 	ps.failures, ps.retryAt, ps.inflight = 0, time.Time{}, false
 	ps.ready, ps.epoch = false, 0
 	// Checks and compactions in flight belong to the old generation (their

@@ -1211,3 +1211,78 @@ func TestDueIndexSeq(t *testing.T) {
 		}
 	}
 }
+
+// keyedStub is a store.KeyedStager recording the keys it stages.
+type keyedStub struct{ keys []string }
+
+func (k *keyedStub) StageAt(_ context.Context, key string) (store.Staged, error) {
+	k.keys = append(k.keys, key)
+	return nil, nil
+}
+
+// TestStageFlushReservations: staging by key reserves the flush object's
+// seq (a tail index waits for it), only when the partition's earlier
+// segments have their seqs and within maxStreamedFlushes; dropping the
+// segments releases the reservations whose flush did not start.
+func TestStageFlushReservations(t *testing.T) {
+	t.Parallel()
+	a := &Archiver{pk: newPackedState(time.Now())}
+	a.pk.seq = 5
+	ks := &keyedStub{}
+	newPart := func() *partState { return &partState{open: manifest.NewSegmentWriter(0, manifest.SegmentOptions{})} }
+	sealedSeg := func(res reservation) *sealed {
+		w := manifest.NewSegmentWriter(0, manifest.SegmentOptions{})
+		return &sealed{w: w, writer: w, res: res}
+	}
+	p1 := newPart()
+	if _, err := a.stageFlush(p1, ks); err != nil {
+		t.Fatal(err)
+	}
+	if p1.openRes != (reservation{seq: 5, ok: true}) || a.pk.seq != 6 || a.pk.flushing[5] || len(a.pk.flushing) != 1 ||
+		ks.keys[0] != manifest.FlushKey(a.pk.writer, 5) {
+		t.Fatalf("after staging: reservation %+v, next seq %d, flushing %v, keys %q", p1.openRes, a.pk.seq, a.pk.flushing, ks.keys)
+	}
+	if _, err := a.stageFlush(p1, ks); err == nil {
+		t.Fatal("a segment staged twice")
+	}
+	// An earlier segment not yet in a flush object: refused; in flight: fine.
+	p2 := newPart()
+	p2.queue = []*sealed{sealedSeg(reservation{})}
+	if _, err := a.stageFlush(p2, ks); err == nil {
+		t.Fatal("staged while an earlier segment has no seq")
+	}
+	p2.inflight = true
+	if _, err := a.stageFlush(p2, ks); err != nil || p2.openRes.seq != 6 {
+		t.Fatalf("staging after a segment in flight: %v, %+v", err, p2.openRes)
+	}
+	// The bound counts reserved and started ones.
+	a.pk.flushing[3] = true // a streamed flush object in flight
+	p3 := newPart()
+	if _, err := a.stageFlush(p3, ks); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.stageFlush(newPart(), ks); err == nil {
+		t.Fatalf("staged beyond %d streamed flush objects (%v)", maxStreamedFlushes, a.pk.flushing)
+	}
+	// A tail index waits for the reserved seqs.
+	a.pk.indexDue = true
+	if at, ok := a.pk.dueIndexSeq(); !ok || at != 2 {
+		t.Fatalf("tail index due at %d %v, want 2 (below the oldest in flight or reserved)", at, ok)
+	}
+	// Dropping p1's open segment releases 5; p3's sealed one whose flush
+	// started (7) stays until its result.
+	a.discard(p1)
+	p3.queue = []*sealed{sealedSeg(p3.openRes)}
+	p3.open, p3.openRes, p3.inflight = nil, reservation{}, true
+	a.pk.flushing[7] = true
+	a.discard(p3)
+	if _, ok := a.pk.flushing[5]; ok {
+		t.Error("a dropped segment's reservation was kept")
+	}
+	if started, ok := a.pk.flushing[7]; !ok || !started {
+		t.Error("a started flush object's seq was released by dropping its segment")
+	}
+	if p1.open != nil || p1.openRes.ok {
+		t.Error("discard left the open segment")
+	}
+}

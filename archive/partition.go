@@ -35,6 +35,15 @@ type sealed struct {
 	firstTs   int64     // CreateTime of its first and last records, for the lag histogram
 	lastTs    int64
 	hasTs     bool
+	// res is the flush object seq reserved for a segment streamed to a
+	// keyed staged object (packed layout, a store that stages by key: S3).
+	res reservation
+}
+
+// reservation is a flush object seq reserved for a streamed segment.
+type reservation struct {
+	seq int64
+	ok  bool
 }
 
 // streamed reports whether the segment is streamed to a staged object.
@@ -54,6 +63,7 @@ type partState struct {
 	ready bool                   // head loaded and consumption started
 
 	open        *manifest.SegmentWriter
+	openRes     reservation // the open segment's reserved flush object (keyed staging)
 	openSince   time.Time
 	openFirstTs int64
 	openLastTs  int64
@@ -145,6 +155,12 @@ func (ps *partState) writer(a *Archiver, now time.Time) *manifest.SegmentWriter 
 				opts.StageAfter = packedStageAfter
 			}
 			opts.Stage = func() (store.Staged, error) { return sg.Stage(context.Background(), prefix) }
+		} else if ks, ok := a.opts.Store.(store.KeyedStager); ok && a.packed() && !a.opts.HoldSegments && !ps.holdNext {
+			// A store that stages only by key (S3: a multipart upload to
+			// it): the segment's flush object seq is reserved when staging
+			// starts (stageFlush).
+			opts.StageAfter = packedStageAfter
+			opts.Stage = func() (store.Staged, error) { return a.stageFlush(ps, ks) }
 		}
 		ps.open = manifest.NewSegmentWriter(ps.next, opts)
 		ps.openSince = now
@@ -159,21 +175,31 @@ func (ps *partState) seal() {
 		return
 	}
 	ps.queue = append(ps.queue, &sealed{w: ps.open, writer: ps.open, start: ps.open.Start(), size: int64(ps.open.Held()), firstSeen: ps.openSince,
-		firstTs: ps.openFirstTs, lastTs: ps.openLastTs, hasTs: ps.openHasTs})
-	ps.open = nil
+		firstTs: ps.openFirstTs, lastTs: ps.openLastTs, hasTs: ps.openHasTs, res: ps.openRes})
+	ps.open, ps.openRes = nil, reservation{}
 }
 
 // discard drops the open and sealed segments, discarding the objects of
 // streamed ones (an abort is a no-op for one already published, and makes
-// a commit in flight fail with manifest.ErrSegmentLost).
-func (ps *partState) discard() {
+// a commit in flight fail with manifest.ErrSegmentLost). It returns the
+// flush object seqs reserved for them (Archiver.discard releases those
+// whose flush did not start).
+func (ps *partState) discard() []int64 {
+	var res []int64
 	if ps.open != nil {
 		ps.open.Abort()
+		if ps.openRes.ok {
+			res = append(res, ps.openRes.seq)
+		}
 	}
 	for _, s := range ps.queue {
 		s.writer.Abort()
+		if s.res.ok {
+			res = append(res, s.res.seq)
+		}
 	}
-	ps.open, ps.queue = nil, nil
+	ps.open, ps.openRes, ps.queue = nil, reservation{}, nil
+	return res
 }
 
 // classifyGap names why Kafka did not return offsets [from, to], given the

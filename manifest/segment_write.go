@@ -31,8 +31,10 @@ type SegmentOptions struct {
 	// compressed, in order, and lets go of its memory. FinishBody writes
 	// the index and footer; the body it returns is published under its key
 	// by PartitionLog.AppendBody (Finish and SegmentBody.Bytes do not
-	// apply). A segment of one block is never staged, and if Stage fails
-	// the segment is held in memory as without it.
+	// apply). A segment of one block is never staged. If Stage fails the
+	// segment is held in memory as without it, and Stage is tried again as
+	// each next block starts (a refusal may be temporary: the packed
+	// layout's bound on staged objects).
 	Stage func() (store.Staged, error)
 	// StageAfter is how many blocks a segment holds in memory before it is
 	// staged (with Stage): when block StageAfter+1 starts, the blocks
@@ -190,7 +192,7 @@ func (w *SegmentWriter) closeBlock(final bool) {
 		return
 	}
 	stageAfter := max(w.opts.StageAfter, 1)
-	if !final && w.stream == nil && w.opts.Stage != nil && len(w.closed) == stageAfter-1 {
+	if !final && w.stream == nil && w.opts.Stage != nil && len(w.closed) >= stageAfter-1 {
 		w.startStream()
 		if w.stream != nil {
 			// The blocks held so far go first, in order; the streamer

@@ -598,6 +598,17 @@ func TestPackedStreamedFlush(t *testing.T) {
 		t.Fatal("a streamed segment was added after another entry")
 	}
 	body.Release()
+	// An entry whose previous entry is in a flush object of the same
+	// writer with a seq not below this one's (a seq reserved before the
+	// previous entry was retried under a newer one) is refused: readers
+	// would refuse it.
+	for _, prevSeq := range []int64{1000, 1001} {
+		fb, _ := NewFlushBuilder(w.id, 1000)
+		prev := &EntryRef{Writer: w.id, Seq: prevSeq, Pos: 0, Len: 100, Start: 0, End: 6}
+		if _, _, err := fb.Add(1, nil, prev, "big", id, 1, bytes.NewReader(seg), sinfo, 1); err == nil {
+			t.Fatalf("an entry in flush object 1000 after one in %d was added", prevSeq)
+		}
+	}
 
 	// A lost staged segment (aborted, as a reclaim does) commits nothing.
 	lostKey := FlushKey(w.id, w.seq)

@@ -63,6 +63,13 @@ func (b *FlushBuilder) Add(epoch int64, prev *Commit, prevRef *EntryRef, topic s
 	if epoch < 1 {
 		return nil, EntryRef{}, fmt.Errorf("flush object %s: epoch %d invalid", b.key, epoch)
 	}
+	if prevRef != nil && prevRef.Writer == b.writer && prevRef.Seq >= b.seq {
+		// Readers refuse it (12.2): a writer's entries of a partition are
+		// in ascending seqs. A seq reserved before the partition's
+		// previous entry was retried under a newer one cannot be used.
+		return nil, EntryRef{}, fmt.Errorf("flush object %s: %s/%d's previous entry is in this writer's flush object %d, not an older one",
+			b.key, topic, partition, prevRef.Seq)
+	}
 	c, err := Next(prev, topic, id, partition, b.key, info, b.writer, nowMs)
 	if err != nil {
 		return nil, EntryRef{}, err

@@ -12,8 +12,9 @@ import (
 
 // maxStagePart caps a staged object's part size (PartSize, if smaller, is
 // used): a staged object holds at most two parts in memory, the one being
-// uploaded and the one filling.
-const maxStagePart = 8 << 20
+// uploaded and the one filling. 5 MiB is S3's minimum part size: a staged
+// object exists to hold little.
+const maxStagePart = 5 << 20
 
 var _ store.KeyedStager = (*Store)(nil)
 
