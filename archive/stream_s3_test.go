@@ -3,6 +3,7 @@ package archive
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,11 +17,13 @@ import (
 
 // s3Uploads counts a fake S3's multipart requests and injects failures:
 // the part uploads and completions numbered in failParts and
-// failCompletes (counting from 1) fail.
+// failCompletes (counting from 1) fail; those in landCompletes complete,
+// then report failure (a lost response).
 type s3Uploads struct {
+	srv                                       *s3fake.Server
 	creates, parts, completes, aborts, failed atomic.Int64
-	tries                                     atomic.Int64 // completions tried
-	failParts, failCompletes                  map[int64]bool
+	tries, landed                             atomic.Int64 // completions tried, landed but failed
+	failParts, failCompletes, landCompletes   map[int64]bool
 }
 
 // keyedCounter counts the objects staged by key and those published.
@@ -66,10 +69,16 @@ func (u *s3Uploads) hook(w http.ResponseWriter, r *http.Request) bool {
 			return fail()
 		}
 	case r.Method == http.MethodPost && q.Has("uploadId"):
-		if u.failCompletes[u.tries.Add(1)] {
+		n := u.tries.Add(1)
+		if u.failCompletes[n] {
 			return fail()
 		}
 		u.completes.Add(1)
+		if u.landCompletes[n] {
+			u.landed.Add(1)
+			u.srv.Serve(httptest.NewRecorder(), r)
+			return fail()
+		}
 	case r.Method == http.MethodDelete && q.Has("uploadId"):
 		u.aborts.Add(1)
 	}
@@ -80,7 +89,8 @@ func (u *s3Uploads) hook(w http.ResponseWriter, r *http.Request) bool {
 // segment of more than packedStageAfter blocks is streamed as a multipart
 // upload to its flush object's key (its seq reserved when staging began),
 // parts uploaded while the segment is built, under failing part uploads
-// and completions (the segment is lost and its records fetched again): the
+// and completions (the segment is lost and its records fetched again;
+// a completion that landed but reported failure is found by a Stat): the
 // archive equals the log, verify is clean, and every multipart upload
 // started was completed or aborted.
 func TestStreamedFlushS3(t *testing.T) {
@@ -96,7 +106,8 @@ func TestStreamedFlushS3(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := &keyedCounter{Store: s3st}
-	u := &s3Uploads{failParts: map[int64]bool{4: true, 25: true, 60: true, 110: true}, failCompletes: map[int64]bool{3: true, 9: true}}
+	u := &s3Uploads{srv: srv, failParts: map[int64]bool{4: true, 60: true},
+		failCompletes: map[int64]bool{2: true}, landCompletes: map[int64]bool{3: true, 5: true}}
 	srv.SetHook(u.hook)
 	mod := func(o *Options) {
 		o.Layout, o.Compression = LayoutPacked, "none"
@@ -121,17 +132,18 @@ func TestStreamedFlushS3(t *testing.T) {
 	srv.SetHook(nil)
 	checkExact(t, c, st, "st")
 	noProblems(t, st)
-	if st.published.Load() == 0 || u.completes.Load() == 0 || u.parts.Load() <= 2*u.creates.Load() || u.failed.Load() == 0 {
+	if st.published.Load() == 0 || u.completes.Load() == 0 || u.parts.Load() <= 2*u.creates.Load() || u.failed.Load() == 0 || u.landed.Load() == 0 {
 		t.Fatalf("%d multipart uploads, %d parts, %d completed, %d failures injected: want streamed flush objects of several parts, and failures",
 			u.creates.Load(), u.parts.Load(), u.completes.Load(), u.failed.Load())
 	}
-	// Every upload ended (aborts run in the background).
-	for deadline := time.Now().Add(10 * time.Second); u.creates.Load() != u.completes.Load()+u.aborts.Load(); {
+	// Every upload ended (aborts run in the background; a landed
+	// completion reported failed is aborted too, which finds no upload).
+	for deadline := time.Now().Add(10 * time.Second); u.creates.Load() != u.completes.Load()+u.aborts.Load()-u.landed.Load(); {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d multipart uploads started, %d completed, %d aborted: some were left", u.creates.Load(), u.completes.Load(), u.aborts.Load())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Logf("%d objects staged, %d published; %d multipart uploads, %d parts, %d completed, %d aborted; %d failures injected",
-		st.stages.Load(), st.published.Load(), u.creates.Load(), u.parts.Load(), u.completes.Load(), u.aborts.Load(), u.failed.Load())
+	t.Logf("%d objects staged, %d published; %d multipart uploads, %d parts, %d completed (%d reported failed), %d aborted; %d failures injected",
+		st.stages.Load(), st.published.Load(), u.creates.Load(), u.parts.Load(), u.completes.Load(), u.landed.Load(), u.aborts.Load(), u.failed.Load())
 }

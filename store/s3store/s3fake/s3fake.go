@@ -143,6 +143,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, status, code, "injected failure")
 		return
 	}
+	s.Serve(w, r)
+}
+
+// Serve serves r as the fake does, without the hook or injected failures:
+// a hook can pass a request on and still answer it otherwise (a request
+// that lands but reports failure).
+func (s *Server) Serve(w http.ResponseWriter, r *http.Request) {
 	if s.ignoreIf.Load() {
 		r.Header.Del("If-None-Match")
 	}
