@@ -272,6 +272,11 @@ func (a *Archiver) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if a.packed() {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		a.sweepUploads(sctx)
+		cancel()
+	}
 	a.reconcile(ctx)
 	lg.Info("archiver started", "store", a.opts.Store.String(), "group", a.opts.Group, "once", a.opts.Once,
 		"topics", len(a.topics), "writer", a.writerID)

@@ -122,9 +122,36 @@ func (a *Archiver) compactOnce(ctx context.Context) {
 	a.cleanWAL(ctx)
 }
 
+// sweepUploads aborts the incomplete multipart uploads killed writers left
+// under wal/ (with S3: streamed flush objects never completed), once older
+// than an hour and two flush intervals: a live writer's upload lasts about
+// a flush interval (were one swept, its segment would be lost and fetched
+// again). At start and with every cleaning; best effort (the bucket's
+// lifecycle rule is the backstop).
+func (a *Archiver) sweepUploads(ctx context.Context) {
+	sw, ok := a.opts.Store.(store.UploadSweeper)
+	if !ok {
+		return
+	}
+	// The store dates uploads by its clock: compare with the real one.
+	cutoff := time.Now().Add(-max(time.Hour, 2*a.opts.FlushInterval))
+	n, err := sw.SweepUploads(ctx, manifest.WALPrefix, cutoff)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.opts.Logger.Info("sweeping incomplete uploads failed (the bucket's lifecycle rule removes them)", "err", err)
+		}
+		return
+	}
+	if n > 0 {
+		a.opts.Logger.Info("incomplete uploads of stopped archivers aborted", "uploads", n)
+	}
+}
+
 // cleanWAL deletes the flush objects of stopped writers whose entries are
-// all compacted or void (manifest.CleanWAL).
+// all compacted or void (manifest.CleanWAL), and sweeps their incomplete
+// uploads.
 func (a *Archiver) cleanWAL(ctx context.Context) {
+	a.sweepUploads(ctx)
 	res, err := a.arch.CleanWAL(ctx, manifest.CleanOptions{Self: a.pk.writer, Idle: a.opts.CompactAfter + max(0, a.opts.CompactGrace), Now: a.opts.Now})
 	if err != nil {
 		if ctx.Err() == nil {

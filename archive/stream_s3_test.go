@@ -4,12 +4,15 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/kfaketest"
+	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/s3store"
 	"github.com/kbackup/kbackup/store/s3store/s3fake"
@@ -146,4 +149,43 @@ func TestStreamedFlushS3(t *testing.T) {
 	}
 	t.Logf("%d objects staged, %d published; %d multipart uploads, %d parts, %d completed (%d reported failed), %d aborted; %d failures injected",
 		st.stages.Load(), st.published.Load(), u.creates.Load(), u.parts.Load(), u.completes.Load(), u.landed.Load(), u.aborts.Load(), u.failed.Load())
+}
+
+// sweepRecorder records the upload sweeps an archiver asks for.
+type sweepRecorder struct {
+	store.Store
+	mu      sync.Mutex
+	prefix  []string
+	cutoffs []time.Time
+}
+
+func (s *sweepRecorder) SweepUploads(_ context.Context, prefix string, cutoff time.Time) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.prefix, s.cutoffs = append(s.prefix, prefix), append(s.cutoffs, cutoff)
+	return 1, nil
+}
+
+// TestSweepUploadsAtStart: a packed archiver sweeps the incomplete uploads
+// under wal/ older than an hour when it starts (what killed writers left).
+func TestSweepUploadsAtStart(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "sw", 1, nil)
+	fillTopic(t, newClient(t, c), "sw", 10, 100)
+	fs, _ := kfaketest.Store(t)
+	st := &sweepRecorder{Store: fs}
+	a, err := New(onceOptions(t, c, st, func(o *Options) { o.Layout = LayoutPacked }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.prefix) != 1 || st.prefix[0] != manifest.WALPrefix || time.Since(st.cutoffs[0]) < time.Hour {
+		t.Fatalf("sweeps %q before %v: want one of %s, an hour old", st.prefix, st.cutoffs, manifest.WALPrefix)
+	}
+	checkExact(t, c, st, "sw")
 }

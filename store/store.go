@@ -118,6 +118,15 @@ type KeyedStager interface {
 	StageAt(ctx context.Context, key string) (Staged, error)
 }
 
+// UploadSweeper is implemented by stores where an interrupted write leaves
+// something no listing shows but which takes space: S3's incomplete
+// multipart uploads (a killed writer's staged objects and large PUTs).
+// SweepUploads removes those under prefix started before cutoff and
+// returns how many it removed.
+type UploadSweeper interface {
+	SweepUploads(ctx context.Context, prefix string, cutoff time.Time) (int, error)
+}
+
 // Staged is an object being written. Write appends to it; Publish makes
 // what was written the object at key, atomically and durably, as Put does;
 // Abort discards it. After Publish (whatever its outcome) or Abort, the

@@ -455,3 +455,38 @@ func TestStageAtPartFailure(t *testing.T) {
 		t.Errorf("Stat: %v, want ErrNotFound", err)
 	}
 }
+
+// TestSweepUploads: the incomplete multipart uploads a killed writer left
+// under a prefix are aborted once older than the cutoff; newer ones and
+// those under other prefixes are kept.
+func TestSweepUploads(t *testing.T) {
+	ctx := t.Context()
+	s, h := newStageStore(t)
+	data := bytes.Repeat([]byte("z"), 2*testPartSize)
+	stageLeft := func(key string) store.Staged {
+		st, err := s.StageAt(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	left := stageLeft("wal/w1/a")
+	stageLeft("wal/w2/b")
+	other := stageLeft("topics/x/seg")
+	waitFor(t, "three uploads started", func() bool { return h.creates.Load() == 3 })
+	if n, err := s.SweepUploads(ctx, "wal/", time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("sweeping uploads older than an hour: %d, %v; want none", n, err)
+	}
+	if n, err := s.SweepUploads(ctx, "wal/", time.Now().Add(time.Minute)); err != nil || n != 2 {
+		t.Fatalf("sweeping every upload under wal/: %d, %v; want 2", n, err)
+	}
+	if err := left.Publish(ctx, "wal/w1/a", store.PutOptions{}); err == nil {
+		t.Error("an upload swept away was published")
+	}
+	if err := other.Publish(ctx, "topics/x/seg", store.PutOptions{}); err != nil {
+		t.Errorf("an upload under another prefix: %v", err)
+	}
+}

@@ -3,8 +3,12 @@ package s3store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
+	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/kbackup/kbackup/store"
@@ -245,4 +249,37 @@ func (st *staged) Abort() {
 	st.mu.Unlock()
 	st.cancel()
 	close(st.quit)
+}
+
+var _ store.UploadSweeper = (*Store)(nil)
+
+// SweepUploads implements store.UploadSweeper: it lists the incomplete
+// multipart uploads under prefix and aborts those initiated before cutoff.
+// It needs s3:ListBucketMultipartUploads (and s3:AbortMultipartUpload).
+func (s *Store) SweepUploads(ctx context.Context, prefix string, cutoff time.Time) (int, error) {
+	in := &s3.ListMultipartUploadsInput{Bucket: aws.String(s.bucket), Prefix: aws.String(s.objectKey(prefix))}
+	n := 0
+	for {
+		out, err := s.client.ListMultipartUploads(ctx, in)
+		if err != nil {
+			return n, s.wrap("list multipart uploads", prefix, err)
+		}
+		for _, u := range out.Uploads {
+			if u.Initiated == nil || !u.Initiated.Before(cutoff) {
+				continue
+			}
+			_, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(s.bucket), Key: u.Key, UploadId: u.UploadId})
+			if err != nil {
+				if code, _ := errorCode(err); code != "NoSuchUpload" {
+					return n, s.wrap("abort multipart upload", strings.TrimPrefix(aws.ToString(u.Key), s.prefix), err)
+				}
+				continue
+			}
+			n++
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			return n, nil
+		}
+		in.KeyMarker, in.UploadIdMarker = out.NextKeyMarker, out.NextUploadIdMarker
+	}
 }

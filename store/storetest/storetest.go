@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kbackup/kbackup/store"
 )
@@ -24,6 +25,13 @@ type Option func(*config)
 
 type config struct {
 	largeSize int64
+	noSweep   string
+}
+
+// NoUploadSweep skips the upload-sweep test for a server that cannot list
+// incomplete uploads by prefix (why says what it does instead).
+func NoUploadSweep(why string) Option {
+	return func(c *config) { c.noSweep = why }
 }
 
 // LargeObject makes Run also round-trip an object of size bytes, so that
@@ -67,6 +75,12 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store, opts ...Option) 
 		{"AtomicOverwrite", testAtomicOverwrite},
 		{"Staged", testStaged},
 		{"KeyedStaged", func(t *testing.T, s store.Store, p string) { testKeyedStaged(t, s, p, c.largeSize) }},
+		{"UploadSweep", func(t *testing.T, s store.Store, p string) {
+			if c.noSweep != "" {
+				t.Skip(c.noSweep)
+			}
+			testUploadSweep(t, s, p, c.largeSize)
+		}},
 	}
 	if c.largeSize > 0 {
 		size := c.largeSize
@@ -483,5 +497,48 @@ func testKeyedStaged(t *testing.T, s store.Store, p string, large int64) {
 	}
 	if _, err := ks.StageAt(ctx, p+"bad key"); err == nil {
 		t.Error("StageAt an invalid key succeeded")
+	}
+}
+
+// testUploadSweep: what a writer killed mid-upload leaves (a keyed staged
+// object never published nor aborted) is removed by SweepUploads under its
+// prefix once older than the cutoff, and only then. Stores without
+// KeyedStager and UploadSweeper skip it.
+func testUploadSweep(t *testing.T, s store.Store, p string, large int64) {
+	ks, ok1 := s.(store.KeyedStager)
+	sw, ok2 := s.(store.UploadSweeper)
+	if !ok1 || !ok2 {
+		t.Skip("the store does not implement store.KeyedStager and store.UploadSweeper")
+	}
+	ctx := t.Context()
+	st, err := ks.StageAt(ctx, p+"wal/w/left")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write(randomBytes(t, int(max(large, 300<<10)))); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := sw.SweepUploads(ctx, p+"wal/", time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("sweeping what is older than an hour: %d, %v; want nothing", n, err)
+	}
+	// The upload starts in the background: sweep until it is found.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		n, err := sw.SweepUploads(ctx, p+"wal/", time.Now().Add(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if n > 1 || time.Now().After(deadline) {
+			t.Fatalf("sweeping: %d removed, want the one upload left", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := st.Publish(ctx, p+"wal/w/left", store.PutOptions{}); err == nil {
+		t.Error("an upload swept away was published")
+	}
+	if keys := stagedKeys(t, s, p); len(keys) != 0 {
+		t.Errorf("keys after the sweep: %q", keys)
 	}
 }
