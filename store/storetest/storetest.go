@@ -346,25 +346,8 @@ func testStaged(t *testing.T, s store.Store, p string) {
 		t.Fatal("Abort after Publish changed the object")
 	}
 
-	// IfNotExists fences: the existing object stays.
-	st = stage(p + "seg/")
-	st.Write([]byte("other"))
-	if err := st.Publish(ctx, key, store.PutOptions{IfNotExists: true}); !errors.Is(err, store.ErrExists) {
-		t.Fatalf("Publish over an existing key with IfNotExists: %v, want ErrExists", err)
-	}
-	if got := get(t, s, key); !bytes.Equal(got, data) {
-		t.Fatal("a fenced Publish changed the existing object")
-	}
-	// Without it, it overwrites; under another prefix than the hint, and
-	// empty, it works too.
-	st = stage(p + "seg/")
-	st.Write([]byte("new"))
-	if err := st.Publish(ctx, key, store.PutOptions{}); err != nil {
-		t.Fatalf("Publish overwrite: %v", err)
-	}
-	if got := get(t, s, key); string(got) != "new" {
-		t.Fatalf("overwrite published %q", got)
-	}
+	checkStagedFencing(t, s, key, data, func(string) store.Staged { return stage(p + "seg/") }, []byte("other"))
+	// Under another prefix than the hint, and empty, it works too.
 	st = stage(p + "seg/")
 	if err := st.Publish(ctx, p+"elsewhere/deep/b", store.PutOptions{IfNotExists: true}); err != nil {
 		t.Fatalf("Publish elsewhere: %v", err)
@@ -374,15 +357,7 @@ func testStaged(t *testing.T, s store.Store, p string) {
 	}
 
 	// Abort leaves nothing, and the staged object is dead.
-	st = stage(p + "seg/")
-	st.Write(data)
-	st.Abort()
-	if _, err := st.Write([]byte("x")); !errors.Is(err, store.ErrAborted) {
-		t.Errorf("Write after Abort: %v, want ErrAborted", err)
-	}
-	if err := st.Publish(ctx, p+"seg/c", store.PutOptions{}); !errors.Is(err, store.ErrAborted) {
-		t.Errorf("Publish after Abort: %v, want ErrAborted", err)
-	}
+	checkStagedAbort(t, stage(p+"seg/"), data, p+"seg/c")
 	if keys := stagedKeys(t, s, p); len(keys) != 2 {
 		t.Errorf("after Abort the keys are %q, want only the two published", keys)
 	}
@@ -390,6 +365,47 @@ func testStaged(t *testing.T, s store.Store, p string) {
 	st = stage(p + "seg/")
 	if err := st.Publish(ctx, p+"bad key", store.PutOptions{}); err == nil {
 		t.Error("Publish under an invalid key succeeded")
+	}
+}
+
+// checkStagedFencing: over key, which holds data, an object staged by
+// stageFor(key) with each of others published with IfNotExists is refused
+// (ErrExists) and leaves data; one published without it overwrites.
+func checkStagedFencing(t *testing.T, s store.Store, key string, data []byte, stageFor func(key string) store.Staged, others ...[]byte) {
+	t.Helper()
+	for _, other := range others {
+		st := stageFor(key)
+		if _, err := st.Write(other); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		if err := st.Publish(t.Context(), key, store.PutOptions{IfNotExists: true}); !errors.Is(err, store.ErrExists) {
+			t.Fatalf("Publish of %d bytes over an existing key with IfNotExists: %v, want ErrExists", len(other), err)
+		}
+		if got := get(t, s, key); !bytes.Equal(got, data) {
+			t.Fatal("a fenced Publish changed the existing object")
+		}
+	}
+	st := stageFor(key)
+	st.Write([]byte("new"))
+	if err := st.Publish(t.Context(), key, store.PutOptions{}); err != nil {
+		t.Fatalf("Publish overwrite: %v", err)
+	}
+	if got := get(t, s, key); string(got) != "new" {
+		t.Fatalf("overwrite published %q", got)
+	}
+}
+
+// checkStagedAbort: st, aborted after data was written, takes no more
+// writes and cannot be published (under key).
+func checkStagedAbort(t *testing.T, st store.Staged, data []byte, key string) {
+	t.Helper()
+	st.Write(data)
+	st.Abort()
+	if _, err := st.Write([]byte("x")); !errors.Is(err, store.ErrAborted) {
+		t.Errorf("Write after Abort: %v, want ErrAborted", err)
+	}
+	if err := st.Publish(t.Context(), key, store.PutOptions{}); !errors.Is(err, store.ErrAborted) {
+		t.Errorf("Publish after Abort: %v, want ErrAborted", err)
 	}
 }
 
@@ -448,26 +464,8 @@ func testKeyedStaged(t *testing.T, s store.Store, p string, large int64) {
 		t.Fatal("Abort after Publish changed the object")
 	}
 
-	// IfNotExists fences, small or large: the existing object stays.
-	for _, other := range [][]byte{[]byte("other"), data[:len(data)-1]} {
-		st = stage(key)
-		write(st, other)
-		if err := st.Publish(ctx, key, store.PutOptions{IfNotExists: true}); !errors.Is(err, store.ErrExists) {
-			t.Fatalf("Publish of %d bytes over an existing key with IfNotExists: %v, want ErrExists", len(other), err)
-		}
-		if got := get(t, s, key); !bytes.Equal(got, data) {
-			t.Fatal("a fenced Publish changed the existing object")
-		}
-	}
-	// Without it, it overwrites; empty works too.
-	st = stage(key)
-	st.Write([]byte("new"))
-	if err := st.Publish(ctx, key, store.PutOptions{}); err != nil {
-		t.Fatalf("Publish overwrite: %v", err)
-	}
-	if got := get(t, s, key); string(got) != "new" {
-		t.Fatalf("overwrite published %q", got)
-	}
+	// Small or large (a multipart upload).
+	checkStagedFencing(t, s, key, data, stage, []byte("other"), data[:len(data)-1])
 	st = stage(p + "wal/empty")
 	if err := st.Publish(ctx, p+"wal/empty", store.PutOptions{IfNotExists: true}); err != nil {
 		t.Fatalf("Publish empty: %v", err)
@@ -483,15 +481,7 @@ func testKeyedStaged(t *testing.T, s store.Store, p string, large int64) {
 	}
 
 	// Abort leaves nothing, and the staged object is dead.
-	st = stage(p + "wal/d")
-	write(st, data)
-	st.Abort()
-	if _, err := st.Write([]byte("x")); !errors.Is(err, store.ErrAborted) {
-		t.Errorf("Write after Abort: %v, want ErrAborted", err)
-	}
-	if err := st.Publish(ctx, p+"wal/d", store.PutOptions{}); !errors.Is(err, store.ErrAborted) {
-		t.Errorf("Publish after Abort: %v, want ErrAborted", err)
-	}
+	checkStagedAbort(t, stage(p+"wal/d"), data, p+"wal/d")
 	if keys := stagedKeys(t, s, p); len(keys) != 2 {
 		t.Errorf("after Abort the keys are %q, want only the two published", keys)
 	}
