@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+
 	"github.com/kbackup/kbackup/internal/retry"
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
@@ -165,13 +167,79 @@ func (a *Archiver) cleanWAL(ctx context.Context) {
 		a.opts.Logger.Info("flush objects of stopped archivers cleaned", "writers", res.Writers, "deleted", res.FlushObjects,
 			"kept_until_compacted", res.KeptObjects, "tail_indexes_deleted", res.TailIndexes)
 	}
-	if len(res.Kept) > 0 && !a.opts.Once {
+	if kept := a.unarchived(ctx, res.Kept); len(kept) > 0 && !a.opts.Once {
 		select {
-		case a.pk.kept <- res.Kept: // the loop adopts deleted topics' partitions among them
+		case a.pk.kept <- kept: // the loop adopts them (those no archiver owns)
 			a.wake()
 		default:
 		}
 	}
+}
+
+// unarchived keeps, of the partitions whose tails keep stopped writers'
+// flush objects, those no archiver is archiving: the topic incarnation is
+// gone from the cluster (the topic does not exist, or exists under another
+// topic ID), or it exists but nothing was committed to the partition for
+// --compact-after plus --compact-grace (a topic no archiver selects any
+// more). A partition written recently is some archiver's to compact, in
+// this archiver's selection or not (another deployment may archive it into
+// the same store), and adopting it would void that archiver's commits; a
+// topic the cluster does not describe (not authorized) cannot be judged
+// and is left.
+func (a *Archiver) unarchived(ctx context.Context, kept []manifest.KeptPartition) []manifest.KeptPartition {
+	if len(kept) == 0 || a.adm == nil {
+		return nil
+	}
+	var names []string
+	seen := map[string]bool{}
+	for _, k := range kept {
+		if !seen[k.Topic] {
+			seen[k.Topic] = true
+			names = append(names, k.Topic)
+		}
+	}
+	md, err := a.adm.Metadata(ctx, names...)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.opts.Logger.Info("cannot tell whether the topics of unowned uncompacted tails are archived: left for a later pass", "topics", len(names), "err", err)
+		}
+		return nil
+	}
+	var out []manifest.KeptPartition
+	for _, k := range kept {
+		td, ok := md.Topics[k.Topic]
+		switch {
+		case !ok:
+		case td.Err == nil && manifest.TopicID(td.ID) == k.TopicID:
+			if a.tailIdle(ctx, k) {
+				out = append(out, k)
+			}
+		case td.Err == nil, errors.Is(td.Err, kerr.UnknownTopicOrPartition):
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// tailIdle reports whether the newest entry of k's uncompacted tail was
+// committed --compact-after plus --compact-grace ago or earlier (false if
+// it cannot be read).
+func (a *Archiver) tailIdle(ctx context.Context, k manifest.KeptPartition) bool {
+	log := a.arch.Partition(k.Topic, k.TopicID, k.Partition)
+	chead, err := log.CompactedHead(ctx)
+	if err != nil {
+		return false
+	}
+	end := int64(-1)
+	if chead != nil {
+		end = chead.End
+	}
+	_, newest, err := log.TailAnchors(ctx, end)
+	if err != nil || newest == nil {
+		return false
+	}
+	idle := a.opts.CompactAfter + max(0, a.opts.CompactGrace)
+	return a.opts.Now().Sub(time.UnixMilli(newest.CommittedAt)) >= idle
 }
 
 // keptPartitions is the channel of cleanWAL's kept partitions (nil, never

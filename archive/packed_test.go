@@ -888,6 +888,73 @@ func TestPackedOrphanTailAdopted(t *testing.T) {
 	noProblems(t, st)
 }
 
+// TestPackedOrphanOutsideSelectionKept: an uncompacted tail left by a
+// stopped archiver of another topic selection (another deployment writing
+// into the same store, here restarted) is not adopted while that
+// deployment's live archiver commits to it: it compacts it itself, and an
+// adoption would void its commits. Once nothing was committed to it for
+// --compact-after plus --compact-grace (the deployment stopped, as for a
+// topic no longer selected), it is adopted and compacted.
+func TestPackedOrphanOutsideSelectionKept(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "theirs", 1, nil)
+	createTopic(t, c, "ours", 1, nil)
+	produce(t, newClient(t, c), &kgo.Record{Topic: "ours", Value: []byte("a")})
+	p := startProducer(t, c, "theirs", 2)
+	st := newStore(t)
+	theirs := func(o *Options) {
+		packed(o)
+		o.Topics = selector(t, []string{"theirs"})
+		o.FlushInterval = 50 * time.Millisecond
+		o.CompactAfter, o.CompactGrace = time.Hour, -1
+	}
+	stop := startArchiver(t, c, st, theirs)
+	waitArchived(t, st, "theirs", 20)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopTheirs := startArchiver(t, c, st, theirs) // a restart: a new writer; the old one's objects are kept
+	var logs lockedBuffer
+	stop = startArchiver(t, c, st, func(o *Options) {
+		packed(o)
+		o.Topics = selector(t, []string{"ours"})
+		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+		o.FlushInterval = 50 * time.Millisecond
+		o.CompactAfter, o.CompactGrace = 300*time.Millisecond, -1
+	})
+	adopted := func() bool {
+		return strings.Contains(logs.String(), "compacting the uncompacted tail of a deleted topic")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(logs.String(), `"msg":"flush objects of stopped archivers cleaned"`) < 3 {
+		if adopted() {
+			t.Fatalf("a partition another archiver commits to was adopted:\n%s", logs.String())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no three cleaning passes:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.Stop(t)
+	if err := stopTheirs(); err != nil {
+		t.Fatal(err)
+	}
+	for !adopted() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the tail nobody archives any more was not adopted:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	want := readCommitted(t, c, "theirs")
+	got, _ := readArchive(t, st, "theirs")
+	sameOffsetsValues(t, want, got)
+	noProblems(t, st)
+}
+
 // sameOffsetsValues fails the test unless got holds, partition by
 // partition, the records of want at the same offsets with the same values.
 func sameOffsetsValues(t *testing.T, want, got map[int32][]consumed) {
