@@ -167,7 +167,10 @@ func (a *Archiver) cleanWAL(ctx context.Context) {
 		a.opts.Logger.Info("flush objects of stopped archivers cleaned", "writers", res.Writers, "deleted", res.FlushObjects,
 			"kept_until_compacted", res.KeptObjects, "tail_indexes_deleted", res.TailIndexes)
 	}
-	if kept := a.unarchived(ctx, res.Kept); len(kept) > 0 && !a.opts.Once {
+	if a.opts.Once {
+		return
+	}
+	if kept := a.unarchived(ctx, res.Kept); len(kept) > 0 {
 		select {
 		case a.pk.kept <- kept: // the loop adopts them (those no archiver owns)
 			a.wake()
