@@ -162,6 +162,25 @@ func TestSegmentStream(t *testing.T) {
 	if _, err := p.AppendBody(t.Context(), nil, body, info, "w", 1); err != nil {
 		t.Fatal(err)
 	}
+	// Stage refused at first (the packed layout's bound on staged objects
+	// is reached), then accepted: asked again at each next block, the
+	// segment streams from then on, the blocks held so far first.
+	held, _ := buildStreamed(t, CodecNone, 8<<10, recs, nil)
+	want, _ := held.Finish()
+	calls := 0
+	var late *memStaged
+	w, _ = buildStreamedAfter(t, CodecNone, 8<<10, 2, recs, func() (store.Staged, error) {
+		if calls++; calls < 4 {
+			return nil, errors.New("streamed flush objects at their bound")
+		}
+		late = &memStaged{failAfter: -1}
+		return late, nil
+	})
+	body, _ = w.FinishBody()
+	if calls != 4 || late == nil || !body.Streamed() || !bytes.Equal(late.buf.Bytes(), want) {
+		t.Fatalf("Stage refused 3 times: %d calls, streamed %v; want staged at the 4th, the same bytes", calls, body.Streamed())
+	}
+	body.Release()
 	_ = st
 }
 
