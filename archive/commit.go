@@ -38,7 +38,11 @@ type commitResult struct {
 // kick starts the next commit of ps if none is in flight.
 func (a *Archiver) kick(ctx context.Context, ps *partState) {
 	if a.packed() {
-		return // one flush object for all partitions: packedTick
+		// One flush object for all partitions (packedTick), except a
+		// segment streamed under a reserved seq: its flush object is its
+		// own, so it starts as soon as it is sealed.
+		a.kickReserved(ctx, ps)
+		return
 	}
 	if ps.inflight || len(ps.queue) == 0 || a.opts.Now().Before(ps.retryAt) {
 		return

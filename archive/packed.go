@@ -282,10 +282,26 @@ func (a *Archiver) packedTick(ctx context.Context, force bool) {
 	}
 }
 
+// kickReserved starts the flush of ps's oldest sealed segment at once if
+// it was streamed under a reserved seq (stageFlush) and nothing of ps is in
+// flight: its flush object is its own and its seq is counted already, so
+// it need not wait for packedTick. Waiting would also keep the partition's
+// next segment from staging (its earlier segment has no flush object yet)
+// and so in memory, block by block, until the tick. A segment whose flush
+// failed is retried by packedTick, at its pace.
+func (a *Archiver) kickReserved(ctx context.Context, ps *partState) {
+	if !ps.ready || ps.epoch == 0 || ps.inflight || ps.failures > 0 || len(ps.queue) == 0 || !ps.queue[0].res.ok {
+		return
+	}
+	ps.inflight = true
+	a.startFlush(ctx, []packedItem{{tp: ps.tp, id: ps.id, gen: ps.gen, seg: ps.queue[0]}}, false, a.opts.Now())
+}
+
 // stageFlush stages the flush object of ps's open segment with a store
 // that stages only by key (S3: a multipart upload to the key from the
 // first part on). It reserves the object's seq now, so the partition's
-// earlier segments must all have a seq already (committed or in flight):
+// earlier segments must all have a seq already (committed, in flight or
+// reserved):
 // its entries must be in ascending seqs (format rule 13; if the one in
 // flight fails and is retried under a newer seq, this segment is lost at
 // its flush and fetched again). At most maxStreamedFlushes are staged or
@@ -300,7 +316,7 @@ func (a *Archiver) stageFlush(ps *partState, ks store.KeyedStager) (store.Staged
 	switch {
 	case streams >= maxStreamedFlushes:
 		return nil, errors.New("streamed flush objects at their bound")
-	case len(ps.queue) > 1 || len(ps.queue) == 1 && !ps.inflight:
+	case !ps.queuedHaveSeqs():
 		return nil, errors.New("an earlier segment has no flush object yet")
 	case ps.openRes.ok:
 		return nil, errors.New("staged already")
@@ -314,6 +330,17 @@ func (a *Archiver) stageFlush(ps *partState, ks store.KeyedStager) (store.Staged
 	pk.flushing[seq] = false
 	ps.openRes = reservation{seq: seq, ok: true}
 	return st, nil
+}
+
+// queuedHaveSeqs reports whether every sealed segment of ps has its flush
+// object's seq: in flight (only the oldest can be) or reserved.
+func (ps *partState) queuedHaveSeqs() bool {
+	for i, s := range ps.queue {
+		if !s.res.ok && (i > 0 || !ps.inflight) {
+			return false
+		}
+	}
+	return true
 }
 
 // discard drops ps's segments (partState.discard) and releases the flush
@@ -472,6 +499,7 @@ func (a *Archiver) applyPacked(ctx context.Context, r packedResult) {
 			it.seg.body.Release()
 		}
 		a.committed(ps, commitResult{tp: it.tp, gen: it.gen, seg: it.seg, commit: it.commit, dur: r.dur})
+		a.kickReserved(ctx, ps) // its next segment, if sealed meanwhile
 	}
 	if pk.flushes%TailIndexEvery == 0 {
 		pk.indexDue = true

@@ -1322,6 +1322,34 @@ func TestStageFlushReservations(t *testing.T) {
 	if _, err := a.stageFlush(p2, ks); err != nil || p2.openRes.seq != 6 {
 		t.Fatalf("staging after a segment in flight: %v, %+v", err, p2.openRes)
 	}
+	// Behind one in flight, a sealed segment with a reserved seq is fine;
+	// one without is not. (Each reservation is dropped again.)
+	for _, tc := range []struct {
+		inflight bool
+		queue    []reservation
+		ok       bool
+	}{
+		{true, []reservation{{}, {seq: 1, ok: true}}, true},
+		{false, []reservation{{seq: 1, ok: true}}, true},
+		{false, []reservation{{seq: 1, ok: true}, {seq: 2, ok: true}}, true},
+		{true, []reservation{{}, {}}, false},
+		{false, []reservation{{seq: 1, ok: true}, {}}, false},
+	} {
+		p := newPart()
+		p.inflight = tc.inflight
+		for _, r := range tc.queue {
+			p.queue = append(p.queue, sealedSeg(r))
+		}
+		seq := a.pk.seq
+		_, err := a.stageFlush(p, ks)
+		if (err == nil) != tc.ok || tc.ok && p.openRes != (reservation{seq: seq, ok: true}) {
+			t.Fatalf("in flight %v, queued %+v: staged %+v, %v; want staged: %v", tc.inflight, tc.queue, p.openRes, err, tc.ok)
+		}
+		a.discard(p)
+	}
+	if len(a.pk.flushing) != 2 {
+		t.Fatalf("reservations %v, want p1's and p2's", a.pk.flushing)
+	}
 	// The bound counts reserved and started ones.
 	a.pk.flushing[3] = true // a streamed flush object in flight
 	p3 := newPart()
@@ -1351,5 +1379,64 @@ func TestStageFlushReservations(t *testing.T) {
 	}
 	if p1.open != nil || p1.openRes.ok {
 		t.Error("discard left the open segment")
+	}
+}
+
+// TestKickReserved: a sealed segment streamed under a reserved seq starts
+// its flush as soon as the partition is kicked (at its seal; applyPacked
+// kicks the next one), not at the next packedTick: waiting kept
+// the partition's next segment from staging, in memory, until the tick.
+// Behind a flush in flight, or after a failed attempt (packedTick retries
+// at its pace), it waits.
+func TestKickReserved(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	st := newStore(t)
+	arch, err := manifest.Init(ctx, st, "test", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Archiver{opts: Options{Layout: LayoutPacked, Store: st, Now: time.Now}, arch: arch, pk: newPackedState(time.Now()), parts: map[tp]*partState{}}
+	a.pk.seq = 5
+	sealedAt := func(seq int64) *sealed {
+		w := manifest.NewSegmentWriter(0, manifest.SegmentOptions{})
+		if err := w.Append(&manifest.Record{Offset: 0, Timestamp: 1, Value: []byte("v"), ProducerID: -1, ProducerEpoch: -1, LeaderEpoch: -1}); err != nil {
+			t.Fatal(err)
+		}
+		a.pk.flushing[seq] = false // reserved
+		return &sealed{w: w, writer: w, res: reservation{seq: seq, ok: true}}
+	}
+	ps := &partState{tp: tp{"t", 0}, id: manifest.TopicID{1}, ready: true, epoch: 1}
+	a.parts[ps.tp] = ps
+	ps.queue = []*sealed{sealedAt(3)}
+	ps.inflight = true // an earlier flush
+	a.kick(ctx, ps)
+	if started := a.pk.flushing[3]; started {
+		t.Fatal("started behind a flush in flight")
+	}
+	ps.inflight, ps.failures = false, 1
+	a.kick(ctx, ps)
+	if started := a.pk.flushing[3]; started {
+		t.Fatal("a failed flush restarted by a kick")
+	}
+	ps.failures = 0
+	a.kick(ctx, ps)
+	if started := a.pk.flushing[3]; !started || !ps.inflight {
+		t.Fatalf("not started by a kick: flushing %v, in flight %v", a.pk.flushing, ps.inflight)
+	}
+	var r packedResult
+	select {
+	case r = <-a.pk.results:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no flush result")
+	}
+	if r.err != nil || r.seq != 3 || r.shared || len(r.items) != 1 {
+		t.Fatalf("flush result: seq %d, shared %v, %d items, %v", r.seq, r.shared, len(r.items), r.err)
+	}
+	if _, err := st.Stat(ctx, manifest.FlushKey(a.pk.writer, 3)); err != nil {
+		t.Fatalf("the flush object under the reserved seq: %v", err)
+	}
+	if a.pk.seq != 5 {
+		t.Fatalf("next seq %d: a reserved flush took a new seq", a.pk.seq)
 	}
 }
