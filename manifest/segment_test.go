@@ -340,14 +340,15 @@ func TestSegmentBody(t *testing.T) {
 }
 
 // TestCRC32CCombine: combining the CRCs of two parts gives the CRC of the
-// whole, at every split of a buffer, including empty parts.
+// whole, at every split of a buffer, including empty parts, and for block
+// sized parts (every bit of the length up to 2^22 is used).
 func TestCRC32CCombine(t *testing.T) {
 	t.Parallel()
-	b := make([]byte, 3000)
+	b := make([]byte, 5<<20)
 	for i := range b {
-		b[i] = byte(i*7 + i>>8)
+		b[i] = byte(i*7 + i>>8 + i>>16)
 	}
-	for _, n := range []int{0, 1, 2, 3, 4, 5, 7, 8, 100, 1024, 2999, 3000} {
+	for _, n := range []int{0, 1, 2, 3, 4, 5, 7, 8, 100, 1024, 2999, 3000, 1<<20 + 17, 5 << 20} {
 		for _, split := range []int{0, n / 3, n / 2, n} {
 			a, c := b[:split], b[split:n]
 			if got, want := crc32cCombine(crc32c(a), crc32c(c), int64(len(c))), crc32c(b[:n]); got != want {
