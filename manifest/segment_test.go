@@ -357,3 +357,73 @@ func TestCRC32CCombine(t *testing.T) {
 		}
 	}
 }
+
+// TestSegmentReader: a reader of pieces (a held segment or flush object)
+// reads the same bytes as their concatenation through Read, ReadAt at
+// every offset, Seek, WriteTo and rest, with empty pieces anywhere.
+func TestSegmentReader(t *testing.T) {
+	t.Parallel()
+	var pieces [][]byte
+	var whole []byte
+	for i, n := range []int{0, 5, 1, 0, 0, 13, 64, 2, 0} {
+		p := make([]byte, n)
+		for j := range p {
+			p[j] = byte(i*31 + j)
+		}
+		pieces = append(pieces, p)
+		whole = append(whole, p...)
+	}
+	size := int64(len(whole))
+	r := newPiecesReader(pieces)
+	if r.Len() != len(whole) {
+		t.Fatalf("Len %d, want %d", r.Len(), len(whole))
+	}
+	// Read in small steps.
+	var got []byte
+	buf := make([]byte, 3)
+	for {
+		n, err := r.Read(buf)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil || n == 0 {
+			t.Fatalf("Read: %d, %v", n, err)
+		}
+	}
+	if !bytes.Equal(got, whole) || r.Len() != 0 {
+		t.Fatalf("Read: %x, want %x (Len %d)", got, whole, r.Len())
+	}
+	for off := int64(0); off <= size+1; off++ {
+		for _, n := range []int64{0, 1, 4, 7, 20, size} {
+			p := make([]byte, n)
+			k, err := r.ReadAt(p, off)
+			want := whole[min(off, size):min(off+n, size)]
+			if !bytes.Equal(p[:k], want) || (k < int(n)) != (err == io.EOF) || err != nil && err != io.EOF {
+				t.Fatalf("ReadAt(%d bytes, %d): %x, %v; want %x", n, off, p[:k], err, want)
+			}
+		}
+		if pos, err := r.Seek(off, io.SeekStart); err != nil || pos != off {
+			t.Fatalf("Seek(%d): %d, %v", off, pos, err)
+		}
+		if rest := bytes.Join(r.rest(), nil); !bytes.Equal(rest, whole[min(off, size):]) {
+			t.Fatalf("rest at %d: %x", off, rest)
+		}
+		var w bytes.Buffer
+		if n, err := r.WriteTo(&w); err != nil || n != int64(len(whole[min(off, size):])) || !bytes.Equal(w.Bytes(), whole[min(off, size):]) {
+			t.Fatalf("WriteTo at %d: %d, %v, %x", off, n, err, w.Bytes())
+		}
+	}
+	if pos, err := r.Seek(-2, io.SeekEnd); err != nil || pos != size-2 {
+		t.Fatalf("Seek(-2, end): %d, %v", pos, err)
+	}
+	if pos, err := r.Seek(1, io.SeekCurrent); err != nil || pos != size-1 {
+		t.Fatalf("Seek(1, current): %d, %v", pos, err)
+	}
+	if _, err := r.Seek(-1, io.SeekStart); err == nil {
+		t.Fatal("Seek before the start succeeded")
+	}
+	if _, err := r.ReadAt(make([]byte, 1), -1); err == nil {
+		t.Fatal("ReadAt a negative offset succeeded")
+	}
+}

@@ -3,11 +3,13 @@ package manifest
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"math"
 	"runtime"
+	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -645,51 +647,112 @@ func (b *SegmentBody) Bytes() []byte {
 }
 
 // Reader returns a reader of the whole segment.
-func (b *SegmentBody) Reader() *SegmentReader { return &SegmentReader{pieces: b.pieces, left: b.size} }
+func (b *SegmentBody) Reader() *SegmentReader { return newPiecesReader(b.pieces) }
 
-// SegmentReader reads a SegmentBody. WriteTo hands the pieces to the writer
-// as they are, without copying them through a buffer.
+// SegmentReader reads a SegmentBody (or a flush object built of segment
+// bodies, FlushBuilder) where it is held, in pieces. It reads at any offset
+// (io.ReaderAt, io.Seeker), so a store can send it without copying it
+// (s3store sends sections of it as the parts of an upload); WriteTo hands
+// the pieces to the writer as they are.
 type SegmentReader struct {
 	pieces [][]byte // shared with the body: never written
-	off    int      // bytes of pieces[0] already read
-	left   int64
+	ends   []int64  // ends[i]: the offset after pieces[i]
+	pos    int64
+}
+
+func newPiecesReader(pieces [][]byte) *SegmentReader {
+	r := &SegmentReader{pieces: pieces, ends: make([]int64, len(pieces))}
+	var end int64
+	for i, p := range pieces {
+		end += int64(len(p))
+		r.ends[i] = end
+	}
+	return r
+}
+
+// size is the length of everything the reader reads.
+func (r *SegmentReader) size() int64 {
+	if len(r.ends) == 0 {
+		return 0
+	}
+	return r.ends[len(r.ends)-1]
 }
 
 // Len is the number of bytes not yet read.
-func (r *SegmentReader) Len() int { return int(r.left) }
+func (r *SegmentReader) Len() int { return int(max(r.size()-r.pos, 0)) }
 
 // Read implements io.Reader.
 func (r *SegmentReader) Read(p []byte) (int, error) {
-	n := 0
-	for len(p) > 0 && len(r.pieces) > 0 {
-		c := copy(p, r.pieces[0][r.off:])
-		p, n, r.off = p[c:], n+c, r.off+c
-		if r.off == len(r.pieces[0]) {
-			r.pieces, r.off = r.pieces[1:], 0
-		}
+	n, err := r.ReadAt(p, r.pos)
+	r.pos += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
 	}
-	r.left -= int64(n)
-	if n == 0 && len(r.pieces) == 0 {
-		return 0, io.EOF
+	return n, err
+}
+
+// ReadAt implements io.ReaderAt.
+func (r *SegmentReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("segment reader: negative offset")
+	}
+	// The first piece ending after off.
+	i := sort.Search(len(r.ends), func(i int) bool { return r.ends[i] > off })
+	n := 0
+	for ; n < len(p) && i < len(r.pieces); i++ {
+		start := r.ends[i] - int64(len(r.pieces[i]))
+		n += copy(p[n:], r.pieces[i][off+int64(n)-start:])
+	}
+	if n < len(p) {
+		return n, io.EOF
 	}
 	return n, nil
+}
+
+// Seek implements io.Seeker.
+func (r *SegmentReader) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += r.pos
+	case io.SeekEnd:
+		offset += r.size()
+	default:
+		return 0, errors.New("segment reader: invalid whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("segment reader: negative position")
+	}
+	r.pos = offset
+	return offset, nil
 }
 
 // WriteTo implements io.WriterTo.
 func (r *SegmentReader) WriteTo(w io.Writer) (int64, error) {
 	var total int64
-	for len(r.pieces) > 0 {
-		n, err := w.Write(r.pieces[0][r.off:])
+	i := sort.Search(len(r.ends), func(i int) bool { return r.ends[i] > r.pos })
+	for ; i < len(r.pieces); i++ {
+		start := r.ends[i] - int64(len(r.pieces[i]))
+		n, err := w.Write(r.pieces[i][r.pos-start:])
 		total += int64(n)
-		r.left -= int64(n)
-		r.off += n
+		r.pos += int64(n)
 		if err != nil {
 			return total, err
 		}
-		if r.off < len(r.pieces[0]) {
+		if r.pos < r.ends[i] {
 			return total, io.ErrShortWrite
 		}
-		r.pieces, r.off = r.pieces[1:], 0
 	}
 	return total, nil
+}
+
+// rest returns the pieces not yet read (the first one sliced).
+func (r *SegmentReader) rest() [][]byte {
+	i := sort.Search(len(r.ends), func(i int) bool { return r.ends[i] > r.pos })
+	if i == len(r.pieces) {
+		return nil
+	}
+	out := append([][]byte(nil), r.pieces[i:]...)
+	out[0] = out[0][r.pos-(r.ends[i]-int64(len(r.pieces[i]))):]
+	return out
 }

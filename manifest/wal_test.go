@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"reflect"
 	"slices"
 	"strings"
@@ -738,5 +739,67 @@ func TestCompactStreamedFailures(t *testing.T) {
 	}
 	if got, _ := scanAll(t, p); len(got) != int(next) {
 		t.Fatalf("read %d records after compaction, want %d", len(got), next)
+	}
+}
+
+// TestFlushBuilderHeldPieces: a flush object of held segment bodies reads
+// (at any offset: s3store sends it in sections without copying) as the
+// same bytes as the segments and entries it was built of; a segment whose
+// bytes differ in length from its summary is refused.
+func TestFlushBuilderHeldPieces(t *testing.T) {
+	t.Parallel()
+	id := TopicID{7}
+	fb, err := NewFlushBuilder(NewWriterID(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var segs [][]byte
+	for p := int32(0); p < 3; p++ {
+		w := NewSegmentWriter(0, SegmentOptions{Codec: CodecNone, BlockSize: 256})
+		for _, rec := range mkRecs(0, 40, func(o int64) int64 { return 1000 + o }) {
+			if err := w.Append(&rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+		body, info := w.FinishBody()
+		segs = append(segs, body.Bytes())
+		if _, _, err := fb.AddBody(1, nil, nil, "t", id, p, body, info, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seg, info := buildSegment(t, 0, 6, mkRecs(0, 6, func(o int64) int64 { return 1000 + o }), GapCompacted, DefaultSegmentOptions())
+	for _, n := range []int{len(seg) - 1, len(seg) + 1} {
+		b := append(append([]byte(nil), seg...), 0)[:n]
+		if _, _, err := fb.Add(1, nil, nil, "t", id, 9, bytes.NewReader(b), info, 1); err == nil {
+			t.Fatalf("a segment of %d bytes added with a summary of %d", n, len(seg))
+		}
+	}
+	r, size, err := fb.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra, ok := r.(io.ReaderAt)
+	if !ok {
+		t.Fatalf("flush object reader %T does not read at an offset", r)
+	}
+	whole, err := io.ReadAll(r)
+	if err != nil || int64(len(whole)) != size {
+		t.Fatalf("read %d of %d bytes: %v", len(whole), size, err)
+	}
+	for i, s := range segs {
+		row := fb.rows[i]
+		_, c, err := DecodeEntry(whole[row.Ref.Pos : row.Ref.Pos+row.Ref.Len])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := whole[c.SegmentOffset : c.SegmentOffset+c.SegmentSize]; !bytes.Equal(got, s) {
+			t.Fatalf("partition %d: the segment in the object differs", i)
+		}
+	}
+	for _, off := range []int64{0, 1, size / 3, size - 5} {
+		p := make([]byte, 5)
+		if n, err := ra.ReadAt(p, off); n != 5 || err != nil || !bytes.Equal(p, whole[off:off+5]) {
+			t.Fatalf("ReadAt %d: %d, %v", off, n, err)
+		}
 	}
 }

@@ -18,7 +18,7 @@ type FlushBuilder struct {
 	writer string
 	seq    int64
 	key    string
-	pieces []io.Reader
+	pieces [][]byte // the object so far, held where the segments are held
 	pos    int64
 	rows   []FlushRow
 	seen   map[[20]byte]bool
@@ -47,10 +47,22 @@ func (b *FlushBuilder) Size() int64 { return b.pos }
 // Add appends a partition's next segment under claim epoch: after prev (the
 // partition's current head, compacted or in the tail; nil for its first
 // commit) and prevRef (where prev is when it is a tail entry, nil when the
-// tail is empty). seg is the segment's bytes (a *SegmentBody or []byte).
-// It returns the entry's commit and ref: they count once PutFlush succeeds.
+// tail is empty). seg reads the segment's info.Size bytes: a SegmentBody's
+// Reader stays where the body holds it (the object is its pieces, not a
+// copy of them), anything else is read into memory. It returns the entry's
+// commit and ref: they count once PutFlush succeeds.
 func (b *FlushBuilder) Add(epoch int64, prev *Commit, prevRef *EntryRef, topic string, id TopicID, partition int32,
 	seg io.Reader, info SegmentInfo, nowMs int64) (*Commit, EntryRef, error) {
+	pieces, err := segmentPieces(seg, info.Size)
+	if err != nil {
+		return nil, EntryRef{}, fmt.Errorf("flush object %s: %s/%d: %w", b.key, topic, partition, err)
+	}
+	return b.add(epoch, prev, prevRef, topic, id, partition, pieces, info, nowMs)
+}
+
+// add is Add of a segment held as pieces (none: in the staged object).
+func (b *FlushBuilder) add(epoch int64, prev *Commit, prevRef *EntryRef, topic string, id TopicID, partition int32,
+	segPieces [][]byte, info SegmentInfo, nowMs int64) (*Commit, EntryRef, error) {
 	if b.staged != nil {
 		return nil, EntryRef{}, fmt.Errorf("flush object %s: built in a streamed segment's staged object: it holds one entry", b.key)
 	}
@@ -81,7 +93,7 @@ func (b *FlushBuilder) Add(epoch int64, prev *Commit, prevRef *EntryRef, topic s
 	}
 	ref := EntryRef{Writer: b.writer, Seq: b.seq, Pos: b.pos + info.Size, Len: int64(len(entry)),
 		Start: c.Start, End: c.End, RunMax: c.RunningMaxTimestamp}
-	b.pieces = append(b.pieces, seg, bytes.NewReader(entry))
+	b.pieces = append(append(b.pieces, segPieces...), entry)
 	b.pos += info.Size + int64(len(entry))
 	b.rows = append(b.rows, FlushRow{TopicID: id, Partition: partition, Epoch: epoch, Ref: ref})
 	b.seen[k] = true
@@ -104,11 +116,11 @@ func (b *FlushBuilder) AddBody(epoch int64, prev *Commit, prevRef *EntryRef, top
 	if info.Size != body.size {
 		return nil, EntryRef{}, fmt.Errorf("flush object %s: streamed segment of %d bytes, its summary says %d", b.key, body.size, info.Size)
 	}
-	c, ref, err := b.Add(epoch, prev, prevRef, topic, id, partition, bytes.NewReader(nil), info, nowMs)
+	// The segment is in the staged object already: none of it is held.
+	c, ref, err := b.add(epoch, prev, prevRef, topic, id, partition, nil, info, nowMs)
 	if err != nil {
 		return nil, EntryRef{}, err
 	}
-	b.pieces = b.pieces[1:] // the segment is in the staged object already
 	b.staged = body
 	return c, ref, nil
 }
@@ -125,7 +137,30 @@ func (b *FlushBuilder) Finish() (io.Reader, int64, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("flush object %s: %w", b.key, err)
 	}
-	return io.MultiReader(append(b.pieces, bytes.NewReader(table))...), b.pos + int64(len(table)), nil
+	return newPiecesReader(append(b.pieces[:len(b.pieces):len(b.pieces)], table)), b.pos + int64(len(table)), nil
+}
+
+// segmentPieces returns the size bytes of a segment for a flush object: a
+// SegmentReader's pieces as they are held, or anything else read into
+// memory.
+func segmentPieces(seg io.Reader, size int64) ([][]byte, error) {
+	if sr, ok := seg.(*SegmentReader); ok {
+		if rest := sr.rest(); sr.Len() == int(size) {
+			return rest, nil
+		}
+		return nil, fmt.Errorf("segment of %d bytes, its summary says %d", sr.Len(), size)
+	}
+	b, err := io.ReadAll(io.LimitReader(seg, size+1))
+	if err != nil {
+		return nil, fmt.Errorf("read segment: %w", err)
+	}
+	if int64(len(b)) != size {
+		return nil, fmt.Errorf("segment of %d bytes or more, its summary says %d", len(b), size)
+	}
+	if len(b) == 0 {
+		return nil, nil
+	}
+	return [][]byte{b}, nil
 }
 
 // PutFlush creates the flush object with create-if-absent: the commit point

@@ -30,6 +30,9 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("put %s: %w", s.url(key), err)
 	}
+	if ra, ok := r.(readSeekerAt); ok {
+		return s.putAt(ctx, key, ra, size, opts)
+	}
 	if size > s.partSize {
 		return s.putMultipart(ctx, key, r, size, opts)
 	}
@@ -41,13 +44,53 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 	return s.putObject(ctx, key, buf, opts)
 }
 
+// readSeekerAt is a body that can be read at any offset: a bytes.Reader,
+// or a segment or flush object held in memory (manifest.SegmentReader).
+type readSeekerAt interface {
+	io.ReaderAt
+	io.Seeker
+}
+
+// putAt is Put of a body readable at any offset: it is sent as it is (in
+// sections of it for a multipart upload) instead of being copied into a
+// buffer first, so a Put holds no second copy of what the caller holds.
+// The body is read from its current position, and must hold exactly size
+// bytes from there.
+func (s *Store) putAt(ctx context.Context, key string, r readSeekerAt, size int64, opts store.PutOptions) error {
+	base, err := r.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return fmt.Errorf("put %s: read body: %w", s.url(key), err)
+	}
+	var one [1]byte
+	if size > 0 {
+		if n, err := r.ReadAt(one[:], base+size-1); n != 1 {
+			return fmt.Errorf("put %s: body is shorter than the declared size %d: %v", s.url(key), size, err)
+		}
+	}
+	if n, _ := r.ReadAt(one[:], base+size); n > 0 {
+		return fmt.Errorf("put %s: body is longer than the declared size %d", s.url(key), size)
+	}
+	if size <= s.partSize {
+		return s.putBody(ctx, key, io.NewSectionReader(r, base, size), size, opts)
+	}
+	partSize := max(s.partSize, (size+maxParts-1)/maxParts)
+	return s.putParts(ctx, key, size, partSize, opts, func(off, n int64) (io.ReadSeeker, error) {
+		return io.NewSectionReader(r, base+off, n), nil
+	})
+}
+
 // putObject writes buf as the object at key with one PutObject.
 func (s *Store) putObject(ctx context.Context, key string, buf []byte, opts store.PutOptions) error {
-	size := int64(len(buf))
+	return s.putBody(ctx, key, bytes.NewReader(buf), int64(len(buf)), opts)
+}
+
+// putBody writes the size bytes of body as the object at key with one
+// PutObject (the SDK signs it, and resends it on retry, by seeking).
+func (s *Store) putBody(ctx context.Context, key string, body io.ReadSeeker, size int64, opts store.PutOptions) error {
 	in := &s3.PutObjectInput{
 		Bucket:        aws.String(s.bucket),
 		Key:           aws.String(s.objectKey(key)),
-		Body:          bytes.NewReader(buf),
+		Body:          body,
 		ContentLength: aws.Int64(size),
 	}
 	if opts.IfNotExists {
@@ -94,8 +137,22 @@ func readExact(r io.Reader, buf []byte, last bool) error {
 // putMultipart uploads a body larger than PartSize in parts, one at a
 // time from one buffer, and aborts the upload on any failure so nothing
 // becomes visible.
-func (s *Store) putMultipart(ctx context.Context, key string, r io.Reader, size int64, opts store.PutOptions) (err error) {
+func (s *Store) putMultipart(ctx context.Context, key string, r io.Reader, size int64, opts store.PutOptions) error {
 	partSize := max(s.partSize, (size+maxParts-1)/maxParts)
+	buf := make([]byte, min(partSize, size))
+	return s.putParts(ctx, key, size, partSize, opts, func(off, n int64) (io.ReadSeeker, error) {
+		if err := readExact(r, buf[:n], off+n == size); err != nil {
+			return nil, err
+		}
+		return bytes.NewReader(buf[:n]), nil
+	})
+}
+
+// putParts uploads size bytes as a multipart upload of parts of partSize,
+// each read by part (in order, one at a time), and aborts the upload on any
+// failure so nothing becomes visible.
+func (s *Store) putParts(ctx context.Context, key string, size, partSize int64, opts store.PutOptions,
+	part func(off, n int64) (io.ReadSeeker, error)) (err error) {
 	uploadID, err := s.createUpload(ctx, key)
 	if err != nil {
 		return err
@@ -105,18 +162,18 @@ func (s *Store) putMultipart(ctx context.Context, key string, r io.Reader, size 
 			err = s.abortUpload(ctx, key, uploadID, err)
 		}
 	}()
-	buf := make([]byte, min(partSize, size))
 	var parts []types.CompletedPart
 	for off, num := int64(0), int32(1); off < size; off, num = off+partSize, num+1 {
 		n := min(partSize, size-off)
-		if err := readExact(r, buf[:n], off+n == size); err != nil {
+		body, err := part(off, n)
+		if err != nil {
 			return fmt.Errorf("put %s: %w", s.url(key), err)
 		}
-		part, err := s.uploadPart(ctx, key, uploadID, num, buf[:n])
+		p, err := s.uploadPartBody(ctx, key, uploadID, num, body, n)
 		if err != nil {
 			return err
 		}
-		parts = append(parts, part)
+		parts = append(parts, p)
 	}
 	return s.completeUpload(ctx, key, uploadID, parts, opts)
 }
@@ -145,13 +202,18 @@ func (s *Store) createUpload(ctx context.Context, key string) (*string, error) {
 
 // uploadPart uploads part num of an upload from buf.
 func (s *Store) uploadPart(ctx context.Context, key string, uploadID *string, num int32, buf []byte) (types.CompletedPart, error) {
+	return s.uploadPartBody(ctx, key, uploadID, num, bytes.NewReader(buf), int64(len(buf)))
+}
+
+// uploadPartBody uploads the size bytes of body as part num of an upload.
+func (s *Store) uploadPartBody(ctx context.Context, key string, uploadID *string, num int32, body io.ReadSeeker, size int64) (types.CompletedPart, error) {
 	in := &s3.UploadPartInput{
 		Bucket:        aws.String(s.bucket),
 		Key:           aws.String(s.objectKey(key)),
 		UploadId:      uploadID,
 		PartNumber:    aws.Int32(num),
-		Body:          bytes.NewReader(buf),
-		ContentLength: aws.Int64(int64(len(buf))),
+		Body:          body,
+		ContentLength: aws.Int64(size),
 	}
 	if s.checksums {
 		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32

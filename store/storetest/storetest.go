@@ -166,6 +166,26 @@ func testLarge(t *testing.T, s store.Store, p string, size int64) {
 	if got := get(t, s, key2); !bytes.Equal(got, data) {
 		t.Errorf("large IfNotExists object differs")
 	}
+	// A large body that is only a reader (a store may copy it in parts),
+	// and one readable at any offset, put from its middle.
+	key3 := p + "large-reader"
+	if err := s.Put(t.Context(), key3, struct{ io.Reader }{bytes.NewReader(data)}, size, store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatalf("large Put of a plain reader: %v", err)
+	}
+	if got := get(t, s, key3); !bytes.Equal(got, data) {
+		t.Errorf("large object from a plain reader differs")
+	}
+	r := bytes.NewReader(data)
+	if _, err := r.Seek(7, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	key4 := p + "large-offset"
+	if err := s.Put(t.Context(), key4, r, size-7, store.PutOptions{}); err != nil {
+		t.Fatalf("large Put from offset 7: %v", err)
+	}
+	if got := get(t, s, key4); !bytes.Equal(got, data[7:]) {
+		t.Errorf("large object put from offset 7 differs")
+	}
 }
 
 func testOverwrite(t *testing.T, s store.Store, p string) {
@@ -246,13 +266,28 @@ func testSizeMismatch(t *testing.T, s store.Store, p string) {
 		{"short-ifnotexists", "abc", 5, store.PutOptions{IfNotExists: true}},
 		{"long-ifnotexists", "abcdef", 3, store.PutOptions{IfNotExists: true}},
 	} {
-		key := p + tc.name
-		if err := s.Put(ctx, key, strings.NewReader(tc.body), tc.size, tc.opts); err == nil {
-			t.Errorf("%s: Put of %d bytes with size %d succeeded", tc.name, len(tc.body), tc.size)
+		// A body readable at any offset (a store may send it as it is) and
+		// one that is only a reader.
+		for _, body := range []io.Reader{strings.NewReader(tc.body), struct{ io.Reader }{strings.NewReader(tc.body)}} {
+			key := p + tc.name
+			if err := s.Put(ctx, key, body, tc.size, tc.opts); err == nil {
+				t.Errorf("%s: Put of %d bytes (%T) with size %d succeeded", tc.name, len(tc.body), body, tc.size)
+			}
+			if _, err := s.Stat(ctx, key); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("%s: after failed Put, Stat err = %v, want ErrNotFound", tc.name, err)
+			}
 		}
-		if _, err := s.Stat(ctx, key); !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("%s: after failed Put, Stat err = %v, want ErrNotFound", tc.name, err)
-		}
+	}
+	// A body is read from where it is: a reader partly read puts the rest.
+	r := strings.NewReader("skip:rest")
+	if _, err := r.Seek(5, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, p+"rest", r, 4, store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, s, p+"rest"); string(got) != "rest" {
+		t.Errorf("Put from a reader at offset 5: got %q, want %q", got, "rest")
 	}
 	// A failed overwrite keeps the old object.
 	key := p + "keep"
@@ -263,7 +298,7 @@ func testSizeMismatch(t *testing.T, s store.Store, p string) {
 	if got := get(t, s, key); string(got) != "old" {
 		t.Errorf("after failed overwrite got %q, want %q", got, "old")
 	}
-	assertListed(t, s, store.ListOptions{Prefix: p}, []string{key})
+	assertListed(t, s, store.ListOptions{Prefix: p}, []string{key, p + "rest"})
 }
 
 type failingReader struct{ n int }
