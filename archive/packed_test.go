@@ -937,6 +937,14 @@ func TestPackedOrphanOutsideSelectionKept(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	p.Stop(t)
+	// Their archiver archives everything produced before it stops (a
+	// continuous archiver's shutdown commits what it fetched, not the
+	// log's end): the adoption must not have to.
+	produced := 0
+	for _, recs := range readCommitted(t, c, "theirs") {
+		produced += len(recs)
+	}
+	waitArchived(t, st, "theirs", int64(produced))
 	if err := stopTheirs(); err != nil {
 		t.Fatal(err)
 	}
