@@ -5,12 +5,17 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kbackup/kbackup/store"
+	"github.com/kbackup/kbackup/store/s3store"
+	"github.com/kbackup/kbackup/store/s3store/s3fake"
 	"github.com/kbackup/kbackup/store/storefault"
 )
 
@@ -669,10 +674,49 @@ func TestPackedStreamedFlush(t *testing.T) {
 // reads them; a corrupt block ends it with ErrCorrupt before anything is
 // committed or left behind, and so does a failing check (a newer claim),
 // which now runs after the segment is written and before its commit entry.
+// With S3 the new segment streams into a multipart upload as it is read:
+// a failed compaction leaves no upload either.
 func TestCompactStreamedFailures(t *testing.T) {
 	t.Parallel()
+	t.Run("dir", func(t *testing.T) {
+		t.Parallel()
+		a, st := newTestArchive(t)
+		testCompactStreamedFailures(t, a, st)
+	})
+	t.Run("s3", func(t *testing.T) {
+		t.Parallel()
+		srv, opts := s3fake.Start(t, "compact")
+		opts.PartSize = 256 // several parts per segment (s3fake has no 5 MiB minimum)
+		var parts, aborts atomic.Int64
+		srv.SetHook(func(_ http.ResponseWriter, r *http.Request) bool {
+			switch q := r.URL.Query(); {
+			case r.Method == http.MethodPut && q.Has("partNumber"):
+				parts.Add(1)
+			case r.Method == http.MethodDelete && q.Has("uploadId"):
+				aborts.Add(1)
+			}
+			return false
+		})
+		st, err := s3store.New(t.Context(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := Init(t.Context(), st, "test", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testCompactStreamedFailures(t, a, st)
+		if n, err := st.SweepUploads(t.Context(), "", time.Now().Add(time.Hour)); err != nil || n != 0 {
+			t.Fatalf("%d incomplete multipart uploads left (%v)", n, err)
+		}
+		if parts.Load() < 4 || aborts.Load() == 0 {
+			t.Fatalf("%d parts uploaded, %d uploads aborted: want the segments streamed in parts, and the corrupt one's aborted", parts.Load(), aborts.Load())
+		}
+	})
+}
+
+func testCompactStreamedFailures(t *testing.T, a *Archive, st store.Store) {
 	ctx := context.Background()
-	a, st := newTestArchive(t)
 	id := TopicID{5}
 	if err := a.EnsureTopic(ctx, "cf", id, 1); err != nil {
 		t.Fatal(err)

@@ -471,6 +471,30 @@ func (p *PartitionLog) CompactChecked(ctx context.Context, head *Commit, commits
 	return p.appendConcat(ctx, head, cc, writer, nowMs, check)
 }
 
+// putConcat writes the segment cc produces under key, create-if-absent. A
+// store that stages by key (S3) takes it as it is read, into a multipart
+// upload whose 5 MiB parts upload while the next is read (two held),
+// instead of a Put's one part buffer (16 MiB) filled, then sent.
+func (p *PartitionLog) putConcat(ctx context.Context, key string, cc *Concat) error {
+	ks, ok := p.st.(store.KeyedStager)
+	if !ok {
+		return p.st.Put(ctx, key, cc, cc.Size(), store.PutOptions{IfNotExists: true})
+	}
+	st, err := ks.StageAt(ctx, key)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(st, cc); err != nil {
+		st.Abort()
+		return err
+	}
+	if n := st.Size(); n != cc.Size() {
+		st.Abort()
+		return fmt.Errorf("staged %d bytes, want %d", n, cc.Size())
+	}
+	return st.Publish(ctx, key, store.PutOptions{IfNotExists: true})
+}
+
 // appendConcat writes the segment cc produces as it is read (a new key with
 // a nonce), then, after check, its commit entry and time key. If reading
 // fails (a corrupt part), the segment is not written; if check fails, or
@@ -480,7 +504,7 @@ func (p *PartitionLog) appendConcat(ctx context.Context, head *Commit, cc *Conca
 	if err != nil {
 		return nil, err
 	}
-	if err := p.st.Put(ctx, segKey, cc, cc.Size(), store.PutOptions{IfNotExists: true}); err != nil {
+	if err := p.putConcat(ctx, segKey, cc); err != nil {
 		if cerr := cc.Err(); cerr != nil {
 			err = cerr // the reason, not how the store reports a failed body
 		}
