@@ -1,9 +1,15 @@
 package archive
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -188,4 +194,166 @@ func TestSweepUploadsAtStart(t *testing.T) {
 		t.Fatalf("sweeps %q before %v: want one of %s, an hour old", st.prefix, st.cutoffs, manifest.WALPrefix)
 	}
 	checkExact(t, c, st, "sw")
+}
+
+// flushOrder wraps a KeyedStager store: it delays the publishing of every
+// third flush object staged by key, so flush objects complete out of
+// order, and checks at every tail index written that no flush object at or
+// below its seq was still staged or being put (format rule 13: readers
+// skip the flush objects up to a tail index's seq).
+type flushOrder struct {
+	*s3store.Store
+	t *testing.T
+
+	mu       sync.Mutex
+	pending  map[int64]bool // flush object seqs staged or being put, not resolved
+	done     []int64        // seqs in the order their objects were created
+	indexes  int
+	violated []string
+}
+
+// flushSeq returns the seq of a flush object key (wal/<writer>/<inv-seq>.kwal).
+func flushSeq(key string) (int64, bool) {
+	rest, ok := strings.CutPrefix(key, manifest.WALPrefix)
+	if !ok || !strings.HasSuffix(rest, ".kwal") || strings.Contains(rest, "/tail/") {
+		return 0, false
+	}
+	i := strings.LastIndexByte(rest, '/')
+	inv, err := strconv.ParseInt(strings.TrimSuffix(rest[i+1:], ".kwal"), 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return manifest.Invert(inv), true
+}
+
+func (f *flushOrder) resolve(seq int64, created bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.pending, seq)
+	if created {
+		f.done = append(f.done, seq)
+	}
+}
+
+func (f *flushOrder) StageAt(ctx context.Context, key string) (store.Staged, error) {
+	st, err := f.Store.StageAt(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	seq, ok := flushSeq(key)
+	if !ok {
+		return st, nil // a compaction's segment
+	}
+	f.mu.Lock()
+	f.pending[seq] = true
+	f.mu.Unlock()
+	return &orderedStaged{Staged: st, f: f, seq: seq}, nil
+}
+
+func (f *flushOrder) Put(ctx context.Context, key string, r io.Reader, size int64, opts store.PutOptions) error {
+	if seq, ok := flushSeq(key); ok {
+		f.mu.Lock()
+		f.pending[seq] = true
+		f.mu.Unlock()
+		err := f.Store.Put(ctx, key, r, size, opts)
+		f.resolve(seq, err == nil)
+		return err
+	}
+	if rest, ok := strings.CutPrefix(key, manifest.WALPrefix); ok && strings.Contains(rest, "/tail/") {
+		inv, err := strconv.ParseInt(strings.TrimSuffix(rest[strings.LastIndexByte(rest, '/')+1:], ".ktix"), 10, 64)
+		if err != nil {
+			f.t.Errorf("tail index key %s: %v", key, err)
+		}
+		at := manifest.Invert(inv)
+		f.mu.Lock()
+		f.indexes++
+		for seq := range f.pending {
+			if seq <= at {
+				f.violated = append(f.violated, fmt.Sprintf("tail index at %d written while flush object %d was unresolved", at, seq))
+			}
+		}
+		f.mu.Unlock()
+	}
+	return f.Store.Put(ctx, key, r, size, opts)
+}
+
+type orderedStaged struct {
+	store.Staged
+	f   *flushOrder
+	seq int64
+}
+
+func (s *orderedStaged) Publish(ctx context.Context, key string, opts store.PutOptions) error {
+	if s.seq%3 == 0 {
+		time.Sleep(150 * time.Millisecond) // completes after later seqs
+	}
+	err := s.Staged.Publish(ctx, key, opts)
+	s.f.resolve(s.seq, err == nil)
+	return err
+}
+
+func (s *orderedStaged) Abort() {
+	s.Staged.Abort()
+	s.f.resolve(s.seq, false)
+}
+
+// TestFlushObjectsOutOfOrder: with S3 the seqs of streamed flush objects
+// are reserved when staging starts, so flush objects are created out of
+// order (here every third is slow to complete) while a continuous archiver
+// takes a steady stream. Every tail index is written at a seq below every
+// flush object still unresolved, and the archive equals the log.
+func TestFlushObjectsOutOfOrder(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "oo", 4, nil)
+	_, so := s3fake.Start(t, "b")
+	so.PartSize = 48 << 10
+	s3st, err := s3store.New(t.Context(), so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &flushOrder{Store: s3st, t: t, pending: map[int64]bool{}}
+	stop := startArchiver(t, c, st, func(o *Options) {
+		o.Layout, o.Compression = LayoutPacked, "none"
+		// Segments of 8 blocks sealed by size, streamed from the fifth.
+		o.BlockBytes, o.SegmentBytes, o.FlushInterval = 16<<10, 128<<10, time.Second
+		o.KafkaOpts = append(o.KafkaOpts, kgo.FetchMaxPartitionBytes(32<<10))
+	})
+	// About 4 MB/s over the 4 partitions for 4 s: a segment per partition
+	// every 130 ms or so.
+	cl := newClient(t, c, kgo.DefaultProduceTopic("oo"), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	value := bytes.Repeat([]byte("v"), 500)
+	total := 0
+	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		recs := make([]*kgo.Record, 80)
+		for i := range recs {
+			recs[i] = &kgo.Record{Key: []byte(strconv.Itoa(total + i)), Value: value}
+		}
+		if err := cl.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		total += len(recs)
+	}
+	waitArchived(t, st, "oo", int64(total))
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	for _, v := range st.violated {
+		t.Error(v)
+	}
+	later := 0 // objects created after one with a higher seq
+	for i := range st.done {
+		if i > 0 && slices.Max(st.done[:i]) > st.done[i] {
+			later++
+		}
+	}
+	n, indexes := len(st.done), st.indexes
+	st.mu.Unlock()
+	if later == 0 || indexes == 0 {
+		t.Fatalf("%d flush objects, %d created after a higher seq, %d tail indexes: want flush objects out of order and tail indexes", n, later, indexes)
+	}
+	t.Logf("%d flush objects, %d created after a higher seq, %d tail indexes", n, later, indexes)
+	checkExact(t, c, st, "oo")
+	noProblems(t, st)
 }
