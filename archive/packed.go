@@ -505,6 +505,13 @@ func (a *Archiver) applyPacked(ctx context.Context, r packedResult) {
 		pk.indexDue = true
 	}
 	a.writeDueTailIndex(ctx)
+	if r.shared {
+		// The next shared flush object, if enough is sealed already, need
+		// not wait for the next tick: a catch-up whose segments are held
+		// (staging refused at the bound of streamed ones, or a store that
+		// does not stage) would move one shared object per tick.
+		a.packedTick(ctx, a.opts.Once && a.onceSealed())
+	}
 }
 
 // resolved records that flush object r.seq is no longer in flight.

@@ -210,6 +210,7 @@ type flushOrder struct {
 	done     []int64        // seqs in the order their objects were created
 	indexes  int
 	violated []string
+	puts     [][2]time.Time // start and end of each flush object put whole (shared)
 }
 
 // flushSeq returns the seq of a flush object key (wal/<writer>/<inv-seq>.kwal).
@@ -255,7 +256,11 @@ func (f *flushOrder) Put(ctx context.Context, key string, r io.Reader, size int6
 		f.mu.Lock()
 		f.pending[seq] = true
 		f.mu.Unlock()
+		start := time.Now()
 		err := f.Store.Put(ctx, key, r, size, opts)
+		f.mu.Lock()
+		f.puts = append(f.puts, [2]time.Time{start, time.Now()})
+		f.mu.Unlock()
 		f.resolve(seq, err == nil)
 		return err
 	}
@@ -355,5 +360,50 @@ func TestFlushObjectsOutOfOrder(t *testing.T) {
 	}
 	t.Logf("%d flush objects, %d created after a higher seq, %d tail indexes", n, later, indexes)
 	checkExact(t, c, st, "oo")
+	noProblems(t, st)
+}
+
+// TestSharedFlushesChain: when a catch-up's segments are held (staging
+// refused at the bound of streamed flush objects, here because those are
+// slow), the next shared flush object starts as soon as the one before is
+// applied, not at the next housekeeping tick (250 ms): most start within
+// 100 ms of the previous one's end (none did while they waited for the tick).
+func TestSharedFlushesChain(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "sc", 4, nil)
+	fillTopic(t, newClient(t, c, kgo.ProducerBatchMaxBytes(64<<10)), "sc", 40_000, 500)
+	_, so := s3fake.Start(t, "b")
+	so.PartSize = 48 << 10
+	s3st, err := s3store.New(t.Context(), so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &flushOrder{Store: s3st, t: t, pending: map[int64]bool{}}
+	a, err := New(onceOptions(t, c, st, func(o *Options) {
+		o.Layout, o.Compression = LayoutPacked, "none"
+		o.BlockBytes, o.SegmentBytes, o.FlushInterval = 16<<10, 128<<10, time.Hour
+		o.KafkaOpts = append(o.KafkaOpts, kgo.FetchMaxPartitionBytes(32<<10))
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	puts := slices.Clone(st.puts)
+	st.mu.Unlock()
+	slices.SortFunc(puts, func(a, b [2]time.Time) int { return a[0].Compare(b[0]) })
+	chained := 0
+	for i := 1; i < len(puts); i++ {
+		if puts[i][0].Sub(puts[i-1][1]) < 100*time.Millisecond {
+			chained++
+		}
+	}
+	if len(puts) < 10 || chained < (len(puts)-1)*3/4 {
+		t.Fatalf("%d shared flush objects, %d started within 100 ms of the previous one's end: want most", len(puts), chained)
+	}
+	checkExact(t, c, st, "sc")
 	noProblems(t, st)
 }
