@@ -921,12 +921,15 @@ func TestPackedOrphanOutsideSelectionKept(t *testing.T) {
 		o.Topics = selector(t, []string{"ours"})
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
 		o.FlushInterval = 50 * time.Millisecond
-		o.CompactAfter, o.CompactGrace = 300*time.Millisecond, -1
+		// Cleaning every 300 ms; a tail is idle (adoptable) 2.3 s after its
+		// newest entry: their archiver's last commits, after the producer
+		// stops, come well before that, even on a loaded machine.
+		o.CompactAfter, o.CompactGrace = 300*time.Millisecond, 2*time.Second
 	})
 	adopted := func() bool {
 		return strings.Contains(logs.String(), "compacting the uncompacted tail of a deleted topic")
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for strings.Count(logs.String(), `"msg":"flush objects of stopped archivers cleaned"`) < 3 {
 		if adopted() {
 			t.Fatalf("a partition another archiver commits to was adopted:\n%s", logs.String())
@@ -939,7 +942,9 @@ func TestPackedOrphanOutsideSelectionKept(t *testing.T) {
 	p.Stop(t)
 	// Their archiver archives everything produced before it stops (a
 	// continuous archiver's shutdown commits what it fetched, not the
-	// log's end): the adoption must not have to.
+	// log's end), before their tail is idle long enough to be adopted
+	// (adopting it would void their last commits until their next claim
+	// check).
 	produced := 0
 	for _, recs := range readCommitted(t, c, "theirs") {
 		produced += len(recs)
