@@ -213,6 +213,18 @@ type flushOrder struct {
 	puts     [][2]time.Time // start and end of each flush object put whole (shared)
 }
 
+// newFlushOrder returns a flushOrder on a new s3fake bucket (48 KiB parts:
+// s3fake has no 5 MiB minimum).
+func newFlushOrder(t *testing.T) *flushOrder {
+	_, so := s3fake.Start(t, "b")
+	so.PartSize = 48 << 10
+	s3st, err := s3store.New(t.Context(), so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &flushOrder{Store: s3st, t: t, pending: map[int64]bool{}}
+}
+
 // flushSeq returns the seq of a flush object key (wal/<writer>/<inv-seq>.kwal).
 func flushSeq(key string) (int64, bool) {
 	rest, ok := strings.CutPrefix(key, manifest.WALPrefix)
@@ -311,13 +323,7 @@ func TestFlushObjectsOutOfOrder(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
 	createTopic(t, c, "oo", 4, nil)
-	_, so := s3fake.Start(t, "b")
-	so.PartSize = 48 << 10
-	s3st, err := s3store.New(t.Context(), so)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := &flushOrder{Store: s3st, t: t, pending: map[int64]bool{}}
+	st := newFlushOrder(t)
 	stop := startArchiver(t, c, st, func(o *Options) {
 		o.Layout, o.Compression = LayoutPacked, "none"
 		// Segments of 8 blocks sealed by size, streamed from the fifth.
@@ -373,13 +379,7 @@ func TestSharedFlushesChain(t *testing.T) {
 	c := newCluster(t)
 	createTopic(t, c, "sc", 4, nil)
 	fillTopic(t, newClient(t, c, kgo.ProducerBatchMaxBytes(64<<10)), "sc", 40_000, 500)
-	_, so := s3fake.Start(t, "b")
-	so.PartSize = 48 << 10
-	s3st, err := s3store.New(t.Context(), so)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := &flushOrder{Store: s3st, t: t, pending: map[int64]bool{}}
+	st := newFlushOrder(t)
 	a, err := New(onceOptions(t, c, st, func(o *Options) {
 		o.Layout, o.Compression = LayoutPacked, "none"
 		o.BlockBytes, o.SegmentBytes, o.FlushInterval = 16<<10, 128<<10, time.Hour
