@@ -177,10 +177,13 @@ func (st *staged) upload() {
 	}
 }
 
-// uploadOne uploads part num (creating the upload first for part 1).
+// uploadOne uploads part num (creating the upload first for part 1). The
+// creation is not canceled by Abort: an upload created whose reply was
+// cut off would be left behind unknown, where one whose id is known is
+// aborted.
 func (st *staged) uploadOne(num int32, buf []byte) error {
 	if st.uploadID == nil {
-		id, err := st.s.createUpload(st.ctx, st.key)
+		id, err := st.s.createUpload(context.WithoutCancel(st.ctx), st.key)
 		if err != nil {
 			return err
 		}
