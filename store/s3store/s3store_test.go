@@ -325,11 +325,13 @@ func TestConnectionResetRetried(t *testing.T) {
 	}
 }
 
-// stageHook counts the multipart requests a staged object makes and fails
-// the part numbered failPart (0: none).
+// stageHook counts the multipart requests a staged object makes, fails
+// the part numbered failPart (0: none) and holds each upload's creation
+// for createDelay before the server handles it.
 type stageHook struct {
 	creates, parts, completes, aborts, puts atomic.Int64
 	failPart                                int64
+	createDelay                             time.Duration
 }
 
 func (h *stageHook) hook(w http.ResponseWriter, r *http.Request) bool {
@@ -337,6 +339,7 @@ func (h *stageHook) hook(w http.ResponseWriter, r *http.Request) bool {
 	switch {
 	case r.Method == http.MethodPost && q.Has("uploads"):
 		h.creates.Add(1)
+		time.Sleep(h.createDelay)
 	case r.Method == http.MethodPut && q.Has("partNumber"):
 		if n := h.parts.Add(1); n == h.failPart {
 			s3fake.WriteError(w, 500, "InternalError", "injected")
@@ -453,6 +456,29 @@ func TestStageAtPartFailure(t *testing.T) {
 	}
 	if _, err := s.Stat(ctx, "wal/lost"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Stat: %v, want ErrNotFound", err)
+	}
+}
+
+// TestStageAtAbortDuringCreate: an Abort while the multipart upload is
+// being created does not cut the creation off (the store would create an
+// upload nobody knows of): the upload is created, then aborted by its id,
+// and none is left.
+func TestStageAtAbortDuringCreate(t *testing.T) {
+	ctx := t.Context()
+	s, h := newStageStore(t)
+	h.createDelay = 300 * time.Millisecond
+	st, err := s.StageAt(ctx, "wal/aborted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write(bytes.Repeat([]byte("a"), testPartSize+10)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the upload's creation started", func() bool { return h.creates.Load() == 1 })
+	st.Abort()
+	waitFor(t, "the upload aborted by its id", func() bool { return h.aborts.Load() == 1 })
+	if n, err := s.SweepUploads(ctx, "", time.Now().Add(time.Hour)); err != nil || n != 0 {
+		t.Fatalf("%d incomplete uploads left (%v)", n, err)
 	}
 }
 
