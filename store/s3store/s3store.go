@@ -32,6 +32,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go/logging"
 
+	"github.com/kbackup/kbackup/internal/bufpool"
 	"github.com/kbackup/kbackup/store"
 )
 
@@ -112,6 +113,8 @@ type Store struct {
 	// endpoints, where many servers do not support them.
 	checksums bool
 	desc      string
+	// stageParts holds the staged objects' part buffers (StageAt).
+	stageParts *bufpool.Pool
 }
 
 // New returns a Store for o after checking that the bucket is reachable
@@ -127,6 +130,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		kmsKey:    o.SSEKMSKeyID,
 		checksums: o.Checksums == ChecksumCRC32 || (o.Checksums == "" && o.Endpoint == ""),
 	}
+	s.stageParts = bufpool.New(int(min(s.partSize, maxStagePart)), stageKeepIdle, stageIdleTime)
 	if o.Prefix != "" {
 		s.prefix = o.Prefix + "/"
 	}

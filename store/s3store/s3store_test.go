@@ -33,7 +33,15 @@ func newStore(t *testing.T, srv *s3fake.Server, bucket, prefix string, mod ...fu
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { partsBack(t, s) })
 	return s
+}
+
+// partsBack checks that every staged object's part buffers went back to
+// the store's pool (the uploader hands its last one back after it ends).
+func partsBack(t *testing.T, s *s3store.Store) {
+	t.Helper()
+	waitFor(t, "the staged parts' buffers back in the pool", func() bool { return s3store.StagePartsInUse(s) == 0 })
 }
 
 func TestConformance(t *testing.T) {
@@ -419,6 +427,7 @@ func TestStageAtStreams(t *testing.T) {
 	if h.creates.Load() != 0 || h.puts.Load() != 1 {
 		t.Errorf("a staged object smaller than a part: %d multipart uploads, %d PUTs; want 0, 1", h.creates.Load(), h.puts.Load())
 	}
+	partsBack(t, s)
 
 	// Abort aborts the upload; nothing is left.
 	st, _ = s.StageAt(ctx, "wal/two")
@@ -429,6 +438,13 @@ func TestStageAtStreams(t *testing.T) {
 	if _, err := s.Stat(ctx, "wal/two"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("after Abort, Stat: %v, want ErrNotFound", err)
 	}
+	partsBack(t, s)
+
+	// An Abort before the first part filled gives its buffer back too.
+	st, _ = s.StageAt(ctx, "wal/three")
+	st.Write(data[:100])
+	st.Abort()
+	partsBack(t, s)
 }
 
 // TestStageAtPartFailure: a part that fails makes the object lost: a later
@@ -457,6 +473,7 @@ func TestStageAtPartFailure(t *testing.T) {
 	if _, err := s.Stat(ctx, "wal/lost"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Stat: %v, want ErrNotFound", err)
 	}
+	partsBack(t, s)
 }
 
 // TestStageAtAbortDuringCreate: an Abort while the multipart upload is
@@ -471,15 +488,23 @@ func TestStageAtAbortDuringCreate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Write(bytes.Repeat([]byte("a"), testPartSize+10)); err != nil {
-		t.Fatal(err)
-	}
+	// Three parts: the first is handed over and the Write then waits to
+	// hand over the second, while the upload is being created.
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := st.Write(bytes.Repeat([]byte("a"), 3*testPartSize+10))
+		wrote <- err
+	}()
 	waitFor(t, "the upload's creation started", func() bool { return h.creates.Load() == 1 })
 	st.Abort()
+	if err := <-wrote; !errors.Is(err, store.ErrAborted) {
+		t.Errorf("the Write cut off by Abort: %v, want ErrAborted", err)
+	}
 	waitFor(t, "the upload aborted by its id", func() bool { return h.aborts.Load() == 1 })
 	if n, err := s.SweepUploads(ctx, "", time.Now().Add(time.Hour)); err != nil || n != 0 {
 		t.Fatalf("%d incomplete uploads left (%v)", n, err)
 	}
+	partsBack(t, s)
 }
 
 // TestSweepUploads: the incomplete multipart uploads a killed writer left

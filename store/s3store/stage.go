@@ -17,8 +17,18 @@ import (
 // maxStagePart caps a staged object's part size (PartSize, if smaller, is
 // used): a staged object holds at most two parts in memory, the one being
 // uploaded and the one filling. 5 MiB is S3's minimum part size: a staged
-// object exists to hold little.
+// object exists to hold little. The part buffers come from a pool of the
+// Store's (internal/bufpool), outside the Go heap.
 const maxStagePart = 5 << 20
+
+// The staged parts' pool keeps stageKeepIdle idle buffers resident (one
+// staged object's), and the others until idle for stageIdleTime: a busy
+// archiver reuses its buffers without faulting their pages in again, an
+// idle one gives the memory back.
+const (
+	stageKeepIdle = 2
+	stageIdleTime = 30 * time.Second
+)
 
 var _ store.KeyedStager = (*Store)(nil)
 
@@ -45,22 +55,22 @@ func (s *Store) StageAt(ctx context.Context, key string) (store.Staged, error) {
 		return nil, fmt.Errorf("stage %s: %w", s.url(key), err)
 	}
 	upCtx, cancel := context.WithCancel(ctx)
-	return &staged{s: s, key: key, ctx: upCtx, cancel: cancel, partSize: int(min(s.partSize, maxStagePart)),
-		parts: make(chan []byte), quit: make(chan struct{}), upDone: make(chan struct{}), free: make(chan []byte, 1)}, nil
+	return &staged{s: s, key: key, ctx: upCtx, cancel: cancel,
+		parts: make(chan []byte), quit: make(chan struct{}), upDone: make(chan struct{})}, nil
 }
 
 // staged is a store.Staged on a multipart upload.
 type staged struct {
-	s        *Store
-	key      string
-	ctx      context.Context // the uploads'; canceled by Abort
-	cancel   context.CancelFunc
-	partSize int
+	s      *Store
+	key    string
+	ctx    context.Context // the uploads'; canceled by Abort
+	cancel context.CancelFunc
 
+	// The part buffers come from s.stageParts and go back to it once
+	// uploaded (the uploader), written (Publish) or dropped (Abort).
 	parts  chan []byte   // full parts to the uploader; closed by Publish
 	quit   chan struct{} // closed by Abort
 	upDone chan struct{} // closed when the uploader returns
-	free   chan []byte   // an uploaded part's buffer, for the next
 
 	mu      sync.Mutex
 	state   int // stageOpen, stagePublished or stageAborted
@@ -101,17 +111,12 @@ func (st *staged) Write(p []byte) (int, error) {
 			return n, err
 		}
 		if st.fill == nil {
-			select {
-			case b := <-st.free:
-				st.fill = b[:0]
-			default:
-				st.fill = make([]byte, 0, st.partSize)
-			}
+			st.fill = st.s.stageParts.Get()[:0]
 		}
-		k := min(len(p), st.partSize-len(st.fill))
+		k := min(len(p), cap(st.fill)-len(st.fill))
 		st.fill = append(st.fill, p[:k]...)
 		p, n, st.size = p[k:], n+k, st.size+int64(k)
-		if len(st.fill) < st.partSize {
+		if len(st.fill) < cap(st.fill) {
 			continue
 		}
 		full := st.fill
@@ -125,6 +130,7 @@ func (st *staged) Write(p []byte) (int, error) {
 		select {
 		case st.parts <- full:
 		case <-st.quit:
+			st.s.stageParts.Put(full)
 		}
 		st.mu.Lock()
 	}
@@ -170,10 +176,7 @@ func (st *staged) upload() {
 				st.mu.Unlock()
 			}
 		}
-		select {
-		case st.free <- buf:
-		default:
-		}
+		st.s.stageParts.Put(buf)
 	}
 }
 
@@ -219,6 +222,7 @@ func (st *staged) Publish(ctx context.Context, key string, opts store.PutOptions
 	defer st.cancel()
 	if !started {
 		// Less than a part: one PutObject.
+		defer st.s.stageParts.Put(fill)
 		return st.s.putObject(ctx, key, fill, opts)
 	}
 	if len(fill) > 0 {
@@ -248,8 +252,10 @@ func (st *staged) Abort() {
 		return
 	}
 	st.state = stageAborted
+	fill := st.fill
 	st.fill = nil
 	st.mu.Unlock()
+	st.s.stageParts.Put(fill)
 	st.cancel()
 	close(st.quit)
 }

@@ -1,0 +1,145 @@
+// Package bufpool keeps large fixed-size byte buffers outside the Go heap,
+// for the multipart parts an S3 store fills and uploads.
+//
+// Go's collector lets the heap grow to twice what is live (GOGC=100), so
+// every byte of a part buffer on the heap costs about two of resident
+// memory, and a part allocated per staged object makes the heap grow and
+// the collector run. Buffers from a Pool are mapped from the kernel
+// directly (on Linux; elsewhere they are ordinary heap slices), reused,
+// and never unmapped: a buffer handed back while an abandoned HTTP request
+// might still be reading it stays readable. Buffers idle for a while have
+// their pages released to the kernel (the memory is returned, the address
+// range kept) and are faulted in again on reuse.
+//
+// A buffer must be handed back with Put exactly once, and not used after;
+// a buffer never handed back is lost to the pool (it is never freed).
+package bufpool
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Pool hands out buffers of one size. It is safe for concurrent use.
+type Pool struct {
+	size     int
+	keepIdle int
+	idleTime time.Duration
+
+	mu       sync.Mutex
+	resident []idle   // idle buffers holding their pages, the last used last
+	released [][]byte // idle buffers whose pages went back to the kernel
+	sweeping bool     // a sweep is scheduled
+	mapped   int      // buffers created
+	inUse    int
+}
+
+type idle struct {
+	b     []byte
+	since time.Time
+}
+
+// New returns a Pool of buffers of size bytes. Of its idle buffers it keeps
+// keepIdle resident; the others give their pages back once idle for
+// idleTime (at once if idleTime is 0). Reuse takes the buffer used last, so
+// a pool busy with n buffers at a time keeps n resident.
+func New(size, keepIdle int, idleTime time.Duration) *Pool {
+	if size <= 0 {
+		panic(fmt.Sprintf("bufpool: buffer size %d", size)) // a programming error, never input
+	}
+	return &Pool{size: size, keepIdle: max(keepIdle, 0), idleTime: max(idleTime, 0)}
+}
+
+// Size is the length of the pool's buffers.
+func (p *Pool) Size() int { return p.size }
+
+// Get returns a buffer of Size bytes, whose contents are undefined.
+func (p *Pool) Get() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inUse++
+	if n := len(p.resident); n > 0 {
+		b := p.resident[n-1].b
+		p.resident[n-1] = idle{}
+		p.resident = p.resident[:n-1]
+		return b
+	}
+	if n := len(p.released); n > 0 {
+		b := p.released[n-1]
+		p.released[n-1] = nil
+		p.released = p.released[:n-1]
+		return b
+	}
+	p.mapped++
+	return alloc(p.size)
+}
+
+// Put hands b, a buffer from Get (any length of it, its full capacity),
+// back. A nil b, or a slice of another size, is ignored.
+func (p *Pool) Put(b []byte) {
+	b = b[:cap(b)]
+	if len(b) != p.size {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inUse--
+	p.resident = append(p.resident, idle{b, time.Now()})
+	if len(p.resident) <= p.keepIdle {
+		return
+	}
+	if p.idleTime == 0 {
+		p.releaseIdle(time.Now())
+		return
+	}
+	if !p.sweeping {
+		p.sweeping = true
+		time.AfterFunc(p.idleTime, p.sweep)
+	}
+}
+
+// sweep releases the buffers idle for idleTime beyond keepIdle, and comes
+// again while any is left beyond it.
+func (p *Pool) sweep() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sweeping = false
+	p.releaseIdle(time.Now().Add(-p.idleTime))
+	if len(p.resident) > p.keepIdle {
+		p.sweeping = true
+		wait := p.resident[0].since.Add(p.idleTime).Sub(time.Now())
+		time.AfterFunc(max(wait, time.Millisecond), p.sweep)
+	}
+}
+
+// releaseIdle releases the resident buffers beyond keepIdle put back at or
+// before cutoff, the longest idle first.
+func (p *Pool) releaseIdle(cutoff time.Time) {
+	n := 0
+	for n < len(p.resident)-p.keepIdle && !p.resident[n].since.After(cutoff) {
+		release(p.resident[n].b)
+		p.released = append(p.released, p.resident[n].b)
+		n++
+	}
+	if n > 0 {
+		m := copy(p.resident, p.resident[n:])
+		clear(p.resident[m:])
+		p.resident = p.resident[:m]
+	}
+}
+
+// Stats are a Pool's counts.
+type Stats struct {
+	Mapped   int // buffers created (mapped memory, resident or not)
+	InUse    int // buffers handed out and not back
+	Resident int // idle buffers holding their pages
+	Released int // idle buffers whose pages were released
+}
+
+// Stats returns the pool's counts.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Stats{Mapped: p.mapped, InUse: p.inUse, Resident: len(p.resident), Released: len(p.released)}
+}
