@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -1400,7 +1401,7 @@ func TestStageFlushReservations(t *testing.T) {
 // kicks the next one), not at the next packedTick: waiting kept
 // the partition's next segment from staging, in memory, until the tick.
 // Behind a flush in flight, or after a failed attempt (packedTick retries
-// at its pace), it waits.
+// at its pace), it waits; once the flush before is applied, it starts.
 func TestKickReserved(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -1411,9 +1412,9 @@ func TestKickReserved(t *testing.T) {
 	}
 	a := &Archiver{opts: Options{Layout: LayoutPacked, Store: st, Now: time.Now}, arch: arch, pk: newPackedState(time.Now()), parts: map[tp]*partState{}}
 	a.pk.seq = 5
-	sealedAt := func(seq int64) *sealed {
-		w := manifest.NewSegmentWriter(0, manifest.SegmentOptions{})
-		if err := w.Append(&manifest.Record{Offset: 0, Timestamp: 1, Value: []byte("v"), ProducerID: -1, ProducerEpoch: -1, LeaderEpoch: -1}); err != nil {
+	sealedAt := func(seq, offset int64) *sealed {
+		w := manifest.NewSegmentWriter(offset, manifest.SegmentOptions{})
+		if err := w.Append(&manifest.Record{Offset: offset, Timestamp: 1, Value: []byte("v"), ProducerID: -1, ProducerEpoch: -1, LeaderEpoch: -1}); err != nil {
 			t.Fatal(err)
 		}
 		a.pk.flushing[seq] = false // reserved
@@ -1421,7 +1422,8 @@ func TestKickReserved(t *testing.T) {
 	}
 	ps := &partState{tp: tp{"t", 0}, id: manifest.TopicID{1}, ready: true, epoch: 1}
 	a.parts[ps.tp] = ps
-	ps.queue = []*sealed{sealedAt(3)}
+	second := sealedAt(4, 1) // sealed behind the first, its seq reserved too
+	ps.queue = []*sealed{sealedAt(3, 0), second}
 	ps.inflight = true // an earlier flush
 	a.kick(ctx, ps)
 	if started := a.pk.flushing[3]; started {
@@ -1451,5 +1453,32 @@ func TestKickReserved(t *testing.T) {
 	}
 	if a.pk.seq != 5 {
 		t.Fatalf("next seq %d: a reserved flush took a new seq", a.pk.seq)
+	}
+
+	// Applying the first flush starts the partition's next reserved
+	// segment at once (not at the next tick), under its own seq.
+	a.m = newMetrics(prometheus.NewRegistry())
+	a.opts.Logger = slog.New(slog.DiscardHandler)
+	if a.pk.flushing[4] {
+		t.Fatal("the second segment started before the first was applied")
+	}
+	a.applyPacked(ctx, r)
+	if started := a.pk.flushing[4]; !started || !ps.inflight || len(ps.queue) != 1 || ps.queue[0] != second {
+		t.Fatalf("after the first flush was applied: flushing %v, in flight %v, %d queued", a.pk.flushing, ps.inflight, len(ps.queue))
+	}
+	select {
+	case r = <-a.pk.results:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no result of the second flush")
+	}
+	if r.err != nil || r.seq != 4 || len(r.items) != 1 {
+		t.Fatalf("second flush result: seq %d, %d items, %v", r.seq, len(r.items), r.err)
+	}
+	a.applyPacked(ctx, r)
+	if ps.inflight || len(ps.queue) != 0 || a.pk.seq != 5 {
+		t.Fatalf("after both: in flight %v, %d queued, next seq %d", ps.inflight, len(ps.queue), a.pk.seq)
+	}
+	if _, err := st.Stat(ctx, manifest.FlushKey(a.pk.writer, 4)); err != nil {
+		t.Fatalf("the second flush object under its reserved seq: %v", err)
 	}
 }
