@@ -11,8 +11,9 @@
 // their pages released to the kernel (the memory is returned, the address
 // range kept) and are faulted in again on reuse.
 //
-// A buffer must be handed back with Put exactly once, and not used after;
-// a buffer never handed back is lost to the pool (it is never freed).
+// A buffer is handed back with Put, and not used after (a second Put of
+// it is ignored); a buffer never handed back is lost to the pool (it is
+// never freed).
 package bufpool
 
 import (
@@ -28,11 +29,11 @@ type Pool struct {
 	idleTime time.Duration
 
 	mu       sync.Mutex
-	resident []idle   // idle buffers holding their pages, the last used last
-	released [][]byte // idle buffers whose pages went back to the kernel
-	sweeping bool     // a sweep is scheduled
-	mapped   int      // buffers created
-	inUse    int
+	resident []idle             // idle buffers holding their pages, the last used last
+	released [][]byte           // idle buffers whose pages went back to the kernel
+	sweeping bool               // a sweep is scheduled
+	mapped   int                // buffers created
+	out      map[*byte]struct{} // the buffers handed out, by their first byte
 }
 
 type idle struct {
@@ -48,7 +49,7 @@ func New(size, keepIdle int, idleTime time.Duration) *Pool {
 	if size <= 0 {
 		panic(fmt.Sprintf("bufpool: buffer size %d", size)) // a programming error, never input
 	}
-	return &Pool{size: size, keepIdle: max(keepIdle, 0), idleTime: max(idleTime, 0)}
+	return &Pool{size: size, keepIdle: max(keepIdle, 0), idleTime: max(idleTime, 0), out: map[*byte]struct{}{}}
 }
 
 // Size is the length of the pool's buffers.
@@ -58,25 +59,26 @@ func (p *Pool) Size() int { return p.size }
 func (p *Pool) Get() []byte {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.inUse++
+	var b []byte
 	if n := len(p.resident); n > 0 {
-		b := p.resident[n-1].b
+		b = p.resident[n-1].b
 		p.resident[n-1] = idle{}
 		p.resident = p.resident[:n-1]
-		return b
-	}
-	if n := len(p.released); n > 0 {
-		b := p.released[n-1]
+	} else if n := len(p.released); n > 0 {
+		b = p.released[n-1]
 		p.released[n-1] = nil
 		p.released = p.released[:n-1]
-		return b
+	} else {
+		p.mapped++
+		b = alloc(p.size)
 	}
-	p.mapped++
-	return alloc(p.size)
+	p.out[&b[0]] = struct{}{}
+	return b
 }
 
 // Put hands b, a buffer from Get (any length of it, its full capacity),
-// back. A nil b, or a slice of another size, is ignored.
+// back. Anything else (nil, another slice, a buffer already back) is
+// ignored: a buffer handed back twice is never handed out twice.
 func (p *Pool) Put(b []byte) {
 	b = b[:cap(b)]
 	if len(b) != p.size {
@@ -84,7 +86,10 @@ func (p *Pool) Put(b []byte) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.inUse--
+	if _, ok := p.out[&b[0]]; !ok {
+		return
+	}
+	delete(p.out, &b[0])
 	p.resident = append(p.resident, idle{b, time.Now()})
 	if len(p.resident) <= p.keepIdle {
 		return
@@ -141,5 +146,5 @@ type Stats struct {
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Mapped: p.mapped, InUse: p.inUse, Resident: len(p.resident), Released: len(p.released)}
+	return Stats{Mapped: p.mapped, InUse: len(p.out), Resident: len(p.resident), Released: len(p.released)}
 }

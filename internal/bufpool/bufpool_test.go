@@ -54,6 +54,7 @@ func TestPoolReuse(t *testing.T) {
 	}
 }
 
+// TestPoolIgnoresForeignBuffers: Put takes back only buffers handed out.
 func TestPoolIgnoresForeignBuffers(t *testing.T) {
 	p := New(4096, 0, 0)
 	p.Put(nil)
@@ -62,8 +63,20 @@ func TestPoolIgnoresForeignBuffers(t *testing.T) {
 		t.Fatalf("stats %+v", got)
 	}
 	b := p.Get()
-	p.Put(b) // keepIdle 0, idleTime 0: released at once
+	p.Put(make([]byte, 4096)) // the right size, not the pool's
+	p.Put(b)                  // keepIdle 0, idleTime 0: released at once
 	if got := p.Stats(); got != (Stats{Mapped: 1, Released: 1}) {
+		t.Fatalf("stats %+v", got)
+	}
+	// Handed back twice: the second Put is ignored, so the buffer is
+	// handed out once.
+	b = p.Get()
+	p.Put(b)
+	p.Put(b)
+	if x, y := p.Get(), p.Get(); &x[0] == &y[0] {
+		t.Fatal("a buffer put back twice was handed out twice")
+	}
+	if got := p.Stats(); got != (Stats{Mapped: 2, InUse: 2}) {
 		t.Fatalf("stats %+v", got)
 	}
 }

@@ -227,6 +227,8 @@ func (st *staged) Publish(ctx context.Context, key string, opts store.PutOptions
 	}
 	if len(fill) > 0 {
 		st.parts <- fill // the uploader drains until parts is closed
+	} else {
+		st.s.stageParts.Put(fill)
 	}
 	close(st.parts)
 	<-st.upDone
