@@ -6,10 +6,11 @@
 // memory, and a part allocated per staged object makes the heap grow and
 // the collector run. Buffers from a Pool are mapped from the kernel
 // directly (on Linux; elsewhere they are ordinary heap slices), reused,
-// and never unmapped: a buffer handed back while an abandoned HTTP request
-// might still be reading it stays readable. Buffers idle for a while have
-// their pages released to the kernel (the memory is returned, the address
-// range kept) and are faulted in again on reuse.
+// and not unmapped while anything may read them. Buffers idle for a while
+// have their pages released to the kernel (the memory is returned, the
+// address range kept) and are faulted in again on reuse. A buffer a
+// cut-off HTTP request may still be reading is abandoned instead of put
+// back: never reused, its pages released, unmapped minutes later.
 //
 // A buffer is handed back with Put, and not used after (a second Put of
 // it is ignored); a buffer never handed back is lost to the pool (it is
@@ -103,6 +104,32 @@ func (p *Pool) Put(b []byte) {
 		time.AfterFunc(p.idleTime, p.sweep)
 	}
 }
+
+// Abandon takes back b, a buffer from Get, that something may still be
+// reading (a request cut off before the HTTP transport was done with its
+// body): it is never handed out again. Its pages are released at once
+// (a late read sees zeros) and, on Linux, it is unmapped after
+// AbandonDelay, long after any such reader gave up. Anything but a buffer
+// handed out is ignored, as by Put.
+func (p *Pool) Abandon(b []byte) {
+	b = b[:cap(b)]
+	if len(b) != p.size {
+		return
+	}
+	p.mu.Lock()
+	_, ok := p.out[&b[0]]
+	delete(p.out, &b[0])
+	if ok {
+		p.mapped--
+	}
+	p.mu.Unlock()
+	if ok {
+		abandon(b)
+	}
+}
+
+// AbandonDelay is how long an abandoned buffer stays mapped.
+const AbandonDelay = 10 * time.Minute
 
 // sweep releases the buffers idle for idleTime beyond keepIdle, and comes
 // again while any is left beyond it.

@@ -132,3 +132,32 @@ func TestPoolIdleRelease(t *testing.T) {
 		t.Fatal("the buffer kept resident is not the last one used")
 	}
 }
+
+// TestPoolAbandon: an abandoned buffer is never handed out again, stays
+// readable (a late reader sees zeros or its old bytes, never a fault) and
+// no longer counts.
+func TestPoolAbandon(t *testing.T) {
+	p := New(64<<10, 4, time.Hour)
+	a, b := p.Get(), p.Get()
+	for i := range a {
+		a[i] = 7
+	}
+	p.Abandon(a)
+	p.Abandon(a)   // twice: ignored
+	p.Put(a)       // after Abandon: ignored
+	p.Abandon(nil) // not a buffer: ignored
+	for _, x := range a {
+		if x != 0 && x != 7 {
+			t.Fatalf("abandoned buffer reads %d", x)
+		}
+	}
+	if got := p.Stats(); got != (Stats{Mapped: 1, InUse: 1}) {
+		t.Fatalf("stats %+v", got)
+	}
+	p.Put(b)
+	for range 3 {
+		if x := p.Get(); &x[0] == &a[0] {
+			t.Fatal("an abandoned buffer was handed out again")
+		}
+	}
+}

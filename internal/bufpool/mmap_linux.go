@@ -1,6 +1,9 @@
 package bufpool
 
-import "syscall"
+import (
+	"syscall"
+	"time"
+)
 
 // alloc maps size bytes of anonymous memory, or allocates them on the heap
 // if the kernel refuses the mapping.
@@ -18,4 +21,11 @@ func alloc(size int) []byte {
 // contents nobody reads: harmless either way.
 func release(b []byte) {
 	_ = syscall.Madvise(b, syscall.MADV_DONTNEED)
+}
+
+// abandon releases b's pages now and unmaps it after AbandonDelay (a heap
+// slice, alloc's fallback, is left to the collector).
+func abandon(b []byte) {
+	release(b)
+	time.AfterFunc(AbandonDelay, func() { _ = syscall.Munmap(b) })
 }

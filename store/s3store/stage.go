@@ -67,7 +67,8 @@ type staged struct {
 	cancel context.CancelFunc
 
 	// The part buffers come from s.stageParts and go back to it once
-	// uploaded (the uploader), written (Publish) or dropped (Abort).
+	// uploaded (the uploader), written (Publish) or dropped (Abort); one
+	// whose upload failed is abandoned (bufpool.Pool.Abandon).
 	parts  chan []byte   // full parts to the uploader; closed by Publish
 	quit   chan struct{} // closed by Abort
 	upDone chan struct{} // closed when the uploader returns
@@ -174,6 +175,10 @@ func (st *staged) upload() {
 				st.mu.Lock()
 				st.upErr = failed
 				st.mu.Unlock()
+				// A request cut off may still be read by the HTTP
+				// transport: this buffer is never reused.
+				st.s.stageParts.Abandon(buf)
+				continue
 			}
 		}
 		st.s.stageParts.Put(buf)
@@ -222,8 +227,13 @@ func (st *staged) Publish(ctx context.Context, key string, opts store.PutOptions
 	defer st.cancel()
 	if !started {
 		// Less than a part: one PutObject.
-		defer st.s.stageParts.Put(fill)
-		return st.s.putObject(ctx, key, fill, opts)
+		err := st.s.putObject(ctx, key, fill, opts)
+		if err != nil {
+			st.s.stageParts.Abandon(fill) // see upload
+		} else {
+			st.s.stageParts.Put(fill)
+		}
+		return err
 	}
 	if len(fill) > 0 {
 		st.parts <- fill // the uploader drains until parts is closed
