@@ -34,6 +34,7 @@ type Pool struct {
 	released [][]byte           // idle buffers whose pages went back to the kernel
 	sweeping bool               // a sweep is scheduled
 	mapped   int                // buffers created
+	lost     int                // buffers abandoned
 	out      map[*byte]struct{} // the buffers handed out, by their first byte
 }
 
@@ -121,6 +122,7 @@ func (p *Pool) Abandon(b []byte) {
 	delete(p.out, &b[0])
 	if ok {
 		p.mapped--
+		p.lost++
 	}
 	p.mu.Unlock()
 	if ok {
@@ -167,11 +169,14 @@ type Stats struct {
 	InUse    int // buffers handed out and not back
 	Resident int // idle buffers holding their pages
 	Released int // idle buffers whose pages were released
+
+	// Abandoned counts the buffers abandoned (no longer in Mapped).
+	Abandoned int
 }
 
 // Stats returns the pool's counts.
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Mapped: p.mapped, InUse: len(p.out), Resident: len(p.resident), Released: len(p.released)}
+	return Stats{Mapped: p.mapped, InUse: len(p.out), Resident: len(p.resident), Released: len(p.released), Abandoned: p.lost}
 }

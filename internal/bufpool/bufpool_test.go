@@ -151,7 +151,7 @@ func TestPoolAbandon(t *testing.T) {
 			t.Fatalf("abandoned buffer reads %d", x)
 		}
 	}
-	if got := p.Stats(); got != (Stats{Mapped: 1, InUse: 1}) {
+	if got := p.Stats(); got != (Stats{Mapped: 1, InUse: 1, Abandoned: 1}) {
 		t.Fatalf("stats %+v", got)
 	}
 	p.Put(b)

@@ -334,11 +334,13 @@ func TestConnectionResetRetried(t *testing.T) {
 }
 
 // stageHook counts the multipart requests a staged object makes, fails
-// the part numbered failPart (0: none) and holds each upload's creation
+// the part numbered failPart (0: none), and every PutObject if failPut, and
+// holds each upload's creation
 // for createDelay before the server handles it.
 type stageHook struct {
 	creates, parts, completes, aborts, puts atomic.Int64
 	failPart                                int64
+	failPut                                 atomic.Bool
 	createDelay                             time.Duration
 }
 
@@ -359,6 +361,10 @@ func (h *stageHook) hook(w http.ResponseWriter, r *http.Request) bool {
 		h.aborts.Add(1)
 	case r.Method == http.MethodPut:
 		h.puts.Add(1)
+		if h.failPut.Load() {
+			s3fake.WriteError(w, 500, "InternalError", "injected")
+			return true
+		}
 	}
 	return false
 }
@@ -472,6 +478,52 @@ func TestStageAtPartFailure(t *testing.T) {
 	}
 	if _, err := s.Stat(ctx, "wal/lost"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Stat: %v, want ErrNotFound", err)
+	}
+	partsBack(t, s)
+	// The failed part's buffer, which the HTTP transport may still read,
+	// is abandoned, never put back for reuse; the others are back.
+	if got := s3store.StagePartsStats(s); got.Abandoned != 1 || got.Resident+got.Released != got.Mapped {
+		t.Errorf("part buffers %+v, want the failed part's abandoned and the others back", got)
+	}
+}
+
+// TestStageAtSmallPutFailure: a staged object smaller than a part is one
+// PutObject; when it fails, Publish says so and the buffer it was sent from
+// (which the HTTP transport may still read) is abandoned, not reused.
+func TestStageAtSmallPutFailure(t *testing.T) {
+	ctx := t.Context()
+	s, h := newStageStore(t)
+	h.failPut.Store(true)
+	st, err := s.StageAt(ctx, "wal/small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write([]byte("less than a part")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Publish(ctx, "wal/small", store.PutOptions{}); err == nil {
+		t.Fatal("Publish of a failed PutObject succeeded")
+	}
+	if h.puts.Load() != 1 || h.creates.Load() != 0 {
+		t.Errorf("%d PutObject, %d multipart uploads; want 1 and 0", h.puts.Load(), h.creates.Load())
+	}
+	partsBack(t, s)
+	if got := s3store.StagePartsStats(s); got.Abandoned != 1 || got.Mapped != 0 {
+		t.Errorf("part buffers %+v, want the one sent abandoned", got)
+	}
+	h.failPut.Store(false)
+	st, err = s.StageAt(ctx, "wal/small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write([]byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Publish(ctx, "wal/small", store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.Get(ctx, s, "wal/small"); err != nil || string(got) != "again" {
+		t.Fatalf("Get = %q, %v", got, err)
 	}
 	partsBack(t, s)
 }
