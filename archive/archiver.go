@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/manifest"
+	"github.com/kbackup/kbackup/store"
 )
 
 // Archiver streams the selected partitions into the store. Create it with
@@ -183,6 +184,9 @@ func New(opts Options) (*Archiver, error) {
 	}
 	m := newMetrics(opts.Registerer)
 	m.bufferedMax.Set(float64(opts.MaxBufferedBytes))
+	if pb, ok := opts.Store.(store.PartBufferReporter); ok && opts.Registerer != nil {
+		opts.Registerer.MustRegister(partBufferCollector{pb})
+	}
 	var pk *packedState
 	if opts.Layout == LayoutPacked {
 		pk = newPackedState(opts.Now())

@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kprom"
 
 	"github.com/kbackup/kbackup/manifest"
+	"github.com/kbackup/kbackup/store"
 )
 
 // Kafka client roles: the value of the client label of the kbackup_kafka_*
@@ -144,4 +145,34 @@ func (m *metrics) partitionReleased(topic string, partition int32) {
 	for _, r := range gapReasons {
 		m.gapOffsets.DeleteLabelValues(l[0], l[1], r)
 	}
+}
+
+// partBufferCollector exports a store's part buffers (S3 multipart parts
+// held outside the Go heap, which go_memstats_* do not count), read at
+// each scrape.
+type partBufferCollector struct{ pb store.PartBufferReporter }
+
+var (
+	partBuffersDesc = prometheus.NewDesc("kbackup_store_part_buffers",
+		"Staged objects' part buffers (S3 multipart parts, outside the Go heap) by state: in_use (filling or uploading), idle (holding their memory, reused next), released (memory returned to the kernel).",
+		[]string{"state"}, nil)
+	partBufferBytesDesc = prometheus.NewDesc("kbackup_store_part_buffer_bytes",
+		"Memory held by part buffers in use or idle (outside the Go heap, in the process's resident memory).", nil, nil)
+	partBuffersAbandonedDesc = prometheus.NewDesc("kbackup_store_part_buffers_abandoned_total",
+		"Part buffers given up after a failed or cut-off upload (never reused; unmapped later).", nil, nil)
+)
+
+func (partBufferCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- partBuffersDesc
+	ch <- partBufferBytesDesc
+	ch <- partBuffersAbandonedDesc
+}
+
+func (c partBufferCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.pb.PartBuffers()
+	ch <- prometheus.MustNewConstMetric(partBuffersDesc, prometheus.GaugeValue, float64(st.InUse), "in_use")
+	ch <- prometheus.MustNewConstMetric(partBuffersDesc, prometheus.GaugeValue, float64(st.Resident), "idle")
+	ch <- prometheus.MustNewConstMetric(partBuffersDesc, prometheus.GaugeValue, float64(st.Released), "released")
+	ch <- prometheus.MustNewConstMetric(partBufferBytesDesc, prometheus.GaugeValue, float64((st.InUse+st.Resident)*st.Size))
+	ch <- prometheus.MustNewConstMetric(partBuffersAbandonedDesc, prometheus.CounterValue, float64(st.Abandoned))
 }

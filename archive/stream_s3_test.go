@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/internal/kfaketest"
@@ -118,7 +119,9 @@ func TestStreamedFlushS3(t *testing.T) {
 	u := &s3Uploads{srv: srv, failParts: map[int64]bool{4: true, 60: true},
 		failCompletes: map[int64]bool{2: true}, landCompletes: map[int64]bool{3: true, 5: true}}
 	srv.SetHook(u.hook)
+	reg := prometheus.NewRegistry()
 	mod := func(o *Options) {
+		o.Registerer = reg
 		o.Layout, o.Compression = LayoutPacked, "none"
 		// Segments sealed by the flush interval (not by size), as at the
 		// defaults: a partition's next segment starts after the one before
@@ -127,6 +130,7 @@ func TestStreamedFlushS3(t *testing.T) {
 		o.KafkaOpts = append(o.KafkaOpts, kgo.FetchMaxPartitionBytes(32<<10))
 	}
 	for i := 0; ; i++ {
+		reg = prometheus.NewRegistry()
 		a, err := New(onceOptions(t, c, st, mod))
 		if err != nil {
 			t.Fatal(err)
@@ -152,6 +156,14 @@ func TestStreamedFlushS3(t *testing.T) {
 			t.Fatalf("%d multipart uploads started, %d completed, %d aborted: some were left", u.creates.Load(), u.completes.Load(), u.aborts.Load())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	// The part buffers are exported: none left in use, and the failed
+	// parts' abandoned (the store's, over every run).
+	bufs := gatherMetrics(t, reg)
+	t.Logf("part buffer metrics: %v", bufs)
+	if bufs[`kbackup_store_part_buffers{state="in_use"}`] != 0 || bufs["kbackup_store_part_buffers_abandoned_total"] < 1 ||
+		bufs["kbackup_store_part_buffer_bytes"] != float64(so.PartSize)*bufs[`kbackup_store_part_buffers{state="idle"}`] {
+		t.Errorf("part buffer metrics %v: want none in use, the idle ones' bytes, and the failed parts' buffers abandoned", bufs)
 	}
 	t.Logf("%d objects staged, %d published; %d multipart uploads, %d parts, %d completed (%d reported failed), %d aborted; %d failures injected",
 		st.stages.Load(), st.published.Load(), u.creates.Load(), u.parts.Load(), u.completes.Load(), u.landed.Load(), u.aborts.Load(), u.failed.Load())
@@ -406,4 +418,29 @@ func TestSharedFlushesChain(t *testing.T) {
 	}
 	checkExact(t, c, st, "sc")
 	noProblems(t, st)
+}
+
+// gatherMetrics returns reg's kbackup_store_part_buffer* samples by name
+// and labels (name{label="value"}).
+func gatherMetrics(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "kbackup_store_part_buffer") {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += fmt.Sprintf("{%s=%q}", l.GetName(), l.GetValue())
+			}
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			out[name] = v
+		}
+	}
+	return out
 }

@@ -127,6 +127,23 @@ type UploadSweeper interface {
 	SweepUploads(ctx context.Context, prefix string, cutoff time.Time) (int, error)
 }
 
+// PartBufferReporter is implemented by stores that hold staged objects'
+// parts in buffers outside the Go heap (s3store), which Go's memory
+// statistics do not show: the archiver exports their counts as metrics.
+type PartBufferReporter interface {
+	PartBuffers() PartBufferStats
+}
+
+// PartBufferStats are a store's part buffers: all of Size bytes; InUse
+// filling or uploading, Resident idle and holding their memory, Released
+// idle with their memory returned to the kernel. Abandoned counts the
+// buffers given up after a failed upload (never reused, unmapped later).
+type PartBufferStats struct {
+	Size                      int
+	InUse, Resident, Released int
+	Abandoned                 int
+}
+
 // Staged is an object being written. Write appends to it; Publish makes
 // what was written the object at key, atomically and durably, as Put does;
 // Abort discards it. After Publish (whatever its outcome) or Abort, the

@@ -163,6 +163,13 @@ func (p *Pool) releaseIdle(cutoff time.Time) {
 	}
 }
 
+// InUse is how many buffers are handed out and not back.
+func (p *Pool) InUse() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.out)
+}
+
 // Stats are a Pool's counts.
 type Stats struct {
 	Mapped   int // buffers created (mapped memory, resident or not)

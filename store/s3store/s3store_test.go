@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -335,13 +336,13 @@ func TestConnectionResetRetried(t *testing.T) {
 
 // stageHook counts the multipart requests a staged object makes, fails
 // the part numbered failPart (0: none), and every PutObject if failPut, and
-// holds each upload's creation
-// for createDelay before the server handles it.
+// holds each upload's creation for createDelay and each part for partDelay
+// before the server handles it.
 type stageHook struct {
 	creates, parts, completes, aborts, puts atomic.Int64
 	failPart                                int64
 	failPut                                 atomic.Bool
-	createDelay                             time.Duration
+	createDelay, partDelay                  time.Duration
 }
 
 func (h *stageHook) hook(w http.ResponseWriter, r *http.Request) bool {
@@ -351,7 +352,9 @@ func (h *stageHook) hook(w http.ResponseWriter, r *http.Request) bool {
 		h.creates.Add(1)
 		time.Sleep(h.createDelay)
 	case r.Method == http.MethodPut && q.Has("partNumber"):
-		if n := h.parts.Add(1); n == h.failPart {
+		n := h.parts.Add(1)
+		time.Sleep(h.partDelay)
+		if n == h.failPart {
 			s3fake.WriteError(w, 500, "InternalError", "injected")
 			return true
 		}
@@ -485,6 +488,103 @@ func TestStageAtPartFailure(t *testing.T) {
 	if got := s3store.StagePartsStats(s); got.Abandoned != 1 || got.Resident+got.Released != got.Mapped {
 		t.Errorf("part buffers %+v, want the failed part's abandoned and the others back", got)
 	}
+}
+
+// TestStageAtPipelineBound: staged objects fill their next part while the
+// previous one uploads only while few part buffers are in use; beyond,
+// Write waits for the upload, so each object holds one buffer. Four
+// objects written a part and a half each, round robin, with slow part
+// uploads: pipelined, each would hold two buffers (eight); bounded, the
+// first two pipeline and the others wait (six). Every object is intact.
+func TestStageAtPipelineBound(t *testing.T) {
+	ctx := t.Context()
+	s, h := newStageStore(t)
+	h.partDelay = 200 * time.Millisecond
+	var sts []store.Staged
+	var want [][]byte
+	for i := range 4 {
+		st, err := s.StageAt(ctx, fmt.Sprintf("wal/obj-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sts = append(sts, st)
+		want = append(want, nil)
+	}
+	peak := 0
+	for round := range 2 {
+		for i, st := range sts {
+			p := bytes.Repeat([]byte{byte('a' + 4*round + i)}, testPartSize*3/2)
+			if _, err := st.Write(p); err != nil {
+				t.Fatal(err)
+			}
+			want[i] = append(want[i], p...)
+			peak = max(peak, s3store.StagePartsStats(s).InUse)
+		}
+	}
+	if peak > 6 {
+		t.Errorf("%d part buffers in use at once, want at most 6 (two objects pipelined, two holding one each)", peak)
+	}
+	for i, st := range sts {
+		key := fmt.Sprintf("wal/obj-%d", i)
+		if err := st.Publish(ctx, key, store.PutOptions{IfNotExists: true}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := store.Get(ctx, s, key); err != nil || !bytes.Equal(got, want[i]) {
+			t.Fatalf("%s: %d bytes, err %v; want %d bytes", key, len(got), err, len(want[i]))
+		}
+	}
+	partsBack(t, s)
+}
+
+// TestStageAtAbortWhileWaiting: a Write waiting for its part's upload
+// (many buffers in use) returns at once when the object is aborted.
+func TestStageAtAbortWhileWaiting(t *testing.T) {
+	ctx := t.Context()
+	s, h := newStageStore(t)
+	h.partDelay = 10 * time.Second
+	var others []store.Staged
+	for i := range 4 { // four objects holding a part buffer each
+		st, err := s.StageAt(ctx, fmt.Sprintf("wal/held-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Write(make([]byte, testPartSize/2)); err != nil {
+			t.Fatal(err)
+		}
+		others = append(others, st)
+	}
+	st, err := s.StageAt(ctx, "wal/waiting")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := st.Write(make([]byte, testPartSize))
+		wrote <- err
+	}()
+	waitFor(t, "the part's upload started", func() bool { return h.parts.Load() == 1 })
+	select {
+	case err := <-wrote:
+		t.Fatalf("Write returned before its part was uploaded (%v), with %d buffers in use", err, s3store.StagePartsStats(s).InUse)
+	case <-time.After(50 * time.Millisecond):
+	}
+	start := time.Now()
+	st.Abort()
+	select {
+	case err := <-wrote:
+		if !errors.Is(err, store.ErrAborted) {
+			t.Errorf("the waiting Write: %v, want ErrAborted", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting Write did not return after Abort")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the waiting Write returned %v after Abort", d)
+	}
+	for _, o := range others {
+		o.Abort()
+	}
+	partsBack(t, s)
 }
 
 // TestStageAtSmallPutFailure: a staged object smaller than a part is one

@@ -30,6 +30,16 @@ const (
 	stageIdleTime = 30 * time.Second
 )
 
+// stagePipelineBuffers bounds pipelining: a staged object fills its next
+// part while the previous one uploads only while fewer than this many
+// part buffers of the store are in use. Beyond, Write waits for each
+// part's upload and fills the same buffer again, so each staged object
+// holds one buffer: an archiver catching up on several busy partitions
+// streams a flush object per partition and starts the next one while the
+// last parts of the previous one upload, which pipelined took up to twelve
+// buffers (60 MiB) for three partitions.
+const stagePipelineBuffers = 4
+
 var _ store.KeyedStager = (*Store)(nil)
 
 // StageAt implements store.KeyedStager with a multipart upload to key,
@@ -55,8 +65,10 @@ func (s *Store) StageAt(ctx context.Context, key string) (store.Staged, error) {
 		return nil, fmt.Errorf("stage %s: %w", s.url(key), err)
 	}
 	upCtx, cancel := context.WithCancel(ctx)
-	return &staged{s: s, key: key, ctx: upCtx, cancel: cancel,
-		parts: make(chan []byte), quit: make(chan struct{}), upDone: make(chan struct{})}, nil
+	st := &staged{s: s, key: key, ctx: upCtx, cancel: cancel,
+		parts: make(chan []byte), quit: make(chan struct{}), upDone: make(chan struct{})}
+	st.uploaded.L = &st.mu
+	return st, nil
 }
 
 // staged is a store.Staged on a multipart upload.
@@ -73,12 +85,15 @@ type staged struct {
 	quit   chan struct{} // closed by Abort
 	upDone chan struct{} // closed when the uploader returns
 
-	mu      sync.Mutex
-	state   int // stageOpen, stagePublished or stageAborted
-	fill    []byte
-	size    int64
-	started bool  // the uploader runs
-	upErr   error // the uploader's first error: the object is lost
+	mu       sync.Mutex
+	uploaded sync.Cond // on mu: the uploader finished a part, or the state changed
+	handed   int       // parts handed to the uploader
+	finished int       // parts the uploader is done with (uploaded, failed or drained)
+	state    int       // stageOpen, stagePublished or stageAborted
+	fill     []byte
+	size     int64
+	started  bool  // the uploader runs
+	upErr    error // the uploader's first error: the object is lost
 
 	// the uploader's, read by Publish after upDone
 	uploadID *string
@@ -128,12 +143,28 @@ func (st *staged) Write(p []byte) (int, error) {
 		}
 		// Hand the part over without the lock: Abort and Size go on.
 		st.mu.Unlock()
+		handed := false
 		select {
 		case st.parts <- full:
+			handed = true
 		case <-st.quit:
 			st.s.stageParts.Put(full)
 		}
 		st.mu.Lock()
+		if handed {
+			st.handed++
+			if st.s.stageParts.InUse() >= stagePipelineBuffers {
+				// Many parts in use: wait for this one's upload, whose
+				// buffer then fills again (the pool hands out the
+				// buffer put back last).
+				for st.finished < st.handed && st.state == stageOpen {
+					st.uploaded.Wait()
+				}
+				if err := st.stateErr(); err != nil {
+					return n, err
+				}
+			}
+		}
 	}
 	return n, nil
 }
@@ -178,11 +209,22 @@ func (st *staged) upload() {
 				// A request cut off may still be read by the HTTP
 				// transport: this buffer is never reused.
 				st.s.stageParts.Abandon(buf)
+				st.partDone()
 				continue
 			}
 		}
 		st.s.stageParts.Put(buf)
+		st.partDone()
 	}
+}
+
+// partDone counts a part the uploader is done with and wakes a Write
+// waiting for it.
+func (st *staged) partDone() {
+	st.mu.Lock()
+	st.finished++
+	st.uploaded.Broadcast()
+	st.mu.Unlock()
 }
 
 // uploadOne uploads part num (creating the upload first for part 1). The
@@ -266,6 +308,7 @@ func (st *staged) Abort() {
 	st.state = stageAborted
 	fill := st.fill
 	st.fill = nil
+	st.uploaded.Broadcast()
 	st.mu.Unlock()
 	st.s.stageParts.Put(fill)
 	st.cancel()
@@ -273,6 +316,16 @@ func (st *staged) Abort() {
 }
 
 var _ store.UploadSweeper = (*Store)(nil)
+
+var _ store.PartBufferReporter = (*Store)(nil)
+
+// PartBuffers implements store.PartBufferReporter: the staged objects'
+// part buffers (internal/bufpool).
+func (s *Store) PartBuffers() store.PartBufferStats {
+	st := s.stageParts.Stats()
+	return store.PartBufferStats{Size: s.stageParts.Size(), InUse: st.InUse, Resident: st.Resident,
+		Released: st.Released, Abandoned: st.Abandoned}
+}
 
 // SweepUploads implements store.UploadSweeper: it lists the incomplete
 // multipart uploads under prefix and aborts those initiated before cutoff.
