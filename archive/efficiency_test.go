@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,6 +44,14 @@ func (c procCost) add(o procCost) procCost {
 // parent's resident set before the exec.
 func runChild(tb testing.TB, cmd *exec.Cmd) procCost {
 	tb.Helper()
+	return runChildUntil(tb, cmd, nil)
+}
+
+// runChildUntil is runChild for a child that runs until stopped: once
+// finished (polled every 50 ms) reports true, the child gets SIGTERM and
+// must then exit successfully. A nil finished waits for the child to end.
+func runChildUntil(tb testing.TB, cmd *exec.Cmd, finished func() bool) procCost {
+	tb.Helper()
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
@@ -50,6 +59,21 @@ func runChild(tb testing.TB, cmd *exec.Cmd) procCost {
 		tb.Fatalf("%s: %v", cmd, err)
 	}
 	done, peak := make(chan struct{}), make(chan int64)
+	if finished != nil {
+		go func() {
+			for {
+				select {
+				case <-done: // exited by itself
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+				if finished() {
+					_ = cmd.Process.Signal(syscall.SIGTERM)
+					return
+				}
+			}
+		}()
+	}
 	go func() {
 		status := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/status"
 		var top int64

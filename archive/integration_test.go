@@ -3,16 +3,20 @@
 package archive
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"hash"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +30,7 @@ import (
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/filestore"
+	"github.com/kbackup/kbackup/store/s3store"
 	"github.com/kbackup/kbackup/testenv"
 )
 
@@ -335,7 +340,7 @@ func TestArchiveRealKafka(t *testing.T) {
 		t.Logf("%d objects staged by key, %d published as flush objects", st.stages.Load(), st.published.Load())
 	})
 
-	t.Run("throughput-vs-plain-consumer", func(t *testing.T) { realThroughput(t, k) })
+	t.Run("throughput-vs-plain-consumer", func(t *testing.T) { realThroughput(t, k, s3) })
 }
 
 // realThroughput fills a 4-partition topic of the real cluster with
@@ -347,7 +352,7 @@ func TestArchiveRealKafka(t *testing.T) {
 // records a read_committed consumer reads. Under the race detector (make
 // integration) it moves a tenth of the data: the rates mean nothing there
 // and the full volume would take over a minute.
-func realThroughput(t *testing.T, k *testenv.Kafka) {
+func realThroughput(t *testing.T, k *testenv.Kafka, s3 testenv.S3) {
 	const parts, size = 4, 500
 	n := 300_000
 	if testenv.RaceEnabled() {
@@ -435,6 +440,11 @@ func realThroughput(t *testing.T, k *testenv.Kafka) {
 	// CPU and peak RSS (BenchmarkArchiveEfficiency on real Kafka).
 	for _, codec := range []string{"zstd", "none"} {
 		t.Log(compareCost(t, k.Brokers(), topic, n, payload, blocks, codec, 2))
+	}
+	// The continuous archiver into S3 (streamed flush objects, part
+	// buffers, compaction) against the same consumer.
+	for _, codec := range []string{"zstd", "none"} {
+		t.Log(s3CatchupCost(t, k.Brokers(), s3, topic, n, payload, want, codec, 2))
 	}
 }
 
@@ -608,4 +618,99 @@ func sigkillRepeatedly(t *testing.T, k *testenv.Kafka, layout string) {
 	}
 	realOnceLayout(t, k, st, layout, topic)
 	archiveEqualsConsumer(t, k, st, topic)
+}
+
+// s3CatchupCost compares, on real Kafka and MinIO, the peak RSS of the
+// continuous archiver catching up on topic (n records, every one from the
+// start) with a plain consumer's reading the same: the `kbackup` binary
+// runs as a child process (`archive`, the packed layout of a new archive,
+// no group, --compression codec) into a fresh prefix until its metrics
+// show every record committed, then gets SIGTERM; rounds alternate which
+// side goes first. The archive must then equal the log (want, from
+// logDigests). The catch-up's wall time is not compared: the archived
+// offsets advance at flush commits (every 3 s), so it is quantized.
+func s3CatchupCost(t *testing.T, brokers []string, s3 testenv.S3, topic string, n int, bytes int64, want, codec string, rounds int) string {
+	t.Helper()
+	var arch, cons procCost
+	peakParts := 0.0
+	for i := 0; i < rounds; i++ {
+		archive := func() {
+			prefix := testenv.UniquePrefix(t)
+			url, flags := s3.StoreURL(prefix)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			ln.Close()
+			args := append([]string{"archive", "--group", "", "--brokers", strings.Join(brokers, ","), "--store", url,
+				"--topics", regexp.QuoteMeta(topic), "--compression", codec, "--writer-id", "s3bench", "--listen", addr,
+				"--log-level", "warn"}, flags...)
+			cmd := exec.Command(testenv.KbackupBinary(t), args...)
+			cmd.Env = append(os.Environ(), s3.AWSEnv()...)
+			deadline := time.Now().Add(3 * time.Minute)
+			caughtUp := false
+			arch = arch.add(runChildUntil(t, cmd, func() bool {
+				m := scrapeMetrics(addr)
+				peakParts = max(peakParts, m[`kbackup_store_part_buffers{state="in_use"}`])
+				caughtUp = m["kbackup_archive_offset"] >= float64(n)
+				return caughtUp || time.Now().After(deadline)
+			}))
+			if !caughtUp {
+				t.Fatalf("the archiver into MinIO (%s) did not commit %d records within 3 minutes", codec, n)
+			}
+			st, err := s3store.New(context.Background(), s3.StoreOptions(prefix))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := archiveDigests(t, st, topic); got != want {
+				t.Fatalf("archive in MinIO (%s) differs from the log (records per partition, digest):\narchive %v\nlog     %v", codec, got, want)
+			}
+		}
+		if i%2 == 1 {
+			archive()
+		}
+		cons = cons.add(plainConsumerProc(t, brokers, topic, n))
+		if i%2 == 0 {
+			archive()
+		}
+	}
+	gb := float64(bytes) * float64(rounds) / 1e9
+	return fmt.Sprintf("continuous catch-up into MinIO, --compression %s: peak RSS archiver %.0f MiB (at most %.0f part buffers in use), plain consumer %.0f MiB: ratio %.2f (target <= 2); client CPU per GB of records: archiver %.2f s, plain consumer %.2f s",
+		codec, float64(arch.maxRSS)/(1<<20), peakParts, float64(cons.maxRSS)/(1<<20), float64(arch.maxRSS)/float64(cons.maxRSS),
+		arch.cpu.Seconds()/gb, cons.cpu.Seconds()/gb)
+}
+
+// scrapeMetrics reads the Prometheus text at http://addr/metrics: each
+// metric's sum over its series by name, and each series by name{labels}
+// (nil values if unreachable).
+func scrapeMetrics(addr string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		series, val, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(val, 64)
+		if err != nil {
+			continue
+		}
+		name, _, _ := strings.Cut(series, "{")
+		out[name] += v
+		if name != series {
+			out[series] = v
+		}
+	}
+	return out
 }
