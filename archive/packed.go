@@ -305,7 +305,7 @@ func (a *Archiver) kickReserved(ctx context.Context, ps *partState) {
 // its entries must be in ascending seqs (format rule 13; if the one in
 // flight fails and is retried under a newer seq, this segment is lost at
 // its flush and fetched again). At most maxStreamedFlushes are staged or
-// streamed at once (each holds up to two parts in memory). An error keeps
+// streamed at once (each holds one or two parts in memory). An error keeps
 // the segment in memory, as without staging.
 func (a *Archiver) stageFlush(ps *partState, ks store.KeyedStager) (store.Staged, error) {
 	pk := a.pk

@@ -16,7 +16,8 @@ import (
 
 // maxStagePart caps a staged object's part size (PartSize, if smaller, is
 // used): a staged object holds at most two parts in memory, the one being
-// uploaded and the one filling. 5 MiB is S3's minimum part size: a staged
+// uploaded and the one filling, and one while the store has many in use
+// (stagePipelineBuffers). 5 MiB is S3's minimum part size: a staged
 // object exists to hold little. The part buffers come from a pool of the
 // Store's (internal/bufpool), outside the Go heap.
 const maxStagePart = 5 << 20
@@ -45,7 +46,9 @@ var _ store.KeyedStager = (*Store)(nil)
 // StageAt implements store.KeyedStager with a multipart upload to key,
 // created when the first part is full: each full part is uploaded in the
 // background while the next one fills, so the writer is slowed down only
-// when it writes faster than the store takes the parts. Publish uploads
+// when it writes faster than the store takes the parts (or, while many
+// part buffers of the store are in use, waits for each part's upload:
+// stagePipelineBuffers). Publish uploads
 // the rest as the last part and completes the upload (with If-None-Match
 // for IfNotExists); an object that never filled a part is written with
 // one PutObject instead. Abort cancels the uploads and aborts the
