@@ -59,8 +59,12 @@ func runChildUntil(tb testing.TB, cmd *exec.Cmd, finished func() bool) procCost 
 		tb.Fatalf("%s: %v", cmd, err)
 	}
 	done, peak := make(chan struct{}), make(chan int64)
-	if finished != nil {
+	watched := make(chan struct{}) // the watcher of finished returned: what it wrote is visible
+	if finished == nil {
+		close(watched)
+	} else {
 		go func() {
+			defer close(watched)
 			for {
 				select {
 				case <-done: // exited by itself
@@ -89,6 +93,7 @@ func runChildUntil(tb testing.TB, cmd *exec.Cmd, finished func() bool) procCost 
 	}()
 	err := cmd.Wait()
 	close(done)
+	<-watched
 	c := procCost{wall: time.Since(start), cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(),
 		sys: cmd.ProcessState.SystemTime(), maxRSS: <-peak}
 	if err != nil {
