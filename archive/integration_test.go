@@ -3,7 +3,6 @@
 package archive
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -16,7 +15,6 @@ import (
 	"os/exec"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -681,9 +681,9 @@ func s3CatchupCost(t *testing.T, brokers []string, s3 testenv.S3, topic string, 
 		arch.cpu.Seconds()/gb, cons.cpu.Seconds()/gb)
 }
 
-// scrapeMetrics reads the Prometheus text at http://addr/metrics: each
-// metric's sum over its series by name, and each series by name{labels}
-// (nil values if unreachable).
+// scrapeMetrics reads http://addr/metrics: each metric's value summed over
+// its series, by name, and each series by name{label="value",...} (empty
+// if unreachable: the child may not listen yet, or have exited).
 func scrapeMetrics(addr string) map[string]float64 {
 	out := map[string]float64{}
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -691,25 +691,22 @@ func scrapeMetrics(addr string) map[string]float64 {
 		return out
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		series, val, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		v, err := strconv.ParseFloat(val, 64)
-		if err != nil {
-			continue
-		}
-		name, _, _ := strings.Cut(series, "{")
-		out[name] += v
-		if name != series {
-			out[series] = v
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return out
+	}
+	for name, f := range fams {
+		for _, m := range f.GetMetric() {
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue() + m.GetUntyped().GetValue()
+			out[name] += v
+			if len(m.GetLabel()) > 0 {
+				var ls []string
+				for _, l := range m.GetLabel() {
+					ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+				}
+				out[name+"{"+strings.Join(ls, ",")+"}"] = v
+			}
 		}
 	}
 	return out
