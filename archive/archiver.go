@@ -40,6 +40,10 @@ type Archiver struct {
 	// fetched since: fetches between two ticks check the memory bound with
 	// it (a fast cluster fills hundreds of megabytes in one tick).
 	buffered int64
+	// partHold is the part buffer a staged object of the store holds
+	// outside the Go heap (S3), counted against MaxBufferedBytes while a
+	// segment streams to it; 0 for a store that reports none.
+	partHold int64
 
 	onceTargets map[tp]int64 // Once: end offsets seen at start
 	onceStarts  map[tp]int64 // Once: log start offsets seen at start
@@ -184,8 +188,12 @@ func New(opts Options) (*Archiver, error) {
 	}
 	m := newMetrics(opts.Registerer)
 	m.bufferedMax.Set(float64(opts.MaxBufferedBytes))
-	if pb, ok := opts.Store.(store.PartBufferReporter); ok && opts.Registerer != nil {
-		opts.Registerer.MustRegister(partBufferCollector{pb})
+	var partHold int64
+	if pb, ok := opts.Store.(store.PartBufferReporter); ok {
+		partHold = int64(pb.PartBuffers().Size)
+		if opts.Registerer != nil {
+			opts.Registerer.MustRegister(partBufferCollector{pb})
+		}
 	}
 	var pk *packedState
 	if opts.Layout == LayoutPacked {
@@ -193,6 +201,7 @@ func New(opts Options) (*Archiver, error) {
 	}
 	return &Archiver{
 		pk:       pk,
+		partHold: partHold,
 		opts:     opts,
 		m:        m,
 		writerID: id,

@@ -444,7 +444,12 @@ func realThroughput(t *testing.T, k *testenv.Kafka, s3 testenv.S3) {
 	// The continuous archiver into S3 (streamed flush objects, part
 	// buffers, compaction) against the same consumer.
 	for _, codec := range []string{"zstd", "none"} {
-		t.Log(s3CatchupCost(t, k.Brokers(), s3, topic, n, payload, want, codec, 2))
+		t.Log(s3CatchupCost(t, k.Brokers(), s3, topic, n, payload, want, codec, 2, false))
+	}
+	// `archive --once` into S3 (the segments layout of a new archive: its
+	// busy partitions' segments streamed through temporary objects).
+	for _, codec := range []string{"zstd", "none"} {
+		t.Log(s3CatchupCost(t, k.Brokers(), s3, topic, n, payload, want, codec, 2, true))
 	}
 }
 
@@ -628,8 +633,10 @@ func sigkillRepeatedly(t *testing.T, k *testenv.Kafka, layout string) {
 // show every record committed, then gets SIGTERM; rounds alternate which
 // side goes first. The archive must then equal the log (want, from
 // logDigests). The catch-up's wall time is not compared: the archived
-// offsets advance at flush commits (every 3 s), so it is quantized.
-func s3CatchupCost(t *testing.T, brokers []string, s3 testenv.S3, topic string, n int, bytes int64, want, codec string, rounds int) string {
+// offsets advance at flush commits (every 3 s), so it is quantized. With
+// once, the child is `archive --once` (the segments layout of a new
+// archive) and runs to its end; its wall time is reported.
+func s3CatchupCost(t *testing.T, brokers []string, s3 testenv.S3, topic string, n int, bytes int64, want, codec string, rounds int, once bool) string {
 	t.Helper()
 	var arch, cons procCost
 	peakParts := 0.0
@@ -646,8 +653,16 @@ func s3CatchupCost(t *testing.T, brokers []string, s3 testenv.S3, topic string, 
 			args := append([]string{"archive", "--group", "", "--brokers", strings.Join(brokers, ","), "--store", url,
 				"--topics", regexp.QuoteMeta(topic), "--compression", codec, "--writer-id", "s3bench", "--listen", addr,
 				"--log-level", "warn"}, flags...)
+			if once {
+				args = append(args, "--once")
+			}
 			cmd := exec.Command(testenv.KbackupBinary(t), args...)
 			cmd.Env = append(os.Environ(), s3.AWSEnv()...)
+			if once {
+				arch = arch.add(runChild(t, cmd))
+				checkS3Archive(t, s3, prefix, topic, want, codec)
+				return
+			}
 			deadline := time.Now().Add(3 * time.Minute)
 			caughtUp := false
 			arch = arch.add(runChildUntil(t, cmd, func() bool {
@@ -659,13 +674,7 @@ func s3CatchupCost(t *testing.T, brokers []string, s3 testenv.S3, topic string, 
 			if !caughtUp {
 				t.Fatalf("the archiver into MinIO (%s) did not commit %d records within 3 minutes", codec, n)
 			}
-			st, err := s3store.New(context.Background(), s3.StoreOptions(prefix))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := archiveDigests(t, st, topic); got != want {
-				t.Fatalf("archive in MinIO (%s) differs from the log (records per partition, digest):\narchive %v\nlog     %v", codec, got, want)
-			}
+			checkS3Archive(t, s3, prefix, topic, want, codec)
 		}
 		if i%2 == 1 {
 			archive()
@@ -676,9 +685,36 @@ func s3CatchupCost(t *testing.T, brokers []string, s3 testenv.S3, topic string, 
 		}
 	}
 	gb := float64(bytes) * float64(rounds) / 1e9
+	if once {
+		return fmt.Sprintf("archive --once into MinIO, --compression %s: peak RSS archiver %.0f MiB, plain consumer %.0f MiB: ratio %.2f (target <= 2); wall time per round archiver %v, plain consumer %v; client CPU per GB of records: archiver %.2f s, plain consumer %.2f s",
+			codec, float64(arch.maxRSS)/(1<<20), float64(cons.maxRSS)/(1<<20), float64(arch.maxRSS)/float64(cons.maxRSS),
+			(arch.wall / time.Duration(rounds)).Round(time.Millisecond), (cons.wall / time.Duration(rounds)).Round(time.Millisecond),
+			arch.cpu.Seconds()/gb, cons.cpu.Seconds()/gb)
+	}
 	return fmt.Sprintf("continuous catch-up into MinIO, --compression %s: peak RSS archiver %.0f MiB (at most %.0f part buffers in use), plain consumer %.0f MiB: ratio %.2f (target <= 2); client CPU per GB of records: archiver %.2f s, plain consumer %.2f s",
 		codec, float64(arch.maxRSS)/(1<<20), peakParts, float64(cons.maxRSS)/(1<<20), float64(arch.maxRSS)/float64(cons.maxRSS),
 		arch.cpu.Seconds()/gb, cons.cpu.Seconds()/gb)
+}
+
+// checkS3Archive fails t unless the archive at prefix of s3 holds exactly
+// the log of topic (want, from logDigests) and no temporary object of a
+// streamed segment is left under s3store.StagingPrefix.
+func checkS3Archive(t *testing.T, s3 testenv.S3, prefix, topic, want, codec string) {
+	t.Helper()
+	st, err := s3store.New(context.Background(), s3.StoreOptions(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := archiveDigests(t, st, topic); got != want {
+		t.Fatalf("archive in MinIO (%s) differs from the log (records per partition, digest):\narchive %v\nlog     %v", codec, got, want)
+	}
+	var left []string
+	if err := st.List(context.Background(), store.ListOptions{Prefix: s3store.StagingPrefix}, func(e store.ListEntry) error {
+		left = append(left, e.Key)
+		return nil
+	}); err != nil || len(left) > 0 {
+		t.Fatalf("temporary objects left in MinIO (%s): %q, %v", codec, left, err)
+	}
 }
 
 // scrapeMetrics reads http://addr/metrics: each metric's value summed over

@@ -100,9 +100,11 @@ type Options struct {
 	// HoldSegments keeps every segment in memory until it is committed. By
 	// default (segments layout) a segment of more than one block streams
 	// to a store that can stage objects (store.Stager: the local directory
-	// store) as its blocks close, so the archiver holds about four blocks
-	// per busy partition (the open one, two queued, one being written)
-	// instead of whole segments.
+	// store; S3, from the fifth block, through a temporary object copied to
+	// the segment's key at the end) as its blocks close, so the archiver
+	// holds about four blocks per busy partition (the open one, two queued,
+	// one being written, and with S3 a 5 MiB part buffer) instead of whole
+	// segments.
 	HoldSegments bool
 	// RefreshInterval is how often topics and partitions are rediscovered.
 	// 0 = 30s.

@@ -102,6 +102,9 @@ type partState struct {
 	claimChecking bool
 	flushedSince  bool // an entry was committed since the last claim check (idle partitions are not checked)
 	holdNext      bool // a streamed segment was lost: hold the next ones in memory until a commit succeeds
+	// partHold is what a streamed open segment holds besides its blocks:
+	// the part buffer of its staged object (Archiver.partHold), or 0.
+	partHold int64
 	// salvageFrom (packed): the newest entry this archiver committed
 	// before another archiver's claim voided it; the next claim recommits
 	// the void entries' records from the store (manifest.Salvage).
@@ -110,14 +113,25 @@ type partState struct {
 	adopted      bool // a deleted topic's partition taken only to compact its tail (adoptOrphans)
 }
 
-// buffered is the memory held by the partition's segments.
+// buffered is the memory held by the partition's segments: a streamed
+// one's blocks not yet written, and its staged object's part buffer, if
+// the store holds one (partHold).
 func (ps *partState) buffered() int64 {
 	var n int64
 	if ps.open != nil {
-		n += int64(ps.open.Held())
+		n += ps.held()
 	}
 	for _, s := range ps.queue {
 		n += s.size
+	}
+	return n
+}
+
+// held is the memory held by the open segment.
+func (ps *partState) held() int64 {
+	n := int64(ps.open.Held())
+	if ps.open.Streaming() {
+		n += ps.partHold
 	}
 	return n
 }
@@ -139,7 +153,29 @@ func (ps *partState) committedNext() int64 {
 func (ps *partState) writer(a *Archiver, now time.Time) *manifest.SegmentWriter {
 	if ps.open == nil {
 		opts := manifest.SegmentOptions{Codec: a.opts.codec, BlockSize: a.opts.BlockBytes}
-		if sg, ok := a.opts.Store.(store.Stager); ok && !a.opts.HoldSegments && !ps.holdNext {
+		sg, stages := a.opts.Store.(store.Stager)
+		ks, keyed := a.opts.Store.(store.KeyedStager)
+		ps.partHold = 0
+		switch {
+		case a.opts.HoldSegments || ps.holdNext:
+		case keyed && a.packed():
+			// A store that stages by key (S3: a multipart upload to it):
+			// the segment's flush object seq is reserved when staging
+			// starts (stageFlush).
+			opts.StageAfter = packedStageAfter
+			opts.Stage = func() (store.Staged, error) { return a.stageFlush(ps, ks) }
+			ps.partHold = a.partHold
+		case keyed && stages:
+			// Segments layout on an object store: its Stage uploads to a
+			// temporary key and copies the object to the segment's key in
+			// the store at the end. Only a segment of several blocks is
+			// staged: a smaller one is cheaper held and PUT than copied,
+			// and each staged object holds a part buffer.
+			prefix := ps.log.Prefix() + "segments/"
+			opts.StageAfter = packedStageAfter
+			opts.Stage = func() (store.Staged, error) { return sg.Stage(context.Background(), prefix) }
+			ps.partHold = a.partHold
+		case stages:
 			// Stream a large segment to the store as it is built instead of
 			// holding it until it is sealed. In the packed layout it
 			// becomes a flush object of its own (packedTick), so only a
@@ -155,12 +191,6 @@ func (ps *partState) writer(a *Archiver, now time.Time) *manifest.SegmentWriter 
 				opts.StageAfter = packedStageAfter
 			}
 			opts.Stage = func() (store.Staged, error) { return sg.Stage(context.Background(), prefix) }
-		} else if ks, ok := a.opts.Store.(store.KeyedStager); ok && a.packed() && !a.opts.HoldSegments && !ps.holdNext {
-			// A store that stages only by key (S3: a multipart upload to
-			// it): the segment's flush object seq is reserved when staging
-			// starts (stageFlush).
-			opts.StageAfter = packedStageAfter
-			opts.Stage = func() (store.Staged, error) { return a.stageFlush(ps, ks) }
 		}
 		ps.open = manifest.NewSegmentWriter(ps.next, opts)
 		ps.openSince = now
@@ -174,7 +204,7 @@ func (ps *partState) seal() {
 	if ps.open == nil {
 		return
 	}
-	ps.queue = append(ps.queue, &sealed{w: ps.open, writer: ps.open, start: ps.open.Start(), size: int64(ps.open.Held()), firstSeen: ps.openSince,
+	ps.queue = append(ps.queue, &sealed{w: ps.open, writer: ps.open, start: ps.open.Start(), size: ps.held(), firstSeen: ps.openSince,
 		firstTs: ps.openFirstTs, lastTs: ps.openLastTs, hasTs: ps.openHasTs, res: ps.openRes})
 	ps.open, ps.openRes = nil, reservation{}
 }

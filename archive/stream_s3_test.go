@@ -444,3 +444,106 @@ func gatherMetrics(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	}
 	return out
 }
+
+// TestStreamedSegmentsS3: in the segments layout with S3 (a new archive
+// under --once), a segment of more than packedStageAfter blocks streams
+// to a temporary key (s3store's Stage) and is copied to its segment key
+// when sealed, so the archiver holds a part buffer and a few blocks per
+// busy partition instead of whole segments: under a 1 MiB memory bound
+// the segments still grow far past it. A copy that fails loses the
+// segment (its records are fetched again); one whose completion lands but
+// reports failure is found at its key. The archive equals the log, verify is
+// clean, no temporary object is left and no part buffer is in use.
+func TestStreamedSegmentsS3(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	createTopic(t, c, "sg", 4, nil)
+	fillTopic(t, newClient(t, c, kgo.ProducerBatchMaxBytes(64<<10)), "sg", 20_000, 500)
+	srv, so := s3fake.Start(t, "b")
+	so.PartSize = 48 << 10
+	so.MaxRetries = -1
+	st, err := s3store.New(t.Context(), so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second copy fails; the completion of the fourth lands but
+	// reports failure.
+	var copies, completes, failed, landed atomic.Int64
+	srv.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		switch {
+		case r.Method == http.MethodPut && r.Header.Get("X-Amz-Copy-Source") != "":
+			if copies.Add(1) == 2 {
+				failed.Add(1)
+				s3fake.WriteError(w, http.StatusInternalServerError, "InternalError", "injected")
+				return true
+			}
+		case r.Method == http.MethodPost && r.URL.Query().Has("uploadId") && !strings.Contains(r.URL.Path, s3store.StagingPrefix):
+			if completes.Add(1) == 4 {
+				landed.Add(1)
+				srv.Serve(httptest.NewRecorder(), r)
+				s3fake.WriteError(w, http.StatusInternalServerError, "InternalError", "injected")
+				return true
+			}
+		}
+		return false
+	})
+	const bound = 1 << 20
+	var peak atomic.Int64
+	for i := 0; ; i++ {
+		a, err := New(onceOptions(t, c, st, func(o *Options) {
+			o.Layout, o.Compression = LayoutSegments, "none"
+			o.BlockBytes, o.MaxBufferedBytes, o.FlushInterval = 16<<10, bound, time.Minute
+			o.KafkaOpts = append(o.KafkaOpts, kgo.FetchMaxPartitionBytes(32<<10))
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop, sampled := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(sampled)
+			for {
+				peak.Store(max(peak.Load(), a.Status().Buffered))
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}()
+		err = a.Run(t.Context())
+		close(stop)
+		<-sampled
+		if err == nil {
+			break
+		}
+		if i == 5 {
+			t.Fatalf("5 runs failed, the last: %v", err)
+		}
+	}
+	srv.SetHook(nil)
+	checkExact(t, c, st, "sg")
+	noProblems(t, st)
+	if failed.Load() == 0 || landed.Load() == 0 {
+		t.Fatalf("%d copies, %d failed, %d landed but failed: want both failures exercised", copies.Load(), failed.Load(), landed.Load())
+	}
+	largest, segments, total := segmentSizes(t, st, "sg", 4)
+	limit := int64(bound + 4*(32<<10+48<<10) + 64<<10)
+	if peak.Load() > limit {
+		t.Errorf("held %d bytes with a bound of %d", peak.Load(), bound)
+	}
+	if largest <= limit {
+		t.Errorf("largest segment %d bytes, limit %d: the segments were not streamed", largest, limit)
+	}
+	var left []string
+	if err := st.List(t.Context(), store.ListOptions{Prefix: s3store.StagingPrefix}, func(e store.ListEntry) error {
+		left = append(left, e.Key)
+		return nil
+	}); err != nil || len(left) != 0 {
+		t.Errorf("temporary objects left: %q, %v", left, err)
+	}
+	if pb := st.PartBuffers(); pb.InUse != 0 {
+		t.Errorf("part buffers %+v: some still in use", pb)
+	}
+	t.Logf("%d copies (%d failed, %d landed but reported failed); peak held %d bytes; %d segments, largest %d bytes, %d bytes in all",
+		copies.Load(), failed.Load(), landed.Load(), peak.Load(), segments, largest, total)
+}

@@ -99,7 +99,9 @@ type Store interface {
 // they are produced, before its key is known, and publish them under a key
 // at the end: the archiver streams a large segment into one instead of
 // holding it in memory until it is sealed (the segment's key names its last
-// offset). It is optional; a store without it gets whole objects by Put.
+// offset). A directory links a temporary file to the key; S3 copies a
+// temporary object to it inside the store, so its Publish costs a copy.
+// It is optional; a store without it gets whole objects by Put.
 type Stager interface {
 	// Stage starts an object to be published under a key beginning with
 	// prefix (a hint: a directory store creates its temporary file there,
@@ -112,8 +114,9 @@ type Stager interface {
 // object store's multipart upload goes to its key from the start). The
 // packed layout's flush object of one busy partition (its key names a seq
 // the writer reserves when staging starts) is streamed through it. The
-// Staged it returns publishes only under key. It is optional, and a store
-// that implements Stager is staged through that instead.
+// Staged it returns publishes only under key. It is optional; where a
+// store implements both, the key known from the start is staged through
+// StageAt (no copy).
 type KeyedStager interface {
 	StageAt(ctx context.Context, key string) (Staged, error)
 }

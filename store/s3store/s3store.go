@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -113,8 +114,11 @@ type Store struct {
 	// endpoints, where many servers do not support them.
 	checksums bool
 	desc      string
-	// stageParts holds the staged objects' part buffers (StageAt).
+	// stageParts holds the staged objects' part buffers (StageAt, Stage).
 	stageParts *bufpool.Pool
+	// sweptAt is when Stage last swept dead temporary objects (sweepDue).
+	sweepMu sync.Mutex
+	sweptAt time.Time
 }
 
 // New returns a Store for o after checking that the bucket is reachable

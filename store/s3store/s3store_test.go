@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -340,8 +341,10 @@ func TestConnectionResetRetried(t *testing.T) {
 // before the server handles it.
 type stageHook struct {
 	creates, parts, completes, aborts, puts atomic.Int64
+	copies, deletes                         atomic.Int64 // UploadPartCopy, DeleteObject
+	copyRanges                              []string     // of the copies (one at a time)
 	failPart                                int64
-	failPut                                 atomic.Bool
+	failPut, failCopy                       atomic.Bool
 	createDelay, partDelay                  time.Duration
 }
 
@@ -351,6 +354,13 @@ func (h *stageHook) hook(w http.ResponseWriter, r *http.Request) bool {
 	case r.Method == http.MethodPost && q.Has("uploads"):
 		h.creates.Add(1)
 		time.Sleep(h.createDelay)
+	case r.Method == http.MethodPut && r.Header.Get("X-Amz-Copy-Source") != "":
+		h.copies.Add(1)
+		h.copyRanges = append(h.copyRanges, r.Header.Get("X-Amz-Copy-Source-Range"))
+		if h.failCopy.Load() {
+			s3fake.WriteError(w, 403, "AccessDenied", "injected")
+			return true
+		}
 	case r.Method == http.MethodPut && q.Has("partNumber"):
 		n := h.parts.Add(1)
 		time.Sleep(h.partDelay)
@@ -362,6 +372,8 @@ func (h *stageHook) hook(w http.ResponseWriter, r *http.Request) bool {
 		h.completes.Add(1)
 	case r.Method == http.MethodDelete && q.Has("uploadId"):
 		h.aborts.Add(1)
+	case r.Method == http.MethodDelete:
+		h.deletes.Add(1)
 	case r.Method == http.MethodPut:
 		h.puts.Add(1)
 		if h.failPut.Load() {
@@ -454,6 +466,156 @@ func TestStageAtStreams(t *testing.T) {
 	st.Write(data[:100])
 	st.Abort()
 	partsBack(t, s)
+}
+
+// TestStageCopies: an object staged without its key (Stage) streams its
+// full parts to a temporary key under StagingPrefix while it is written;
+// Publish completes it there, copies it to its key (a multipart upload of
+// UploadPartCopy parts, fenced at its completion) and deletes the
+// temporary object. Less than a part is one PutObject to the key. A
+// failed copy publishes nothing and leaves no temporary object or upload.
+func TestStageCopies(t *testing.T) {
+	ctx := t.Context()
+	s, h := newStageStore(t)
+	staging := func() []string {
+		t.Helper()
+		var keys []string
+		if err := s.List(ctx, store.ListOptions{Prefix: s3store.StagingPrefix}, func(e store.ListEntry) error {
+			keys = append(keys, e.Key)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	data := bytes.Repeat([]byte("0123456789abcdef"), 3*testPartSize/16+5)
+	st, err := s.Stage(ctx, "topics/t/segments/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "two parts uploaded before Publish", func() bool { return h.parts.Load() >= 2 })
+	if err := st.Publish(ctx, "topics/t/segments/a", store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.Get(ctx, s, "topics/t/segments/a"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("published object: %d bytes, err %v; want %d bytes", len(got), len(data), err)
+	}
+	if c, p, d, cp, del := h.creates.Load(), h.parts.Load(), h.completes.Load(), h.copies.Load(), h.deletes.Load(); c != 2 || p != 4 || d != 2 || cp != 1 || del != 1 {
+		t.Errorf("requests: %d creates, %d parts, %d completes, %d part copies, %d deletes; want 2, 4, 2, 1, 1", c, p, d, cp, del)
+	}
+	if want := fmt.Sprintf("bytes=0-%d", len(data)-1); len(h.copyRanges) != 1 || h.copyRanges[0] != want {
+		t.Errorf("copied ranges %q, want %s", h.copyRanges, want)
+	}
+	if keys := staging(); len(keys) != 0 {
+		t.Errorf("temporary objects left: %q", keys)
+	}
+	partsBack(t, s)
+
+	// The copy is fenced like a PUT: over an existing key it fails with
+	// ErrExists and changes nothing.
+	st, _ = s.Stage(ctx, "")
+	st.Write(bytes.ToUpper(data))
+	if err := st.Publish(ctx, "topics/t/segments/a", store.PutOptions{IfNotExists: true}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("a copy over an existing key with IfNotExists: %v, want ErrExists", err)
+	}
+	if got, _ := store.Get(ctx, s, "topics/t/segments/a"); !bytes.Equal(got, data) {
+		t.Error("a fenced copy changed the object")
+	}
+
+	// Less than a part: one PUT to the key, no upload, no copy.
+	h.creates.Store(0)
+	h.copies.Store(0)
+	st, _ = s.Stage(ctx, "")
+	st.Write(data[:testPartSize-1])
+	if err := st.Publish(ctx, "topics/t/segments/small", store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatal(err)
+	}
+	if h.creates.Load() != 0 || h.copies.Load() != 0 || h.puts.Load() != 1 {
+		t.Errorf("a staged object smaller than a part: %d uploads, %d copies, %d PUTs; want 0, 0, 1", h.creates.Load(), h.copies.Load(), h.puts.Load())
+	}
+
+	// A failed copy: nothing published, the temporary object deleted.
+	h.failCopy.Store(true)
+	h.aborts.Store(0)
+	st, _ = s.Stage(ctx, "")
+	st.Write(data)
+	if err := st.Publish(ctx, "topics/t/segments/b", store.PutOptions{IfNotExists: true}); err == nil {
+		t.Fatal("Publish with a failed copy succeeded")
+	}
+	if _, err := s.Stat(ctx, "topics/t/segments/b"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("after a failed copy, Stat: %v, want ErrNotFound", err)
+	}
+	if keys := staging(); len(keys) != 0 {
+		t.Errorf("temporary objects left after a failed copy: %q", keys)
+	}
+	if a := h.aborts.Load(); a != 1 {
+		t.Errorf("%d uploads aborted after the failed copy, want the copy's", a)
+	}
+	partsBack(t, s)
+	h.failCopy.Store(false)
+
+	// Past the largest part a copy takes, in several parts.
+	defer s3store.SetMaxCopyPart(testPartSize + 7)()
+	h.copyRanges = nil
+	st, _ = s.Stage(ctx, "")
+	st.Write(data)
+	if err := st.Publish(ctx, "topics/t/segments/c", store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.Get(ctx, s, "topics/t/segments/c"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("published object: %d bytes, err %v; want %d bytes", len(got), len(data), err)
+	}
+	var want []string
+	for off := 0; off < len(data); off += testPartSize + 7 {
+		want = append(want, fmt.Sprintf("bytes=%d-%d", off, min(off+testPartSize+7, len(data))-1))
+	}
+	if !slices.Equal(h.copyRanges, want) {
+		t.Errorf("copied ranges %q, want %q", h.copyRanges, want)
+	}
+}
+
+// TestSweepStaged: the temporary objects a writer killed between an
+// upload's completion and its copy left are deleted once older than the
+// cutoff, and only those under StagingPrefix.
+func TestSweepStaged(t *testing.T) {
+	ctx := t.Context()
+	s, _ := newStageStore(t)
+	for _, k := range []string{s3store.StagingPrefix + "1-dead", s3store.StagingPrefix + "2-dead", "topics/t/kept"} {
+		if err := s.Put(ctx, k, strings.NewReader("x"), 1, store.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.SweepStaged(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("sweeping what is older than an hour: %d, %v; want nothing", n, err)
+	}
+	if n, err := s.SweepStaged(ctx, time.Now().Add(time.Minute)); err != nil || n != 2 {
+		t.Fatalf("sweeping: %d, %v; want the 2 temporary objects", n, err)
+	}
+	if _, err := s.Stat(ctx, "topics/t/kept"); err != nil {
+		t.Errorf("an archive object was swept: %v", err)
+	}
+
+	// A Store's first Stage sweeps in the background.
+	defer s3store.SetStaleStaging(100 * time.Millisecond)()
+	if err := s.Put(ctx, s3store.StagingPrefix+"3-dead", strings.NewReader("x"), 1, store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	st, err := s.Stage(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Abort()
+	waitFor(t, "the dead temporary object swept", func() bool {
+		_, err := s.Stat(ctx, s3store.StagingPrefix+"3-dead")
+		return errors.Is(err, store.ErrNotFound)
+	})
+	if _, err := s.Stat(ctx, "topics/t/kept"); err != nil {
+		t.Errorf("an archive object was swept: %v", err)
+	}
 }
 
 // TestStageAtPartFailure: a part that fails makes the object lost: a later

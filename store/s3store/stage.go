@@ -2,6 +2,8 @@ package s3store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"sync"
@@ -64,20 +66,116 @@ func (s *Store) StageAt(ctx context.Context, key string) (store.Staged, error) {
 	if err := store.ValidateKey(key); err != nil {
 		return nil, err
 	}
+	return s.stage(ctx, key, false)
+}
+
+func (s *Store) stage(ctx context.Context, key string, temp bool) (*staged, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("stage %s: %w", s.url(key), err)
 	}
 	upCtx, cancel := context.WithCancel(ctx)
-	st := &staged{s: s, key: key, ctx: upCtx, cancel: cancel,
+	st := &staged{s: s, key: key, temp: temp, ctx: upCtx, cancel: cancel,
 		parts: make(chan []byte), quit: make(chan struct{}), upDone: make(chan struct{})}
 	st.uploaded.L = &st.mu
 	return st, nil
 }
 
+// StagingPrefix is where Stage assembles the objects it stages before
+// they are copied to their keys (docs/FORMAT.md: no reader lists it).
+const StagingPrefix = "_staging/"
+
+// staleStaging is the age from which an object under StagingPrefix is a
+// dead writer's: a live one exists only between the completion of its
+// upload and its copy (seconds).
+var staleStaging = time.Hour
+
+var _ store.Stager = (*Store)(nil)
+
+// Stage implements store.Stager for objects whose key is known only once
+// they are written (the segments layout's segment key names its last
+// offset): it stages like StageAt, the multipart upload (created once a
+// part is full) going to a new temporary key under StagingPrefix; Publish
+// completes it there, copies it to its key in the store (a multipart
+// upload of UploadPartCopy parts of up to 5 GiB, completed with
+// If-None-Match for IfNotExists: MinIO ignores If-None-Match on
+// CopyObject) and deletes the temporary object. An object that never
+// filled a part is written to its key with one PutObject, as StageAt
+// does: small objects cost no copy. prefix (a hint for stores that stage
+// beside the key) is not used.
+//
+// A process killed before Publish leaves an incomplete multipart upload
+// (the lifecycle rule for those removes it); one killed between the
+// upload's completion and the deletion leaves a temporary object: the
+// first Stage of a Store, and then one an hour at most, deletes in the
+// background those (and the incomplete uploads under StagingPrefix) older
+// than an hour, and a lifecycle rule expiring StagingPrefix removes them
+// too (docs/OPERATIONS.md).
+func (s *Store) Stage(ctx context.Context, prefix string) (store.Staged, error) {
+	if now := time.Now(); s.sweepDue(now) {
+		go s.sweepStaged(now.Add(-staleStaging))
+	}
+	var nonce [8]byte
+	rand.Read(nonce[:]) //nolint:errcheck // never fails (crypto/rand)
+	key := fmt.Sprintf("%s%d-%s", StagingPrefix, time.Now().UnixMilli(), hex.EncodeToString(nonce[:]))
+	return s.stage(ctx, key, true)
+}
+
+// sweepDue reports whether a sweep of StagingPrefix is due at now: at the
+// first Stage of the Store, then at most every staleStaging (a long-running
+// archiver also sweeps what a writer killed after it started left).
+func (s *Store) sweepDue(now time.Time) bool {
+	s.sweepMu.Lock()
+	defer s.sweepMu.Unlock()
+	if !s.sweptAt.IsZero() && now.Sub(s.sweptAt) < staleStaging {
+		return false
+	}
+	s.sweptAt = now
+	return true
+}
+
+// sweepStaged deletes the temporary objects of Stage modified before
+// cutoff (a killed writer's) and aborts the multipart uploads to them
+// started before it (where the server lists uploads by prefix; MinIO
+// lists them only per key). It gives up quietly: a later process sweeps
+// again, and the lifecycle rule is the backstop.
+func (s *Store) sweepStaged(cutoff time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	_, _ = s.SweepStaged(ctx, cutoff)
+	_, _ = s.SweepUploads(ctx, StagingPrefix, cutoff)
+}
+
+// SweepStaged deletes the objects under StagingPrefix last modified
+// before cutoff and returns how many it deleted.
+func (s *Store) SweepStaged(ctx context.Context, cutoff time.Time) (int, error) {
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(s.objectKey(StagingPrefix))}
+	n := 0
+	for {
+		out, err := s.client.ListObjectsV2(ctx, in)
+		if err != nil {
+			return n, s.wrap("list", StagingPrefix+"*", err)
+		}
+		for _, o := range out.Contents {
+			if o.LastModified == nil || !o.LastModified.Before(cutoff) {
+				continue
+			}
+			if err := s.Delete(ctx, strings.TrimPrefix(aws.ToString(o.Key), s.prefix)); err != nil {
+				return n, err
+			}
+			n++
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			return n, nil
+		}
+		in.ContinuationToken = out.NextContinuationToken
+	}
+}
+
 // staged is a store.Staged on a multipart upload.
 type staged struct {
 	s      *Store
-	key    string
+	key    string          // the upload's key: Publish's, or a temporary one (temp)
+	temp   bool            // staged by Stage: Publish copies the object to its key
 	ctx    context.Context // the uploads'; canceled by Abort
 	cancel context.CancelFunc
 
@@ -255,7 +353,7 @@ func (st *staged) Publish(ctx context.Context, key string, opts store.PutOptions
 		st.Abort()
 		return err
 	}
-	if key != st.key {
+	if key != st.key && !st.temp {
 		st.Abort()
 		return fmt.Errorf("put %s: the object was staged for %s", st.s.url(key), st.s.url(st.key))
 	}
@@ -293,6 +391,9 @@ func (st *staged) Publish(ctx context.Context, key string, opts store.PutOptions
 	if upErr != nil {
 		return upErr // the uploader aborted the upload
 	}
+	if st.temp {
+		return st.publishCopy(ctx, key, opts)
+	}
 	if err := st.s.completeUpload(ctx, key, st.uploadID, st.done, opts); err != nil {
 		// Fenced (ErrExists), or failed: the upload goes. (If a lost
 		// response hid a completion, the abort finds no upload; the
@@ -300,6 +401,21 @@ func (st *staged) Publish(ctx context.Context, key string, opts store.PutOptions
 		return st.s.abortUpload(ctx, key, st.uploadID, err)
 	}
 	return nil
+}
+
+// publishCopy publishes an object staged by Stage: it completes the
+// upload at the temporary key, copies the object to key and deletes the
+// temporary one (whatever the copy's outcome: a lost response may hide a
+// copy that landed, which the caller can see at key).
+func (st *staged) publishCopy(ctx context.Context, key string, opts store.PutOptions) error {
+	if err := st.s.completeUpload(ctx, st.key, st.uploadID, st.done, store.PutOptions{}); err != nil {
+		return st.s.abortUpload(ctx, st.key, st.uploadID, err)
+	}
+	err := st.s.copyObject(ctx, st.key, key, st.size, opts)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
+	defer cancel()
+	_ = st.s.Delete(dctx, st.key) // else swept later (Stage)
+	return err
 }
 
 func (st *staged) Abort() {

@@ -73,7 +73,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store, opts ...Option) 
 		{"NestedKeys", testNestedKeys},
 		{"Canceled", testCanceled},
 		{"AtomicOverwrite", testAtomicOverwrite},
-		{"Staged", testStaged},
+		{"Staged", func(t *testing.T, s store.Store, p string) { testStaged(t, s, p, c.largeSize) }},
 		{"KeyedStaged", func(t *testing.T, s store.Store, p string) { testKeyedStaged(t, s, p, c.largeSize) }},
 		{"UploadSweep", func(t *testing.T, s store.Store, p string) {
 			if c.noSweep != "" {
@@ -334,9 +334,11 @@ func stagedKeys(t *testing.T, s store.Store, p string) []string {
 }
 
 // testStaged: a store.Stager publishes exactly what was written, never
-// shows a staged object before Publish, keeps IfNotExists's fencing, and
-// leaves nothing after Abort. Stores without Stager skip it.
-func testStaged(t *testing.T, s store.Store, p string) {
+// shows a staged object before Publish, keeps IfNotExists's fencing
+// whether or not the bytes filled a part (large: the store's multipart
+// threshold, if it has one), and leaves nothing after Abort. Stores
+// without Stager skip it.
+func testStaged(t *testing.T, s store.Store, p string, large int64) {
 	sg, ok := s.(store.Stager)
 	if !ok {
 		t.Skip("the store does not implement store.Stager")
@@ -350,7 +352,7 @@ func testStaged(t *testing.T, s store.Store, p string) {
 		}
 		return st
 	}
-	data := randomBytes(t, 300<<10)
+	data := randomBytes(t, int(max(large, 300<<10)))
 	st := stage(p + "seg/")
 	for off := 0; off < len(data); off += 70 << 10 {
 		if _, err := st.Write(data[off:min(off+70<<10, len(data))]); err != nil {
@@ -381,7 +383,7 @@ func testStaged(t *testing.T, s store.Store, p string) {
 		t.Fatal("Abort after Publish changed the object")
 	}
 
-	checkStagedFencing(t, s, key, data, func(string) store.Staged { return stage(p + "seg/") }, []byte("other"))
+	checkStagedFencing(t, s, key, data, func(string) store.Staged { return stage(p + "seg/") }, []byte("other"), data[:len(data)-1])
 	// Under another prefix than the hint, and empty, it works too.
 	st = stage(p + "seg/")
 	if err := st.Publish(ctx, p+"elsewhere/deep/b", store.PutOptions{IfNotExists: true}); err != nil {

@@ -7,16 +7,22 @@
 //	st, err := s3store.New(ctx, srv.Options("archive"))
 //
 // Beyond gofakes3 it enforces If-None-Match: * on
-// CompleteMultipartUpload (gofakes3 checks it on PutObject only), and it
+// CompleteMultipartUpload (gofakes3 checks it on PutObject only), serves
+// UploadPartCopy (which gofakes3 lacks), and it
 // can inject errors (FailNext, SetHook) to test retries and error paths.
 // It checks no signatures: any credentials work.
 package s3fake
 
 import (
+	"bytes"
 	"encoding/xml"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -168,7 +174,75 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if r.Method == http.MethodPut && r.URL.Query().Has("uploadId") && r.Header.Get("X-Amz-Copy-Source") != "" {
+		s.uploadPartCopy(w, r)
+		return
+	}
 	s.fake.ServeHTTP(w, r)
+}
+
+// uploadPartCopy serves UploadPartCopy: the source's bytes (or the
+// x-amz-copy-source-range of them) are uploaded as the part, as an
+// UploadPart of them would be.
+func (s *Server) uploadPartCopy(w http.ResponseWriter, r *http.Request) {
+	src, err := url.PathUnescape(strings.TrimPrefix(r.Header.Get("X-Amz-Copy-Source"), "/"))
+	bucket, key, ok := strings.Cut(src, "/")
+	if err != nil || !ok {
+		WriteError(w, http.StatusBadRequest, "InvalidArgument", "bad x-amz-copy-source")
+		return
+	}
+	var rng *gofakes3.ObjectRangeRequest
+	if v := r.Header.Get("X-Amz-Copy-Source-Range"); v != "" {
+		var from, to int64
+		if _, err := fmt.Sscanf(v, "bytes=%d-%d", &from, &to); err != nil || from < 0 || to < from {
+			WriteError(w, http.StatusBadRequest, "InvalidArgument", "bad x-amz-copy-source-range")
+			return
+		}
+		rng = &gofakes3.ObjectRangeRequest{Start: from, End: to}
+	}
+	obj, err := s.backend.GetObject(bucket, key, rng)
+	if err != nil {
+		if gofakes3.HasErrorCode(err, gofakes3.ErrNoSuchKey) {
+			WriteError(w, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.")
+			return
+		}
+		WriteError(w, http.StatusInternalServerError, "InternalError", err.Error())
+		return
+	}
+	body, err := io.ReadAll(obj.Contents)
+	obj.Contents.Close()
+	if err != nil {
+		WriteError(w, http.StatusInternalServerError, "InternalError", err.Error())
+		return
+	}
+	part := r.Clone(r.Context())
+	part.Header.Del("X-Amz-Copy-Source")
+	part.Header.Del("X-Amz-Copy-Source-Range")
+	part.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	part.ContentLength = int64(len(body))
+	part.Body = io.NopCloser(bytes.NewReader(body))
+	rec := httptest.NewRecorder()
+	s.fake.ServeHTTP(rec, part)
+	if rec.Code != http.StatusOK {
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		w.Write(rec.Body.Bytes()) //nolint:errcheck // the client sees a broken body
+		return
+	}
+	res, err := xml.Marshal(struct {
+		XMLName      xml.Name `xml:"CopyPartResult"`
+		LastModified string
+		ETag         string
+	}{LastModified: time.Now().UTC().Format(time.RFC3339), ETag: rec.Header().Get("ETag")})
+	if err != nil {
+		WriteError(w, http.StatusInternalServerError, "InternalError", err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/xml")
+	w.Write([]byte(xml.Header)) //nolint:errcheck
+	w.Write(res)                //nolint:errcheck
 }
 
 // takeFailure consumes one injected failure, if any are left.
