@@ -129,19 +129,14 @@ func TestStreamedFlushS3(t *testing.T) {
 		o.BlockBytes, o.SegmentBytes, o.FlushInterval = 16<<10, 8<<20, 300*time.Millisecond
 		o.KafkaOpts = append(o.KafkaOpts, kgo.FetchMaxPartitionBytes(32<<10))
 	}
-	for i := 0; ; i++ {
+	runUntilDone(t, 21, func() error {
 		reg = prometheus.NewRegistry()
 		a, err := New(onceOptions(t, c, st, mod))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err = a.Run(t.Context()); err == nil {
-			break
-		}
-		if i == 20 {
-			t.Fatalf("20 runs under faults failed, the last: %v", err)
-		}
-	}
+		return a.Run(t.Context())
+	})
 	srv.SetHook(nil)
 	checkExact(t, c, st, "st")
 	noProblems(t, st)
@@ -167,6 +162,21 @@ func TestStreamedFlushS3(t *testing.T) {
 	}
 	t.Logf("%d objects staged, %d published; %d multipart uploads, %d parts, %d completed (%d reported failed), %d aborted; %d failures injected",
 		st.stages.Load(), st.published.Load(), u.creates.Load(), u.parts.Load(), u.completes.Load(), u.landed.Load(), u.aborts.Load(), u.failed.Load())
+}
+
+// runUntilDone calls run (an archiver's --once run under injected faults)
+// until it succeeds, failing t after attempts failed runs.
+func runUntilDone(t *testing.T, attempts int, run func() error) {
+	t.Helper()
+	for i := 1; ; i++ {
+		err := run()
+		if err == nil {
+			return
+		}
+		if i == attempts {
+			t.Fatalf("%d runs failed, the last: %v", attempts, err)
+		}
+	}
 }
 
 // sweepRecorder records the upload sweeps an archiver asks for.
@@ -489,7 +499,7 @@ func TestStreamedSegmentsS3(t *testing.T) {
 	})
 	const bound = 1 << 20
 	var peak atomic.Int64
-	for i := 0; ; i++ {
+	runUntilDone(t, 6, func() error {
 		a, err := New(onceOptions(t, c, st, func(o *Options) {
 			o.Layout, o.Compression = LayoutSegments, "none"
 			o.BlockBytes, o.MaxBufferedBytes, o.FlushInterval = 16<<10, bound, time.Minute
@@ -513,13 +523,8 @@ func TestStreamedSegmentsS3(t *testing.T) {
 		err = a.Run(t.Context())
 		close(stop)
 		<-sampled
-		if err == nil {
-			break
-		}
-		if i == 5 {
-			t.Fatalf("5 runs failed, the last: %v", err)
-		}
-	}
+		return err
+	})
 	srv.SetHook(nil)
 	checkExact(t, c, st, "sg")
 	noProblems(t, st)
