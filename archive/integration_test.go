@@ -31,6 +31,7 @@ import (
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/filestore"
 	"github.com/kbackup/kbackup/store/s3store"
+	"github.com/kbackup/kbackup/store/storetest"
 	"github.com/kbackup/kbackup/testenv"
 )
 
@@ -708,12 +709,8 @@ func checkS3Archive(t *testing.T, s3 testenv.S3, prefix, topic, want, codec stri
 	if got := archiveDigests(t, st, topic); got != want {
 		t.Fatalf("archive in MinIO (%s) differs from the log (records per partition, digest):\narchive %v\nlog     %v", codec, got, want)
 	}
-	var left []string
-	if err := st.List(context.Background(), store.ListOptions{Prefix: s3store.StagingPrefix}, func(e store.ListEntry) error {
-		left = append(left, e.Key)
-		return nil
-	}); err != nil || len(left) > 0 {
-		t.Fatalf("temporary objects left in MinIO (%s): %q, %v", codec, left, err)
+	if left := storetest.Keys(t, st, s3store.StagingPrefix); len(left) > 0 {
+		t.Fatalf("temporary objects left in MinIO (%s): %q", codec, left)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/kbackup/kbackup/store"
 	"github.com/kbackup/kbackup/store/s3store"
 	"github.com/kbackup/kbackup/store/s3store/s3fake"
+	"github.com/kbackup/kbackup/store/storetest"
 )
 
 // s3Uploads counts a fake S3's multipart requests and injects failures:
@@ -539,16 +540,52 @@ func TestStreamedSegmentsS3(t *testing.T) {
 	if largest <= limit {
 		t.Errorf("largest segment %d bytes, limit %d: the segments were not streamed", largest, limit)
 	}
-	var left []string
-	if err := st.List(t.Context(), store.ListOptions{Prefix: s3store.StagingPrefix}, func(e store.ListEntry) error {
-		left = append(left, e.Key)
-		return nil
-	}); err != nil || len(left) != 0 {
-		t.Errorf("temporary objects left: %q, %v", left, err)
+	if left := storetest.Keys(t, st, s3store.StagingPrefix); len(left) != 0 {
+		t.Errorf("temporary objects left: %q", left)
 	}
 	if pb := st.PartBuffers(); pb.InUse != 0 {
 		t.Errorf("part buffers %+v: some still in use", pb)
 	}
 	t.Logf("%d copies (%d failed, %d landed but reported failed); peak held %d bytes; %d segments, largest %d bytes, %d bytes in all",
 		copies.Load(), failed.Load(), landed.Load(), peak.Load(), segments, largest, total)
+}
+
+// TestBufferedCountsPartHold: a streaming segment counts the part buffer
+// its staged object holds outside the Go heap (partHold) against the
+// memory bound, open and sealed, besides its blocks not yet written; a
+// segment held in memory counts its blocks only.
+func TestBufferedCountsPartHold(t *testing.T) {
+	sg := newStore(t).(store.Stager)
+	const hold = 5 << 20
+	ps := &partState{partHold: hold}
+	ps.open = manifest.NewSegmentWriter(0, manifest.SegmentOptions{Codec: manifest.CodecNone, BlockSize: 1 << 10, StageAfter: 1,
+		Stage: func() (store.Staged, error) { return sg.Stage(t.Context(), "seg/") }})
+	value := bytes.Repeat([]byte("v"), 300)
+	for off := int64(0); !ps.open.Streaming(); off++ {
+		if off == 100 {
+			t.Fatal("the segment never started streaming")
+		}
+		if err := ps.open.Append(&manifest.Record{Offset: off, Value: value}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open := ps.buffered()
+	if blocks := int64(ps.open.Held()); open != blocks+hold {
+		t.Fatalf("a streaming open segment counts %d bytes, want its %d held and the part buffer (%d)", open, blocks, hold)
+	}
+	ps.seal()
+	if got := ps.buffered(); got != open {
+		t.Fatalf("sealed, it counts %d bytes, want the %d it counted open", got, open)
+	}
+	ps.queue[0].writer.Abort()
+
+	held := &partState{partHold: hold, open: manifest.NewSegmentWriter(0, manifest.SegmentOptions{Codec: manifest.CodecNone, BlockSize: 1 << 10})}
+	for off := int64(0); off < 10; off++ {
+		if err := held.open.Append(&manifest.Record{Offset: off, Value: value}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := held.buffered(), int64(held.open.Held()); got != want {
+		t.Fatalf("a segment held in memory counts %d bytes, want its %d", got, want)
+	}
 }

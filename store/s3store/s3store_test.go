@@ -341,7 +341,7 @@ func TestConnectionResetRetried(t *testing.T) {
 // before the server handles it.
 type stageHook struct {
 	creates, parts, completes, aborts, puts atomic.Int64
-	copies, deletes                         atomic.Int64 // UploadPartCopy, DeleteObject
+	copies, deletes, lists                  atomic.Int64 // UploadPartCopy, DeleteObject, ListObjectsV2
 	copyRanges                              []string     // of the copies (one at a time)
 	failPart                                int64
 	failPut, failCopy                       atomic.Bool
@@ -374,6 +374,8 @@ func (h *stageHook) hook(w http.ResponseWriter, r *http.Request) bool {
 		h.aborts.Add(1)
 	case r.Method == http.MethodDelete:
 		h.deletes.Add(1)
+	case r.Method == http.MethodGet && q.Has("list-type"):
+		h.lists.Add(1)
 	case r.Method == http.MethodPut:
 		h.puts.Add(1)
 		if h.failPut.Load() {
@@ -477,17 +479,7 @@ func TestStageAtStreams(t *testing.T) {
 func TestStageCopies(t *testing.T) {
 	ctx := t.Context()
 	s, h := newStageStore(t)
-	staging := func() []string {
-		t.Helper()
-		var keys []string
-		if err := s.List(ctx, store.ListOptions{Prefix: s3store.StagingPrefix}, func(e store.ListEntry) error {
-			keys = append(keys, e.Key)
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return keys
-	}
+	staging := func() []string { return storetest.Keys(t, s, s3store.StagingPrefix) }
 	data := bytes.Repeat([]byte("0123456789abcdef"), 3*testPartSize/16+5)
 	st, err := s.Stage(ctx, "topics/t/segments/")
 	if err != nil {
@@ -582,7 +574,7 @@ func TestStageCopies(t *testing.T) {
 // cutoff, and only those under StagingPrefix.
 func TestSweepStaged(t *testing.T) {
 	ctx := t.Context()
-	s, _ := newStageStore(t)
+	s, h := newStageStore(t)
 	for _, k := range []string{s3store.StagingPrefix + "1-dead", s3store.StagingPrefix + "2-dead", "topics/t/kept"} {
 		if err := s.Put(ctx, k, strings.NewReader("x"), 1, store.PutOptions{}); err != nil {
 			t.Fatal(err)
@@ -598,21 +590,43 @@ func TestSweepStaged(t *testing.T) {
 		t.Errorf("an archive object was swept: %v", err)
 	}
 
-	// A Store's first Stage sweeps in the background.
-	defer s3store.SetStaleStaging(100 * time.Millisecond)()
-	if err := s.Put(ctx, s3store.StagingPrefix+"3-dead", strings.NewReader("x"), 1, store.PutOptions{}); err != nil {
-		t.Fatal(err)
+	// A Store's first Stage sweeps in the background, and a later one
+	// again once the staleness has passed since, not before.
+	defer s3store.SetStaleStaging(500 * time.Millisecond)()
+	stage := func() {
+		t.Helper()
+		st, err := s.Stage(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Abort()
 	}
-	time.Sleep(200 * time.Millisecond)
-	st, err := s.Stage(ctx, "")
-	if err != nil {
-		t.Fatal(err)
+	deadAged := func(key string) {
+		t.Helper()
+		if err := s.Put(ctx, s3store.StagingPrefix+key, strings.NewReader("x"), 1, store.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(600 * time.Millisecond)
 	}
-	st.Abort()
-	waitFor(t, "the dead temporary object swept", func() bool {
-		_, err := s.Stat(ctx, s3store.StagingPrefix+"3-dead")
-		return errors.Is(err, store.ErrNotFound)
-	})
+	swept := func(key string) {
+		t.Helper()
+		waitFor(t, key+" swept", func() bool {
+			_, err := s.Stat(ctx, s3store.StagingPrefix+key)
+			return errors.Is(err, store.ErrNotFound)
+		})
+	}
+	deadAged("3-dead")
+	h.lists.Store(0)
+	stage()
+	swept("3-dead")
+	stage() // within the staleness of the last sweep: none
+	time.Sleep(100 * time.Millisecond)
+	if n := h.lists.Load(); n != 1 {
+		t.Errorf("%d listings of %s after two Stages in a row, want the first's", n, s3store.StagingPrefix)
+	}
+	deadAged("4-dead")
+	stage()
+	swept("4-dead")
 	if _, err := s.Stat(ctx, "topics/t/kept"); err != nil {
 		t.Errorf("an archive object was swept: %v", err)
 	}

@@ -323,8 +323,8 @@ func testReaderError(t *testing.T, s store.Store, p string) {
 	}
 }
 
-// stagedKeys returns every key under p.
-func stagedKeys(t *testing.T, s store.Store, p string) []string {
+// Keys returns every key under prefix p of s, or fails t.
+func Keys(t *testing.T, s store.Store, p string) []string {
 	t.Helper()
 	var keys []string
 	for _, e := range listAll(t, s, store.ListOptions{Prefix: p}) {
@@ -358,7 +358,7 @@ func testStaged(t *testing.T, s store.Store, p string, large int64) {
 		if _, err := st.Write(data[off:min(off+70<<10, len(data))]); err != nil {
 			t.Fatalf("Write: %v", err)
 		}
-		if keys := stagedKeys(t, s, p); len(keys) != 0 {
+		if keys := Keys(t, s, p); len(keys) != 0 {
 			t.Fatalf("a staged object is listed before Publish: %q", keys)
 		}
 	}
@@ -395,7 +395,7 @@ func testStaged(t *testing.T, s store.Store, p string, large int64) {
 
 	// Abort leaves nothing, and the staged object is dead.
 	checkStagedAbort(t, stage(p+"seg/"), data, p+"seg/c")
-	if keys := stagedKeys(t, s, p); len(keys) != 2 {
+	if keys := Keys(t, s, p); len(keys) != 2 {
 		t.Errorf("after Abort the keys are %q, want only the two published", keys)
 	}
 	// An invalid key is refused.
@@ -478,7 +478,7 @@ func testKeyedStaged(t *testing.T, s store.Store, p string, large int64) {
 	key := p + "wal/a"
 	st := stage(key)
 	write(st, data)
-	if keys := stagedKeys(t, s, p); len(keys) != 0 {
+	if keys := Keys(t, s, p); len(keys) != 0 {
 		t.Fatalf("a staged object is listed before Publish: %q", keys)
 	}
 	if st.Size() != int64(len(data)) {
@@ -519,7 +519,7 @@ func testKeyedStaged(t *testing.T, s store.Store, p string, large int64) {
 
 	// Abort leaves nothing, and the staged object is dead.
 	checkStagedAbort(t, stage(p+"wal/d"), data, p+"wal/d")
-	if keys := stagedKeys(t, s, p); len(keys) != 2 {
+	if keys := Keys(t, s, p); len(keys) != 2 {
 		t.Errorf("after Abort the keys are %q, want only the two published", keys)
 	}
 	if _, err := ks.StageAt(ctx, p+"bad key"); err == nil {
@@ -565,7 +565,7 @@ func testUploadSweep(t *testing.T, s store.Store, p string, large int64) {
 	if err := st.Publish(ctx, p+"wal/w/left", store.PutOptions{}); err == nil {
 		t.Error("an upload swept away was published")
 	}
-	if keys := stagedKeys(t, s, p); len(keys) != 0 {
+	if keys := Keys(t, s, p); len(keys) != 0 {
 		t.Errorf("keys after the sweep: %q", keys)
 	}
 }
