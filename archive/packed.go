@@ -56,8 +56,18 @@ const (
 	// the default block size, so at most one PUT per 4 MiB of a busy
 	// partition); smaller ones share the flush object.
 	packedStageAfter = 4
-	// maxStreamedFlushes bounds the streamed flush objects in flight.
+	// maxStreamedFlushes bounds the streamed flush objects being filled
+	// (reserved for a keyed staged object, flush not started: each holds
+	// a part buffer) and, with a store that stages without a key, the
+	// streamed flush objects in flight.
 	maxStreamedFlushes = 4
+	// maxStreamedInFlight bounds every streamed flush object reserved or
+	// in flight. A busy partition's streamed segment sealed at a flush
+	// completes (its last part, the completion, the commit) while the
+	// partition's next segment fills: counting the completing ones
+	// against maxStreamedFlushes refused the next segments staging, and
+	// they were held in memory, block by block, until their own seal.
+	maxStreamedInFlight = 2 * maxStreamedFlushes
 )
 
 func (a *Archiver) packed() bool { return a.opts.Layout == LayoutPacked }
@@ -144,7 +154,7 @@ type compactResult struct {
 func newPackedState(now time.Time) *packedState {
 	return &packedState{writer: manifest.NewWriterID(), live: map[int64]int{}, deleteDue: map[int64]time.Time{}, started: now,
 		handed: map[int64][]handedEntry{}, handedEnds: make(chan map[string]int64, 1),
-		indexPrev: -1, flushing: map[int64]bool{}, results: make(chan packedResult, 1+maxStreamedFlushes), compacts: make(chan compactResult, 64),
+		indexPrev: -1, flushing: map[int64]bool{}, results: make(chan packedResult, 1+maxStreamedInFlight), compacts: make(chan compactResult, 64),
 		cslots: make(chan struct{}, compactConcurrency), checks: make(chan claimCheck, 64), checkSlots: make(chan struct{}, claimCheckConcurrency),
 		kept: make(chan []manifest.KeptPartition, 1)}
 }
@@ -242,10 +252,7 @@ func (a *Archiver) packedTick(ctx context.Context, force bool) {
 		pk.last = now
 	}
 	var items []packedItem
-	streams := len(pk.flushing)
-	if pk.shared {
-		streams--
-	}
+	_, streams := pk.streams()
 	for _, ps := range a.parts {
 		if !ps.ready || ps.epoch == 0 {
 			continue
@@ -304,17 +311,15 @@ func (a *Archiver) kickReserved(ctx context.Context, ps *partState) {
 // reserved):
 // its entries must be in ascending seqs (format rule 13; if the one in
 // flight fails and is retried under a newer seq, this segment is lost at
-// its flush and fetched again). At most maxStreamedFlushes are staged or
-// streamed at once (each holds one or two parts in memory). An error keeps
+// its flush and fetched again). At most maxStreamedFlushes are being
+// filled and maxStreamedInFlight filled or completing at once (each holds
+// one or two parts in memory until its last part is sent). An error keeps
 // the segment in memory, as without staging.
 func (a *Archiver) stageFlush(ps *partState, ks store.KeyedStager) (store.Staged, error) {
 	pk := a.pk
-	streams := len(pk.flushing)
-	if pk.shared {
-		streams--
-	}
+	filling, streams := pk.streams()
 	switch {
-	case streams >= maxStreamedFlushes:
+	case filling >= maxStreamedFlushes || streams >= maxStreamedInFlight:
 		return nil, errors.New("streamed flush objects at their bound")
 	case !ps.queuedHaveSeqs():
 		return nil, errors.New("an earlier segment has no flush object yet")
@@ -330,6 +335,21 @@ func (a *Archiver) stageFlush(ps *partState, ks store.KeyedStager) (store.Staged
 	pk.flushing[seq] = false
 	ps.openRes = reservation{seq: seq, ok: true}
 	return st, nil
+}
+
+// streams counts the streamed flush objects: those reserved whose flush
+// did not start (filling), and all reserved or in flight.
+func (pk *packedState) streams() (filling, all int) {
+	for _, started := range pk.flushing {
+		if !started {
+			filling++
+		}
+	}
+	all = len(pk.flushing)
+	if pk.shared {
+		all--
+	}
+	return filling, all
 }
 
 // queuedHaveSeqs reports whether every sealed segment of ps has its flush

@@ -1364,14 +1364,10 @@ func TestStageFlushReservations(t *testing.T) {
 	if len(a.pk.flushing) != 2 {
 		t.Fatalf("reservations %v, want p1's and p2's", a.pk.flushing)
 	}
-	// The bound counts reserved and started ones.
 	a.pk.flushing[3] = true // a streamed flush object in flight
 	p3 := newPart()
 	if _, err := a.stageFlush(p3, ks); err != nil {
 		t.Fatal(err)
-	}
-	if _, err := a.stageFlush(newPart(), ks); err == nil {
-		t.Fatalf("staged beyond %d streamed flush objects (%v)", maxStreamedFlushes, a.pk.flushing)
 	}
 	// A tail index waits for the reserved seqs.
 	a.pk.indexDue = true
@@ -1393,6 +1389,42 @@ func TestStageFlushReservations(t *testing.T) {
 	}
 	if p1.open != nil || p1.openRes.ok {
 		t.Error("discard left the open segment")
+	}
+}
+
+// TestStageFlushBound: at most maxStreamedFlushes streamed flush objects
+// are filling (reserved, flush not started) and maxStreamedInFlight
+// reserved or in flight; the shared one does not count. A busy
+// partition's segment sealed at a flush completes while its next segment
+// fills: the completing ones must not keep the next ones from staging.
+func TestStageFlushBound(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		filling, started int
+		shared           bool
+		ok               bool
+	}{
+		{0, 0, false, true},
+		{maxStreamedFlushes - 1, 0, false, true},
+		{maxStreamedFlushes, 0, false, false},
+		{maxStreamedFlushes - 1, maxStreamedFlushes, false, true},
+		{0, maxStreamedFlushes, false, true},
+		{maxStreamedFlushes - 1, maxStreamedInFlight - maxStreamedFlushes + 1, false, false},
+		{0, maxStreamedInFlight - 1, false, true},
+		{0, maxStreamedInFlight, false, false},
+		{0, maxStreamedInFlight, true, true}, // one of them is the shared one
+	} {
+		a := &Archiver{pk: newPackedState(time.Now())}
+		for i := 0; i < tc.filling+tc.started; i++ {
+			a.pk.flushing[a.pk.seq] = i >= tc.filling
+			a.pk.seq++
+		}
+		a.pk.shared = tc.shared
+		p := &partState{open: manifest.NewSegmentWriter(0, manifest.SegmentOptions{})}
+		_, err := a.stageFlush(p, &keyedStub{})
+		if (err == nil) != tc.ok {
+			t.Errorf("%d filling, %d started (shared %v): staged %v (%v), want %v", tc.filling, tc.started, tc.shared, err == nil, err, tc.ok)
+		}
 	}
 }
 
