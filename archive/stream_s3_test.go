@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kbackup/kbackup/internal/kfaketest"
@@ -96,6 +97,20 @@ func (u *s3Uploads) hook(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
+// s3Catchup returns a kfake cluster whose topic (4 partitions) holds
+// records records of 500 B, and a new s3fake bucket's server and store
+// options with 48 KiB parts (s3fake has no 5 MiB minimum: several parts
+// per segment).
+func s3Catchup(t *testing.T, topic string, records int) (*kfake.Cluster, *s3fake.Server, s3store.Options) {
+	t.Helper()
+	c := newCluster(t)
+	createTopic(t, c, topic, 4, nil)
+	fillTopic(t, newClient(t, c, kgo.ProducerBatchMaxBytes(64<<10)), topic, records, 500)
+	srv, so := s3fake.Start(t, "b")
+	so.PartSize = 48 << 10
+	return c, srv, so
+}
+
 // TestStreamedFlushS3: in the packed layout with S3, a busy partition's
 // segment of more than packedStageAfter blocks is streamed as a multipart
 // upload to its flush object's key (its seq reserved when staging began),
@@ -106,11 +121,7 @@ func (u *s3Uploads) hook(w http.ResponseWriter, r *http.Request) bool {
 // started was completed or aborted.
 func TestStreamedFlushS3(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
-	createTopic(t, c, "st", 4, nil)
-	fillTopic(t, newClient(t, c, kgo.ProducerBatchMaxBytes(64<<10)), "st", 20_000, 500)
-	srv, so := s3fake.Start(t, "b")
-	so.PartSize = 48 << 10 // gofakes3 has no 5 MiB minimum: several parts per segment
+	c, srv, so := s3Catchup(t, "st", 20_000)
 	so.MaxRetries = -1
 	s3st, err := s3store.New(t.Context(), so)
 	if err != nil {
@@ -467,11 +478,7 @@ func gatherMetrics(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 // clean, no temporary object is left and no part buffer is in use.
 func TestStreamedSegmentsS3(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
-	createTopic(t, c, "sg", 4, nil)
-	fillTopic(t, newClient(t, c, kgo.ProducerBatchMaxBytes(64<<10)), "sg", 20_000, 500)
-	srv, so := s3fake.Start(t, "b")
-	so.PartSize = 48 << 10
+	c, srv, so := s3Catchup(t, "sg", 20_000)
 	so.MaxRetries = -1
 	st, err := s3store.New(t.Context(), so)
 	if err != nil {
@@ -509,21 +516,9 @@ func TestStreamedSegmentsS3(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		stop, sampled := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(sampled)
-			for {
-				peak.Store(max(peak.Load(), a.Status().Buffered))
-				select {
-				case <-stop:
-					return
-				case <-time.After(5 * time.Millisecond):
-				}
-			}
-		}()
+		stop := samplePeakBuffered(a, &peak)
 		err = a.Run(t.Context())
-		close(stop)
-		<-sampled
+		stop()
 		return err
 	})
 	srv.SetHook(nil)
@@ -588,4 +583,99 @@ func TestBufferedCountsPartHold(t *testing.T) {
 	if got, want := held.buffered(), int64(held.open.Held()); got != want {
 		t.Fatalf("a segment held in memory counts %d bytes, want its %d", got, want)
 	}
+}
+
+// samplePeakBuffered raises peak to a's buffered bytes (Status) every few
+// milliseconds until stop is called.
+func samplePeakBuffered(a *Archiver, peak *atomic.Int64) (stop func()) {
+	quit, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			peak.Store(max(peak.Load(), a.Status().Buffered))
+			select {
+			case <-quit:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-sampled
+	}
+}
+
+// slowCompletions is an S3 store whose staged objects take a millisecond
+// per write and delay to publish (a busy store's uploads and multipart
+// completions); it counts the objects staged.
+type slowCompletions struct {
+	*s3store.Store
+	delay  time.Duration
+	stages atomic.Int64
+}
+
+func (s *slowCompletions) StageAt(ctx context.Context, key string) (store.Staged, error) {
+	st, err := s.Store.StageAt(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	s.stages.Add(1)
+	return &slowStaged{Staged: st, delay: s.delay}, nil
+}
+
+type slowStaged struct {
+	store.Staged
+	delay time.Duration
+}
+
+func (s *slowStaged) Write(p []byte) (int, error) {
+	time.Sleep(time.Millisecond)
+	return s.Staged.Write(p)
+}
+
+func (s *slowStaged) Publish(ctx context.Context, key string, opts store.PutOptions) error {
+	time.Sleep(s.delay)
+	return s.Staged.Publish(ctx, key, opts)
+}
+
+// TestStagingBehindCompletions: in the packed layout with S3, the busy
+// partitions' streamed flush objects sealed at a flush complete (slowly
+// here) while the partitions' next segments fill; those stream too
+// instead of waiting in memory for the completions. Counted against the
+// bound of four streamed flush objects being filled, the completing ones
+// refused every next segment staging and the catch-up held nearly all it
+// fetched (19 MB here, against ~0.4 MB).
+func TestStagingBehindCompletions(t *testing.T) {
+	t.Parallel()
+	c, _, so := s3Catchup(t, "sb", 40_000)
+	s3st, err := s3store.New(t.Context(), so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &slowCompletions{Store: s3st, delay: 80 * time.Millisecond}
+	a, err := New(onceOptions(t, c, st, func(o *Options) {
+		o.Layout, o.Compression = LayoutPacked, "none"
+		o.BlockBytes, o.SegmentBytes, o.FlushInterval = 16<<10, 64<<20, 200*time.Millisecond
+		o.KafkaOpts = append(o.KafkaOpts, kgo.FetchMaxPartitionBytes(32<<10))
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peak atomic.Int64
+	stop := samplePeakBuffered(a, &peak)
+	err = a.Run(t.Context())
+	stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, c, st, "sb")
+	noProblems(t, st)
+	if p := peak.Load(); p > 4<<20 {
+		t.Errorf("held up to %d bytes: the next segments waited in memory behind the completions", p)
+	}
+	if n := st.stages.Load(); n <= 4 {
+		t.Errorf("%d streamed flush objects for 4 partitions: their next segments did not stream", n)
+	}
+	t.Logf("%d streamed flush objects, peak held %d bytes", st.stages.Load(), peak.Load())
 }
