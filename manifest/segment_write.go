@@ -70,7 +70,11 @@ type SegmentWriter struct {
 	stream *streamer
 
 	// the open block
-	payload  []byte
+	payload []byte
+	// payCRC is the CRC-32C of payload[:payCRCN] (CodecNone, whose stored
+	// bytes are the payload): see crcChunk.
+	payCRC   uint32
+	payCRCN  int
 	cur      BlockInfo
 	runMax   int64
 	records  int64
@@ -153,6 +157,10 @@ func (w *SegmentWriter) Append(r *Record) error {
 		w.grow(len(w.payload) + size)
 	}
 	w.payload = appendRecord(w.payload, r, w.cur.FirstOffset)
+	if w.opts.Codec == CodecNone && len(w.payload)-w.payCRCN >= crcChunk {
+		w.payCRC = crc32.Update(w.payCRC, castagnoli, w.payload[w.payCRCN:])
+		w.payCRCN = len(w.payload)
+	}
 	w.cur.Records++
 	w.cur.LastOffset = r.Offset
 	w.cur.MinTimestamp = min(w.cur.MinTimestamp, r.Timestamp)
@@ -209,6 +217,10 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	w.cur.RunningMaxTimestamp = w.runMax
 	w.index.Blocks = append(w.index.Blocks, w.cur)
 	cb := &closedBlock{rawLen: len(w.payload), stored: w.payload, records: w.cur.Records}
+	if w.opts.Codec == CodecNone {
+		cb.crc = crc32.Update(w.payCRC, castagnoli, w.payload[w.payCRCN:])
+		w.payCRC, w.payCRCN = 0, 0
+	}
 	w.closed = append(w.closed, cb)
 	w.rawSize += len(w.payload)
 	if w.opts.Codec != CodecNone {
@@ -305,9 +317,6 @@ func (s *streamer) run() {
 			<-cb.done
 		}
 		b := cb.stored
-		if s.codec == CodecNone {
-			cb.crc = crc32c(b)
-		}
 		cb.pos, cb.length = s.pos, int64(blockHeaderSize+len(b))
 		s.write(appendBlockHeader(hdr[:0], s.codec, cb.records, cb.rawLen, b, cb.crc), false, 0)
 		s.write(b, true, cb.crc)
@@ -381,6 +390,13 @@ func (w *SegmentWriter) grow(need int) {
 	putBlockBuf(w.payload, full)
 	w.payload = b
 }
+
+// crcChunk: an uncompressed block's CRC-32C is updated as records are
+// appended, each time this many bytes were added, while they are still in
+// the CPU's cache. Computed when the block is written, from memory, it was
+// about 9% of a --compression none archiver's CPU (4x the cost on cached
+// bytes); a compressed block's is computed right after compressing it.
+const crcChunk = 32 << 10
 
 // fullBlockCap is the capacity of a busy partition's block buffer: the
 // block target and room for the record that closes it.
@@ -542,9 +558,6 @@ func (w *SegmentWriter) FinishBody() (*SegmentBody, SegmentInfo) {
 	prev := 0
 	for i, cb := range w.closed {
 		b := cb.stored
-		if w.opts.Codec == CodecNone {
-			cb.crc = crc32c(b)
-		}
 		bl := &w.index.Blocks[i]
 		bl.Position = pos
 		bl.Length = int64(blockHeaderSize + len(b))

@@ -4,7 +4,9 @@
 // (its name contains '~', a byte no key may hold, so List never returns
 // it), fsyncs it, then publishes it with link(2) (IfNotExists: atomic and
 // never overwrites) or rename(2), and fsyncs the directory. Readers
-// therefore see either the old object or the complete new one.
+// therefore see either the old object or the complete new one. Staged
+// objects and Puts of 1 MiB or more are written with O_DIRECT where the
+// file system is a local disk one (writer.go).
 //
 // A directory cannot hold both a key "a" and a key "a/b": unlike S3, a
 // file and a directory cannot share a name. The archive layout never
@@ -115,7 +117,11 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, op
 			os.Remove(tmpName)
 		}
 	}()
-	if err := copyExact(ctx, tmp, r, size); err != nil {
+	w := newFileWriter(tmp, size >= directMin)
+	if err := copyExact(ctx, w, r, size); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := w.finish(); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	committed = true // publish removes the temporary file, whatever happens
@@ -404,7 +410,7 @@ func (s *Store) Stage(ctx context.Context, prefix string) (store.Staged, error) 
 	if _, done := s.swept.LoadOrStore(dir, true); !done {
 		sweepTemps(dir, time.Now().Add(-staleTemp))
 	}
-	return &staged{s: s, f: f}, nil
+	return &staged{s: s, f: f, w: newFileWriter(f, true)}, nil
 }
 
 // sweepTemps removes the temporary files in dir last written before
@@ -430,6 +436,7 @@ type staged struct {
 	s    *Store
 	mu   sync.Mutex
 	f    *os.File // nil once published or aborted
+	w    *fileWriter
 	size int64
 	err  error // why f is nil
 }
@@ -440,7 +447,7 @@ func (st *staged) Write(p []byte) (int, error) {
 	if st.f == nil {
 		return 0, st.err
 	}
-	n, err := st.f.Write(p)
+	n, err := st.w.Write(p)
 	st.size += int64(n)
 	return n, err
 }
@@ -461,6 +468,11 @@ func (st *staged) Publish(ctx context.Context, key string, opts store.PutOptions
 	st.f, st.err = nil, fmt.Errorf("staged object already published as %s", key)
 	st.mu.Unlock()
 	if f == nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := st.w.finish(); err != nil {
+		f.Close()
+		os.Remove(f.Name())
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	return st.s.publish(ctx, f, st.s.path(key), key, opts)

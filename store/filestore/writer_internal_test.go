@@ -1,0 +1,164 @@
+//go:build linux
+
+package filestore
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// directExpected reports whether setDirect should accept a file in dir:
+// on Linux, on the local disk file systems it lists.
+func directExpected(t *testing.T, dir string) bool {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		return false
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	switch uint32(st.Type) {
+	case unix.EXT4_SUPER_MAGIC, unix.XFS_SUPER_MAGIC, unix.BTRFS_SUPER_MAGIC, unix.F2FS_SUPER_MAGIC:
+		return true
+	}
+	return false
+}
+
+// writeChunks writes data to a new file in dir through a fileWriter, in
+// chunks of the given sizes (cycled), and returns the file's contents and
+// whether the writer was still writing directly after the last Write.
+func writeChunks(t *testing.T, dir string, data []byte, sizes []int) ([]byte, bool) {
+	t.Helper()
+	f, err := os.CreateTemp(dir, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := newFileWriter(f, true)
+	for i, rest := 0, data; len(rest) > 0; i++ {
+		n := min(sizes[i%len(sizes)], len(rest))
+		got, err := w.Write(rest[:n])
+		if err != nil || got != n {
+			t.Fatalf("Write(%d bytes) = %d, %v", n, got, err)
+		}
+		rest = rest[n:]
+	}
+	direct := w.direct
+	if err := w.finish(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, direct
+}
+
+// TestFileWriter writes files of sizes around the alignment and the
+// buffer, in chunk patterns from single bytes to several buffers, and
+// checks every byte lands where it belongs, direct or not.
+func TestFileWriter(t *testing.T) {
+	dir := t.TempDir()
+	want := directExpected(t, dir)
+	t.Logf("direct writes expected in %s: %v", dir, want)
+	rng := rand.New(rand.NewPCG(1, 2))
+	data := make([]byte, 3*directBuf+5*directAlign+77)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	for _, size := range []int{0, 1, directAlign - 1, directAlign, directAlign + 1, directBuf, directBuf + 1, len(data)} {
+		for _, sizes := range [][]int{{1}, {7, 4093}, {directAlign}, {directAlign + 1}, {directBuf - 1}, {directBuf}, {2*directBuf + 3}, {100, 300000, 5, 1 << 20}} {
+			if size > 20000 && sizes[0] == 1 {
+				continue // byte by byte: only the small sizes
+			}
+			got, direct := writeChunks(t, dir, data[:size], sizes)
+			if direct != want {
+				t.Fatalf("direct = %v, want %v", direct, want)
+			}
+			if !bytes.Equal(got, data[:size]) {
+				t.Fatalf("size %d in chunks %v: the file differs from what was written (%d bytes)", size, sizes, len(got))
+			}
+		}
+	}
+	for range 50 { // random chunkings
+		size := rng.IntN(len(data))
+		sizes := make([]int, 1+rng.IntN(5))
+		for i := range sizes {
+			sizes[i] = 1 + rng.IntN(2*directBuf)
+		}
+		if got, _ := writeChunks(t, dir, data[:size], sizes); !bytes.Equal(got, data[:size]) {
+			t.Fatalf("size %d in chunks %v: the file differs", size, sizes)
+		}
+	}
+}
+
+// TestFileWriterFallback: a direct write the file system refuses (here an
+// unaligned buffer, refused with EINVAL) is written through the page cache
+// instead, and so is everything after it.
+func TestFileWriterFallback(t *testing.T) {
+	dir := t.TempDir()
+	if !directExpected(t, dir) {
+		t.Skipf("%s takes no direct writes: nothing to fall back from", dir) // the default TempDir is on disk in CI
+	}
+	f, err := os.CreateTemp(dir, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := newFileWriter(f, true)
+	if !w.direct {
+		t.Fatal("not direct")
+	}
+	bp := alignedBufs.Get().(*[]byte)
+	defer alignedBufs.Put(bp)
+	first := (*bp)[1 : 1+directAlign] // misaligned by one byte
+	for i := range first {
+		first[i] = byte(i)
+	}
+	if err := w.writeUnits(first); err != nil {
+		t.Fatalf("writeUnits of a misaligned buffer: %v (want the page-cache fallback)", err)
+	}
+	if w.direct {
+		t.Fatal("still direct after a refused direct write")
+	}
+	rest := bytes.Repeat([]byte("x"), directBuf+3)
+	if _, err := w.Write(rest); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.finish(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append(append([]byte{}, first...), rest...); !bytes.Equal(got, want) {
+		t.Fatalf("file has %d bytes, want %d, or differs", len(got), len(want))
+	}
+}
+
+// TestDirectRefusedOnTmpfs: tmpfs (no disk under it) keeps the page cache.
+func TestDirectRefusedOnTmpfs(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("direct writes are Linux only")
+	}
+	var st unix.Statfs_t
+	if unix.Statfs("/dev/shm", &st) != nil || uint32(st.Type) != unix.TMPFS_MAGIC {
+		t.Skip("no tmpfs at /dev/shm")
+	}
+	f, err := os.CreateTemp("/dev/shm", "kbackup-direct-test")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if setDirect(f, true) {
+		t.Fatal("setDirect accepted a file on tmpfs")
+	}
+}
