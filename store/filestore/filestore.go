@@ -5,8 +5,9 @@
 // it), fsyncs it, then publishes it with link(2) (IfNotExists: atomic and
 // never overwrites) or rename(2), and fsyncs the directory. Readers
 // therefore see either the old object or the complete new one. Staged
-// objects and Puts of 1 MiB or more are written with O_DIRECT where the
-// file system is a local disk one (writer.go).
+// objects and Puts of 1 MiB or more are written, and ranges of 1 MiB or
+// more read, with O_DIRECT where the file system is a local disk one
+// (writer.go).
 //
 // A directory cannot hold both a key "a" and a key "a/b": unlike S3, a
 // file and a directory cannot share a name. The archive layout never
@@ -323,6 +324,11 @@ func (s *Store) GetRange(ctx context.Context, key string, off, length int64) (io
 	n := size - off
 	if length >= 0 && length < n {
 		n = length
+	}
+	if n >= directMin {
+		if dr := newDirectReader(f, off, n); dr != nil {
+			return dr, nil
+		}
 	}
 	return &rangeReader{SectionReader: io.NewSectionReader(f, off, n), f: f}, nil
 }

@@ -5,6 +5,8 @@ package filestore
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -266,5 +268,99 @@ func TestStoreWritesDirect(t *testing.T) {
 		if res > 1 { // the last partial unit is written through the cache
 			t.Errorf("%s: %d of its %d pages are in the page cache: not written directly", key, res, pages)
 		}
+	}
+}
+
+// TestDirectReader reads ranges of 1 MiB and more (read directly) at
+// offsets around the alignment, in chunks of several sizes, and checks
+// every byte; then the fallback when a direct read fails midway, and a
+// file found shorter than when the range was opened.
+func TestDirectReader(t *testing.T) {
+	dir := t.TempDir()
+	direct := directExpected(t, dir)
+	s, err := New(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(5, 6))
+	data := make([]byte, 3<<20+1234)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	if err := s.Put(ctx, "obj", bytes.NewReader(data), int64(len(data)), store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	size := int64(len(data))
+	for _, rg := range [][2]int64{{0, -1}, {1, 1 << 20}, {4095, 2<<20 + 5}, {size - 1<<20, -1}, {5000, 1<<20 + 4096}, {directBuf - 3, directMin + 1}} {
+		want := data[rg[0]:]
+		if rg[1] >= 0 {
+			want = want[:rg[1]]
+		}
+		for _, chunk := range []int{7, directAlign, 100000, 4 << 20} {
+			rc, err := s.GetRange(ctx, "obj", rg[0], rg[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := rc.(*directReader); ok != direct {
+				t.Fatalf("range %v: read directly %v, want %v", rg, ok, direct)
+			}
+			var got []byte
+			buf := make([]byte, chunk)
+			for {
+				n, err := rc.Read(buf)
+				got = append(got, buf[:n]...)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if dr, ok := rc.(*directReader); ok && dr.df == nil {
+				t.Fatalf("range %v in chunks of %d: fell back to the page cache", rg, chunk)
+			}
+			rc.Close()
+			if !bytes.Equal(got, want) {
+				t.Fatalf("range %v in chunks of %d: %d bytes read, want %d, or they differ", rg, chunk, len(got), len(want))
+			}
+		}
+	}
+	if !direct {
+		t.Skipf("%s takes no direct reads: no fallback to test", dir)
+	}
+
+	rc, err := s.GetRange(ctx, "obj", 10, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 300000)
+	if _, err := io.ReadFull(rc, head); err != nil {
+		t.Fatal(err)
+	}
+	dr := rc.(*directReader)
+	dr.df.Close() // the next direct read fails
+	rest, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatalf("after a failed direct read: %v (want the page-cache fallback)", err)
+	}
+	if dr.df != nil {
+		t.Fatal("still reading directly after a failed direct read")
+	}
+	rc.Close()
+	if got := append(head, rest...); !bytes.Equal(got, data[10:]) {
+		t.Fatalf("with the fallback: %d bytes read, want %d, or they differ", len(got), len(data)-10)
+	}
+
+	rc, err = s.GetRange(ctx, "obj", 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if err := os.Truncate(s.path("obj"), 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(rc); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("reading a range the file no longer has: %v, want %v", err, io.ErrUnexpectedEOF)
 	}
 }
