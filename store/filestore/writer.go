@@ -1,6 +1,7 @@
 package filestore
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -158,29 +159,26 @@ func (w *fileWriter) finish() error {
 // directReader reads a range of 1 MiB or more of an object directly (see
 // "Direct writes"; the compaction of flush objects just written, a
 // restore's segment ranges): aligned reads into an aligned buffer, served
-// from it. If a direct read fails it goes on through the page cache, by
-// the file's other descriptor.
+// from it. If a direct read fails it turns O_DIRECT off and goes on
+// through the page cache. O_DIRECT is set on the reader's own descriptor
+// (its own open file description): the range is read from the file that
+// was opened, even if the key is replaced meanwhile.
 type directReader struct {
-	f        *os.File // without O_DIRECT: Close, and the fallback
-	df       *os.File // with O_DIRECT; nil once fallen back
-	pos, end int64    // the next byte of the range to return; its end
-	bp       *[]byte  // the aligned buffer, from alignedBufs
-	bufOff   int64    // the file offset of (*bp)[0]
-	bufLen   int      // how much of *bp holds the file from bufOff
+	f        *os.File
+	direct   bool    // f has O_DIRECT
+	pos, end int64   // the next byte of the range to return; its end
+	bp       *[]byte // the aligned buffer, from alignedBufs
+	bufOff   int64   // the file offset of (*bp)[0]
+	bufLen   int     // how much of *bp holds the file from bufOff
 }
 
 // newDirectReader reads n bytes of f from off directly, or returns nil
-// where the file system does not take direct reads (f is then untouched).
+// where the file system does not take direct reads (f is then as it was).
 func newDirectReader(f *os.File, off, n int64) *directReader {
-	df, err := os.Open(f.Name())
-	if err != nil {
+	if !setDirect(f, true) {
 		return nil
 	}
-	if !setDirect(df, true) {
-		df.Close()
-		return nil
-	}
-	return &directReader{f: f, df: df, pos: off, end: off + n}
+	return &directReader{f: f, direct: true, pos: off, end: off + n}
 }
 
 func (r *directReader) Read(p []byte) (int, error) {
@@ -190,21 +188,18 @@ func (r *directReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if r.df == nil {
+	if r.direct && (r.pos < r.bufOff || r.pos >= r.bufOff+int64(r.bufLen)) {
+		if err := r.fill(); err != nil {
+			return 0, err
+		}
+	}
+	if !r.direct {
 		n, err := r.f.ReadAt(p[:min(int64(len(p)), r.end-r.pos)], r.pos)
 		r.pos += int64(n)
 		if err == io.EOF && n > 0 {
 			err = nil
 		}
 		return n, err
-	}
-	if r.pos < r.bufOff || r.pos >= r.bufOff+int64(r.bufLen) {
-		if err := r.fill(); err != nil {
-			return 0, err
-		}
-		if r.df == nil {
-			return r.Read(p)
-		}
 	}
 	avail := (*r.bp)[r.pos-r.bufOff : min(int64(r.bufLen), r.end-r.bufOff)]
 	n := copy(p, avail)
@@ -224,7 +219,7 @@ func (r *directReader) fill() error {
 	want := min(int64(len(buf)), (r.end-at+directAlign-1)&^(directAlign-1))
 	var n int
 	var err error
-	rc, cerr := r.df.SyscallConn()
+	rc, cerr := r.f.SyscallConn()
 	if cerr == nil {
 		cerr = rc.Read(func(fd uintptr) bool {
 			for {
@@ -237,8 +232,10 @@ func (r *directReader) fill() error {
 	}
 	if cerr != nil || err != nil {
 		// Refused after all: on through the page cache.
-		r.df.Close()
-		r.df = nil
+		if !setDirect(r.f, false) {
+			return fmt.Errorf("direct read failed (%v) and turning it off failed", errors.Join(cerr, err))
+		}
+		r.direct = false
 		return nil
 	}
 	if at+int64(n) <= r.pos { // shorter than when opened: objects never shrink
@@ -252,10 +249,6 @@ func (r *directReader) Close() error {
 	if r.bp != nil {
 		alignedBufs.Put(r.bp)
 		r.bp = nil
-	}
-	if r.df != nil {
-		r.df.Close()
-		r.df = nil
 	}
 	return r.f.Close()
 }
