@@ -45,3 +45,26 @@ func setDirect(f *os.File, on bool) bool {
 	})
 	return cerr == nil && ok
 }
+
+// pread is one pread(2) of f into b at off (os.File.ReadAt would go on
+// after a short read, at an unaligned offset).
+func pread(f *os.File, b []byte, off int64) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = unix.Pread(int(fd), b, off)
+			if rerr != unix.EINTR {
+				return true
+			}
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, rerr
+}

@@ -1,12 +1,10 @@
 package filestore
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sync"
-	"syscall"
 	"unsafe"
 )
 
@@ -217,23 +215,11 @@ func (r *directReader) fill() error {
 	buf := *r.bp
 	at := r.pos &^ (directAlign - 1)
 	want := min(int64(len(buf)), (r.end-at+directAlign-1)&^(directAlign-1))
-	var n int
-	var err error
-	rc, cerr := r.f.SyscallConn()
-	if cerr == nil {
-		cerr = rc.Read(func(fd uintptr) bool {
-			for {
-				n, err = syscall.Pread(int(fd), buf[:want], at)
-				if err != syscall.EINTR {
-					return true
-				}
-			}
-		})
-	}
-	if cerr != nil || err != nil {
+	n, err := pread(r.f, buf[:want], at)
+	if err != nil {
 		// Refused after all: on through the page cache.
 		if !setDirect(r.f, false) {
-			return fmt.Errorf("direct read failed (%v) and turning it off failed", errors.Join(cerr, err))
+			return fmt.Errorf("direct read failed (%w) and turning it off failed", err)
 		}
 		r.direct = false
 		return nil
