@@ -8,11 +8,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// setDirect turns O_DIRECT on (on true) or off for f's later writes.
-// Turning it on is refused (false) unless f is on a local disk file system
-// known to take direct writes of aligned buffers (ext2/3/4, XFS, Btrfs,
-// F2FS): elsewhere (tmpfs, overlay, NFS and other network file systems,
-// where a direct write is a synchronous round trip) the page cache stays.
+// setDirect turns O_DIRECT on (on true) or off for f's later reads and
+// writes (f's own open file description). Turning it on is refused (false)
+// unless f is on a local disk file system known to take direct I/O of
+// aligned buffers (ext2/3/4, XFS, Btrfs, F2FS): elsewhere (tmpfs, overlay,
+// NFS and other network file systems, where a direct write is a
+// synchronous round trip) the page cache stays.
 func setDirect(f *os.File, on bool) bool {
 	rc, err := f.SyscallConn()
 	if err != nil {
