@@ -66,6 +66,9 @@ const (
 	ComponentMoto  = "moto"
 	// ComponentPython is the independent client (confluent-kafka in the cache's venv).
 	ComponentPython = "python"
+	// ComponentDirectIO is a temporary directory that takes O_DIRECT
+	// (store/filestore's direct-I/O tests; tmpfs does not).
+	ComponentDirectIO = "directio"
 )
 
 // CacheDir returns the cache directory holding Kafka jars, the MinIO binary
