@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/kbackup/kbackup/store"
 )
@@ -18,6 +19,10 @@ type memStaged struct {
 	failAfter int // fail every write after this many bytes (<0: never)
 	aborted   bool
 	published string
+	// large and misplaced count writes of a page or more, and those of them
+	// whose bytes lie at another offset within a memory page than within
+	// the object (see SegmentWriter.takeFullBuf).
+	large, misplaced int
 }
 
 func (m *memStaged) Write(p []byte) (int, error) {
@@ -28,6 +33,12 @@ func (m *memStaged) Write(p []byte) (int, error) {
 	}
 	if m.failAfter >= 0 && m.buf.Len()+len(p) > m.failAfter {
 		return 0, errors.New("disk full")
+	}
+	if len(p) >= streamAlign {
+		m.large++
+		if (uintptr(unsafe.Pointer(&p[0]))-uintptr(m.buf.Len()))&(streamAlign-1) != 0 {
+			m.misplaced++
+		}
 	}
 	return m.buf.Write(p)
 }
@@ -75,6 +86,35 @@ func buildStreamedAfter(t *testing.T, codec Codec, block, stageAfter int, recs [
 		maxHeld = max(maxHeld, w.Held())
 	}
 	return w, maxHeld
+}
+
+// TestStreamedBlocksPlaced: an uncompressed streamed segment's blocks lie
+// in memory at the same offset within a page as in the segment, whatever
+// the records' sizes and when staging starts, so that a store writing with
+// O_DIRECT can write them without copying (filestore).
+func TestStreamedBlocksPlaced(t *testing.T) {
+	t.Parallel()
+	for _, after := range []int{0, 1, 3} {
+		for _, size := range []int{900, 5000, 17} {
+			recs := streamRecords(7, 3_000_000/(size+40), size)
+			var st *memStaged
+			w, _ := buildStreamedAfter(t, CodecNone, 64<<10, after, recs, func() (store.Staged, error) {
+				st = &memStaged{failAfter: -1}
+				return st, nil
+			})
+			body, info := w.FinishBody()
+			if st == nil || !body.Streamed() {
+				t.Fatalf("after %d, records of %d B: not streamed", after, size)
+			}
+			// Every block's payload is one large write, placed; the
+			// index may be another, not placed.
+			if st.large < info.Blocks || st.misplaced > st.large-info.Blocks {
+				t.Errorf("after %d, records of %d B: %d blocks, %d writes of a page or more, %d of them not placed at their offset within a page",
+					after, size, info.Blocks, st.large, st.misplaced)
+			}
+			body.Release()
+		}
+	}
 }
 
 // TestSegmentStream: a segment streamed to a staged object (Stage) is the

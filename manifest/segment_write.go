@@ -12,6 +12,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/klauspost/compress/s2"
 
@@ -62,7 +63,7 @@ type SegmentWriter struct {
 	// overlaps with appending; Finish waits for them and lays out the
 	// segment.
 	closed  []*closedBlock
-	pooled  [][]byte // uncompressed (CodecNone) full-size blocks, for SegmentBody.Release
+	pooled  [][]byte // uncompressed (CodecNone) full-size block buffers, for SegmentBody.Release
 	pending sync.WaitGroup
 	rawSize int
 
@@ -71,6 +72,13 @@ type SegmentWriter struct {
 
 	// the open block
 	payload []byte
+	// payBase is the pooled buffer payload lies in (nil if it is not
+	// one): payload starts up to streamAlign bytes into it (see
+	// streamAlign).
+	payBase []byte
+	// filePos is where the open block will start in the segment (CodecNone:
+	// the stored sizes of the blocks before it are known).
+	filePos int64
 	// payCRC is the CRC-32C of payload[:payCRCN] (CodecNone, whose stored
 	// bytes are the payload): see crcChunk.
 	payCRC   uint32
@@ -91,7 +99,7 @@ func NewSegmentWriter(start int64, opts SegmentOptions) *SegmentWriter {
 		opts.BlockSize = 1 << 20
 	}
 	w := &SegmentWriter{opts: opts, start: start, next: start, runMax: math.MinInt64,
-		minTs: math.MaxInt64, maxTs: math.MinInt64, firstRec: -1, lastRec: -1}
+		minTs: math.MaxInt64, maxTs: math.MinInt64, firstRec: -1, lastRec: -1, filePos: segHeaderSize}
 	return w
 }
 
@@ -216,15 +224,17 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	w.runMax = max(w.runMax, w.cur.MaxTimestamp)
 	w.cur.RunningMaxTimestamp = w.runMax
 	w.index.Blocks = append(w.index.Blocks, w.cur)
-	cb := &closedBlock{rawLen: len(w.payload), stored: w.payload, records: w.cur.Records}
+	cb := &closedBlock{rawLen: len(w.payload), stored: w.payload, base: w.payBase, records: w.cur.Records}
 	if w.opts.Codec == CodecNone {
 		cb.crc = crc32.Update(w.payCRC, castagnoli, w.payload[w.payCRCN:])
 		w.payCRC, w.payCRCN = 0, 0
+		w.filePos += int64(blockHeaderSize + len(w.payload))
 	}
 	w.closed = append(w.closed, cb)
 	w.rawSize += len(w.payload)
 	if w.opts.Codec != CodecNone {
-		raw, codec, full := w.payload, w.opts.Codec, w.fullBlockCap()
+		raw, base, codec := w.payload, w.payBase, w.opts.Codec
+		cb.base = nil
 		cb.done = make(chan struct{})
 		compressSlots <- struct{}{} // blocks the appender while every core compresses: backpressure
 		w.pending.Add(1)
@@ -232,23 +242,40 @@ func (w *SegmentWriter) closeBlock(final bool) {
 			defer func() { close(cb.done); <-compressSlots; w.pending.Done() }()
 			cb.stored = compressBlock(codec, raw)
 			cb.crc = crc32c(cb.stored) // here too: off the appender
-			putBlockBuf(raw, full)     // only the stored bytes stay
+			putBlockBuf(base)          // only the stored bytes stay
 		}()
-	} else if w.stream == nil && cap(w.payload) == w.fullBlockCap() {
-		w.pooled = append(w.pooled, w.payload)
+	} else if w.stream == nil && w.payBase != nil {
+		w.pooled = append(w.pooled, w.payBase)
 	}
 	w.cur = BlockInfo{}
 	if w.stream != nil {
 		w.stream.send(cb)
 	}
 	if final {
-		w.payload = nil
+		w.payload, w.payBase = nil, nil
 		return
 	}
 	// A partition that filled a block is busy: give the next block its full
 	// size up front instead of growing (and copying) it by doubling. The
 	// first block of a segment starts small, so idle partitions hold little.
-	w.payload = getBlockBuf(w.fullBlockCap())
+	w.takeFullBuf()
+}
+
+// takeFullBuf makes the open block's payload an empty full-size pooled
+// buffer. A block that may be streamed uncompressed (CodecNone with
+// Stage) is placed so that its bytes lie at the same offset within a
+// memory page as within the segment: a store writing with O_DIRECT
+// (filestore) can then write most of the block straight from the buffer
+// instead of copying it into an aligned one.
+func (w *SegmentWriter) takeFullBuf() {
+	full := w.fullBlockCap()
+	base := getBlockBuf(full + streamAlign)
+	k := 0
+	if w.opts.Codec == CodecNone && w.opts.Stage != nil {
+		addr := uintptr(unsafe.Pointer(unsafe.SliceData(base[:1])))
+		k = int((uintptr(w.filePos+blockHeaderSize) - addr) & (streamAlign - 1))
+	}
+	w.payBase, w.payload = base, base[k:k:k+full]
 }
 
 // startStream stages the segment's object and starts writing it. If
@@ -258,7 +285,7 @@ func (w *SegmentWriter) startStream() {
 	if err != nil {
 		return
 	}
-	w.stream = &streamer{st: st, codec: w.opts.Codec, full: w.fullBlockCap(),
+	w.stream = &streamer{st: st, codec: w.opts.Codec,
 		blocks: make(chan *closedBlock, 2), quit: make(chan struct{}), done: make(chan struct{})}
 	go w.stream.run()
 }
@@ -270,7 +297,6 @@ func (w *SegmentWriter) startStream() {
 type streamer struct {
 	st     store.Staged
 	codec  Codec
-	full   int // full block buffer capacity, to recycle uncompressed blocks
 	blocks chan *closedBlock
 	quit   chan struct{} // closed by abort
 	once   sync.Once
@@ -320,10 +346,8 @@ func (s *streamer) run() {
 		cb.pos, cb.length = s.pos, int64(blockHeaderSize+len(b))
 		s.write(appendBlockHeader(hdr[:0], s.codec, cb.records, cb.rawLen, b, cb.crc), false, 0)
 		s.write(b, true, cb.crc)
-		if s.codec == CodecNone {
-			putBlockBuf(b, s.full)
-		}
-		cb.stored = nil
+		putBlockBuf(cb.base) // CodecNone: the block's buffer (compressed: nil)
+		cb.stored, cb.base = nil, nil
 		s.raw.Add(int64(cb.rawLen))
 	}
 }
@@ -377,18 +401,17 @@ func (s *streamer) write(p []byte, known bool, pcrc uint32) {
 func (w *SegmentWriter) grow(need int) {
 	full := w.fullBlockCap()
 	c := max(4*cap(w.payload), 4<<10, need)
-	var b []byte
+	old, oldBase := w.payload, w.payBase
 	switch {
 	case need > full:
-		b = make([]byte, 0, need) // a record larger than the block target
+		w.payload, w.payBase = make([]byte, 0, need), nil // a record larger than the block target
 	case c >= full/4:
-		b = getBlockBuf(full)
+		w.takeFullBuf()
 	default:
-		b = make([]byte, 0, c)
+		w.payload, w.payBase = make([]byte, 0, c), nil
 	}
-	b = append(b, w.payload...)
-	putBlockBuf(w.payload, full)
-	w.payload = b
+	w.payload = append(w.payload, old...)
+	putBlockBuf(oldBase)
 }
 
 // crcChunk: an uncompressed block's CRC-32C is updated as records are
@@ -413,6 +436,12 @@ var (
 	blockBufs     sync.Pool
 )
 
+// streamAlign is the memory page size SegmentWriter aligns uncompressed
+// streamed blocks to (takeFullBuf): filestore's direct writes need the
+// buffer's address and the file offset aligned to the disk's block size,
+// which divides it.
+const streamAlign = 4096
+
 // getBlockBuf returns an empty buffer of capacity c, recycled if possible.
 func getBlockBuf(c int) []byte {
 	select {
@@ -428,10 +457,10 @@ func getBlockBuf(c int) []byte {
 	return make([]byte, 0, c)
 }
 
-// putBlockBuf recycles b (which nothing may reference any more) if it is a
-// full-size block buffer (capacity full).
-func putBlockBuf(b []byte, full int) {
-	if cap(b) != full {
+// putBlockBuf recycles b, a pooled block buffer from getBlockBuf which
+// nothing may reference any more (nil: nothing to recycle).
+func putBlockBuf(b []byte) {
+	if b == nil {
 		return
 	}
 	select {
@@ -495,6 +524,7 @@ func putScratch(b []byte) {
 type closedBlock struct {
 	rawLen int
 	stored []byte
+	base   []byte        // CodecNone: the pooled buffer stored lies in, recycled once written (nil: not pooled)
 	crc    uint32        // CRC32C of stored
 	done   chan struct{} // closed when compressed (nil: CodecNone, stored as it is)
 	// streamed (Stage): the block's records, and its place in the segment
@@ -588,8 +618,8 @@ func (w *SegmentWriter) FinishBody() (*SegmentBody, SegmentInfo) {
 		}
 	}
 	info.Size, info.CRC32C = body.size, crc
-	body.pooled, body.pooledCap = w.pooled, w.fullBlockCap()
-	w.closed, w.payload, w.pooled = nil, nil, nil
+	body.pooled = w.pooled
+	w.closed, w.payload, w.payBase, w.pooled = nil, nil, nil, nil
 	return body, info
 }
 
@@ -611,7 +641,7 @@ func (w *SegmentWriter) finishStream(info SegmentInfo) (*SegmentBody, SegmentInf
 	if s.err == nil && s.st.Size() != s.pos {
 		body.streamErr = fmt.Errorf("staged %d bytes, want %d", s.st.Size(), s.pos)
 	}
-	w.closed, w.payload = nil, nil
+	w.closed, w.payload, w.payBase = nil, nil, nil
 	return body, info
 }
 
@@ -619,10 +649,9 @@ func (w *SegmentWriter) finishStream(info SegmentInfo) (*SegmentBody, SegmentInf
 // or, streamed (SegmentOptions.Stage), as a staged object to publish. It
 // is immutable: every Reader reads it from the start.
 type SegmentBody struct {
-	pieces    [][]byte
-	size      int64
-	pooled    [][]byte
-	pooledCap int
+	pieces [][]byte
+	size   int64
+	pooled [][]byte // block buffers to recycle (getBlockBuf)
 
 	staged    store.Staged // streamed: the object to publish
 	streamErr error        // streamed: why the staged object is incomplete
@@ -639,7 +668,7 @@ func (b *SegmentBody) Streamed() bool { return b.staged != nil }
 // is simply garbage collected (but a staged one leaves its object).
 func (b *SegmentBody) Release() {
 	for _, p := range b.pooled {
-		putBlockBuf(p, b.pooledCap)
+		putBlockBuf(p)
 	}
 	if b.staged != nil {
 		b.staged.Abort()

@@ -55,6 +55,7 @@ type fileWriter struct {
 	direct bool
 	carry  []byte // direct: the bytes after the last aligned unit written, < directAlign
 	err    error  // sticky
+	copied int64  // bytes copied into aligned buffers (what the tests check)
 }
 
 // newFileWriter writes f, which must be new and empty, directly if direct
@@ -78,21 +79,51 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 		w.carry = append(w.carry, p...)
 		return len(p), nil
 	}
-	bp := alignedBufs.Get().(*[]byte)
-	defer alignedBufs.Put(bp)
-	buf := *bp
 	n := len(p)
-	for w.direct && len(w.carry)+len(p) >= directAlign {
-		m := copy(buf, w.carry)
-		k := copy(buf[m:], p)
-		p = p[k:]
-		fill := m + k
-		whole := fill &^ (directAlign - 1)
-		if err := w.writeUnits(buf[:whole]); err != nil {
-			w.err = err
-			return 0, err
+	// Straight from p if its bytes are aligned in memory where they are
+	// in the file (manifest.SegmentWriter places uncompressed blocks so):
+	// the unit the carry starts is completed through an aligned buffer,
+	// the whole units after it are written from p, the rest is carried.
+	// Otherwise every unit is copied into an aligned buffer first.
+	if head := (directAlign - len(w.carry)) & (directAlign - 1); len(p) >= head+directAlign && aligned(p[head:]) {
+		if len(w.carry) > 0 {
+			bp := alignedBufs.Get().(*[]byte)
+			buf := append(append((*bp)[:0], w.carry...), p[:head]...)
+			w.copied += int64(len(buf))
+			err := w.writeUnits(buf)
+			alignedBufs.Put(bp)
+			if err != nil {
+				w.err = err
+				return 0, err
+			}
+			p, w.carry = p[head:], w.carry[:0]
 		}
-		w.carry = append(w.carry[:0], buf[whole:fill]...)
+		if w.direct {
+			whole := len(p) &^ (directAlign - 1)
+			if err := w.writeUnits(p[:whole]); err != nil {
+				w.err = err
+				return 0, err
+			}
+			p = p[whole:]
+		}
+	} else {
+		bp := alignedBufs.Get().(*[]byte)
+		buf := *bp
+		for w.direct && len(w.carry)+len(p) >= directAlign {
+			m := copy(buf, w.carry)
+			k := copy(buf[m:], p)
+			p = p[k:]
+			fill := m + k
+			w.copied += int64(fill)
+			whole := fill &^ (directAlign - 1)
+			if err := w.writeUnits(buf[:whole]); err != nil {
+				alignedBufs.Put(bp)
+				w.err = err
+				return 0, err
+			}
+			w.carry = append(w.carry[:0], buf[whole:fill]...)
+		}
+		alignedBufs.Put(bp)
 	}
 	if !w.direct { // fell back: the rest through the page cache
 		if len(w.carry) > 0 {
@@ -110,6 +141,11 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 	}
 	w.carry = append(w.carry, p...)
 	return n, nil
+}
+
+// aligned reports whether b starts on a directAlign boundary in memory.
+func aligned(b []byte) bool {
+	return uintptr(unsafe.Pointer(unsafe.SliceData(b)))&(directAlign-1) == 0
 }
 
 // writeUnits writes b (aligned, whole units) directly; if the file system

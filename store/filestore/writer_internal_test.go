@@ -54,6 +54,14 @@ func skipOrFailInCI(t *testing.T, dir string) {
 // whether the writer was still writing directly after the last Write.
 func writeChunks(t *testing.T, dir string, data []byte, sizes []int) ([]byte, bool) {
 	t.Helper()
+	got, direct, _ := writeChunksCopied(t, dir, data, sizes)
+	return got, direct
+}
+
+// writeChunksCopied is writeChunks that also returns how many bytes the
+// writer copied into its aligned buffers.
+func writeChunksCopied(t *testing.T, dir string, data []byte, sizes []int) ([]byte, bool, int64) {
+	t.Helper()
 	f, err := os.CreateTemp(dir, "w")
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +76,7 @@ func writeChunks(t *testing.T, dir string, data []byte, sizes []int) ([]byte, bo
 		}
 		rest = rest[n:]
 	}
-	direct := w.direct
+	direct, copied := w.direct, w.copied
 	if err := w.finish(); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +84,7 @@ func writeChunks(t *testing.T, dir string, data []byte, sizes []int) ([]byte, bo
 	if err != nil {
 		t.Fatal(err)
 	}
-	return got, direct
+	return got, direct, copied
 }
 
 // TestFileWriter writes files of sizes around the alignment and the
@@ -87,32 +95,72 @@ func TestFileWriter(t *testing.T) {
 	want := directExpected(t, dir)
 	t.Logf("direct writes expected in %s: %v", dir, want)
 	rng := rand.New(rand.NewPCG(1, 2))
-	data := make([]byte, 3*directBuf+5*directAlign+77)
+	n := 3*directBuf + 5*directAlign + 77
+	// The same bytes twice: at a page boundary in memory, so that every
+	// chunk lies at the same offset within a page as within the file and
+	// whole units are written straight from it (how SegmentWriter places
+	// uncompressed blocks), and one byte off, so that every byte is copied
+	// into an aligned buffer first.
+	room := make([]byte, 2*n+3*directAlign)
+	off := int(-uintptr(unsafe.Pointer(&room[0]))) & (directAlign - 1)
+	data := room[off : off+n]
+	sk := off + (n+directAlign)&^(directAlign-1) + 1
+	skewed := room[sk : sk+n]
 	for i := range data {
 		data[i] = byte(rng.Uint32())
 	}
-	for _, size := range []int{0, 1, directAlign - 1, directAlign, directAlign + 1, directBuf, directBuf + 1, len(data)} {
-		for _, sizes := range [][]int{{1}, {7, 4093}, {directAlign}, {directAlign + 1}, {directBuf - 1}, {directBuf}, {2*directBuf + 3}, {100, 300000, 5, 1 << 20}} {
+	copy(skewed, data)
+	for _, size := range []int{0, 1, directAlign - 1, directAlign, directAlign + 1, directBuf, directBuf + 1, n} {
+		for _, sizes := range [][]int{{1}, {7, 4093}, {directAlign}, {directAlign + 1}, {directBuf - 1}, {directBuf}, {2*directBuf + 3}, {100, 300000, 5, 1 << 20}, {20, 1 << 20}} {
 			if size > 20000 && sizes[0] == 1 {
 				continue // byte by byte: only the small sizes
 			}
-			got, direct := writeChunks(t, dir, data[:size], sizes)
-			if direct != want {
-				t.Fatalf("direct = %v, want %v", direct, want)
-			}
-			if !bytes.Equal(got, data[:size]) {
-				t.Fatalf("size %d in chunks %v: the file differs from what was written (%d bytes)", size, sizes, len(got))
+			for _, src := range []struct {
+				name string
+				b    []byte
+			}{{"page-aligned", data[:size]}, {"skewed", skewed[:size]}} {
+				got, direct, copied := writeChunksCopied(t, dir, src.b, sizes)
+				if direct != want {
+					t.Fatalf("direct = %v, want %v", direct, want)
+				}
+				if !bytes.Equal(got, data[:size]) {
+					t.Fatalf("size %d in chunks %v from %s memory: the file differs from what was written (%d bytes)", size, sizes, src.name, len(got))
+				}
+				if !want {
+					continue
+				}
+				// Skewed, every byte in a whole unit is copied. Aligned, a
+				// Write of two units or more copies at most the unit it
+				// completes, a smaller one at most itself and the carry.
+				if src.name == "skewed" && copied < int64(size&^(directAlign-1)) {
+					t.Fatalf("size %d in chunks %v from skewed memory: %d bytes copied, want every whole unit's", size, sizes, copied)
+				}
+				var bound int64
+				for i, rest := 0, size; rest > 0; i++ {
+					c := min(sizes[i%len(sizes)], rest)
+					rest -= c
+					if c >= 2*directAlign {
+						bound += directAlign
+					} else {
+						bound += int64(c + directAlign)
+					}
+				}
+				if src.name == "page-aligned" && copied > bound {
+					t.Fatalf("size %d in chunks %v from page-aligned memory: %d bytes copied, want at most %d", size, sizes, copied, bound)
+				}
 			}
 		}
 	}
 	for range 50 { // random chunkings
-		size := rng.IntN(len(data))
+		size := rng.IntN(n)
 		sizes := make([]int, 1+rng.IntN(5))
 		for i := range sizes {
 			sizes[i] = 1 + rng.IntN(2*directBuf)
 		}
-		if got, _ := writeChunks(t, dir, data[:size], sizes); !bytes.Equal(got, data[:size]) {
-			t.Fatalf("size %d in chunks %v: the file differs", size, sizes)
+		for _, src := range [][]byte{data[:size], skewed[:size]} {
+			if got, _ := writeChunks(t, dir, src, sizes); !bytes.Equal(got, data[:size]) {
+				t.Fatalf("size %d in chunks %v: the file differs", size, sizes)
+			}
 		}
 	}
 }
