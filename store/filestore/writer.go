@@ -191,8 +191,8 @@ func (w *fileWriter) finish() error {
 }
 
 // directReader reads a range of 1 MiB or more of an object directly (see
-// "Direct writes"; the compaction of flush objects just written, a
-// restore's segment ranges): aligned reads into an aligned buffer, served
+// "Direct writes"; the compaction of flush objects just written, not a
+// restore's blocks, which are smaller): aligned reads into an aligned buffer, served
 // from it. If a direct read fails it turns O_DIRECT off and goes on
 // through the page cache. O_DIRECT is set on the reader's own descriptor
 // (its own open file description): the range is read from the file that
