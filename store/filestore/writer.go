@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 	"unsafe"
 )
 
@@ -56,6 +57,9 @@ type fileWriter struct {
 	carry  []byte // direct: the bytes after the last aligned unit written, < directAlign
 	err    error  // sticky
 	copied int64  // bytes copied into aligned buffers (what the tests check)
+	// tests: the refuseAt-th direct write (from 1) fails as a file system
+	// refusing it would, with EINVAL (0: none)
+	units, refuseAt int
 }
 
 // newFileWriter writes f, which must be new and empty, directly if direct
@@ -152,7 +156,14 @@ func aligned(b []byte) bool {
 // refuses the direct write after all, it turns O_DIRECT off and writes the
 // rest of b through the page cache.
 func (w *fileWriter) writeUnits(b []byte) error {
-	n, err := w.f.Write(b)
+	w.units++
+	var n int
+	var err error
+	if w.units == w.refuseAt {
+		err = &os.PathError{Op: "write", Path: w.f.Name(), Err: syscall.EINVAL}
+	} else {
+		n, err = w.f.Write(b)
+	}
 	if err == nil {
 		return nil
 	}

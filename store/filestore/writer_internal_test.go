@@ -166,8 +166,9 @@ func TestFileWriter(t *testing.T) {
 }
 
 // TestFileWriterFallback: a direct write the file system refuses (here an
-// unaligned buffer, refused with EINVAL) is written through the page cache
-// instead, and so is everything after it.
+// unaligned buffer, refused with EINVAL; then refusals injected at each
+// write in turn, on the copying and the zero-copy path) is written through
+// the page cache instead, and so is everything after it, in order.
 func TestFileWriterFallback(t *testing.T) {
 	dir := t.TempDir()
 	if !directExpected(t, dir) {
@@ -207,6 +208,56 @@ func TestFileWriterFallback(t *testing.T) {
 	}
 	if want := append(append([]byte{}, first...), rest...); !bytes.Equal(got, want) {
 		t.Fatalf("file has %d bytes, want %d, or differs", len(got), len(want))
+	}
+
+	// A refusal at any write of a streamed segment's pattern (a block
+	// header, then a block placed at its file offset within a page, written
+	// from it; or from skewed memory, copied), or of small writes that
+	// leave part of a unit carried when refused, then the rest through the
+	// page cache: the file is still every byte in order.
+	room := make([]byte, 8<<20)
+	off := int(-uintptr(unsafe.Pointer(&room[0]))) & (directAlign - 1)
+	for _, c := range []struct {
+		skew   int
+		chunks []int
+	}{{0, []int{20, 1 << 20}}, {1, []int{20, 1 << 20}}, {0, []int{3000, 5000}}} {
+		skew := c.skew
+		data := room[off+skew : off+skew+3*(20+1<<20)+77]
+		for i := range data {
+			data[i] = byte(i*13 + skew)
+		}
+		for refuseAt := 1; refuseAt <= 12; refuseAt++ {
+			f, err := os.CreateTemp(dir, "w")
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := newFileWriter(f, true)
+			w.refuseAt = refuseAt
+			for rest, i := data, 0; len(rest) > 0; i++ {
+				n := min(len(rest), c.chunks[i%2])
+				if k, err := w.Write(rest[:n]); err != nil || k != n {
+					t.Fatalf("skew %d, refusal at write %d: Write(%d bytes) = %d, %v", skew, refuseAt, n, k, err)
+				}
+				rest = rest[n:]
+			}
+			if w.direct != (w.units < refuseAt) {
+				t.Fatalf("skew %d, refusal at write %d of %d: direct = %v after it", skew, refuseAt, w.units, w.direct)
+			}
+			if err := w.finish(); err != nil {
+				t.Fatal(err)
+			}
+			if skew == 0 && c.chunks[1] == 1<<20 && w.copied >= 1<<20 {
+				t.Fatalf("skew 0: %d bytes copied: the blocks were not written from their memory", w.copied)
+			}
+			got, err := os.ReadFile(f.Name())
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, data) {
+				t.Fatalf("skew %d, refusal at write %d: the file (%d bytes) differs from the %d written", skew, refuseAt, len(got), len(data))
+			}
+		}
 	}
 }
 
