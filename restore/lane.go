@@ -294,7 +294,7 @@ func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out c
 	defer close(out)
 	var cur *slab
 	next := 0
-	var bufs blockBuffers
+	bufs := blockBuffers{free: &lr.rn.blocks}
 	var blk *blockBuf
 	var blkEntries int64
 	endBlock := func() {

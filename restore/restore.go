@@ -102,6 +102,7 @@ type runner struct {
 	catalogMs      int64
 	records, bytes atomic.Int64
 	untrack        func()
+	blocks         blockFree // the lanes' block buffers
 }
 
 // Run plans and executes a restore (see the package documentation). It

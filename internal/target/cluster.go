@@ -52,10 +52,20 @@ func RetryBackoff(fails int) time.Duration {
 	return d - d/5 + time.Duration(rand.Int64N(int64(d/5)*2+1))
 }
 
+// MetadataMinAge is the writers' minimum time between metadata requests
+// (franz-go's default is 5 s). Admin requests sent to partition leaders
+// (ListOffsets: a target partition's end offset) use metadata cached for
+// that long: right after a restore created its target topic, a cluster of
+// several brokers may still answer without leaders, and with the default
+// every lane then waited until that answer was 5 s old before it could
+// start (about one restore in two into a new topic on three brokers).
+const MetadataMinAge = 250 * time.Millisecond
+
 // Connect connects to the cluster with the connection options opts plus
 // the producer options, and reads its id and topics.
 func Connect(ctx context.Context, opts []kgo.Opt, producerOpts ...kgo.Opt) (*Cluster, error) {
-	cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), opts...), producerOpts...)...)
+	all := append([]kgo.Opt{kgo.MetadataMinAge(MetadataMinAge)}, opts...)
+	cl, err := kgo.NewClient(append(all, producerOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("target cluster client: %w", err)
 	}
