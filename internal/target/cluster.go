@@ -239,26 +239,95 @@ func (t *Cluster) Create(ctx context.Context, topic string, partitions int32, rf
 		return fmt.Errorf("create target topic %s (%d partitions, replication factor %d): %w", topic, partitions, rf, err)
 	}
 	t.Topics[topic] = partitions
+	t.awaitLeaders(ctx, topic, partitions, leaderWait)
 	return nil
+}
+
+// leaderWait bounds how long Create waits for a new topic's leaders.
+const leaderWait = 10 * time.Second
+
+// awaitLeaders waits until every broker that answers shows a leader for
+// every one of the partitions of topic, created moments ago, or until
+// wait passed (then the writers' own retries wait). On several brokers a
+// new topic becomes known to each broker, with its leaders, some ten to
+// hundreds of milliseconds after CreateTopics returns; a writer asking one
+// that does not know it yet retried after 250 ms (the target partitions'
+// end offsets, through metadata the client caches for MetadataMinAge; the
+// producer's first metadata; the topic's configs).
+func (t *Cluster) awaitLeaders(ctx context.Context, topic string, partitions int32, wait time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for fails := 1; ; fails++ {
+		if t.leaders(ctx, topic) >= partitions {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(RetryBackoff(fails), 200*time.Millisecond)):
+		}
+	}
+}
+
+// leaders is the least number of partitions of topic with a leader that a
+// broker of the cluster reports, asking every broker the client knows; a
+// broker that does not answer within a second is not counted (0 if none
+// answers).
+func (t *Cluster) leaders(ctx context.Context, topic string) int32 {
+	least, answered := int32(0), false
+	for _, b := range t.Client.DiscoveredBrokers() {
+		bctx, cancel := context.WithTimeout(ctx, time.Second)
+		td, err := topicMetadata(bctx, b.Request, topic)
+		cancel()
+		if err != nil {
+			continue
+		}
+		var n int32
+		if td != nil {
+			for _, p := range td.Partitions {
+				if p.ErrorCode == 0 && p.Leader >= 0 {
+					n++
+				}
+			}
+		}
+		if !answered || n < least {
+			least, answered = n, true
+		}
+	}
+	return least
 }
 
 // PartitionCount asks the cluster (not the client's metadata cache) how
 // many partitions topic has; 0 if it does not exist.
 func (t *Cluster) PartitionCount(ctx context.Context, topic string) (int32, error) {
+	td, err := topicMetadata(ctx, t.Client.Request, topic)
+	if err != nil || td == nil {
+		return 0, err
+	}
+	return int32(len(td.Partitions)), nil
+}
+
+// topicMetadata asks for topic's metadata with request (a client's or a
+// broker's: not the client's metadata cache); nil if it does not exist.
+func topicMetadata(ctx context.Context, request func(context.Context, kmsg.Request) (kmsg.Response, error), topic string) (*kmsg.MetadataResponseTopic, error) {
 	req := kmsg.NewPtrMetadataRequest()
 	rt := kmsg.NewMetadataRequestTopic()
 	rt.Topic = kmsg.StringPtr(topic)
 	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, t.Client)
+	kr, err := request(ctx, req)
 	if err != nil {
-		return 0, fmt.Errorf("target metadata of %s: %w", topic, err)
+		return nil, fmt.Errorf("target metadata of %s: %w", topic, err)
 	}
-	for _, td := range resp.Topics {
+	resp, ok := kr.(*kmsg.MetadataResponse)
+	if !ok {
+		return nil, fmt.Errorf("target metadata of %s: a %T in reply", topic, kr)
+	}
+	for i, td := range resp.Topics {
 		if td.Topic != nil && *td.Topic == topic && td.ErrorCode == 0 {
-			return int32(len(td.Partitions)), nil
+			return &resp.Topics[i], nil
 		}
 	}
-	return 0, nil
+	return nil, nil
 }
 
 // LogAppendTime reports whether topic stamps records with the broker time.
