@@ -12,10 +12,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// newKfake returns a one-broker kfake cluster closed when t ends.
-func newKfake(t *testing.T) *kfake.Cluster {
+// newKfake returns a kfake cluster of brokers brokers, closed when t ends.
+func newKfake(t *testing.T, brokers int) *kfake.Cluster {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	c, err := kfake.NewCluster(kfake.NumBrokers(brokers))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func newKfake(t *testing.T) *kfake.Cluster {
 // just created otherwise waited up to 5 s for its partition's leader:
 // docs/PERFORMANCE.md, "First run"); a caller's option still wins.
 func TestConnectMetadataMinAge(t *testing.T) {
-	c := newKfake(t)
+	c := newKfake(t, 1)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		opts []kgo.Opt
@@ -54,11 +54,7 @@ func TestConnectMetadataMinAge(t *testing.T) {
 // brokers each learns of it some ten to hundreds of milliseconds after
 // CreateTopics), and gives up quietly after its bound.
 func TestCreateAwaitsLeaders(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newKfake(t, 3)
 	ctx := context.Background()
 	tc, err := Connect(ctx, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)})
 	if err != nil {
