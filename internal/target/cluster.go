@@ -257,17 +257,20 @@ const leaderWait = 10 * time.Second
 func (t *Cluster) awaitLeaders(ctx context.Context, topic string, partitions int32, wait time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	for fails := 1; ; fails++ {
-		if t.leaders(ctx, topic) >= partitions {
-			return
+	_ = retry.Do(ctx, leadersRetry, func(ctx context.Context) error {
+		if t.leaders(ctx, topic) < partitions {
+			return errNoLeaders
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(min(RetryBackoff(fails), 200*time.Millisecond)):
-		}
-	}
+		return nil
+	})
 }
+
+// errNoLeaders: a broker does not show a leader for every partition yet.
+var errNoLeaders = errors.New("not every partition has a leader on every broker")
+
+// leadersRetry asks again for a new topic's leaders after 20 ms, doubling
+// up to 200 ms (until awaitLeaders' bound).
+var leadersRetry = retry.Policy{Backoff: retry.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}}
 
 // leaders is the least number of partitions of topic with a leader that a
 // broker of the cluster reports, asking every broker the client knows; a
