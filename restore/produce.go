@@ -89,7 +89,8 @@ func (lr *laneRun) queuedFor(p int32) int64 {
 
 // produceChunk hands ents to the producer in order, in runs that keep the
 // lane's unacknowledged bytes within MaxInFlightBytes (a run holds at
-// least one record). bytes is the sum of their sizes (-1: unknown); a
+// least one record; one lane at a time hands its run over, see
+// runner.produceMu). bytes is the sum of their sizes (-1: unknown); a
 // chunk whose size is known and within the limit waits for room for all of
 // it and goes as one run (its entries are not read under the lock).
 func (lr *laneRun) produceChunk(ctx context.Context, ents []*entry, bytes int64) error {
@@ -127,10 +128,12 @@ func (lr *laneRun) produceChunk(ctx context.Context, ents []*entry, bytes int64)
 		}
 		lr.pending += n
 		lr.mu.Unlock()
+		lr.rn.produceMu.Lock()
 		for _, e := range ents[:n] {
-			lr.restored++
 			lr.rn.t.Client.Produce(ctx, e.rec, lr.promise)
 		}
+		lr.rn.produceMu.Unlock()
+		lr.restored += int64(n)
 		ents = ents[n:]
 		if !lr.warmed {
 			// The lane's first record goes alone and is waited for: until
