@@ -75,12 +75,15 @@ func (bb *blockBuf) release(n int64) {
 type blockFree struct {
 	mu   sync.Mutex
 	bufs []*blockBuf
+	// gets counts the buffers handed out, made the new ones among them.
+	gets, made int64
 }
 
 // get returns a buffer of length n: the smallest free one that holds it,
 // else a new one with its capacity rounded up (blockCap).
 func (f *blockFree) get(n int) *blockBuf {
 	f.mu.Lock()
+	f.gets++
 	best := -1
 	for i, bb := range f.bufs {
 		if c := cap(bb.b); c >= n && (best < 0 || c < cap(f.bufs[best].b)) {
@@ -94,6 +97,8 @@ func (f *blockFree) get(n int) *blockBuf {
 		f.bufs[best] = f.bufs[last]
 		f.bufs[last] = nil
 		f.bufs = f.bufs[:last]
+	} else {
+		f.made++
 	}
 	f.mu.Unlock()
 	if bb == nil {

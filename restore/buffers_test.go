@@ -1,8 +1,15 @@
 package restore
 
 import (
+	"runtime"
+	"sync"
 	"testing"
+	"time"
 	"unsafe"
+
+	"github.com/kbackup/kbackup/internal/target"
+	"github.com/kbackup/kbackup/manifest"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 func TestBlockCap(t *testing.T) {
@@ -102,4 +109,59 @@ func TestBlockBufRelease(t *testing.T) {
 		t.Fatalf("%d free after every entry was released, want 3 (the block last)", len(f.bufs))
 	}
 	bufs.done()
+}
+
+// TestRestoreBlockBuffersReused: a whole restore allocates about its
+// working set of block buffers once, not a buffer per block: blocks
+// differing by a few bytes share buffers, and a compressed block's small
+// stored-bytes buffer does not take the place of a large one. A lane's
+// working set: the batches it reads ahead and the one being handed over
+// (target.BatchBytes of records each), its in-flight window, the block
+// being read (with a compressed one's stored bytes) and the last record's
+// pin.
+func TestRestoreBlockBuffersReused(t *testing.T) {
+	for _, codec := range []manifest.Codec{manifest.CodecZstd, manifest.CodecNone} {
+		t.Run(codec.String(), func(t *testing.T) {
+			st, _ := newStore(t)
+			const parts, block, readAhead, window = 2, 128 << 10, 1, 1 << 20
+			perPart := synthArchive(t, st, "tp", parts, 48<<20, 200, 4<<20, block, codec)
+			tgt := newCluster(t)
+			o := Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(tgt.ListenAddrs()...)}, Topics: mustSel(t, "tp"),
+				Rename: map[string]string{"tp": "tp-restored"}, Logger: testLogger(t), Concurrency: parts,
+				ReadAhead: readAhead, MaxInFlightBytes: window}
+			var gets, made int64
+			o.testBlocks = func(g, m int64) { gets, made = g, m }
+			// Collections during the restore must not empty the free list
+			// (a sync.Pool's would be).
+			stop := make(chan struct{})
+			gcs := make(chan struct{})
+			go func() {
+				defer close(gcs)
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(5 * time.Millisecond):
+						runtime.GC()
+					}
+				}
+			}()
+			var once sync.Once
+			stopGCs := func() { once.Do(func() { close(stop); <-gcs }) }
+			defer stopGCs() // also when run fails: later tests (TestTuneGC) watch the collector
+			sum := run(t, o)
+			stopGCs()
+			if sum.Records != perPart*parts {
+				t.Fatalf("restored %d records, want %d", sum.Records, perPart*parts)
+			}
+			perLane := int64(((readAhead+2)*target.BatchBytes+window)/block + 6)
+			t.Logf("%s: %d block buffers taken, %d allocated (bound %d)", codec, gets, made, parts*perLane)
+			if gets < 4*parts*perLane {
+				t.Fatalf("only %d block buffers taken: the archive is too small to tell", gets)
+			}
+			if made > parts*perLane {
+				t.Fatalf("%d of %d block buffers were allocated, want at most %d (the lanes' working sets)", made, gets, parts*perLane)
+			}
+		})
+	}
 }

@@ -196,6 +196,9 @@ type Options struct {
 	testSettleListed func()
 	testLaneStarted  func(lane string)
 	testPlanned      func()
+	// testBlocks gets, when the restore ends, how many block buffers its
+	// lanes took from the free list and how many of those were new.
+	testBlocks func(gets, made int64)
 }
 
 // setDefaults validates o and fills in the documented defaults.

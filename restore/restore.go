@@ -179,6 +179,11 @@ func open(ctx context.Context, o *Options) (*runner, error) {
 func (rn *runner) close() {
 	rn.untrack()
 	rn.t.Close()
+	if rn.o.testBlocks != nil {
+		rn.blocks.mu.Lock()
+		rn.o.testBlocks(rn.blocks.gets, rn.blocks.made)
+		rn.blocks.mu.Unlock()
+	}
 }
 
 // prepareTopics creates the missing target topics (one created meanwhile
