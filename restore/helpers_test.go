@@ -1,13 +1,11 @@
 package restore
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"regexp"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
@@ -235,19 +233,4 @@ func assertNothingWritten(t testing.TB, f *fixture, tgt *kfake.Cluster, topic st
 }
 
 // syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = kfaketest.LogBuffer
