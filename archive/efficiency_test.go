@@ -32,10 +32,14 @@ type procCost struct {
 	cpu    time.Duration // user + system
 	sys    time.Duration // system alone (file writes, fsync, page faults)
 	maxRSS int64         // peak resident set, bytes
+	// fileRSS is the most of the resident set that was file pages (the
+	// binary's code and read-only data, mapped as they are touched).
+	fileRSS int64
 }
 
 func (c procCost) add(o procCost) procCost {
-	return procCost{wall: c.wall + o.wall, cpu: c.cpu + o.cpu, sys: c.sys + o.sys, maxRSS: max(c.maxRSS, o.maxRSS)}
+	return procCost{wall: c.wall + o.wall, cpu: c.cpu + o.cpu, sys: c.sys + o.sys, maxRSS: max(c.maxRSS, o.maxRSS),
+		fileRSS: max(c.fileRSS, o.fileRSS)}
 }
 
 // runChild runs cmd to completion and returns its cost; a failure fails tb
@@ -58,7 +62,7 @@ func runChildUntil(tb testing.TB, cmd *exec.Cmd, finished func() bool) procCost 
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("%s: %v", cmd, err)
 	}
-	done, peak := make(chan struct{}), make(chan int64)
+	done, peak := make(chan struct{}), make(chan [2]int64)
 	watched := make(chan struct{}) // the watcher of finished returned: what it wrote is visible
 	if finished == nil {
 		close(watched)
@@ -80,9 +84,10 @@ func runChildUntil(tb testing.TB, cmd *exec.Cmd, finished func() bool) procCost 
 	}
 	go func() {
 		status := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/status"
-		var top int64
+		var top [2]int64
 		for {
-			top = max(top, vmHWM(status))
+			hwm, file := rssOf(status)
+			top = [2]int64{max(top[0], hwm), max(top[1], file)}
 			select {
 			case <-done:
 				peak <- top
@@ -95,7 +100,9 @@ func runChildUntil(tb testing.TB, cmd *exec.Cmd, finished func() bool) procCost 
 	close(done)
 	<-watched
 	c := procCost{wall: time.Since(start), cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(),
-		sys: cmd.ProcessState.SystemTime(), maxRSS: <-peak}
+		sys: cmd.ProcessState.SystemTime()}
+	top := <-peak
+	c.maxRSS, c.fileRSS = top[0], top[1]
 	if err != nil {
 		tb.Fatalf("%s: %v\n%s", cmd, err, out.String())
 	}
@@ -105,20 +112,26 @@ func runChildUntil(tb testing.TB, cmd *exec.Cmd, finished func() bool) procCost 
 	return c
 }
 
-// vmHWM reads the peak resident set ("VmHWM:  1234 kB") from a
-// /proc/<pid>/status file; 0 if unreadable (the process ended).
-func vmHWM(status string) int64 {
+// rssOf reads the peak resident set ("VmHWM:  1234 kB") and the file
+// pages resident now ("RssFile:") from a /proc/<pid>/status file, in bytes;
+// 0 if unreadable (the process ended).
+func rssOf(status string) (hwm, file int64) {
 	b, err := os.ReadFile(status)
 	if err != nil {
-		return 0
+		return 0, 0
+	}
+	kB := func(v string) int64 {
+		n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		return n * 1024
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb * 1024
+			hwm = kB(v)
+		} else if v, ok := strings.CutPrefix(l, "RssFile:"); ok {
+			file = kB(v)
 		}
 	}
-	return 0
+	return hwm, file
 }
 
 // consumerChildEnv carries "brokers|topic|records" to TestPlainConsumerChild.
@@ -264,12 +277,15 @@ func (r costReport) report(b *testing.B) {
 	b.ReportMetric(float64(r.consumer.maxRSS)/(1<<20), "consumer-rss-MiB")
 	b.ReportMetric(float64(r.archiver.maxRSS)/(1<<20), "archive-rss-MiB")
 	b.ReportMetric(float64(r.archiver.maxRSS)/float64(r.consumer.maxRSS), "rss-ratio")
+	b.ReportMetric(float64(r.consumer.fileRSS)/(1<<20), "consumer-file-MiB")
+	b.ReportMetric(float64(r.archiver.fileRSS)/(1<<20), "archive-file-MiB")
 }
 
 func (r costReport) String() string {
 	return fmt.Sprintf("--compression %s: client CPU per GB of records: plain consumer %.2f s (system %.2f s) + codec alone %.2f s = %.2f s, archiver %.2f s (system %.2f s): ratio %.2f (target <= 1.15); "+
-		"wall-clock throughput archiver/consumer %.2f; peak RSS consumer %.0f MiB, archiver %.0f MiB: ratio %.2f (target <= 2)",
+		"wall-clock throughput archiver/consumer %.2f; peak RSS consumer %.0f MiB, archiver %.0f MiB: ratio %.2f (target <= 2); file pages at most: consumer %.0f MiB, archiver %.0f MiB",
 		r.codec, r.perGB(r.consumer.cpu), r.perGB(r.consumer.sys), r.perGB(r.codecCPU), r.perGB(r.consumer.cpu+r.codecCPU), r.perGB(r.archiver.cpu), r.perGB(r.archiver.sys), r.cpuRatio(),
 		r.consumer.wall.Seconds()/r.archiver.wall.Seconds(),
-		float64(r.consumer.maxRSS)/(1<<20), float64(r.archiver.maxRSS)/(1<<20), float64(r.archiver.maxRSS)/float64(r.consumer.maxRSS))
+		float64(r.consumer.maxRSS)/(1<<20), float64(r.archiver.maxRSS)/(1<<20), float64(r.archiver.maxRSS)/float64(r.consumer.maxRSS),
+		float64(r.consumer.fileRSS)/(1<<20), float64(r.archiver.fileRSS)/(1<<20))
 }
