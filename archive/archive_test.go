@@ -313,7 +313,7 @@ func TestMemoryBoundStreamed(t *testing.T) {
 	fst.SetStagedWriteDelay(20 * time.Millisecond)
 	var st store.Store = fst
 	const bound = 1 << 20
-	var logs lockedBuffer
+	var logs kfaketest.LogBuffer
 	a, err := New(Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Store: st, Once: true,
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil)), WriterID: "test", Layout: LayoutSegments,
 		Compression: "none", MaxBufferedBytes: bound, BlockBytes: 128 << 10,

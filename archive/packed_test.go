@@ -676,9 +676,6 @@ func testDeletedTopicCompacted(t *testing.T, group string) {
 	noProblems(t, st)
 }
 
-// lockedBuffer is a log sink safe for a logger's concurrent writes.
-type lockedBuffer = kfaketest.LogBuffer
-
 // TestRecreatedTopicStartsEveryPartition: when a topic is deleted and
 // re-created under the same name, the new incarnation's partitions start
 // together once the old incarnation's are released, and the "archiving
@@ -693,7 +690,7 @@ func TestRecreatedTopicStartsEveryPartition(t *testing.T) {
 		produce(t, cl, &kgo.Record{Topic: "re", Value: []byte(strconv.Itoa(i))})
 	}
 	st := newStore(t)
-	var logs lockedBuffer
+	var logs kfaketest.LogBuffer
 	stop := startArchiver(t, c, st, func(o *Options) {
 		packed(o)
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
@@ -753,7 +750,7 @@ func testDeletedTopicSalvaged(t *testing.T, segBytes, maxBuffered int) {
 		produce(t, cl, &kgo.Record{Topic: "doomed", Value: []byte(strconv.Itoa(i))})
 	}
 	st := newStore(t)
-	var logs lockedBuffer
+	var logs kfaketest.LogBuffer
 	stop := startArchiver(t, c, st, func(o *Options) {
 		packed(o)
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
@@ -844,7 +841,7 @@ func TestPackedOrphanTailAdopted(t *testing.T) {
 	}
 	// The second one never sees the topic; it cleans stopped writers' flush
 	// objects soon (a short --compact-after) and adopts the orphaned tails.
-	var logs lockedBuffer
+	var logs kfaketest.LogBuffer
 	stop = startArchiver(t, c, st, func(o *Options) {
 		packed(o)
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
@@ -901,7 +898,7 @@ func TestPackedOrphanOutsideSelectionKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopTheirs := startArchiver(t, c, st, theirs) // a restart: a new writer; the old one's objects are kept
-	var logs lockedBuffer
+	var logs kfaketest.LogBuffer
 	stop = startArchiver(t, c, st, func(o *Options) {
 		packed(o)
 		o.Topics = selector(t, []string{"ours"})
@@ -982,7 +979,7 @@ func TestPackedGroupReclaimDeferred(t *testing.T) {
 	st := newStore(t)
 	p := startProducer(t, c, "zg", 5)
 	const delay = 2 * time.Second
-	var logs lockedBuffer
+	var logs kfaketest.LogBuffer
 	stop := startArchiver(t, c, st, zombieGuardOptions("zg-group", &logs, delay))
 	waitArchived(t, st, "zg", 100)
 	runOnce(t, c, st, packed) // claims the partition
@@ -1019,7 +1016,7 @@ const (
 
 // zombieGuardOptions: a packed group member logging JSON to logs, checking
 // its claims often and claiming a lost partition again after delay.
-func zombieGuardOptions(group string, logs *lockedBuffer, delay time.Duration) func(*Options) {
+func zombieGuardOptions(group string, logs *kfaketest.LogBuffer, delay time.Duration) func(*Options) {
 	return func(o *Options) {
 		packed(o)
 		o.Group = group
@@ -1032,7 +1029,7 @@ func zombieGuardOptions(group string, logs *lockedBuffer, delay time.Duration) f
 }
 
 // logLines decodes a JSON log's lines (message, partition, time).
-func logLines(b *lockedBuffer) []logLine {
+func logLines(b *kfaketest.LogBuffer) []logLine {
 	var out []logLine
 	for _, l := range strings.Split(b.String(), "\n") {
 		var e logLine
@@ -1062,7 +1059,7 @@ func TestPackedGroupReclaimRevoked(t *testing.T) {
 	st := newStore(t)
 	p := startProducer(t, c, "zr", 5)
 	const delay = 8 * time.Second
-	var logsA, logsB lockedBuffer
+	var logsA, logsB kfaketest.LogBuffer
 	stopA := startArchiver(t, c, st, zombieGuardOptions("zr-group", &logsA, delay))
 	waitArchived(t, st, "zr", 100)
 	runOnce(t, c, st, packed) // claims both partitions
@@ -1169,7 +1166,7 @@ func TestPackedOnceLostClaimFails(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	var logs lockedBuffer
+	var logs kfaketest.LogBuffer
 	o := Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Store: st, Once: true, Layout: LayoutPacked,
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil)), WriterID: "test"}
 	a, err := New(o)

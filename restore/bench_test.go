@@ -57,6 +57,13 @@ func (c *countingStore) List(ctx context.Context, o store.ListOptions, fn func(s
 // totalBytes. It returns the number of records per partition.
 func synthArchive(tb testing.TB, st store.Store, topic string, parts int32, totalBytes int64, valueSize, segBytes, blockBytes int, codec manifest.Codec) int64 {
 	tb.Helper()
+	return synthArchiveSized(tb, st, topic, parts, totalBytes, func(int64) int { return valueSize }, valueSize, valueSize, segBytes, blockBytes, codec)
+}
+
+// synthArchiveSized is synthArchive with the value of offset o size(o)
+// bytes long: avgValue on average (for the record count), at most maxValue.
+func synthArchiveSized(tb testing.TB, st store.Store, topic string, parts int32, totalBytes int64, size func(o int64) int, avgValue, maxValue, segBytes, blockBytes int, codec manifest.Codec) int64 {
+	tb.Helper()
 	ctx := context.Background()
 	a, err := manifest.Init(ctx, st, "bench", 1)
 	if err != nil {
@@ -66,11 +73,11 @@ func synthArchive(tb testing.TB, st store.Store, topic string, parts int32, tota
 	if err := a.EnsureTopic(ctx, topic, id, 1); err != nil {
 		tb.Fatal(err)
 	}
-	value := make([]byte, valueSize)
+	value := make([]byte, maxValue)
 	for i := range value {
 		value[i] = byte(i*7 + i>>3)
 	}
-	perPart := totalBytes / int64(parts) / int64(valueSize+24)
+	perPart := totalBytes / int64(parts) / int64(avgValue+24)
 	for p := int32(0); p < parts; p++ {
 		pl := a.Partition(topic, id, p)
 		var head *manifest.Commit
@@ -87,7 +94,7 @@ func synthArchive(tb testing.TB, st store.Store, topic string, parts int32, tota
 				w = manifest.NewSegmentWriter(o, manifest.SegmentOptions{Codec: codec, BlockSize: blockBytes})
 			}
 			value[0], value[1] = byte(o), byte(o>>8)
-			r := &manifest.Record{Offset: o, Timestamp: 1_700_000_000_000 + o, Key: []byte(fmt.Sprintf("key-%d", o%1000)), Value: value,
+			r := &manifest.Record{Offset: o, Timestamp: 1_700_000_000_000 + o, Key: []byte(fmt.Sprintf("key-%d", o%1000)), Value: value[:size(o)],
 				ProducerID: -1, ProducerEpoch: -1, LeaderEpoch: -1}
 			if err := w.Append(r); err != nil {
 				tb.Fatal(err)

@@ -112,19 +112,24 @@ func TestBlockBufRelease(t *testing.T) {
 }
 
 // TestRestoreBlockBuffersReused: a whole restore allocates about its
-// working set of block buffers once, not a buffer per block: blocks
-// differing by a few bytes share buffers, and a compressed block's small
-// stored-bytes buffer does not take the place of a large one. A lane's
-// working set: the batches it reads ahead and the one being handed over
-// (target.BatchBytes of records each), its in-flight window, the block
-// being read (with a compressed one's stored bytes) and the last record's
-// pin.
+// working set of block buffers once, not a buffer per block: a released
+// buffer serves later blocks (of lengths of their own here: values of 100
+// to 3,099 bytes), and collections during the restore do not empty the
+// free list, as they would a sync.Pool. A lane's working set: the batches
+// it reads ahead and the one being handed over (target.BatchBytes of
+// records each), its in-flight window, the block being read (with a
+// compressed one's stored bytes) and the last record's pin. Which free
+// buffer a block takes (the smallest that holds it) is
+// TestBlockFreeReuse's.
 func TestRestoreBlockBuffersReused(t *testing.T) {
 	for _, codec := range []manifest.Codec{manifest.CodecZstd, manifest.CodecNone} {
 		t.Run(codec.String(), func(t *testing.T) {
 			st, _ := newStore(t)
 			const parts, block, readAhead, window = 2, 128 << 10, 1, 1 << 20
-			perPart := synthArchive(t, st, "tp", parts, 48<<20, 200, 4<<20, block, codec)
+			// Values of 100 to 3,099 bytes: blocks close up to 3 KB short
+			// of the block size, each at a length of its own.
+			size := func(o int64) int { return 100 + int(o*7919%3000) }
+			perPart := synthArchiveSized(t, st, "tp", parts, 48<<20, size, 1600, 3100, 4<<20, block, codec)
 			tgt := newCluster(t)
 			o := Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(tgt.ListenAddrs()...)}, Topics: mustSel(t, "tp"),
 				Rename: map[string]string{"tp": "tp-restored"}, Logger: testLogger(t), Concurrency: parts,

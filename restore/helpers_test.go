@@ -231,6 +231,3 @@ func assertNothingWritten(t testing.TB, f *fixture, tgt *kfake.Cluster, topic st
 		t.Fatalf("rejected restore created topic %s", topic)
 	}
 }
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer = kfaketest.LogBuffer

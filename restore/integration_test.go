@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/internal/kfaketest"
 	"github.com/kbackup/kbackup/internal/restoretest"
 	"github.com/kbackup/kbackup/internal/topicsel"
 	"github.com/kbackup/kbackup/manifest"
@@ -258,7 +259,7 @@ func TestRestoreRealKafka(t *testing.T) {
 	t.Run("into-log-append-time-topic-warns", func(t *testing.T) {
 		dst := win + "-lat"
 		k2.CreateTopic(t, dst, 1, 1, testenv.LogAppendTimeConfigs())
-		var logs syncBuffer
+		var logs kfaketest.LogBuffer
 		sum := realRestore(t, st, brokers2, win, dst, func(o *Options) {
 			o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		})

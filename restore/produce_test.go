@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbackup/kbackup/internal/kfaketest"
 )
 
 // concurrentProduce is a franz-go hook run inside every Produce call: it
@@ -58,7 +60,7 @@ func TestTopicCreatedMeanwhile(t *testing.T) {
 	f := buildFixture(t, "meanwhile", 3, 40)
 	f.archive(t)
 	tgt := newCluster(t)
-	var logs syncBuffer
+	var logs kfaketest.LogBuffer
 	o := f.opts(t, tgt)
 	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	o.testPlanned = func() { createTopic(t, tgt, f.topic, f.parts, nil) }
