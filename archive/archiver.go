@@ -42,7 +42,9 @@ type Archiver struct {
 	buffered int64
 	// partHold is the part buffer a staged object of the store holds
 	// outside the Go heap (S3), counted against MaxBufferedBytes while a
-	// segment streams to it; 0 for a store that reports none.
+	// segment streams to it; 0 for a store that reports none. It is the
+	// part's length: an uncompressed block encoded in place past it is
+	// the open block, counted as held (SegmentWriter.Held).
 	partHold int64
 
 	onceTargets map[tp]int64 // Once: end offsets seen at start
@@ -190,7 +192,7 @@ func New(opts Options) (*Archiver, error) {
 	m.bufferedMax.Set(float64(opts.MaxBufferedBytes))
 	var partHold int64
 	if pb, ok := opts.Store.(store.PartBufferReporter); ok {
-		partHold = int64(pb.PartBuffers().Size)
+		partHold = int64(pb.PartBuffers().Part)
 		if opts.Registerer != nil {
 			opts.Registerer.MustRegister(partBufferCollector{pb})
 		}

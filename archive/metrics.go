@@ -157,7 +157,7 @@ var (
 		"Staged objects' part buffers (S3 multipart parts, outside the Go heap) by state: in_use (filling or uploading), idle (holding their memory, reused next), released (memory returned to the kernel).",
 		[]string{"state"}, nil)
 	partBufferBytesDesc = prometheus.NewDesc("kbackup_store_part_buffer_bytes",
-		"Memory held by part buffers in use or idle (outside the Go heap, in the process's resident memory).", nil, nil)
+		"Memory part buffers in use or idle can hold (outside the Go heap, in the process's resident memory): their size, a part and the room past it for an uncompressed block encoded in place, which takes memory only where written.", nil, nil)
 	partBuffersAbandonedDesc = prometheus.NewDesc("kbackup_store_part_buffers_abandoned_total",
 		"Part buffers given up after a failed or cut-off upload (never reused; unmapped later).", nil, nil)
 )

@@ -169,7 +169,7 @@ func TestStreamedFlushS3(t *testing.T) {
 	bufs := gatherMetrics(t, reg)
 	t.Logf("part buffer metrics: %v", bufs)
 	if bufs[`kbackup_store_part_buffers{state="in_use"}`] != 0 || bufs["kbackup_store_part_buffers_abandoned_total"] < 1 ||
-		bufs["kbackup_store_part_buffer_bytes"] != float64(so.PartSize)*bufs[`kbackup_store_part_buffers{state="idle"}`] {
+		bufs["kbackup_store_part_buffer_bytes"] != float64(s3st.PartBuffers().Size)*bufs[`kbackup_store_part_buffers{state="idle"}`] {
 		t.Errorf("part buffer metrics %v: want none in use, the idle ones' bytes, and the failed parts' buffers abandoned", bufs)
 	}
 	t.Logf("%d objects staged, %d published; %d multipart uploads, %d parts, %d completed (%d reported failed), %d aborted; %d failures injected",

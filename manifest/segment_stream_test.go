@@ -274,3 +274,160 @@ func TestSegmentStreamPublish(t *testing.T) {
 	}
 	verifyClean(t, a)
 }
+
+// memReserving is a memStaged that lends the writer its buffer
+// (store.ReservingStaged), as S3's part buffers: dirty from earlier use.
+// Commit copies what it commits into the object.
+type memReserving struct {
+	memStaged
+	maxReserve int
+	room       []byte
+	out        int // the reservation out, else -1
+	reserves   int
+	commits    int // of more than 0 bytes
+}
+
+func newMemReserving(maxReserve, failAfter int) *memReserving {
+	return &memReserving{memStaged: memStaged{failAfter: failAfter}, maxReserve: maxReserve, out: -1}
+}
+
+func (m *memReserving) MaxReserve() int { return m.maxReserve }
+
+func (m *memReserving) Write(p []byte) (int, error) {
+	m.mu.Lock()
+	out := m.out
+	m.mu.Unlock()
+	if out >= 0 {
+		return 0, errors.New("write during a reservation")
+	}
+	return m.memStaged.Write(p)
+}
+
+func (m *memReserving) Reserve(n int) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.out >= 0:
+		return nil, errors.New("second reservation")
+	case m.aborted:
+		return nil, store.ErrAborted
+	case n > m.maxReserve:
+		return nil, fmt.Errorf("reserve %d > %d", n, m.maxReserve)
+	}
+	if cap(m.room) < n {
+		m.room = make([]byte, n)
+	}
+	b := m.room[:n]
+	for i := range b {
+		b[i] = 0xa5
+	}
+	m.out = n
+	m.reserves++
+	return b, nil
+}
+
+func (m *memReserving) Commit(k int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := m.out
+	m.out = -1
+	switch {
+	case n < 0:
+		return errors.New("commit without a reservation")
+	case m.aborted:
+		return store.ErrAborted
+	case k > n:
+		return fmt.Errorf("commit %d of %d", k, n)
+	case m.failAfter >= 0 && m.buf.Len()+k > m.failAfter:
+		return errors.New("disk full")
+	}
+	if k > 0 {
+		m.commits++
+	}
+	m.buf.Write(m.room[:k])
+	return nil
+}
+
+// TestSegmentStreamInPlace: an uncompressed segment streamed to a staged
+// object that lends its buffer (store.ReservingStaged) encodes each block
+// after staging began in place, one reservation and one commit a block,
+// and is byte for byte the segment held in memory (summary, CRC32C and
+// index too), whatever the record sizes (records larger than a block go
+// through the heap) and when staging starts; the writer then holds only
+// the open block. Compressed segments, and blocks larger than the room,
+// are written as before. A failed commit, or an Abort during a
+// reservation, loses the segment.
+func TestSegmentStreamInPlace(t *testing.T) {
+	t.Parallel()
+	const block = 8 << 10
+	for _, size := range []int{900, 20_000, 17} {
+		for _, after := range []int{0, 1, 3} {
+			recs := streamRecords(100, 2_000_000/(size+40), size)
+			held, _ := buildStreamed(t, CodecNone, block, recs, nil)
+			want, wantInfo := held.Finish()
+			st := newMemReserving(64<<10, -1)
+			w, maxHeld := buildStreamedAfter(t, CodecNone, block, after, recs, func() (store.Staged, error) { return st, nil })
+			body, info := w.FinishBody()
+			if info != wantInfo || !body.Streamed() || !bytes.Equal(st.buf.Bytes(), want) {
+				t.Fatalf("records of %d B, after %d: streamed in place %d bytes (%v), info %+v; want %d bytes, %+v",
+					size, after, st.buf.Len(), body.Streamed(), info, len(want), wantInfo)
+			}
+			if size < block {
+				if inPlace := info.Blocks - max(after, 1); st.commits != inPlace || st.reserves != inPlace {
+					t.Errorf("records of %d B, after %d: %d reservations, %d commits; want %d blocks in place", size, after, st.reserves, st.commits, inPlace)
+				}
+				if maxHeld > (max(after, 1)+1)*block {
+					t.Errorf("records of %d B, after %d: the writer held %d bytes, want %d blocks at most", size, after, maxHeld, max(after, 1)+1)
+				}
+			} else if st.commits != 0 {
+				t.Errorf("records of %d B: %d blocks larger than the block size committed in place", size, st.commits)
+			}
+			if w.Held() != 0 || st.out >= 0 {
+				t.Errorf("records of %d B, after %d: %d bytes held, reservation %d out after FinishBody", size, after, w.Held(), st.out)
+			}
+			body.Release()
+		}
+	}
+
+	recs := streamRecords(0, 300, 900)
+	held, _ := buildStreamed(t, CodecZstd, block, recs, nil)
+	wantZ, _ := held.Finish()
+	held, _ = buildStreamed(t, CodecNone, block, recs, nil)
+	want, _ := held.Finish()
+	for _, c := range []struct {
+		codec      Codec
+		maxReserve int
+		want       []byte
+	}{{CodecZstd, 64 << 10, wantZ}, {CodecNone, block, want}} {
+		st := newMemReserving(c.maxReserve, -1)
+		w, _ := buildStreamed(t, c.codec, block, recs, func() (store.Staged, error) { return st, nil })
+		body, _ := w.FinishBody()
+		if st.reserves != 0 || !body.Streamed() || !bytes.Equal(st.buf.Bytes(), c.want) {
+			t.Errorf("%s, room %d: %d reservations, streamed %v, same bytes %v; want written as before", c.codec, c.maxReserve, st.reserves, body.Streamed(), bytes.Equal(st.buf.Bytes(), c.want))
+		}
+		body.Release()
+	}
+
+	a, _ := newTestArchive(t)
+	p := a.Partition("t", TopicID{1}, 0)
+	for _, fail := range []int{5, 30_000, 200_000} {
+		w, _ := buildStreamed(t, CodecNone, block, recs, func() (store.Staged, error) { return newMemReserving(64<<10, fail), nil })
+		body, info := w.FinishBody()
+		if _, err := p.AppendBody(t.Context(), nil, body, info, "w", 1); !errors.Is(err, ErrSegmentLost) {
+			t.Fatalf("failing after %d bytes: AppendBody %v, want ErrSegmentLost", fail, err)
+		}
+	}
+	st := newMemReserving(64<<10, -1)
+	w, _ := buildStreamed(t, CodecNone, block, recs, func() (store.Staged, error) { return st, nil })
+	if st.out < 0 {
+		t.Fatal("no reservation out for the open block")
+	}
+	w.Abort() // during the reservation
+	body, info := w.FinishBody()
+	if _, err := p.AppendBody(t.Context(), nil, body, info, "w", 1); !errors.Is(err, ErrSegmentLost) {
+		t.Fatalf("aborted during a reservation: AppendBody %v, want ErrSegmentLost", err)
+	}
+	if h, err := p.Head(t.Context()); err != nil || h != nil {
+		t.Fatalf("after lost segments the head is %+v, %v: want none", h, err)
+	}
+}

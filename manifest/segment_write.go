@@ -69,6 +69,10 @@ type SegmentWriter struct {
 
 	// stream writes the closed blocks to the staged object (Stage).
 	stream *streamer
+	// res is the open block's reservation in the staged object when it is
+	// encoded in place (streamer.rs): the block header's room, then the
+	// payload. nil otherwise.
+	res []byte
 
 	// the open block
 	payload []byte
@@ -249,7 +253,12 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	}
 	w.cur = BlockInfo{}
 	if w.stream != nil {
-		w.stream.send(cb)
+		if w.res != nil {
+			w.stream.commitBlock(w.res, cb)
+			w.res = nil
+		} else {
+			w.stream.send(cb)
+		}
 	}
 	if final {
 		w.payload, w.payBase = nil, nil
@@ -267,8 +276,21 @@ func (w *SegmentWriter) closeBlock(final bool) {
 // memory page as within the segment: a store writing with O_DIRECT
 // (filestore) can then write most of the block straight from the buffer
 // instead of copying it into an aligned one.
+//
+// A segment streamed to a store.ReservingStaged (streamer.rs) encodes the
+// block in place instead, in a reservation of the staged object with room
+// for its header.
 func (w *SegmentWriter) takeFullBuf() {
 	full := w.fullBlockCap()
+	if s := w.stream; s != nil && s.rs != nil && s.err == nil {
+		res, err := s.rs.Reserve(blockHeaderSize + full)
+		if err == nil {
+			w.res, w.payBase = res, nil
+			w.payload = res[blockHeaderSize:blockHeaderSize:len(res)]
+			return
+		}
+		s.err = err // the segment is lost: the next blocks are dropped
+	}
 	base := getBlockBuf(full + streamAlign)
 	k := 0
 	if w.opts.Codec == CodecNone && w.opts.Stage != nil {
@@ -280,36 +302,58 @@ func (w *SegmentWriter) takeFullBuf() {
 
 // startStream stages the segment's object and starts writing it. If
 // staging fails the segment stays in memory.
+//
+// An uncompressed segment whose staged object lends its buffer
+// (store.ReservingStaged: S3's part buffers) is written by the appender
+// itself: the blocks held so far, then each next block encoded in place
+// (takeFullBuf) and committed as it closes. Nothing is copied, and no
+// block buffer of the heap is held for it; the appender waits only when
+// the store makes a write wait (an upload, when its parts are all in use).
 func (w *SegmentWriter) startStream() {
 	st, err := w.opts.Stage()
 	if err != nil {
 		return
 	}
-	w.stream = &streamer{st: st, codec: w.opts.Codec,
-		blocks: make(chan *closedBlock, 2), quit: make(chan struct{}), done: make(chan struct{})}
-	go w.stream.run()
+	s := &streamer{st: st, codec: w.opts.Codec, quit: make(chan struct{}), done: make(chan struct{})}
+	if rs, ok := st.(store.ReservingStaged); ok && w.opts.Codec == CodecNone && blockHeaderSize+w.fullBlockCap() <= rs.MaxReserve() {
+		s.rs = rs
+		s.write(segmentHeader(), false, 0)
+		close(s.done)
+	} else {
+		s.blocks = make(chan *closedBlock, 2)
+		go s.run()
+	}
+	w.stream = s
 }
 
 // streamer writes a segment's closed blocks, in order, to its staged
 // object on a goroutine of its own (the appender goes on meanwhile), and
 // lets go of each once written. The channel's small buffer bounds what
-// waits: a slow disk slows the appender down.
+// waits: a slow disk slows the appender down. With rs (startStream) it
+// has no goroutine: the appender writes and commits the blocks.
 type streamer struct {
 	st     store.Staged
+	rs     store.ReservingStaged // st, when blocks are encoded in place
 	codec  Codec
 	blocks chan *closedBlock
 	quit   chan struct{} // closed by abort
 	once   sync.Once
 	done   chan struct{} // closed when run returns
 	raw    atomic.Int64  // uncompressed bytes written and let go of
-	// owned by run until done
+	// owned by run until done (rs: by the appender)
 	pos int64
 	crc uint32
 	err error // the first write error: the segment is lost
+	hdr [blockHeaderSize]byte
 }
 
-// send hands a closed block to the streamer (nothing after an abort).
+// send hands a closed block to the streamer (nothing after an abort), or
+// with rs writes it.
 func (s *streamer) send(cb *closedBlock) {
+	if s.rs != nil {
+		s.writeBlock(cb)
+		return
+	}
 	select {
 	case s.blocks <- cb:
 	case <-s.quit:
@@ -325,7 +369,6 @@ func (s *streamer) abort() {
 
 func (s *streamer) run() {
 	defer close(s.done)
-	var hdr [blockHeaderSize]byte
 	s.write(segmentHeader(), false, 0)
 	for {
 		var cb *closedBlock
@@ -342,18 +385,50 @@ func (s *streamer) run() {
 		if cb.done != nil {
 			<-cb.done
 		}
-		b := cb.stored
-		cb.pos, cb.length = s.pos, int64(blockHeaderSize+len(b))
-		s.write(appendBlockHeader(hdr[:0], s.codec, cb.records, cb.rawLen, b, cb.crc), false, 0)
-		s.write(b, true, cb.crc)
-		putBlockBuf(cb.base) // CodecNone: the block's buffer (compressed: nil)
-		cb.stored, cb.base = nil, nil
-		s.raw.Add(int64(cb.rawLen))
+		s.writeBlock(cb)
+	}
+}
+
+// writeBlock writes a closed block (compressed: once compressed) and lets
+// go of its bytes.
+func (s *streamer) writeBlock(cb *closedBlock) {
+	b := cb.stored
+	cb.pos, cb.length = s.pos, int64(blockHeaderSize+len(b))
+	s.write(appendBlockHeader(s.hdr[:0], s.codec, cb.records, cb.rawLen, b, cb.crc), false, 0)
+	s.write(b, true, cb.crc)
+	putBlockBuf(cb.base) // CodecNone: the block's buffer (compressed: nil)
+	cb.stored, cb.base = nil, nil
+	s.raw.Add(int64(cb.rawLen))
+}
+
+// commitBlock ends a block encoded in place (rs): its payload lies in res
+// after the room for its header, which it writes there; the reservation
+// is committed.
+func (s *streamer) commitBlock(res []byte, cb *closedBlock) {
+	b := cb.stored
+	h := appendBlockHeader(res[:0], s.codec, cb.records, cb.rawLen, b, cb.crc)
+	cb.pos, cb.length = s.pos, int64(len(h)+len(b))
+	s.account(h, false, 0)
+	s.account(b, true, cb.crc)
+	if err := s.rs.Commit(int(cb.length)); err != nil && s.err == nil {
+		s.err = err
+	}
+	cb.stored = nil
+	s.raw.Add(int64(cb.rawLen))
+}
+
+// release ends a reservation (rs) unused.
+func (s *streamer) release() {
+	if err := s.rs.Commit(0); err != nil && s.err == nil {
+		s.err = err
 	}
 }
 
 // finish waits for every block sent to be written.
 func (s *streamer) finish() {
+	if s.rs != nil {
+		return // written as they closed
+	}
 	close(s.blocks)
 	<-s.done
 }
@@ -380,18 +455,24 @@ func appendBlockHeader(b []byte, codec Codec, records int64, rawLen int, stored 
 // CRC32C: combined from pcrc when known (a large block), else computed.
 // After the first error nothing more is written.
 func (s *streamer) write(p []byte, known bool, pcrc uint32) {
-	if known && len(p) >= 512<<10 {
-		s.crc = crc32cCombine(s.crc, pcrc, int64(len(p)))
-	} else {
-		s.crc = crc32.Update(s.crc, castagnoli, p)
-	}
-	s.pos += int64(len(p))
+	s.account(p, known, pcrc)
 	if s.err != nil {
 		return
 	}
 	if _, err := s.st.Write(p); err != nil {
 		s.err = err
 	}
+}
+
+// account adds p, written to the staged object (or committed there), to
+// the segment's length and CRC32C (see write).
+func (s *streamer) account(p []byte, known bool, pcrc uint32) {
+	if known && len(p) >= 512<<10 {
+		s.crc = crc32cCombine(s.crc, pcrc, int64(len(p)))
+	} else {
+		s.crc = crc32.Update(s.crc, castagnoli, p)
+	}
+	s.pos += int64(len(p))
 }
 
 // grow makes room for need bytes in the open block. A segment's first block
@@ -402,6 +483,13 @@ func (w *SegmentWriter) grow(need int) {
 	full := w.fullBlockCap()
 	c := max(4*cap(w.payload), 4<<10, need)
 	old, oldBase := w.payload, w.payBase
+	if w.res != nil {
+		// Encoded in place and too small (a record larger than the
+		// block target): the reservation ends unused, its bytes stay put
+		// until the next write, and the block is written from the heap.
+		w.stream.release()
+		w.res = nil
+	}
 	switch {
 	case need > full:
 		w.payload, w.payBase = make([]byte, 0, need), nil // a record larger than the block target
@@ -627,6 +715,10 @@ func (w *SegmentWriter) FinishBody() (*SegmentBody, SegmentInfo) {
 // not yet written, then the index and footer.
 func (w *SegmentWriter) finishStream(info SegmentInfo) (*SegmentBody, SegmentInfo) {
 	s := w.stream
+	if w.res != nil {
+		s.release() // the open block was empty
+		w.res = nil
+	}
 	s.finish()
 	for i, cb := range w.closed {
 		w.index.Blocks[i].Position, w.index.Blocks[i].Length = cb.pos, cb.length

@@ -137,12 +137,16 @@ type PartBufferReporter interface {
 	PartBuffers() PartBufferStats
 }
 
-// PartBufferStats are a store's part buffers: all of Size bytes; InUse
+// PartBufferStats are a store's part buffers: all of Size bytes, a part
+// of up to Part bytes and room past it for a reservation
+// (ReservingStaged), whose pages take memory only once written; InUse
 // filling or uploading, Resident idle and holding their memory, Released
 // idle with their memory returned to the kernel. Abandoned counts the
-// buffers given up after a failed upload (never reused, unmapped later).
+// buffers given up after a failed upload, or by an Abort while a writer
+// had a reservation in them (ReservingStaged): never reused, unmapped
+// later.
 type PartBufferStats struct {
-	Size                      int
+	Size, Part                int
 	InUse, Resident, Released int
 	Abandoned                 int
 }
@@ -160,6 +164,28 @@ type Staged interface {
 	Publish(ctx context.Context, key string, opts PutOptions) error
 	// Abort discards the staged bytes; it does nothing after Publish.
 	Abort()
+}
+
+// ReservingStaged is a Staged that lends the writer its own buffer: the
+// writer encodes the object's next bytes where the store will send them
+// from, instead of writing them from a buffer of its own (which the store
+// would copy). s3store's staged objects implement it: a streamed
+// uncompressed segment's blocks are encoded straight into the multipart
+// part buffers.
+//
+// Reserve returns a buffer of n bytes (n ≤ MaxReserve), the object's next
+// n bytes, not yet part of it. The writer fills what it needs of it and
+// ends the reservation with Commit(k), which appends its first k bytes (k
+// ≤ n; 0 appends nothing) to the object. While a reservation is out, only
+// Commit, Size and Abort may be called. An Abort during a reservation
+// leaves its buffer to the writer until it commits (the Commit then fails
+// with ErrAborted), or for good if it never does: the buffer is not
+// reused, so a write into it after the Abort harms nothing.
+type ReservingStaged interface {
+	Staged
+	Reserve(n int) ([]byte, error)
+	Commit(k int) error
+	MaxReserve() int
 }
 
 // ErrAborted: a Staged was written or published after Abort.

@@ -17,3 +17,6 @@ func SetStaleStaging(d time.Duration) (restore func()) {
 	staleStaging = d
 	return func() { staleStaging = old }
 }
+
+// ErrReserved is errReserved, for tests.
+var ErrReserved = errReserved

@@ -114,8 +114,10 @@ type Store struct {
 	// endpoints, where many servers do not support them.
 	checksums bool
 	desc      string
-	// stageParts holds the staged objects' part buffers (StageAt, Stage).
+	// stageParts holds the staged objects' part buffers (StageAt, Stage):
+	// stagePart bytes, and stageReserveRoom past it.
 	stageParts *bufpool.Pool
+	stagePart  int
 	// sweptAt is when Stage last swept dead temporary objects (sweepDue).
 	sweepMu sync.Mutex
 	sweptAt time.Time
@@ -134,7 +136,8 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		kmsKey:    o.SSEKMSKeyID,
 		checksums: o.Checksums == ChecksumCRC32 || (o.Checksums == "" && o.Endpoint == ""),
 	}
-	s.stageParts = bufpool.New(int(min(s.partSize, maxStagePart)), stageKeepIdle, stageIdleTime)
+	s.stagePart = int(min(s.partSize, maxStagePart))
+	s.stageParts = bufpool.New(s.stagePart+stageReserveRoom, stageKeepIdle, stageIdleTime)
 	if o.Prefix != "" {
 		s.prefix = o.Prefix + "/"
 	}

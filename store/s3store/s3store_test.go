@@ -346,6 +346,14 @@ type stageHook struct {
 	failPart                                int64
 	failPut, failCopy                       atomic.Bool
 	createDelay, partDelay                  time.Duration
+	mu                                      sync.Mutex
+	partSizes                               []int64 // of the parts uploaded, in order
+}
+
+func (h *stageHook) uploadedParts() []int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.partSizes)
 }
 
 func (h *stageHook) hook(w http.ResponseWriter, r *http.Request) bool {
@@ -363,6 +371,9 @@ func (h *stageHook) hook(w http.ResponseWriter, r *http.Request) bool {
 		}
 	case r.Method == http.MethodPut && q.Has("partNumber"):
 		n := h.parts.Add(1)
+		h.mu.Lock()
+		h.partSizes = append(h.partSizes, r.ContentLength)
+		h.mu.Unlock()
 		time.Sleep(h.partDelay)
 		if n == h.failPart {
 			s3fake.WriteError(w, 500, "InternalError", "injected")
@@ -868,5 +879,125 @@ func TestSweepUploads(t *testing.T) {
 	}
 	if err := other.Publish(ctx, "topics/x/seg", store.PutOptions{}); err != nil {
 		t.Errorf("an upload under another prefix: %v", err)
+	}
+}
+
+// TestStageAtReserve: bytes encoded in place in a staged object's part
+// buffer (store.ReservingStaged) are the object's as if written, with
+// writes between; a part ends at the first commit that takes it to the
+// part size, so no reservation is split and every part but the last has
+// at least the part size; the reserved room is left dirty from earlier
+// use, and only what is committed counts. Misuse is refused: a write or a
+// second reservation while one is out, a reservation beyond MaxReserve, a
+// commit of more than was reserved, a publish during a reservation. An
+// Abort during a reservation gives its buffer up (never reused: the writer
+// may still write into it) and the commit then fails.
+func TestStageAtReserve(t *testing.T) {
+	ctx := t.Context()
+	s, h := newStageStore(t)
+	st, err := s.StageAt(ctx, "wal/reserved")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := st.(store.ReservingStaged)
+	if rs.MaxReserve() < 1<<20 {
+		t.Fatalf("MaxReserve %d: less than a default block", rs.MaxReserve())
+	}
+	var want []byte
+	for i := range 40 {
+		if i%3 == 0 {
+			p := bytes.Repeat([]byte{byte(i)}, 1000+i*100)
+			if _, err := st.Write(p); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, p...)
+		}
+		n := 20_000 + i*9_000
+		b, err := rs.Reserve(n)
+		if err != nil || len(b) != n {
+			t.Fatalf("reserve %d: %d bytes, %v", n, len(b), err)
+		}
+		if _, err := st.Write([]byte("x")); !errors.Is(err, s3store.ErrReserved) {
+			t.Fatalf("write during a reservation: %v, want refused", err)
+		}
+		if _, err := rs.Reserve(10); !errors.Is(err, s3store.ErrReserved) {
+			t.Fatalf("second reservation: %v, want refused", err)
+		}
+		k := n - i*7 // the rest of the room stays as it was
+		for j := range b[:k] {
+			b[j] = byte(i*31 + j)
+		}
+		want = append(want, b[:k]...)
+		if err := rs.Commit(k); err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() != int64(len(want)) {
+			t.Fatalf("size %d after a commit, want %d", st.Size(), len(want))
+		}
+	}
+	if _, err := rs.Reserve(rs.MaxReserve() + 1); err == nil {
+		t.Fatal("a reservation beyond MaxReserve was granted")
+	}
+	if err := rs.Commit(0); err == nil {
+		t.Fatal("a commit without a reservation succeeded")
+	}
+	if b, err := rs.Reserve(100); err != nil || rs.Commit(101) == nil || len(b) != 100 {
+		t.Fatal("a commit beyond the reservation succeeded")
+	}
+	if err := st.Publish(ctx, "wal/reserved", store.PutOptions{IfNotExists: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.Get(ctx, s, "wal/reserved"); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("published object: %d bytes, err %v; want %d bytes", len(got), err, len(want))
+	}
+	parts := h.uploadedParts()
+	var total int64
+	for i, n := range parts {
+		total += n
+		if i < len(parts)-1 && (n < testPartSize || n > testPartSize+int64(rs.MaxReserve())) {
+			t.Errorf("part %d of %d: %d bytes, want %d to %d", i+1, len(parts), n, testPartSize, testPartSize+rs.MaxReserve())
+		}
+	}
+	if total != int64(len(want)) || len(parts) < 3 {
+		t.Fatalf("%d parts of %d bytes in all, want several of %d", len(parts), total, len(want))
+	}
+	partsBack(t, s)
+
+	// A publish during a reservation is refused, and aborts.
+	before := s.PartBuffers().Abandoned
+	st, _ = s.StageAt(ctx, "wal/early")
+	rs = st.(store.ReservingStaged)
+	rs.Reserve(10)
+	if err := st.Publish(ctx, "wal/early", store.PutOptions{}); !errors.Is(err, s3store.ErrReserved) {
+		t.Fatalf("publish during a reservation: %v, want refused", err)
+	}
+	if err := rs.Commit(10); !errors.Is(err, store.ErrAborted) {
+		t.Fatalf("commit after the refused publish: %v, want ErrAborted", err)
+	}
+
+	// An Abort during a reservation: the buffer is abandoned, not
+	// reused; writing into the reservation afterwards harms nothing.
+	st, _ = s.StageAt(ctx, "wal/aborted")
+	rs = st.(store.ReservingStaged)
+	st.Write(bytes.Repeat([]byte("a"), testPartSize/2))
+	b, err := rs.Reserve(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Abort()
+	for i := range b {
+		b[i] = 0xee
+	}
+	if err := rs.Commit(len(b)); !errors.Is(err, store.ErrAborted) {
+		t.Fatalf("commit after Abort: %v, want ErrAborted", err)
+	}
+	if got := s.PartBuffers().Abandoned - before; got != 2 {
+		t.Errorf("%d buffers abandoned by the aborts during reservations, want 2", got)
+	}
+	partsBack(t, s)
+	for _, k := range []string{"wal/early", "wal/aborted"} {
+		if _, err := s.Stat(ctx, k); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s: %v, want nothing published", k, err)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -24,6 +25,15 @@ import (
 // Store's (internal/bufpool), outside the Go heap.
 const maxStagePart = 5 << 20
 
+// stageReserveRoom is the room a part buffer has past the part's length
+// for a reservation (store.ReservingStaged): a part ends at the first
+// reservation's end past the part length, so a block of up to this many
+// bytes encoded in place is never split across two buffers. It holds a
+// streamed uncompressed segment's block at the default block size (1 MiB
+// and room for the record that closes it, and its header); a larger one
+// is written through Write. Only the pages written are ever resident.
+const stageReserveRoom = 2 << 20
+
 // The staged parts' pool keeps stageKeepIdle idle buffers resident (one
 // staged object's), and the others until idle for stageIdleTime: a busy
 // archiver reuses its buffers without faulting their pages in again, an
@@ -43,7 +53,14 @@ const (
 // buffers (60 MiB) for three partitions.
 const stagePipelineBuffers = 4
 
-var _ store.KeyedStager = (*Store)(nil)
+var (
+	_ store.KeyedStager     = (*Store)(nil)
+	_ store.ReservingStaged = (*staged)(nil)
+)
+
+// errReserved: a staged object was written, reserved in or published
+// while a reservation was out.
+var errReserved = errors.New("a reservation is out")
 
 // StageAt implements store.KeyedStager with a multipart upload to key,
 // created when the first part is full: each full part is uploaded in the
@@ -75,7 +92,7 @@ func (s *Store) stage(ctx context.Context, key string, temp bool) (*staged, erro
 	}
 	upCtx, cancel := context.WithCancel(ctx)
 	st := &staged{s: s, key: key, temp: temp, ctx: upCtx, cancel: cancel,
-		parts: make(chan []byte), quit: make(chan struct{}), upDone: make(chan struct{})}
+		parts: make(chan []byte), quit: make(chan struct{}), upDone: make(chan struct{}), reserved: -1}
 	st.uploaded.L = &st.mu
 	return st, nil
 }
@@ -193,6 +210,7 @@ type staged struct {
 	state    int       // stageOpen, stagePublished or stageAborted
 	fill     []byte
 	size     int64
+	reserved int   // the reservation out (Reserve): its length, else -1
 	started  bool  // the uploader runs
 	upErr    error // the uploader's first error: the object is lost
 
@@ -222,6 +240,9 @@ func (st *staged) stateErr() error {
 func (st *staged) Write(p []byte) (int, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.reserved >= 0 {
+		return 0, fmt.Errorf("put %s: write: %w", st.s.url(st.key), errReserved)
+	}
 	n := 0
 	for len(p) > 0 {
 		if err := st.stateErr(); err != nil {
@@ -230,44 +251,102 @@ func (st *staged) Write(p []byte) (int, error) {
 		if st.fill == nil {
 			st.fill = st.s.stageParts.Get()[:0]
 		}
-		k := min(len(p), cap(st.fill)-len(st.fill))
+		k := min(len(p), st.s.stagePart-len(st.fill))
 		st.fill = append(st.fill, p[:k]...)
 		p, n, st.size = p[k:], n+k, st.size+int64(k)
-		if len(st.fill) < cap(st.fill) {
+		if len(st.fill) < st.s.stagePart {
 			continue
 		}
-		full := st.fill
-		st.fill = nil
-		if !st.started {
-			st.started = true
-			go st.upload()
-		}
-		// Hand the part over without the lock: Abort and Size go on.
-		st.mu.Unlock()
-		handed := false
-		select {
-		case st.parts <- full:
-			handed = true
-		case <-st.quit:
-			st.s.stageParts.Put(full)
-		}
-		st.mu.Lock()
-		if handed {
-			st.handed++
-			if st.s.stageParts.InUse() >= stagePipelineBuffers {
-				// Many parts in use: wait for this one's upload, whose
-				// buffer then fills again (the pool hands out the
-				// buffer put back last).
-				for st.finished < st.handed && st.state == stageOpen {
-					st.uploaded.Wait()
-				}
-				if err := st.stateErr(); err != nil {
-					return n, err
-				}
-			}
+		if err := st.handOver(); err != nil {
+			return n, err
 		}
 	}
 	return n, nil
+}
+
+// handOver hands the full part being filled to the uploader (starting
+// it), with st.mu held; it releases the lock while it waits, so Abort and
+// Size go on. While many part buffers of the store are in use it waits
+// for the part's upload (stagePipelineBuffers).
+func (st *staged) handOver() error {
+	full := st.fill
+	st.fill = nil
+	if !st.started {
+		st.started = true
+		go st.upload()
+	}
+	st.mu.Unlock()
+	handed := false
+	select {
+	case st.parts <- full:
+		handed = true
+	case <-st.quit:
+		st.s.stageParts.Put(full)
+	}
+	st.mu.Lock()
+	if !handed {
+		return st.stateErr()
+	}
+	st.handed++
+	if st.s.stageParts.InUse() >= stagePipelineBuffers {
+		// Many parts in use: wait for this one's upload, whose buffer
+		// then fills again (the pool hands out the buffer put back last).
+		for st.finished < st.handed && st.state == stageOpen {
+			st.uploaded.Wait()
+		}
+		return st.stateErr()
+	}
+	return nil
+}
+
+// MaxReserve implements store.ReservingStaged: the room of a part buffer
+// past the part length.
+func (st *staged) MaxReserve() int { return st.s.stageParts.Size() - st.s.stagePart }
+
+// Reserve implements store.ReservingStaged: the room is in the part
+// being filled, which is handed to the uploader at the Commit that takes
+// it to the part length or past it (by up to MaxReserve bytes).
+func (st *staged) Reserve(n int) ([]byte, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.reserved >= 0 {
+		return nil, fmt.Errorf("put %s: reserve: %w", st.s.url(st.key), errReserved)
+	}
+	if n < 0 || n > st.MaxReserve() {
+		return nil, fmt.Errorf("put %s: reserve %d bytes: at most %d", st.s.url(st.key), n, st.MaxReserve())
+	}
+	if err := st.stateErr(); err != nil {
+		return nil, err
+	}
+	if st.fill == nil {
+		st.fill = st.s.stageParts.Get()[:0]
+	}
+	st.reserved = n
+	end := len(st.fill) + n // len(fill) < stagePart: a full part was handed over
+	return st.fill[len(st.fill):end:end], nil
+}
+
+// Commit implements store.ReservingStaged.
+func (st *staged) Commit(k int) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := st.reserved
+	if n < 0 {
+		return fmt.Errorf("put %s: commit: no reservation is out", st.s.url(st.key))
+	}
+	st.reserved = -1
+	if err := st.stateErr(); err != nil {
+		return err // aborted (Abort gave the buffer up) or failed
+	}
+	if k < 0 || k > n {
+		return fmt.Errorf("put %s: commit %d bytes of a reservation of %d", st.s.url(st.key), k, n)
+	}
+	st.fill = st.fill[:len(st.fill)+k]
+	st.size += int64(k)
+	if len(st.fill) < st.s.stagePart {
+		return nil
+	}
+	return st.handOver()
 }
 
 func (st *staged) Size() int64 {
@@ -363,6 +442,11 @@ func (st *staged) Publish(ctx context.Context, key string, opts store.PutOptions
 		st.mu.Unlock()
 		return err
 	}
+	if st.reserved >= 0 {
+		st.mu.Unlock()
+		st.Abort()
+		return fmt.Errorf("put %s: publish: %w", st.s.url(key), errReserved)
+	}
 	st.state = stagePublished
 	fill, started := st.fill, st.started
 	st.fill = nil
@@ -425,11 +509,18 @@ func (st *staged) Abort() {
 		return
 	}
 	st.state = stageAborted
-	fill := st.fill
+	fill, reserved := st.fill, st.reserved >= 0
 	st.fill = nil
 	st.uploaded.Broadcast()
 	st.mu.Unlock()
-	st.s.stageParts.Put(fill)
+	if reserved {
+		// The writer may still write into its reservation (a sealed
+		// segment's writer finishing while another goroutine aborts it):
+		// the buffer is never reused.
+		st.s.stageParts.Abandon(fill)
+	} else {
+		st.s.stageParts.Put(fill)
+	}
 	st.cancel()
 	close(st.quit)
 }
@@ -442,7 +533,7 @@ var _ store.PartBufferReporter = (*Store)(nil)
 // part buffers (internal/bufpool).
 func (s *Store) PartBuffers() store.PartBufferStats {
 	st := s.stageParts.Stats()
-	return store.PartBufferStats{Size: s.stageParts.Size(), InUse: st.InUse, Resident: st.Resident,
+	return store.PartBufferStats{Size: s.stageParts.Size(), Part: s.stagePart, InUse: st.InUse, Resident: st.Resident,
 		Released: st.Released, Abandoned: st.Abandoned}
 }
 
