@@ -2,9 +2,11 @@ package testenv
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,34 +29,74 @@ var (
 // -race when the test binary has it, so the real binary's races fail the
 // test too) and returns its path. Tests that must drive the product as
 // operators do, as a separate process with real signals, use it.
+//
+// The binary goes to one place per checkout and race setting
+// (binaryDir), replaced atomically by each test process's build: every
+// test process built a binary of its own (~100 MB) and left it behind,
+// which filled a developer's /tmp over a day of runs. A process still
+// running the binary it replaced keeps its copy (a rename does not touch
+// the file it replaces).
 func KbackupBinary(tb testing.TB) string {
 	tb.Helper()
 	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "kbackup-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "kbackup")
 		root, err := moduleRoot()
 		if err != nil {
 			binErr = err
 			return
 		}
-		args := []string{"build", "-o", binPath, "-ldflags", "-X github.com/kbackup/kbackup/cmd/kbackup/cli.Version=test"}
+		dir, err := binaryDir(root)
+		if err != nil {
+			binErr = err
+			return
+		}
+		out, err := os.CreateTemp(dir, "kbackup-build-*")
+		if err != nil {
+			binErr = err
+			return
+		}
+		out.Close()
+		args := []string{"build", "-o", out.Name(), "-ldflags", "-X github.com/kbackup/kbackup/cmd/kbackup/cli.Version=test"}
 		if RaceEnabled() {
 			args = append(args, "-race")
 		}
 		cmd := exec.Command(goTool(), append(args, "./cmd/kbackup")...)
 		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build ./cmd/kbackup: %v\n%s", err, out)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			os.Remove(out.Name())
+			binErr = fmt.Errorf("go build ./cmd/kbackup: %v\n%s", err, b)
+			return
+		}
+		binPath = filepath.Join(dir, "kbackup")
+		if err := os.Rename(out.Name(), binPath); err != nil {
+			os.Remove(out.Name())
+			binErr = err
 		}
 	})
 	if binErr != nil {
 		tb.Fatalf("testenv: %v", binErr)
 	}
 	return binPath
+}
+
+// binaryDir is the directory KbackupBinary builds into for the checkout
+// at root: under the temporary directory, named for the user, a hash of
+// root and the race setting, created private. One that exists but is not
+// a private directory of this user's (another user's, made in a shared
+// /tmp) is not used: a directory of the process's own is made instead.
+func binaryDir(root string) (string, error) {
+	sum := sha256.Sum256([]byte(root))
+	name := fmt.Sprintf("kbackup-testbin-%d-%x", os.Getuid(), sum[:6])
+	if RaceEnabled() {
+		name += "-race"
+	}
+	dir := filepath.Join(os.TempDir(), name)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	if fi, err := os.Lstat(dir); err == nil && fi.IsDir() && fi.Mode().Perm() == 0o700 && ownedByUs(fi) {
+		return dir, nil
+	}
+	return os.MkdirTemp("", "kbackup-bin-")
 }
 
 func goTool() string {

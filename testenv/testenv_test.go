@@ -231,3 +231,38 @@ func TestClusterIDNeverLooksLikeAnOption(t *testing.T) {
 		}
 	}
 }
+
+// TestBinaryDir: KbackupBinary's directory is one per checkout, the same
+// for every test process (so builds replace each other instead of piling
+// up in /tmp), private; one that is not private is not used.
+func TestBinaryDir(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "checkout")
+	d1, err := binaryDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d1) })
+	d2, err := binaryDir(root)
+	if err != nil || d2 != d1 {
+		t.Fatalf("second call: %q, %v; want %q", d2, err, d1)
+	}
+	if other, _ := binaryDir(root + "2"); other == d1 {
+		t.Fatalf("two checkouts share %q", d1)
+	} else {
+		os.RemoveAll(other)
+	}
+	if fi, err := os.Stat(d1); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("%q: %v, %v; want a private directory", d1, fi.Mode(), err)
+	}
+	if err := os.Chmod(d1, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	d3, err := binaryDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d3) })
+	if d3 == d1 {
+		t.Fatalf("a directory others can write (%q) was used", d1)
+	}
+}
