@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"reflect"
 	"sync"
 	"testing"
 	"unsafe"
@@ -277,7 +279,9 @@ func TestSegmentStreamPublish(t *testing.T) {
 
 // memReserving is a memStaged that lends the writer its buffer
 // (store.ReservingStaged), as S3's part buffers: dirty from earlier use.
-// Commit copies what it commits into the object.
+// Commit copies what it commits into the object. With part, it counts
+// parts as s3store cuts them: a write fills parts to exactly part bytes,
+// a commit ends the part it takes to part bytes or past them.
 type memReserving struct {
 	memStaged
 	maxReserve int
@@ -285,6 +289,9 @@ type memReserving struct {
 	out        int // the reservation out, else -1
 	reserves   int
 	commits    int // of more than 0 bytes
+	part       int
+	partFill   int
+	parts      []int // the sizes of the parts ended
 }
 
 func newMemReserving(maxReserve, failAfter int) *memReserving {
@@ -293,6 +300,13 @@ func newMemReserving(maxReserve, failAfter int) *memReserving {
 
 func (m *memReserving) MaxReserve() int { return m.maxReserve }
 
+func (m *memReserving) PartLeft() int {
+	if m.part == 0 {
+		return math.MaxInt32
+	}
+	return m.part - m.partFill
+}
+
 func (m *memReserving) Write(p []byte) (int, error) {
 	m.mu.Lock()
 	out := m.out
@@ -300,7 +314,13 @@ func (m *memReserving) Write(p []byte) (int, error) {
 	if out >= 0 {
 		return 0, errors.New("write during a reservation")
 	}
-	return m.memStaged.Write(p)
+	n, err := m.memStaged.Write(p)
+	if m.part > 0 {
+		for m.partFill += n; m.partFill >= m.part; m.partFill -= m.part {
+			m.parts = append(m.parts, m.part)
+		}
+	}
+	return n, err
 }
 
 func (m *memReserving) Reserve(n int) ([]byte, error) {
@@ -345,32 +365,49 @@ func (m *memReserving) Commit(k int) error {
 		m.commits++
 	}
 	m.buf.Write(m.room[:k])
+	if m.partFill += k; m.part > 0 && m.partFill >= m.part {
+		m.parts = append(m.parts, m.partFill)
+		m.partFill = 0
+	}
 	return nil
 }
 
 // TestSegmentStreamInPlace: an uncompressed segment streamed to a staged
 // object that lends its buffer (store.ReservingStaged) encodes each block
 // after staging began in place, one reservation and one commit a block,
-// and is byte for byte the segment held in memory (summary, CRC32C and
-// index too), whatever the record sizes (records larger than a block go
-// through the heap) and when staging starts; the writer then holds only
-// the open block. Compressed segments, and blocks larger than the room,
-// are written as before. A failed commit, or an Abort during a
-// reservation, loses the segment.
+// whatever the record sizes (records larger than a block go through the
+// heap) and when staging starts; the writer then holds only the open
+// block. Without parts it is byte for byte the segment held in memory
+// (summary, CRC32C and index too). With parts, the block that can reach
+// a part's end ends it: every part but the last is the part size or
+// past it by at most a record and a block header, no block is larger
+// than its buffer, and the segment holds the same records, gaps and
+// summary, its size and CRC32C those of its bytes. Compressed segments,
+// and blocks larger than the room, are written as before. A failed
+// commit, or an Abort during a reservation, loses the segment.
 func TestSegmentStreamInPlace(t *testing.T) {
 	t.Parallel()
-	const block = 8 << 10
-	for _, size := range []int{900, 20_000, 17} {
+	const block, part = 8 << 10, 40 << 10
+	for _, c := range []struct{ size, part int }{{900, 0}, {20_000, 0}, {17, 0}, {900, part}, {20_000, part}, {17, part}, {3000, part}} {
+		size := c.size
 		for _, after := range []int{0, 1, 3} {
 			recs := streamRecords(100, 2_000_000/(size+40), size)
 			held, _ := buildStreamed(t, CodecNone, block, recs, nil)
 			want, wantInfo := held.Finish()
 			st := newMemReserving(64<<10, -1)
+			st.part = c.part
 			w, maxHeld := buildStreamedAfter(t, CodecNone, block, after, recs, func() (store.Staged, error) { return st, nil })
 			body, info := w.FinishBody()
-			if info != wantInfo || !body.Streamed() || !bytes.Equal(st.buf.Bytes(), want) {
-				t.Fatalf("records of %d B, after %d: streamed in place %d bytes (%v), info %+v; want %d bytes, %+v",
-					size, after, st.buf.Len(), body.Streamed(), info, len(want), wantInfo)
+			if !body.Streamed() {
+				t.Fatalf("records of %d B, after %d: not streamed", size, after)
+			}
+			if c.part == 0 {
+				if info != wantInfo || !bytes.Equal(st.buf.Bytes(), want) {
+					t.Fatalf("records of %d B, after %d: streamed in place %d bytes, info %+v; want %d bytes, %+v",
+						size, after, st.buf.Len(), info, len(want), wantInfo)
+				}
+			} else {
+				samePartsOf(t, fmt.Sprintf("records of %d B, after %d", size, after), st, info, wantInfo, want, w.fullBlockCap(), size+200)
 			}
 			if size < block {
 				if inPlace := info.Blocks - max(after, 1); st.commits != inPlace || st.reserves != inPlace {
@@ -429,5 +466,49 @@ func TestSegmentStreamInPlace(t *testing.T) {
 	}
 	if h, err := p.Head(t.Context()); err != nil || h != nil {
 		t.Fatalf("after lost segments the head is %+v, %v: want none", h, err)
+	}
+}
+
+// samePartsOf checks a segment streamed in place into parts (st) against
+// the same records' segment held in memory (want, wantInfo): the same
+// records, gaps and summary but for the block layout; its size and CRC32C
+// those of its bytes; no block of several records above full; every part but the
+// last at least the part size and past it by at most a record (of up to
+// maxRecord bytes) and a block header.
+func samePartsOf(t *testing.T, what string, st *memReserving, info, wantInfo SegmentInfo, want []byte, full, maxRecord int) {
+	t.Helper()
+	got := st.buf.Bytes()
+	ix, recs, err := decodeSegment(got)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	wantIx, wantRecs, _ := decodeSegment(want)
+	if !reflect.DeepEqual(recs, wantRecs) || !reflect.DeepEqual(ix.Gaps, wantIx.Gaps) {
+		t.Fatalf("%s: %d records, gaps %v; want %d, %v", what, len(recs), ix.Gaps, len(wantRecs), wantIx.Gaps)
+	}
+	if info.Size != int64(len(got)) || info.CRC32C != crc32c(got) || info.Blocks != len(ix.Blocks) {
+		t.Fatalf("%s: info size %d, CRC32C %08x, %d blocks; the bytes: %d, %08x, %d", what, info.Size, info.CRC32C, info.Blocks, len(got), crc32c(got), len(ix.Blocks))
+	}
+	layout := func(i SegmentInfo) SegmentInfo {
+		// (records are encoded relative to their block's first offset:
+		// the uncompressed size depends on the layout too)
+		i.Size, i.CRC32C, i.IndexPosition, i.IndexLength, i.Blocks, i.UncompressedSize = 0, 0, 0, 0, 0, 0
+		return i
+	}
+	if layout(info) != layout(wantInfo) {
+		t.Fatalf("%s: info %+v, want %+v but for the layout", what, info, wantInfo)
+	}
+	for _, bl := range ix.Blocks {
+		if bl.Records > 1 && bl.Length-blockHeaderSize > int64(full) {
+			t.Fatalf("%s: a block of %d bytes, above its buffer's %d", what, bl.Length-blockHeaderSize, full)
+		}
+	}
+	if len(st.parts) < 2 {
+		t.Fatalf("%s: %d parts: the test needs several", what, len(st.parts))
+	}
+	for i, n := range st.parts {
+		if n < st.part || n > st.part+maxRecord+blockHeaderSize {
+			t.Errorf("%s: part %d of %d: %d bytes, want %d to %d", what, i+1, len(st.parts), n, st.part, st.part+maxRecord+blockHeaderSize)
+		}
 	}
 }

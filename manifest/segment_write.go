@@ -26,7 +26,9 @@ type SegmentOptions struct {
 	// DefaultSegmentOptions for the default (zstd).
 	Codec Codec
 	// BlockSize is the uncompressed payload size at which a block is closed.
-	// 0 means 1 MiB.
+	// 0 means 1 MiB. (An uncompressed block streamed in place, see
+	// startStream, closes where it ends the store's upload part instead
+	// when that is within an eighth past it.)
 	BlockSize int
 	// Stage, when set, streams the segment instead of holding it: when its
 	// second block starts, the writer stages an object (store.Stager) and
@@ -73,6 +75,12 @@ type SegmentWriter struct {
 	// encoded in place (streamer.rs): the block header's room, then the
 	// payload. nil otherwise.
 	res []byte
+	// cut, for a block encoded in place that can reach the end of the
+	// store's part (store.ReservingStaged.PartLeft), is the payload length
+	// past which the block closes: the part then ends just after it, at
+	// about the part size, instead of a block later. 0: the block closes
+	// at the block size, as any other.
+	cut int
 
 	// the open block
 	payload []byte
@@ -156,7 +164,7 @@ func (w *SegmentWriter) Append(r *Record) error {
 		return fmt.Errorf("append offset %d: invalid timestamp type %d or codec %d", r.Offset, r.TimestampType, r.Compression)
 	}
 	size := recordSize(r)
-	if len(w.payload) > 0 && len(w.payload)+size > w.opts.BlockSize {
+	if len(w.payload) > 0 && w.blockFull(size) {
 		w.closeBlock(false)
 	}
 	if size > MaxBlockPayload {
@@ -186,6 +194,16 @@ func (w *SegmentWriter) Append(r *Record) error {
 	w.lastRec = r.Offset
 	w.next = r.Offset + 1
 	return nil
+}
+
+// blockFull reports whether the open block closes before a record of size
+// bytes: one that would pass the block size, or, encoded in place to end
+// the part (cut), once past the cut (or the record would not fit).
+func (w *SegmentWriter) blockFull(size int) bool {
+	if w.cut > 0 {
+		return len(w.payload) >= w.cut || len(w.payload)+size > cap(w.payload)
+	}
+	return len(w.payload)+size > w.opts.BlockSize
 }
 
 // AddGap records that offsets [Next(), to] have no record, for reason.
@@ -255,7 +273,7 @@ func (w *SegmentWriter) closeBlock(final bool) {
 	if w.stream != nil {
 		if w.res != nil {
 			w.stream.commitBlock(w.res, cb)
-			w.res = nil
+			w.res, w.cut = nil, 0
 		} else {
 			w.stream.send(cb)
 		}
@@ -287,6 +305,13 @@ func (w *SegmentWriter) takeFullBuf() {
 		if err == nil {
 			w.res, w.payBase = res, nil
 			w.payload = res[blockHeaderSize:blockHeaderSize:len(res)]
+			// A block that can reach the end of the part (within its
+			// full capacity, up to an eighth past the block size) ends
+			// it: a part is then about the part size, not up to a block
+			// more, and every byte a part buffer has is the part's.
+			if left := s.rs.PartLeft() - blockHeaderSize; left < full {
+				w.cut = max(left, 1)
+			}
 			return
 		}
 		s.err = err // the segment is lost: the next blocks are dropped
@@ -488,7 +513,7 @@ func (w *SegmentWriter) grow(need int) {
 		// block target): the reservation ends unused, its bytes stay put
 		// until the next write, and the block is written from the heap.
 		w.stream.release()
-		w.res = nil
+		w.res, w.cut = nil, 0
 	}
 	switch {
 	case need > full:
@@ -717,7 +742,7 @@ func (w *SegmentWriter) finishStream(info SegmentInfo) (*SegmentBody, SegmentInf
 	s := w.stream
 	if w.res != nil {
 		s.release() // the open block was empty
-		w.res = nil
+		w.res, w.cut = nil, 0
 	}
 	s.finish()
 	for i, cb := range w.closed {

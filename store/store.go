@@ -176,8 +176,12 @@ type Staged interface {
 // Reserve returns a buffer of n bytes (n ≤ MaxReserve), the object's next
 // n bytes, not yet part of it. The writer fills what it needs of it and
 // ends the reservation with Commit(k), which appends its first k bytes (k
-// ≤ n; 0 appends nothing) to the object. While a reservation is out, only
-// Commit, Size and Abort may be called. An Abort during a reservation
+// ≤ n; 0 appends nothing) to the object. PartLeft is how many more bytes
+// the store's current part takes: the commit that reaches it ends the part
+// (past it by what that commit brings), so a writer that ends its
+// reservation soon after that point keeps the parts, and the memory each
+// holds, at about the store's part size. While a reservation is out, only
+// Commit, PartLeft, Size and Abort may be called. An Abort during a reservation
 // leaves its buffer to the writer until it commits (the Commit then fails
 // with ErrAborted), or for good if it never does: the buffer is not
 // reused, so a write into it after the Abort harms nothing.
@@ -186,6 +190,7 @@ type ReservingStaged interface {
 	Reserve(n int) ([]byte, error)
 	Commit(k int) error
 	MaxReserve() int
+	PartLeft() int
 }
 
 // ErrAborted: a Staged was written or published after Abort.

@@ -886,7 +886,7 @@ func TestSweepUploads(t *testing.T) {
 // buffer (store.ReservingStaged) are the object's as if written, with
 // writes between; a part ends at the first commit that takes it to the
 // part size, so no reservation is split and every part but the last has
-// at least the part size; the reserved room is left dirty from earlier
+// at least the part size; PartLeft says how much the part lacks; the reserved room is left dirty from earlier
 // use, and only what is committed counts. Misuse is refused: a write or a
 // second reservation while one is out, a reservation beyond MaxReserve, a
 // commit of more than was reserved, a publish during a reservation. An
@@ -904,6 +904,7 @@ func TestStageAtReserve(t *testing.T) {
 		t.Fatalf("MaxReserve %d: less than a default block", rs.MaxReserve())
 	}
 	var want []byte
+	fill := 0 // bytes in the part being filled
 	for i := range 40 {
 		if i%3 == 0 {
 			p := bytes.Repeat([]byte{byte(i)}, 1000+i*100)
@@ -911,11 +912,15 @@ func TestStageAtReserve(t *testing.T) {
 				t.Fatal(err)
 			}
 			want = append(want, p...)
+			fill = (fill + len(p)) % testPartSize // a write fills parts to the part size exactly
 		}
 		n := 20_000 + i*9_000
 		b, err := rs.Reserve(n)
 		if err != nil || len(b) != n {
 			t.Fatalf("reserve %d: %d bytes, %v", n, len(b), err)
+		}
+		if left := rs.PartLeft(); left != testPartSize-fill {
+			t.Fatalf("PartLeft %d with %d bytes in the part, want %d", left, fill, testPartSize-fill)
 		}
 		if _, err := st.Write([]byte("x")); !errors.Is(err, s3store.ErrReserved) {
 			t.Fatalf("write during a reservation: %v, want refused", err)
@@ -930,6 +935,9 @@ func TestStageAtReserve(t *testing.T) {
 		want = append(want, b[:k]...)
 		if err := rs.Commit(k); err != nil {
 			t.Fatal(err)
+		}
+		if fill += k; fill >= testPartSize {
+			fill = 0 // the part went, past the part size
 		}
 		if st.Size() != int64(len(want)) {
 			t.Fatalf("size %d after a commit, want %d", st.Size(), len(want))

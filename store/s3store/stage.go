@@ -326,6 +326,13 @@ func (st *staged) Reserve(n int) ([]byte, error) {
 	return st.fill[len(st.fill):end:end], nil
 }
 
+// PartLeft implements store.ReservingStaged.
+func (st *staged) PartLeft() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.s.stagePart - len(st.fill)
+}
+
 // Commit implements store.ReservingStaged.
 func (st *staged) Commit(k int) error {
 	st.mu.Lock()
