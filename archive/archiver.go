@@ -260,7 +260,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 	if a.cl, err = kgo.NewClient(copts...); err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
-	defer a.cl.Close()
+	defer closeDirect(a.cl)
 	a.adm = kadm.NewClient(a.cl)
 
 	pingCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -610,4 +610,19 @@ func (a *Archiver) drainInflight(d time.Duration) {
 			return
 		}
 	}
+}
+
+// closeDirect closes cl, a direct consumer (AddConsumePartitions), after
+// purging what it consumes. Each Add/RemoveConsumePartitions triggers a
+// metadata update; one that runs while Close is closing the fetch
+// sessions found the partitions Close had just unassigned and assigned
+// them again, starting a fetch that raced with the session's kill inside
+// franz-go (v1.22.2; the race detector caught it once in CI). Purged
+// topics leave the client's set, under the lock a metadata update takes,
+// so no update can assign them again.
+func closeDirect(cl *kgo.Client) {
+	if topics := cl.GetConsumeTopics(); len(topics) > 0 {
+		cl.PurgeTopicsFromConsuming(topics...)
+	}
+	cl.Close()
 }
