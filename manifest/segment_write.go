@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -387,8 +388,8 @@ func (s *streamer) send(cb *closedBlock) {
 
 func (s *streamer) abort() {
 	s.once.Do(func() {
+		close(s.quit) // first: commitBlock checks it before writing into a reservation
 		s.st.Abort()
-		close(s.quit)
 	})
 }
 
@@ -429,10 +430,23 @@ func (s *streamer) writeBlock(cb *closedBlock) {
 // commitBlock ends a block encoded in place (rs): its payload lies in res
 // after the room for its header, which it writes there; the reservation
 // is committed.
+//
+// After an abort it writes nothing there: an Abort during a reservation
+// gives its buffer up (never reused, unmapped minutes later), and a sealed
+// segment's FinishBody may run long after it.
 func (s *streamer) commitBlock(res []byte, cb *closedBlock) {
 	b := cb.stored
+	cb.pos, cb.length = s.pos, int64(blockHeaderSize+len(b))
+	select {
+	case <-s.quit:
+		s.release()
+		s.err = cmp.Or(s.err, store.ErrAborted)
+		cb.stored = nil
+		s.raw.Add(int64(cb.rawLen))
+		return
+	default:
+	}
 	h := appendBlockHeader(res[:0], s.codec, cb.records, cb.rawLen, b, cb.crc)
-	cb.pos, cb.length = s.pos, int64(len(h)+len(b))
 	s.account(h, false, 0)
 	s.account(b, true, cb.crc)
 	if err := s.rs.Commit(int(cb.length)); err != nil && s.err == nil {
