@@ -617,9 +617,9 @@ func (a *Archiver) drainInflight(d time.Duration) {
 // metadata update; one that runs while Close is closing the fetch
 // sessions found the partitions Close had just unassigned and assigned
 // them again, starting a fetch that raced with the session's kill inside
-// franz-go (v1.22.2; the race detector caught it once in CI). Purged
-// topics leave the client's set, under the lock a metadata update takes,
-// so no update can assign them again.
+// franz-go (v1.22.2; v1.22.3 has the same code; the race detector caught
+// it once in CI). Purged topics leave the client's set, under the lock a
+// metadata update takes, so no update can assign them again.
 func closeDirect(cl *kgo.Client) {
 	if topics := cl.GetConsumeTopics(); len(topics) > 0 {
 		cl.PurgeTopicsFromConsuming(topics...)
