@@ -181,10 +181,11 @@ type Staged interface {
 // (past it by what that commit brings), so a writer that ends its
 // reservation soon after that point keeps the parts, and the memory each
 // holds, at about the store's part size. While a reservation is out, only
-// Commit, PartLeft, Size and Abort may be called. An Abort during a reservation
-// leaves its buffer to the writer until it commits (the Commit then fails
-// with ErrAborted), or for good if it never does: the buffer is not
-// reused, so a write into it after the Abort harms nothing.
+// Commit, PartLeft, Size and Abort may be called. An Abort during a
+// reservation does not recycle its buffer (the Commit then fails with
+// ErrAborted): a write racing the Abort harms no other object. The buffer
+// may be unmapped minutes later (s3store: bufpool.AbandonDelay), so a
+// writer that sees the abort writes nothing more into it.
 type ReservingStaged interface {
 	Staged
 	Reserve(n int) ([]byte, error)
