@@ -66,6 +66,7 @@ type Archiver struct {
 	started  time.Time
 
 	seeks map[tp]kgo.Offset // pending (re)starts of consumption, see seek
+	pool  *fetchPool        // the data client's records and decompression buffers
 
 	ensuredMu sync.Mutex
 	ensured   map[string]bool // topic incarnation markers written
@@ -251,11 +252,13 @@ func (a *Archiver) Run(ctx context.Context) error {
 	if a.opts.ReadUncommitted {
 		isolation = kgo.ReadUncommitted()
 	}
+	a.pool = newFetchPool()
 	// Fetch sizes first: KafkaOpts may override them.
 	copts := []kgo.Opt{kgo.FetchMaxBytes(DefaultFetchMaxBytes), kgo.FetchMaxPartitionBytes(DefaultFetchMaxPartitionBytes)}
 	copts = append(copts, a.opts.KafkaOpts...)
 	copts = append(copts, kgo.FetchIsolationLevel(isolation), kgo.KeepControlRecords(),
-		kgo.FetchMaxWait(500*time.Millisecond), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		kgo.FetchMaxWait(500*time.Millisecond), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.WithPools(a.pool))
 	copts = append(copts, kafkaMetrics(a.opts.Registerer, clientData)...)
 	if a.cl, err = kgo.NewClient(copts...); err != nil {
 		return fmt.Errorf("kafka client: %w", err)
@@ -385,6 +388,7 @@ func (a *Archiver) handleFetches(ctx context.Context, fetches kgo.Fetches) {
 	fetches.EachPartition(func(f kgo.FetchTopicPartition) {
 		ps := a.parts[tp{f.Topic, f.Partition}]
 		if ps == nil || !ps.ready || ps.removing {
+			recycle(f.Records)
 			return
 		}
 		if f.HighWatermark >= 0 {
@@ -397,10 +401,11 @@ func (a *Archiver) handleFetches(ctx context.Context, fetches kgo.Fetches) {
 			// Past the end offset seen at start: what producers write
 			// meanwhile is the next run's. Appending it would keep the
 			// partition from ever being idle (onceDone) under load.
+			recycle(f.Records)
 			return
 		}
 		before := ps.buffered()
-		loss, err := ps.appendFetch(a, &f.FetchPartition, now)
+		loss, err := ps.appendFetch(a, &f.FetchPartition, now) // recycles the records
 		a.buffered += ps.buffered() - before
 		if loss > 0 {
 			ps.lossTotal += loss

@@ -317,6 +317,14 @@ func toRecordHeaders(r *kgo.Record, hdrs []manifest.Header) manifest.Record {
 	return out
 }
 
+// recycle gives records back to the data client's pools (fetchPool):
+// nothing may read them, or anything they hold, afterwards.
+func recycle(recs []*kgo.Record) {
+	for _, r := range recs {
+		r.Recycle()
+	}
+}
+
 // lastControl is the index of the last control marker in recs, -1 if none.
 func lastControl(recs []*kgo.Record) int {
 	for i := len(recs) - 1; i >= 0; i-- {
@@ -329,7 +337,9 @@ func lastControl(recs []*kgo.Record) int {
 
 // appendFetch adds one fetch's records for the partition to its open
 // segment, turning skipped offsets into gaps. It returns the data-loss
-// offsets it recorded.
+// offsets it recorded. Every record is recycled (fetchPool) once read:
+// Append copies it, and a batch's buffers go back to the pool when its
+// last record is recycled.
 func (ps *partState) appendFetch(a *Archiver, fp *kgo.FetchPartition, now time.Time) (int64, error) {
 	var loss int64
 	first := true
@@ -338,17 +348,25 @@ func (ps *partState) appendFetch(a *Archiver, fp *kgo.FetchPartition, now time.T
 	// up as a gap before their producer's abort marker. Found at the first
 	// gap, so a fetch without gaps is walked once.
 	lastCtl, lastCtlKnown := -1, false
+	done := 0 // fp.Records[:done] are recycled
+	defer func() { recycle(fp.Records[done:]) }()
 	for i, r := range fp.Records {
 		if r.Attrs.IsControl() || r.Attrs.IsTransactional() {
 			ps.sawTxn = true
 		}
 		if r.Offset < ps.next {
+			r.Recycle()
+			done = i + 1
 			continue // already archived (re-delivered after a seek)
 		}
 		w := ps.writer(a, now)
 		if r.Offset > ps.next {
 			if !lastCtlKnown {
-				lastCtl, lastCtlKnown = lastControl(fp.Records), true
+				// Only from i on: the records before i are recycled.
+				if c := lastControl(fp.Records[i:]); c >= 0 {
+					lastCtl = i + c
+				}
+				lastCtlKnown = true
 			}
 			for _, g := range ps.classifyGap(ps.next, r.Offset-1, ps.sawTxn || i <= lastCtl, fp.LogStartOffset, first) {
 				if g.reason == manifest.GapDataLoss {
@@ -383,6 +401,8 @@ func (ps *partState) appendFetch(a *Archiver, fp *kgo.FetchPartition, now time.T
 			}
 		}
 		ps.next = r.Offset + 1
+		r.Recycle()
+		done = i + 1
 		if ps.next == math.MaxInt64 {
 			return loss, fmt.Errorf("%s: offset overflow", ps.tp)
 		}
