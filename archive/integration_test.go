@@ -649,7 +649,7 @@ func s3CatchupCost(t *testing.T, brokers []string, s3 testenv.S3, topic string, 
 	peakParts := 0.0
 	for i := 0; i < rounds; i++ {
 		archive := func() {
-			prefix := testenv.UniquePrefix(t)
+			prefix := s3.Prefix(t)
 			url, flags := s3.StoreURL(prefix)
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {

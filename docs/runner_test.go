@@ -101,7 +101,7 @@ func newDocEnv(t *testing.T) *docEnv {
 	e := &docEnv{t: t, listen: map[string]string{}, ids: map[string]string{}}
 	e.k = testenv.StartKafka(t, testenv.KafkaOptions{Brokers: 3})
 	e.s3 = testenv.UseMinIO(t)
-	e.run = strings.TrimSuffix(testenv.UniquePrefix(t), "/")
+	e.run = strings.TrimSuffix(e.s3.Prefix(t), "/")
 	var err error
 	if e.root, err = filepath.Abs(".."); err != nil {
 		t.Fatal(err)

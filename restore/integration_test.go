@@ -295,7 +295,7 @@ func TestRestoreRealKafka(t *testing.T) {
 		if err := k.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner())).ProduceSync(ctx, recs...).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
-		prefix := testenv.UniquePrefix(t)
+		prefix := s3.Prefix(t)
 		kst, err := s3store.New(ctx, s3.StoreOptions(prefix))
 		if err != nil {
 			t.Fatal(err)

@@ -74,7 +74,7 @@ func newSafety(t *testing.T, base string, parts int32, n int) *safety {
 	if resp, err := k.Admin(t).CommitOffsets(ctx, s.group, offs); err != nil || resp.Error() != nil {
 		t.Fatalf("commit %s: %v %v", s.group, err, resp.Error())
 	}
-	prefix := testenv.UniquePrefix(t)
+	prefix := s3.Prefix(t)
 	var err error
 	if s.st, err = s3store.New(ctx, s3.StoreOptions(prefix)); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
 
 // S3 describes an S3-compatible endpoint with a bucket (MinIO here).
@@ -209,6 +210,62 @@ func UniquePrefix(tb testing.TB) string {
 		name = name[:60]
 	}
 	return "t/" + name + "-" + hex.EncodeToString(b[:]) + "/"
+}
+
+// Prefix returns a fresh UniquePrefix for a test's objects on s, deleted
+// when the test ends if it passed (a failed test's objects stay, to look
+// at). A test environment kept up for a day (kbtestenv) otherwise fills
+// its disk with every run's archives.
+func (s S3) Prefix(tb testing.TB) string {
+	tb.Helper()
+	prefix := UniquePrefix(tb)
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			tb.Logf("testenv: kept s3://%s/%s at %s", s.Bucket, prefix, s.Endpoint)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if _, err := s.DeletePrefix(ctx, prefix); err != nil {
+			tb.Logf("testenv: delete s3://%s/%s: %v", s.Bucket, prefix, err)
+		}
+	})
+	return prefix
+}
+
+// DeletePrefix deletes every object under prefix (which must end in "/",
+// and not be the bucket's root) and returns how many it deleted.
+func (s S3) DeletePrefix(ctx context.Context, prefix string) (int, error) {
+	if prefix == "" || !strings.HasSuffix(prefix, "/") || strings.Trim(prefix, "/") == "" {
+		return 0, fmt.Errorf("delete prefix %q: not a folder below the bucket's root", prefix)
+	}
+	cl := s.Client()
+	n := 0
+	pages := s3.NewListObjectsV2Paginator(cl, &s3.ListObjectsV2Input{Bucket: aws.String(s.Bucket), Prefix: aws.String(prefix)})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return n, fmt.Errorf("list %s: %w", prefix, err)
+		}
+		if len(page.Contents) == 0 {
+			continue
+		}
+		ids := make([]types.ObjectIdentifier, 0, len(page.Contents))
+		for _, o := range page.Contents {
+			ids = append(ids, types.ObjectIdentifier{Key: o.Key})
+		}
+		out, err := cl.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: aws.String(s.Bucket),
+			Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)}})
+		if err != nil {
+			return n, fmt.Errorf("delete under %s: %w", prefix, err)
+		}
+		if len(out.Errors) > 0 {
+			e := out.Errors[0]
+			return n, fmt.Errorf("delete %s: %s: %s (and %d more)", aws.ToString(e.Key), aws.ToString(e.Code), aws.ToString(e.Message), len(out.Errors)-1)
+		}
+		n += len(ids)
+	}
+	return n, nil
 }
 
 // UseMinIO returns the S3 endpoint named by KBACKUP_TEST_S3_ENDPOINT (and

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -36,6 +37,55 @@ func TestMinIOBucket(t *testing.T) {
 	defer out.Body.Close()
 	if b, _ := io.ReadAll(out.Body); string(b) != "hi" {
 		t.Fatalf("got %q", b)
+	}
+}
+
+// A test's Prefix is deleted when it passes, and nothing beside it;
+// DeletePrefix refuses the bucket's root.
+func TestMinIOPrefixDeleted(t *testing.T) {
+	m := testenv.UseMinIO(t)
+	ctx := context.Background()
+	cl := m.Client()
+	put := func(key string) {
+		t.Helper()
+		if _, err := cl.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(m.Bucket), Key: aws.String(key), Body: strings.NewReader("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(prefix string) int {
+		t.Helper()
+		out, err := cl.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(m.Bucket), Prefix: aws.String(prefix)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(out.Contents)
+	}
+	beside := testenv.UniquePrefix(t)
+	put(beside + "keep")
+	var prefix string
+	t.Run("passes", func(t *testing.T) {
+		prefix = m.Prefix(t)
+		for i := 0; i < 1500; i++ { // more than one page of a listing
+			put(prefix + "o/" + strconv.Itoa(i))
+		}
+		put(strings.TrimSuffix(prefix, "/") + "x") // a sibling sharing the name's start
+	})
+	if n := count(prefix); n != 0 {
+		t.Fatalf("%d objects left under the passed test's prefix %s", n, prefix)
+	}
+	if count(beside) != 1 || count(strings.TrimSuffix(prefix, "/")+"x") != 1 {
+		t.Fatal("objects beside the prefix were deleted")
+	}
+	for _, bad := range []string{"", "/", "t"} {
+		if _, err := m.DeletePrefix(ctx, bad); err == nil {
+			t.Errorf("DeletePrefix(%q) accepted", bad)
+		}
+	}
+	if n, err := m.DeletePrefix(ctx, beside); err != nil || n != 1 {
+		t.Fatalf("DeletePrefix(%s) = %d, %v", beside, n, err)
+	}
+	if _, err := cl.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(m.Bucket), Key: aws.String(strings.TrimSuffix(prefix, "/") + "x")}); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -24,12 +24,13 @@ func (s S3) StoreOptions(prefix string) s3store.Options {
 	}
 }
 
-// Store opens an s3store on s under a fresh UniquePrefix.
+// Store opens an s3store on s under a fresh Prefix (deleted when the
+// test passes).
 func (s S3) Store(tb testing.TB) *s3store.Store {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := s3store.New(ctx, s.StoreOptions(UniquePrefix(tb)))
+	st, err := s3store.New(ctx, s.StoreOptions(s.Prefix(tb)))
 	if err != nil {
 		tb.Fatalf("testenv: s3 store on %s: %v", s.Endpoint, err)
 	}

@@ -15,6 +15,6 @@ func TestArchiversDefaultFlagsRealKafka(t *testing.T) {
 	s3 := testenv.UseMinIO(t)
 	topic := testenv.TopicName(t, "orders")
 	k.CreateTopic(t, topic, 6, 3, nil)
-	url, flags := s3.StoreURL(testenv.UniquePrefix(t))
+	url, flags := s3.StoreURL(s3.Prefix(t))
 	runArchiversScenario(t, archiverEnv{brokers: k.Brokers(), store: url, storeFlags: flags, env: s3.AWSEnv(), partitions: 6}, topic)
 }
