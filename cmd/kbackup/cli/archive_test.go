@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbackup/kbackup/store/storeurl"
 )
 
 func kfakeWithTopic(t *testing.T, topic string, partitions int32, records int) (*kfake.Cluster, *kgo.Client) {
@@ -271,5 +274,41 @@ func TestArchivePacked(t *testing.T) {
 	_, errOut, code = runCLI(t, nil, "archive", "--once", "--layout", "bogus", "--brokers", brokers, "--store", url)
 	if code != 2 || !strings.Contains(errOut, "--layout") {
 		t.Fatalf("--layout bogus: exit %d %s", code, errOut)
+	}
+}
+
+// An archiver into S3 paces the collector at archiveS3GCPercent and puts
+// the previous pace back; a local directory, or GOGC or GOMEMLIMIT set by
+// the operator, leave it alone.
+func TestPaceArchiveGC(t *testing.T) {
+	current := func() int {
+		p := debug.SetGCPercent(100)
+		debug.SetGCPercent(p)
+		return p
+	}
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	debug.SetGCPercent(100)
+	s3, _ := storeurl.Parse("s3://bucket/prefix")
+	dir, _ := storeurl.Parse("file:///var/lib/kbackup")
+	for _, tc := range []struct {
+		name, gogc, memlimit string
+		u                    storeurl.URL
+		want                 int
+	}{
+		{"s3", "", "", s3, archiveS3GCPercent},
+		{"directory", "", "", dir, 100},
+		{"s3 with GOGC", "80", "", s3, 100},
+		{"s3 with GOMEMLIMIT", "", "1GiB", s3, 100},
+	} {
+		t.Setenv("GOGC", tc.gogc)
+		t.Setenv("GOMEMLIMIT", tc.memlimit)
+		restore := paceArchiveGC(tc.u)
+		if got := current(); got != tc.want {
+			t.Errorf("%s: GC percent %d, want %d", tc.name, got, tc.want)
+		}
+		restore()
+		if got := current(); got != 100 {
+			t.Errorf("%s: GC percent %d after restore, want 100", tc.name, got)
+		}
 	}
 }
