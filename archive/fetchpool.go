@@ -164,7 +164,7 @@ func decompressedSize(src []byte, codec kgo.CompressionCodecType) int {
 			for rem := src[16:]; len(rem) >= 4; {
 				size := int(binary.BigEndian.Uint32(rem))
 				rem = rem[4:]
-				if size > len(rem) {
+				if size < 0 || size > len(rem) {
 					return guess
 				}
 				l, err := s2.DecodedLen(rem[:size])

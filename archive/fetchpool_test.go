@@ -183,3 +183,34 @@ func TestArchiveRecyclesFetches(t *testing.T) {
 	got, _ := readArchive(t, st, "pooled")
 	sameRecords(t, "pooled", readCommitted(t, c, "pooled"), got)
 }
+
+// FuzzDecompressedSize: decompressedSize reads bytes a broker sent; on any
+// input and codec it returns a size at least 0 without panicking, and for
+// a snappy block that decodes it returns the decoded length.
+func FuzzDecompressedSize(f *testing.F) {
+	raw := bytes.Repeat([]byte("kbackup fuzz "), 100)
+	xerial := append(append([]byte{}, xerialMagic...), 0, 0, 0, 1, 0, 0, 0, 1)
+	enc := s2.EncodeSnappy(nil, raw)
+	xerial = append(binary.BigEndian.AppendUint32(xerial, uint32(len(enc))), enc...)
+	zenc, err := zstd.NewWriter(nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range [][]byte{nil, {0}, enc, xerial, xerial[:20], zenc.EncodeAll(raw, nil), []byte("\x82SNAPPY\x00 truncated chunk")} {
+		for codec := range 5 {
+			f.Add(seed, uint8(codec))
+		}
+	}
+	f.Fuzz(func(t *testing.T, src []byte, codec uint8) {
+		c := kgo.CompressionCodecType(codec % 5)
+		n := decompressedSize(src, c)
+		if n < 0 {
+			t.Fatalf("decompressedSize = %d", n)
+		}
+		if c == kgo.CodecSnappy && !bytes.HasPrefix(src, xerialMagic) {
+			if dec, err := s2.Decode(nil, src); err == nil && n != len(dec) {
+				t.Fatalf("snappy block of %d decoded bytes: size %d", len(dec), n)
+			}
+		}
+	})
+}
