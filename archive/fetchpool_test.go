@@ -2,7 +2,6 @@ package archive
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"strconv"
 	"testing"
@@ -163,15 +162,13 @@ func TestArchiveRecyclesFetches(t *testing.T) {
 		}
 	}
 	st := newStore(t)
-	o := Options{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.FetchMaxPartitionBytes(4 << 10)},
-		Store: st, Once: true, Logger: testLogger(t), WriterID: "test"}
-	a, err := New(o)
+	a, err := New(onceOptions(t, c, st, func(o *Options) {
+		o.KafkaOpts = append(o.KafkaOpts, kgo.FetchMaxPartitionBytes(4<<10))
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := a.Run(ctx); err != nil {
+	if err := a.Run(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	p := a.pool

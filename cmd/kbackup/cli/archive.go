@@ -82,7 +82,8 @@ func runArchive(c *cli.Context) error {
 	if err != nil {
 		return usagef(c, "%v", err)
 	}
-	defer paceArchiveGC(su)()
+	restoreGC, gcPercent := paceArchiveGC(su)
+	defer restoreGC()
 	o := archive.Options{Once: c.Bool("once"), Group: c.String("group"), ReadUncommitted: c.Bool("read-uncommitted"),
 		FlushInterval: c.Duration("flush-interval"), CatalogInterval: c.Duration("catalog-interval"),
 		RefreshInterval: c.Duration("refresh-interval"), Compression: c.String("compression"), WriterID: c.String("writer-id"), Version: "kbackup " + Version, Logger: s.log}
@@ -171,6 +172,9 @@ func runArchive(c *cli.Context) error {
 		s.log.Info("serving metrics", "addr", bound.String())
 	}
 	s.log.Info("archiving", "kafka", ko.String(), "store", o.Store.String(), "pid", os.Getpid())
+	if gcPercent > 0 {
+		s.log.Info("garbage collector paced for the S3 part buffers outside the heap (GOGC or GOMEMLIMIT in the environment take precedence)", "gogc", gcPercent)
+	}
 	if err := a.Run(c.Context); err != nil {
 		return fmt.Errorf("archive: %w", err)
 	}
@@ -244,12 +248,13 @@ func printArchiveSummary(w io.Writer, sum archive.Summary, asJSON bool) error {
 const archiveS3GCPercent = 50
 
 // paceArchiveGC sets the collector's pace for an archiver into the store
-// u and returns what puts it back. It does nothing when the operator set
-// GOGC or GOMEMLIMIT (their setting is kept) or for a local directory.
-func paceArchiveGC(u storeurl.URL) (restore func()) {
+// u and returns what puts it back and the GC percent it set (0: none). It
+// does nothing when the operator set GOGC or GOMEMLIMIT (their setting is
+// kept) or for a local directory.
+func paceArchiveGC(u storeurl.URL) (restore func(), percent int) {
 	if u.Scheme != "s3" || os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
-		return func() {}
+		return func() {}, 0
 	}
 	prev := debug.SetGCPercent(archiveS3GCPercent)
-	return func() { debug.SetGCPercent(prev) }
+	return func() { debug.SetGCPercent(prev) }, archiveS3GCPercent
 }

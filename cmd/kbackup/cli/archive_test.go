@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kbackup/kbackup/store/s3store/s3fake"
 	"github.com/kbackup/kbackup/store/storeurl"
 )
 
@@ -302,13 +303,54 @@ func TestPaceArchiveGC(t *testing.T) {
 	} {
 		t.Setenv("GOGC", tc.gogc)
 		t.Setenv("GOMEMLIMIT", tc.memlimit)
-		restore := paceArchiveGC(tc.u)
-		if got := current(); got != tc.want {
-			t.Errorf("%s: GC percent %d, want %d", tc.name, got, tc.want)
+		restore, set := paceArchiveGC(tc.u)
+		if got := current(); got != tc.want || (set != 0) != (tc.want != 100) {
+			t.Errorf("%s: GC percent %d (reported %d), want %d", tc.name, got, set, tc.want)
 		}
 		restore()
 		if got := current(); got != 100 {
 			t.Errorf("%s: GC percent %d after restore, want 100", tc.name, got)
+		}
+	}
+}
+
+// The archive command paces the collector for an S3 store, says so in its
+// log, and puts the pace back when it returns; into a directory it leaves
+// the pace alone. Not parallel: it sets the process's environment.
+func TestArchiveS3PacesGC(t *testing.T) {
+	fakeAWSEnv(t)
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	srv, err := s3fake.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := srv.CreateBucket("archive"); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := kfakeWithTopic(t, "orders", 2, 20)
+	env := map[string]string{"KBACKUP_S3_REGION": "us-east-1"}
+	const paced = "garbage collector paced"
+	for _, tc := range []struct {
+		name  string
+		store []string
+		want  bool
+	}{
+		{"s3", []string{"--store", "s3://archive/paced", "--s3-endpoint", srv.URL, "--s3-path-style"}, true},
+		{"directory", []string{"--store", "file://" + t.TempDir()}, false},
+	} {
+		args := append([]string{"archive", "--once", "--brokers", c.ListenAddrs()[0], "--group", ""}, tc.store...)
+		out, errOut, code := runCLI(t, env, args...)
+		if code != 0 || !strings.Contains(out, "20 records") {
+			t.Fatalf("%s: archive --once: exit %d\n%s%s", tc.name, code, out, errOut)
+		}
+		if got := strings.Contains(errOut, paced) && strings.Contains(errOut, "gogc=50"); got != tc.want {
+			t.Errorf("%s: paced %v, want %v; log:\n%s", tc.name, got, tc.want, errOut)
+		}
+		if p := debug.SetGCPercent(100); p != 100 {
+			t.Errorf("%s: GC percent %d after the command, want 100", tc.name, p)
 		}
 	}
 }

@@ -13,11 +13,7 @@ import (
 // through the --s3-* flags, and checks that ls costs a bounded number of
 // requests. Not parallel: it sets the AWS credential variables.
 func TestS3Store(t *testing.T) {
-	t.Setenv("AWS_ACCESS_KEY_ID", "kbackup-fake-key")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "kbackup-fake-secret")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+	fakeAWSEnv(t)
 	srv, err := s3fake.New()
 	if err != nil {
 		t.Fatal(err)
@@ -60,4 +56,16 @@ func TestS3Store(t *testing.T) {
 		t.Fatalf("empty prefix: exit %d", code)
 	}
 	oneLineErr(t, errOut, "no kbackup archive at s3://archive/elsewhere")
+}
+
+// fakeAWSEnv gives the AWS SDK static credentials for the in-process S3
+// server and keeps it from looking anywhere else (instance metadata, the
+// user's files).
+func fakeAWSEnv(t *testing.T) {
+	t.Helper()
+	t.Setenv("AWS_ACCESS_KEY_ID", "kbackup-fake-key")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "kbackup-fake-secret")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
 }
