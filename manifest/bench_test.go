@@ -132,3 +132,32 @@ func BenchmarkCRC32CCombine(b *testing.B) {
 		crc32cCombine(0x12345678, 0x9abcdef0, 1<<20+137)
 	}
 }
+
+// BenchmarkDecodeRecords: one uncompressed block payload (about 1 MiB)
+// decoded into reused records, as a restore's lanes do: the benchmark's
+// JSON records with two headers, and 200-byte records without headers
+// (the restore benchmarks' synthetic archive). MB/s of payload.
+func BenchmarkDecodeRecords(b *testing.B) {
+	all := benchRecords()
+	plain := make([]Record, 0, 5000)
+	for i := 0; len(plain) < cap(plain); i++ {
+		plain = append(plain, Record{Offset: int64(i), Timestamp: 1700000000000 + int64(i), Key: []byte("key-" + strconv.Itoa(i%1000)),
+			Value: make([]byte, 200), ProducerID: -1, ProducerEpoch: -1, LeaderEpoch: 0})
+	}
+	for _, c := range []struct {
+		name string
+		recs []Record
+	}{{"json-2-headers", all[:1<<20/360]}, {"200B-no-headers", plain}} {
+		b.Run(c.name, func(b *testing.B) {
+			payload := AppendRecords(nil, c.recs)
+			b.SetBytes(int64(len(payload)))
+			var recs []Record
+			var err error
+			for b.Loop() {
+				if recs, err = DecodeRecordsInto(recs, payload, 0, int64(len(c.recs))); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -43,6 +43,42 @@ func FuzzDecodeRecords(f *testing.F) {
 	})
 }
 
+// FuzzDecodeRecordsFast holds DecodeRecordsInto (recordFast, falling back
+// to record) to the general decoder: the same records (null and empty
+// byte slices told apart) or the same error, for any input; reusing a
+// records slice changes nothing.
+func FuzzDecodeRecordsFast(f *testing.F) {
+	recs := normalize(adversarial(0))
+	recs[3].Value = recs[3].Value[:300]
+	f.Add(AppendRecords(nil, recs), int64(0), int64(len(recs)))
+	f.Add(AppendRecords(nil, recs[:1]), int64(math.MaxInt64-1), int64(1))
+	f.Add(AppendRecords(nil, recs[1:3]), int64(-5), int64(2))
+	f.Add([]byte{0x80, 0x00}, int64(0), int64(1))
+	f.Add([]byte{0, 0x81, 0x00, 0, 1, 1, 1, 1, 1, 0}, int64(0), int64(1))       // non-minimal timestamp
+	f.Add([]byte{0, 2, 0x20, 1, 1, 1, 1, 1, 0}, int64(0), int64(1))             // reserved attribute bit
+	f.Add([]byte{0, 2, 0, 1, 0x80, 0x80, 0x08, 1, 1, 1, 0}, int64(0), int64(1)) // producer epoch 65536
+	f.Add([]byte{0, 2, 0, 1, 1, 1, 1, 5, 0}, int64(0), int64(1))                // value past the end
+	f.Add([]byte{0, 2, 0, 1, 1, 1, 1, 1, 1, 0, 1}, int64(0), int64(1))          // header with an empty key
+	reuse := make([]Record, 4)
+	f.Fuzz(func(t *testing.T, b []byte, base, n int64) {
+		want, werr := decodeRecordsInto(nil, b, base, n, false)
+		got, gerr := DecodeRecordsInto(nil, b, base, n)
+		again, aerr := DecodeRecordsInto(reuse, b, base, n)
+		if (werr == nil) != (gerr == nil) || (werr == nil) != (aerr == nil) {
+			t.Fatalf("errors differ: general %v, fast %v, fast reusing %v", werr, gerr, aerr)
+		}
+		if werr != nil {
+			if werr.Error() != gerr.Error() || werr.Error() != aerr.Error() {
+				t.Fatalf("errors differ: general %q, fast %q, fast reusing %q", werr, gerr, aerr)
+			}
+			return
+		}
+		if !reflect.DeepEqual(want, got) || !reflect.DeepEqual(want, again) { // nil and empty slices differ
+			t.Fatalf("records differ:\ngeneral %+v\nfast    %+v\nreusing %+v", want, got, again)
+		}
+	})
+}
+
 func FuzzDecodeIndex(f *testing.F) {
 	seg, info := buildSegment(f, 0, 40, adversarial(3), GapTransaction, SegmentOptions{Codec: CodecZstd, BlockSize: 64})
 	f.Add(seg[info.IndexPosition : info.IndexPosition+info.IndexLength])

@@ -142,10 +142,7 @@ func (d *decoder) uvarint() uint64 {
 }
 
 // varint reads a zig-zag signed varint, minimally encoded.
-func (d *decoder) varint() int64 {
-	u := d.uvarint()
-	return int64(u>>1) ^ -int64(u&1)
-}
+func (d *decoder) varint() int64 { return unzigzag(d.uvarint()) }
 
 func (d *decoder) byte1() byte {
 	if d.err != nil {
@@ -187,7 +184,7 @@ func (d *decoder) nullable() []byte {
 	return v
 }
 
-// decodeRecord reads one record of a block payload.
+// record reads one record of a block payload.
 func (d *decoder) record(r *Record, base int64) {
 	delta := d.uvarint()
 	if d.err == nil && delta > math.MaxInt64-uint64(base) {
@@ -224,6 +221,102 @@ func (d *decoder) record(r *Record, base int64) {
 	if d.err != nil {
 		return
 	}
+	d.headers(r, nh)
+}
+
+// recordFast is record for a well-formed record, decoded with a local
+// index and without the sticky error (record's calls were most of the
+// cost of reading an uncompressed block). It reports false, with d.b
+// unchanged, on anything record would fail on before the headers; record
+// then decodes the same bytes again (setting every field of r) and names
+// the error. The headers, if any, are read by record's code.
+func (d *decoder) recordFast(r *Record, base int64) bool {
+	if d.err != nil {
+		return false
+	}
+	b := d.b
+	// uv reads the next varint: uvarintAtSlow, with the one-byte case
+	// inlined (a function with the call exceeds the inliner's budget).
+	var i int
+	uv := func() (v uint64) {
+		if uint(i) < uint(len(b)) && b[i] < 0x80 {
+			v = uint64(b[i])
+			i++
+			return v
+		}
+		v, i = uvarintAtSlow(b, i)
+		return v
+	}
+	delta := uv()
+	ts := uv()
+	if uint(i) >= uint(len(b)) || delta > math.MaxInt64-uint64(base) {
+		return false
+	}
+	attrs := b[i]
+	i++
+	if attrs&attrReservedMask != 0 || (attrs&attrCodecMask)>>attrCodecShift > maxCodec {
+		return false
+	}
+	pid := uv()
+	pe, le := unzigzag(uv()), unzigzag(uv())
+	if i < 0 || pe < math.MinInt16 || pe > math.MaxInt16 || le < math.MinInt32 || le > math.MaxInt32 {
+		return false
+	}
+	nullable := func() []byte {
+		n := uv()
+		if i < 0 || n == 0 {
+			return nil
+		}
+		n--
+		if n > uint64(len(b)-i) {
+			i = -1
+			return nil
+		}
+		j := i + int(n)
+		v := b[i:j:j]
+		i = j
+		return v
+	}
+	key := nullable()
+	value := nullable()
+	nh := uv()
+	if i < 0 {
+		return false
+	}
+	r.Offset = base + int64(delta)
+	r.Timestamp = unzigzag(ts)
+	r.TimestampType = CreateTime
+	if attrs&attrLogAppendTime != 0 {
+		r.TimestampType = LogAppendTime
+	}
+	r.Compression = (attrs & attrCodecMask) >> attrCodecShift
+	r.Transactional = attrs&attrTransactional != 0
+	r.ProducerID = unzigzag(pid)
+	r.ProducerEpoch, r.LeaderEpoch = int16(pe), int32(le)
+	r.Key, r.Value = key, value
+	d.b = b[i:]
+	d.headers(r, nh)
+	return true
+}
+
+// uvarintAtSlow reads the minimally encoded unsigned varint at b[i:] and
+// returns it with the index after it; the index is -1 (and stays -1
+// through further calls) when there is none.
+func uvarintAtSlow(b []byte, i int) (uint64, int) {
+	if uint(i) >= uint(len(b)) {
+		return 0, -1
+	}
+	v, n := binary.Uvarint(b[i:])
+	if n <= 0 || b[i+n-1] == 0 { // the last byte of a multi-byte varint is never 0
+		return 0, -1
+	}
+	return v, i + n
+}
+
+func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
+
+// headers reads the nh headers of r (nh read already).
+func (d *decoder) headers(r *Record, nh uint64) {
 	if nh > uint64(len(d.b)) { // every header takes at least two bytes
 		d.fail("header count %d exceeds remaining bytes", nh)
 		return

@@ -279,6 +279,13 @@ func DecodeRecords(payload []byte, base int64, n int64) ([]Record, error) {
 // DecodeRecordsInto is DecodeRecords decoding into recs[:0], grown when
 // shorter than n (every field of every record is set).
 func DecodeRecordsInto(recs []Record, payload []byte, base int64, n int64) ([]Record, error) {
+	return decodeRecordsInto(recs, payload, base, n, true)
+}
+
+// decodeRecordsInto is DecodeRecordsInto; fast=false decodes every record
+// with the general decoder only (the reference FuzzDecodeRecordsFast
+// holds the fast path to).
+func decodeRecordsInto(recs []Record, payload []byte, base int64, n int64, fast bool) ([]Record, error) {
 	if n < 1 || n > int64(len(payload)) {
 		return nil, corruptf("record count %d does not fit %d payload bytes", n, len(payload))
 	}
@@ -289,7 +296,9 @@ func DecodeRecordsInto(recs []Record, payload []byte, base int64, n int64) ([]Re
 	recs = recs[:n]
 	prev := int64(-1)
 	for i := range recs {
-		d.record(&recs[i], base)
+		if !fast || !d.recordFast(&recs[i], base) {
+			d.record(&recs[i], base)
+		}
 		if d.err != nil {
 			return nil, fmt.Errorf("record %d: %w", i, d.err)
 		}

@@ -399,6 +399,23 @@ func (c *Cluster) Pid(id int32) int {
 	return n.proc.Pid()
 }
 
+// CPU returns the CPU time (user + system) the running brokers' JVMs have
+// used so far (0 for one not running). Differences around a phase tell
+// the brokers' share of a comparison on shared cores. A nil Cluster (one
+// this test did not start) reports 0.
+func (c *Cluster) CPU() time.Duration {
+	var sum time.Duration
+	if c == nil {
+		return 0
+	}
+	for _, id := range c.BrokerIDs() {
+		if pid := c.Pid(id); pid > 0 {
+			sum += PidCPU(pid)
+		}
+	}
+	return sum
+}
+
 // LogPaths returns every broker's server.log and JVM stdout log.
 func (c *Cluster) LogPaths() []string {
 	var out []string

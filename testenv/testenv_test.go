@@ -3,6 +3,7 @@ package testenv
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -264,5 +265,36 @@ func TestBinaryDir(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(d3) })
 	if d3 == d1 {
 		t.Fatalf("a directory others can write (%q) was used", d1)
+	}
+}
+
+// TestPidCPU: another process's CPU time is read from /proc, grows while
+// it works, and is 0 for a process that does not exist; a nil Cluster
+// (brokers this test did not start) reports 0.
+func TestPidCPU(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc")
+	}
+	cmd := exec.Command("sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; sleep 5")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for PidCPU(cmd.Process.Pid) < 100*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("a busy child's CPU time stays at %s", PidCPU(cmd.Process.Pid))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if self := PidCPU(os.Getpid()); self <= 0 {
+		t.Fatalf("this process's CPU time: %s", self)
+	}
+	if got := PidCPU(1 << 30); got != 0 {
+		t.Fatalf("a process that does not exist: %s", got)
+	}
+	var c *Cluster
+	if got := c.CPU(); got != 0 {
+		t.Fatalf("nil Cluster: %s", got)
 	}
 }
