@@ -1,10 +1,12 @@
 package manifest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"unsafe"
@@ -221,6 +223,48 @@ func TestPartitionChain(t *testing.T) {
 	if len(bufs.out) != 0 {
 		t.Fatalf("%d buffers neither put back nor handed out with records", len(bufs.out))
 	}
+	// ScanTransient too, its records copied with their bytes before the
+	// callback returns: the blocks' buffers are reused, so a record's
+	// bytes are overwritten by a later block's (which the copies would
+	// show if a buffer were reused too early). Its blocks share a few
+	// buffers.
+	blocks := map[*byte]bool{}
+	var values [][]byte // the values as yielded, read again at the end
+	var copied []Record
+	err = p.ScanTransient(ctx, 0, -1, func(it ScanItem) error {
+		if it.Record != nil {
+			blocks[&it.Buffer[0]] = true
+			r := *it.Record
+			values = append(values, r.Value)
+			r.Key, r.Value = bytes.Clone(r.Key), bytes.Clone(r.Value)
+			if r.Headers != nil {
+				r.Headers = slices.Clone(r.Headers)
+				for i := range r.Headers {
+					r.Headers[i].Value = bytes.Clone(r.Headers[i].Value)
+				}
+			}
+			copied = append(copied, r)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(copied, wantRecs) {
+		t.Fatalf("ScanTransient differs from Scan:\n%+v\n%+v", copied, wantRecs)
+	}
+	if len(blocks) > 3 || len(handed) < 6 {
+		t.Fatalf("ScanTransient used %d buffers for %d blocks", len(blocks), len(handed))
+	}
+	overwritten := 0
+	for i, v := range values {
+		if !bytes.Equal(v, wantRecs[i].Value) {
+			overwritten++
+		}
+	}
+	if overwritten == 0 {
+		t.Fatal("no yielded value was overwritten by a later block: the buffers were not reused")
+	}
 }
 
 func TestFencing(t *testing.T) {
@@ -336,4 +380,15 @@ func aliases(b, v []byte) bool {
 	start, end := uintptr(unsafe.Pointer(&b[0])), uintptr(unsafe.Pointer(&b[0]))+uintptr(len(b))
 	p := uintptr(unsafe.Pointer(&v[0]))
 	return p >= start && p < end
+}
+
+func TestBlockBufferCap(t *testing.T) {
+	for _, c := range []struct{ n, want int }{
+		{1, 4 << 10}, {4 << 10, 4 << 10}, {4<<10 + 1, 8 << 10}, {40 << 10, 64 << 10}, {64 << 10, 64 << 10},
+		{64<<10 + 1, 128 << 10}, {1<<20 - 20, 1 << 20}, {1 << 20, 1 << 20}, {1<<20 + 20, 1<<20 + 64<<10},
+	} {
+		if got := BlockBufferCap(c.n); got != c.want {
+			t.Errorf("BlockBufferCap(%d) = %d, want %d", c.n, got, c.want)
+		}
+	}
 }

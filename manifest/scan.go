@@ -52,10 +52,70 @@ func (p *PartitionLog) ScanBuffered(ctx context.Context, from, to int64, bufs Bl
 	return p.scan(ctx, from, to, &scanBufs{bufs: bufs}, fn)
 }
 
+// ScanTransient is ScanReusing for a caller that is done with each record,
+// bytes included, when fn returns (it writes or copies what it keeps):
+// the blocks' buffers are reused from block to block too, so a scan
+// allocates about one block's buffers in all. A record's key, value and
+// header values are valid only until fn returns.
+func (p *PartitionLog) ScanTransient(ctx context.Context, from, to int64, fn func(ScanItem) error) error {
+	return p.scan(ctx, from, to, &scanBufs{bufs: &transientBuffers{}, transient: true}, fn)
+}
+
 // scanBufs are a scan's reused Record structs and its block buffers.
 type scanBufs struct {
 	recs []Record
 	bufs BlockBuffers // nil: fresh buffers
+	// transient: the buffer the previous block's records alias (prev)
+	// goes back to bufs before the next block is read.
+	transient bool
+	prev      []byte
+}
+
+// transientBuffers are ScanTransient's block buffers: the few a scan has
+// in use at once (a block's stored bytes and its decompressed payload).
+type transientBuffers struct{ free [][]byte }
+
+func (t *transientBuffers) Get(n int) []byte {
+	for i, b := range t.free {
+		if cap(b) >= n {
+			t.free = append(t.free[:i], t.free[i+1:]...)
+			return b[:n]
+		}
+	}
+	return make([]byte, n, BlockBufferCap(n))
+}
+
+// Put keeps at most four buffers, the largest.
+func (t *transientBuffers) Put(b []byte) {
+	if len(t.free) < 4 {
+		t.free = append(t.free, b)
+		return
+	}
+	small := 0
+	for i := range t.free {
+		if cap(t.free[i]) < cap(t.free[small]) {
+			small = i
+		}
+	}
+	if cap(b) > cap(t.free[small]) {
+		t.free[small] = b
+	}
+}
+
+// BlockBufferCap is the capacity to give a new buffer for a block of n
+// bytes, so that blocks that differ by a few bytes share buffers: a power
+// of two up to 64 KiB, a multiple of 64 KiB above (at most 1/16 more than
+// n for a 1 MiB block).
+func BlockBufferCap(n int) int {
+	const step = 64 << 10
+	if n <= step {
+		c := 4 << 10
+		for c < n {
+			c <<= 1
+		}
+		return c
+	}
+	return (n + step - 1) / step * step
 }
 
 // scan is Scan; a non-nil reuse holds the Record slice blocks are decoded
@@ -141,7 +201,14 @@ func (p *PartitionLog) scanCommit(ctx context.Context, c *Commit, from, to int64
 		case reuse.bufs == nil:
 			recs, err = p.readBlockInto(ctx, reuse.recs, c, ix.Blocks[bi])
 		default:
+			if reuse.transient && reuse.prev != nil {
+				reuse.bufs.Put(reuse.prev)
+				reuse.prev = nil
+			}
 			recs, buffer, err = p.readBlockBuffered(ctx, reuse.recs, reuse.bufs, c, ix.Blocks[bi])
+			if reuse.transient {
+				reuse.prev = buffer
+			}
 		}
 		if err != nil {
 			return err

@@ -15,6 +15,10 @@ type partitionVerifier struct {
 	emit func(Finding)
 	res  VerifyResult
 	buf  []byte // one block, reused
+	// recs and out are the decoded records of one block and its
+	// decompressed payload, reused from block to block.
+	recs []Record
+	out  []byte
 	// holeFrom..holeTo are the offsets of the missing or unreadable
 	// commits since the last good one (holeFrom < 0: none). Their segments
 	// and time keys are not reported as strays.

@@ -135,7 +135,7 @@ func (v *partitionVerifier) checkBlocks(r io.Reader, c *Commit, ix *Index) error
 		if _, err := io.ReadFull(r, b); err != nil {
 			return fmt.Errorf("block at byte %d (offsets %d..%d): %w", bi.Position, bi.FirstOffset, bi.LastOffset, truncated(err))
 		}
-		recs, err := DecodeBlock(b, bi)
+		recs, _, err := decodeBlock(v.recs, b, bi, v.payload)
 		if err != nil {
 			return fmt.Errorf("offsets %d..%d: %w", bi.FirstOffset, bi.LastOffset, err)
 		}
@@ -155,6 +155,7 @@ func (v *partitionVerifier) checkBlocks(r io.Reader, c *Commit, ix *Index) error
 			minTs, maxTs = min(minTs, recs[i].Timestamp), max(maxTs, recs[i].Timestamp)
 		}
 		v.res.Records += int64(len(recs))
+		v.recs = recs
 	}
 	if err := gapsBefore(math.MaxInt64); err != nil {
 		return err
@@ -169,6 +170,15 @@ func (v *partitionVerifier) checkBlocks(r io.Reader, c *Commit, ix *Index) error
 		return corruptf("record timestamps %d..%d, the commit says %d..%d", minTs, maxTs, c.MinTimestamp, c.MaxTimestamp)
 	}
 	return nil
+}
+
+// payload returns the buffer a compressed block is decompressed into: the
+// verifier's, reused (no record of a block outlives the next block).
+func (v *partitionVerifier) payload(n int) []byte {
+	if cap(v.out) < n {
+		v.out = make([]byte, n)
+	}
+	return v.out[:n]
 }
 
 // truncated maps a short read onto ErrCorrupt.

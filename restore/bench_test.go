@@ -283,8 +283,11 @@ func timePlain(tb testing.TB, st store.Store, addrs []string, parts int32, dst s
 	return c
 }
 
-// benchDecode reads every record of "tp" from st as the restore's lanes do
-// (manifest ScanReusing, one goroutine per partition) and discards it.
+// benchDecode reads every record of "tp" from st, one goroutine per
+// partition, and discards it: decoding alone, done as cheaply as the
+// manifest package can (ScanTransient: records and block buffers reused
+// from block to block; the restore's lanes reuse theirs once the records
+// were acknowledged).
 func benchDecode(b testing.TB, st store.Store, parts int32, total int64) cost {
 	b.Helper()
 	var n atomic.Int64
@@ -300,7 +303,7 @@ func benchDecode(b testing.TB, st store.Store, parts int32, total int64) cost {
 			go func() {
 				defer wg.Done()
 				var k int64
-				errs <- a.Partition("tp", manifest.TopicID{0xbe, 0x7c}, p).ScanReusing(context.Background(), 0, -1, func(it manifest.ScanItem) error {
+				errs <- a.Partition("tp", manifest.TopicID{0xbe, 0x7c}, p).ScanTransient(context.Background(), 0, -1, func(it manifest.ScanItem) error {
 					if it.Record != nil {
 						k++
 					}

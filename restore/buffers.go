@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kbackup/kbackup/manifest"
 )
 
 // The memory a lane recycles: entry slabs (the entries and franz-go
@@ -80,7 +82,7 @@ type blockFree struct {
 }
 
 // get returns a buffer of length n: the smallest free one that holds it,
-// else a new one with its capacity rounded up (blockCap).
+// else a new one with its capacity rounded up (manifest.BlockBufferCap).
 func (f *blockFree) get(n int) *blockBuf {
 	f.mu.Lock()
 	f.gets++
@@ -102,7 +104,7 @@ func (f *blockFree) get(n int) *blockBuf {
 	}
 	f.mu.Unlock()
 	if bb == nil {
-		bb = &blockBuf{b: make([]byte, 0, blockCap(n)), free: f}
+		bb = &blockBuf{b: make([]byte, 0, manifest.BlockBufferCap(n)), free: f}
 	}
 	bb.b = bb.b[:n]
 	return bb
@@ -112,21 +114,6 @@ func (f *blockFree) put(bb *blockBuf) {
 	f.mu.Lock()
 	f.bufs = append(f.bufs, bb)
 	f.mu.Unlock()
-}
-
-// blockCap is the capacity a new block buffer of length n gets: a power of
-// two up to 64 KiB, a multiple of 64 KiB above (at most 1/16 more than n
-// for a 1 MiB block), so blocks that differ by a few bytes share buffers.
-func blockCap(n int) int {
-	const step = 64 << 10
-	if n <= step {
-		c := 4 << 10
-		for c < n {
-			c <<= 1
-		}
-		return c
-	}
-	return (n + step - 1) / step * step
 }
 
 // blockBuffers is a lane reader's manifest.BlockBuffers: buffers from the

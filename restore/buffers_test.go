@@ -12,17 +12,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-func TestBlockCap(t *testing.T) {
-	for _, c := range []struct{ n, want int }{
-		{1, 4 << 10}, {4 << 10, 4 << 10}, {4<<10 + 1, 8 << 10}, {40 << 10, 64 << 10}, {64 << 10, 64 << 10},
-		{64<<10 + 1, 128 << 10}, {1<<20 - 20, 1 << 20}, {1 << 20, 1 << 20}, {1<<20 + 20, 1<<20 + 64<<10},
-	} {
-		if got := blockCap(c.n); got != c.want {
-			t.Errorf("blockCap(%d) = %d, want %d", c.n, got, c.want)
-		}
-	}
-}
-
 func sameBuf(a, b *blockBuf) bool {
 	return unsafe.SliceData(a.b[:1]) == unsafe.SliceData(b.b[:1])
 }

@@ -144,13 +144,15 @@ func Resolve(ctx context.Context, p *manifest.PartitionLog, r Range) (Bounds, er
 // selects; gaps are clipped to the selection. Nothing archived in the
 // range is not an error: fn is simply not called. fn may return
 // manifest.StopScan to end the scan early without an error. Memory is
-// bounded by one block.
+// bounded by one block, whose buffers are reused for the next: a record,
+// its bytes included, is valid only until fn returns
+// (manifest.PartitionLog.ScanTransient).
 func Scan(ctx context.Context, p *manifest.PartitionLog, r Range, fn func(manifest.ScanItem) error) error {
 	b, err := Resolve(ctx, p, r)
 	if err != nil || b.Empty {
 		return err
 	}
-	err = p.Scan(ctx, b.From, b.To, fn)
+	err = p.ScanTransient(ctx, b.From, b.To, fn)
 	if errors.Is(err, manifest.ErrOutOfRange) {
 		return nil // nothing archived at or after From
 	}
