@@ -137,7 +137,7 @@ func BenchmarkCRC32CCombine(b *testing.B) {
 }
 
 // BenchmarkDecodeRecords: one uncompressed block payload (about 1 MiB)
-// decoded into reused records, as a restore's lanes do: the benchmark's
+// decoded into reused records and header lists, as scans do: the benchmark's
 // JSON records with two headers, and 200-byte records without headers
 // (the restore benchmarks' synthetic archive). MB/s of payload.
 func BenchmarkDecodeRecords(b *testing.B) {
@@ -155,9 +155,10 @@ func BenchmarkDecodeRecords(b *testing.B) {
 			payload := AppendRecords(nil, c.recs)
 			b.SetBytes(int64(len(payload)))
 			var recs []Record
+			var ha headerArena
 			var err error
 			for b.Loop() {
-				if recs, err = DecodeRecordsInto(recs, payload, 0, int64(len(c.recs))); err != nil {
+				if recs, err = decodeRecordsInto(recs, &ha, payload, 0, int64(len(c.recs)), true); err != nil {
 					b.Fatal(err)
 				}
 			}

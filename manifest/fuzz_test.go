@@ -61,7 +61,7 @@ func FuzzDecodeRecordsFast(f *testing.F) {
 	f.Add([]byte{0, 2, 0, 1, 1, 1, 1, 1, 1, 0, 1}, int64(0), int64(1))          // header with an empty key
 	reuse := make([]Record, 4)
 	f.Fuzz(func(t *testing.T, b []byte, base, n int64) {
-		want, werr := decodeRecordsInto(nil, b, base, n, false)
+		want, werr := decodeRecordsInto(nil, nil, b, base, n, false)
 		got, gerr := DecodeRecordsInto(nil, b, base, n)
 		again, aerr := DecodeRecordsInto(reuse, b, base, n)
 		if (werr == nil) != (gerr == nil) || (werr == nil) != (aerr == nil) {

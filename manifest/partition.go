@@ -575,7 +575,7 @@ func CheckIndex(c *Commit, ix *Index) error {
 
 // ReadBlock reads and decodes one block of the commit's segment.
 func (p *PartitionLog) ReadBlock(ctx context.Context, c *Commit, bi BlockInfo) ([]Record, error) {
-	return p.readBlockInto(ctx, nil, c, bi)
+	return p.readBlockInto(ctx, nil, nil, c, bi)
 }
 
 // BlockBuffers supplies the buffers ScanBuffered reads and decompresses
@@ -591,7 +591,7 @@ type BlockBuffers interface {
 
 // readBlockBuffered is readBlockInto with the block's buffers from bufs.
 // It returns the buffer the records alias (ScanItem.Buffer).
-func (p *PartitionLog) readBlockBuffered(ctx context.Context, recs []Record, bufs BlockBuffers, c *Commit, bi BlockInfo) ([]Record, []byte, error) {
+func (p *PartitionLog) readBlockBuffered(ctx context.Context, recs []Record, ha *headerArena, bufs BlockBuffers, c *Commit, bi BlockInfo) ([]Record, []byte, error) {
 	if bi.Length < blockHeaderSize || bi.Length > blockHeaderSize+MaxBlockPayload {
 		return nil, nil, fmt.Errorf("segment %s: %w", c.SegmentKey, corruptf("block at byte %d: length %d out of range", bi.Position, bi.Length))
 	}
@@ -601,7 +601,7 @@ func (p *PartitionLog) readBlockBuffered(ctx context.Context, recs []Record, buf
 		return nil, nil, err
 	}
 	var out []byte
-	recs, inRaw, err := decodeBlock(recs, raw, bi, func(n int) []byte {
+	recs, inRaw, err := decodeBlock(recs, ha, raw, bi, func(n int) []byte {
 		out = bufs.Get(n)
 		return out
 	})
@@ -619,13 +619,14 @@ func (p *PartitionLog) readBlockBuffered(ctx context.Context, recs []Record, buf
 	return recs, out, nil
 }
 
-// readBlockInto is ReadBlock decoding into recs (DecodeBlockInto).
-func (p *PartitionLog) readBlockInto(ctx context.Context, recs []Record, c *Commit, bi BlockInfo) ([]Record, error) {
+// readBlockInto is ReadBlock decoding into recs (DecodeBlockInto), with
+// the header lists from ha when it is not nil.
+func (p *PartitionLog) readBlockInto(ctx context.Context, recs []Record, ha *headerArena, c *Commit, bi BlockInfo) ([]Record, error) {
 	b, err := p.readRange(ctx, c, bi.Position, bi.Length)
 	if err != nil {
 		return nil, err
 	}
-	recs, err = DecodeBlockInto(recs, b, bi)
+	recs, _, err = decodeBlock(recs, ha, b, bi, nil)
 	if err != nil {
 		return nil, fmt.Errorf("segment %s: %w", c.SegmentKey, err)
 	}

@@ -47,7 +47,11 @@ func appendRecords(t *testing.T, p *PartitionLog, head *Commit, end int64, recs 
 func mkRecs(from, to int64, ts func(o int64) int64) []Record {
 	var out []Record
 	for o := from; o <= to; o++ {
-		out = append(out, Record{Offset: o, Timestamp: ts(o), Key: []byte{byte(o)}, Value: []byte("value"), ProducerID: -1, ProducerEpoch: -1, LeaderEpoch: -1})
+		r := Record{Offset: o, Timestamp: ts(o), Key: []byte{byte(o)}, Value: []byte("value"), ProducerID: -1, ProducerEpoch: -1, LeaderEpoch: -1}
+		if o%3 == 0 { // headers on some records: readers that reuse header lists show it
+			r.Headers = []Header{{Key: "o", Value: []byte{byte(o)}}, {Key: "null", Value: nil}}
+		}
+		out = append(out, r)
 	}
 	return out
 }
@@ -173,12 +177,18 @@ func TestPartitionChain(t *testing.T) {
 		t.Fatalf("scan saw %d offsets", len(seen))
 	}
 
-	// ScanReusing yields what Scan does (its Record structs are reused
-	// from block to block: copied here before the callback returns).
+	// ScanReusing yields what Scan does (its Record structs and header
+	// lists are reused from block to block: copied here before the
+	// callback returns).
+	var kept []any // header lists as yielded, read again below
 	collect := func(scan func(context.Context, int64, int64, func(ScanItem) error) error) (recs []Record, gaps []Gap) {
+		kept = kept[:0]
 		err := scan(ctx, 0, -1, func(it ScanItem) error {
 			if it.Record != nil {
-				recs = append(recs, *it.Record)
+				r := *it.Record
+				kept = append(kept, r.Headers)
+				r.Headers = slices.Clone(r.Headers)
+				recs = append(recs, r)
 			} else {
 				gaps = append(gaps, it.Gap)
 			}
@@ -193,6 +203,20 @@ func TestPartitionChain(t *testing.T) {
 	gotRecs, gotGaps := collect(p.ScanReusing)
 	if len(wantRecs) < 50 || !reflect.DeepEqual(gotRecs, wantRecs) || !reflect.DeepEqual(gotGaps, wantGaps) {
 		t.Fatalf("ScanReusing differs from Scan:\n%+v %+v\n%+v %+v", gotRecs, gotGaps, wantRecs, wantGaps)
+	}
+	// changed counts the yielded values (read again now) that differ from
+	// the records': memory a later block reused.
+	changed := func(yielded []any, want func(i int) any) int {
+		n := 0
+		for i, v := range yielded {
+			if !reflect.DeepEqual(v, want(i)) {
+				n++
+			}
+		}
+		return n
+	}
+	if changed(kept, func(i int) any { return wantRecs[i].Headers }) == 0 {
+		t.Fatal("no header list yielded by ScanReusing was overwritten by a later block's: the header slab is not reused")
 	}
 	// ScanBuffered too; every buffer it gets is put back or handed out
 	// with the records that alias it.
@@ -229,7 +253,7 @@ func TestPartitionChain(t *testing.T) {
 	// show if a buffer were reused too early). Its blocks share a few
 	// buffers.
 	blocks := map[*byte]bool{}
-	var values [][]byte // the values as yielded, read again at the end
+	var values []any // the values as yielded, read again at the end
 	var copied []Record
 	err = p.ScanTransient(ctx, 0, -1, func(it ScanItem) error {
 		if it.Record != nil {
@@ -256,13 +280,7 @@ func TestPartitionChain(t *testing.T) {
 	if len(blocks) > 3 || len(handed) < 6 {
 		t.Fatalf("ScanTransient used %d buffers for %d blocks", len(blocks), len(handed))
 	}
-	overwritten := 0
-	for i, v := range values {
-		if !bytes.Equal(v, wantRecs[i].Value) {
-			overwritten++
-		}
-	}
-	if overwritten == 0 {
+	if changed(values, func(i int) any { return wantRecs[i].Value }) == 0 {
 		t.Fatal("no yielded value was overwritten by a later block: the buffers were not reused")
 	}
 }

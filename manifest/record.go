@@ -114,6 +114,36 @@ type decoder struct {
 	// interns header keys: both cut per-record allocations in a block.
 	hdrs []Header
 	keys map[string]string
+	// nhdrs counts the headers decoded (a headerArena sizes its next
+	// slab by it).
+	nhdrs int
+}
+
+// headerArena is what decoding reuses from block to block for a caller
+// that is done with one block's records when it decodes the next: the
+// slab the records' header lists are cut from (one slab the size of the
+// previous block's headers) and the interned header keys. The zero value
+// is ready.
+type headerArena struct {
+	slab []Header
+	need int
+	keys map[string]string
+}
+
+// start readies d to cut its header lists from the arena's slab.
+func (ha *headerArena) start(d *decoder) {
+	if ha.need > cap(ha.slab) {
+		ha.slab = make([]Header, 0, ha.need)
+	}
+	d.hdrs, d.keys = ha.slab[:0], ha.keys
+}
+
+// end keeps what d grew for the next block.
+func (ha *headerArena) end(d *decoder) {
+	ha.keys, ha.need = d.keys, d.nhdrs
+	if cap(d.hdrs) > cap(ha.slab) {
+		ha.slab = d.hdrs
+	}
 }
 
 func (d *decoder) fail(format string, args ...any) {
@@ -328,6 +358,7 @@ func (d *decoder) headers(r *Record, nh uint64) {
 	if uint64(cap(d.hdrs)-len(d.hdrs)) < nh {
 		d.hdrs = make([]Header, 0, max(1024, nh)) // a new chunk; earlier records keep theirs
 	}
+	d.nhdrs += int(nh)
 	start := len(d.hdrs)
 	for i := uint64(0); i < nh; i++ {
 		k := d.bytes(d.uvarint())

@@ -35,11 +35,11 @@ func (p *PartitionLog) Scan(ctx context.Context, from, to int64, fn func(ScanIte
 }
 
 // ScanReusing is Scan for a caller that is done with each record when fn
-// returns: the Record structs are reused from block to block (one slice
-// per scan instead of one per block), so a *Record handed to fn is valid
-// only until fn returns. The byte slices it holds (key, value, header
-// values) stay valid: they alias the block's own buffer, which is never
-// reused.
+// returns: the Record structs and their header lists are reused from block
+// to block (one slice and one header slab per scan instead of per block),
+// so a *Record handed to fn, and its Headers slice, are valid only until
+// fn returns. The byte slices it holds (key, value, header values) stay
+// valid: they alias the block's own buffer, which is never reused.
 func (p *PartitionLog) ScanReusing(ctx context.Context, from, to int64, fn func(ScanItem) error) error {
 	return p.scan(ctx, from, to, &scanBufs{}, fn)
 }
@@ -61,9 +61,11 @@ func (p *PartitionLog) ScanTransient(ctx context.Context, from, to int64, fn fun
 	return p.scan(ctx, from, to, &scanBufs{bufs: &transientBuffers{}, transient: true}, fn)
 }
 
-// scanBufs are a scan's reused Record structs and its block buffers.
+// scanBufs are a scan's reused Record structs, their header lists and its
+// block buffers.
 type scanBufs struct {
 	recs []Record
+	hdrs headerArena
 	bufs BlockBuffers // nil: fresh buffers
 	// transient: the buffer the previous block's records alias (prev)
 	// goes back to bufs before the next block is read.
@@ -199,13 +201,13 @@ func (p *PartitionLog) scanCommit(ctx context.Context, c *Commit, from, to int64
 		case reuse == nil:
 			recs, err = p.ReadBlock(ctx, c, ix.Blocks[bi])
 		case reuse.bufs == nil:
-			recs, err = p.readBlockInto(ctx, reuse.recs, c, ix.Blocks[bi])
+			recs, err = p.readBlockInto(ctx, reuse.recs, &reuse.hdrs, c, ix.Blocks[bi])
 		default:
 			if reuse.transient && reuse.prev != nil {
 				reuse.bufs.Put(reuse.prev)
 				reuse.prev = nil
 			}
-			recs, buffer, err = p.readBlockBuffered(ctx, reuse.recs, reuse.bufs, c, ix.Blocks[bi])
+			recs, buffer, err = p.readBlockBuffered(ctx, reuse.recs, &reuse.hdrs, reuse.bufs, c, ix.Blocks[bi])
 			if reuse.transient {
 				reuse.prev = buffer
 			}

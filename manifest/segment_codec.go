@@ -185,14 +185,16 @@ func DecodeBlock(b []byte, bi BlockInfo) ([]Record, error) {
 // next. The byte slices of the records alias a fresh buffer, as with
 // DecodeBlock.
 func DecodeBlockInto(recs []Record, b []byte, bi BlockInfo) ([]Record, error) {
-	recs, _, err := decodeBlock(recs, b, bi, nil)
+	recs, _, err := decodeBlock(recs, nil, b, bi, nil)
 	return recs, err
 }
 
 // decodeBlock is DecodeBlockInto; a non-nil alloc supplies the buffer a
-// compressed block is decompressed into. inB reports whether the records
-// alias b (an uncompressed block) rather than that buffer.
-func decodeBlock(recs []Record, b []byte, bi BlockInfo, alloc func(n int) []byte) (_ []Record, inB bool, _ error) {
+// compressed block is decompressed into, and a non-nil ha the records'
+// header lists (the previous block's records are done with). inB reports
+// whether the records alias b (an uncompressed block) rather than that
+// buffer.
+func decodeBlock(recs []Record, ha *headerArena, b []byte, bi BlockInfo, alloc func(n int) []byte) (_ []Record, inB bool, _ error) {
 	if int64(len(b)) != bi.Length || len(b) < blockHeaderSize {
 		return nil, false, corruptf("block at byte %d: %d bytes, index says %d", bi.Position, len(b), bi.Length)
 	}
@@ -242,7 +244,7 @@ func decodeBlock(recs []Record, b []byte, bi BlockInfo, alloc func(n int) []byte
 	if uint32(len(payload)) != ulen {
 		return nil, false, corruptf("block at byte %d: payload is %d bytes, header says %d", bi.Position, len(payload), ulen)
 	}
-	recs, err := DecodeRecordsInto(recs, payload, bi.FirstOffset, n)
+	recs, err := decodeRecordsInto(recs, ha, payload, bi.FirstOffset, n, true)
 	if err != nil {
 		return nil, false, fmt.Errorf("block at byte %d: %w", bi.Position, err)
 	}
@@ -279,17 +281,22 @@ func DecodeRecords(payload []byte, base int64, n int64) ([]Record, error) {
 // DecodeRecordsInto is DecodeRecords decoding into recs[:0], grown when
 // shorter than n (every field of every record is set).
 func DecodeRecordsInto(recs []Record, payload []byte, base int64, n int64) ([]Record, error) {
-	return decodeRecordsInto(recs, payload, base, n, true)
+	return decodeRecordsInto(recs, nil, payload, base, n, true)
 }
 
-// decodeRecordsInto is DecodeRecordsInto; fast=false decodes every record
-// with the general decoder only (the reference FuzzDecodeRecordsFast
-// holds the fast path to).
-func decodeRecordsInto(recs []Record, payload []byte, base int64, n int64, fast bool) ([]Record, error) {
+// decodeRecordsInto is DecodeRecordsInto with the header lists from ha
+// when it is not nil; fast=false decodes every record with the general
+// decoder only (the reference FuzzDecodeRecordsFast holds the fast path
+// to).
+func decodeRecordsInto(recs []Record, ha *headerArena, payload []byte, base int64, n int64, fast bool) ([]Record, error) {
 	if n < 1 || n > int64(len(payload)) {
 		return nil, corruptf("record count %d does not fit %d payload bytes", n, len(payload))
 	}
 	d := decoder{b: payload}
+	if ha != nil {
+		ha.start(&d)
+		defer ha.end(&d)
+	}
 	if int64(cap(recs)) < n {
 		recs = make([]Record, n)
 	}

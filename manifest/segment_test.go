@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"reflect"
+	"strconv"
 	"testing"
 )
 
@@ -425,5 +426,50 @@ func TestSegmentReader(t *testing.T) {
 	}
 	if _, err := r.ReadAt(make([]byte, 1), -1); err == nil {
 		t.Fatal("ReadAt a negative offset succeeded")
+	}
+}
+
+// TestHeaderArenaReuse: decoding block after block with a headerArena
+// yields what fresh decoding does, and once the arena has seen a block,
+// decoding a like block allocates nothing (header lists and interned keys
+// come from the arena; here 3,000 headers, more than one default slab).
+func TestHeaderArenaReuse(t *testing.T) {
+	mk := func(base int64, salt byte) []Record {
+		var recs []Record
+		for i := int64(0); i < 1000; i++ {
+			r := Record{Offset: base + i, Timestamp: 1700000000000 + i, Key: []byte{salt, byte(i)}, Value: []byte("v"), ProducerID: -1, ProducerEpoch: -1, LeaderEpoch: -1}
+			if i%4 != 0 {
+				r.Headers = []Header{{Key: "trace", Value: []byte{salt, byte(i)}}, {Key: "null", Value: nil}, {Key: "e", Value: []byte{}}, {Key: "k" + strconv.Itoa(int(i%7)), Value: []byte{salt}}}
+			}
+			recs = append(recs, r)
+		}
+		return recs
+	}
+	a, b := AppendRecords(nil, mk(0, 1)), AppendRecords(nil, mk(1000, 2))
+	var ha headerArena
+	var recs []Record
+	var err error
+	for i, c := range []struct {
+		payload []byte
+		base    int64
+	}{{a, 0}, {b, 1000}, {a, 0}, {b, 1000}} {
+		want, err := DecodeRecords(c.payload, c.base, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if recs, err = decodeRecordsInto(recs, &ha, c.payload, c.base, 1000, true); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(recs, want) {
+			t.Fatalf("decode %d with the arena differs from a fresh decode", i)
+		}
+	}
+	allocs := testing.AllocsPerRun(20, func() {
+		if recs, err = decodeRecordsInto(recs, &ha, b, 1000, 1000, true); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("a block decoded with a warm arena allocated %.0f times", allocs)
 	}
 }

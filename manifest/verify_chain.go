@@ -15,9 +15,11 @@ type partitionVerifier struct {
 	emit func(Finding)
 	res  VerifyResult
 	buf  []byte // one block, reused
-	// recs and out are the decoded records of one block and its
-	// decompressed payload, reused from block to block.
+	// recs, hdrs and out are the decoded records of one block, their
+	// header lists and its decompressed payload, reused from block to
+	// block.
 	recs []Record
+	hdrs headerArena
 	out  []byte
 	// holeFrom..holeTo are the offsets of the missing or unreadable
 	// commits since the last good one (holeFrom < 0: none). Their segments

@@ -135,7 +135,7 @@ func (v *partitionVerifier) checkBlocks(r io.Reader, c *Commit, ix *Index) error
 		if _, err := io.ReadFull(r, b); err != nil {
 			return fmt.Errorf("block at byte %d (offsets %d..%d): %w", bi.Position, bi.FirstOffset, bi.LastOffset, truncated(err))
 		}
-		recs, _, err := decodeBlock(v.recs, b, bi, v.payload)
+		recs, _, err := decodeBlock(v.recs, &v.hdrs, b, bi, v.payload)
 		if err != nil {
 			return fmt.Errorf("offsets %d..%d: %w", bi.FirstOffset, bi.LastOffset, err)
 		}
