@@ -90,7 +90,9 @@ func (rp *replayer) replayPartition(ctx context.Context, p *Partition) error {
 		chunk, chunkBytes = chunk[:0], 0
 		return nil
 	}
-	err := log.Scan(ctx, p.From, p.To, func(it manifest.ScanItem) error {
+	// ScanReusing: each record is copied into a franz-go record (ToKgo)
+	// before the callback returns; the bytes it aliases stay valid.
+	err := log.ScanReusing(ctx, p.From, p.To, func(it manifest.ScanItem) error {
 		if it.Record == nil { // planned before the gap: cannot happen
 			return fmt.Errorf("archive gap %s inside the replayed range", it.Gap)
 		}
