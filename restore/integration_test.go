@@ -352,8 +352,8 @@ func TestRestoreRealKafka(t *testing.T) {
 // settings; its input decoded beforehand, so free) and decoding the archive
 // alone (benchDecode). Per archive codec (zstd, none) it logs the client
 // CPU ratio restore / (producer + decode) — this process's CPU time; the
-// broker's is in its JVM — and the throughput ratio restore / producer,
-// plus every round. Each side runs twice, in opposite orders, into topics
+// broker's is in its JVM, logged per side too — and the throughput ratio
+// restore / producer, plus every round. Each side runs twice, in opposite orders, into topics
 // created beforehand, after one unmeasured round of each (steady state;
 // TestRestoreFirstRun measures a first run). It measures; it asserts only
 // that every side completed.
