@@ -35,6 +35,14 @@ type CompletenessOptions struct {
 	Allowance time.Duration
 	// Now returns the current time. nil = time.Now.
 	Now func() time.Time
+	// Captured, when not nil, holds the topics of the archive's newest
+	// topics catalog capture (the archiver's selection when it took it,
+	// at CapturedAt): a live topic the archive lacks entirely and the
+	// capture does not list is still a problem, and its finding says so
+	// and how to check only what the archive selects (--topics). Set it
+	// when Topics is nil.
+	Captured   map[string]bool
+	CapturedAt time.Time
 }
 
 // Completeness returns the check `kbackup verify --brokers` runs after the
@@ -149,7 +157,12 @@ func Completeness(o CompletenessOptions) func(context.Context, []manifest.Partit
 				}
 				switch {
 				case !ok || h.Head == nil:
-					missing(start.Offset, "are not archived at all")
+					hint := ""
+					if o.Captured != nil && !o.Captured[name] {
+						hint = fmt.Sprintf(" (the archiver's newest topics capture, taken %s, does not list the topic: it was not selected then, or created since; for an archive of selected topics, run verify with the archiver's --topics/--exclude)",
+							o.CapturedAt.UTC().Format(time.RFC3339))
+					}
+					missing(start.Offset, "are not archived at all%s", hint)
 				case h.TopicID != ids[name] && ids[name] != (manifest.TopicID{}):
 					missing(start.Offset, "are not archived: the live topic (id %s) is not the archived one (id %s), re-created?", ids[name], h.TopicID)
 				case h.Head.End+1 < end.Offset:

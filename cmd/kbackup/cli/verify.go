@@ -2,14 +2,17 @@ package cli
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/kbackup/kbackup/archive"
 	"github.com/kbackup/kbackup/internal/units"
 	"github.com/kbackup/kbackup/manifest"
+	"github.com/kbackup/kbackup/store"
 )
 
 func verifyCommand() *cli.Command {
@@ -64,7 +67,11 @@ func runVerify(c *cli.Context) error {
 		if allowance <= 0 {
 			allowance = -1 // none
 		}
-		opts.Completeness = archive.Completeness(archive.CompletenessOptions{KafkaOpts: kopts, Topics: sel, Allowance: allowance})
+		co := archive.CompletenessOptions{KafkaOpts: kopts, Topics: sel, Allowance: allowance}
+		if sel == nil {
+			co.Captured, co.CapturedAt = capturedTopics(c, s, a)
+		}
+		opts.Completeness = archive.Completeness(co)
 	}
 	w := bufio.NewWriter(s.stdout)
 	asJSON, showGaps := c.Bool("json"), c.Bool("gaps")
@@ -220,4 +227,22 @@ func verifySummary(r *manifest.VerifyResult, lag verifyLag) string {
 		line += fmt.Sprintf("; archiver lag: %d offsets in %d partitions within the allowance (--gaps lists them)", lag.Offsets, lag.Partitions)
 	}
 	return line
+}
+
+// capturedTopics returns the topics of the archive's newest topics catalog
+// capture and its time (nil when there is none or it cannot be read: the
+// hint it feeds is optional).
+func capturedTopics(c *cli.Context, s *session, a *manifest.Archive) (map[string]bool, time.Time) {
+	tc, err := a.TopicsAt(c.Context, time.Now().Add(time.Hour).UnixMilli()) // allows an archiver's clock an hour ahead
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.log.Debug("verify: no topics capture to compare the live topics with", "err", err)
+		}
+		return nil, time.Time{}
+	}
+	names := make(map[string]bool, len(tc.Topics))
+	for _, t := range tc.Topics {
+		names[t.Name] = true
+	}
+	return names, time.UnixMilli(tc.CapturedMs)
 }
