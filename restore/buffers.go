@@ -38,7 +38,7 @@ type slab struct {
 var slabPool = sync.Pool{New: func() any { return new(slab) }}
 
 func (s *slab) release(n int32) {
-	if s.refs.Add(-n) == 0 {
+	if s != nil && n != 0 && s.refs.Add(-n) == 0 {
 		slabPool.Put(s)
 	}
 }
@@ -61,7 +61,7 @@ type blockBuf struct {
 const blockHold = 1 << 40
 
 func (bb *blockBuf) release(n int64) {
-	if bb != nil && bb.refs.Add(-n) == 0 {
+	if bb != nil && n != 0 && bb.refs.Add(-n) == 0 {
 		bb.free.put(bb)
 	}
 }

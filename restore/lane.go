@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -90,6 +91,13 @@ type laneRun struct {
 	// promise is lr.ack, the produce promise of every record (one func
 	// value, not one per record).
 	promise func(*kgo.Record, error)
+	// acked and ackedBytes are acknowledgements not yet applied, ackSeen
+	// counts every acknowledgement: the promise goroutine's alone (ack).
+	// handed counts the records handed to the producer.
+	acked      []*entry
+	ackedBytes int64
+	ackSeen    int64
+	handed     atomic.Int64
 	// warmed is set once the lane's first record was produced and
 	// acknowledged (produceChunk).
 	warmed bool

@@ -128,6 +128,7 @@ func (lr *laneRun) produceChunk(ctx context.Context, ents []*entry, bytes int64)
 		}
 		lr.pending += n
 		lr.mu.Unlock()
+		lr.handed.Add(int64(n)) // before the records' promises can run
 		lr.rn.produceMu.Lock()
 		for _, e := range ents[:n] {
 			lr.rn.t.Client.Produce(ctx, e.rec, lr.promise)
@@ -155,22 +156,61 @@ func (lr *laneRun) produceChunk(ctx context.Context, ents []*entry, bytes int64)
 
 // ack is the produce promise: records of one partition are acknowledged in
 // order; the lane's acknowledged prefix advances over done entries.
+//
+// franz-go calls every promise of a client serially, from one goroutine,
+// so the lane collects acknowledgements without its lock (acked) and
+// applies them under the lock in runs (applyAcksLocked): every ackRun
+// records, every MaxInFlightBytes/8 bytes (the producer's waits for room
+// see progress in steps of at most an eighth of the window), whenever the
+// acknowledgement is the last one outstanding (handed: nothing acknowledged
+// waits unapplied while nothing else is in flight, so the lane's waits end)
+// and at once on an error.
 func (lr *laneRun) ack(r *kgo.Record, err error) {
 	e := entryOf(r)
-	lr.mu.Lock()
-	defer lr.mu.Unlock()
-	e.done = true
-	lr.inflight -= e.size
-	lr.pending--
+	lr.ackSeen++
 	if err != nil {
-		e.failed = true
+		lr.mu.Lock()
+		lr.applyAcksLocked()
+		e.done, e.failed = true, true
+		lr.inflight -= e.size
+		lr.pending--
 		if lr.err == nil {
 			lr.err = fmt.Errorf("produce to %s/%d: %w", r.Topic, r.Partition, err)
 			lr.cancel()
 		}
-	} else {
-		e.tgt = r.Offset
+		if lr.waiters > 0 {
+			lr.cond.Broadcast()
+		}
+		lr.mu.Unlock()
+		return
 	}
+	e.tgt = r.Offset // read under the lock once applyAcksLocked marks e done
+	lr.acked = append(lr.acked, e)
+	lr.ackedBytes += e.size
+	if len(lr.acked) < ackRun && lr.ackedBytes < lr.rn.o.MaxInFlightBytes/8 && lr.ackSeen != lr.handed.Load() {
+		return
+	}
+	lr.mu.Lock()
+	lr.applyAcksLocked()
+	lr.mu.Unlock()
+}
+
+// ackRun is the most acknowledgements a lane collects before applying them.
+const ackRun = 128
+
+// applyAcksLocked applies the collected acknowledgements (called from the
+// promise goroutine only, with the lane's lock held).
+func (lr *laneRun) applyAcksLocked() {
+	if len(lr.acked) == 0 {
+		return
+	}
+	for _, e := range lr.acked {
+		e.done = true
+	}
+	lr.inflight -= lr.ackedBytes
+	lr.pending -= len(lr.acked)
+	clear(lr.acked)
+	lr.acked, lr.ackedBytes = lr.acked[:0], 0
 	lr.popLocked()
 	if lr.waiters > 0 {
 		lr.cond.Broadcast()
@@ -180,6 +220,14 @@ func (lr *laneRun) ack(r *kgo.Record, err error) {
 // popLocked applies the done entries at the head of the queue to the
 // acknowledged state.
 func (lr *laneRun) popLocked() {
+	var relSlab *slab
+	var relSlabN int32
+	var relBlk *blockBuf
+	var relBlkN int64
+	defer func() {
+		relSlab.release(relSlabN)
+		relBlk.release(relBlkN)
+	}()
 	for lr.head < len(lr.queue) {
 		e := lr.queue[lr.head]
 		if !e.done || e.failed {
@@ -203,33 +251,23 @@ func (lr *laneRun) popLocked() {
 		st.Bytes += e.size
 		ts.End = e.tgt + 1
 		// The partition's last record pins its slab and its archive block
-		// (checkpoints hash it); the entry itself is done with. Within one
-		// slab (block) the pin moves and the entry's own reference goes:
-		// one atomic operation. (old's fields are read before its slab can
-		// be recycled.)
-		old := pa.last
-		var oldSlab *slab
-		var oldBlk *blockBuf
-		if old != nil {
-			oldSlab, oldBlk = old.slab, old.blk
-		}
-		if oldBlk == e.blk {
-			e.blk.release(1)
-		} else {
-			if e.blk != nil {
-				e.blk.refs.Add(1)
+		// (checkpoints hash it); the entry itself is done with: its
+		// reference becomes the pin and the previous last record's pin is
+		// released. Releases of one slab or block in a row are added up:
+		// one atomic operation per run, not per record. (old's fields are
+		// read before its slab can be recycled; delaying a release only
+		// delays the recycling.)
+		if old := pa.last; old != nil {
+			if old.slab != relSlab {
+				relSlab.release(relSlabN)
+				relSlab, relSlabN = old.slab, 0
 			}
-			oldBlk.release(1)
-			e.blk.release(1)
-		}
-		if oldSlab == e.slab {
-			e.slab.release(1)
-		} else {
-			e.slab.refs.Add(1)
-			if oldSlab != nil {
-				oldSlab.release(1)
+			relSlabN++
+			if old.blk != relBlk {
+				relBlk.release(relBlkN)
+				relBlk, relBlkN = old.blk, 0
 			}
-			e.slab.release(1)
+			relBlkN++
 		}
 		pa.last = e
 		if lr.l.targetPartition >= 0 {
