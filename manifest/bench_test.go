@@ -173,57 +173,72 @@ func BenchmarkDecodeRecords(b *testing.B) {
 func BenchmarkVerify(b *testing.B) {
 	for _, codec := range []Codec{CodecZstd, CodecNone} {
 		b.Run("codec="+codec.String(), func(b *testing.B) {
-			ctx := context.Background()
-			st, err := filestore.New(b.TempDir())
-			if err != nil {
-				b.Fatal(err)
-			}
-			a, err := Init(ctx, st, "bench", 1)
-			if err != nil {
-				b.Fatal(err)
-			}
-			id := TopicID{0xbe}
-			if err := a.EnsureTopic(ctx, "orders", id, 1); err != nil {
-				b.Fatal(err)
-			}
-			p := a.Partition("orders", id, 0)
-			recs := benchRecords()
-			var head *Commit
-			var bytes int64
-			for s := 0; s < 4; s++ {
-				start := int64(0)
-				if head != nil {
-					start = head.End + 1
-				}
-				w := NewSegmentWriter(start, SegmentOptions{Codec: codec, BlockSize: 1 << 20})
-				for i := range recs {
-					r := recs[i]
-					r.Offset += start
-					if err := w.Append(&r); err != nil {
-						b.Fatal(err)
-					}
-				}
-				seg, info := w.Finish()
-				if head, err = p.Append(ctx, head, seg, info, "bench", 1); err != nil {
-					b.Fatal(err)
-				}
-				bytes += payloadSize(recs)
-			}
+			a, bytes, n := verifyArchive(b, codec, 4)
 			b.SetBytes(bytes)
 			b.ReportAllocs()
 			for b.Loop() {
-				res, err := a.Verify(ctx, VerifyOptions{}, func(f Finding) {
-					if f.Severity == SeverityProblem {
-						b.Fatalf("%+v", f)
-					}
-				})
-				if err != nil {
-					b.Fatal(err)
-				}
-				if res.Records != int64(4*len(recs)) {
-					b.Fatalf("verified %d records, want %d", res.Records, 4*len(recs))
-				}
+				verifyAll(b, a, n)
 			}
 		})
+	}
+}
+
+// verifyArchive writes segs segments of benchRecords (8 MiB of payload
+// each, 1 MiB blocks) to one partition of a new archive. It returns the
+// archive, its payload bytes and its number of records.
+func verifyArchive(tb testing.TB, codec Codec, segs int) (*Archive, int64, int64) {
+	tb.Helper()
+	ctx := context.Background()
+	st, err := filestore.New(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a, err := Init(ctx, st, "bench", 1)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	id := TopicID{0xbe}
+	if err := a.EnsureTopic(ctx, "orders", id, 1); err != nil {
+		tb.Fatal(err)
+	}
+	p := a.Partition("orders", id, 0)
+	recs := benchRecords()
+	var head *Commit
+	var bytes int64
+	for s := 0; s < segs; s++ {
+		start := int64(0)
+		if head != nil {
+			start = head.End + 1
+		}
+		w := NewSegmentWriter(start, SegmentOptions{Codec: codec, BlockSize: 1 << 20})
+		for i := range recs {
+			r := recs[i]
+			r.Offset += start
+			if err := w.Append(&r); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		seg, info := w.Finish()
+		if head, err = p.Append(ctx, head, seg, info, "bench", 1); err != nil {
+			tb.Fatal(err)
+		}
+		bytes += payloadSize(recs)
+	}
+	return a, bytes, int64(segs * len(recs))
+}
+
+// verifyAll verifies a, which must hold n records and no problem.
+func verifyAll(tb testing.TB, a *Archive, n int64) {
+	tb.Helper()
+	res, err := a.Verify(context.Background(), VerifyOptions{}, func(f Finding) {
+		if f.Severity == SeverityProblem {
+			tb.Fatalf("%+v", f)
+		}
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if res.Records != n {
+		tb.Fatalf("verified %d records, want %d", res.Records, n)
 	}
 }

@@ -129,7 +129,7 @@ func (v *partitionVerifier) checkBlocks(r io.Reader, c *Commit, ix *Index) error
 	first, last := int64(-1), int64(-1)
 	for _, bi := range ix.Blocks {
 		if int64(cap(v.buf)) < bi.Length {
-			v.buf = make([]byte, bi.Length)
+			v.buf = make([]byte, bi.Length, BlockBufferCap(int(bi.Length))) // blocks a few bytes longer fit
 		}
 		b := v.buf[:bi.Length]
 		if _, err := io.ReadFull(r, b); err != nil {
@@ -176,7 +176,7 @@ func (v *partitionVerifier) checkBlocks(r io.Reader, c *Commit, ix *Index) error
 // verifier's, reused (no record of a block outlives the next block).
 func (v *partitionVerifier) payload(n int) []byte {
 	if cap(v.out) < n {
-		v.out = make([]byte, n)
+		v.out = make([]byte, n, BlockBufferCap(n))
 	}
 	return v.out[:n]
 }

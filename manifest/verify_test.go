@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -477,5 +478,27 @@ func TestVerifyEmptyArchive(t *testing.T) {
 	res, err = a.Verify(context.Background(), VerifyOptions{}, func(f Finding) { got = append(got, f.String()) })
 	if err != nil || !res.OK() || res.Warnings != 1 || len(got) != 1 || !strings.Contains(got[0], "orphan segment") {
 		t.Fatalf("%+v %v %v", res, err, got)
+	}
+}
+
+// TestVerifyReusesBuffers: verify decodes every block into the same
+// record structs, header lists and decompression buffer, so what it
+// allocates is a small fraction of the bytes it checks (it was 2.3 times
+// them when each block got new ones).
+func TestVerifyReusesBuffers(t *testing.T) {
+	for _, codec := range []Codec{CodecZstd, CodecNone} {
+		t.Run(codec.String(), func(t *testing.T) {
+			a, bytes, n := verifyArchive(t, codec, 3)
+			verifyAll(t, a, n) // warms what is reused across verifies (decoders)
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			verifyAll(t, a, n)
+			runtime.ReadMemStats(&after)
+			alloc := int64(after.TotalAlloc - before.TotalAlloc)
+			t.Logf("verify of %d payload bytes in %d records allocated %d bytes", bytes, n, alloc)
+			if alloc > bytes/5 {
+				t.Fatalf("verify allocated %d bytes for %d bytes of records, want at most a fifth", alloc, bytes)
+			}
+		})
 	}
 }
