@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -286,5 +287,65 @@ func TestExpiredBounds(t *testing.T) {
 		if got := render(t, p, r); got != want {
 			t.Fatalf("%s: %s, want %s", r, got, want)
 		}
+	}
+}
+
+// TestScanReusesBuffers: Scan (what cat reads through) reuses each block's
+// records and buffers for the next block, so what it allocates is a small
+// fraction of the bytes it reads, not a new buffer per block.
+func TestScanReusesBuffers(t *testing.T) {
+	ctx := context.Background()
+	st, err := filestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := manifest.Init(ctx, st, "test", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := a.Partition("t", manifest.TopicID{1}, 0)
+	var head *manifest.Commit
+	var payload int64
+	value := []byte(strings.Repeat("0123456789abcdef", 12))
+	const perSegment = 20000
+	for s := int64(0); s < 3; s++ {
+		w := manifest.NewSegmentWriter(s*perSegment, manifest.SegmentOptions{Codec: manifest.CodecZstd, BlockSize: 256 << 10})
+		for o := s * perSegment; o < (s+1)*perSegment; o++ {
+			r := manifest.Record{Offset: o, Timestamp: o, Key: []byte(fmt.Sprint(o)), Value: value, ProducerID: -1, ProducerEpoch: -1, LeaderEpoch: -1,
+				Headers: []manifest.Header{{Key: "h", Value: []byte("v")}}}
+			if err := w.Append(&r); err != nil {
+				t.Fatal(err)
+			}
+			payload += int64(len(r.Key) + len(r.Value) + 2)
+		}
+		seg, info := w.Finish()
+		if head, err = p.Append(ctx, head, seg, info, "test", 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scan := func() {
+		var n int64
+		err := Scan(ctx, p, Range{}, func(it manifest.ScanItem) error {
+			if it.Record != nil {
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 3*perSegment {
+			t.Fatalf("scanned %d records, want %d", n, 3*perSegment)
+		}
+	}
+	scan() // warms what is shared across scans (decoders)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	scan()
+	runtime.ReadMemStats(&after)
+	alloc := int64(after.TotalAlloc - before.TotalAlloc)
+	t.Logf("a scan of %d bytes of keys and values allocated %d bytes", payload, alloc)
+	if alloc > payload/5 {
+		t.Fatalf("a scan allocated %d bytes for %d bytes of keys and values, want at most a fifth", alloc, payload)
 	}
 }
