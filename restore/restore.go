@@ -229,6 +229,9 @@ func (rn *runner) createTopic(ctx context.Context, pt PlanTopic) error {
 		return fmt.Errorf("%w; it has %d partitions now", err, n)
 	}
 	t.Topics[pt.Target] = n
+	// Created moments ago: its leaders may not be known to every broker yet
+	// (the lanes' first requests would wait out retries).
+	t.AwaitLeaders(ctx, pt.Target, n)
 	o.Logger.Info("restore: target topic was created meanwhile (another process of this restore?)", "topic", pt.Target, "partitions", n)
 	return nil
 }

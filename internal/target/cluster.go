@@ -243,6 +243,13 @@ func (t *Cluster) Create(ctx context.Context, topic string, partitions int32, rf
 	return nil
 }
 
+// AwaitLeaders waits, as Create does after creating it, until every broker
+// that answers shows a leader for each of the first partitions partitions
+// of topic (one another process created moments ago), for at most 10 s.
+func (t *Cluster) AwaitLeaders(ctx context.Context, topic string, partitions int32) {
+	t.awaitLeaders(ctx, topic, partitions, leaderWait)
+}
+
 // leaderWait bounds how long Create waits for a new topic's leaders.
 const leaderWait = 10 * time.Second
 
