@@ -332,11 +332,18 @@ func (a *Archiver) startCompaction(ctx context.Context, ps *partState) {
 	writer := a.writerID
 	nowMs := a.opts.Now().UnixMilli()
 	go func() {
-		defer func() { <-a.pk.cslots }()
 		r := compactResult{tp: t, gen: gen}
 		defer func() {
+			// The slot is free before the result can be seen: compactOnce
+			// starts the next due compaction when it applies a result, and
+			// stops once none is running (were the slot still held then,
+			// a due partition would be left uncompacted).
+			<-a.pk.cslots
 			a.pk.compacts <- r
 			a.wake()
+			if a.opts.testCompacted != nil {
+				a.opts.testCompacted()
+			}
 		}()
 		refs, commits, err := log.EntriesAfter(ctx, newest, after)
 		if err != nil {

@@ -179,6 +179,10 @@ type Options struct {
 	// claim the archiver claims it again (reclaimLater). 0 =
 	// defaultReclaimDelay; tests set it.
 	reclaimDelay time.Duration
+
+	// testCompacted, when set, runs in a compaction's goroutine after its
+	// result was handed to the loop (tests widen the window after it).
+	testCompacted func()
 }
 
 func (o *Options) setDefaults() error {

@@ -1496,3 +1496,38 @@ func TestKickReserved(t *testing.T) {
 		t.Fatalf("the second flush object under its reserved seq: %v", err)
 	}
 }
+
+// TestPackedOnceCompactsEveryDuePartition: --once compacts every due tail
+// although only compactConcurrency compactions run at once, however late
+// a finished compaction's goroutine runs on after handing over its result
+// (the slot is free by then: were it held, the run would find no slot and
+// none running, and stop with tails uncompacted).
+func TestPackedOnceCompactsEveryDuePartition(t *testing.T) {
+	t.Parallel()
+	const parts = 3 * compactConcurrency
+	c := newCluster(t)
+	createTopic(t, c, "oe", parts, nil)
+	cl := newClient(t, c, kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	st := newStore(t)
+	run := func(d time.Duration) {
+		for i := 0; i < 4*parts; i++ {
+			produce(t, cl, &kgo.Record{Topic: "oe", Value: []byte("v")})
+		}
+		runOnce(t, c, st, func(o *Options) {
+			packed(o)
+			o.CompactAfter, o.CompactGrace = time.Hour, 10*time.Minute
+			o.Now = func() time.Time { return time.Now().Add(d) }
+			o.testCompacted = func() { time.Sleep(50 * time.Millisecond) }
+		})
+		checkExact(t, c, st, "oe")
+		noProblems(t, st)
+	}
+	run(0)
+	if _, commits := keysUnder(t, st, manifest.TopicsPrefix, "/commits/"); commits != 0 {
+		t.Fatalf("%d compacted commits after a run with nothing due", commits)
+	}
+	run(2 * time.Hour)
+	if _, commits := keysUnder(t, st, manifest.TopicsPrefix, "/commits/"); commits != parts {
+		t.Fatalf("%d compacted commits after a run with every tail due, want %d (one per partition)", commits, parts)
+	}
+}
