@@ -53,7 +53,7 @@ func ackAt(lr *laneRun, e *entry, off int64, err error) {
 // per entry released, less the partition's last record's pin.
 func TestAckRuns(t *testing.T) {
 	t.Run("last-outstanding", func(t *testing.T) {
-		const n = 2 * slotsPerSlab / 2 // fewer than ackRun
+		const n = slotsPerSlab // fewer than ackRun
 		lr, ents, s1, s2, b1, b2 := ackLane(t, n, 10, 1<<20)
 		for i, e := range ents[:n-1] {
 			ackAt(lr, e, int64(10+i), nil)
