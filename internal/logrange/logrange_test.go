@@ -20,16 +20,9 @@ import (
 func testLog(t *testing.T, ts func(o int64) int64) *manifest.PartitionLog {
 	t.Helper()
 	ctx := context.Background()
-	st, err := filestore.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := manifest.Init(ctx, st, "test", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := a.Partition("t", manifest.TopicID{1}, 0)
+	p := newPartition(t)
 	var head *manifest.Commit
+	var err error
 	for start := int64(0); start < 30; start += 10 {
 		w := manifest.NewSegmentWriter(start, manifest.SegmentOptions{Codec: manifest.CodecZstd, BlockSize: 60})
 		for o := start; o < start+10; o++ {
@@ -51,6 +44,21 @@ func testLog(t *testing.T, ts func(o int64) int64) *manifest.PartitionLog {
 		}
 	}
 	return p
+}
+
+// newPartition returns partition 0 of topic "t" in a new archive in a
+// temporary directory.
+func newPartition(t *testing.T) *manifest.PartitionLog {
+	t.Helper()
+	st, err := filestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := manifest.Init(context.Background(), st, "test", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Partition("t", manifest.TopicID{1}, 0)
 }
 
 // render lists what Scan yields: "o" for a record at o, "a-b" for a gap.
@@ -295,16 +303,9 @@ func TestExpiredBounds(t *testing.T) {
 // fraction of the bytes it reads, not a new buffer per block.
 func TestScanReusesBuffers(t *testing.T) {
 	ctx := context.Background()
-	st, err := filestore.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := manifest.Init(ctx, st, "test", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := a.Partition("t", manifest.TopicID{1}, 0)
+	p := newPartition(t)
 	var head *manifest.Commit
+	var err error
 	var payload int64
 	value := []byte(strings.Repeat("0123456789abcdef", 12))
 	const perSegment = 20000
