@@ -2,7 +2,9 @@
 // its topics, start and end offsets (retried while leaders move), topic
 // creation and timestamp types, the record at an offset, and the archived
 // records converted for producing, with the hash that identifies a
-// record's content.
+// record's content; and a restore's own produce path (Batch, Writer):
+// Kafka record batches built from the records in order, sent one request
+// per batch by an idempotent writer.
 package target
 
 import (

@@ -1,0 +1,275 @@
+package target
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// writerClient is a client as the restore's: acks from all in-sync
+// replicas.
+func writerClient(t *testing.T, c *kfake.Cluster) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RetryBackoffFn(RetryBackoff))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// testRecords returns n records of partition p with distinct keys, values
+// and a header, timestamps going back and forth.
+func testRecords(p int32, from, n int) []*kgo.Record {
+	var out []*kgo.Record
+	for i := from; i < from+n; i++ {
+		r := &kgo.Record{Key: fmt.Appendf(nil, "k-%d-%d", p, i), Value: fmt.Appendf(nil, "v-%d-%d", p, i),
+			Timestamp: time.UnixMilli(int64(1_700_000_000_000 + i*7 - (i%3)*5))}
+		if i%4 == 0 {
+			r.Headers = []kgo.RecordHeader{{Key: "h", Value: nil}, {Key: "h", Value: []byte{}}}
+		}
+		if i%5 == 0 {
+			r.Key = nil
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// readPartition reads every record of topic/p (read_uncommitted).
+func readPartition(t *testing.T, c *kfake.Cluster, topic string, p int32, want int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {p: kgo.NewOffset().AtStart()}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < want && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	// Anything more (a duplicate) would follow at once.
+	short, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	cl.PollFetches(short).EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	return out
+}
+
+// writeBatches sends recs in batches of per records and checks each
+// batch's base offset.
+func writeBatches(t *testing.T, pw *PartitionWriter, recs []*kgo.Record, per int, start int64) {
+	t.Helper()
+	var b Batch
+	for i := 0; i < len(recs); i += per {
+		b.Reset()
+		for _, r := range recs[i:min(i+per, len(recs))] {
+			b.Append(r)
+		}
+		base, err := pw.Send(context.Background(), &b)
+		if err != nil {
+			t.Fatalf("batch at %d: %v", i, err)
+		}
+		if base != start+int64(i) {
+			t.Fatalf("batch at %d: base offset %d, want %d", i, base, start+int64(i))
+		}
+	}
+}
+
+// checkPartition reads topic/p and compares it with want, offset for
+// offset.
+func checkPartition(t *testing.T, c *kfake.Cluster, topic string, p int32, want []*kgo.Record) {
+	t.Helper()
+	got := readPartition(t, c, topic, p, len(want))
+	if len(got) != len(want) {
+		t.Fatalf("%s/%d holds %d records, want %d", topic, p, len(got), len(want))
+	}
+	for i := range want {
+		if got[i].Offset != int64(i) {
+			t.Fatalf("%s/%d record %d at offset %d", topic, p, i, got[i].Offset)
+		}
+		if err := sameRecord(got[i], want[i]); err != nil {
+			t.Fatalf("%s/%d offset %d: %v", topic, p, i, err)
+		}
+	}
+}
+
+// TestWriterWrites: batches of two partitions, each with either codec,
+// land in order with the offsets Send returns, records byte for byte.
+func TestWriterWrites(t *testing.T) {
+	c := newKfake(t, 3)
+	cl := writerClient(t, c)
+	for i, codec := range []BatchCodec{BatchSnappy, BatchNone} {
+		topic := fmt.Sprintf("t%d", i)
+		if err := c.CreateTopic(topic, 2, nil); err != nil {
+			t.Fatal(err)
+		}
+		w, err := NewWriter(context.Background(), cl, codec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for p := int32(0); p < 2; p++ {
+			recs := testRecords(p, 0, 1000)
+			writeBatches(t, w.Partition(topic, p), recs, 97, 0)
+			checkPartition(t, c, topic, p, recs)
+		}
+	}
+}
+
+// TestWriterRetries: a batch refused before it is appended (not the
+// leader, no leader, not enough replicas), one appended but answered with
+// an error (a timeout, not enough replicas after the append) and one
+// whose connection closed are sent again; each record lands once, at the
+// offset Send returns.
+func TestWriterRetries(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  *kerr.Error
+	}{
+		{"not-leader", kerr.NotLeaderForPartition},
+		{"no-leader", kerr.LeaderNotAvailable},
+		{"not-enough-replicas", kerr.NotEnoughReplicas},
+		{"timed-out-after-append", kerr.RequestTimedOut},
+		{"not-enough-replicas-after-append", kerr.NotEnoughReplicasAfterAppend},
+		{"connection-closed", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newKfake(t, 1)
+			if err := c.CreateTopic("t", 1, nil); err != nil {
+				t.Fatal(err)
+			}
+			cl := writerClient(t, c)
+			w, err := NewWriter(context.Background(), cl, BatchSnappy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pw := w.Partition("t", 0)
+			recs := testRecords(0, 0, 300)
+			writeBatches(t, pw, recs[:100], 50, 0)
+			var h *kfake.FaultHandle
+			if tc.err != nil {
+				h = c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Err: tc.err, Count: 2})
+			} else {
+				n := 0
+				c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+					n++
+					c.KeepControl()
+					if n > 2 {
+						return nil, nil, false
+					}
+					return nil, errors.New("dropped"), true
+				})
+			}
+			writeBatches(t, pw, recs[100:], 50, 100)
+			if h != nil && h.Hits() != 2 {
+				t.Fatalf("the fault answered %d requests, want 2", h.Hits())
+			}
+			checkPartition(t, c, "t", 0, recs)
+		})
+	}
+}
+
+// TestWriterLeaderMoves: the partition's leader moves between batches;
+// the writer finds the new one and goes on without a gap or a duplicate.
+func TestWriterLeaderMoves(t *testing.T) {
+	c := newKfake(t, 3)
+	if err := c.CreateTopic("t", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	cl := writerClient(t, c)
+	w, err := NewWriter(context.Background(), cl, BatchSnappy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := w.Partition("t", 0)
+	recs := testRecords(0, 0, 600)
+	for i := 0; i < 6; i++ {
+		leader := c.LeaderFor("t", 0)
+		writeBatches(t, pw, recs[i*100:(i+1)*100], 40, int64(i*100))
+		if err := c.MoveTopicPartition("t", 0, (leader+1)%3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkPartition(t, c, "t", 0, recs)
+}
+
+// TestWriterFails: an error after which the broker cannot tell what it
+// appended (its producer state lost) or that a retry cannot fix ends the
+// partition's writing: Send returns it, and every later Send returns it
+// without sending.
+func TestWriterFails(t *testing.T) {
+	for _, e := range []*kerr.Error{kerr.OutOfOrderSequenceNumber, kerr.UnknownProducerID, kerr.MessageTooLarge, kerr.CorruptMessage} {
+		t.Run(e.Message, func(t *testing.T) {
+			c := newKfake(t, 1)
+			if err := c.CreateTopic("t", 1, nil); err != nil {
+				t.Fatal(err)
+			}
+			w, err := NewWriter(context.Background(), writerClient(t, c), BatchSnappy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pw := w.Partition("t", 0)
+			recs := testRecords(0, 0, 30)
+			writeBatches(t, pw, recs[:10], 10, 0)
+			h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Err: e, Count: -1})
+			var b Batch
+			for _, r := range recs[10:20] {
+				b.Append(r)
+			}
+			start := time.Now()
+			_, err = pw.Send(context.Background(), &b)
+			if !errors.Is(err, e) {
+				t.Fatalf("Send: %v, want %v", err, e)
+			}
+			if time.Since(start) > 5*time.Second || h.Hits() != 1 {
+				t.Fatalf("the error was retried (%d requests, %v)", h.Hits(), time.Since(start))
+			}
+			h.Remove()
+			b.Reset()
+			for _, r := range recs[20:] {
+				b.Append(r)
+			}
+			if _, err2 := pw.Send(context.Background(), &b); err2 == nil || err2.Error() != err.Error() {
+				t.Fatalf("Send after the failure: %v, want %v", err2, err)
+			}
+			checkPartition(t, c, "t", 0, recs[:10])
+		})
+	}
+}
+
+// TestWriterGivesUp: a retriable error that does not pass ends Send once
+// WriterRetryFor is over, or at once when ctx ends.
+func TestWriterGivesUp(t *testing.T) {
+	c := newKfake(t, 1)
+	if err := c.CreateTopic("t", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriter(context.Background(), writerClient(t, c), BatchSnappy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Err: kerr.NotLeaderForPartition, Count: -1})
+	old := WriterRetryFor
+	WriterRetryFor = 300 * time.Millisecond
+	defer func() { WriterRetryFor = old }()
+	var b Batch
+	b.Append(testRecords(0, 0, 1)[0])
+	if _, err := w.Partition("t", 0).Send(context.Background(), &b); !errors.Is(err, kerr.NotLeaderForPartition) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Send: %v, want the deadline and the last error", err)
+	}
+	WriterRetryFor = time.Hour
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := w.Partition("t", 0).Send(ctx, &b); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Send: %v, want the context's end", err)
+	}
+}
