@@ -109,7 +109,8 @@ func TestBlockBufRelease(t *testing.T) {
 // records each), its in-flight window, the block being read (with a
 // compressed one's stored bytes) and the last record's pin. Which free
 // buffer a block takes (the smallest that holds it) is
-// TestBlockFreeReuse's.
+// TestBlockFreeReuse's. (The franz-go path's: the direct path reads with
+// ScanTransient, one block's buffers per lane.)
 func TestRestoreBlockBuffersReused(t *testing.T) {
 	for _, codec := range []manifest.Codec{manifest.CodecZstd, manifest.CodecNone} {
 		t.Run(codec.String(), func(t *testing.T) {
@@ -122,7 +123,7 @@ func TestRestoreBlockBuffersReused(t *testing.T) {
 			tgt := newCluster(t)
 			o := Options{Store: st, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(tgt.ListenAddrs()...)}, Topics: mustSel(t, "tp"),
 				Rename: map[string]string{"tp": "tp-restored"}, Logger: testLogger(t), Concurrency: parts,
-				ReadAhead: readAhead, MaxInFlightBytes: window}
+				ReadAhead: readAhead, MaxInFlightBytes: window, Producer: ProducerFranz}
 			var gets, made int64
 			o.testBlocks = func(g, m int64) { gets, made = g, m }
 			// Collections during the restore must not empty the free list

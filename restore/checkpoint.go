@@ -53,6 +53,8 @@ func (lr *laneRun) snapshot(done bool) *checkpoint {
 	for i := range c.Targets {
 		if pa := lr.acks[c.Targets[i].Partition]; pa != nil && pa.last != nil {
 			c.Targets[i].LastHash = target.RecordHash(pa.last.rec, !lr.logAppend)
+		} else if pa != nil && pa.lastHash != "" {
+			c.Targets[i].LastHash = pa.lastHash
 		}
 	}
 	c.Maps = make([]PartitionMap, len(lr.state.Maps))

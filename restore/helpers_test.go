@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"regexp"
 	"sort"
 	"testing"
@@ -19,6 +20,15 @@ import (
 	"github.com/kbackup/kbackup/manifest"
 	"github.com/kbackup/kbackup/store"
 )
+
+// TestMain runs the package's tests with KBACKUP_TEST_PRODUCER, when set,
+// as the default producer (make test runs them again with franz-go's).
+func TestMain(m *testing.M) {
+	if p := os.Getenv("KBACKUP_TEST_PRODUCER"); p != "" {
+		DefaultProducer = p
+	}
+	os.Exit(m.Run())
+}
 
 func testLogger(t testing.TB) *slog.Logger { return kfaketest.Logger(t) }
 

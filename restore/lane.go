@@ -45,6 +45,9 @@ type entry struct {
 type partAck struct {
 	ts   *targetState
 	last *entry
+	// lastHash is the last acknowledged record's hash when the direct
+	// path computed it (last is nil then).
+	lastHash string
 }
 
 // laneRun executes one lane: a reader goroutine scans the archive ahead of
@@ -236,35 +239,19 @@ func (lr *laneRun) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	lr.cancel = cancel
-	batches := make(chan batch, lr.rn.o.ReadAhead)
-	readErr := make(chan error, 1)
-	go func() { readErr <- lr.read(ctx, lr.state.SourceIndex, lr.state.SourceOffset, batches) }()
 
 	stopCkpt := make(chan struct{})
 	ckptDone := make(chan struct{})
 	go lr.checkpointLoop(ctx, stopCkpt, ckptDone)
 
-	err := lr.produceAll(ctx, batches)
-	if err != nil {
-		cancel()
-	}
-	for range batches { // let the reader finish
-	}
-	if rerr := <-readErr; rerr != nil && err == nil && !errors.Is(rerr, context.Canceled) {
-		err = rerr
-	}
-	if err == nil {
-		for p, k := range lr.skip {
-			if k > 0 {
-				err = fmt.Errorf("target %s/%d holds %d records after the checkpoint that this restore did not write (another producer?); restore with a new --restore-id",
-					lr.l.targetTopic, p, k)
-				break
-			}
+	var err error
+	if lr.directLane() {
+		err = lr.runDirect(ctx)
+		if err == nil {
+			err = lr.skippedAll()
 		}
-	}
-	perr := lr.wait(ctx)
-	if err == nil {
-		err = perr
+	} else {
+		err = lr.runProducer(ctx)
 	}
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err()
@@ -286,6 +273,55 @@ func (lr *laneRun) run(ctx context.Context) error {
 		return fmt.Errorf("every record is in the target, but the final checkpoint could not be stored (rerun to record it): %w", werr)
 	}
 	return nil
+}
+
+// runProducer restores the lane through franz-go's producer: a reader
+// goroutine converts the records, produceAll hands them over, and wait
+// waits for their acknowledgements.
+func (lr *laneRun) runProducer(ctx context.Context) error {
+	batches := make(chan batch, lr.rn.o.ReadAhead)
+	readErr := make(chan error, 1)
+	go func() { readErr <- lr.read(ctx, lr.state.SourceIndex, lr.state.SourceOffset, batches) }()
+	err := lr.produceAll(ctx, batches)
+	if err != nil {
+		lr.cancel()
+	}
+	for range batches { // let the reader finish
+	}
+	if rerr := <-readErr; rerr != nil && err == nil && !errors.Is(rerr, context.Canceled) {
+		err = rerr
+	}
+	if err == nil {
+		err = lr.skippedAll()
+	}
+	perr := lr.wait(ctx)
+	if err == nil {
+		err = perr
+	}
+	return err
+}
+
+// skippedAll checks that a resumed lane met every record it found in the
+// target after its checkpoint.
+func (lr *laneRun) skippedAll() error {
+	for p, k := range lr.skip {
+		if k > 0 {
+			return fmt.Errorf("target %s/%d holds %d records after the checkpoint that this restore did not write (another producer?); restore with a new --restore-id",
+				lr.l.targetTopic, p, k)
+		}
+	}
+	return nil
+}
+
+// resumeFrom is the offset a lane reads the source from: its range's
+// start, or past startOff for the source the lane resumes in (first). ok
+// is false when nothing of the source is left to read.
+func (s *source) resumeFrom(first bool, startOff int64) (from int64, ok bool) {
+	from = s.from
+	if first && startOff >= from {
+		from = startOff + 1
+	}
+	return from, !s.empty() && from <= s.to
 }
 
 // finalCheckpointRetry stores a lane's final checkpoint: three attempts,
@@ -332,11 +368,8 @@ func (lr *laneRun) read(ctx context.Context, startIdx int, startOff int64, out c
 	topic := lr.l.targetTopic
 	for i := startIdx; i < len(lr.l.sources); i++ {
 		s := lr.l.sources[i]
-		from := s.from
-		if i == startIdx && startOff >= from {
-			from = startOff + 1
-		}
-		if s.empty() || from > s.to {
+		from, ok := s.resumeFrom(i == startIdx, startOff)
+		if !ok {
 			continue
 		}
 		b := batch{src: i}

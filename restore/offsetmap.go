@@ -129,6 +129,19 @@ func (m *PartitionMap) add(src, tgt int64) {
 	m.Runs = append(m.Runs, OffsetRun{Source: src, Target: tgt, Count: 1})
 }
 
+// addRun adds count consecutive records from source offset src at target
+// offsets tgt.. (add for each of them, at once).
+func (m *PartitionMap) addRun(src, tgt, count int64) {
+	if n := len(m.Runs); n > 0 {
+		r := &m.Runs[n-1]
+		if src == r.Source+r.Count && tgt == r.Target+r.Count {
+			r.Count += count
+			return
+		}
+	}
+	m.Runs = append(m.Runs, OffsetRun{Source: src, Target: tgt, Count: count})
+}
+
 // validate checks the map's internal consistency.
 func (m *PartitionMap) validate() error {
 	var prev *OffsetRun

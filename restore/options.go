@@ -167,6 +167,11 @@ type Options struct {
 	// (8 MiB). Together with ReadAhead and Concurrency it bounds the
 	// restore's memory.
 	MaxInFlightBytes int64
+	// Producer is how the lanes that write one target partition each
+	// (every lane but a --repartition restore's) produce: ProducerDirect
+	// ("" = DefaultProducer) or ProducerFranz. Lanes of a --repartition
+	// restore use franz-go's producer.
+	Producer string
 	// CheckpointInterval is how often a lane stores its progress. 0 =
 	// DefaultCheckpointInterval.
 	CheckpointInterval time.Duration
@@ -200,6 +205,24 @@ type Options struct {
 	// lanes took from the free list and how many of those were new.
 	testBlocks func(gets, made int64)
 }
+
+// The producers of Options.Producer.
+const (
+	// ProducerDirect is the restore's own produce path: a lane builds
+	// Kafka record batches from the archive's records as it decodes them
+	// and sends each as one produce request (idempotent, up to
+	// target.MaxInFlight requests in flight per partition), and a batch's
+	// answer acknowledges all its records at once. It takes about half
+	// the client CPU of franz-go's producer (docs/PERFORMANCE.md).
+	ProducerDirect = "direct"
+	// ProducerFranz is franz-go's producer, a record at a time (the
+	// restore's only producer before the direct path).
+	ProducerFranz = "franz-go"
+)
+
+// DefaultProducer is Options.Producer's zero value (a variable: tests of
+// the franz-go path set it for a whole run).
+var DefaultProducer = ProducerDirect
 
 // setDefaults validates o and fills in the documented defaults.
 func (o *Options) setDefaults() error {
@@ -235,6 +258,13 @@ func (o *Options) setDefaults() error {
 	}
 	if o.ID != "" && !validID(o.ID) {
 		return fmt.Errorf("restore: restore id %q: use 1..64 characters of [A-Za-z0-9._-]", o.ID)
+	}
+	switch o.Producer {
+	case "":
+		o.Producer = DefaultProducer
+	case ProducerDirect, ProducerFranz:
+	default:
+		return fmt.Errorf("restore: producer %q: use %q or %q", o.Producer, ProducerDirect, ProducerFranz)
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = DefaultConcurrency

@@ -35,13 +35,15 @@ func (h *concurrentProduce) OnProduceRecordBuffered(*kgo.Record) {
 // TestLanesProduceOneAtATime: the lanes hand their runs to the producer one
 // lane at a time (franz-go takes one client-wide lock per record; lanes
 // producing at once contend for it on every record), and the restore is
-// still complete and in order.
+// still complete and in order. (The franz-go path's: the direct path's
+// lanes each have their own writer.)
 func TestLanesProduceOneAtATime(t *testing.T) {
 	f := buildFixture(t, "serial", 6, 400)
 	f.archive(t)
 	tgt := newCluster(t)
 	o := f.opts(t, tgt)
 	o.Concurrency = 6
+	o.Producer = ProducerFranz
 	h := &concurrentProduce{}
 	o.KafkaOpts = append(o.KafkaOpts, kgo.WithHooks(h))
 	sum := run(t, o)

@@ -112,6 +112,11 @@ type runner struct {
 	// any broker set this client writes to takes; the lanes' decoding and
 	// reading still run in parallel.
 	produceMu sync.Mutex
+	// writer is the direct path's producer, one per process (one producer
+	// id, each target partition's sequence numbers its own): made by the
+	// first lane that needs it (directWriter).
+	writerMu sync.Mutex
+	writer   *target.Writer
 }
 
 // Run plans and executes a restore (see the package documentation). It

@@ -12,6 +12,8 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kbackup/kbackup/manifest"
 )
 
 // decodeBatch parses an encoded batch as a broker would, checking its
@@ -137,6 +139,47 @@ func TestBatchRoundTrip(t *testing.T) {
 	}
 }
 
+// archivedOf is r as the archive holds it.
+func archivedOf(r *kgo.Record) *manifest.Record {
+	a := &manifest.Record{Key: r.Key, Value: r.Value, Timestamp: r.Timestamp.UnixMilli()}
+	for _, h := range r.Headers {
+		a.Headers = append(a.Headers, manifest.Header{Key: h.Key, Value: h.Value})
+	}
+	return a
+}
+
+// checkSameBatch: the records appended as franz-go records and as
+// archived records encode to the same bytes, fit alike, and LastRecord
+// gives back the last one.
+func checkSameBatch(t *testing.T, recs []*kgo.Record) {
+	t.Helper()
+	var a, b Batch
+	for i, r := range recs {
+		if a.Fits(r) != b.FitsArchived(archivedOf(r)) {
+			t.Fatalf("record %d: Fits and FitsArchived differ", i)
+		}
+		a.Append(r)
+		b.AppendArchived(archivedOf(r))
+		if err := sameRecord(b.LastRecord(), r); err != nil {
+			t.Fatalf("LastRecord after record %d: %v", i, err)
+		}
+	}
+	if !bytes.Equal(a.Encode(1, 2, 3, BatchSnappy), b.Encode(1, 2, 3, BatchSnappy)) {
+		t.Fatal("Append and AppendArchived encode differently")
+	}
+}
+
+func TestBatchArchived(t *testing.T) {
+	checkSameBatch(t, []*kgo.Record{
+		{Timestamp: time.UnixMilli(5)},
+		{Key: []byte{}, Value: []byte("v"), Timestamp: time.UnixMilli(-3), Headers: []kgo.RecordHeader{{Key: "h"}, {Key: "h", Value: []byte{}}}},
+	})
+	var b Batch
+	if b.LastRecord() != nil {
+		t.Fatal("an empty batch has a last record")
+	}
+}
+
 // TestBatchCompresses: snappy is used when it saves bytes, and not when it
 // does not (incompressible records go uncompressed).
 func TestBatchCompresses(t *testing.T) {
@@ -212,6 +255,7 @@ func FuzzBatch(f *testing.F) {
 				}
 			}
 		}
+		checkSameBatch(t, recs)
 	})
 }
 

@@ -38,8 +38,9 @@ type Writer struct {
 	epoch      int16
 	codec      BatchCodec
 
-	mu     sync.Mutex
-	topics map[string]*writerTopic
+	mu         sync.Mutex
+	topics     map[string]*writerTopic
+	partitions map[partitionKey]*PartitionWriter
 }
 
 // writerTopic is what the Writer knows of a topic: its id (produce
@@ -65,7 +66,7 @@ const produceTimeout = 10 * time.Second
 // ISR acks, as the restore's client is) and returns a Writer that
 // compresses batches with codec.
 func NewWriter(ctx context.Context, cl *kgo.Client, codec BatchCodec) (*Writer, error) {
-	w := &Writer{cl: cl, codec: codec, topics: map[string]*writerTopic{}}
+	w := &Writer{cl: cl, codec: codec, topics: map[string]*writerTopic{}, partitions: map[partitionKey]*PartitionWriter{}}
 	policy := retry.Policy{Backoff: writerBackoff, Retryable: retriable}
 	ctx, cancel := context.WithTimeout(ctx, WriterRetryFor)
 	defer cancel()
@@ -91,6 +92,10 @@ func NewWriter(ctx context.Context, cl *kgo.Client, codec BatchCodec) (*Writer, 
 // retriable reports whether a request's error may pass: a Kafka error
 // marked retriable, or an error of the connection (not of the context).
 func retriable(err error) bool {
+	var ended *endedError
+	if errors.As(err, &ended) {
+		return false
+	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kgo.ErrClientClosed) {
 		return false
 	}
@@ -103,66 +108,256 @@ func retriable(err error) bool {
 	return true
 }
 
-// PartitionWriter writes the batches of one partition, in order. It is
-// used by one goroutine at a time.
+// MaxInFlight is the most batches of a partition a PartitionWriter has
+// in flight: a broker remembers a producer's last five batches per
+// partition, which is what lets it answer a resent batch with its
+// original offset.
+const MaxInFlight = 5
+
+// PartitionWriter writes the batches of one partition, in order, with up
+// to MaxInFlight of them in flight (a link with latency moves about that
+// many batches per round trip).
+//
+// Batches are sent in order, each from its own goroutine, as soon as the
+// one before was handed to the connection; franz-go writes a broker's
+// requests in the order they are issued, so they almost always arrive in
+// order. One that overtakes an earlier one, or follows one that failed, is
+// refused with OUT_OF_ORDER_SEQUENCE_NUMBER without being appended; it is
+// sent again once every batch before it was appended. The same error for
+// a batch sent after every earlier one was appended means the broker lost
+// the producer's state: that ends the partition's writing. Any retry of a
+// batch waits until every earlier batch was appended, so retries go in
+// order too.
 type PartitionWriter struct {
 	w         *Writer
 	topic     string
 	partition int32
-	seq       int32
-	failed    error
+	scratch   batchEncoder // Submit's compression buffer
+
+	slots chan struct{} // one per batch in flight
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	seq     int32
+	next    int64 // number of the next batch submitted
+	okUpTo  int64 // batches 0..okUpTo-1 were appended
+	failed  error
+	waiting []*pwBatch // submitted, not yet delivered, in order
+	last    *pwBatch   // the last batch submitted
+
+	deliverMu sync.Mutex // delivers answers in order
+	encoders  sync.Pool  // *[]byte encoded batches
 }
 
-// Partition returns the writer of topic's partition p. Each partition
-// must have one PartitionWriter per Writer: the sequence numbers are its.
+// pwBatch is a batch in flight.
+type pwBatch struct {
+	k      int64
+	enc    *[]byte
+	issued chan struct{} // closed once its first request was issued
+	done   func(base int64, err error)
+
+	finished bool
+	base     int64
+	err      error
+}
+
+// Partition returns the writer of topic's partition p: always the same
+// one (the partition's sequence numbers are its), failed or not.
 func (w *Writer) Partition(topic string, p int32) *PartitionWriter {
-	return &PartitionWriter{w: w, topic: topic, partition: p}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	k := partitionKey{topic, p}
+	if pw := w.partitions[k]; pw != nil {
+		return pw
+	}
+	pw := &PartitionWriter{w: w, topic: topic, partition: p, slots: make(chan struct{}, MaxInFlight)}
+	pw.cond = sync.NewCond(&pw.mu)
+	w.partitions[k] = pw
+	return pw
 }
 
-// Send writes b (encoded with the next sequence number) and returns the
-// offset of its first record: its record i is at that offset + i. After
-// an error the PartitionWriter writes nothing more (the batches after a
-// failed one would be out of sequence): every later Send returns it.
-func (pw *PartitionWriter) Send(ctx context.Context, b *Batch) (int64, error) {
-	if pw.failed != nil {
-		return 0, pw.failed
-	}
+type partitionKey struct {
+	topic     string
+	partition int32
+}
+
+// Submit encodes b with the next sequence numbers and sends it; b may be
+// reused once Submit returns. done is called with the offset of b's first
+// record (its record i is at that offset + i) or an error, from another
+// goroutine, for every submitted batch in the order submitted. Submit
+// waits while MaxInFlight batches are in flight (or until ctx ends: it
+// then returns ctx's error and done is not called). After an error the
+// PartitionWriter appends nothing more: the batches after a failed one
+// would be out of sequence, and fail with its error.
+//
+// Submit is called from one goroutine at a time; the sends of its batches
+// end with ctx.
+func (pw *PartitionWriter) Submit(ctx context.Context, b *Batch, done func(base int64, err error)) error {
 	if b.Records() == 0 {
-		return 0, errors.New("target writer: an empty batch")
+		return errors.New("target writer: an empty batch")
 	}
-	enc := b.Encode(pw.w.producerID, pw.w.epoch, pw.seq, pw.w.codec)
-	base, err := pw.send(ctx, enc)
-	if err != nil {
-		pw.failed = fmt.Errorf("produce to %s/%d: %w", pw.topic, pw.partition, err)
-		return 0, pw.failed
+	select {
+	case pw.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
+	enc, _ := pw.encoders.Get().(*[]byte)
+	if enc == nil {
+		enc = new([]byte)
+	}
+	pw.mu.Lock()
+	seq := pw.seq
 	// Sequence numbers wrap around at the int32 maximum (Kafka's rule).
 	pw.seq = int32((int64(pw.seq) + int64(b.Records())) & 0x7fffffff)
-	return base, nil
+	pb := &pwBatch{k: pw.next, enc: enc, issued: make(chan struct{}), done: done}
+	pw.next++
+	prev := pw.last
+	pw.last = pb
+	pw.waiting = append(pw.waiting, pb)
+	pw.mu.Unlock()
+	pw.scratch.out = (*enc)[:0]
+	*enc = b.encode(&pw.scratch, pw.w.producerID, pw.w.epoch, seq, pw.w.codec)
+	pw.scratch.out = nil
+	go pw.run(ctx, pb, prev)
+	return nil
 }
 
+// Send writes b and waits for its answer (Submit and its done).
+func (pw *PartitionWriter) Send(ctx context.Context, b *Batch) (int64, error) {
+	type answer struct {
+		base int64
+		err  error
+	}
+	ch := make(chan answer, 1)
+	if err := pw.Submit(ctx, b, func(base int64, err error) { ch <- answer{base, err} }); err != nil {
+		return 0, err
+	}
+	a := <-ch
+	return a.base, a.err
+}
+
+// run sends pb until it is appended or fails, then delivers what is in
+// order.
+func (pw *PartitionWriter) run(ctx context.Context, pb *pwBatch, prev *pwBatch) {
+	if prev != nil {
+		select { // issue after the batch before it: in order on the connection
+		case <-prev.issued:
+		case <-ctx.Done():
+		}
+	}
+	base, err := pw.send(ctx, pb)
+	var ended *endedError
+	if errors.As(err, &ended) {
+		err = ended.err // the error that ended the partition's writing
+	} else if err != nil {
+		err = fmt.Errorf("produce to %s/%d: %w", pw.topic, pw.partition, err)
+	}
+	pw.deliverMu.Lock()
+	defer pw.deliverMu.Unlock()
+	pw.mu.Lock()
+	pb.finished, pb.base, pb.err = true, base, err
+	if err == nil && pw.failed == nil && pw.okUpTo == pb.k {
+		pw.okUpTo++
+	}
+	if err != nil && pw.failed == nil {
+		pw.failed = err
+	}
+	pw.cond.Broadcast()
+	var ready []*pwBatch
+	for len(pw.waiting) > 0 && pw.waiting[0].finished {
+		ready = append(ready, pw.waiting[0])
+		pw.waiting[0] = nil
+		pw.waiting = pw.waiting[1:]
+	}
+	// okUpTo counts appended batches in order: a batch answered before an
+	// earlier one is counted once that one is.
+	for _, q := range pw.waiting {
+		if !q.finished || q.err != nil || pw.okUpTo != q.k {
+			break
+		}
+		pw.okUpTo++
+	}
+	pw.mu.Unlock()
+	for _, q := range ready {
+		q.done(q.base, q.err)
+		pw.encoders.Put(q.enc)
+		<-pw.slots
+	}
+}
+
+// awaitHead waits until every batch before pb was appended; it returns
+// the error that ended the partition's writing instead when one did.
+func (pw *PartitionWriter) awaitHead(ctx context.Context, pb *pwBatch) error {
+	stop := context.AfterFunc(ctx, func() {
+		pw.mu.Lock()
+		pw.cond.Broadcast()
+		pw.mu.Unlock()
+	})
+	defer stop()
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	for pw.okUpTo < pb.k && ctx.Err() == nil {
+		if pw.failed != nil {
+			return &endedError{pw.failed}
+		}
+		pw.cond.Wait()
+	}
+	return ctx.Err()
+}
+
+// endedError carries the error that ended a partition's writing to the
+// batches after the failed one.
+type endedError struct{ err error }
+
+func (e *endedError) Error() string { return e.err.Error() }
+
 // send sends the encoded batch until it is appended, retrying what may
-// pass (see Writer).
-func (pw *PartitionWriter) send(ctx context.Context, enc []byte) (int64, error) {
+// pass (see Writer and PartitionWriter).
+func (pw *PartitionWriter) send(ctx context.Context, pb *pwBatch) (int64, error) {
 	var base int64
-	stale := false
+	stale, first := false, true
 	policy := retry.Policy{Backoff: writerBackoff, Retryable: retriable, OnRetry: func(int, error, time.Duration) { stale = true }}
 	rctx, cancel := context.WithTimeout(ctx, WriterRetryFor)
 	defer cancel()
+	defer func() {
+		if first {
+			close(pb.issued)
+		}
+	}()
 	err := retry.Do(rctx, policy, func(rctx context.Context) error {
+		if !first {
+			if err := pw.awaitHead(rctx, pb); err != nil {
+				return err
+			}
+		} else {
+			pw.mu.Lock()
+			failed := pw.failed
+			pw.mu.Unlock()
+			if failed != nil {
+				return &endedError{failed}
+			}
+		}
 		t, leader, err := pw.w.leader(rctx, pw.topic, pw.partition, stale)
 		if err != nil {
 			return err
 		}
+		pw.mu.Lock()
+		inOrder := pw.okUpTo == pb.k // every batch before it was appended
+		pw.mu.Unlock()
 		req := kmsg.NewPtrProduceRequest()
 		req.Acks, req.TimeoutMillis = -1, int32(produceTimeout/time.Millisecond)
 		rt := kmsg.NewProduceRequestTopic()
 		rt.Topic, rt.TopicID = pw.topic, t.id
 		rp := kmsg.NewProduceRequestTopicPartition()
-		rp.Partition, rp.Records = pw.partition, enc
+		rp.Partition, rp.Records = pw.partition, *pb.enc
 		rt.Partitions = append(rt.Partitions, rp)
 		req.Topics = append(req.Topics, rt)
-		kr, err := pw.w.cl.Broker(int(leader)).Request(rctx, req)
+		br := pw.w.cl.Broker(int(leader))
+		if first {
+			first = false
+			close(pb.issued)
+		}
+		kr, err := br.Request(rctx, req)
 		if err != nil {
 			return err
 		}
@@ -179,6 +374,9 @@ func (pw *PartitionWriter) send(ctx context.Context, enc []byte) (int64, error) 
 					continue
 				}
 				if err := kerr.ErrorForCode(sp.ErrorCode); err != nil {
+					if err == kerr.OutOfOrderSequenceNumber && !inOrder {
+						return errOvertook
+					}
 					if sp.ErrorMessage != nil {
 						return fmt.Errorf("%w (%s)", err, *sp.ErrorMessage)
 					}
@@ -192,6 +390,11 @@ func (pw *PartitionWriter) send(ctx context.Context, enc []byte) (int64, error) 
 	})
 	return base, err
 }
+
+// errOvertook: a batch arrived before an earlier one of its partition was
+// appended (it overtook it, or the earlier one failed); it is sent again
+// once the earlier ones are.
+var errOvertook = errors.New("out of order behind an earlier batch in flight")
 
 // leader returns the topic's metadata and the partition's leader, read
 // again when refresh is set or unknown.

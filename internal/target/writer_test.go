@@ -25,6 +25,21 @@ func writerClient(t *testing.T, c *kfake.Cluster) *kgo.Client {
 	return cl
 }
 
+// newWriterTopic returns a kfake cluster of brokers brokers with topic "t"
+// of parts partitions, and a Writer on it.
+func newWriterTopic(t *testing.T, brokers int, parts int32, codec BatchCodec) (*kfake.Cluster, *Writer) {
+	t.Helper()
+	c := newKfake(t, brokers)
+	if err := c.CreateTopic("t", parts, nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriter(context.Background(), writerClient(t, c), codec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, w
+}
+
 // testRecords returns n records of partition p with distinct keys, values
 // and a header, timestamps going back and forth.
 func testRecords(p int32, from, n int) []*kgo.Record {
@@ -143,15 +158,7 @@ func TestWriterRetries(t *testing.T) {
 		{"connection-closed", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newKfake(t, 1)
-			if err := c.CreateTopic("t", 1, nil); err != nil {
-				t.Fatal(err)
-			}
-			cl := writerClient(t, c)
-			w, err := NewWriter(context.Background(), cl, BatchSnappy)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, w := newWriterTopic(t, 1, 1, BatchSnappy)
 			pw := w.Partition("t", 0)
 			recs := testRecords(0, 0, 300)
 			writeBatches(t, pw, recs[:100], 50, 0)
@@ -181,15 +188,7 @@ func TestWriterRetries(t *testing.T) {
 // TestWriterLeaderMoves: the partition's leader moves between batches;
 // the writer finds the new one and goes on without a gap or a duplicate.
 func TestWriterLeaderMoves(t *testing.T) {
-	c := newKfake(t, 3)
-	if err := c.CreateTopic("t", 1, nil); err != nil {
-		t.Fatal(err)
-	}
-	cl := writerClient(t, c)
-	w, err := NewWriter(context.Background(), cl, BatchSnappy)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, w := newWriterTopic(t, 3, 1, BatchSnappy)
 	pw := w.Partition("t", 0)
 	recs := testRecords(0, 0, 600)
 	for i := 0; i < 6; i++ {
@@ -209,14 +208,7 @@ func TestWriterLeaderMoves(t *testing.T) {
 func TestWriterFails(t *testing.T) {
 	for _, e := range []*kerr.Error{kerr.OutOfOrderSequenceNumber, kerr.UnknownProducerID, kerr.MessageTooLarge, kerr.CorruptMessage} {
 		t.Run(e.Message, func(t *testing.T) {
-			c := newKfake(t, 1)
-			if err := c.CreateTopic("t", 1, nil); err != nil {
-				t.Fatal(err)
-			}
-			w, err := NewWriter(context.Background(), writerClient(t, c), BatchSnappy)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, w := newWriterTopic(t, 1, 1, BatchSnappy)
 			pw := w.Partition("t", 0)
 			recs := testRecords(0, 0, 30)
 			writeBatches(t, pw, recs[:10], 10, 0)
@@ -226,7 +218,7 @@ func TestWriterFails(t *testing.T) {
 				b.Append(r)
 			}
 			start := time.Now()
-			_, err = pw.Send(context.Background(), &b)
+			_, err := pw.Send(context.Background(), &b)
 			if !errors.Is(err, e) {
 				t.Fatalf("Send: %v, want %v", err, e)
 			}
@@ -249,14 +241,7 @@ func TestWriterFails(t *testing.T) {
 // TestWriterGivesUp: a retriable error that does not pass ends Send once
 // WriterRetryFor is over, or at once when ctx ends.
 func TestWriterGivesUp(t *testing.T) {
-	c := newKfake(t, 1)
-	if err := c.CreateTopic("t", 1, nil); err != nil {
-		t.Fatal(err)
-	}
-	w, err := NewWriter(context.Background(), writerClient(t, c), BatchSnappy)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, w := newWriterTopic(t, 1, 2, BatchSnappy)
 	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Err: kerr.NotLeaderForPartition, Count: -1})
 	old := WriterRetryFor
 	WriterRetryFor = 300 * time.Millisecond
@@ -267,9 +252,99 @@ func TestWriterGivesUp(t *testing.T) {
 		t.Fatalf("Send: %v, want the deadline and the last error", err)
 	}
 	WriterRetryFor = time.Hour
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	if _, err := w.Partition("t", 0).Send(ctx, &b); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Send: %v, want the context's end", err)
+	if _, err := w.Partition("t", 1).Send(ctx, &b); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+		t.Fatalf("Send: %v after %v, want the context's end", err, time.Since(start))
 	}
+}
+
+// TestWriterPipelines: up to MaxInFlight batches are in flight at once
+// (Submit returns at once for them and waits for the next), and their
+// answers come in order.
+func TestWriterPipelines(t *testing.T) {
+	c, w := newWriterTopic(t, 1, 1, BatchSnappy)
+	pw := w.Partition("t", 0)
+	recs := testRecords(0, 0, 70)
+	writeBatches(t, pw, recs[:10], 10, 0) // the metadata is cached
+	release := make(chan struct{})
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		<-release // holds the broker: the requests behind wait on the connection
+		return nil, nil, false
+	})
+	type answer struct {
+		base int64
+		err  error
+	}
+	answers := make(chan answer, 6)
+	submitted := make(chan int, 6)
+	go func() {
+		for i := 1; i <= 6; i++ {
+			var b Batch
+			for _, r := range recs[i*10 : (i+1)*10] {
+				b.Append(r)
+			}
+			if err := pw.Submit(context.Background(), &b, func(base int64, err error) { answers <- answer{base, err} }); err != nil {
+				t.Error(err)
+			}
+			submitted <- i
+		}
+	}()
+	for i := 1; i <= MaxInFlight; i++ {
+		select {
+		case <-submitted:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Submit of batch %d of %d in flight waits", i, MaxInFlight)
+		}
+	}
+	select {
+	case <-submitted:
+		t.Fatalf("a batch beyond %d in flight was submitted", MaxInFlight)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	for i := 1; i <= 6; i++ {
+		a := <-answers
+		if a.err != nil || a.base != int64(i*10) {
+			t.Fatalf("answer %d: offset %d, %v; want %d", i, a.base, a.err, i*10)
+		}
+	}
+	checkPartition(t, c, "t", 0, recs)
+}
+
+// TestWriterOvertaken: the first of several batches in flight is refused
+// before it is appended; the ones behind it arrive out of sequence and are
+// refused too (OUT_OF_ORDER_SEQUENCE_NUMBER), then sent again in order:
+// every record lands once, in order.
+func TestWriterOvertaken(t *testing.T) {
+	c, w := newWriterTopic(t, 1, 1, BatchSnappy)
+	pw := w.Partition("t", 0)
+	recs := testRecords(0, 0, 80)
+	writeBatches(t, pw, recs[:10], 10, 0)
+	h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Err: kerr.NotLeaderForPartition})
+	type answer struct {
+		base int64
+		err  error
+	}
+	answers := make(chan answer, 7)
+	for i := 1; i < 8; i++ {
+		var b Batch
+		for _, r := range recs[i*10 : (i+1)*10] {
+			b.Append(r)
+		}
+		if err := pw.Submit(context.Background(), &b, func(base int64, err error) { answers <- answer{base, err} }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i < 8; i++ {
+		a := <-answers
+		if a.err != nil || a.base != int64(i*10) {
+			t.Fatalf("answer %d: offset %d, %v; want %d", i, a.base, a.err, i*10)
+		}
+	}
+	if h.Hits() != 1 {
+		t.Fatalf("the fault answered %d requests", h.Hits())
+	}
+	checkPartition(t, c, "t", 0, recs)
 }

@@ -61,6 +61,7 @@ func restoreCommand() *cli.Command {
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and write nothing"},
 			&cli.StringFlag{Name: "restore-id", Usage: "name of the restore `ID` (default: derived from the request and the target cluster)"},
 			&cli.IntFlag{Name: "concurrency", Value: restore.DefaultConcurrency, Usage: "restore `N` partitions in parallel"},
+			&cli.StringFlag{Name: "producer", Value: restore.ProducerDirect, Usage: "how records are written: `direct` (record batches built from the archive, one produce request each, idempotent) or franz-go (franz-go's producer, a record at a time; about twice the CPU); --repartition always uses franz-go"},
 			&cli.BoolFlag{Name: "join", Usage: "share this restore with other processes running it (same arguments, e.g. on other machines) instead of refusing to start"},
 			&cli.DurationFlag{Name: "lease-duration", Value: restore.DefaultLeaseDuration, Usage: "take a partition over from a process that stopped renewing its lease for `DURATION`"},
 			&cli.DurationFlag{Name: "max-clock-skew", Value: restore.DefaultMaxClockSkew, Usage: "assumed bound on the clock difference between processes sharing a restore, `DURATION`"},
@@ -207,6 +208,11 @@ func restoreOptions(c *cli.Context) (restore.Options, error) {
 	}
 	o.Append, o.Repartition, o.Force, o.DryRun = c.Bool("append"), c.Bool("repartition"), c.Bool("force"), c.Bool("dry-run")
 	o.OffsetMapFile, o.ID, o.Join = c.String("offset-map"), c.String("restore-id"), c.Bool("join")
+	switch o.Producer = c.String("producer"); o.Producer {
+	case restore.ProducerDirect, restore.ProducerFranz:
+	default:
+		return o, usagef(c, "--producer %q: use %s or %s", o.Producer, restore.ProducerDirect, restore.ProducerFranz)
+	}
 	return o, nil
 }
 

@@ -354,6 +354,7 @@ func TestRestoreCLIBadInput(t *testing.T) {
 		{"bad regex", f.restoreArgs("--topics", "("), ExitUsage, []string{"--topics"}},
 		{"bad rename", f.restoreArgs("--topics", "orders", "--rename", "orders"), ExitUsage, []string{"SRC=DST"}},
 		{"bad partitions", f.restoreArgs("--topics", "orders", "--partitions", "0,x"), ExitUsage, []string{"--partitions"}},
+		{"bad producer", f.restoreArgs("--topics", "orders", "--producer", "sarama"), ExitUsage, []string{`--producer "sarama": use direct or franz-go`}},
 		{"unknown topic", f.restoreArgs("--topics", "nope", "--offset-map", mapFile), ExitFailure, []string{"no archived topic matches --topics nope", "orders"}},
 		{"unknown partition", f.restoreArgs("--topics", "orders", "--partitions", "7", "--rename", "orders=p7"), ExitFailure, []string{"no archived partition 7"}},
 		{"non-empty target", f.restoreArgs("--topics", "orders", "--rename", "orders=busy", "--offset-map", mapFile), ExitFailure,
