@@ -256,11 +256,21 @@ func (pw *PartitionWriter) run(ctx context.Context, pb *pwBatch, prev *pwBatch) 
 	defer pw.deliverMu.Unlock()
 	pw.mu.Lock()
 	pb.finished, pb.base, pb.err = true, base, err
-	if err == nil && pw.failed == nil && pw.okUpTo == pb.k {
-		pw.okUpTo++
-	}
 	if err != nil && pw.failed == nil {
 		pw.failed = err
+	}
+	// okUpTo counts the batches appended, in order: a batch answered
+	// before an earlier one is counted once that one is. (waiting holds
+	// every batch not yet delivered, in order; the delivered ones were
+	// counted before.)
+	for _, q := range pw.waiting {
+		if q.k < pw.okUpTo {
+			continue
+		}
+		if q.k != pw.okUpTo || !q.finished || q.err != nil {
+			break
+		}
+		pw.okUpTo++
 	}
 	pw.cond.Broadcast()
 	var ready []*pwBatch
@@ -268,14 +278,6 @@ func (pw *PartitionWriter) run(ctx context.Context, pb *pwBatch, prev *pwBatch) 
 		ready = append(ready, pw.waiting[0])
 		pw.waiting[0] = nil
 		pw.waiting = pw.waiting[1:]
-	}
-	// okUpTo counts appended batches in order: a batch answered before an
-	// earlier one is counted once that one is.
-	for _, q := range pw.waiting {
-		if !q.finished || q.err != nil || pw.okUpTo != q.k {
-			break
-		}
-		pw.okUpTo++
 	}
 	pw.mu.Unlock()
 	for _, q := range ready {

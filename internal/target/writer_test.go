@@ -2,6 +2,7 @@ package target
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"testing"
@@ -345,6 +346,70 @@ func TestWriterOvertaken(t *testing.T) {
 	}
 	if h.Hits() != 1 {
 		t.Fatalf("the fault answered %d requests", h.Hits())
+	}
+	checkPartition(t, c, "t", 0, recs)
+}
+
+// batchSeq matches a produce request carrying the batch whose first
+// sequence number is seq.
+func batchSeq(seq int32) func(kmsg.Request) bool {
+	return func(r kmsg.Request) bool {
+		for _, t := range r.(*kmsg.ProduceRequest).Topics {
+			for _, p := range t.Partitions {
+				if len(p.Records) >= 57 && int32(binary.BigEndian.Uint32(p.Records[53:])) == seq {
+					return true
+				}
+			}
+		}
+		return false
+	}
+}
+
+// TestWriterAnsweredOutOfOrder: batch 0 is appended but answered with a
+// timeout, batch 1 behind it is appended and answered, batch 2 is refused
+// before the append. Batch 0's retry is answered with its original
+// offset; batch 2's retry waits until batches 0 and 1 count as appended,
+// though batch 1 was answered first; every record lands once.
+func TestWriterAnsweredOutOfOrder(t *testing.T) {
+	c, w := newWriterTopic(t, 1, 1, BatchSnappy)
+	pw := w.Partition("t", 0)
+	recs := testRecords(0, 0, 40)
+	writeBatches(t, pw, recs[:10], 10, 0) // sequence 0..9; metadata cached
+	release := make(chan struct{})
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		<-release // all three batches are in flight before the first answer
+		return nil, nil, false
+	})
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.RequestTimedOut, When: batchSeq(10)})
+	late := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotLeaderForPartition, When: batchSeq(30)})
+	type answer struct {
+		base int64
+		err  error
+	}
+	answers := make(chan answer, 3)
+	for i := 1; i <= 3; i++ {
+		var b Batch
+		for _, r := range recs[i*10 : (i+1)*10] {
+			b.Append(r)
+		}
+		if err := pw.Submit(context.Background(), &b, func(base int64, err error) { answers <- answer{base, err} }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	for i := 1; i <= 3; i++ {
+		select {
+		case a := <-answers:
+			if a.err != nil || a.base != int64(i*10) {
+				t.Fatalf("answer %d: offset %d, %v; want %d", i, a.base, a.err, i*10)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no answer %d after 10 s: a retry waits for batches that were appended", i)
+		}
+	}
+	if late.Hits() != 1 {
+		t.Fatalf("batch 2's fault answered %d requests", late.Hits())
 	}
 	checkPartition(t, c, "t", 0, recs)
 }
