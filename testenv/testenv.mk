@@ -53,8 +53,10 @@ integration-docs:
 	  if [ $$rc -ne 0 ]; then cat $(DOCS_LOG); else grep -E '^(--- |ok|PASS)|running .* block|docs as tests:|make test: not run again' $(DOCS_LOG); fi; \
 	  grep -E '^(ok|FAIL)\s' $(DOCS_LOG); exit $$rc
 
-# The real-cluster Kafka tests again on the 4.x line, and the operators'
-# deployment scenario (two continuous archivers with default flags).
+# The real-cluster Kafka tests again on the 4.x line, the operators'
+# deployment scenario (two continuous archivers with default flags), and
+# the restore's real-Kafka tests (its direct produce path writes produce
+# requests itself: topic ids from produce v13).
 integration-kafka4:
 	KBACKUP_KAFKA_VERSION=$(KAFKA4_VERSION) $(GO) test -race -tags integration -count=1 -timeout 20m \
-	  -run '^(TestKafka|TestSmokeRealCluster|TestUseKafka|TestArchiversDefaultFlagsRealKafka)' ./testenv ./cmd/kbackup
+	  -run '^(TestKafka|TestSmokeRealCluster|TestUseKafka|TestArchiversDefaultFlagsRealKafka|TestRestoreRealKafka)' ./testenv ./cmd/kbackup ./restore
