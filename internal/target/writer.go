@@ -16,8 +16,8 @@ import (
 
 // Writer is a restore's own idempotent producer: it sends each Batch of a
 // partition as one produce request (acks=all) to the partition's leader,
-// one request in flight per partition, and returns the offset the broker
-// gave the batch's first record. It skips what a general producer does per
+// up to MaxInFlight of them in flight per partition (PartitionWriter), and
+// returns the offset the broker gave the batch's first record. It skips what a general producer does per
 // record (a record struct, a promise, its own batching): a restore has
 // its records in order, already grouped per partition.
 //
@@ -118,10 +118,10 @@ const MaxInFlight = 5
 // to MaxInFlight of them in flight (a link with latency moves about that
 // many batches per round trip).
 //
-// Batches are sent in order, each from its own goroutine, as soon as the
-// one before was handed to the connection; franz-go writes a broker's
+// Batches are sent in order, each from its own goroutine, once the one
+// before was issued (its request call began); franz-go writes a broker's
 // requests in the order they are issued, so they almost always arrive in
-// order. One that overtakes an earlier one, or follows one that failed, is
+// order (none overtook another in the benchmarks, also under load). One that overtakes an earlier one, or follows one that failed, is
 // refused with OUT_OF_ORDER_SEQUENCE_NUMBER without being appended; it is
 // sent again once every batch before it was appended. The same error for
 // a batch sent after every earlier one was appended means the broker lost
@@ -132,7 +132,6 @@ type PartitionWriter struct {
 	w         *Writer
 	topic     string
 	partition int32
-	scratch   batchEncoder // Submit's compression buffer
 
 	slots chan struct{} // one per batch in flight
 
@@ -146,8 +145,13 @@ type PartitionWriter struct {
 	last    *pwBatch   // the last batch submitted
 
 	deliverMu sync.Mutex // delivers answers in order
-	encoders  sync.Pool  // *[]byte encoded batches
 }
+
+// encodedBatches (*[]byte) and compressBuffers (*batchEncoder: the snappy
+// output a batch is compressed into before it is encoded) are shared by
+// every PartitionWriter: a partition done with writing keeps none (a
+// restore of thousands of partitions keeps a PartitionWriter for each).
+var encodedBatches, compressBuffers sync.Pool
 
 // pwBatch is a batch in flight.
 type pwBatch struct {
@@ -201,7 +205,7 @@ func (pw *PartitionWriter) Submit(ctx context.Context, b *Batch, done func(base 
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	enc, _ := pw.encoders.Get().(*[]byte)
+	enc, _ := encodedBatches.Get().(*[]byte)
 	if enc == nil {
 		enc = new([]byte)
 	}
@@ -215,9 +219,14 @@ func (pw *PartitionWriter) Submit(ctx context.Context, b *Batch, done func(base 
 	pw.last = pb
 	pw.waiting = append(pw.waiting, pb)
 	pw.mu.Unlock()
-	pw.scratch.out = (*enc)[:0]
-	*enc = b.encode(&pw.scratch, pw.w.producerID, pw.w.epoch, seq, pw.w.codec)
-	pw.scratch.out = nil
+	sc, _ := compressBuffers.Get().(*batchEncoder)
+	if sc == nil {
+		sc = new(batchEncoder)
+	}
+	sc.out = (*enc)[:0]
+	*enc = b.encode(sc, pw.w.producerID, pw.w.epoch, seq, pw.w.codec)
+	sc.out = nil
+	compressBuffers.Put(sc)
 	go pw.run(ctx, pb, prev)
 	return nil
 }
@@ -282,7 +291,7 @@ func (pw *PartitionWriter) run(ctx context.Context, pb *pwBatch, prev *pwBatch) 
 	pw.mu.Unlock()
 	for _, q := range ready {
 		q.done(q.base, q.err)
-		pw.encoders.Put(q.enc)
+		encodedBatches.Put(q.enc)
 		<-pw.slots
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -412,4 +413,47 @@ func TestWriterAnsweredOutOfOrder(t *testing.T) {
 		t.Fatalf("batch 2's fault answered %d requests", late.Hits())
 	}
 	checkPartition(t, c, "t", 0, recs)
+}
+
+// TestWriterPartitionsKeepNoBuffers: a partition done with writing keeps
+// no batch or compression buffer (a restore keeps the PartitionWriter of
+// every partition it wrote; each kept ~2 MB before).
+func TestWriterPartitionsKeepNoBuffers(t *testing.T) {
+	const parts = 24
+	c := newKfake(t, 1)
+	if err := c.CreateTopic("t", parts, nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriter(context.Background(), writerClient(t, c), BatchSnappy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := make([]byte, 4000)
+	rnd := uint64(7)
+	for i := range value { // incompressible: the encoded batches are ~1 MB
+		rnd = rnd*6364136223846793005 + 1442695040888963407
+		value[i] = byte(rnd >> 56)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC() // a sync.Pool's contents go in the second
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	for p := int32(0); p < parts; p++ {
+		var b Batch
+		for b.Fits(&kgo.Record{Value: value}) {
+			b.Append(&kgo.Record{Value: value, Timestamp: time.UnixMilli(1)})
+		}
+		if _, err := w.Partition("t", p).Send(context.Background(), &b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grew := int64(heap()) - int64(before)
+	runtime.KeepAlive(w) // the restore keeps its writer
+	if grew > 8<<20 {
+		t.Fatalf("the heap grew by %d MB after writing a 1 MB batch to each of %d partitions", grew>>20, parts)
+	}
 }
