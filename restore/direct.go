@@ -103,10 +103,17 @@ func (lr *laneRun) runDirect(ctx context.Context) error {
 	pw := w.Partition(lr.l.targetTopic, lr.l.targetPartition)
 	// Sends outlive an interruption by up to 10 s, as the franz-go path's
 	// wait does: the final checkpoint gets as far as possible. Batches not
-	// yet submitted then are not.
+	// yet submitted then are not. A lane whose lease is no longer valid
+	// (another process may take the partition over) stops sending at once.
 	sendCtx, sendCancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer sendCancel()
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(10*time.Second, sendCancel) })
+	stop := context.AfterFunc(ctx, func() {
+		if lr.fence != nil && !lr.fence.Valid() {
+			sendCancel()
+			return
+		}
+		time.AfterFunc(10*time.Second, sendCancel)
+	})
 	defer stop()
 	rerr := lr.readDirect(ctx, sendCtx, pw)
 	lr.mu.Lock()
