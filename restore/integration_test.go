@@ -354,7 +354,7 @@ func TestRestoreRealKafka(t *testing.T) {
 		}
 		const parts = 3
 		bst, _ := newStore(t)
-		synthArchive(t, bst, "tp", parts, 24<<20, 200, 4<<20, 1<<20, manifest.CodecZstd)
+		synthArchive(t, bst, "tp", parts, 24<<20, 200, 1<<20, 32<<10, manifest.CodecZstd)
 		want := archivedAll(t, bst, "tp", parts)
 		var total int64
 		for _, rs := range want {
@@ -366,7 +366,13 @@ func TestRestoreRealKafka(t *testing.T) {
 		k.CreateTopic(t, dst, parts, 3, map[string]string{"retention.ms": "-1"})
 		o := realOpts(t, bst, brokers, "tp", dst)
 		o.Producer = ProducerDirect
-		o.MaxInFlightBytes = 16 << 10 // batches of ~75 records, one in flight: the kill lands mid-way
+		// Reads of the archive's 32 KiB blocks take up to 20 ms each, so
+		// the restore takes seconds and the kill lands mid-way; small
+		// batches (the window) keep many of them in flight.
+		slow := storefault.New(bst, 25)
+		slow.SetMaxDelay(20 * time.Millisecond)
+		o.Store = slow
+		o.MaxInFlightBytes = 64 << 10
 		done := make(chan error, 1)
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)

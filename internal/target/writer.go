@@ -118,12 +118,16 @@ const MaxInFlight = 5
 // to MaxInFlight of them in flight (a link with latency moves about that
 // many batches per round trip).
 //
-// Batches are sent in order, each from its own goroutine, once the one
-// before was issued (its request call began); franz-go writes a broker's
+// Until a batch of the partition was appended, and again after any error,
+// one batch is in flight at a time (awaitPipelining). Otherwise batches
+// are sent in order, each from its own goroutine, once the one before was
+// issued (its request call began); franz-go writes a broker's
 // requests in the order they are issued, so they almost always arrive in
-// order (none overtook another in the benchmarks, also under load). One that overtakes an earlier one, or follows one that failed, is
-// refused with OUT_OF_ORDER_SEQUENCE_NUMBER without being appended; it is
-// sent again once every batch before it was appended. The same error for
+// order (none overtook another in the benchmarks, also under load). One
+// that overtakes an earlier one, or follows one that failed, is refused
+// with OUT_OF_ORDER_SEQUENCE_NUMBER without being appended (the broker has
+// the producer's state: a batch was appended before); it is sent again
+// once every batch before it was appended. The same error for
 // a batch sent after every earlier one was appended means the broker lost
 // the producer's state: that ends the partition's writing. Any retry of a
 // batch waits until every earlier batch was appended, so retries go in
@@ -135,14 +139,17 @@ type PartitionWriter struct {
 
 	slots chan struct{} // one per batch in flight
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	seq     int32
-	next    int64 // number of the next batch submitted
-	okUpTo  int64 // batches 0..okUpTo-1 were appended
-	failed  error
-	waiting []*pwBatch // submitted, not yet delivered, in order
-	last    *pwBatch   // the last batch submitted
+	mu     sync.Mutex
+	cond   *sync.Cond
+	seq    int32
+	next   int64 // number of the next batch submitted
+	okUpTo int64 // batches 0..okUpTo-1 were appended
+	failed error
+	// pipelining: the last answer was a success, so more than one batch
+	// may be in flight (awaitPipelining).
+	pipelining bool
+	waiting    []*pwBatch // submitted, not yet delivered, in order
+	last       *pwBatch   // the last batch submitted
 
 	deliverMu sync.Mutex // delivers answers in order
 }
@@ -253,6 +260,7 @@ func (pw *PartitionWriter) run(ctx context.Context, pb *pwBatch, prev *pwBatch) 
 		case <-prev.issued:
 		case <-ctx.Done():
 		}
+		pw.awaitPipelining(ctx, prev)
 	}
 	base, err := pw.send(ctx, pb)
 	var ended *endedError
@@ -265,6 +273,7 @@ func (pw *PartitionWriter) run(ctx context.Context, pb *pwBatch, prev *pwBatch) 
 	defer pw.deliverMu.Unlock()
 	pw.mu.Lock()
 	pb.finished, pb.base, pb.err = true, base, err
+	pw.pipelining = err == nil
 	if err != nil && pw.failed == nil {
 		pw.failed = err
 	}
@@ -293,6 +302,27 @@ func (pw *PartitionWriter) run(ctx context.Context, pb *pwBatch, prev *pwBatch) 
 		q.done(q.base, q.err)
 		encodedBatches.Put(q.enc)
 		<-pw.slots
+	}
+}
+
+// awaitPipelining waits, while the partition's last answer was not a
+// success, until prev (the batch before) is answered: a broker takes a
+// producer's first batch on a partition whatever its sequence number (it
+// has nothing to check it against), so a later batch must not reach it
+// before the first was appended, and after an error (a leader move) the
+// writer goes one batch at a time again until one is appended, as
+// franz-go's producer does.
+func (pw *PartitionWriter) awaitPipelining(ctx context.Context, prev *pwBatch) {
+	stop := context.AfterFunc(ctx, func() {
+		pw.mu.Lock()
+		pw.cond.Broadcast()
+		pw.mu.Unlock()
+	})
+	defer stop()
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	for !pw.pipelining && !prev.finished && pw.failed == nil && ctx.Err() == nil {
+		pw.cond.Wait()
 	}
 }
 
@@ -327,7 +357,12 @@ func (e *endedError) Error() string { return e.err.Error() }
 func (pw *PartitionWriter) send(ctx context.Context, pb *pwBatch) (int64, error) {
 	var base int64
 	stale, first := false, true
-	policy := retry.Policy{Backoff: writerBackoff, Retryable: retriable, OnRetry: func(int, error, time.Duration) { stale = true }}
+	policy := retry.Policy{Backoff: writerBackoff, Retryable: retriable, OnRetry: func(int, error, time.Duration) {
+		stale = true
+		pw.mu.Lock()
+		pw.pipelining = false // one batch at a time until one is appended
+		pw.mu.Unlock()
+	}}
 	rctx, cancel := context.WithTimeout(ctx, WriterRetryFor)
 	defer cancel()
 	defer func() {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -456,4 +457,58 @@ func TestWriterPartitionsKeepNoBuffers(t *testing.T) {
 	if grew > 8<<20 {
 		t.Fatalf("the heap grew by %d MB after writing a 1 MB batch to each of %d partitions", grew>>20, parts)
 	}
+}
+
+// TestWriterFirstBatchAlone: a broker takes a producer's first batch on a
+// partition whatever its sequence number (it has no state to check it
+// against), so until a batch was appended only one is in flight: here
+// the first batch to a new topic is refused (not the leader) while the
+// ones behind it wait; every record lands once, in order. (With every
+// batch in flight at once, a later batch was appended first and the
+// first one's retry refused as out of order: a restore into a topic
+// created a moment before failed so on real Kafka.)
+func TestWriterFirstBatchAlone(t *testing.T) {
+	c, w := newWriterTopic(t, 1, 1, BatchSnappy)
+	pw := w.Partition("t", 0)
+	recs := testRecords(0, 0, 50)
+	first := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotLeaderForPartition, When: batchSeq(0), Count: 2})
+	// The first fault answers the first batch's first two requests; this
+	// one sees every later request (kfake serves them one at a time).
+	var zeroSent atomic.Bool
+	var early atomic.Int64
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Observe: true, Count: -1, When: func(r kmsg.Request) bool {
+		if batchSeq(0)(r) {
+			zeroSent.Store(true)
+		} else if !zeroSent.Load() {
+			early.Add(1) // a later batch reached the broker before the first could be appended
+		}
+		return true
+	}})
+	type answer struct {
+		base int64
+		err  error
+	}
+	answers := make(chan answer, 5)
+	for i := 0; i < 5; i++ {
+		var b Batch
+		for _, r := range recs[i*10 : (i+1)*10] {
+			b.Append(r)
+		}
+		if err := pw.Submit(context.Background(), &b, func(base int64, err error) { answers <- answer{base, err} }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 5; i++ {
+		a := <-answers
+		if a.err != nil || a.base != int64(i*10) {
+			t.Fatalf("answer %d: offset %d, %v; want %d", i, a.base, a.err, i*10)
+		}
+		if i == 0 && first.Hits() != 2 {
+			t.Fatalf("the first batch's fault answered %d requests", first.Hits())
+		}
+	}
+	if n := early.Load(); n > 0 {
+		t.Fatalf("%d requests of later batches reached the broker before the first batch was appended", n)
+	}
+	checkPartition(t, c, "t", 0, recs)
 }
