@@ -13,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kbackup/kbackup/store/storefault"
 )
 
 // producedRecords counts the records handed to franz-go's producer.
@@ -116,4 +118,45 @@ func TestDirectFaults(t *testing.T) {
 		}
 		checkExact(t, f, "faults", readTopic(t, tgt, "faults"))
 	})
+}
+
+// TestResumeAcrossProducers: a restore interrupted on one produce path
+// resumes on the other (the checkpoints are the same), exact: franz-go's
+// path then the direct one, and the direct one then franz-go's.
+func TestResumeAcrossProducers(t *testing.T) {
+	f := buildFixture(t, "across", 2, 1500)
+	f.archive(t)
+	for i, order := range [][2]string{{ProducerFranz, ProducerDirect}, {ProducerDirect, ProducerFranz}} {
+		tgt := newCluster(t)
+		id := fmt.Sprintf("across-%d", i)
+		interrupted := false
+		for attempt := 0; attempt < 6 && !interrupted; attempt++ {
+			slow := storefault.New(f.st, uint64(attempt))
+			slow.SetMaxDelay(2 * time.Millisecond)
+			o := f.opts(t, tgt)
+			o.Store, o.StateStore, o.ID, o.Producer = slow, f.st, id, order[0]
+			o.MaxInFlightBytes = 4 << 10
+			ctx, cancel := context.WithCancel(context.Background())
+			go afterCalls(slow, 40, cancel)
+			_, err := Run(ctx, o)
+			cancel()
+			interrupted = err != nil
+		}
+		if !interrupted {
+			t.Fatalf("%s: no run was interrupted", order[0])
+		}
+		o := f.opts(t, tgt)
+		o.ID, o.Producer = id, order[1]
+		sum := run(t, o)
+		resumed := 0
+		for _, p := range sum.Plan.Partitions {
+			if p.State == "resume" {
+				resumed++
+			}
+		}
+		if resumed == 0 {
+			t.Fatalf("%s after %s: no partition resumed", order[1], order[0])
+		}
+		checkExact(t, f, "across", readTopic(t, tgt, "across"))
+	}
 }
