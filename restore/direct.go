@@ -87,6 +87,7 @@ func (rn *runner) directWriter(ctx context.Context) (*target.Writer, error) {
 		if err != nil {
 			return nil, err
 		}
+		w.Logger = rn.o.Logger
 		rn.writer = w
 	}
 	return rn.writer, nil

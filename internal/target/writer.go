@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -33,6 +34,9 @@ import (
 // partition's writing with an error; what landed is then found by the
 // restore's resume (its checkpoint and the target's end offset).
 type Writer struct {
+	// Logger gets a debug line for every batch sent again (nil: none).
+	Logger *slog.Logger
+
 	cl         *kgo.Client
 	producerID int64
 	epoch      int16
@@ -357,7 +361,10 @@ func (e *endedError) Error() string { return e.err.Error() }
 func (pw *PartitionWriter) send(ctx context.Context, pb *pwBatch) (int64, error) {
 	var base int64
 	stale, first := false, true
-	policy := retry.Policy{Backoff: writerBackoff, Retryable: retriable, OnRetry: func(int, error, time.Duration) {
+	policy := retry.Policy{Backoff: writerBackoff, Retryable: retriable, OnRetry: func(attempt int, err error, wait time.Duration) {
+		if l := pw.w.Logger; l != nil {
+			l.Debug("produce request to be sent again", "topic", pw.topic, "partition", pw.partition, "attempt", attempt, "wait", wait, "err", err)
+		}
 		stale = true
 		pw.mu.Lock()
 		pw.pipelining = false // one batch at a time until one is appended

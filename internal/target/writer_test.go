@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kbackup/kbackup/internal/kfaketest"
 )
 
 // writerClient is a client as the restore's: acks from all in-sync
@@ -162,6 +166,8 @@ func TestWriterRetries(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, w := newWriterTopic(t, 1, 1, BatchSnappy)
+			var logs kfaketest.LogBuffer
+			w.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			pw := w.Partition("t", 0)
 			recs := testRecords(0, 0, 300)
 			writeBatches(t, pw, recs[:100], 50, 0)
@@ -182,6 +188,9 @@ func TestWriterRetries(t *testing.T) {
 			writeBatches(t, pw, recs[100:], 50, 100)
 			if h != nil && h.Hits() != 2 {
 				t.Fatalf("the fault answered %d requests, want 2", h.Hits())
+			}
+			if n := strings.Count(logs.String(), "produce request to be sent again"); n < 1 {
+				t.Fatalf("no debug line for the batch sent again:\n%s", logs.String())
 			}
 			checkPartition(t, c, "t", 0, recs)
 		})
