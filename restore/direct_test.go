@@ -106,14 +106,7 @@ func TestDirectFaults(t *testing.T) {
 		if !errors.As(err, &ie) || !strings.Contains(err.Error(), "UNKNOWN_PRODUCER_ID") {
 			t.Fatalf("restore: %v, want the partition failed with UNKNOWN_PRODUCER_ID", err)
 		}
-		sum := run(t, o)
-		resumed := 0
-		for _, p := range sum.Plan.Partitions {
-			if p.State == "resume" {
-				resumed++
-			}
-		}
-		if resumed == 0 {
+		if sum := run(t, o); resumedParts(sum) == 0 {
 			t.Fatal("the rerun resumed no partition")
 		}
 		checkExact(t, f, "faults", readTopic(t, tgt, "faults"))
@@ -147,16 +140,20 @@ func TestResumeAcrossProducers(t *testing.T) {
 		}
 		o := f.opts(t, tgt)
 		o.ID, o.Producer = id, order[1]
-		sum := run(t, o)
-		resumed := 0
-		for _, p := range sum.Plan.Partitions {
-			if p.State == "resume" {
-				resumed++
-			}
-		}
-		if resumed == 0 {
+		if sum := run(t, o); resumedParts(sum) == 0 {
 			t.Fatalf("%s after %s: no partition resumed", order[1], order[0])
 		}
 		checkExact(t, f, "across", readTopic(t, tgt, "across"))
 	}
+}
+
+// resumedParts counts the partitions a restore's plan resumed.
+func resumedParts(sum *Summary) int {
+	n := 0
+	for _, p := range sum.Plan.Partitions {
+		if p.State == "resume" {
+			n++
+		}
+	}
+	return n
 }

@@ -317,12 +317,7 @@ func (pw *PartitionWriter) run(ctx context.Context, pb *pwBatch, prev *pwBatch) 
 // writer goes one batch at a time again until one is appended, as
 // franz-go's producer does.
 func (pw *PartitionWriter) awaitPipelining(ctx context.Context, prev *pwBatch) {
-	stop := context.AfterFunc(ctx, func() {
-		pw.mu.Lock()
-		pw.cond.Broadcast()
-		pw.mu.Unlock()
-	})
-	defer stop()
+	defer pw.wakeOnDone(ctx)()
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
 	for !pw.pipelining && !prev.finished && pw.failed == nil && ctx.Err() == nil {
@@ -330,15 +325,20 @@ func (pw *PartitionWriter) awaitPipelining(ctx context.Context, prev *pwBatch) {
 	}
 }
 
-// awaitHead waits until every batch before pb was appended; it returns
-// the error that ended the partition's writing instead when one did.
-func (pw *PartitionWriter) awaitHead(ctx context.Context, pb *pwBatch) error {
-	stop := context.AfterFunc(ctx, func() {
+// wakeOnDone wakes the waiters on pw.cond when ctx ends (so that they see
+// it); the returned func stops that.
+func (pw *PartitionWriter) wakeOnDone(ctx context.Context) func() bool {
+	return context.AfterFunc(ctx, func() {
 		pw.mu.Lock()
 		pw.cond.Broadcast()
 		pw.mu.Unlock()
 	})
-	defer stop()
+}
+
+// awaitHead waits until every batch before pb was appended; it returns
+// the error that ended the partition's writing instead when one did.
+func (pw *PartitionWriter) awaitHead(ctx context.Context, pb *pwBatch) error {
+	defer pw.wakeOnDone(ctx)()
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
 	for pw.okUpTo < pb.k && ctx.Err() == nil {
