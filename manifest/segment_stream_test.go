@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/kbackup/kbackup/store"
@@ -224,6 +225,73 @@ func TestSegmentStream(t *testing.T) {
 	}
 	body.Release()
 	_ = st
+}
+
+// buffersStaged is a memStaged that takes several buffers per call
+// (store.BuffersWriter), each call slowed by delay, and counts the calls
+// and the most buffers one call had.
+type buffersStaged struct {
+	memStaged
+	delay       time.Duration
+	countedMu   sync.Mutex
+	calls, most int
+}
+
+func (b *buffersStaged) WriteBuffers(bufs [][]byte) error {
+	time.Sleep(b.delay)
+	b.countedMu.Lock()
+	b.calls++
+	b.most = max(b.most, len(bufs))
+	b.countedMu.Unlock()
+	for _, p := range bufs {
+		if _, err := b.Write(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestSegmentStreamBuffers: a streamed segment's blocks go to a staged
+// object taking several buffers (store.BuffersWriter; filestore writes
+// them with one writev) as the same bytes, in order, for every codec; the
+// blocks queued while a slow write ran go together with their headers in
+// the next call; a failed call loses the segment.
+func TestSegmentStreamBuffers(t *testing.T) {
+	t.Parallel()
+	for _, codec := range []Codec{CodecNone, CodecZstd, CodecS2} {
+		recs := streamRecords(100, 400, 900)
+		held, _ := buildStreamed(t, codec, 8<<10, recs, nil)
+		want, wantInfo := held.Finish()
+		var st *buffersStaged
+		w, _ := buildStreamed(t, codec, 8<<10, recs, func() (store.Staged, error) {
+			st = &buffersStaged{memStaged: memStaged{failAfter: -1}, delay: time.Millisecond}
+			return st, nil
+		})
+		body, info := w.FinishBody()
+		if info != wantInfo || st == nil || !body.Streamed() {
+			t.Fatalf("%s: info %+v (want %+v), streamed %v", codec, info, wantInfo, st != nil && body.Streamed())
+		}
+		if !bytes.Equal(st.buf.Bytes(), want) {
+			t.Fatalf("%s: the staged bytes differ from the segment held in memory", codec)
+		}
+		// Blocks of 8 KiB appended in far less than a millisecond
+		// each: most wait for the write before them.
+		if st.calls == 0 || st.calls >= wantInfo.Blocks || st.most < 4 {
+			t.Errorf("%s: %d blocks in %d calls, at most %d buffers in one: want blocks batched (a header and a block each)", codec, wantInfo.Blocks, st.calls, st.most)
+		}
+		body.Release()
+	}
+	a, _ := newTestArchive(t)
+	p := a.Partition("t", TopicID{1}, 0)
+	for _, fail := range []int{5, 20000, 200000} {
+		w, _ := buildStreamed(t, CodecNone, 8<<10, streamRecords(0, 300, 900), func() (store.Staged, error) {
+			return &buffersStaged{memStaged: memStaged{failAfter: fail}}, nil
+		})
+		body, info := w.FinishBody()
+		if _, err := p.AppendBody(t.Context(), nil, body, info, "w", 1); !errors.Is(err, ErrSegmentLost) {
+			t.Fatalf("writes failing after %d bytes: AppendBody %v, want ErrSegmentLost", fail, err)
+		}
+	}
 }
 
 // TestSegmentStreamPublish: a streamed segment goes through a real store's

@@ -354,7 +354,9 @@ func (w *SegmentWriter) startStream() {
 
 // streamer writes a segment's closed blocks, in order, to its staged
 // object on a goroutine of its own (the appender goes on meanwhile), and
-// lets go of each once written. The channel's small buffer bounds what
+// lets go of each once written. Blocks that queued while it wrote go
+// together in one call where the staged object takes several buffers
+// (store.BuffersWriter). The channel's small buffer bounds what
 // waits: a slow disk slows the appender down. With rs (startStream) it
 // has no goroutine: the appender writes and commits the blocks.
 type streamer struct {
@@ -396,22 +398,85 @@ func (s *streamer) abort() {
 func (s *streamer) run() {
 	defer close(s.done)
 	s.write(segmentHeader(), false, 0)
+	bw, _ := s.st.(store.BuffersWriter)
+	var batch []*closedBlock
+	var next *closedBlock // received, still being compressed
 	for {
-		var cb *closedBlock
-		select {
-		case b, ok := <-s.blocks:
-			if !ok {
+		cb := next
+		if cb == nil {
+			select {
+			case b, ok := <-s.blocks:
+				if !ok {
+					return
+				}
+				cb = b
+			case <-s.quit:
+				s.err = store.ErrAborted
 				return
 			}
-			cb = b
-		case <-s.quit:
-			s.err = store.ErrAborted
-			return
 		}
+		next = nil
 		if cb.done != nil {
 			<-cb.done
 		}
-		s.writeBlock(cb)
+		if bw == nil {
+			s.writeBlock(cb)
+			continue
+		}
+		// The blocks that queued, ready, while the last ones were written
+		// go with this one, in one call (filestore: one writev(2)). One
+		// still being compressed goes next: waiting for it here would
+		// hold the ready ones back.
+		batch = append(batch[:0], cb)
+		closed := false
+	queued:
+		for {
+			select {
+			case b, ok := <-s.blocks:
+				if !ok {
+					closed = true
+					break queued
+				}
+				if !b.ready() {
+					next = b
+					break queued
+				}
+				batch = append(batch, b)
+			default:
+				break queued
+			}
+		}
+		s.writeBlocks(bw, batch)
+		clear(batch)
+		if closed {
+			return
+		}
+	}
+}
+
+// writeBlocks is writeBlock of each of batch, in order, written with one
+// WriteBuffers.
+func (s *streamer) writeBlocks(bw store.BuffersWriter, batch []*closedBlock) {
+	hdrs := make([]byte, 0, len(batch)*blockHeaderSize) // never grows: the headers stay where bufs points
+	bufs := make([][]byte, 0, 2*len(batch))
+	for _, cb := range batch {
+		b := cb.stored
+		cb.pos, cb.length = s.pos, int64(blockHeaderSize+len(b))
+		start := len(hdrs)
+		hdrs = appendBlockHeader(hdrs, s.codec, cb.records, cb.rawLen, b, cb.crc)
+		s.account(hdrs[start:], false, 0)
+		s.account(b, true, cb.crc)
+		bufs = append(bufs, hdrs[start:], b)
+	}
+	if s.err == nil {
+		if err := bw.WriteBuffers(bufs); err != nil {
+			s.err = err
+		}
+	}
+	for _, cb := range batch {
+		putBlockBuf(cb.base) // CodecNone: the block's buffer (compressed: nil)
+		cb.stored, cb.base = nil, nil
+		s.raw.Add(int64(cb.rawLen))
 	}
 }
 
@@ -658,6 +723,20 @@ type closedBlock struct {
 	// once written
 	records     int64
 	pos, length int64
+}
+
+// ready reports whether b's stored bytes are final (compressed, or
+// stored as they are).
+func (b *closedBlock) ready() bool {
+	if b.done == nil {
+		return true
+	}
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // compressSlots bounds concurrent block compressions process-wide to the

@@ -166,6 +166,16 @@ type Staged interface {
 	Abort()
 }
 
+// BuffersWriter is a Staged that takes several buffers in one call, as
+// consecutive Writes of each (filestore: one writev(2) for all of them): a
+// streamed segment's blocks that queued while the previous ones were
+// written go to the disk together. An error is as a Write's: the object is
+// lost.
+type BuffersWriter interface {
+	Staged
+	WriteBuffers(bufs [][]byte) error
+}
+
 // ReservingStaged is a Staged that lends the writer its own buffer: the
 // writer encodes the object's next bytes where the store will send them
 // from, instead of writing them from a buffer of its own (which the store

@@ -31,8 +31,9 @@ import (
 )
 
 var (
-	_ store.Store  = (*Store)(nil)
-	_ store.Stager = (*Store)(nil)
+	_ store.Store         = (*Store)(nil)
+	_ store.Stager        = (*Store)(nil)
+	_ store.BuffersWriter = (*staged)(nil)
 )
 
 // Permissions of what the store creates: archived records are private.
@@ -456,6 +457,23 @@ func (st *staged) Write(p []byte) (int, error) {
 	n, err := st.w.Write(p)
 	st.size += int64(n)
 	return n, err
+}
+
+// WriteBuffers is Write of each of bufs, directly in one writev(2) where
+// the file is written directly (fileWriter.WriteBuffers).
+func (st *staged) WriteBuffers(bufs [][]byte) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.f == nil {
+		return st.err
+	}
+	if err := st.w.WriteBuffers(bufs); err != nil {
+		return err
+	}
+	for _, b := range bufs {
+		st.size += int64(len(b))
+	}
+	return nil
 }
 
 func (st *staged) Size() int64 {

@@ -47,6 +47,18 @@ var alignedBufs = sync.Pool{New: func() any {
 	return &b
 }}
 
+// unitBufs recycles aligned buffers of one unit: the unit a zero-copy
+// write completes (the carry and the start of the next block).
+var unitBufs = sync.Pool{New: func() any {
+	b := make([]byte, 2*directAlign)
+	off := int(uintptr(unsafe.Pointer(&b[0])) & (directAlign - 1))
+	if off != 0 {
+		off = directAlign - off
+	}
+	b = b[off : off+directAlign : off+directAlign]
+	return &b
+}}
+
 // fileWriter writes a new file from its start: directly where possible
 // (see above), through the page cache otherwise or once a direct write
 // failed. After an error every later Write and finish fails: a file with
@@ -69,112 +81,194 @@ func newFileWriter(f *os.File, direct bool) *fileWriter {
 }
 
 func (w *fileWriter) Write(p []byte) (int, error) {
+	if err := w.WriteBuffers([][]byte{p}); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// WriteBuffers writes bufs in order, as a Write of each would. Directly,
+// the whole units they make are written with one writev(2) per
+// directVecBytes or so (a streamed segment's blocks queued meanwhile, each
+// with its header: one system call and one disk request where a Write
+// each took two of both). A buffer whose bytes lie in memory at their
+// offset within a page in the file (manifest.SegmentWriter places
+// uncompressed blocks so) is written straight from its memory: the unit
+// the carry starts is completed through an aligned buffer, the whole units
+// after it go as they are, the rest is carried. Any other bytes are copied
+// into aligned buffers first.
+func (w *fileWriter) WriteBuffers(bufs [][]byte) error {
 	if w.err != nil {
-		return 0, w.err
+		return w.err
 	}
 	if !w.direct {
-		n, err := w.f.Write(p)
-		if err != nil {
-			w.err = err
-		}
-		return n, err
+		return w.cached(bufs)
 	}
-	if len(w.carry)+len(p) < directAlign {
+	v := vecWriter{w: w}
+	defer v.release()
+	for i, p := range bufs {
+		for len(w.carry)+len(p) >= directAlign {
+			if head := (directAlign - len(w.carry)) & (directAlign - 1); len(p) >= head+directAlign && aligned(p[head:]) {
+				if len(w.carry) > 0 {
+					u := append(append(v.unit(), w.carry...), p[:head]...)
+					w.copied += int64(len(u))
+					v.add(u)
+					p, w.carry = p[head:], w.carry[:0]
+				}
+				whole := len(p) &^ (directAlign - 1)
+				v.add(p[:whole])
+				p = p[whole:]
+			} else {
+				buf := v.buffer()
+				m := copy(buf, w.carry)
+				k := copy(buf[m:], p)
+				p = p[k:]
+				fill := m + k
+				whole := fill &^ (directAlign - 1)
+				w.copied += int64(fill)
+				v.add(buf[:whole])
+				w.carry = append(w.carry[:0], buf[whole:fill]...)
+			}
+			if v.full() {
+				if err := v.flush(); err != nil {
+					return err
+				}
+				if !w.direct { // refused: the rest through the page cache
+					rest := append([][]byte{w.carry, p}, bufs[i+1:]...)
+					w.carry = nil
+					return w.cached(rest)
+				}
+			}
+		}
 		w.carry = append(w.carry, p...)
-		return len(p), nil
 	}
-	n := len(p)
-	// Straight from p if its bytes are aligned in memory where they are
-	// in the file (manifest.SegmentWriter places uncompressed blocks so):
-	// the unit the carry starts is completed through an aligned buffer,
-	// the whole units after it are written from p, the rest is carried.
-	// Otherwise every unit is copied into an aligned buffer first.
-	if head := (directAlign - len(w.carry)) & (directAlign - 1); len(p) >= head+directAlign && aligned(p[head:]) {
-		if len(w.carry) > 0 {
-			bp := alignedBufs.Get().(*[]byte)
-			buf := append(append((*bp)[:0], w.carry...), p[:head]...)
-			w.copied += int64(len(buf))
-			err := w.writeUnits(buf)
-			alignedBufs.Put(bp)
-			if err != nil {
-				w.err = err
-				return 0, err
-			}
-			p, w.carry = p[head:], w.carry[:0]
-		}
-		if w.direct {
-			whole := len(p) &^ (directAlign - 1)
-			if err := w.writeUnits(p[:whole]); err != nil {
-				w.err = err
-				return 0, err
-			}
-			p = p[whole:]
-		}
-	} else {
-		bp := alignedBufs.Get().(*[]byte)
-		buf := *bp
-		for w.direct && len(w.carry)+len(p) >= directAlign {
-			m := copy(buf, w.carry)
-			k := copy(buf[m:], p)
-			p = p[k:]
-			fill := m + k
-			w.copied += int64(fill)
-			whole := fill &^ (directAlign - 1)
-			if err := w.writeUnits(buf[:whole]); err != nil {
-				alignedBufs.Put(bp)
-				w.err = err
-				return 0, err
-			}
-			w.carry = append(w.carry[:0], buf[whole:fill]...)
-		}
-		alignedBufs.Put(bp)
+	if err := v.flush(); err != nil {
+		return err
 	}
-	if !w.direct { // fell back: the rest through the page cache
-		if len(w.carry) > 0 {
-			if _, err := w.f.Write(w.carry); err != nil {
-				w.err = err
-				return 0, err
-			}
-			w.carry = nil
+	if !w.direct && len(w.carry) > 0 {
+		carry := w.carry
+		w.carry = nil
+		return w.cached([][]byte{carry})
+	}
+	return nil
+}
+
+// cached writes bufs through the page cache (f without O_DIRECT).
+func (w *fileWriter) cached(bufs [][]byte) error {
+	for _, b := range bufs {
+		if len(b) == 0 {
+			continue
 		}
-		if _, err := w.f.Write(p); err != nil {
+		if _, err := w.f.Write(b); err != nil {
 			w.err = err
-			return 0, err
+			return err
 		}
-		return n, nil
 	}
-	w.carry = append(w.carry, p...)
-	return n, nil
+	return nil
 }
 
-// aligned reports whether b starts on a directAlign boundary in memory.
-func aligned(b []byte) bool {
-	return uintptr(unsafe.Pointer(unsafe.SliceData(b)))&(directAlign-1) == 0
+// directVecBytes and directVecBufs bound what one writev(2) takes: the
+// aligned buffers copies hold until it returns, and the bytes a single
+// system call keeps the thread (and the disk's queue) for.
+const (
+	directVecBytes = 8 << 20
+	directVecBufs  = 4
+	directVecIovs  = 64
+)
+
+// vecWriter gathers one direct writev(2): the whole units to write, in
+// order, and the aligned buffers holding the copied ones.
+type vecWriter struct {
+	w     *fileWriter
+	iov   [][]byte
+	bytes int
+	held  []*[]byte // from alignedBufs (directBuf) and unitBufs (one unit)
+	bufs  int       // of held, from alignedBufs
 }
 
-// writeUnits writes b (aligned, whole units) directly; if the file system
-// refuses the direct write after all, it turns O_DIRECT off and writes the
-// rest of b through the page cache.
-func (w *fileWriter) writeUnits(b []byte) error {
+// unit returns an empty aligned buffer of one unit, held until the flush.
+func (v *vecWriter) unit() []byte {
+	bp := unitBufs.Get().(*[]byte)
+	v.held = append(v.held, bp)
+	return (*bp)[:0]
+}
+
+// buffer returns an aligned buffer of directBuf bytes, held until the
+// flush.
+func (v *vecWriter) buffer() []byte {
+	bp := alignedBufs.Get().(*[]byte)
+	v.held = append(v.held, bp)
+	v.bufs++
+	return *bp
+}
+
+func (v *vecWriter) add(b []byte) {
+	if len(b) > 0 {
+		v.iov = append(v.iov, b)
+		v.bytes += len(b)
+	}
+}
+
+// full reports whether the gathered write should go now.
+func (v *vecWriter) full() bool {
+	return v.bytes >= directVecBytes || v.bufs >= directVecBufs || len(v.iov) >= directVecIovs
+}
+
+// flush writes what was gathered directly; if the file system refuses
+// the direct write after all, it turns O_DIRECT off and writes the rest
+// through the page cache (w.direct false after it).
+func (v *vecWriter) flush() error {
+	defer v.release()
+	if len(v.iov) == 0 {
+		return nil
+	}
+	w := v.w
 	w.units++
 	var n int
 	var err error
 	if w.units == w.refuseAt {
 		err = &os.PathError{Op: "write", Path: w.f.Name(), Err: syscall.EINVAL}
-	} else {
-		n, err = w.f.Write(b)
+	} else if n, err = writev(w.f, v.iov); err == nil && n < v.bytes {
+		err = io.ErrShortWrite // (a direct write is all or an error; handled as a refusal)
 	}
 	if err == nil {
 		return nil
 	}
 	w.direct = false
 	if !setDirect(w.f, false) {
-		return fmt.Errorf("direct write: %w", err)
+		w.err = fmt.Errorf("direct write: %w", err)
+		return w.err
 	}
-	if _, err := w.f.Write(b[n:]); err != nil {
-		return err
+	for _, b := range v.iov { // from the first byte not written
+		if n >= len(b) {
+			n -= len(b)
+			continue
+		}
+		if _, err := w.f.Write(b[n:]); err != nil {
+			w.err = err
+			return err
+		}
+		n = 0
 	}
 	return nil
+}
+
+// release gives the held buffers back and empties v.
+func (v *vecWriter) release() {
+	for _, bp := range v.held {
+		if cap(*bp) == directAlign {
+			unitBufs.Put(bp)
+		} else {
+			alignedBufs.Put(bp)
+		}
+	}
+	clear(v.iov)
+	v.iov, v.held, v.bytes, v.bufs = v.iov[:0], v.held[:0], 0, 0
+}
+
+// aligned reports whether b starts on a directAlign boundary in memory.
+func aligned(b []byte) bool {
+	return uintptr(unsafe.Pointer(unsafe.SliceData(b)))&(directAlign-1) == 0
 }
 
 // finish writes what is left (the last partial unit) through the page

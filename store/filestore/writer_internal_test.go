@@ -189,8 +189,10 @@ func TestFileWriterFallback(t *testing.T) {
 	for i := range first {
 		first[i] = byte(i)
 	}
-	if err := w.writeUnits(first); err != nil {
-		t.Fatalf("writeUnits of a misaligned buffer: %v (want the page-cache fallback)", err)
+	v := vecWriter{w: w}
+	v.add(first)
+	if err := v.flush(); err != nil {
+		t.Fatalf("a direct write of a misaligned buffer: %v (want the page-cache fallback)", err)
 	}
 	if w.direct {
 		t.Fatal("still direct after a refused direct write")
@@ -227,12 +229,7 @@ func TestFileWriterFallback(t *testing.T) {
 			data[i] = byte(i*13 + skew)
 		}
 		for refuseAt := 1; refuseAt <= 12; refuseAt++ {
-			f, err := os.CreateTemp(dir, "w")
-			if err != nil {
-				t.Fatal(err)
-			}
-			w := newFileWriter(f, true)
-			w.refuseAt = refuseAt
+			f, w := refusingWriter(t, dir, refuseAt)
 			for rest, i := data, 0; len(rest) > 0; i++ {
 				n := min(len(rest), c.chunks[i%2])
 				if k, err := w.Write(rest[:n]); err != nil || k != n {
@@ -243,22 +240,105 @@ func TestFileWriterFallback(t *testing.T) {
 			if w.direct != (w.units < refuseAt) {
 				t.Fatalf("skew %d, refusal at write %d of %d: direct = %v after it", skew, refuseAt, w.units, w.direct)
 			}
-			if err := w.finish(); err != nil {
-				t.Fatal(err)
-			}
 			if skew == 0 && c.chunks[1] == 1<<20 && w.copied >= 1<<20 {
 				t.Fatalf("skew 0: %d bytes copied: the blocks were not written from their memory", w.copied)
 			}
-			got, err := os.ReadFile(f.Name())
-			f.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, data) {
+			if got := finishedBytes(t, f, w); !bytes.Equal(got, data) {
 				t.Fatalf("skew %d, refusal at write %d: the file (%d bytes) differs from the %d written", skew, refuseAt, len(got), len(data))
 			}
 		}
 	}
+}
+
+// TestFileWriterBuffers writes a streamed segment's pattern (a 20-byte
+// block header, then a block of about 1 MiB placed at its file offset
+// within a page) several blocks per WriteBuffers, from page-aligned memory
+// and from skewed memory: every byte lands in order; the blocks placed so
+// are written from their memory with one direct write per call (not two
+// per block), copying only the unit each header completes; a refusal at any
+// of those writes sends it and everything after it through the page cache.
+func TestFileWriterBuffers(t *testing.T) {
+	dir := t.TempDir()
+	if !directExpected(t, dir) {
+		skipOrFailInCI(t, dir)
+	}
+	const hdr, block, blocks, perCall = 20, 1<<20 + 1234, 7, 3
+	size := blocks * (hdr + block)
+	room := make([]byte, size+2*directAlign)
+	for _, skew := range []int{0, 1} {
+		// data is the file: the segment header (4 bytes first, as
+		// SegmentWriter's), then headers and blocks; each block lies in
+		// room at its file offset within a page (skew 0) or a byte past it.
+		base := int(-uintptr(unsafe.Pointer(&room[0]))) & (directAlign - 1)
+		data := room[base+skew : base+skew+size+4]
+		for i := range data {
+			data[i] = byte(i*7 + i>>12 + skew)
+		}
+		var parts [][]byte
+		parts = append(parts, data[:4])
+		for off := 4; off < len(data); off += hdr + block {
+			parts = append(parts, data[off:off+hdr], data[off+hdr:min(off+hdr+block, len(data))])
+		}
+		for refuseAt := 0; refuseAt <= 4; refuseAt++ {
+			f, w := refusingWriter(t, dir, refuseAt)
+			calls := 0
+			for rest := parts; len(rest) > 0; calls++ {
+				n := min(len(rest), 2*perCall)
+				if calls == 0 {
+					n = 1 // the segment header alone
+				}
+				if err := w.WriteBuffers(rest[:n]); err != nil {
+					t.Fatalf("skew %d, refusal at %d: WriteBuffers: %v", skew, refuseAt, err)
+				}
+				rest = rest[n:]
+			}
+			refused := refuseAt > 0 && refuseAt <= w.units
+			if w.direct == refused {
+				t.Fatalf("skew %d, refusal at write %d of %d: direct = %v after it", skew, refuseAt, w.units, w.direct)
+			}
+			if skew == 0 && refuseAt == 0 {
+				// one direct write per call after the first (whose 4
+				// bytes are carried), each of 3 blocks: far under the
+				// writev bounds
+				if want := calls - 1; w.units != want {
+					t.Fatalf("%d direct writes for %d calls of %d blocks, want %d", w.units, calls-1, perCall, want)
+				}
+				if w.copied > blocks*directAlign {
+					t.Fatalf("%d bytes copied, want at most a unit per block (%d)", w.copied, blocks*directAlign)
+				}
+			}
+			if got := finishedBytes(t, f, w); !bytes.Equal(got, data) {
+				t.Fatalf("skew %d, refusal at write %d: the file (%d bytes) differs from the %d written", skew, refuseAt, len(got), len(data))
+			}
+		}
+	}
+}
+
+// refusingWriter is a fileWriter on a new file in dir whose refuseAt-th
+// direct write (from 1; 0: none) is refused as a file system would.
+func refusingWriter(t *testing.T, dir string, refuseAt int) (*os.File, *fileWriter) {
+	t.Helper()
+	f, err := os.CreateTemp(dir, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newFileWriter(f, true)
+	w.refuseAt = refuseAt
+	return f, w
+}
+
+// finishedBytes finishes w, closes f and returns the file's bytes.
+func finishedBytes(t *testing.T, f *os.File, w *fileWriter) []byte {
+	t.Helper()
+	if err := w.finish(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(f.Name())
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 // TestDirectRefusedOnTmpfs: tmpfs (no disk under it) keeps the page cache.
