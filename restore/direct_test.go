@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -156,4 +157,99 @@ func resumedParts(sum *Summary) int {
 		}
 	}
 	return n
+}
+
+// TestDirectLeaseLapseStopsSends: a lane on the direct path whose lease
+// lapses while its batches are in flight (the target holds every produce
+// request from the fourth on) stops sending at once, where an interrupted
+// lane keeps 10 s for what is in flight: the process gives the partition up
+// within the lease's duration and a little. The held requests are then
+// answered (appended, as a killed process's may be), and the rerun, which
+// settles and verifies what landed, is exact.
+func TestDirectLeaseLapseStopsSends(t *testing.T) {
+	f := buildFixture(t, "lapse", 1, 3000)
+	f.archive(t)
+	tgt := newCluster(t)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // before the cluster closes
+	var produced atomic.Int64
+	held := make(chan struct{}, 1)
+	tgt.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		tgt.KeepControl()
+		if produced.Add(1) > 3 {
+			select {
+			case held <- struct{}{}:
+			default:
+			}
+			tgt.SleepControl(func() { <-release })
+		}
+		return nil, nil, false
+	})
+	state := storefault.New(f.st, 1)
+	o := f.opts(t, tgt)
+	o.Producer, o.ID = ProducerDirect, "lapse"
+	o.StateStore, o.Join = state, true
+	o.LeaseDuration, o.MaxClockSkew = 1500*time.Millisecond, 100*time.Millisecond
+	o.MaxInFlightBytes = 16 << 10 // many batches
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(ctx, o)
+		done <- err
+	}()
+	select {
+	case <-held:
+	case err := <-done:
+		t.Fatalf("the restore ended before the target held a request: %v", err)
+	case <-ctx.Done():
+		t.Fatal("the target never held a produce request")
+	}
+	state.Freeze() // the lease is no longer renewed
+	frozen := time.Now()
+	select {
+	case err := <-done:
+		took := time.Since(frozen)
+		var ie *IncompleteError
+		if !errors.As(err, &ie) || len(ie.Failed) != 1 || !strings.Contains(ie.Failed[0], "lease") {
+			t.Fatalf("restore whose lease lapsed: %v, want the partition given up with its lease", err)
+		}
+		// The lease lapses within 1.5 s; sends kept for 10 s would end
+		// the run after 11.5 s at the earliest.
+		if took > 6*time.Second {
+			t.Fatalf("the restore ended %s after its lease stopped being renewed: its sends did not stop with the lease", took.Round(time.Millisecond))
+		}
+		t.Logf("ended %s after the lease stopped being renewed: %v", took.Round(time.Millisecond), err)
+	case <-ctx.Done():
+		t.Fatal("the restore did not end after its lease lapsed")
+	}
+	state.Thaw()
+	releaseOnce.Do(func() { close(release) }) // the held batches land now
+	time.Sleep(200 * time.Millisecond)
+	if sum := run(t, o); resumedParts(sum) == 0 {
+		t.Fatal("the rerun resumed no partition")
+	}
+	checkExact(t, f, "lapse", readTopic(t, tgt, "lapse"))
+}
+
+// TestIncompleteErrorMessage: the count is of partitions; a failed
+// finishing step (or offset map file) is named beside them, not counted as
+// one (a lapsed lease once read "2 of 1 partitions did not complete").
+func TestIncompleteErrorMessage(t *testing.T) {
+	for _, c := range []struct {
+		e    IncompleteError
+		want string
+	}{
+		{IncompleteError{RestoreID: "r", Failed: []string{"t/0 (lease lost)"}, Total: 1, Steps: []string{"finishing (store frozen)"}},
+			"restore r incomplete: 1 of 1 partitions did not complete: t/0 (lease lost); finishing (store frozen) (run the same restore again to resume)"},
+		{IncompleteError{RestoreID: "r", Total: 3, Steps: []string{"offset map file (disk full)"}},
+			"restore r incomplete: offset map file (disk full) (run the same restore again to resume)"},
+		{IncompleteError{RestoreID: "r", Failed: []string{"t/0 (x)", "t/2 (not started)"}, Total: 3},
+			"restore r incomplete: 2 of 3 partitions did not complete: t/0 (x); t/2 (not started) (run the same restore again to resume)"},
+	} {
+		if got := c.e.Error(); got != c.want {
+			t.Errorf("got  %q\nwant %q", got, c.want)
+		}
+	}
 }

@@ -81,11 +81,18 @@ type IncompleteError struct {
 	Failed []string
 	// Total is the number of lanes.
 	Total int
+	// Steps names the restore's other steps that failed (the finishing
+	// step, the offset map file), with their reasons.
+	Steps []string
 }
 
 func (e *IncompleteError) Error() string {
-	return fmt.Sprintf("restore %s incomplete: %d of %d partitions did not complete: %s (run the same restore again to resume)",
-		e.RestoreID, len(e.Failed), e.Total, strings.Join(e.Failed, "; "))
+	var what []string
+	if len(e.Failed) > 0 {
+		what = append(what, fmt.Sprintf("%d of %d partitions did not complete: %s", len(e.Failed), e.Total, strings.Join(e.Failed, "; ")))
+	}
+	what = append(what, e.Steps...)
+	return fmt.Sprintf("restore %s incomplete: %s (run the same restore again to resume)", e.RestoreID, strings.Join(what, "; "))
 }
 
 // runner is the state shared by the lanes of one restore.

@@ -58,17 +58,18 @@ func (rn *runner) run(ctx context.Context, p *planned, sum *Summary) (*Summary, 
 	if fin != nil {
 		sum.OffsetMap, sum.Groups, sum.Report = fin.om, fin.groups, fin.report
 	}
+	var steps []string
 	if err != nil {
-		failed = append(failed, "finishing ("+err.Error()+")")
+		steps = append(steps, "finishing ("+err.Error()+")")
 	}
 	if sum.OffsetMap != nil && o.OffsetMapFile != "" {
 		if err := writeFileAtomic(o.OffsetMapFile, sum.OffsetMap.Encode()); err != nil {
-			failed = append(failed, "offset map file ("+err.Error()+")")
+			steps = append(steps, "offset map file ("+err.Error()+")")
 		}
 	}
 	sum.Duration = o.Now().Sub(rn.start)
-	if len(failed) > 0 {
-		return sum, &IncompleteError{RestoreID: id, Failed: failed, Total: len(p.lanes)}
+	if len(failed) > 0 || len(steps) > 0 {
+		return sum, &IncompleteError{RestoreID: id, Failed: failed, Total: len(p.lanes), Steps: steps}
 	}
 	o.Logger.Info("restore: complete", "restore_id", id, "records", sum.Records, "bytes", sum.Bytes, "duration", sum.Duration.Round(time.Millisecond))
 	return sum, nil
