@@ -294,6 +294,41 @@ func TestSegmentStreamBuffers(t *testing.T) {
 	}
 }
 
+// TestStreamerWritesReadyBlocks: a block still being compressed does not
+// hold back the ready one queued before it: the streamer writes the ready
+// block alone, then the other once compressed.
+func TestStreamerWritesReadyBlocks(t *testing.T) {
+	t.Parallel()
+	st := &buffersStaged{memStaged: memStaged{failAfter: -1}}
+	s := &streamer{st: st, codec: CodecZstd, quit: make(chan struct{}), done: make(chan struct{}), blocks: make(chan *closedBlock, 2)}
+	compressed := make(chan struct{})
+	close(compressed)
+	ready := &closedBlock{stored: []byte("ready"), rawLen: 10, done: compressed, records: 1}
+	pending := &closedBlock{stored: []byte("pending"), rawLen: 12, done: make(chan struct{}), records: 1}
+	s.blocks <- ready // both queued before the streamer looks
+	s.blocks <- pending
+	go s.run()
+	calls := func() int {
+		st.countedMu.Lock()
+		defer st.countedMu.Unlock()
+		return st.calls
+	}
+	for deadline := time.Now().Add(5 * time.Second); calls() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the ready block was not written while the next one was being compressed")
+		}
+	}
+	if st.most != 2 {
+		t.Fatalf("the first write had %d buffers, want the ready block's header and bytes", st.most)
+	}
+	close(pending.done)
+	close(s.blocks)
+	<-s.done
+	if s.err != nil || calls() != 2 || ready.pos != segHeaderSize || pending.pos != ready.pos+ready.length {
+		t.Fatalf("err %v, %d writes, blocks at %d and %d: want 2 writes, the blocks in order after the header", s.err, calls(), ready.pos, pending.pos)
+	}
+}
+
 // TestSegmentStreamPublish: a streamed segment goes through a real store's
 // Stager into the partition log, and an AppendBody retried after its
 // commit entry failed reuses the published segment.

@@ -107,6 +107,27 @@ func writeBatches(t *testing.T, pw *PartitionWriter, recs []*kgo.Record, per int
 	}
 }
 
+// answer is a submitted batch's outcome.
+type answer struct {
+	base int64
+	err  error
+}
+
+// submitBatches submits recs to pw in batches of per records, each
+// answered on answers; it stops at the first Submit error.
+func submitBatches(pw *PartitionWriter, recs []*kgo.Record, per int, answers chan<- answer) error {
+	for i := 0; i < len(recs); i += per {
+		b := new(Batch)
+		for _, r := range recs[i:min(i+per, len(recs))] {
+			b.Append(r)
+		}
+		if err := pw.Submit(context.Background(), b, func(base int64, err error) { answers <- answer{base, err} }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // checkPartition reads topic/p and compares it with want, offset for
 // offset.
 func checkPartition(t *testing.T, c *kfake.Cluster, topic string, p int32, want []*kgo.Record) {
@@ -285,10 +306,6 @@ func TestWriterPipelines(t *testing.T) {
 		<-release // holds the broker: the requests behind wait on the connection
 		return nil, nil, false
 	})
-	type answer struct {
-		base int64
-		err  error
-	}
 	answers := make(chan answer, 6)
 	submitted := make(chan int, 6)
 	go func() {
@@ -335,19 +352,9 @@ func TestWriterOvertaken(t *testing.T) {
 	recs := testRecords(0, 0, 80)
 	writeBatches(t, pw, recs[:10], 10, 0)
 	h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Err: kerr.NotLeaderForPartition})
-	type answer struct {
-		base int64
-		err  error
-	}
 	answers := make(chan answer, 7)
-	for i := 1; i < 8; i++ {
-		var b Batch
-		for _, r := range recs[i*10 : (i+1)*10] {
-			b.Append(r)
-		}
-		if err := pw.Submit(context.Background(), &b, func(base int64, err error) { answers <- answer{base, err} }); err != nil {
-			t.Fatal(err)
-		}
+	if err := submitBatches(pw, recs[10:], 10, answers); err != nil {
+		t.Fatal(err)
 	}
 	for i := 1; i < 8; i++ {
 		a := <-answers
@@ -393,19 +400,9 @@ func TestWriterAnsweredOutOfOrder(t *testing.T) {
 	})
 	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.RequestTimedOut, When: batchSeq(10)})
 	late := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotLeaderForPartition, When: batchSeq(30)})
-	type answer struct {
-		base int64
-		err  error
-	}
 	answers := make(chan answer, 3)
-	for i := 1; i <= 3; i++ {
-		var b Batch
-		for _, r := range recs[i*10 : (i+1)*10] {
-			b.Append(r)
-		}
-		if err := pw.Submit(context.Background(), &b, func(base int64, err error) { answers <- answer{base, err} }); err != nil {
-			t.Fatal(err)
-		}
+	if err := submitBatches(pw, recs[10:], 10, answers); err != nil {
+		t.Fatal(err)
 	}
 	time.Sleep(50 * time.Millisecond)
 	close(release)
@@ -493,19 +490,9 @@ func TestWriterFirstBatchAlone(t *testing.T) {
 		}
 		return true
 	}})
-	type answer struct {
-		base int64
-		err  error
-	}
 	answers := make(chan answer, 5)
-	for i := 0; i < 5; i++ {
-		var b Batch
-		for _, r := range recs[i*10 : (i+1)*10] {
-			b.Append(r)
-		}
-		if err := pw.Submit(context.Background(), &b, func(base int64, err error) { answers <- answer{base, err} }); err != nil {
-			t.Fatal(err)
-		}
+	if err := submitBatches(pw, recs, 10, answers); err != nil {
+		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {
 		a := <-answers

@@ -34,30 +34,27 @@ const (
 	directMin = 1 << 20
 )
 
-// alignedBufs recycles the aligned buffers: one is held only during a
-// Write, so there are about as many as writes run at once.
-var alignedBufs = sync.Pool{New: func() any {
-	b := make([]byte, directBuf+directAlign)
-	// The Go heap does not move objects, so the address stays aligned.
-	off := int(uintptr(unsafe.Pointer(&b[0])) & (directAlign - 1))
-	if off != 0 {
-		off = directAlign - off
-	}
-	b = b[off : off+directBuf : off+directBuf]
-	return &b
-}}
+// alignedBufs recycles the aligned buffers of directBuf bytes that direct
+// writes copy bytes into (held until the write's system call returns) and
+// direct reads read into (held by a directReader until it is closed).
+var alignedBufs = sync.Pool{New: func() any { return newAligned(directBuf) }}
 
 // unitBufs recycles aligned buffers of one unit: the unit a zero-copy
 // write completes (the carry and the start of the next block).
-var unitBufs = sync.Pool{New: func() any {
-	b := make([]byte, 2*directAlign)
+var unitBufs = sync.Pool{New: func() any { return newAligned(directAlign) }}
+
+// newAligned returns a buffer of n bytes starting on a directAlign
+// boundary in memory (the Go heap does not move objects, so the address
+// stays aligned).
+func newAligned(n int) *[]byte {
+	b := make([]byte, n+directAlign)
 	off := int(uintptr(unsafe.Pointer(&b[0])) & (directAlign - 1))
 	if off != 0 {
 		off = directAlign - off
 	}
-	b = b[off : off+directAlign : off+directAlign]
+	b = b[off : off+n : off+n]
 	return &b
-}}
+}
 
 // fileWriter writes a new file from its start: directly where possible
 // (see above), through the page cache otherwise or once a direct write
